@@ -1,0 +1,20 @@
+"""The catalog service's ASGI app: ``uvicorn --factory catalog.app:create_app``."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from ember_shared.app import ServiceSpec, create_service_app
+from catalog.models import Base
+
+
+def create_app() -> Litestar:
+    return create_service_app(
+        ServiceSpec(
+            name="catalog",
+            title="Ember catalog",
+            description=__doc__ or "",
+            route_handlers=[],
+            base=Base,
+        )
+    )

@@ -1,0 +1,20 @@
+"""The checkout service's ASGI app: ``uvicorn --factory checkout.app:create_app``."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from ember_shared.app import ServiceSpec, create_service_app
+from checkout.models import Base
+
+
+def create_app() -> Litestar:
+    return create_service_app(
+        ServiceSpec(
+            name="checkout",
+            title="Ember checkout",
+            description=__doc__ or "",
+            route_handlers=[],
+            base=Base,
+        )
+    )

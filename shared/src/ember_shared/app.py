@@ -1,0 +1,115 @@
+"""One way to build a service app, used by all of them (litestar-fullstack's plugin wiring).
+
+A service describes itself with a :class:`ServiceSpec` (its routes, its models' base, its
+event handlers, its own dependencies) and :func:`create_service_app` adds what every service
+has: settings, JSON logs with request ids, problem details, the database session, Redis, token
+verification, probes, its OpenAPI document and the event runtime (outbox relay and consumers).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.stores.redis import RedisStore
+from litestar.types import ControllerRouterHandler
+from redis.asyncio import Redis
+from sqlalchemy.orm import DeclarativeBase
+
+from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
+from ember_shared.db import make_engine, sqlalchemy_plugin
+from ember_shared.events.handlers import EventHandlers
+from ember_shared.health import health_controller
+from ember_shared.logging import RequestContextMiddleware, configure_logging
+from ember_shared.problems import document_problems, exception_handlers
+from ember_shared.settings import ServiceSettings, service_settings
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    route_handlers: Sequence[ControllerRouterHandler]
+    base: type[DeclarativeBase] | None = None
+    events: EventHandlers | None = None
+    dependencies: dict[str, Provide] = field(default_factory=dict)
+    lifespans: Sequence[Lifespan] = ()
+    #: Called with the finished AppConfig, for what a service must add by hand.
+    configure: Callable[[AppConfig], None] | None = None
+    version: str = "1.0.0"
+
+
+def redis_client(settings: ServiceSettings) -> Redis:
+    return Redis.from_url(settings.redis.url, decode_responses=False, health_check_interval=30)
+
+
+def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Litestar:
+    settings = settings or service_settings(spec.name)
+    configure_logging(spec.name, settings.app.log_level, settings.app.log_format)
+    engine = make_engine(settings)
+    redis = redis_client(settings)
+    verifier = TokenVerifier(settings.auth, redis)
+
+    @asynccontextmanager
+    async def resources(app: Litestar) -> AsyncIterator[None]:
+        from ember_shared.events.runtime import EventRuntime
+
+        app.state.redis = redis
+        app.state.db_engine = engine
+        app.state.settings = settings
+        # Without a configured credential (tests, a lone service) internal routes stay closed.
+        app.state.service_token = settings.auth.service_token or secrets.token_urlsafe(32)
+        runtime = EventRuntime(settings, engine, spec.base.metadata if spec.base else None, spec.events)
+        app.state.events = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            await redis.aclose()
+            await engine.dispose()
+
+    docs_path = f"/api/docs/{spec.name}"
+    config = AppConfig(
+        route_handlers=[health_controller(spec.name), *spec.route_handlers],
+        plugins=[sqlalchemy_plugin(settings, engine)],
+        middleware=[
+            RequestContextMiddleware,
+            DefineMiddleware(AuthenticationMiddleware, verifier=verifier),
+        ],
+        exception_handlers=exception_handlers(),
+        dependencies=dict(spec.dependencies),
+        lifespan=[resources, *spec.lifespans],
+        on_startup=[document_problems],
+        stores={"rate_limit": RedisStore(redis, namespace=f"{spec.name}:rate-limit")},
+        openapi_config=OpenAPIConfig(
+            title=spec.title,
+            version=spec.version,
+            description=spec.description,
+            path=docs_path,
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                }
+            ),
+            use_handler_docstrings=True,
+        ),
+        debug=False,
+    )
+    if spec.configure is not None:
+        spec.configure(config)
+    return Litestar.from_config(config)

@@ -1,0 +1,237 @@
+"""Verifying who is calling, without asking identity on every request.
+
+Identity signs short-lived access tokens (EdDSA) and publishes its public keys as JWKS. Every
+service verifies them here, locally: the key set is fetched once and cached, refreshed when a
+token names a key id it does not know. A token arrives as ``Authorization: Bearer`` or in the
+``ember_access`` cookie; a state-changing request authenticated by cookie must also echo the
+``ember_csrf`` cookie in the ``X-CSRF-Token`` header (double submit), or it is refused.
+
+A request without a valid token is anonymous; guards decide who may pass. A revoked session
+(sign out, password change, disabled account) is refused at once: identity lists its id in
+Redis for as long as its access tokens could live.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.asyncio import Redis
+
+from ember_shared.problems import Problem
+from ember_shared.settings import AuthSettings
+
+log = structlog.get_logger("ember.auth")
+
+ALGORITHMS = ["EdDSA"]
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SERVICE_TOKEN_HEADER = "x-service-token"
+REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The signed-in person a valid access token speaks for."""
+
+    user_id: uuid.UUID
+    email: str
+    roles: frozenset[str]
+    session_id: str
+    name: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass
+class KeySet:
+    """Identity's public keys, fetched from JWKS (or one PEM key given in settings)."""
+
+    settings: AuthSettings
+    keys: dict[str, Any] = field(default_factory=dict)
+    fetched_at: float = 0.0
+    pem_key: Any = None
+
+    def __post_init__(self) -> None:
+        if self.settings.public_key_pem:
+            self.pem_key = _load_pem(self.settings.public_key_pem)
+
+    async def key_for(self, kid: str | None) -> Any:
+        if self.pem_key is not None:
+            return self.pem_key
+        if kid not in self.keys and time.monotonic() - self.fetched_at > 5:
+            await self.refresh()
+        if kid is None and len(self.keys) == 1:
+            return next(iter(self.keys.values()))
+        if kid not in self.keys:
+            raise jwt.InvalidKeyError("unknown key id")
+        return self.keys[kid]
+
+    async def refresh(self) -> None:
+        self.fetched_at = time.monotonic()
+        try:
+            async with httpx.AsyncClient(timeout=3.0) as client:
+                response = await client.get(self.settings.jwks_url)
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("jwks_fetch_failed", url=self.settings.jwks_url, error=str(exc))
+            return
+        keys: dict[str, Any] = {}
+        for jwk in response.json().get("keys", []):
+            try:
+                keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
+            except jwt.PyJWTError:
+                continue
+        self.keys = keys
+
+
+def _load_pem(pem: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return load_pem_public_key(pem.replace("\\n", "\n").encode())
+
+
+class TokenVerifier:
+    def __init__(self, settings: AuthSettings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.keys = KeySet(settings)
+        self.redis = redis
+
+    async def verify(self, token: str) -> Principal:
+        """The principal a token speaks for; ``jwt.PyJWTError`` when it speaks for no one."""
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") not in ALGORITHMS:
+            raise jwt.InvalidAlgorithmError("algorithm not allowed")
+        key = await self.keys.key_for(header.get("kid"))
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=ALGORITHMS,
+            audience=self.settings.audience,
+            issuer=self.settings.issuer,
+            options={"require": ["exp", "iat", "sub", "aud", "iss", "sid"]},
+            leeway=5,
+        )
+        sid = str(claims["sid"])
+        if self.redis is not None and await self.redis.exists(REVOKED_SESSION_KEY.format(sid=sid)):
+            raise jwt.InvalidTokenError("session revoked")
+        return Principal(
+            user_id=uuid.UUID(str(claims["sub"])),
+            email=str(claims.get("email", "")),
+            roles=frozenset(str(r) for r in claims.get("roles", [])),
+            session_id=sid,
+            name=str(claims.get("name", "")),
+        )
+
+
+class AuthenticationMiddleware:
+    """Puts the :class:`Principal` (or ``None``) in ``scope["user"]``; never refuses by itself,
+    except a cookie-authenticated state change that fails the CSRF check."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        cookies = _parse_cookies(headers.get("cookie", ""))
+        token, from_cookie = _token_from(headers, cookies, self.verifier.settings.access_cookie)
+        principal: Principal | None = None
+        auth_error: str | None = None
+        if token:
+            try:
+                principal = await self.verifier.verify(token)
+            except (jwt.PyJWTError, ValueError) as exc:
+                auth_error = _describe(exc)
+        if principal is not None and from_cookie and scope.get("method") in UNSAFE_METHODS:
+            expected = cookies.get(self.verifier.settings.csrf_cookie, "")
+            given = headers.get(self.verifier.settings.csrf_header.lower(), "")
+            if not expected or not hmac.compare_digest(expected, given):
+                principal = None
+                auth_error = "csrf"
+        scope["user"] = principal
+        scope["auth"] = auth_error
+        await self.app(scope, receive, send)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "expired"
+    return "invalid"
+
+
+def _token_from(headers: dict[str, str], cookies: dict[str, str], cookie_name: str) -> tuple[str, bool]:
+    authorization = headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip(), False
+    return cookies.get(cookie_name, ""), True
+
+
+def _parse_cookies(raw: str) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for part in raw.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            cookies[name] = value
+    return cookies
+
+
+def _unauthenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Problem:
+    reason = connection.scope.get("auth")
+    if reason == "csrf":
+        return Problem(403, "csrf", "The CSRF token is missing or does not match the ember_csrf cookie.")
+    if reason == "expired":
+        return Problem(401, "token-expired", "Your session token has expired: refresh it or sign in again.",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return Problem(401, "unauthenticated", "Sign in to do this.", headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    user = connection.scope.get("user")
+    return user if isinstance(user, Principal) else None
+
+
+def requires_signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if current_principal(connection) is None:
+        raise _unauthenticated(connection)
+
+
+def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    principal = current_principal(connection)
+    if principal is None:
+        raise _unauthenticated(connection)
+    if not principal.is_admin:
+        raise Problem(403, "forbidden", "This needs the admin role.")
+
+
+def requires_service(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for ``/internal/...`` routes: the caller must present the service credential."""
+    expected = connection.app.state.get("service_token", "")
+    given = connection.headers.get(SERVICE_TOKEN_HEADER, "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Problem(401, "service-credential", "This route is for Ember services only.")
+
+
+async def provide_principal(request: Any) -> Principal:
+    """Dependency for handlers behind ``requires_signed_in``."""
+    principal = current_principal(request)
+    if principal is None:
+        raise _unauthenticated(request)
+    return principal
+
+
+async def provide_optional_principal(request: Any) -> Principal | None:
+    return current_principal(request)

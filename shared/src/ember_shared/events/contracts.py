@@ -1,0 +1,154 @@
+"""The published language: every domain event's payload, shared by producers and consumers.
+
+Services never import each other; they agree on these structs. Money is integer minor units
+plus a currency code. Add new types (or ``.v2`` versions) here; never change a published one.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from ember_shared.events.envelope import EventData
+
+
+class Address(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str = ""
+    state: str = ""
+    phone: str = ""
+
+
+class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: uuid.UUID
+    slug: str
+    name: str
+    unit_price: int
+    quantity: int
+    image_url: str = ""
+
+
+# --- checkout ---------------------------------------------------------------------------
+
+
+class CheckoutStarted(EventData, frozen=True, kw_only=True):
+    TYPE = "checkout.started.v1"
+    order_id: uuid.UUID
+    checkout_session_id: uuid.UUID
+    user_id: uuid.UUID | None
+    cart_id: uuid.UUID | None
+    email: str
+    lines: list[OrderLine]
+    subtotal: int
+    shipping: int
+    total: int
+    currency: str
+    shipping_address: Address
+    reservation_id: uuid.UUID
+    expires_at: str
+
+
+class PaymentSucceeded(EventData, frozen=True, kw_only=True):
+    TYPE = "payment.succeeded.v1"
+    order_id: uuid.UUID
+    checkout_session_id: uuid.UUID
+    user_id: uuid.UUID | None
+    cart_id: uuid.UUID | None
+    email: str
+    lines: list[OrderLine]
+    subtotal: int
+    shipping: int
+    total: int
+    currency: str
+    shipping_address: Address
+    reservation_id: uuid.UUID
+    stripe_session_id: str
+    payment_intent_id: str = ""
+
+
+class PaymentFailed(EventData, frozen=True, kw_only=True):
+    TYPE = "payment.failed.v1"
+    order_id: uuid.UUID
+    checkout_session_id: uuid.UUID
+    reservation_id: uuid.UUID
+    email: str
+    reason: str = ""
+
+
+class CheckoutExpired(EventData, frozen=True, kw_only=True):
+    TYPE = "checkout.expired.v1"
+    order_id: uuid.UUID
+    checkout_session_id: uuid.UUID
+    reservation_id: uuid.UUID
+    cart_id: uuid.UUID | None = None
+
+
+class PaymentRefunded(EventData, frozen=True, kw_only=True):
+    TYPE = "payment.refunded.v1"
+    order_id: uuid.UUID
+    checkout_session_id: uuid.UUID
+    amount_refunded: int
+    currency: str
+    fully_refunded: bool
+    email: str = ""
+
+
+# --- identity ---------------------------------------------------------------------------
+
+
+class UserRegistered(EventData, frozen=True, kw_only=True):
+    TYPE = "user.registered.v1"
+    user_id: uuid.UUID
+    email: str
+    name: str = ""
+
+
+class PasswordResetRequested(EventData, frozen=True, kw_only=True):
+    TYPE = "password_reset.requested.v1"
+    user_id: uuid.UUID
+    email: str
+    #: The raw single-use token travels only to the notifier, which puts it in the link.
+    reset_url: str
+    expires_at: str
+
+
+class PasswordChanged(EventData, frozen=True, kw_only=True):
+    TYPE = "password.changed.v1"
+    user_id: uuid.UUID
+    email: str
+
+
+# --- catalog ----------------------------------------------------------------------------
+
+
+class StockReleased(EventData, frozen=True, kw_only=True):
+    TYPE = "stock.released.v1"
+    order_id: uuid.UUID
+    reservation_id: uuid.UUID
+    reason: str
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+class OrderPaid(EventData, frozen=True, kw_only=True):
+    TYPE = "order.paid.v1"
+    order_id: uuid.UUID
+    user_id: uuid.UUID | None
+    email: str
+    total: int
+    currency: str
+
+
+class OrderShipped(EventData, frozen=True, kw_only=True):
+    TYPE = "order.shipped.v1"
+    order_id: uuid.UUID
+    email: str
+    carrier: str
+    tracking_number: str
+    tracking_url: str = ""

@@ -1,0 +1,50 @@
+"""Writing events: into the service's outbox table, inside the caller's transaction.
+
+The row commits with the state change it describes, or not at all (invariant 9); the relay
+publishes it to Redis afterwards. Nothing else in a service may put an event on a stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import MetaData, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ember_shared.events.envelope import Envelope, EventData, encode, stream_for
+from ember_shared.events.tables import event_tables
+from ember_shared.ids import new_id
+from ember_shared.logging import current_correlation_id
+
+
+class Outbox:
+    """A service's outbox: ``await outbox.add(session, PaymentSucceeded(...))``."""
+
+    def __init__(self, producer: str, metadata: MetaData) -> None:
+        self.producer = producer
+        self.table, _ = event_tables(metadata)
+
+    def envelope(self, data: EventData, *, event_id: uuid.UUID | None = None) -> Envelope:
+        import msgspec
+
+        return Envelope(
+            id=str(event_id or new_id()),
+            type=data.TYPE,
+            occurred_at=dt.datetime.now(dt.UTC),
+            producer=self.producer,
+            correlation_id=current_correlation_id(),
+            data=msgspec.Raw(encode(data)),
+        )
+
+    async def add(self, session: AsyncSession, data: EventData) -> Envelope:
+        envelope = self.envelope(data)
+        await session.execute(
+            insert(self.table).values(
+                id=uuid.UUID(envelope.id),
+                type=envelope.type,
+                stream=stream_for(envelope.type),
+                envelope=encode(envelope),
+            )
+        )
+        return envelope

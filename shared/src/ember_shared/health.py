@@ -1,0 +1,46 @@
+"""Liveness and readiness probes, served by every service under ``/api/health/<service>/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ember_shared.problems import problem_response
+
+
+def health_controller(service: str) -> type[Controller]:
+    class HealthController(Controller):
+        path = f"/api/health/{service}"
+        tags = ["health"]
+        include_in_schema = True
+
+        @get("/live", summary="Liveness: the process answers.", cache=False)
+        async def live(self) -> dict[str, str]:
+            return {"status": "ok", "service": service}
+
+        @get("/ready", summary="Readiness: the database and Redis answer.", cache=False)
+        async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
+            checks: dict[str, str] = {}
+            engine: AsyncEngine = request.app.state.db_engine
+            try:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                checks["database"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                checks["database"] = f"down: {type(exc).__name__}"
+            try:
+                await request.app.state.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                checks["redis"] = f"down: {type(exc).__name__}"
+            if all(v == "ok" for v in checks.values()):
+                return Response({"status": "ready", "service": service, "checks": checks})
+            return problem_response(
+                request, 503, "unavailable", "A dependency of this service is down.", checks=checks
+            )
+
+    return HealthController

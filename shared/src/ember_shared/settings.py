@@ -1,0 +1,154 @@
+"""Settings read from the environment, in small typed groups (litestar-fullstack's pattern).
+
+Every service builds one :class:`ServiceSettings` with :func:`service_settings`; a service
+with settings of its own adds a group beside it. Every variable read here is documented in
+the repo's ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return raw.strip().lower() in TRUE_WORDS if raw not in (None, "") else default
+
+
+def repo_root() -> Path:
+    """The checkout's top folder (where the workspace ``pyproject.toml`` lives)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "Caddyfile").exists() and (parent / "services").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def data_dir() -> Path:
+    """Where embedded servers, media and keys live when nothing else is configured."""
+    return Path(env_str("EMBER_DATA_DIR", str(repo_root() / ".data"))).resolve()
+
+
+#: Local ports of every process of the stack; Caddy routes to them by path.
+SERVICE_PORTS: dict[str, int] = {
+    "storefront": 8100,
+    "identity": 8101,
+    "catalog": 8102,
+    "cart": 8103,
+    "checkout": 8104,
+    "orders": 8105,
+    "notifier": 8106,
+    "stripe-standin": 8201,
+    "resend-standin": 8202,
+    "oidc-standin": 8203,
+    "tracking-standin": 8204,
+}
+
+
+def service_url(name: str) -> str:
+    """Base URL at which one service reaches another directly (never through Caddy)."""
+    var = f"{name.upper().replace('-', '_')}_URL"
+    return env_str(var, f"http://127.0.0.1:{SERVICE_PORTS[name]}")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    name: str
+    #: ``local`` (plain HTTP, demo data, relaxed cookies) or ``production``.
+    mode: str = field(default_factory=lambda: env_str("EMBER_MODE", "local"))
+    public_url: str = field(default_factory=lambda: env_str("PUBLIC_URL", "http://localhost:8080"))
+    log_level: str = field(default_factory=lambda: env_str("LOG_LEVEL", "INFO"))
+    log_format: str = field(default_factory=lambda: env_str("LOG_FORMAT", "json"))
+    debug: bool = field(default_factory=lambda: env_bool("EMBER_DEBUG", False))
+
+    @property
+    def is_local(self) -> bool:
+        return self.mode != "production"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default_factory=lambda: env_str("DATABASE_URL"))
+    pool_size: int = field(default_factory=lambda: env_int("DATABASE_POOL_SIZE", 10))
+    max_overflow: int = field(default_factory=lambda: env_int("DATABASE_MAX_OVERFLOW", 10))
+    echo: bool = field(default_factory=lambda: env_bool("DATABASE_ECHO", False))
+
+    @property
+    def async_url(self) -> str:
+        """The URL with the asyncpg driver, whatever scheme it was given in."""
+        url = self.url
+        for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = field(default_factory=lambda: env_str("REDIS_URL"))
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    #: Where identity publishes its public keys; other services verify tokens with them.
+    jwks_url: str = field(
+        default_factory=lambda: env_str("AUTH_JWKS_URL", service_url("identity") + "/.well-known/jwks.json")
+    )
+    issuer: str = field(default_factory=lambda: env_str("AUTH_ISSUER", "ember-identity"))
+    audience: str = field(default_factory=lambda: env_str("AUTH_AUDIENCE", "ember"))
+    #: PEM public key, used instead of the JWKS URL when set (tests, offline deploys).
+    public_key_pem: str = field(default_factory=lambda: env_str("AUTH_PUBLIC_KEY_PEM"))
+    access_cookie: str = "ember_access"
+    csrf_cookie: str = "ember_csrf"
+    csrf_header: str = "X-CSRF-Token"
+    #: Shared secret a service presents on ``/internal/...`` routes of another.
+    service_token: str = field(default_factory=lambda: env_str("INTERNAL_SERVICE_TOKEN"))
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    relay_interval_ms: int = field(default_factory=lambda: env_int("EVENTS_RELAY_INTERVAL_MS", 200))
+    relay_batch: int = field(default_factory=lambda: env_int("EVENTS_RELAY_BATCH", 100))
+    #: Messages pending longer than this are claimed again from a consumer that died.
+    reclaim_idle_ms: int = field(default_factory=lambda: env_int("EVENTS_RECLAIM_IDLE_MS", 30_000))
+    max_deliveries: int = field(default_factory=lambda: env_int("EVENTS_MAX_DELIVERIES", 5))
+    stream_maxlen: int = field(default_factory=lambda: env_int("EVENTS_STREAM_MAXLEN", 100_000))
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    app: AppSettings
+    db: DatabaseSettings
+    redis: RedisSettings
+    auth: AuthSettings
+    events: EventSettings
+
+    @property
+    def schema(self) -> str:
+        """Each service keeps its tables in a Postgres schema of its own name."""
+        return self.app.name
+
+
+@cache
+def service_settings(name: str) -> ServiceSettings:
+    return ServiceSettings(
+        app=AppSettings(name=name),
+        db=DatabaseSettings(),
+        redis=RedisSettings(),
+        auth=AuthSettings(),
+        events=EventSettings(),
+    )
