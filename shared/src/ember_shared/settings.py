@@ -59,10 +59,21 @@ SERVICE_PORTS: dict[str, int] = {
 }
 
 
+#: Caddy's port in local mode.
+GATEWAY_PORT = 8080
+
+
+def port_of(name: str) -> int:
+    """A process's local port. ``EMBER_PORT_OFFSET`` shifts every port, so a second stack
+    (the test suite's) can run beside the one ``make run`` started."""
+    offset = env_int("EMBER_PORT_OFFSET", 0)
+    return (GATEWAY_PORT if name == "gateway" else SERVICE_PORTS[name]) + offset
+
+
 def service_url(name: str) -> str:
     """Base URL at which one service reaches another directly (never through Caddy)."""
     var = f"{name.upper().replace('-', '_')}_URL"
-    return env_str(var, f"http://127.0.0.1:{SERVICE_PORTS[name]}")
+    return env_str(var, f"http://127.0.0.1:{port_of(name)}")
 
 
 @dataclass(frozen=True)
