@@ -109,6 +109,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             use_handler_docstrings=True,
         ),
         debug=False,
+        # Routes that take uploads raise their own limit; everything else is small JSON.
+        request_max_body_size=1_048_576,
     )
     if spec.configure is not None:
         spec.configure(config)

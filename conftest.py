@@ -1,0 +1,1 @@
+pytest_plugins = ["ember_shared.testing.plugin"]
