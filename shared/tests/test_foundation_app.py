@@ -5,14 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from litestar import Litestar, get, post
-from litestar.testing import AsyncTestClient
-
 from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
 from ember_shared.problems import Problem
 from ember_shared.testing.tokens import KeyPair, TokenFactory
-
+from litestar import Litestar, get, post
+from litestar.testing import AsyncTestClient
 
 
 @get("/api/foundation/hello")
@@ -35,7 +33,9 @@ async def boom() -> None:
     raise RuntimeError("secret internals")
 
 
-@get("/api/foundation/me", guards=[requires_signed_in], dependencies={"principal": provide_principal})
+@get(
+    "/api/foundation/me", guards=[requires_signed_in], dependencies={"principal": provide_principal}
+)
 async def me(principal: Principal) -> dict[str, str]:
     return {"user_id": str(principal.user_id)}
 
@@ -87,15 +87,23 @@ async def test_probes_answer(client: AsyncTestClient[Litestar]) -> None:
     ],
 )
 async def test_errors_are_problem_details(
-    client: AsyncTestClient[Litestar], method: str, path: str, body: bytes | None, status: int, kind: str
+    client: AsyncTestClient[Litestar],
+    method: str,
+    path: str,
+    body: bytes | None,
+    status: int,
+    kind: str,
 ) -> None:
-    response = await client.request(method, path, content=body, headers={"content-type": "application/json"})
+    response = await client.request(
+        method, path, content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["status"] == status
     assert problem["type"].endswith("/" + kind)
-    assert problem["title"] and problem["detail"]
+    assert problem["title"]
+    assert problem["detail"]
     assert problem["instance"] == path
 
 
@@ -127,18 +135,26 @@ async def test_openapi_documents_errors_as_problem_json(client: AsyncTestClient[
     assert "ProblemDetails" in document["components"]["schemas"]
 
 
-async def test_guards_verify_tokens_locally(client: AsyncTestClient[Litestar], tokens: TokenFactory) -> None:
+async def test_guards_verify_tokens_locally(
+    client: AsyncTestClient[Litestar], tokens: TokenFactory
+) -> None:
     customer, user_id = tokens.customer()
     admin, _ = tokens.admin()
     assert (await client.get("/api/foundation/me")).status_code == 401
     me = await client.get("/api/foundation/me", headers=tokens.bearer(customer))
     assert me.json() == {"user_id": str(user_id)}
-    assert (await client.get("/api/foundation/admin", headers=tokens.bearer(customer))).status_code == 403
-    assert (await client.get("/api/foundation/admin", headers=tokens.bearer(admin))).status_code == 200
+    assert (
+        await client.get("/api/foundation/admin", headers=tokens.bearer(customer))
+    ).status_code == 403
+    assert (
+        await client.get("/api/foundation/admin", headers=tokens.bearer(admin))
+    ).status_code == 200
 
 
 @pytest.mark.parametrize("kind", ["other-key", "wrong-audience", "expired", "alg-none"])
-async def test_bad_tokens_are_refused(client: AsyncTestClient[Litestar], tokens: TokenFactory, kind: str) -> None:
+async def test_bad_tokens_are_refused(
+    client: AsyncTestClient[Litestar], tokens: TokenFactory, kind: str
+) -> None:
     if kind == "other-key":
         token = tokens.mint(key_pem=KeyPair.generate().private_pem)
     elif kind == "wrong-audience":
@@ -148,19 +164,25 @@ async def test_bad_tokens_are_refused(client: AsyncTestClient[Litestar], tokens:
     else:
         import jwt
 
-        token = jwt.encode({"sub": str(uuid.uuid4()), "roles": ["admin"]}, key=None, algorithm="none")
+        token = jwt.encode(
+            {"sub": str(uuid.uuid4()), "roles": ["admin"]}, key=None, algorithm="none"
+        )
     response = await client.get("/api/foundation/admin", headers=tokens.bearer(token))
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_cookie_writes_need_the_csrf_header(client: AsyncTestClient[Litestar], tokens: TokenFactory) -> None:
+async def test_cookie_writes_need_the_csrf_header(
+    client: AsyncTestClient[Litestar], tokens: TokenFactory
+) -> None:
     token, _ = tokens.customer()
     cookies = {"ember_access": token, "ember_csrf": "abc123"}
     refused = await client.post("/api/foundation/cookie-write", cookies=cookies)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/csrf")
-    allowed = await client.post("/api/foundation/cookie-write", cookies=cookies, headers={"X-CSRF-Token": "abc123"})
+    allowed = await client.post(
+        "/api/foundation/cookie-write", cookies=cookies, headers={"X-CSRF-Token": "abc123"}
+    )
     assert allowed.status_code == 201
     bearer = await client.post("/api/foundation/cookie-write", headers=tokens.bearer(token))
     assert bearer.status_code == 201

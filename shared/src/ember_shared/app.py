@@ -12,7 +12,6 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -72,7 +71,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         app.state.settings = settings
         # Without a configured credential (tests, a lone service) internal routes stay closed.
         app.state.service_token = settings.auth.service_token or secrets.token_urlsafe(32)
-        runtime = EventRuntime(settings, engine, spec.base.metadata if spec.base else None, spec.events)
+        runtime = EventRuntime(
+            settings, engine, spec.base.metadata if spec.base else None, spec.events
+        )
         app.state.events = runtime
         await runtime.start()
         try:
@@ -103,7 +104,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
             components=Components(
                 security_schemes={
-                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", bearer_format="JWT"
+                    ),
                 }
             ),
             use_handler_docstrings=True,

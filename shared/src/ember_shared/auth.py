@@ -23,6 +23,7 @@ import httpx
 import jwt
 import structlog
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
@@ -34,7 +35,7 @@ log = structlog.get_logger("ember.auth")
 
 ALGORITHMS = ["EdDSA"]
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SERVICE_TOKEN_HEADER = "x-service-token"
+SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name, not a secret
 REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
 
 
@@ -143,10 +144,12 @@ class AuthenticationMiddleware:
         self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         cookies = _parse_cookies(headers.get("cookie", ""))
         token, from_cookie = _token_from(headers, cookies, self.verifier.settings.access_cookie)
         principal: Principal | None = None
@@ -173,7 +176,9 @@ def _describe(exc: Exception) -> str:
     return "invalid"
 
 
-def _token_from(headers: dict[str, str], cookies: dict[str, str], cookie_name: str) -> tuple[str, bool]:
+def _token_from(
+    headers: dict[str, str], cookies: dict[str, str], cookie_name: str
+) -> tuple[str, bool]:
     authorization = headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         return authorization[7:].strip(), False
@@ -192,11 +197,19 @@ def _parse_cookies(raw: str) -> dict[str, str]:
 def _unauthenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Problem:
     reason = connection.scope.get("auth")
     if reason == "csrf":
-        return Problem(403, "csrf", "The CSRF token is missing or does not match the ember_csrf cookie.")
+        return Problem(
+            403, "csrf", "The CSRF token is missing or does not match the ember_csrf cookie."
+        )
     if reason == "expired":
-        return Problem(401, "token-expired", "Your session token has expired: refresh it or sign in again.",
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return Problem(401, "unauthenticated", "Sign in to do this.", headers={"WWW-Authenticate": "Bearer"})
+        return Problem(
+            401,
+            "token-expired",
+            "Your session token has expired: refresh it or sign in again.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return Problem(
+        401, "unauthenticated", "Sign in to do this.", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

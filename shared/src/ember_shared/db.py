@@ -58,7 +58,10 @@ class EntityColumns:
     @declared_attr
     def updated_at(cls) -> Mapped[dt.datetime]:  # noqa: N805
         return mapped_column(
-            DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+            DateTimeUTC(timezone=True),
+            server_default=func.now(),
+            onupdate=func.now(),
+            nullable=False,
         )
 
 

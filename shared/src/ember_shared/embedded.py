@@ -33,27 +33,37 @@ class EmbeddedPostgres:
     _server: object | None = field(default=None, repr=False)
 
     def start(self, *, stop_at_exit: bool = True) -> str:
-        import pgserver
+        import pgserver  # type: ignore[import-untyped,unused-ignore]
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.data_dir, cleanup_mode="stop" if stop_at_exit else None)
+        server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            self.data_dir, cleanup_mode="stop" if stop_at_exit else None)
         self._server = server
         if int(server.psql("SHOW max_connections;").split()[2]) < MIN_CONNECTIONS:
             # Seven services with pools, their tests and the stack need more than the default 100.
             server.psql(f"ALTER SYSTEM SET max_connections = {MIN_CONNECTIONS};")
             self._restart(server)
-        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")  # noqa: S608 - our own name
         if "(1 row)" not in exists:
             server.psql(f'CREATE DATABASE "{self.database}";')
         return self.url
 
     def _restart(self, server: object) -> None:
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined,unused-ignore]
 
         info = server.get_postmaster_info()  # type: ignore[attr-defined]
         socket_dir = info.socket_dir
         pg_ctl(
-            ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.data_dir / "log"), "restart"],
+            [
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {socket_dir}",
+                "-l",
+                str(self.data_dir / "log"),
+                "restart",
+            ],
             pgdata=self.data_dir,
             user=server.system_user,  # type: ignore[attr-defined]
             timeout=30,
@@ -102,7 +112,10 @@ class EmbeddedRedis:
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return self.url
             if self._process.poll() is not None:
                 raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")

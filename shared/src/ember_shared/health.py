@@ -30,12 +30,12 @@ def health_controller(service: str) -> type[Controller]:
                 async with engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
                 checks["database"] = "ok"
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            except Exception as exc:
                 checks["database"] = f"down: {type(exc).__name__}"
             try:
                 await request.app.state.redis.ping()
                 checks["redis"] = "ok"
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 checks["redis"] = f"down: {type(exc).__name__}"
             if all(v == "ok" for v in checks.values()):
                 return Response({"status": "ready", "service": service, "checks": checks})

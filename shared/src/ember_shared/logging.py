@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ember_shared.ids import new_id
@@ -53,7 +54,11 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(level=level.upper(), stream=sys.stdout, format=f"%(levelname)s {service} %(name)s %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stdout,
+        format=f"%(levelname)s {service} %(name)s %(message)s",
+    )
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -65,12 +70,16 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = (headers.get(REQUEST_ID_HEADER.encode()) or b"").decode("latin-1")[:64] or str(new_id())
-        correlation_id = (headers.get(CORRELATION_ID_HEADER.encode()) or b"").decode("latin-1")[:64] or request_id
+        request_id = (headers.get(REQUEST_ID_HEADER.encode()) or b"").decode("latin-1")[:64] or str(
+            new_id()
+        )
+        correlation_id = (headers.get(CORRELATION_ID_HEADER.encode()) or b"").decode("latin-1")[
+            :64
+        ] or request_id
         scope.setdefault("state", {})["request_id"] = request_id
         token = correlation_id_var.set(correlation_id)
         structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)

@@ -68,7 +68,9 @@ def run_env(metadata: MetaData) -> None:
         )
         with context.begin_transaction():
             # One migrator per schema at a time, even with many replicas starting together.
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"migrate:{schema}"})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"migrate:{schema}"}
+            )
             context.run_migrations()
 
     async def main() -> None:
@@ -78,7 +80,9 @@ def run_env(metadata: MetaData) -> None:
         await engine.dispose()
 
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=metadata, include_schemas=True, version_table_schema=schema)
+        context.configure(
+            url=url, target_metadata=metadata, include_schemas=True, version_table_schema=schema
+        )
         with context.begin_transaction():
             context.run_migrations()
     else:

@@ -7,9 +7,12 @@ from typing import Annotated
 import msgspec
 
 #: Amount in minor units (cents). Bounded so sums stay far inside a BIGINT.
-MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=100_000_000, description="Amount in minor units (cents).")]
+MinorUnits = Annotated[
+    int, msgspec.Meta(ge=0, le=100_000_000, description="Amount in minor units (cents).")
+]
 CurrencyCode = Annotated[
-    str, msgspec.Meta(pattern="^[A-Z]{3}$", min_length=3, max_length=3, description="ISO 4217 code.")
+    str,
+    msgspec.Meta(pattern="^[A-Z]{3}$", min_length=3, max_length=3, description="ISO 4217 code."),
 ]
 
 

@@ -24,6 +24,10 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Reference, Schema
 from litestar.types import ExceptionHandlersMap
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import SQLAlchemyError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://ember.shop/problems/"
@@ -67,6 +71,7 @@ def problem_response(
     status: int,
     kind: str,
     detail: str,
+    *,
     title: str | None = None,
     headers: dict[str, str] | None = None,
     **members: Any,
@@ -103,11 +108,19 @@ def _kind_for_status(status: int) -> str:
 
 def _on_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[dict[str, Any]]:
     return problem_response(
-        request, exc.status_code, exc.kind, exc.detail, exc.title, exc.headers, **exc.members
+        request,
+        exc.status_code,
+        exc.kind,
+        exc.detail,
+        title=exc.title,
+        headers=exc.headers,
+        **exc.members,
     )
 
 
-def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+def _on_validation(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
     errors = exc.extra if isinstance(exc.extra, list) else []
     return problem_response(
         request,
@@ -140,7 +153,9 @@ def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[di
     )
 
 
-def _on_repository(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[dict[str, Any]]:
+def _on_repository(
+    request: Request[Any, Any, Any], exc: RepositoryError
+) -> Response[dict[str, Any]]:
     if isinstance(exc, NotFoundError):
         return problem_response(request, 404, "not-found", "No such resource.")
     if isinstance(exc, DuplicateKeyError):
@@ -150,11 +165,37 @@ def _on_repository(request: Request[Any, Any, Any], exc: RepositoryError) -> Res
     return _on_unexpected(request, exc)
 
 
+def _on_database(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[dict[str, Any]]:
+    if isinstance(exc, sa_exc.IntegrityError):
+        return problem_response(request, 409, "conflict", "That conflicts with existing data.")
+    if isinstance(exc, sa_exc.DataError):
+        return problem_response(
+            request, 400, "invalid-value", "A value is out of the accepted range."
+        )
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return _unavailable(request, exc)
+    return _on_unexpected(request, exc)
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        request,
+        503,
+        "unavailable",
+        "A service this request needs is unavailable. Try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # The stack trace goes to the log, bound to the request id; never into the response.
     log.exception("unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
     return problem_response(
-        request, 500, "internal", "Something went wrong on our side. It has been logged.",
+        request,
+        500,
+        "internal",
+        "Something went wrong on our side. It has been logged.",
         title="Internal error",
     )
 
@@ -165,6 +206,9 @@ def exception_handlers() -> ExceptionHandlersMap:
         ValidationException: _on_validation,
         HTTPException: _on_http,
         RepositoryError: _on_repository,
+        SQLAlchemyError: _on_database,
+        RedisConnectionError: _unavailable,
+        RedisTimeoutError: _unavailable,
         Exception: _on_unexpected,
     }
 
@@ -211,7 +255,9 @@ def document_problems(app: Litestar) -> None:
     """
     if app.openapi_config is None:
         return
-    openapi = app.plugins.get("OpenAPIPlugin").provide_openapi()  # type: ignore[attr-defined]
+    from litestar._openapi.plugin import OpenAPIPlugin
+
+    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()
     components = openapi.components or Components()
     openapi.components = components
     schemas = components.schemas if components.schemas is not None else {}
@@ -226,7 +272,9 @@ def document_problems(app: Litestar) -> None:
             responses = operation.responses if operation.responses is not None else {}
             operation.responses = responses
             for status in COMMON_ERROR_STATUSES:
-                responses.setdefault(str(status), OpenAPIResponse(description=HTTPStatus(status).phrase))
+                responses.setdefault(
+                    str(status), OpenAPIResponse(description=HTTPStatus(status).phrase)
+                )
             for code, response in responses.items():
                 if not code.isdigit() or int(code) < 400 or isinstance(response, Reference):
                     continue

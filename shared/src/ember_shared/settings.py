@@ -102,7 +102,12 @@ class DatabaseSettings:
     def async_url(self) -> str:
         """The URL with the asyncpg driver, whatever scheme it was given in."""
         url = self.url
-        for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+        for prefix in (
+            "postgresql+asyncpg://",
+            "postgresql+psycopg://",
+            "postgresql://",
+            "postgres://",
+        ):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         return url
@@ -117,7 +122,9 @@ class RedisSettings:
 class AuthSettings:
     #: Where identity publishes its public keys; other services verify tokens with them.
     jwks_url: str = field(
-        default_factory=lambda: env_str("AUTH_JWKS_URL", service_url("identity") + "/.well-known/jwks.json")
+        default_factory=lambda: env_str(
+            "AUTH_JWKS_URL", service_url("identity") + "/.well-known/jwks.json"
+        )
     )
     issuer: str = field(default_factory=lambda: env_str("AUTH_ISSUER", "ember-identity"))
     audience: str = field(default_factory=lambda: env_str("AUTH_AUDIENCE", "ember"))
@@ -138,6 +145,33 @@ class EventSettings:
     reclaim_idle_ms: int = field(default_factory=lambda: env_int("EVENTS_RECLAIM_IDLE_MS", 30_000))
     max_deliveries: int = field(default_factory=lambda: env_int("EVENTS_MAX_DELIVERIES", 5))
     stream_maxlen: int = field(default_factory=lambda: env_int("EVENTS_STREAM_MAXLEN", 100_000))
+    #: How often a consumer looks for messages left pending longer than ``reclaim_idle_ms``.
+    reclaim_interval_ms: int = field(
+        default_factory=lambda: env_int("EVENTS_RECLAIM_INTERVAL_MS", 1_000)
+    )
+    #: Messages a consumer takes per read; a consumer that dies strands at most this many.
+    read_batch: int = field(default_factory=lambda: env_int("EVENTS_READ_BATCH", 10))
+    #: Where a new consumer group starts: ``0`` also takes what was published before the
+    #: service first started (nothing is lost to start-up order); ``$`` only what comes after.
+    group_start_id: str = field(default_factory=lambda: env_str("EVENTS_GROUP_START_ID", "0"))
+    #: Longest pause between relay attempts while Postgres or Redis is down.
+    relay_max_backoff_ms: int = field(
+        default_factory=lambda: env_int("EVENTS_RELAY_MAX_BACKOFF_MS", 5_000)
+    )
+    #: Wake the relay with LISTEN/NOTIFY when an outbox row commits (polling stays as a fallback).
+    relay_listen: bool = field(default_factory=lambda: env_bool("EVENTS_RELAY_LISTEN", True))
+    #: How long Redis remembers a published event id, so a re-sent row is not published twice.
+    publish_dedupe_ttl_s: int = field(
+        default_factory=lambda: env_int("EVENTS_PUBLISH_DEDUPE_TTL_S", 86_400)
+    )
+    #: Published outbox rows are deleted after this many hours.
+    outbox_retention_hours: int = field(
+        default_factory=lambda: env_int("EVENTS_OUTBOX_RETENTION_HOURS", 168)
+    )
+    #: On shutdown, how long in-flight handlers may run before they are cancelled.
+    shutdown_grace_ms: int = field(
+        default_factory=lambda: env_int("EVENTS_SHUTDOWN_GRACE_MS", 10_000)
+    )
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ def _with_test_database(url: str) -> str:
     test_name = f"{name}_test"
     engine = create_engine(_sync_url(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        if not connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": test_name}).first():
+        if not connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": test_name}
+        ).first():
             connection.execute(text(f'CREATE DATABASE "{test_name}"'))
     engine.dispose()
     return urlunsplit(parts._replace(path="/" + test_name))
@@ -118,10 +120,14 @@ def tokens(ember_env: TestEnv) -> TokenFactory:
 def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
     import uvloop
 
-    return uvloop.EventLoopPolicy()
+    policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+    return policy
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Flow and browser tests need the stack: run them after the fast in-process tests.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("stack") or "tests/flows" in item.nodeid else 0)
-
+    items.sort(
+        key=lambda item: (
+            1 if item.get_closest_marker("stack") or "tests/flows" in item.nodeid else 0
+        )
+    )

@@ -25,11 +25,17 @@ class KeyPair:
     def generate(cls) -> KeyPair:
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         ).decode()
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
         return cls(private, public)
 
 
@@ -65,7 +71,10 @@ class TokenFactory:
         }
         payload.update(claims)
         return jwt.encode(
-            payload, key_pem or self.keys.private_pem, algorithm=algorithm, headers={"kid": TEST_KEY_ID}
+            payload,
+            key_pem or self.keys.private_pem,
+            algorithm=algorithm,
+            headers={"kid": TEST_KEY_ID},
         )
 
     def customer(self, **kwargs: Any) -> tuple[str, uuid.UUID]:
