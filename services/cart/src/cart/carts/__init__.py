@@ -1,0 +1,1 @@
+"""Shopping carts: guest and signed-in, their lines, and the merge at sign-in."""

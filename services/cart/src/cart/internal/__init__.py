@@ -1,0 +1,1 @@
+"""Routes other Ember services call (never routed by Caddy)."""
