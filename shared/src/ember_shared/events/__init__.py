@@ -1,7 +1,77 @@
-"""The event backbone: envelopes, the transactional outbox, the relay and idempotent consumers."""
+"""The event backbone: envelopes, the transactional outbox, the relay and idempotent consumers.
 
+Publishing (in the transaction that makes the change; invariant 9)::
+
+    from ember_shared.events import Outbox
+    from ember_shared.events.contracts import PaymentSucceeded
+
+    outbox = Outbox("checkout", Base.metadata)
+    await outbox.add(session, PaymentSucceeded(...))   # committed with the request, or never
+
+The row waits in ``<schema>.outbox_events``; the relay (started by ``create_service_app``)
+appends it to the stream ``stream_for(type)`` = ``ember.events.<type>`` and marks it published.
+A rolled-back transaction publishes nothing; an outage of Redis or Postgres delays, never loses.
+
+Handling (each service is one consumer group per stream it reads)::
+
+    from ember_shared.events import Envelope, EventHandlers
+
+    handlers = EventHandlers("orders")
+
+    @handlers.on(PaymentSucceeded)
+    async def mark_paid(event: Envelope, data: PaymentSucceeded, session: AsyncSession) -> None:
+        ...  # never commit: the consumer owns the transaction
+
+    create_service_app(ServiceSpec(..., base=Base, events=handlers))
+
+A handler runs in a transaction that also inserts ``(event.id, handler name)`` into
+``<schema>.handled_events``; a redelivered event is skipped. The message is acknowledged after
+the commit. A handler that raises is retried after ``EVENTS_RECLAIM_IDLE_MS`` (also how a dead
+replica's messages are taken over); on the ``EVENTS_MAX_DELIVERIES``-th failure, or if the payload
+cannot be decoded, the message goes to ``DEAD_LETTER_STREAM``. The handler sees the event's
+correlation id in ``current_correlation_id()`` and in every log line, and events it adds to its
+own outbox carry it on.
+
+Dead letters (:mod:`ember_shared.events.dead_letters`, for the admin endpoints)::
+
+    page = await list_dead_letters(redis, service="orders", limit=50, before=None)
+    await replay_dead_letter(redis, page.items[0].id)   # back on its stream, for its group
+    await discard_dead_letter(redis, letter_id)
+
+Runtime (:class:`~ember_shared.events.runtime.EventRuntime`, ``app.state.events``):
+``start()`` / ``stop()``, ``relay_once()`` (one relay pass, for tests), ``.relay``
+(:class:`~ember_shared.events.relay.OutboxRelay`: ``stats``, ``pending()``) and ``.consumer``
+(:class:`~ember_shared.events.consumer.EventConsumer`: ``running``, ``wait_started()``).
+
+Settings (``EventSettings``, env ``EVENTS_*``): ``RELAY_INTERVAL_MS``, ``RELAY_BATCH``,
+``RELAY_MAX_BACKOFF_MS``, ``RELAY_LISTEN``, ``PUBLISH_DEDUPE_TTL_S``, ``OUTBOX_RETENTION_HOURS``,
+``STREAM_MAXLEN``, ``READ_BATCH``, ``RECLAIM_IDLE_MS``, ``RECLAIM_INTERVAL_MS``,
+``MAX_DELIVERIES``, ``GROUP_START_ID``, ``SHUTDOWN_GRACE_MS``.
+"""
+
+from ember_shared.events.dead_letters import (
+    DeadLetter,
+    DeadLetterPage,
+    discard_dead_letter,
+    get_dead_letter,
+    list_dead_letters,
+    replay_dead_letter,
+)
 from ember_shared.events.envelope import DEAD_LETTER_STREAM, Envelope, EventData, stream_for
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.events.outbox import Outbox
 
-__all__ = ["DEAD_LETTER_STREAM", "Envelope", "EventData", "EventHandlers", "Outbox", "stream_for"]
+__all__ = [
+    "DEAD_LETTER_STREAM",
+    "DeadLetter",
+    "DeadLetterPage",
+    "Envelope",
+    "EventData",
+    "EventHandlers",
+    "Outbox",
+    "discard_dead_letter",
+    "get_dead_letter",
+    "list_dead_letters",
+    "replay_dead_letter",
+    "stream_for",
+]

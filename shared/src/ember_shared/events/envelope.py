@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from typing import Any, ClassVar, TypeVar
 
@@ -29,7 +30,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str
     data: msgspec.Raw = msgspec.Raw(b"{}")
 
-    def decode(self, data_type: type[DataT]) -> DataT:
+    def decode(self, data_type: builtins.type[DataT]) -> DataT:
         return msgspec.json.decode(self.data, type=data_type)
 
 

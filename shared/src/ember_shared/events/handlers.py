@@ -39,13 +39,24 @@ class EventHandlers:
 
     def on(
         self, data_type: type[DataT], *, name: str | None = None
-    ) -> Callable[[Callable[[Envelope, DataT, AsyncSession], Awaitable[None]]], Callable[[Envelope, DataT, AsyncSession], Awaitable[None]]]:
+    ) -> Callable[
+        [Callable[[Envelope, DataT, AsyncSession], Awaitable[None]]],
+        Callable[[Envelope, DataT, AsyncSession], Awaitable[None]],
+    ]:
         def register(
             fn: Callable[[Envelope, DataT, AsyncSession], Awaitable[None]],
         ) -> Callable[[Envelope, DataT, AsyncSession], Awaitable[None]]:
+            if not data_type.TYPE:
+                raise ValueError(f"{data_type.__name__} has no TYPE")
+            handler_name = name or f"{self.service}.{fn.__name__}"
+            if any(
+                h.name == handler_name and h.event_type == data_type.TYPE for h in self.handlers
+            ):
+                # The name is what handled_events records: a twin would be skipped as done.
+                raise ValueError(f"{handler_name} already handles {data_type.TYPE}")
             self.handlers.append(
                 RegisteredHandler(
-                    name=name or f"{self.service}.{fn.__name__}",
+                    name=handler_name,
                     event_type=data_type.TYPE,
                     data_type=data_type,
                     fn=fn,

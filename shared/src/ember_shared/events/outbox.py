@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import MetaData, insert
+import msgspec
+from sqlalchemy import MetaData, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ember_shared.events.envelope import Envelope, EventData, encode, stream_for
+from ember_shared.events.relay import notify_channel
 from ember_shared.events.tables import event_tables
 from ember_shared.ids import new_id
 from ember_shared.logging import current_correlation_id
@@ -24,10 +26,11 @@ class Outbox:
     def __init__(self, producer: str, metadata: MetaData) -> None:
         self.producer = producer
         self.table, _ = event_tables(metadata)
+        self.channel = notify_channel(metadata.schema)
 
     def envelope(self, data: EventData, *, event_id: uuid.UUID | None = None) -> Envelope:
-        import msgspec
-
+        if not data.TYPE:
+            raise ValueError(f"{type(data).__name__} has no TYPE; every event needs one")
         return Envelope(
             id=str(event_id or new_id()),
             type=data.TYPE,
@@ -37,8 +40,11 @@ class Outbox:
             data=msgspec.Raw(encode(data)),
         )
 
-    async def add(self, session: AsyncSession, data: EventData) -> Envelope:
-        envelope = self.envelope(data)
+    async def add(
+        self, session: AsyncSession, data: EventData, *, event_id: uuid.UUID | None = None
+    ) -> Envelope:
+        """Record ``data`` to be published once the caller's transaction commits."""
+        envelope = self.envelope(data, event_id=event_id)
         await session.execute(
             insert(self.table).values(
                 id=uuid.UUID(envelope.id),
@@ -47,4 +53,6 @@ class Outbox:
                 envelope=encode(envelope),
             )
         )
+        # Postgres delivers the notification only if (and when) the transaction commits.
+        await session.execute(select(func.pg_notify(self.channel, "")))
         return envelope

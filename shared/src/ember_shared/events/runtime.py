@@ -1,22 +1,29 @@
 """Starts and stops a service's outbox relay and event consumers with the app.
 
-First cut: the relay. The consumer side (FastStream consumer groups, reclaim, dead letters)
-is built in :mod:`ember_shared.events.consumer`.
+``create_service_app`` builds one in its lifespan and keeps it as ``app.state.events``::
+
+    runtime = EventRuntime(settings, engine, Base.metadata, handlers)
+    await runtime.start()   # relay task + FastStream consumer groups
+    ...
+    await runtime.stop()
+
+A service with models gets a relay; a service with handlers also gets consumers. Neither needs
+Redis to be up to start: the relay backs off and the consumers keep trying in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import MetaData, select, update
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ember_shared.events.consumer import EventConsumer
 from ember_shared.events.handlers import EventHandlers
-from ember_shared.events.tables import event_tables
+from ember_shared.events.relay import OutboxRelay
 from ember_shared.settings import ServiceSettings
 
 log = structlog.get_logger("ember.events")
@@ -29,58 +36,61 @@ class EventRuntime:
         engine: AsyncEngine,
         metadata: MetaData | None,
         handlers: EventHandlers | None,
+        *,
+        consumer_name: str | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.metadata = metadata
         self.handlers = handlers
-        self._tasks: list[asyncio.Task[None]] = []
-        self._redis = Redis.from_url(settings.redis.url)
+        # Short timeouts: a relay blocked on a dead Redis would hold its outbox row locks.
+        self.redis = Redis.from_url(
+            settings.redis.url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+        self.relay: OutboxRelay | None = None
+        self.consumer: EventConsumer | None = None
+        if metadata is not None:
+            self.relay = OutboxRelay(
+                settings.app.name, settings.events, engine, metadata, self.redis
+            )
+        if handlers is not None and handlers.handlers:
+            if metadata is None:
+                raise ValueError(
+                    f"{settings.app.name} handles events but has no models: the consumer "
+                    "records handled event ids in the service's own handled_events table"
+                )
+            self.consumer = EventConsumer(
+                handlers,
+                settings.events,
+                redis_url=settings.redis.url,
+                engine=engine,
+                metadata=metadata,
+                redis=self.redis,
+                consumer_name=consumer_name,
+            )
+        self._relay_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.metadata is not None:
-            self._tasks.append(asyncio.create_task(self._relay_forever(), name="outbox-relay"))
+        if self.relay is not None:
+            self._relay_task = asyncio.create_task(self.relay.run(), name="outbox-relay")
+        if self.consumer is not None:
+            await self.consumer.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        task, self._relay_task = self._relay_task, None
+        if task is not None:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._redis.aclose()
+        await self.redis.aclose()
 
     async def relay_once(self) -> int:
-        assert self.metadata is not None
-        outbox, _ = event_tables(self.metadata)
-        async with self.engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    select(outbox.c.id, outbox.c.stream, outbox.c.envelope)
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.created_at)
-                    .limit(self.settings.events.relay_batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            for row in rows:
-                await self._redis.xadd(
-                    row.stream,
-                    {"envelope": row.envelope},
-                    maxlen=self.settings.events.stream_maxlen,
-                    approximate=True,
-                )
-                await connection.execute(
-                    update(outbox).where(outbox.c.id == row.id).values(published_at=dt.datetime.now(dt.UTC))
-                )
-        return len(rows)
-
-    async def _relay_forever(self) -> None:
-        delay = self.settings.events.relay_interval_ms / 1000
-        while True:
-            try:
-                sent = await self.relay_once()
-            except Exception as exc:  # noqa: BLE001 - the relay must outlive any outage
-                log.warning("outbox_relay_failed", error=str(exc))
-                sent = 0
-            if sent == 0:
-                await asyncio.sleep(delay)
+        """Publish one batch of the outbox now; the number of rows sent."""
+        if self.relay is None:
+            raise RuntimeError(f"{self.settings.app.name} has no outbox (no models)")
+        return await self.relay.relay_once()

@@ -1,0 +1,486 @@
+"""Consuming events: FastStream consumer groups on Redis Streams, handled exactly once.
+
+For every event type a service handles there is one consumer group, named after the service,
+on the type's stream. Each replica reads it as its own consumer (``<service>-<host>-<pid>``)
+through two FastStream subscribers:
+
+- a reader of new messages (``XREADGROUP ... >``, ``EVENTS_READ_BATCH`` at a time);
+- a reclaimer (``XAUTOCLAIM``, every ``EVENTS_RECLAIM_INTERVAL_MS``) that takes over messages
+  left pending longer than ``EVENTS_RECLAIM_IDLE_MS``: those of a replica that died, and those
+  whose handler failed (a group reading ``>`` never sees them again otherwise).
+
+Each message is handled in one database transaction that first inserts
+``(event_id, handler)`` into the service's ``handled_events`` (``ON CONFLICT DO NOTHING``): if the
+row was already there the handler is skipped, so a redelivered or duplicated event changes
+nothing. The message is acknowledged only after the commit. When the handler raises, the
+transaction rolls back and the message stays pending for the reclaimer; on its
+``EVENTS_MAX_DELIVERIES``-th delivery it goes to the dead-letter stream instead
+(:mod:`ember_shared.events.dead_letters`). Losing the database or Redis mid-handler does not use
+up a delivery (the count is put back), so an outage does not dead-letter healthy events.
+
+While a message is handled, its correlation id is bound to the structlog context and to
+:data:`ember_shared.logging.correlation_id_var`, so logs and events the handler writes carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from faststream.middlewares import AckPolicy
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisStreamMessage
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import MetaData
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from ember_shared.events.dead_letters import write_dead_letter
+from ember_shared.events.envelope import Envelope, EventData, stream_for
+from ember_shared.events.handlers import EventHandlers, RegisteredHandler
+from ember_shared.events.tables import event_tables
+from ember_shared.events.wire import REPLAY_FOR_FIELD
+from ember_shared.logging import correlation_id_var
+from ember_shared.settings import EventSettings
+
+log = structlog.get_logger("ember.events.consumer")
+
+#: How long one XREADGROUP blocks waiting for new messages (stop cancels it at once).
+READ_BLOCK_MS = 1_000
+#: How often the consumer checks that every subscriber is still reading.
+SUPERVISE_EVERY_S = 5.0
+#: SQLSTATEs worth retrying without counting a delivery: serialization failure, deadlock,
+#: too many connections, shutting down, cannot connect now.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+
+
+def default_consumer_name(service: str) -> str:
+    """Unique per replica: a group hands each message to one consumer, and reclaims by name."""
+    return f"{service}-{socket.gethostname()}-{os.getpid()}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database or Redis was unreachable, not that the handler failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OperationalError
+            | InterfaceError
+            | PoolTimeoutError
+            | RedisConnectionError
+            | RedisTimeoutError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
+class _Undecodable(Exception):
+    pass
+
+
+async def _raw_body(message: Any) -> Any:
+    # The envelope is decoded by the consumer itself, so a bad payload reaches it (and the
+    # dead-letter stream) instead of failing inside FastStream.
+    return message.body
+
+
+class EventConsumer:
+    """Runs a service's :class:`EventHandlers` against Redis Streams through FastStream."""
+
+    def __init__(
+        self,
+        handlers: EventHandlers,
+        events: EventSettings,
+        *,
+        redis_url: str,
+        engine: AsyncEngine,
+        metadata: MetaData,
+        redis: Redis,
+        consumer_name: str | None = None,
+    ) -> None:
+        if not handlers.handlers:
+            raise ValueError("an EventConsumer needs at least one handler")
+        self.group = handlers.service
+        self.consumer = consumer_name or default_consumer_name(handlers.service)
+        self.events = events
+        self.redis_url = redis_url
+        self.redis = redis
+        self.engine = engine
+        _, self.handled_table = event_tables(metadata)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.streams: dict[str, list[RegisteredHandler]] = defaultdict(list)
+        for handler in handlers.handlers:
+            self.streams[stream_for(handler.event_type)].append(handler)
+        self.broker: RedisBroker | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._started = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.broker is not None and all(sub.running for sub in self.broker.subscribers)
+
+    async def start(self) -> None:
+        """Start reading. If Redis is down, keep trying in the background and return."""
+        try:
+            await self._start_broker()
+        except Exception as exc:  # the service still serves; we retry
+            log.warning("event_consumer_start_failed", group=self.group, error=repr(exc))
+            self._background.append(asyncio.create_task(self._start_later()))
+        self._background.append(asyncio.create_task(self._supervise()))
+
+    async def wait_started(self) -> None:
+        """Return once reading has started (use with ``asyncio.timeout``)."""
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
+        await self._stop_broker()
+
+    async def ensure_groups(self) -> None:
+        """Create each stream and consumer group unless they exist (FastStream's would start
+        at ``$`` and miss what was published before the group existed)."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(
+                    stream, self.group, id=self.events.group_start_id, mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _start_broker(self) -> None:
+        await self.ensure_groups()
+        broker = self._build_broker()
+        try:
+            await broker.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await broker.stop()
+            raise
+        self.broker = broker
+        self._started.set()
+        log.info(
+            "event_consumer_started",
+            group=self.group,
+            consumer=self.consumer,
+            streams=sorted(self.streams),
+        )
+
+    async def _stop_broker(self) -> None:
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                await broker.stop()
+
+    async def _start_later(self) -> None:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._start_broker()
+            except Exception as exc:
+                log.warning("event_consumer_start_failed", group=self.group, error=repr(exc))
+                delay = min(delay * 2, 10.0)
+            else:
+                return
+
+    async def _supervise(self) -> None:
+        """Restart reading when a subscriber stopped for good (FastStream stops one whose
+        group vanished, e.g. after the stream was deleted)."""
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            if self.broker is None or self.running:
+                continue
+            log.warning("event_consumer_restarting", group=self.group)
+            await self._stop_broker()
+            try:
+                await self._start_broker()
+            except Exception as exc:
+                log.warning("event_consumer_start_failed", group=self.group, error=repr(exc))
+
+    def _build_broker(self) -> RedisBroker:
+        broker = RedisBroker(
+            self.redis_url,
+            graceful_timeout=self.events.shutdown_grace_ms / 1000,
+            # FastStream's per-message access log would duplicate ours.
+            log_level=logging.DEBUG,
+            socket_connect_timeout=5,
+            socket_timeout=max(10.0, READ_BLOCK_MS / 1000 * 3),
+            health_check_interval=30,
+            client_name=self.consumer,
+        )
+        for stream in self.streams:
+            reader = broker.subscriber(
+                stream=StreamSub(
+                    stream,
+                    group=self.group,
+                    consumer=self.consumer,
+                    max_records=self.events.read_batch,
+                    polling_interval=READ_BLOCK_MS,
+                ),
+                ack_policy=AckPolicy.MANUAL,
+                no_reply=True,
+                decoder=_raw_body,
+                title=f"{self.group}:{stream}",
+            )
+            reader(self._handler(stream, reclaimed=False))
+            reclaimer = broker.subscriber(
+                stream=StreamSub(
+                    stream,
+                    group=self.group,
+                    consumer=self.consumer,
+                    min_idle_time=self.events.reclaim_idle_ms,
+                    polling_interval=self.events.reclaim_interval_ms,
+                ),
+                ack_policy=AckPolicy.MANUAL,
+                no_reply=True,
+                decoder=_raw_body,
+                title=f"{self.group}:{stream}:reclaim",
+            )
+            reclaimer(self._handler(stream, reclaimed=True))
+        return broker
+
+    def _handler(
+        self, stream: str, *, reclaimed: bool
+    ) -> Callable[[RedisStreamMessage], Awaitable[None]]:
+        async def handle(message: RedisStreamMessage) -> None:
+            await self.process(message, stream, reclaimed=reclaimed)
+
+        handle.__name__ = f"{self.group}_{stream}_{'reclaim' if reclaimed else 'read'}"
+        return handle
+
+    # -- one message ------------------------------------------------------------------------
+
+    async def process(self, message: RedisStreamMessage, stream: str, *, reclaimed: bool) -> None:
+        """Handle one delivered message: exactly once in effect, acknowledged after commit."""
+        raw = message.raw_message
+        fields: dict[bytes, bytes] = raw["data"]
+        message_id: bytes = raw["message_ids"][0]
+        replay_for = fields.get(REPLAY_FOR_FIELD.encode())
+        try:
+            if replay_for is not None and replay_for.decode(errors="replace") != self.group:
+                # A dead letter replayed for another service's group.
+                await message.ack()
+                return
+            attempts = await message.get_delivery_count() if reclaimed else 1
+            handlers = self.streams[stream]
+            try:
+                envelope, payloads = self._decode(message.body, handlers)
+            except _Undecodable as exc:
+                log.error(  # noqa: TRY400 - a traceback would add nothing
+                    "event_undecodable", stream=stream, message_id=message_id, error=str(exc)
+                )
+                await self._dead_letter(
+                    message,
+                    stream,
+                    envelope=None,
+                    handlers=handlers,
+                    reason="undecodable",
+                    error=str(exc),
+                    attempts=attempts,
+                )
+                return
+            await self._handle(message, stream, envelope, payloads, attempts)
+        except Exception as exc:  # left pending; the reclaimer retries it
+            log.exception(
+                "event_processing_failed", stream=stream, message_id=message_id, error=repr(exc)
+            )
+
+    def _decode(
+        self, body: bytes, handlers: list[RegisteredHandler]
+    ) -> tuple[Envelope, list[tuple[RegisteredHandler, EventData]]]:
+        try:
+            envelope = msgspec.json.decode(body, type=Envelope)
+            uuid.UUID(envelope.id)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise _Undecodable(f"not an event envelope: {exc}") from exc
+        payloads: list[tuple[RegisteredHandler, EventData]] = []
+        for handler in handlers:
+            if handler.event_type != envelope.type:
+                continue
+            try:
+                payloads.append((handler, envelope.decode(handler.data_type)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise _Undecodable(f"data does not fit {envelope.type}: {exc}") from exc
+        if not payloads:
+            raise _Undecodable(f"no handler for event type {envelope.type!r} on this stream")
+        return envelope, payloads
+
+    async def _handle(
+        self,
+        message: RedisStreamMessage,
+        stream: str,
+        envelope: Envelope,
+        payloads: list[tuple[RegisteredHandler, EventData]],
+        attempts: int,
+    ) -> None:
+        token = correlation_id_var.set(envelope.correlation_id)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=envelope.correlation_id,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                attempts=attempts,
+            ):
+                handlers = [handler for handler, _ in payloads]
+                if attempts > self.events.max_deliveries:
+                    log.error("event_delivered_too_often", max=self.events.max_deliveries)
+                    await self._dead_letter(
+                        message,
+                        stream,
+                        envelope=envelope,
+                        handlers=handlers,
+                        reason="too_many_deliveries",
+                        error=f"delivered {attempts} times without being handled",
+                        attempts=attempts,
+                    )
+                    return
+                try:
+                    ran = await self._run_handlers(envelope, payloads)
+                except Exception as exc:
+                    await self._failed(
+                        message,
+                        stream,
+                        envelope=envelope,
+                        handlers=handlers,
+                        attempts=attempts,
+                        exc=exc,
+                    )
+                    return
+                await message.ack()
+                if ran:
+                    log.info("event_handled", handlers=ran)
+                else:
+                    log.info("event_already_handled")
+        finally:
+            correlation_id_var.reset(token)
+
+    async def _run_handlers(
+        self, envelope: Envelope, payloads: list[tuple[RegisteredHandler, EventData]]
+    ) -> list[str]:
+        table = self.handled_table
+        event_id = uuid.UUID(envelope.id)
+        ran: list[str] = []
+        async with self.sessions() as session, session.begin():
+            for handler, data in payloads:
+                inserted = await session.execute(
+                    pg_insert(table)
+                    .values(event_id=event_id, handler=handler.name, event_type=envelope.type)
+                    .on_conflict_do_nothing()
+                    .returning(table.c.event_id)
+                )
+                if inserted.first() is None:
+                    continue
+                await handler.fn(envelope, data, session)
+                ran.append(handler.name)
+        return ran
+
+    async def _failed(
+        self,
+        message: RedisStreamMessage,
+        stream: str,
+        *,
+        envelope: Envelope,
+        handlers: list[RegisteredHandler],
+        attempts: int,
+        exc: Exception,
+    ) -> None:
+        if is_transient(exc):
+            # The database or Redis is away: not the event's fault, so this delivery is not
+            # counted and the message waits (pending) for the reclaimer.
+            log.warning("event_handling_interrupted", error=repr(exc))
+            with contextlib.suppress(Exception):
+                await self._uncount_delivery(message, stream, attempts)
+            return
+        if attempts >= self.events.max_deliveries:
+            log.exception("event_handler_failed", error=repr(exc), dead_letter=True)
+            await self._dead_letter(
+                message,
+                stream,
+                envelope=envelope,
+                handlers=handlers,
+                reason="handler_failed",
+                error=repr(exc),
+                attempts=attempts,
+            )
+            return
+        log.exception(
+            "event_handler_failed",
+            error=repr(exc),
+            retry_after_ms=self.events.reclaim_idle_ms,
+        )
+
+    async def _uncount_delivery(
+        self, message: RedisStreamMessage, stream: str, attempts: int
+    ) -> None:
+        await self.redis.xclaim(
+            stream,
+            self.group,
+            self.consumer,
+            min_idle_time=0,
+            message_ids=list(message.raw_message["message_ids"]),
+            retrycount=max(attempts - 1, 0),
+            justid=True,
+        )
+
+    async def _dead_letter(
+        self,
+        message: RedisStreamMessage,
+        stream: str,
+        *,
+        envelope: Envelope | None,
+        handlers: list[RegisteredHandler],
+        reason: str,
+        error: str,
+        attempts: int,
+    ) -> None:
+        raw = message.raw_message
+        dead_id = await write_dead_letter(
+            self.redis,
+            stream=stream,
+            group=self.group,
+            consumer=self.consumer,
+            message_id=raw["message_ids"][0],
+            fields=raw["data"],
+            envelope=envelope,
+            handler=",".join(h.name for h in handlers),
+            reason=reason,
+            error=error,
+            attempts=attempts,
+            maxlen=self.events.stream_maxlen,
+        )
+        log.error("event_dead_lettered", reason=reason, dead_letter_id=dead_id.decode())

@@ -1,0 +1,280 @@
+"""The outbox relay: moves committed outbox rows onto their Redis streams.
+
+Each pass locks a batch of unpublished rows (``FOR UPDATE SKIP LOCKED``, so replicas share the
+work and never send a row twice), appends each to its stream and marks it published, all in one
+transaction. A row whose append fails keeps ``published_at`` empty, gets ``attempts`` + 1 and
+``last_error``, and is sent again on a later pass; while Postgres or Redis is down the relay backs
+off (capped) and carries on when they return.
+
+Appending goes through a small Lua script that remembers each event id for
+``EVENTS_PUBLISH_DEDUPE_TTL_S``: if Redis took a row but the commit that marks it published was
+lost, the next pass does not append it a second time.
+
+The relay wakes on ``NOTIFY ember_outbox_<schema>`` (sent by :class:`~ember_shared.events.Outbox`
+on commit) and also polls every ``EVENTS_RELAY_INTERVAL_MS``, so a lost notification costs at
+most one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import MetaData, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ember_shared.events.envelope import Envelope
+from ember_shared.events.tables import event_tables
+from ember_shared.events.wire import entry_fields
+from ember_shared.settings import EventSettings
+
+log = structlog.get_logger("ember.events.relay")
+
+#: Appends an entry unless this event id was appended recently. KEYS: stream, dedupe key.
+#: ARGV: maxlen, ttl ms, then field/value pairs. Returns {1, id} when appended, {0, id} if not.
+_PUBLISH_ONCE = """
+local seen = redis.call('GET', KEYS[2])
+if seen then return {0, seen} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return {1, id}
+"""
+
+#: How often published rows older than the retention are deleted.
+_PRUNE_EVERY_S = 600.0
+_PRUNE_CHUNK = 1_000
+
+
+def notify_channel(schema: str | None) -> str:
+    """The Postgres NOTIFY channel the relay of ``schema`` listens on."""
+    return f"ember_outbox_{schema or 'public'}"
+
+
+def dedupe_key(stream: str, event_id: str) -> str:
+    # The hash tag puts the key in the stream's cluster slot, as a script's keys must share one.
+    return f"{{{stream}}}:published:{event_id}"
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    #: Rows Redis had already taken (a retry after a lost commit); not appended again.
+    deduplicated: int = 0
+    failed_passes: int = 0
+    last_error: str | None = None
+    last_success_at: float | None = None
+
+
+class OutboxRelay:
+    """Publishes one service's outbox. ``relay_once()`` is one pass; ``run()`` loops forever."""
+
+    def __init__(
+        self,
+        producer: str,
+        events: EventSettings,
+        engine: AsyncEngine,
+        metadata: MetaData,
+        redis: Redis,
+    ) -> None:
+        self.producer = producer
+        self.events = events
+        self.engine = engine
+        self.table, _ = event_tables(metadata)
+        self.channel = notify_channel(metadata.schema)
+        self.redis = redis
+        self.stats = RelayStats()
+        self._publish = redis.register_script(_PUBLISH_ONCE)
+        self._wakeup = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._listener_retry_at = 0.0
+        self._pruned_at = 0.0
+
+    async def relay_once(self) -> int:
+        """Publish up to ``EVENTS_RELAY_BATCH`` rows, oldest first; return how many were sent.
+
+        Raises the Redis error if a row could not be appended (after recording it on the row).
+        """
+        outbox = self.table
+        failure: Exception | None = None
+        async with self.engine.begin() as connection:
+            rows = (
+                await connection.execute(
+                    select(outbox.c.id, outbox.c.type, outbox.c.stream, outbox.c.envelope)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.created_at, outbox.c.id)
+                    .limit(self.events.relay_batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            results: list[Any]
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for row in rows:
+                        await self._append(pipe, row.id, row.type, row.stream, row.envelope)
+                    results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # recorded on the rows, raised below
+                # Which appends Redis took is unknown; the dedupe keys make the retry safe.
+                failure = exc
+                results = [exc] * len(rows)
+            now = dt.datetime.now(dt.UTC)
+            sent = [
+                row.id for row, result in zip(rows, results, strict=True) if not _failed(result)
+            ]
+            appended = sum(1 for r in results if not _failed(r) and int(r[0]) == 1)
+            if sent:
+                await connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(sent))
+                    .values(published_at=now, attempts=outbox.c.attempts + 1)
+                )
+            for row, result in zip(rows, results, strict=True):
+                if _failed(result):
+                    failure = failure or result
+                    await connection.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row.id)
+                        .values(attempts=outbox.c.attempts + 1, last_error=_describe(result)[:2000])
+                    )
+        self.stats.published += appended
+        self.stats.deduplicated += len(sent) - appended
+        if failure is not None:
+            raise failure
+        return len(sent)
+
+    async def _append(
+        self, pipe: Any, event_id: Any, event_type: str, stream: str, envelope: bytes
+    ) -> None:
+        correlation_id = ""
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            correlation_id = msgspec.json.decode(envelope, type=Envelope).correlation_id
+        fields = await entry_fields(
+            envelope,
+            event_id=str(event_id),
+            event_type=event_type,
+            correlation_id=correlation_id,
+            producer=self.producer,
+        )
+        args: list[Any] = [self.events.stream_maxlen, self.events.publish_dedupe_ttl_s * 1000]
+        for key, value in fields.items():
+            args += [key, value]
+        await self._publish(
+            keys=[stream, dedupe_key(stream, str(event_id))], args=args, client=pipe
+        )
+
+    async def prune(self) -> int:
+        """Delete published rows older than ``EVENTS_OUTBOX_RETENTION_HOURS``; return how many."""
+        outbox = self.table
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=self.events.outbox_retention_hours)
+        total = 0
+        while True:
+            async with self.engine.begin() as connection:
+                chunk = (
+                    select(outbox.c.id)
+                    .where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
+                    .limit(_PRUNE_CHUNK)
+                    .scalar_subquery()
+                )
+                result = await connection.execute(delete(outbox).where(outbox.c.id.in_(chunk)))
+            removed = int(result.rowcount or 0)
+            total += removed
+            if removed < _PRUNE_CHUNK:
+                return total
+
+    async def pending(self) -> int:
+        """How many rows wait to be published (for probes and tests)."""
+        outbox = self.table
+        async with self.engine.connect() as connection:
+            count = await connection.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            )
+        return int(count or 0)
+
+    async def run(self) -> None:
+        """Relay until cancelled, backing off while Postgres or Redis is down."""
+        interval = self.events.relay_interval_ms / 1000
+        ceiling = max(self.events.relay_max_backoff_ms / 1000, interval)
+        backoff = interval
+        try:
+            while True:
+                await self._ensure_listener()
+                self._wakeup.clear()
+                try:
+                    sent = await self.relay_once()
+                    await self._maybe_prune()
+                except Exception as exc:  # the relay must outlive any outage
+                    self.stats.failed_passes += 1
+                    self.stats.last_error = _describe(exc)
+                    log.warning(
+                        "outbox_relay_failed",
+                        error=_describe(exc),
+                        retry_in_ms=int(backoff * 1000),
+                    )
+                    # Jitter keeps the replicas of a service from retrying in lockstep.
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, ceiling)
+                    continue
+                if self.stats.failed_passes and backoff > interval:
+                    log.info("outbox_relay_recovered")
+                backoff = interval
+                self.stats.last_success_at = time.monotonic()
+                if sent < self.events.relay_batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), interval)
+        finally:
+            await self._close_listener()
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < _PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        removed = await self.prune()
+        if removed:
+            log.info("outbox_pruned", rows=removed)
+
+    async def _ensure_listener(self) -> None:
+        if not self.events.relay_listen:
+            return
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        now = time.monotonic()
+        if now < self._listener_retry_at:
+            return
+        self._listener_retry_at = now + max(self.events.relay_max_backoff_ms / 1000, 1.0)
+        await self._close_listener()
+        try:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = await asyncpg.connect(dsn, timeout=2)
+            await connection.add_listener(self.channel, self._on_notify)
+        except Exception as exc:  # polling carries on without it
+            log.info("outbox_listen_unavailable", error=_describe(exc))
+            return
+        self._listener = connection
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wakeup.set()
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 2)
+
+
+def _failed(result: Any) -> bool:
+    return isinstance(result, BaseException)
+
+
+def _describe(exc: Any) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,64 @@
+"""Fixtures for the event backbone's tests: the evtest schema, settings, clean streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from ember_shared.db import make_engine
+from ember_shared.events import DEAD_LETTER_STREAM
+from ember_shared.settings import ServiceSettings
+from ember_shared.testing.plugin import TestEnv
+from events_testkit import SCHEMA, Base, make_settings
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+@pytest.fixture(scope="session")
+async def evtest_schema(ember_env: TestEnv) -> AsyncIterator[None]:
+    engine = make_engine(make_settings(ember_env.database_url, ember_env.redis_url))
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+        await connection.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
+        await connection.run_sync(Base.metadata.create_all)
+    yield
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings_for(ember_env: TestEnv) -> Callable[..., ServiceSettings]:
+    """``settings_for(**event_settings)``: evtest's settings on the test Postgres and Redis."""
+
+    def build(**overrides: object) -> ServiceSettings:
+        database_url = str(overrides.pop("database_url", ember_env.database_url))
+        redis_url = str(overrides.pop("redis_url", ember_env.redis_url))
+        return make_settings(database_url, redis_url, **overrides)
+
+    return build
+
+
+@pytest.fixture
+async def engine(
+    evtest_schema: None, settings_for: Callable[..., ServiceSettings]
+) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings_for())
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(f'TRUNCATE "{SCHEMA}".outbox_events, "{SCHEMA}".handled_events, "{SCHEMA}".effects')
+        )
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(ember_env: TestEnv) -> AsyncIterator[Redis]:
+    client = Redis.from_url(ember_env.redis_url)
+    doomed = [DEAD_LETTER_STREAM]
+    for pattern in ("ember.events.evtest.*", "{ember.events.evtest.*"):
+        doomed += [key async for key in client.scan_iter(match=pattern, count=500)]
+    await client.delete(*doomed)
+    yield client
+    await client.aclose()
