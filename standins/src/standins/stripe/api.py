@@ -1,0 +1,222 @@
+"""Stripe's REST API, as far as Ember's checkout uses it (``/v1/...``).
+
+Requests are form-encoded with bracketed keys and authenticated with ``Authorization: Bearer
+sk_test_...`` (any test key). ``Idempotency-Key`` is honoured like Stripe does: the same key
+with the same parameters answers the first response again; with other parameters, an
+``idempotency_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request, Response, Router, get, post
+
+from standins.stripe.errors import StripeError
+from standins.stripe.forms import as_int, parse_form, parse_pairs
+from standins.stripe.store import Store, new_object_id
+
+MAX_LIST_LIMIT = 100
+TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+
+_idempotency_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def _store(request: Request[Any, Any, Any]) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def authorize(request: Request[Any, Any, Any]) -> None:
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if not key:
+        raise StripeError(
+            401,
+            "You did not provide an API key. You need to provide your API key in the Authorization "
+            "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+        )
+    if not key.startswith(TEST_KEY_PREFIXES):
+        shown = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else "***"
+        raise StripeError(
+            401, f"Invalid API Key provided: {shown}. The Stripe stand-in takes test keys only."
+        )
+
+
+def stripe_json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    all_headers = {"Request-Id": new_object_id("req"), "Stripe-Version": "standin"}
+    all_headers.update(headers or {})
+    return Response(body, status_code=status, headers=all_headers, media_type="application/json")
+
+
+async def _params(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    if request.method == "GET":
+        return parse_pairs(list(request.query_params.multi_items()))
+    return parse_form(await request.body())
+
+
+async def _idempotent(request: Request[Any, Any, Any], operation: Any) -> Response[Any]:
+    """Run a POST once per Idempotency-Key and parameters; replay the answer afterwards."""
+    authorize(request)
+    body = await request.body()
+    params = parse_form(body)
+    key = request.headers.get("idempotency-key", "")
+    if not key:
+        return stripe_json(operation(params))
+    fingerprint = hashlib.sha256(
+        (request.method + " " + request.url.path + "\n").encode()
+        + repr(sorted(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))).encode()
+    ).hexdigest()
+    store = _store(request)
+    async with _idempotency_locks[key]:
+        saved = store.idempotent_response(key, fingerprint)
+        if saved is not None:
+            status, saved_body = saved
+            return stripe_json(
+                saved_body, status, {"Idempotent-Replayed": "true", "Idempotency-Key": key}
+            )
+        try:
+            result = operation(params)
+            status = 200
+        except StripeError as exc:
+            # Stripe saves 4xx results too (not 5xx); a retry with the same key answers them again.
+            result, status = exc.body(), exc.status
+        store.remember_response(key, fingerprint, status, result)
+    _idempotency_locks.pop(key, None)
+    return stripe_json(result, status, {"Idempotency-Key": key})
+
+
+def _list(items: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
+    limit = as_int(params, "limit", minimum=1) or 10
+    if limit > MAX_LIST_LIMIT:
+        raise StripeError(400, f"Invalid limit: must be at most {MAX_LIST_LIMIT}", param="limit")
+    starting_after = params.get("starting_after")
+    if starting_after:
+        ids = [item["id"] for item in items]
+        if starting_after not in ids:
+            raise StripeError(400, f"No such object: '{starting_after}'", param="starting_after")
+        items = items[ids.index(starting_after) + 1 :]
+    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit, "url": url}
+
+
+def _expand(store: Store, session: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    expand = params.get("expand") or []
+    if isinstance(expand, str):
+        expand = [expand]
+    if not expand:
+        return session
+    out = dict(session)
+    if "line_items" in expand:
+        out["line_items"] = _list(
+            store.session_line_items(session["id"]),
+            {"limit": "100"},
+            f"/v1/checkout/sessions/{session['id']}/line_items",
+        )
+    if "payment_intent" in expand and session.get("payment_intent"):
+        out["payment_intent"] = store.payment_intent(session["payment_intent"])
+    return out
+
+
+@post("/checkout/sessions", summary="Create a Checkout Session")
+async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(
+        request, lambda params: _expand(store, store.create_session(params), params)
+    )
+
+
+@get("/checkout/sessions", summary="List Checkout Sessions")
+async def list_sessions(request: Request[Any, Any, Any]) -> Response[Any]:
+    authorize(request)
+    params = await _params(request)
+    return stripe_json(
+        _list(_store(request).list_sessions(params), params, "/v1/checkout/sessions")
+    )
+
+
+@get("/checkout/sessions/{session_id:str}", summary="Retrieve a Checkout Session")
+async def retrieve_session(request: Request[Any, Any, Any], session_id: str) -> Response[Any]:
+    authorize(request)
+    store = _store(request)
+    return stripe_json(_expand(store, store.session(session_id), await _params(request)))
+
+
+@post("/checkout/sessions/{session_id:str}/expire", summary="Expire a Checkout Session")
+async def expire_session(request: Request[Any, Any, Any], session_id: str) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda _params: store.expire_session(session_id))
+
+
+@get("/checkout/sessions/{session_id:str}/line_items", summary="A Checkout Session's line items")
+async def session_line_items(request: Request[Any, Any, Any], session_id: str) -> Response[Any]:
+    authorize(request)
+    params = await _params(request)
+    items = _store(request).session_line_items(session_id)
+    return stripe_json(_list(items, params, f"/v1/checkout/sessions/{session_id}/line_items"))
+
+
+@post("/refunds", summary="Create a refund")
+async def create_refund(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, store.create_refund)
+
+
+@get("/refunds/{refund_id:str}", summary="Retrieve a refund")
+async def retrieve_refund(request: Request[Any, Any, Any], refund_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(_store(request).refund(refund_id))
+
+
+@get("/payment_intents/{intent_id:str}", summary="Retrieve a PaymentIntent")
+async def retrieve_payment_intent(request: Request[Any, Any, Any], intent_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(_store(request).payment_intent(intent_id))
+
+
+@get("/charges/{charge_id:str}", summary="Retrieve a charge")
+async def retrieve_charge(request: Request[Any, Any, Any], charge_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(_store(request).charge(charge_id))
+
+
+@get("/events/{event_id:str}", summary="Retrieve an event")
+async def retrieve_event(request: Request[Any, Any, Any], event_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(_store(request).event(event_id))
+
+
+@get("/events", summary="List events")
+async def list_events(request: Request[Any, Any, Any]) -> Response[Any]:
+    authorize(request)
+    params = await _params(request)
+    events = sorted(
+        _store(request).events_for(type_=params.get("type") or None),
+        key=lambda e: (e["created"], e["id"]),
+        reverse=True,
+    )
+    return stripe_json(_list(events, params, "/v1/events"))
+
+
+api_router = Router(
+    path="/v1",
+    route_handlers=[
+        create_session,
+        list_sessions,
+        retrieve_session,
+        expire_session,
+        session_line_items,
+        create_refund,
+        retrieve_refund,
+        retrieve_payment_intent,
+        retrieve_charge,
+        retrieve_event,
+        list_events,
+    ],
+    include_in_schema=False,
+)

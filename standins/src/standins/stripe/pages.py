@@ -1,0 +1,195 @@
+"""The hosted pay page: what Stripe Checkout shows the shopper, in miniature.
+
+``GET /pay/{session}`` shows the lines, the total and a card form; ``POST /pay/{session}`` takes
+the card. A test card that succeeds completes the session and redirects to its success URL (the
+webhook tells the shop); one that declines shows the error and leaves the session open.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request, Response, Router, get, post
+from litestar.response import Redirect
+
+from standins.stripe.errors import StripeError
+from standins.stripe.store import Store
+
+MAX_FORM_BYTES = 16_384
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,sans-serif;background:#f6f9fc;color:#30313d;margin:0}
+main{max-width:880px;margin:40px auto;display:flex;gap:40px;flex-wrap:wrap;padding:0 16px}
+section{flex:1 1 360px} h1{font-size:1.1rem;color:#6a7383;font-weight:500}
+.total{font-size:2rem;font-weight:600;margin:.2rem 0 1.5rem}
+.line{display:flex;justify-content:space-between;padding:.45rem 0;border-bottom:1px solid #e6ebf1}
+.muted{color:#6a7383;font-size:.9rem}
+form{background:#fff;border-radius:8px;padding:24px;box-shadow:0 2px 5px rgba(60,66,87,.08)}
+label{display:block;font-size:.85rem;margin:.8rem 0 .3rem}
+input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #d5dbe1;border-radius:6px;font-size:1rem}
+.row{display:flex;gap:12px} .row>div{flex:1}
+button{margin-top:1.2rem;width:100%;padding:.8rem;border:0;border-radius:6px;background:#0074d4;
+color:#fff;font-size:1rem;font-weight:600;cursor:pointer}
+.error{background:#fde8e8;color:#b42318;padding:.7rem;border-radius:6px;margin-bottom:1rem}
+.banner{background:#fff4e5;color:#8a4b00;padding:.5rem 1rem;text-align:center;font-size:.85rem}
+"""
+
+
+def _money(amount: int, currency: str) -> str:
+    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower(), currency.upper() + " ")
+    return f"{symbol}{amount // 100:,}.{amount % 100:02d}"
+
+
+def _page(title: str, body: str, status: int = 200) -> Response[str]:
+    html = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        "<div class='banner'>Stripe stand-in: test mode. Use card 4242 4242 4242 4242 to pay, "
+        "4000 0000 0000 0002 to be declined.</div>"
+        f"{body}</body></html>"
+    )
+    return Response(
+        html,
+        status_code=status,
+        media_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; img-src * data:",
+        },
+    )
+
+
+def _store(request: Request[Any, Any, Any]) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def render_pay_page(
+    store: Store, session: dict[str, Any], error: str = "", status: int = 200
+) -> Response[str]:
+    currency = session["currency"]
+    lines = "".join(
+        f"<div class='line'><span>{escape(str(item['description']))} &times; {int(item['quantity'])}</span>"
+        f"<span>{_money(int(item['amount_total']), currency)}</span></div>"
+        for item in store.session_line_items(session["id"])
+    )
+    shipping = session.get("total_details", {}).get("amount_shipping", 0)
+    if session.get("shipping_cost"):
+        lines += (
+            f"<div class='line'><span>{escape(str(session['shipping_cost'].get('display_name') or 'Shipping'))}"
+            f"</span><span>{_money(int(shipping), currency)}</span></div>"
+        )
+    email = escape(str(session.get("customer_email") or ""))
+    error_html = (
+        f"<div class='error' role='alert' id='card-errors'>{escape(error)}</div>" if error else ""
+    )
+    cancel = (
+        f"<p><a href='{escape(str(session['cancel_url']), quote=True)}' id='cancel'>← Back</a></p>"
+        if session.get("cancel_url")
+        else ""
+    )
+    body = f"""
+<main>
+  <section>
+    {cancel}
+    <h1>Pay Ember</h1>
+    <div class='total' id='total'>{_money(int(session["amount_total"]), currency)}</div>
+    {lines}
+    <div class='line'><strong>Total due</strong>
+      <strong>{_money(int(session["amount_total"]), currency)}</strong></div>
+  </section>
+  <section>
+    <form method='post' action='/pay/{escape(session["id"], quote=True)}' id='payment-form'>
+      {error_html}
+      <label for='email'>Email</label>
+      <input id='email' name='email' type='email' value='{email}' autocomplete='email'>
+      <label for='cardNumber'>Card number</label>
+      <input id='cardNumber' name='card_number' inputmode='numeric' autocomplete='cc-number'
+             placeholder='1234 1234 1234 1234' required>
+      <div class='row'>
+        <div><label for='cardExpiry'>Expiry</label>
+          <input id='cardExpiry' name='exp' placeholder='MM / YY' value='12 / 34'></div>
+        <div><label for='cardCvc'>CVC</label>
+          <input id='cardCvc' name='cvc' placeholder='CVC' value='123'></div>
+      </div>
+      <label for='billingName'>Name on card</label>
+      <input id='billingName' name='name' autocomplete='cc-name'>
+      <button type='submit' id='submit'>Pay {_money(int(session["amount_total"]), currency)}</button>
+      <p class='muted'>Session expires at {int(session["expires_at"])} (unix time).</p>
+    </form>
+  </section>
+</main>"""
+    return _page("Pay Ember", body, status)
+
+
+def _closed_page(session: dict[str, Any], store: Store) -> Response[str]:
+    if session["status"] == "complete":
+        target = escape(store.success_redirect(session), quote=True)
+        return _page(
+            "Already paid",
+            f"<main><section><h1>This session is complete.</h1>"
+            f"<p><a href='{target}' id='continue'>Continue</a></p></section></main>",
+        )
+    back = (
+        f"<p><a href='{escape(str(session['cancel_url']), quote=True)}'>Return to the shop</a></p>"
+        if session.get("cancel_url")
+        else ""
+    )
+    return _page(
+        "Expired",
+        f"<main><section><h1 id='expired'>This checkout session has expired.</h1>"
+        f"{back}</section></main>",
+        410,
+    )
+
+
+@get("/pay/{session_id:str}", summary="Hosted pay page")
+async def pay_page(request: Request[Any, Any, Any], session_id: str) -> Response[str]:
+    store = _store(request)
+    try:
+        session = store.session(session_id)
+    except StripeError:
+        return _page(
+            "Not found", "<main><section><h1>No such checkout session.</h1></section></main>", 404
+        )
+    if session["status"] != "open":
+        return _closed_page(session, store)
+    return render_pay_page(store, session)
+
+
+@post("/pay/{session_id:str}", summary="Submit the card form", status_code=200)
+async def pay_submit(request: Request[Any, Any, Any], session_id: str) -> Response[Any]:
+    store = _store(request)
+    try:
+        session = store.session(session_id)
+    except StripeError:
+        return _page(
+            "Not found", "<main><section><h1>No such checkout session.</h1></section></main>", 404
+        )
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return render_pay_page(store, session, "The form is too large.", 413)
+    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    cvc = "".join(ch for ch in form.get("cvc", "") if ch.isdigit())
+    if len(cvc) not in (3, 4):
+        return render_pay_page(store, session, "Your card's security code is incomplete.", 402)
+    result = store.pay(
+        session_id,
+        form.get("card_number", ""),
+        email=form.get("email", "")[:200],
+        name=form.get("name", "")[:200],
+    )
+    request.app.state.runtime.after_pay(session_id, result)
+    if result.redirect_url:
+        return Redirect(result.redirect_url, status_code=303)
+    if result.outcome == "expired":
+        return _closed_page(store.session(session_id), store)
+    return render_pay_page(store, store.session(session_id), result.message, 402)
+
+
+pages_router = Router(path="/", route_handlers=[pay_page, pay_submit], include_in_schema=False)

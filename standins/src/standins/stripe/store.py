@@ -1,0 +1,837 @@
+"""The stand-in's state: Checkout Sessions, PaymentIntents, Charges, Refunds and Events.
+
+Objects are kept in Stripe's own JSON shapes, in memory, and written to a JSON file after
+every change so a restart loses nothing. Every operation that Stripe would announce creates an
+Event (a snapshot of the object at that moment) and hands it to the webhook deliverer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stripe._api_version import _ApiVersion
+
+from standins.stripe.errors import StripeError, missing
+from standins.stripe.forms import as_int, as_metadata, as_str
+
+API_VERSION = _ApiVersion.CURRENT
+MAX_LINE_ITEMS = 100
+MAX_EXPIRY_SECONDS = 24 * 3600
+#: Older events are dropped from memory (and the file) beyond this many.
+MAX_EVENTS = 2000
+MAX_IDEMPOTENCY_KEYS = 2000
+
+
+def new_object_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(18).replace('-', 'x').replace('_', 'y')}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class CardOutcome:
+    SUCCEEDS = "succeeds"
+    DECLINED = "declined"
+    DELAYED = "delayed"
+
+
+#: Test cards: number -> (outcome, decline code, message, brand).
+TEST_CARDS: dict[str, tuple[str, str, str, str]] = {
+    "4242424242424242": (CardOutcome.SUCCEEDS, "", "", "visa"),
+    "5555555555554444": (CardOutcome.SUCCEEDS, "", "", "mastercard"),
+    "4000056655665556": (CardOutcome.SUCCEEDS, "", "", "visa"),
+    "4000000000000002": (
+        CardOutcome.DECLINED,
+        "generic_decline",
+        "Your card was declined.",
+        "visa",
+    ),
+    "4000000000009995": (
+        CardOutcome.DECLINED,
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+        "visa",
+    ),
+    "4000000000000069": (CardOutcome.DECLINED, "expired_card", "Your card has expired.", "visa"),
+    # The stand-in's stand-in for a delayed payment method (bank debit): the session completes
+    # unpaid and the money arrives (or does not) later.
+    "4000000000003220": (CardOutcome.DELAYED, "", "", "visa"),
+}
+
+
+@dataclass
+class PayResult:
+    outcome: str
+    message: str = ""
+    redirect_url: str = ""
+
+
+@dataclass
+class StandinState:
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    line_items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Per session: what ``payment_intent_data`` asked for (metadata, shipping).
+    intent_data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per event: the session it concerns and whether a delivery has succeeded.
+    event_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Sessions whose webhooks are held back until delivered on request (tests of ordering).
+    held_sessions: set[str] = field(default_factory=set)
+    idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sessions": self.sessions,
+            "line_items": self.line_items,
+            "intent_data": self.intent_data,
+            "payment_intents": self.payment_intents,
+            "charges": self.charges,
+            "refunds": self.refunds,
+            "events": self.events,
+            "event_meta": self.event_meta,
+            "held_sessions": sorted(self.held_sessions),
+            "idempotency": self.idempotency,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StandinState:
+        return cls(
+            sessions=dict(raw.get("sessions", {})),
+            line_items=dict(raw.get("line_items", {})),
+            intent_data=dict(raw.get("intent_data", {})),
+            payment_intents=dict(raw.get("payment_intents", {})),
+            charges=dict(raw.get("charges", {})),
+            refunds=dict(raw.get("refunds", {})),
+            events=dict(raw.get("events", {})),
+            event_meta=dict(raw.get("event_meta", {})),
+            held_sessions=set(raw.get("held_sessions", [])),
+            idempotency=dict(raw.get("idempotency", {})),
+        )
+
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class Store:
+    """All of the stand-in's objects and the operations Stripe performs on them."""
+
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        state_path: Path | None,
+        min_expiry_seconds: int = 1800,
+    ) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.state_path = state_path
+        self.min_expiry_seconds = min_expiry_seconds
+        self.state = self._load()
+        self._sinks: list[EventSink] = []
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _load(self) -> StandinState:
+        if self.state_path is None or not self.state_path.exists():
+            return StandinState()
+        try:
+            return StandinState.from_json(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError):
+            return StandinState()
+
+    def save(self) -> None:
+        if self.state_path is None:
+            return
+        self._trim()
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state.to_json()))
+        os.replace(tmp, self.state_path)
+
+    def _trim(self) -> None:
+        for mapping, limit in (
+            (self.state.events, MAX_EVENTS),
+            (self.state.idempotency, MAX_IDEMPOTENCY_KEYS),
+        ):
+            while len(mapping) > limit:
+                oldest = next(iter(mapping))
+                del mapping[oldest]
+                self.state.event_meta.pop(oldest, None)
+
+    # --- events -------------------------------------------------------------------------
+
+    def on_event(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def emit(
+        self,
+        type_: str,
+        obj: dict[str, Any],
+        *,
+        session_id: str | None,
+        previous_attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        if previous_attributes:
+            data["previous_attributes"] = previous_attributes
+        event: dict[str, Any] = {
+            "id": new_object_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": now(),
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": type_,
+        }
+        self.state.events[event["id"]] = event
+        self.state.event_meta[event["id"]] = {"session_id": session_id, "delivered": False}
+        for sink in self._sinks:
+            sink(event)
+        return event
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        event = self.state.events.get(event_id)
+        if event is None:
+            raise missing("event", event_id)
+        return event
+
+    def events_for(
+        self, session_id: str | None = None, type_: str | None = None
+    ) -> list[dict[str, Any]]:
+        found = []
+        for event_id, event in self.state.events.items():
+            meta = self.state.event_meta.get(event_id, {})
+            if session_id is not None and meta.get("session_id") != session_id:
+                continue
+            if type_ is not None and event["type"] != type_:
+                continue
+            found.append(event)
+        return found
+
+    def is_held(self, event_id: str) -> bool:
+        session_id = self.state.event_meta.get(event_id, {}).get("session_id")
+        return session_id is not None and session_id in self.state.held_sessions
+
+    def mark_delivered(self, event_id: str) -> None:
+        meta = self.state.event_meta.get(event_id)
+        if meta is not None and not meta.get("delivered"):
+            meta["delivered"] = True
+            self.save()
+
+    def undelivered(self) -> list[dict[str, Any]]:
+        return [
+            self.state.events[event_id]
+            for event_id, meta in self.state.event_meta.items()
+            if not meta.get("delivered")
+            and event_id in self.state.events
+            and not self.is_held(event_id)
+        ]
+
+    # --- checkout sessions --------------------------------------------------------------
+
+    def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        mode = as_str(params, "mode", required=True)
+        if mode != "payment":
+            raise StripeError(
+                400,
+                "The Stripe stand-in supports Checkout Sessions in mode=payment only.",
+                param="mode",
+            )
+        ui_mode = as_str(params, "ui_mode") or "hosted"
+        if ui_mode != "hosted":
+            raise StripeError(
+                400, "The Stripe stand-in serves ui_mode=hosted only.", param="ui_mode"
+            )
+        success_url = _url(params, "success_url", required=True)
+        cancel_url = _url(params, "cancel_url", required=False)
+        raw_items = params.get("line_items")
+        if not isinstance(raw_items, list) or not raw_items:
+            raise StripeError(
+                400,
+                "You must provide at least one line item in `payment` mode.",
+                param="line_items",
+                code="parameter_missing",
+            )
+        if len(raw_items) > MAX_LINE_ITEMS:
+            raise StripeError(
+                400, f"You may only specify up to {MAX_LINE_ITEMS} line items.", param="line_items"
+            )
+        items = [self._line_item(i, item) for i, item in enumerate(raw_items)]
+        currencies = {item["currency"] for item in items}
+        if len(currencies) != 1:
+            raise StripeError(400, "All line items must use the same currency.", param="line_items")
+        currency = currencies.pop()
+        subtotal = sum(item["amount_subtotal"] for item in items)
+        shipping_cost, amount_shipping = self._shipping(params, currency)
+        created = now()
+        expires_at = as_int(params, "expires_at")
+        if expires_at is None:
+            expires_at = created + MAX_EXPIRY_SECONDS
+        elif (
+            expires_at < created + self.min_expiry_seconds - 2
+            or expires_at > created + MAX_EXPIRY_SECONDS + 2
+        ):
+            raise StripeError(
+                400,
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout "
+                "Session creation."
+                if self.min_expiry_seconds == 1800
+                else f"`expires_at` must be between {self.min_expiry_seconds} s and 24 hours from now.",
+                param="expires_at",
+            )
+        customer_email = as_str(params, "customer_email", max_length=800)
+        if customer_email is not None and "@" not in customer_email:
+            raise StripeError(
+                400,
+                "Invalid email address: " + customer_email,
+                param="customer_email",
+                code="email_invalid",
+            )
+        intent_params = params.get("payment_intent_data") or {}
+        if not isinstance(intent_params, dict):
+            raise StripeError(400, "Invalid object", param="payment_intent_data")
+        session_id = "cs_test_" + secrets.token_hex(28)
+        session: dict[str, Any] = {
+            "id": session_id,
+            "object": "checkout.session",
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": subtotal,
+            "amount_total": subtotal + amount_shipping,
+            "billing_address_collection": None,
+            "cancel_url": cancel_url,
+            "client_reference_id": as_str(params, "client_reference_id", max_length=200),
+            "created": created,
+            "currency": currency,
+            "customer": None,
+            "customer_creation": "if_required",
+            "customer_details": None,
+            "customer_email": customer_email,
+            "expires_at": expires_at,
+            "livemode": False,
+            "locale": as_str(params, "locale"),
+            "metadata": as_metadata(params),
+            "mode": "payment",
+            "payment_intent": None,
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "shipping_cost": shipping_cost,
+            "status": "open",
+            "submit_type": as_str(params, "submit_type"),
+            "success_url": success_url,
+            "total_details": {
+                "amount_discount": 0,
+                "amount_shipping": amount_shipping,
+                "amount_tax": 0,
+            },
+            "ui_mode": "hosted",
+            "url": f"{self.public_url}/pay/{session_id}",
+        }
+        self.state.sessions[session_id] = session
+        self.state.line_items[session_id] = items
+        self.state.intent_data[session_id] = {
+            "metadata": as_metadata(intent_params),
+            "shipping": intent_params.get("shipping")
+            if isinstance(intent_params.get("shipping"), dict)
+            else None,
+            "description": as_str(intent_params, "description", max_length=1000),
+        }
+        self.save()
+        return session
+
+    def _line_item(self, index: int, raw: Any) -> dict[str, Any]:
+        where = f"line_items[{index}]"
+        if not isinstance(raw, dict):
+            raise StripeError(400, "Invalid object", param=where)
+        quantity = as_int(raw, "quantity", minimum=1, required=True, param=f"{where}[quantity]")
+        assert quantity is not None
+        if quantity > 999_999:
+            raise StripeError(400, "Quantity is too large.", param=f"{where}[quantity]")
+        if raw.get("price"):
+            raise missing("price", str(raw["price"]), param=f"{where}[price]")
+        price_data = raw.get("price_data")
+        if not isinstance(price_data, dict):
+            raise StripeError(
+                400,
+                f"You must specify either `price` or `price_data` in {where}.",
+                param=f"{where}[price_data]",
+                code="parameter_missing",
+            )
+        currency = (
+            as_str(price_data, "currency", required=True, param=f"{where}[price_data][currency]")
+            or ""
+        )
+        if len(currency) != 3 or not currency.isalpha():
+            raise StripeError(
+                400, f"Invalid currency: {currency}", param=f"{where}[price_data][currency]"
+            )
+        unit_amount = as_int(
+            price_data,
+            "unit_amount",
+            minimum=0,
+            required=True,
+            param=f"{where}[price_data][unit_amount]",
+        )
+        assert unit_amount is not None
+        if unit_amount > 99_999_999:
+            raise StripeError(
+                400,
+                "Amount must be no more than $999,999.99",
+                param=f"{where}[price_data][unit_amount]",
+                code="amount_too_large",
+            )
+        product_data = price_data.get("product_data")
+        if not isinstance(product_data, dict):
+            raise StripeError(
+                400,
+                "You must specify either `product` or `product_data`.",
+                param=f"{where}[price_data][product_data]",
+                code="parameter_missing",
+            )
+        name = as_str(
+            product_data,
+            "name",
+            required=True,
+            max_length=250,
+            param=f"{where}[price_data][product_data][name]",
+        )
+        images = product_data.get("images") or []
+        if not isinstance(images, list) or len(images) > 8:
+            raise StripeError(
+                400, "Invalid images.", param=f"{where}[price_data][product_data][images]"
+            )
+        product = {
+            "id": new_object_id("prod"),
+            "object": "product",
+            "name": name,
+            "images": images,
+            "metadata": as_metadata(product_data),
+        }
+        currency = currency.lower()
+        return {
+            "id": new_object_id("li"),
+            "object": "item",
+            "amount_discount": 0,
+            "amount_subtotal": unit_amount * quantity,
+            "amount_tax": 0,
+            "amount_total": unit_amount * quantity,
+            "currency": currency,
+            "description": name,
+            "price": {
+                "id": new_object_id("price"),
+                "object": "price",
+                "active": False,
+                "currency": currency,
+                "metadata": {},
+                "product": product["id"],
+                "type": "one_time",
+                "unit_amount": unit_amount,
+            },
+            "product_data": product,
+            "quantity": quantity,
+        }
+
+    def _shipping(self, params: dict[str, Any], currency: str) -> tuple[dict[str, Any] | None, int]:
+        options = params.get("shipping_options")
+        if options in (None, ""):
+            return None, 0
+        if not isinstance(options, list) or len(options) > 5:
+            raise StripeError(400, "Invalid shipping_options.", param="shipping_options")
+        first = options[0]
+        rate = first.get("shipping_rate_data") if isinstance(first, dict) else None
+        if not isinstance(rate, dict):
+            raise StripeError(
+                400, "shipping_options[0] needs shipping_rate_data.", param="shipping_options[0]"
+            )
+        fixed = rate.get("fixed_amount")
+        if not isinstance(fixed, dict):
+            raise StripeError(
+                400,
+                "shipping_rate_data needs fixed_amount.",
+                param="shipping_options[0][shipping_rate_data][fixed_amount]",
+            )
+        amount = as_int(
+            fixed,
+            "amount",
+            minimum=0,
+            required=True,
+            param="shipping_options[0][shipping_rate_data][fixed_amount][amount]",
+        )
+        assert amount is not None
+        rate_currency = (as_str(fixed, "currency", required=True) or "").lower()
+        if rate_currency != currency:
+            raise StripeError(
+                400,
+                "The shipping rate's currency must match the line items'.",
+                param="shipping_options[0][shipping_rate_data][fixed_amount][currency]",
+            )
+        display_name = as_str(
+            rate,
+            "display_name",
+            required=True,
+            max_length=100,
+            param="shipping_options[0][shipping_rate_data][display_name]",
+        )
+        return (
+            {
+                "amount_subtotal": amount,
+                "amount_tax": 0,
+                "amount_total": amount,
+                "shipping_rate": new_object_id("shr"),
+                "display_name": display_name,
+            },
+            amount,
+        )
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        session = self.state.sessions.get(session_id)
+        if session is None:
+            raise missing("checkout.session", session_id, param="session")
+        return session
+
+    def session_line_items(self, session_id: str) -> list[dict[str, Any]]:
+        self.session(session_id)
+        return [
+            {k: v for k, v in item.items() if k != "product_data"}
+            for item in self.state.line_items.get(session_id, [])
+        ]
+
+    def list_sessions(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        sessions = sorted(
+            self.state.sessions.values(), key=lambda s: (s["created"], s["id"]), reverse=True
+        )
+        if params.get("payment_intent"):
+            sessions = [s for s in sessions if s.get("payment_intent") == params["payment_intent"]]
+        if params.get("status"):
+            sessions = [s for s in sessions if s.get("status") == params["status"]]
+        return sessions
+
+    def expire_session(self, session_id: str) -> dict[str, Any]:
+        session = self.session(session_id)
+        if session["status"] != "open":
+            raise StripeError(
+                400,
+                'Only Checkout Sessions with a status in ["open"] can be expired. This session has '
+                f"a status of {session['status']!r}.",
+                param="session",
+            )
+        session["status"] = "expired"
+        intent_id = session.get("payment_intent")
+        if intent_id and intent_id in self.state.payment_intents:
+            self.state.payment_intents[intent_id]["status"] = "canceled"
+            self.state.payment_intents[intent_id]["cancellation_reason"] = "abandoned"
+        self.emit(
+            "checkout.session.expired",
+            session,
+            session_id=session_id,
+            previous_attributes={"status": "open"},
+        )
+        self.save()
+        return session
+
+    def expire_due(self) -> list[str]:
+        due = [
+            s["id"]
+            for s in self.state.sessions.values()
+            if s["status"] == "open" and s["expires_at"] <= now()
+        ]
+        for session_id in due:
+            self.expire_session(session_id)
+        return due
+
+    # --- paying -------------------------------------------------------------------------
+
+    def pay(
+        self, session_id: str, card_number: str, *, email: str = "", name: str = ""
+    ) -> PayResult:
+        session = self.session(session_id)
+        if session["status"] == "expired" or (
+            session["status"] == "open" and session["expires_at"] <= now()
+        ):
+            if session["status"] == "open":
+                self.expire_session(session_id)
+            return PayResult("expired", "This checkout session has expired.")
+        if session["status"] == "complete":
+            return PayResult(
+                "complete",
+                "This checkout session is already paid.",
+                redirect_url=self.success_redirect(session),
+            )
+        digits = "".join(ch for ch in card_number if ch.isdigit())
+        card = TEST_CARDS.get(digits)
+        if card is None:
+            return PayResult("invalid", "Your card number is incorrect. Use a Stripe test card.")
+        outcome, decline_code, message, brand = card
+        email = email or session.get("customer_email") or ""
+        intent = self._intent_for(session)
+        if outcome == CardOutcome.DECLINED:
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": decline_code,
+                "message": message,
+            }
+            self.emit("payment_intent.payment_failed", intent, session_id=session_id)
+            self.save()
+            return PayResult("declined", message)
+        session["customer_details"] = {
+            "email": email,
+            "name": name or None,
+            "address": None,
+            "phone": None,
+        }
+        session["status"] = "complete"
+        intent["last_payment_error"] = None
+        intent["payment_method_details"] = {
+            "type": "card",
+            "card": {"brand": brand, "last4": digits[-4:]},
+        }
+        if outcome == CardOutcome.SUCCEEDS:
+            self._capture(session, intent)
+            self.emit("checkout.session.completed", session, session_id=session_id)
+        else:
+            intent["status"] = "processing"
+            self.emit("checkout.session.completed", session, session_id=session_id)
+        self.save()
+        return PayResult(
+            "paid" if outcome == CardOutcome.SUCCEEDS else "processing",
+            redirect_url=self.success_redirect(session),
+        )
+
+    def settle_delayed(self, session_id: str, succeeded: bool) -> dict[str, Any]:
+        session = self.session(session_id)
+        intent_id = session.get("payment_intent")
+        intent = self.state.payment_intents.get(intent_id or "")
+        if (
+            session["status"] != "complete"
+            or session["payment_status"] != "unpaid"
+            or intent is None
+            or intent["status"] != "processing"
+        ):
+            raise StripeError(
+                400, "This session has no delayed payment waiting to settle.", param="session"
+            )
+        if succeeded:
+            self._capture(session, intent)
+            self.emit("checkout.session.async_payment_succeeded", session, session_id=session_id)
+        else:
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "type": "card_error",
+                "code": "payment_method_provider_decline",
+                "message": "The delayed payment failed.",
+            }
+            self.emit("payment_intent.payment_failed", intent, session_id=session_id)
+            self.emit("checkout.session.async_payment_failed", session, session_id=session_id)
+        self.save()
+        return session
+
+    def _intent_for(self, session: dict[str, Any]) -> dict[str, Any]:
+        intent_id = session.get("payment_intent")
+        if intent_id and intent_id in self.state.payment_intents:
+            return self.state.payment_intents[intent_id]
+        extra = self.state.intent_data.get(session["id"], {})
+        intent: dict[str, Any] = {
+            "id": new_object_id("pi"),
+            "object": "payment_intent",
+            "amount": session["amount_total"],
+            "amount_received": 0,
+            "currency": session["currency"],
+            "created": now(),
+            "description": extra.get("description"),
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": dict(extra.get("metadata") or {}),
+            "payment_method_types": ["card"],
+            "receipt_email": session.get("customer_email"),
+            "shipping": extra.get("shipping"),
+            "status": "requires_payment_method",
+        }
+        self.state.payment_intents[intent["id"]] = intent
+        session["payment_intent"] = intent["id"]
+        return intent
+
+    def _capture(self, session: dict[str, Any], intent: dict[str, Any]) -> None:
+        charge: dict[str, Any] = {
+            "id": new_object_id("ch"),
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": 0,
+            "billing_details": {
+                "email": (session.get("customer_details") or {}).get("email"),
+                "name": (session.get("customer_details") or {}).get("name"),
+            },
+            "captured": True,
+            "created": now(),
+            "currency": intent["currency"],
+            "livemode": False,
+            "metadata": dict(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent["id"],
+            "payment_method_details": intent.get("payment_method_details"),
+            "receipt_email": intent.get("receipt_email"),
+            "refunded": False,
+            "refunds": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "total_count": 0,
+                "url": "/v1/refunds",
+            },
+            "status": "succeeded",
+        }
+        self.state.charges[charge["id"]] = charge
+        intent["status"] = "succeeded"
+        intent["amount_received"] = intent["amount"]
+        intent["latest_charge"] = charge["id"]
+        session["payment_status"] = "paid"
+        self.emit("charge.succeeded", charge, session_id=session["id"])
+        self.emit("payment_intent.succeeded", intent, session_id=session["id"])
+
+    def success_redirect(self, session: dict[str, Any]) -> str:
+        return str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
+
+    # --- payment intents, charges, refunds ----------------------------------------------
+
+    def payment_intent(self, intent_id: str) -> dict[str, Any]:
+        intent = self.state.payment_intents.get(intent_id)
+        if intent is None:
+            raise missing("payment_intent", intent_id, param="intent")
+        return intent
+
+    def charge(self, charge_id: str) -> dict[str, Any]:
+        charge = self.state.charges.get(charge_id)
+        if charge is None:
+            raise missing("charge", charge_id, param="charge")
+        return charge
+
+    def refund(self, refund_id: str) -> dict[str, Any]:
+        refund = self.state.refunds.get(refund_id)
+        if refund is None:
+            raise missing("refund", refund_id, param="refund")
+        return refund
+
+    def create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
+        charge_id = as_str(params, "charge")
+        intent_id = as_str(params, "payment_intent")
+        if charge_id is None and intent_id is None:
+            raise StripeError(
+                400,
+                "One of the following params should be provided for this request: "
+                "payment_intent or charge.",
+                code="parameter_missing",
+            )
+        if charge_id is None:
+            intent = self.payment_intent(intent_id or "")
+            charge_id = intent.get("latest_charge")
+            if not charge_id:
+                raise StripeError(
+                    400,
+                    f"PaymentIntent {intent_id} does not have a successful charge to refund.",
+                    param="payment_intent",
+                    code="charge_not_refundable",
+                )
+        charge = self.charge(charge_id)
+        remaining = charge["amount"] - charge["amount_refunded"]
+        if remaining <= 0:
+            raise StripeError(
+                400,
+                f"Charge {charge_id} has already been refunded.",
+                param="charge",
+                code="charge_already_refunded",
+            )
+        amount = as_int(params, "amount", minimum=1)
+        amount = remaining if amount is None else amount
+        if amount > remaining:
+            raise StripeError(
+                400,
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({remaining}).",
+                param="amount",
+                code="amount_too_large",
+            )
+        reason = as_str(params, "reason")
+        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
+            raise StripeError(400, f"Invalid reason: {reason}", param="reason")
+        refund: dict[str, Any] = {
+            "id": new_object_id("re"),
+            "object": "refund",
+            "amount": amount,
+            "charge": charge_id,
+            "created": now(),
+            "currency": charge["currency"],
+            "metadata": as_metadata(params),
+            "payment_intent": charge["payment_intent"],
+            "reason": reason,
+            "status": "succeeded",
+        }
+        self.state.refunds[refund["id"]] = refund
+        previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        charge["refunds"]["data"].insert(0, refund)
+        charge["refunds"]["total_count"] = len(charge["refunds"]["data"])
+        session_id = self._session_of_intent(charge["payment_intent"])
+        self.emit("refund.created", refund, session_id=session_id)
+        self.emit("charge.refunded", charge, session_id=session_id, previous_attributes=previous)
+        self.save()
+        return refund
+
+    def _session_of_intent(self, intent_id: str | None) -> str | None:
+        for session in self.state.sessions.values():
+            if intent_id and session.get("payment_intent") == intent_id:
+                return str(session["id"])
+        return None
+
+    # --- idempotency --------------------------------------------------------------------
+
+    def idempotent_response(self, key: str, fingerprint: str) -> tuple[int, dict[str, Any]] | None:
+        saved = self.state.idempotency.get(key)
+        if saved is None:
+            return None
+        if saved["fingerprint"] != fingerprint:
+            raise StripeError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they were first "
+                f"used with. Try using a key other than '{key}' if you meant to execute a different request.",
+                type_="idempotency_error",
+            )
+        return int(saved["status"]), saved["body"]
+
+    def remember_response(
+        self, key: str, fingerprint: str, status: int, body: dict[str, Any]
+    ) -> None:
+        self.state.idempotency[key] = {
+            "fingerprint": fingerprint,
+            "status": status,
+            "body": body,
+            "created": now(),
+        }
+        self.save()
+
+
+def _url(params: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = as_str(params, key, required=required, max_length=5000)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise StripeError(400, f"Not a valid URL: {value}", param=key, code="url_invalid")
+    return value
