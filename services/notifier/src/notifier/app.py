@@ -1,20 +1,42 @@
-"""The notifier service's ASGI app: ``uvicorn --factory notifier.app:create_app``."""
+"""The notifier service's ASGI app: ``uvicorn --factory notifier.app:create_app``.
+
+It queues mail from domain events, receives Resend's webhooks and serves the admin email API.
+The mail itself is sent by a separate process, the worker (``python -m notifier.worker``).
+"""
 
 from __future__ import annotations
 
-from litestar import Litestar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.settings import service_settings
+from litestar import Litestar
+
+from notifier.emails.controllers import AdminEmailController
+from notifier.events import handlers
 from notifier.models import Base
+from notifier.settings import NotifierSettings, load_notifier_settings
+from notifier.suppressions.controllers import SuppressionController
+from notifier.webhooks.controllers import ResendWebhookController
 
 
-def create_app() -> Litestar:
+def create_app(settings: NotifierSettings | None = None) -> Litestar:
+    notifier_settings = settings or load_notifier_settings(service_settings("notifier"))
+
+    @asynccontextmanager
+    async def notifier_state(app: Litestar) -> AsyncIterator[None]:
+        app.state.notifier_settings = notifier_settings
+        yield
+
     return create_service_app(
         ServiceSpec(
             name="notifier",
             title="Ember notifier",
             description=__doc__ or "",
-            route_handlers=[],
+            route_handlers=[ResendWebhookController, AdminEmailController, SuppressionController],
             base=Base,
+            events=handlers,
+            lifespans=[notifier_state],
         )
     )

@@ -1,0 +1,96 @@
+"""What each mail says: the template context built from the event that caused it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from ember_shared.events.contracts import (
+    Address,
+    OrderShipped,
+    PasswordResetRequested,
+    PaymentSucceeded,
+    UserRegistered,
+)
+
+from notifier.emails.rendering import safe_link
+
+
+def order_number(order_id: uuid.UUID) -> str:
+    # The tail of a UUIDv7 is random; its head is a timestamp shared by orders of one moment.
+    return order_id.hex[-8:].upper()
+
+
+def order_url(public_url: str, order_id: uuid.UUID) -> str:
+    return f"{public_url.rstrip('/')}/order/{order_id}"
+
+
+def address_lines(address: Address) -> list[str]:
+    locality = " ".join(p for p in (address.postal_code, address.city) if p)
+    if address.state:
+        locality = f"{locality}, {address.state}" if locality else address.state
+    parts = [address.name, address.line1, address.line2, locality, address.country]
+    return [p for p in parts if p]
+
+
+def readable_time(value: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%H:%M UTC on %d %b %Y")
+
+
+def order_confirmation(data: PaymentSucceeded, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "customer_name": data.shipping_address.name,
+        "order_number": order_number(data.order_id),
+        "order_url": order_url(public_url, data.order_id),
+        "lines": [
+            {
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "line_total": line.unit_price * line.quantity,
+            }
+            for line in data.lines
+        ],
+        "subtotal": data.subtotal,
+        "shipping": data.shipping,
+        "total": data.total,
+        "currency": data.currency,
+        "address_lines": address_lines(data.shipping_address),
+    }
+
+
+def shipment(data: OrderShipped, public_url: str) -> dict[str, Any]:
+    link = order_url(public_url, data.order_id)
+    return {
+        "public_url": public_url,
+        "order_number": order_number(data.order_id),
+        "order_url": link,
+        "carrier": data.carrier,
+        "tracking_number": data.tracking_number,
+        # Without a carrier link the order page shows the tracking events.
+        "tracking_url": safe_link(data.tracking_url, link),
+    }
+
+
+def password_reset(data: PasswordResetRequested, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "reset_url": safe_link(data.reset_url, f"{public_url.rstrip('/')}/account/reset"),
+        "expires_at": readable_time(data.expires_at),
+    }
+
+
+def welcome(data: UserRegistered, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "customer_name": data.name,
+        "shop_url": f"{public_url.rstrip('/')}/",
+    }

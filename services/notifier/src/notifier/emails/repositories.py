@@ -1,0 +1,170 @@
+"""Every query on the outbox and its attempts (polar's rule: queries live here, nowhere else)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import selectinload
+
+from notifier.models import DeliveryAttempt, EmailStatus, PendingEmail
+
+#: Statuses the worker picks up once ``next_attempt_at`` has come.
+DUE_STATUSES = (EmailStatus.QUEUED.value, EmailStatus.FAILED.value)
+
+
+class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
+    model_type = PendingEmail
+
+    async def insert_once(self, values: dict[str, object]) -> uuid.UUID | None:
+        """Insert a mail unless its idempotency key is already there; its id, or None if it was."""
+        statement = (
+            insert(PendingEmail)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[PendingEmail.idempotency_key])
+            .returning(PendingEmail.id)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def find_by_key(self, idempotency_key: str) -> PendingEmail | None:
+        return await self.get_one_or_none(PendingEmail.idempotency_key == idempotency_key)
+
+    async def page(
+        self, *, status: str | None, to_email: str | None, limit: int, offset: int
+    ) -> tuple[Sequence[PendingEmail], int]:
+        conditions = []
+        if status is not None:
+            conditions.append(PendingEmail.status == status)
+        if to_email is not None:
+            conditions.append(func.lower(PendingEmail.to_email) == to_email.strip().lower())
+        total = (
+            await self.session.execute(
+                select(func.count()).select_from(PendingEmail).where(*conditions)
+            )
+        ).scalar_one()
+        rows = (
+            await self.session.execute(
+                select(PendingEmail)
+                .where(*conditions)
+                .order_by(PendingEmail.created_at.desc(), PendingEmail.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        ).scalars()
+        return list(rows), int(total)
+
+    async def with_attempts(self, email_id: uuid.UUID) -> PendingEmail | None:
+        return (
+            await self.session.execute(
+                select(PendingEmail)
+                .where(PendingEmail.id == email_id)
+                .options(selectinload(PendingEmail.delivery_attempts))
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+
+    async def claim_due(
+        self, *, now: dt.datetime, limit: int, lease_until: dt.datetime, claim_token: uuid.UUID
+    ) -> Sequence[PendingEmail]:
+        """Take up to ``limit`` due mails for this worker.
+
+        ``FOR UPDATE SKIP LOCKED`` lets several workers claim at once without taking the same
+        row; a row left ``sending`` by a worker that died is due again once its lease lapses.
+        """
+        due = (
+            select(PendingEmail.id)
+            .where(
+                or_(
+                    PendingEmail.status.in_(DUE_STATUSES) & (PendingEmail.next_attempt_at <= now),
+                    (PendingEmail.status == EmailStatus.SENDING.value)
+                    & (PendingEmail.locked_until < now),
+                )
+            )
+            .order_by(PendingEmail.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+        )
+        statement = (
+            update(PendingEmail)
+            .where(PendingEmail.id.in_(select(due.c.id)))
+            .values(
+                status=EmailStatus.SENDING.value,
+                attempts=PendingEmail.attempts + 1,
+                claim_token=claim_token,
+                locked_until=lease_until,
+                updated_at=now,
+            )
+            .returning(PendingEmail)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        rows = (await self.session.execute(statement)).scalars().all()
+        return sorted(rows, key=lambda row: row.next_attempt_at)
+
+    async def finish(
+        self, email_id: uuid.UUID, claim_token: uuid.UUID, values: dict[str, object]
+    ) -> bool:
+        """Record the end of a claim; False when the claim had lapsed and another worker has it."""
+        statement = (
+            update(PendingEmail)
+            .where(PendingEmail.id == email_id, PendingEmail.claim_token == claim_token)
+            .values(**values, claim_token=None, locked_until=None)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def requeue(
+        self, email_id: uuid.UUID, from_statuses: Sequence[str], now: dt.datetime
+    ) -> bool:
+        statement = (
+            update(PendingEmail)
+            .where(PendingEmail.id == email_id, PendingEmail.status.in_(from_statuses))
+            .values(
+                status=EmailStatus.QUEUED.value,
+                attempts=0,
+                next_attempt_at=now,
+                claim_token=None,
+                locked_until=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def set_delivery(
+        self, provider_message_id: str, delivery_status: str, at: dt.datetime, *, overwrite: bool
+    ) -> int:
+        """Record what Resend reported for a sent mail. A later "delivered" must not hide an
+        earlier bounce or complaint, so only ``overwrite`` statuses replace one already set."""
+        conditions = [PendingEmail.provider_message_id == provider_message_id]
+        if not overwrite:
+            conditions.append(PendingEmail.delivery_status.is_(None))
+        statement = (
+            update(PendingEmail)
+            .where(*conditions)
+            .values(delivery_status=delivery_status, delivery_updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(statement)
+        return int(getattr(result, "rowcount", 0))
+
+
+class DeliveryAttemptRepository(SQLAlchemyAsyncRepository[DeliveryAttempt]):
+    model_type = DeliveryAttempt
+
+    async def record(self, values: dict[str, object]) -> None:
+        statement = (
+            insert(DeliveryAttempt)
+            .values(**values)
+            # A lapsed claim's late answer must not fail on the number its successor used.
+            .on_conflict_do_nothing(
+                index_elements=[DeliveryAttempt.email_id, DeliveryAttempt.attempt]
+            )
+        )
+        await self.session.execute(statement)

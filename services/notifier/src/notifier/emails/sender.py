@@ -1,0 +1,134 @@
+"""Handing one mail to Resend through its SDK, and sorting the answer into what to do next.
+
+This is the only module of Ember that imports ``resend`` (invariant 8: mail leaves only through
+the notifier worker). The SDK takes its key and base URL from module globals; the worker sets
+them from :class:`~notifier.settings.NotifierSettings` (the local stand-in when no key is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import resend
+from resend.exceptions import ResendError
+from resend.http_client_httpx import HTTPXClient
+
+from notifier.models import PendingEmail
+from notifier.settings import NotifierSettings
+
+#: Resend's 4xx answers that a later try could get past: a busy idempotency key, rate limits,
+#: and our own credentials (an operator fixes the key; the mail should not die meanwhile).
+RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
+#: 409 names two different things at Resend: only a concurrent use of the key is worth waiting for.
+RETRYABLE_409_TYPES = frozenset({"concurrent_idempotent_requests"})
+
+
+@dataclass(frozen=True)
+class SendResult:
+    ok: bool
+    message_id: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+    retryable: bool = False
+    #: Seconds the provider asked us to wait (``Retry-After``), if it said.
+    retry_after_s: float | None = None
+    duration_ms: int = 0
+
+
+def configure_resend(settings: NotifierSettings) -> None:
+    resend.api_key = settings.resend_api_key
+    resend.api_url = settings.resend_api_url
+    resend.default_async_http_client = HTTPXClient(timeout=settings.send_timeout_s)
+
+
+def classify(error: ResendError) -> tuple[int | None, bool]:
+    """The HTTP status (None when no answer came) and whether trying again may succeed."""
+    if error.error_type == "HttpClientError":
+        return None, True  # no answer: connection refused, timeout, DNS
+    try:
+        code = int(error.code)
+    except (TypeError, ValueError):
+        return None, True
+    if code >= 500:
+        return code, True
+    if code == 409:
+        return code, error.error_type in RETRYABLE_409_TYPES
+    return code, code in RETRYABLE_4XX
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+def send_params(email: PendingEmail, settings: NotifierSettings) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "from": settings.from_email,
+        "to": [email.to_email],
+        "subject": email.subject,
+        "html": email.html,
+        "text": email.text,
+        "tags": [{"name": "template", "value": email.template}],
+        "headers": {"X-Entity-Ref-ID": str(email.id)},
+    }
+    if settings.reply_to:
+        params["reply_to"] = settings.reply_to
+    return params
+
+
+class ResendSender:
+    def __init__(self, settings: NotifierSettings) -> None:
+        self.settings = settings
+        configure_resend(settings)
+
+    async def send(self, email: PendingEmail) -> SendResult:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.send_timeout_s + 5):
+                response = await resend.Emails.send_async(
+                    send_params(email, self.settings),  # type: ignore[arg-type]
+                    # Resend keeps the key for 24 hours: a retry after a lost answer, or by a
+                    # second worker after a lapsed claim, cannot deliver the mail twice.
+                    options={"idempotency_key": email.idempotency_key},
+                )
+        except ResendError as exc:
+            code, retryable = classify(exc)
+            return SendResult(
+                ok=False,
+                status_code=code,
+                error=f"{exc.error_type}: {exc.message}"[:2000],
+                retryable=retryable,
+                retry_after_s=_retry_after(exc.headers),
+                duration_ms=_ms_since(started),
+            )
+        except (TimeoutError, OSError) as exc:
+            return SendResult(
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                retryable=True,
+                duration_ms=_ms_since(started),
+            )
+        message_id = str(response.get("id") or "") or None
+        if message_id is None:
+            return SendResult(
+                ok=False,
+                status_code=200,
+                error="Resend answered without an email id.",
+                retryable=True,
+                duration_ms=_ms_since(started),
+            )
+        return SendResult(
+            ok=True, message_id=message_id, status_code=200, duration_ms=_ms_since(started)
+        )
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

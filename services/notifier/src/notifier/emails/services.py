@@ -1,0 +1,134 @@
+"""Rules of the outbox: queueing a mail (from event handlers) and what staff may do with one.
+
+Nothing here sends mail: only the worker does (invariant 8). Nothing here commits either: the
+event handler or the request owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ember_shared.problems import Problem, not_found
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifier.emails.rendering import Template, render
+from notifier.emails.repositories import PendingEmailRepository
+from notifier.models import MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
+from notifier.suppressions.repositories import SuppressionRepository
+
+_ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+#: Staff may send these back to the queue.
+RETRYABLE_STATUSES = (
+    EmailStatus.DEAD.value,
+    EmailStatus.FAILED.value,
+    EmailStatus.SUPPRESSED.value,
+)
+
+
+def valid_address(address: str) -> bool:
+    return len(address) <= MAX_EMAIL_LENGTH and bool(_ADDRESS.match(address))
+
+
+@dataclass(frozen=True)
+class Queued:
+    email_id: uuid.UUID | None
+    status: str
+    #: False when the idempotency key was already there (a redelivered event): nothing added.
+    created: bool
+
+
+async def queue_email(
+    session: AsyncSession,
+    *,
+    template: Template,
+    to: str,
+    context: dict[str, Any],
+    idempotency_key: str,
+    source_event_id: uuid.UUID | None = None,
+    source_event_type: str | None = None,
+) -> Queued:
+    """Render a mail and put it in the outbox, once per idempotency key.
+
+    A suppressed address is recorded as ``suppressed`` (never sent); an address that cannot be
+    mailed at all is recorded ``dead`` with the reason, so staff see it instead of a silent loss.
+    """
+    emails = PendingEmailRepository(session=session, auto_commit=False)
+    existing = await emails.find_by_key(idempotency_key)
+    if existing is not None:
+        return Queued(existing.id, existing.status, created=False)
+    address = to.strip()
+    rendered = render(template, context)
+    status, error = EmailStatus.QUEUED.value, None
+    if not valid_address(address):
+        status, error = (
+            EmailStatus.DEAD.value,
+            "The recipient address is not a valid email address.",
+        )
+    elif await SuppressionRepository(session=session, auto_commit=False).is_suppressed(address):
+        status, error = EmailStatus.SUPPRESSED.value, "The address is on the suppression list."
+    email_id = await emails.insert_once(
+        {
+            "idempotency_key": idempotency_key,
+            "template": template.value,
+            "to_email": address[:MAX_EMAIL_LENGTH],
+            "subject": rendered.subject,
+            "html": rendered.html,
+            "text": rendered.text,
+            "status": status,
+            "last_error": error,
+            "source_event_id": source_event_id,
+            "source_event_type": source_event_type,
+        }
+    )
+    if email_id is None:
+        # A concurrent delivery of the same event won the insert.
+        raced = await emails.find_by_key(idempotency_key)
+        return Queued(raced.id if raced else None, raced.status if raced else status, created=False)
+    return Queued(email_id, status, created=True)
+
+
+class EmailAdminService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.emails = PendingEmailRepository(session=session, auto_commit=False)
+        self.suppressions = SuppressionRepository(session=session, auto_commit=False)
+
+    async def page(
+        self, *, status: str | None, to_email: str | None, page: int, page_size: int
+    ) -> tuple[Sequence[PendingEmail], int]:
+        return await self.emails.page(
+            status=status, to_email=to_email, limit=page_size, offset=(page - 1) * page_size
+        )
+
+    async def get(self, email_id: uuid.UUID) -> PendingEmail:
+        email = await self.emails.with_attempts(email_id)
+        if email is None:
+            raise not_found("email")
+        return email
+
+    async def retry(self, email_id: uuid.UUID) -> PendingEmail:
+        email = await self.get(email_id)
+        if email.status not in RETRYABLE_STATUSES:
+            raise Problem(
+                409,
+                "email-not-retryable",
+                f"Only dead, failed or suppressed mail can be retried; this one is {email.status}.",
+                status_now=email.status,
+            )
+        if not valid_address(email.to_email):
+            raise Problem(409, "email-invalid-recipient", "The recipient address is not valid.")
+        if await self.suppressions.is_suppressed(email.to_email):
+            raise Problem(
+                409,
+                "email-suppressed",
+                "The address is on the suppression list: remove it from the list first.",
+            )
+        now = dt.datetime.now(dt.UTC)
+        if not await self.emails.requeue(email_id, RETRYABLE_STATUSES, now):
+            raise Problem(409, "email-not-retryable", "The mail changed meanwhile; reload it.")
+        return await self.get(email_id)

@@ -1,0 +1,95 @@
+"""What a verified Resend webhook changes: delivery status, and the suppression list.
+
+A hard bounce or a complaint puts the address on the suppression list, so no later mail is sent
+to it. Each webhook is applied once: its svix id is inserted first, in the same transaction as
+its effect, and a redelivery finds it there and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifier.emails.repositories import PendingEmailRepository
+from notifier.emails.services import valid_address
+from notifier.models import DeliveryStatus, SuppressionReason
+from notifier.suppressions.services import SuppressionService
+from notifier.webhooks.repositories import WebhookEventRepository
+from notifier.webhooks.schemas import ResendWebhook, WebhookReceipt
+
+log = structlog.get_logger("notifier.webhooks")
+
+#: Bounce types that mean the address will never accept mail (Resend's own rule).
+HARD_BOUNCES = frozenset({"permanent", ""})
+
+
+class InvalidPayload(Exception):
+    pass
+
+
+def parse(body: bytes) -> tuple[ResendWebhook, dict[str, Any]]:
+    try:
+        raw = msgspec.json.decode(body)
+        if not isinstance(raw, dict):
+            raise InvalidPayload("the body is not a JSON object")
+        return msgspec.convert(raw, ResendWebhook), raw
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidPayload(str(exc)) from exc
+
+
+def _mailable(addresses: list[str]) -> list[str]:
+    return [a.strip() for a in addresses if valid_address(a.strip())]
+
+
+class WebhookService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.events = WebhookEventRepository(session=session, auto_commit=False)
+        self.emails = PendingEmailRepository(session=session, auto_commit=False)
+        self.suppressions = SuppressionService(session)
+
+    async def receive(
+        self, svix_id: str, event: ResendWebhook, raw: dict[str, Any]
+    ) -> WebhookReceipt:
+        message_id = event.data.email_id or None
+        first = await self.events.insert_once(
+            svix_id=svix_id, type_=event.type, provider_message_id=message_id, payload=raw
+        )
+        if not first:
+            log.info("resend_webhook_duplicate", svix_id=svix_id, type=event.type)
+            return WebhookReceipt(received=True, duplicate=True, type=event.type)
+        now = dt.datetime.now(dt.UTC)
+        source = f"resend-webhook:{svix_id}"
+        if event.type == "email.delivered" and message_id:
+            await self.emails.set_delivery(
+                message_id, DeliveryStatus.DELIVERED, now, overwrite=False
+            )
+        elif event.type == "email.delivery_delayed" and message_id:
+            await self.emails.set_delivery(message_id, DeliveryStatus.DELAYED, now, overwrite=False)
+        elif event.type == "email.bounced":
+            bounce = event.data.bounce
+            kind = (bounce.type if bounce else "").strip().lower()
+            if message_id:
+                await self.emails.set_delivery(
+                    message_id, DeliveryStatus.BOUNCED, now, overwrite=True
+                )
+            if kind in HARD_BOUNCES:
+                note = bounce.message if bounce else ""
+                for address in _mailable(event.data.recipients):
+                    await self.suppressions.add_from_provider(
+                        address, SuppressionReason.BOUNCE, source, note[:500]
+                    )
+        elif event.type == "email.complained":
+            if message_id:
+                await self.emails.set_delivery(
+                    message_id, DeliveryStatus.COMPLAINED, now, overwrite=True
+                )
+            for address in _mailable(event.data.recipients):
+                await self.suppressions.add_from_provider(
+                    address, SuppressionReason.COMPLAINT, source, "Marked as spam by the recipient."
+                )
+        log.info("resend_webhook", svix_id=svix_id, type=event.type, email_id=message_id)
+        return WebhookReceipt(received=True, type=event.type)

@@ -1,0 +1,229 @@
+"""The notifier worker: drains the email outbox through Resend. ``python -m notifier.worker``.
+
+Each pass claims a batch of due mails (``FOR UPDATE SKIP LOCKED``, so any number of workers can
+run), commits the claim, sends each mail with its idempotency key outside any transaction, and
+records the attempt and the outcome:
+
+* accepted -> ``sent`` (with Resend's message id);
+* 429, 5xx, no answer -> ``failed`` and tried again after a capped exponential backoff with
+  jitter (or Resend's ``Retry-After``), until ``NOTIFIER_MAX_ATTEMPTS`` -> ``dead``;
+* any other 4xx (the mail itself is wrong) -> ``dead`` at once;
+* the address was suppressed meanwhile -> ``suppressed``, not sent.
+
+A worker that dies mid-send leaves its claim to lapse after ``NOTIFIER_SENDING_LEASE_S``; the
+mail is then claimed again and resent under the same idempotency key, so it arrives once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import signal
+import uuid
+from typing import Protocol
+
+import structlog
+from ember_shared.db import make_engine
+from ember_shared.logging import configure_logging
+from ember_shared.settings import service_settings
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmailRepository
+from notifier.emails.sender import ResendSender, SendResult
+from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
+from notifier.settings import NotifierSettings, load_notifier_settings
+from notifier.suppressions.repositories import SuppressionRepository
+
+log = structlog.get_logger("notifier.worker")
+
+#: How the devstack (and docker-compose) start this process: ``python -m notifier.worker``.
+ENTRYPOINT = "notifier.worker:main"
+
+
+class Sender(Protocol):
+    async def send(self, email: PendingEmail) -> SendResult: ...
+
+
+def backoff_seconds(
+    attempts: int, settings: NotifierSettings, rng: random.Random | None = None
+) -> float:
+    """Delay before try ``attempts + 1``: base * 2^(attempts-1), capped, with "equal jitter"
+    (half fixed, half random) so that mail failed together does not retry together."""
+    ceiling = min(
+        settings.backoff_cap_ms, settings.backoff_base_ms * (1 << max(0, min(attempts - 1, 40)))
+    )
+    half = ceiling / 2
+    jitter: float = (rng or random).uniform(0, half)
+    return (half + jitter) / 1000
+
+
+class EmailWorker:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        engine: AsyncEngine,
+        sender: Sender | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sender: Sender = sender or ResendSender(settings)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        self._limit = asyncio.Semaphore(settings.concurrency)
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; how many mails it handled."""
+        claim_token = uuid.uuid4()
+        now = dt.datetime.now(dt.UTC)
+        async with self.sessions.begin() as session:
+            claimed = await PendingEmailRepository(session=session, auto_commit=False).claim_due(
+                now=now,
+                limit=self.settings.batch_size,
+                lease_until=now + dt.timedelta(seconds=self.settings.sending_lease_s),
+                claim_token=claim_token,
+            )
+            suppressed = await SuppressionRepository(
+                session=session, auto_commit=False
+            ).suppressed_among(e.to_email for e in claimed)
+        if not claimed:
+            return 0
+        await asyncio.gather(*(self._deliver(email, claim_token, suppressed) for email in claimed))
+        return len(claimed)
+
+    async def _deliver(
+        self, email: PendingEmail, claim_token: uuid.UUID, suppressed: set[str]
+    ) -> None:
+        started = dt.datetime.now(dt.UTC)
+        if email.to_email.strip().lower() in suppressed:
+            await self._finish(
+                email,
+                claim_token,
+                started,
+                SendResult(ok=False, error="The address is on the suppression list."),
+                suppressed=True,
+            )
+            return
+        async with self._limit:
+            try:
+                result = await self.sender.send(email)
+            except Exception as exc:
+                # A bug or an SDK surprise must cost one attempt, not the worker.
+                log.exception("email_send_crashed", email_id=str(email.id))
+                result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", retryable=True)
+        await self._finish(email, claim_token, started, result)
+
+    async def _finish(
+        self,
+        email: PendingEmail,
+        claim_token: uuid.UUID,
+        started: dt.datetime,
+        result: SendResult,
+        *,
+        suppressed: bool = False,
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        values: dict[str, object] = {"updated_at": now}
+        if suppressed:
+            outcome = AttemptOutcome.SUPPRESSED
+            values |= {"status": EmailStatus.SUPPRESSED.value, "last_error": result.error}
+        elif result.ok:
+            outcome = AttemptOutcome.SENT
+            values |= {
+                "status": EmailStatus.SENT.value,
+                "provider_message_id": result.message_id,
+                "sent_at": now,
+                "last_error": None,
+            }
+        elif result.retryable and email.attempts < self.settings.max_attempts:
+            outcome = AttemptOutcome.RETRYABLE_ERROR
+            delay = backoff_seconds(email.attempts, self.settings)
+            if result.retry_after_s is not None:
+                delay = min(max(delay, result.retry_after_s), self.settings.backoff_cap_ms / 1000)
+            values |= {
+                "status": EmailStatus.FAILED.value,
+                "last_error": result.error,
+                "next_attempt_at": now + dt.timedelta(seconds=delay),
+            }
+        else:
+            outcome = (
+                AttemptOutcome.RETRYABLE_ERROR
+                if result.retryable
+                else AttemptOutcome.PERMANENT_ERROR
+            )
+            values |= {"status": EmailStatus.DEAD.value, "last_error": result.error}
+        async with self.sessions.begin() as session:
+            await DeliveryAttemptRepository(session=session, auto_commit=False).record(
+                {
+                    "email_id": email.id,
+                    "attempt": email.attempts,
+                    "started_at": started,
+                    "duration_ms": result.duration_ms,
+                    "outcome": outcome.value,
+                    "status_code": result.status_code,
+                    "error": result.error,
+                    "provider_message_id": result.message_id,
+                }
+            )
+            kept = await PendingEmailRepository(session=session, auto_commit=False).finish(
+                email.id, claim_token, values
+            )
+        log.info(
+            "email_attempt",
+            email_id=str(email.id),
+            template=email.template,
+            attempt=email.attempts,
+            outcome=outcome.value,
+            status=values.get("status"),
+            status_code=result.status_code,
+            error=result.error,
+            claim_kept=kept,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until ``stop`` is set; a full batch is followed at once by the next."""
+        pause = self.settings.poll_interval_ms / 1000
+        failures = 0
+        log.info("worker_started", worker=self.name, api_url=self.settings.resend_api_url)
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+                failures = 0
+            except Exception as exc:
+                # Postgres away: keep the process, back off (capped), carry on when it returns.
+                failures += 1
+                handled = 0
+                log.warning("worker_pass_failed", error=str(exc), failures=failures)
+            if handled >= self.settings.batch_size:
+                continue
+            wait = pause if failures == 0 else min(30.0, pause * 2**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+        log.info("worker_stopped", worker=self.name)
+
+
+async def serve() -> None:
+    service = service_settings("notifier")
+    configure_logging("notifier-worker", service.app.log_level, service.app.log_format)
+    settings = load_notifier_settings(service)
+    engine = make_engine(service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await EmailWorker(settings, engine).run(stop)
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
