@@ -152,3 +152,13 @@ class OrderShipped(EventData, frozen=True, kw_only=True):
     carrier: str
     tracking_number: str
     tracking_url: str = ""
+
+
+class OrderDelivered(EventData, frozen=True, kw_only=True):
+    TYPE = "order.delivered.v1"
+    order_id: uuid.UUID
+    email: str
+    carrier: str
+    tracking_number: str
+    #: ISO 8601, as the carrier reported it.
+    delivered_at: str
