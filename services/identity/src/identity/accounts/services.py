@@ -1,0 +1,251 @@
+"""Registering, signing in and out, and resetting a forgotten password.
+
+Two rules from the architecture shape this module (invariant 7): the rate limiter runs before
+any Argon2 verify, and no answer tells whether an email belongs to an account. An unknown email
+is checked against a dummy hash, so it takes as long as a wrong password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
+from ember_shared.events.contracts import PasswordChanged, PasswordResetRequested, UserRegistered
+from ember_shared.problems import Problem
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from identity.accounts.policy import check_password
+from identity.accounts.repositories import ResetTokenRepository, UserRepository
+from identity.accounts.schemas import (
+    ForgotPasswordRequest,
+    LoginRequest,
+    RegisterRequest,
+    ResetPasswordRequest,
+    normalize_email,
+)
+from identity.accounts.sessions import Issued, Sessions, new_secret, now_utc, token_hash
+from identity.audit.services import Actions, record, record_detached
+from identity.context import Identity, RequestMeta
+from identity.models import ROLE_CUSTOMER, User
+
+INVALID_CREDENTIALS = "The email or password is not right."
+
+
+def invalid_credentials() -> Problem:
+    return Problem(
+        401,
+        "invalid-credentials",
+        INVALID_CREDENTIALS,
+        title="Sign-in failed",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def rate_limited(retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "rate-limited",
+        f"Too many attempts. Try again in {retry_after} seconds.",
+        title="Too many attempts",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
+class AccountService:
+    def __init__(self, db: AsyncSession, identity: Identity, meta: RequestMeta) -> None:
+        self.db = db
+        self.identity = identity
+        self.meta = meta
+        self.users = UserRepository(session=db)
+        self.reset_tokens = ResetTokenRepository(session=db)
+        self.sessions = Sessions(db, identity)
+
+    async def _limit_ip(self, bucket: str, limit: int) -> None:
+        retry = await self.identity.limiter.hit(
+            bucket, self.meta.ip, limit=limit, window=self.identity.settings.login_window_seconds
+        )
+        if retry is not None:
+            raise rate_limited(retry)
+
+    # --- register ------------------------------------------------------------------------
+
+    async def register(self, data: RegisterRequest) -> Issued:
+        await self._limit_ip("register-ip", self.identity.settings.sensitive_max_per_ip)
+        email = normalize_email(data.email)
+        await check_password(self.identity, data.password, email=email)
+        if await self.users.by_email(email) is not None:
+            raise _email_taken()
+        user = User(
+            email=email,
+            name=data.name.strip(),
+            password_hash=await self.identity.passwords.hash(data.password),
+            role=ROLE_CUSTOMER,
+        )
+        try:
+            await self.users.add(user)
+        except (DuplicateKeyError, IntegrityError) as exc:
+            # Another request registered the same address between our check and our insert.
+            raise _email_taken() from exc
+        await self.identity.outbox.add(
+            self.db, UserRegistered(user_id=user.id, email=user.email, name=user.name)
+        )
+        await record(self.db, Actions.REGISTERED, user_id=user.id, email=email, meta=self.meta)
+        return await self.sessions.start(user, method="password", meta=self.meta)
+
+    # --- sign in -------------------------------------------------------------------------
+
+    async def login(self, data: LoginRequest) -> Issued:
+        settings = self.identity.settings
+        limiter = self.identity.limiter
+        email = normalize_email(data.email)
+        window = settings.login_window_seconds
+        # Both counters move on every attempt, before the account is even looked up: a
+        # refused attempt costs no Argon2 work and says nothing about the account.
+        by_ip = await limiter.hit(
+            "login-ip", self.meta.ip, limit=settings.login_max_per_ip, window=window
+        )
+        by_account = await limiter.hit(
+            "login-account", email, limit=settings.login_max_per_account, window=window
+        )
+        if by_ip is not None or by_account is not None:
+            retry = max(by_ip or 0, by_account or 0)
+            await record_detached(
+                self.identity.engine,
+                Actions.SIGN_IN_LIMITED,
+                email=email,
+                meta=self.meta,
+                scope="ip" if by_ip is not None else "account",
+            )
+            raise rate_limited(retry)
+
+        user = await self.users.by_email(email)
+        if user is None or user.password_hash is None:
+            await self.identity.passwords.verify_dummy(data.password)
+            await self._failed(email, user, "unknown-email" if user is None else "no-password")
+            raise invalid_credentials()
+        if not await self.identity.passwords.verify(user.password_hash, data.password):
+            await self._failed(email, user, "wrong-password")
+            raise invalid_credentials()
+        if user.is_disabled:
+            # Said only to someone who knows the password.
+            await self._failed(email, user, "disabled")
+            raise Problem(
+                403, "account-disabled", "This account has been disabled.", title="Account disabled"
+            )
+        if self.identity.passwords.needs_rehash(user.password_hash):
+            user.password_hash = await self.identity.passwords.hash(data.password)
+        await limiter.reset("login-account", email)
+        return await self.sessions.start(user, method="password", meta=self.meta)
+
+    async def _failed(self, email: str, user: User | None, reason: str) -> None:
+        await record_detached(
+            self.identity.engine,
+            Actions.SIGN_IN_FAILED,
+            user_id=user.id if user else None,
+            email=email,
+            meta=self.meta,
+            reason=reason,
+        )
+
+    # --- password reset ------------------------------------------------------------------
+
+    async def forgot_password(self, data: ForgotPasswordRequest) -> None:
+        settings = self.identity.settings
+        await self._limit_ip("forgot-ip", settings.sensitive_max_per_ip)
+        email = normalize_email(data.email)
+        # Per address, quietly: the answer must stay the same, but the inbox is not flooded.
+        flooded = await self.identity.limiter.hit(
+            "forgot-account", email, limit=5, window=settings.login_window_seconds
+        )
+        user = await self.users.by_email(email)
+        if flooded is not None or user is None or user.is_disabled:
+            await record(
+                self.db,
+                Actions.RESET_REQUESTED,
+                user_id=user.id if user else None,
+                email=email,
+                meta=self.meta,
+                sent=False,
+                reason="rate-limited" if flooded is not None else "no-account",
+            )
+            return
+        raw = new_secret()
+        expires_at = now_utc() + dt.timedelta(minutes=settings.reset_token_ttl_minutes)
+        await self.reset_tokens.replace(
+            user_id=user.id,
+            token_hash=token_hash(raw),
+            expires_at=expires_at,
+            token_id=uuid.uuid4(),
+        )
+        await self.identity.outbox.add(
+            self.db,
+            PasswordResetRequested(
+                user_id=user.id,
+                email=user.email,
+                reset_url=f"{self.identity.public_url}/reset-password?token={raw}",
+                expires_at=expires_at.isoformat(),
+            ),
+        )
+        await record(
+            self.db,
+            Actions.RESET_REQUESTED,
+            user_id=user.id,
+            email=email,
+            meta=self.meta,
+            sent=True,
+        )
+
+    async def reset_password(self, data: ResetPasswordRequest) -> User:
+        await self._limit_ip("reset-ip", self.identity.settings.sensitive_max_per_ip)
+        # Checked first, so a refused password does not use up the link.
+        await check_password(self.identity, data.password)
+        user_id = await self.reset_tokens.consume(token_hash(data.token), now_utc())
+        user = await self.users.by_id(user_id, lock=True) if user_id else None
+        if user is None or user.is_disabled:
+            await record_detached(
+                self.identity.engine,
+                Actions.RESET_FAILED,
+                user_id=user.id if user else None,
+                meta=self.meta,
+                reason="invalid-token" if user is None else "disabled",
+            )
+            raise Problem(
+                400,
+                "invalid-reset-token",
+                "This reset link is not valid: it may have expired or been used already. "
+                "Ask for a new one.",
+                title="Reset link not valid",
+            )
+        if data.password.strip().lower() in {user.email, user.email.split("@", 1)[0]}:
+            raise Problem(
+                422,
+                "weak-password",
+                "Do not use your email address as your password.",
+                title="Choose another password",
+                reason="like-email",
+            )
+        user.password_hash = await self.identity.passwords.hash(data.password)
+        # Only the owner of the mailbox could follow the link.
+        user.email_verified = True
+        ended = await self.sessions.revoke_all(user.id, reason="password-reset")
+        await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
+        await record(
+            self.db,
+            Actions.RESET_DONE,
+            user_id=user.id,
+            email=user.email,
+            meta=self.meta,
+            sessions_ended=len(ended),
+        )
+        return user
+
+
+def _email_taken() -> Problem:
+    return Problem(
+        409,
+        "email-taken",
+        "An account with this email already exists. Sign in, or reset your password.",
+        title="Email already registered",
+    )

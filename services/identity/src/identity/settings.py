@@ -1,0 +1,92 @@
+"""Identity's own settings, beside the shared :class:`~ember_shared.settings.ServiceSettings`.
+
+Every variable is documented in the repo's ``.env.example`` under ``# identity``. They are read
+when the app is created (not cached), so a test can set the environment and build a fresh app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ember_shared.settings import env_int, env_str, service_url
+
+#: The local Google stand-in's client credentials (standins.oidc accepts these by default).
+STANDIN_CLIENT_ID = "ember-local"
+STANDIN_CLIENT_SECRET = "ember-local-secret"  # noqa: S105 - a public, local-only test credential
+GOOGLE_ISSUER = "https://accounts.google.com"
+#: ``HIBP_API_URL`` value that means "never call out: use the shipped list only".
+HIBP_OFFLINE = "offline"
+
+
+def _google_client_id() -> str:
+    return env_str("GOOGLE_CLIENT_ID") or STANDIN_CLIENT_ID
+
+
+def _google_client_secret() -> str:
+    if env_str("GOOGLE_CLIENT_ID"):
+        return env_str("GOOGLE_CLIENT_SECRET")
+    return env_str("GOOGLE_CLIENT_SECRET") or STANDIN_CLIENT_SECRET
+
+
+def _google_issuer() -> str:
+    # With no client id of our own, Google itself would refuse us: use the local stand-in.
+    default = GOOGLE_ISSUER if env_str("GOOGLE_CLIENT_ID") else service_url("oidc-standin")
+    return env_str("GOOGLE_ISSUER", default).rstrip("/")
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    #: Ed25519 private key (PKCS8 PEM) that signs access tokens. Empty in local mode: one is
+    #: generated once and kept under the data folder.
+    signing_key_pem: str = field(default_factory=lambda: env_str("IDENTITY_SIGNING_KEY_PEM"))
+    signing_key_id: str = field(
+        default_factory=lambda: env_str("IDENTITY_SIGNING_KEY_ID", "ember-identity-1")
+    )
+    access_token_ttl: int = field(default_factory=lambda: env_int("ACCESS_TOKEN_TTL", 300))
+    #: A session (refresh token) lives this long after its last use (sliding).
+    session_ttl_days: int = field(default_factory=lambda: env_int("SESSION_TTL_DAYS", 30))
+
+    password_min_length: int = field(default_factory=lambda: env_int("PASSWORD_MIN_LENGTH", 10))
+    password_max_length: int = 128
+    # argon2-cffi's defaults (RFC 9106 "low memory" profile); a change is applied to each
+    # account's hash at its next sign-in.
+    argon2_time_cost: int = field(default_factory=lambda: env_int("ARGON2_TIME_COST", 3))
+    argon2_memory_cost: int = field(default_factory=lambda: env_int("ARGON2_MEMORY_COST", 65536))
+    argon2_parallelism: int = field(default_factory=lambda: env_int("ARGON2_PARALLELISM", 4))
+
+    #: Pwned Passwords range API; ``offline`` (or empty) uses only the shipped list.
+    hibp_api_url: str = field(
+        default_factory=lambda: env_str("HIBP_API_URL", "https://api.pwnedpasswords.com")
+    )
+    hibp_timeout_ms: int = field(default_factory=lambda: env_int("HIBP_TIMEOUT_MS", 2000))
+
+    login_window_seconds: int = field(
+        default_factory=lambda: env_int("LOGIN_RATE_WINDOW_SECONDS", 900)
+    )
+    login_max_per_ip: int = field(default_factory=lambda: env_int("LOGIN_RATE_MAX_PER_IP", 30))
+    login_max_per_account: int = field(
+        default_factory=lambda: env_int("LOGIN_RATE_MAX_PER_ACCOUNT", 10)
+    )
+    #: Registration, password-reset requests and resets, per client address and window.
+    sensitive_max_per_ip: int = field(default_factory=lambda: env_int("AUTH_RATE_MAX_PER_IP", 20))
+
+    reset_token_ttl_minutes: int = field(
+        default_factory=lambda: env_int("PASSWORD_RESET_TTL_MINUTES", 30)
+    )
+
+    google_client_id: str = field(default_factory=_google_client_id)
+    google_client_secret: str = field(default_factory=_google_client_secret)
+    google_issuer: str = field(default_factory=_google_issuer)
+    #: Where the provider sends the browser back; empty means ``{PUBLIC_URL}/api/auth/google/callback``.
+    google_redirect_uri: str = field(default_factory=lambda: env_str("GOOGLE_REDIRECT_URI"))
+
+    admin_email: str = field(default_factory=lambda: env_str("ADMIN_EMAIL"))
+    admin_password: str = field(default_factory=lambda: env_str("ADMIN_PASSWORD"))
+
+    @property
+    def hibp_offline(self) -> bool:
+        return self.hibp_api_url.strip().lower() in ("", HIBP_OFFLINE)
+
+    @property
+    def session_ttl_seconds(self) -> int:
+        return self.session_ttl_days * 86400
