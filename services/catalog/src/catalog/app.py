@@ -1,20 +1,107 @@
-"""The catalog service's ASGI app: ``uvicorn --factory catalog.app:create_app``."""
+"""Ember catalog: categories, products and their images, stock and reservations, search.
+
+Shoppers read products, categories and search results (served from Redis, invalidated at
+once by any write that changes what they see; availability is shown as in stock, low stock or
+sold out, never as counts). Admins manage the catalog, images and on-hand stock; every admin
+write is audited. Checkout reserves stock through the internal API: all lines of an order or
+none, never oversold.
+
+Run: ``uvicorn --factory catalog.app:create_app``.
+"""
 
 from __future__ import annotations
 
-from litestar import Litestar
+import contextlib
+from collections.abc import AsyncIterator
 
-from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.app import ServiceSpec, create_service_app, redis_client
+from ember_shared.settings import service_settings
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from catalog import events
+from catalog.cache import CatalogCache
+from catalog.categories.controllers import AdminCategoryController, ShopperCategoryController
+from catalog.deps import dependencies
+from catalog.inventory.controllers import AdminInventoryController, InternalCatalogController
+from catalog.media.store import CloudinaryStore, media_store
 from catalog.models import Base
+from catalog.products.controllers import (
+    AdminProductController,
+    ShopperProductController,
+    upload_image_handler,
+)
+from catalog.settings import CatalogSettings
+from catalog.sweeper import sweeper_lifespan
+
+
+def _document_service_token(config: AppConfig) -> None:
+    if config.openapi_config is None:
+        return
+    components = config.openapi_config.components
+    if isinstance(components, list):  # pragma: no cover - we always pass one Components
+        return
+    components = components or Components()
+    schemes = dict(components.security_schemes or {})
+    schemes["ServiceToken"] = SecurityScheme(
+        type="apiKey",
+        name="X-Service-Token",
+        security_scheme_in="header",
+        description="The shared credential of Ember's services (internal routes only).",
+    )
+    components.security_schemes = schemes
+    config.openapi_config.components = components
 
 
 def create_app() -> Litestar:
+    settings = service_settings("catalog")
+    catalog = CatalogSettings()
+    # The cache exists before the app starts so event handlers and the sweeper can use it
+    # from their first call.
+    cache_redis = redis_client(settings)
+    cache = CatalogCache(
+        cache_redis, ttl_seconds=catalog.cache_ttl_seconds, lock_ms=catalog.cache_lock_ms
+    )
+    store = media_store(catalog)
+    events.context.cache = cache
+    events.context.settings = catalog
+
+    @contextlib.asynccontextmanager
+    async def catalog_resources(app: Litestar) -> AsyncIterator[None]:
+        app.state.catalog_settings = catalog
+        app.state.catalog_cache = cache
+        app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
+        app.state.media_store = store
+        app.state.catalog_bypass_allowed = settings.app.is_local
+        try:
+            yield
+        finally:
+            await cache.settle()
+            if isinstance(store, CloudinaryStore):
+                await store.aclose()
+            await cache_redis.aclose()
+
     return create_service_app(
         ServiceSpec(
             name="catalog",
             title="Ember catalog",
             description=__doc__ or "",
-            route_handlers=[],
+            route_handlers=[
+                ShopperProductController,
+                ShopperCategoryController,
+                AdminProductController,
+                AdminCategoryController,
+                AdminInventoryController,
+                InternalCatalogController,
+                upload_image_handler(catalog.max_upload_bytes),
+            ],
             base=Base,
-        )
+            events=events.handlers,
+            dependencies=dependencies(),
+            lifespans=[catalog_resources, sweeper_lifespan],
+            configure=_document_service_token,
+        ),
+        settings,
     )

@@ -1,0 +1,52 @@
+"""The catalog's audit trail: every admin write, who made it, the state before and after.
+
+Rows are written in the same transaction as the write they describe, so there is never a
+change without its record, nor a record of a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from ember_shared.auth import Principal
+from ember_shared.ids import new_id
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.models import AuditEntry
+
+
+def snapshot(obj: Any, fields: Iterable[str]) -> dict[str, Any]:
+    """The named attributes of a row, as JSON-ready builtins (uuids and datetimes as text)."""
+    raw = {name: getattr(obj, name) for name in fields}
+    return msgspec.to_builtins(raw)  # type: ignore[no-any-return]
+
+
+class AuditLog:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(
+        self,
+        actor: Principal | None,
+        action: str,
+        entity: str,
+        entity_id: object,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        await self.session.execute(
+            insert(AuditEntry).values(
+                id=new_id(),
+                actor_id=actor.user_id if actor else None,
+                actor_email=actor.email if actor else "",
+                action=action,
+                entity=entity,
+                entity_id=str(entity_id),
+                before=msgspec.to_builtins(before) if before is not None else None,
+                after=msgspec.to_builtins(after) if after is not None else None,
+            )
+        )

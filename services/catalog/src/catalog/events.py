@@ -1,0 +1,78 @@
+"""What the catalog does when other services' events arrive.
+
+- ``payment.succeeded.v1``: the order's reservation becomes a sale.
+- ``payment.failed.v1`` and ``checkout.expired.v1``: the reservation is released.
+
+The runtime calls each handler in a transaction that also records the event id, so a
+redelivered event changes nothing; the handlers are also idempotent by themselves (each moves a
+reservation out of ``active`` with a conditional update). Cached shopper answers made stale
+are invalidated once that transaction commits. Published: ``stock.released.v1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from ember_shared.events import Envelope, EventHandlers
+from ember_shared.events.contracts import CheckoutExpired, PaymentFailed, PaymentSucceeded
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.cache import CatalogCache
+from catalog.inventory.services import StockKeeper
+from catalog.settings import CatalogSettings
+
+log = structlog.get_logger("catalog.events")
+
+handlers = EventHandlers("catalog")
+
+
+class _Context:
+    """The cache and settings the app built; set by the app's lifespan before events flow."""
+
+    cache: CatalogCache | None = None
+    settings: CatalogSettings | None = None
+
+
+context = _Context()
+
+
+def _keeper(session: AsyncSession) -> StockKeeper:
+    assert context.cache is not None, "catalog app not created"
+    assert context.settings is not None, "catalog app not created"
+    return StockKeeper(session, context.cache, context.settings)
+
+
+@handlers.on(PaymentSucceeded)
+async def sell_reserved_stock(
+    event: Envelope, data: PaymentSucceeded, session: AsyncSession
+) -> None:
+    outcome = await _keeper(session).sell(data.order_id)
+    log.info(
+        "payment_succeeded_handled", order_id=str(data.order_id), outcome=outcome, event_id=event.id
+    )
+
+
+@handlers.on(PaymentFailed)
+async def release_on_payment_failed(
+    event: Envelope, data: PaymentFailed, session: AsyncSession
+) -> None:
+    await _release(session, data.order_id, "payment_failed", event)
+
+
+@handlers.on(CheckoutExpired)
+async def release_on_checkout_expired(
+    event: Envelope, data: CheckoutExpired, session: AsyncSession
+) -> None:
+    await _release(session, data.order_id, "checkout_expired", event)
+
+
+async def _release(session: AsyncSession, order_id: Any, reason: str, event: Envelope) -> None:
+    record = await _keeper(session).release(order_id, reason)
+    log.info(
+        "reservation_release_handled",
+        order_id=str(order_id),
+        reason=reason,
+        status=record.status if record else "none",
+        event_id=event.id,
+    )

@@ -1,0 +1,49 @@
+"""Answering a shopper read from the cache: the stored bytes go out as they are, with an ETag."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from litestar import Request, Response
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.cache import CatalogCache, body_of, cache_headers, etag_of, with_etag
+from catalog.settings import CatalogSettings
+
+#: Honoured only when EMBER_MODE=local: the benchmark's way to measure the uncached path.
+BYPASS_HEADER = "x-cache-bypass"
+
+Build = Callable[[AsyncSession], Awaitable[tuple[bytes, Sequence[str]]]]
+
+
+async def cached_json(request: Request[Any, Any, State], key: str, build: Build) -> Response[Any]:
+    state = request.app.state
+    cache: CatalogCache = state.catalog_cache
+
+    async def run() -> tuple[bytes, Sequence[str]]:
+        # A session only on a miss: a cache hit touches Redis and nothing else.
+        async with state.catalog_sessions() as session:
+            return await build(session)
+
+    hit = False
+    if state.catalog_bypass_allowed and request.headers.get(BYPASS_HEADER) == "1":
+        body, _ = await run()
+        value = with_etag(body)
+    else:
+        cached = await cache.get(key)
+        if cached is not None:
+            value, hit = cached, True
+        else:
+            value = await cache.get_or_build(key, run)
+    headers = cache_headers(value, hit)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and etag_of(value) in if_none_match:
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body_of(value), media_type="application/json", headers=headers)
+
+
+def catalog_settings_of(request: Request[Any, Any, State]) -> CatalogSettings:
+    settings: CatalogSettings = request.app.state.catalog_settings
+    return settings

@@ -1,0 +1,356 @@
+"""Every stock query. Stock changes are single conditional UPDATEs: the database, not a read
+made earlier, decides whether there is enough (CHECKs stop anything below zero regardless)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.models import (
+    RESERVATION_ACTIVE,
+    RESERVATION_COMMITTED,
+    RESERVATION_RELEASED,
+    Inventory,
+    Product,
+    ProductImage,
+    Reservation,
+    ReservationLine,
+)
+
+
+@dataclass(frozen=True)
+class Stock:
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class InventoryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, product_id: uuid.UUID, on_hand: int) -> None:
+        await self.session.execute(
+            insert(Inventory).values(product_id=product_id, on_hand=on_hand, reserved=0)
+        )
+
+    async def stock_of(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Stock]:
+        if not product_ids:
+            return {}
+        rows = await self.session.execute(
+            select(Inventory.product_id, Inventory.on_hand, Inventory.reserved).where(
+                Inventory.product_id.in_(product_ids)
+            )
+        )
+        return {row.product_id: Stock(row.on_hand, row.reserved) for row in rows}
+
+    async def lock(self, product_id: uuid.UUID) -> Stock | None:
+        row = (
+            await self.session.execute(
+                select(Inventory.on_hand, Inventory.reserved)
+                .where(Inventory.product_id == product_id)
+                .with_for_update()
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def set_on_hand(self, product_id: uuid.UUID, on_hand: int) -> Stock | None:
+        """Set on-hand stock unless units are reserved beyond it (then None)."""
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(Inventory.product_id == product_id, Inventory.reserved <= on_hand)
+                .values(on_hand=on_hand, updated_at=func.now())
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def reserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+        """Hold ``quantity`` units of an active product, or None when they are not there."""
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(
+                    Inventory.product_id == product_id,
+                    Inventory.on_hand - Inventory.reserved >= quantity,
+                    Inventory.product_id == Product.id,
+                    Product.active.is_(True),
+                )
+                .values(reserved=Inventory.reserved + quantity, updated_at=func.now())
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def sellable(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Units sellable now per product; archived and unknown products have none."""
+        rows = await self.session.execute(
+            select(Product.id, Product.active, Inventory.on_hand, Inventory.reserved)
+            .select_from(Product)
+            .outerjoin(Inventory, Inventory.product_id == Product.id)
+            .where(Product.id.in_(product_ids))
+        )
+        found = {
+            row.id: (row.on_hand - row.reserved if row.active and row.on_hand is not None else 0)
+            for row in rows
+        }
+        return {pid: found.get(pid, 0) for pid in product_ids}
+
+    async def unreserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(Inventory.product_id == product_id)
+                .values(reserved=Inventory.reserved - quantity, updated_at=func.now())
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def sell_reserved(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(Inventory.product_id == product_id)
+                .values(
+                    on_hand=Inventory.on_hand - quantity,
+                    reserved=Inventory.reserved - quantity,
+                    updated_at=func.now(),
+                )
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def sell_unreserved(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+        """Sell units nobody holds (a payment that arrived after its reservation lapsed)."""
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(
+                    Inventory.product_id == product_id,
+                    Inventory.on_hand - Inventory.reserved >= quantity,
+                )
+                .values(on_hand=Inventory.on_hand - quantity, updated_at=func.now())
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
+    async def admin_page(
+        self, *, limit: int, offset: int, low_stock_at: int | None, q: str | None
+    ) -> tuple[Sequence[Row[Any]], int]:
+        conditions: list[Any] = []
+        if low_stock_at is not None:
+            conditions.append(Inventory.on_hand - Inventory.reserved <= low_stock_at)
+        if q:
+            pattern = (
+                "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            conditions.append(
+                func.lower(Product.name).like(pattern, escape="\\")
+                | func.lower(Product.slug).like(pattern, escape="\\")
+            )
+        base = select(
+            Product.id.label("product_id"),
+            Product.slug,
+            Product.name,
+            Product.active,
+            Inventory.on_hand,
+            Inventory.reserved,
+            Inventory.updated_at,
+        ).join(Inventory, Inventory.product_id == Product.id)
+        total = await self.session.scalar(
+            select(func.count()).select_from(Product).join(Inventory).where(*conditions)
+        )
+        rows: Sequence[Any] = (
+            await self.session.execute(
+                base.where(*conditions)
+                .order_by(
+                    Inventory.on_hand - Inventory.reserved, func.lower(Product.name), Product.id
+                )
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+        return rows, int(total or 0)
+
+    async def rows_for(self, product_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+        rows: Sequence[Any] = (
+            await self.session.execute(
+                select(
+                    Product.id.label("product_id"),
+                    Product.slug,
+                    Product.name,
+                    Product.active,
+                    Inventory.on_hand,
+                    Inventory.reserved,
+                    Inventory.updated_at,
+                )
+                .join(Inventory, Inventory.product_id == Product.id)
+                .where(Product.id.in_(product_ids))
+                .order_by(Product.id)
+            )
+        ).all()
+        return rows
+
+    async def lookup(self, product_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+        image = (
+            select(ProductImage.url)
+            .where(ProductImage.product_id == Product.id)
+            .order_by(ProductImage.is_primary.desc(), ProductImage.position, ProductImage.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return (
+            await self.session.execute(
+                select(
+                    Product.id,
+                    Product.slug,
+                    Product.name,
+                    Product.price,
+                    Product.currency,
+                    Product.active,
+                    func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
+                    image.label("image_url"),
+                )
+                .outerjoin(Inventory, Inventory.product_id == Product.id)
+                .where(Product.id.in_(product_ids))
+            )
+        ).all()
+
+
+@dataclass(frozen=True)
+class ReservationRecord:
+    id: uuid.UUID
+    order_id: uuid.UUID
+    status: str
+    expires_at: dt.datetime
+    lines: list[tuple[uuid.UUID, int]]
+
+
+class ReservationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(
+        self, reservation_id: uuid.UUID, order_id: uuid.UUID, expires_at: dt.datetime
+    ) -> bool:
+        """Claim ``order_id``; False when a reservation for it exists (or is being made and
+        then commits: the insert waits for the other transaction on the unique index)."""
+        row = (
+            await self.session.execute(
+                insert(Reservation)
+                .values(
+                    id=reservation_id,
+                    order_id=order_id,
+                    expires_at=expires_at,
+                    status=RESERVATION_ACTIVE,
+                )
+                .on_conflict_do_nothing(index_elements=[Reservation.order_id])
+                .returning(Reservation.id)
+            )
+        ).first()
+        return row is not None
+
+    async def add_lines(
+        self, reservation_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]]
+    ) -> None:
+        await self.session.execute(
+            insert(ReservationLine),
+            [{"reservation_id": reservation_id, "product_id": p, "quantity": q} for p, q in lines],
+        )
+
+    async def by_order(self, order_id: uuid.UUID) -> ReservationRecord | None:
+        row = (
+            await self.session.execute(
+                select(
+                    Reservation.id, Reservation.order_id, Reservation.status, Reservation.expires_at
+                ).where(Reservation.order_id == order_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        lines = await self.lines_of([row.id])
+        return ReservationRecord(
+            row.id, row.order_id, row.status, row.expires_at, lines.get(row.id, [])
+        )
+
+    async def lines_of(
+        self, reservation_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[tuple[uuid.UUID, int]]]:
+        rows = await self.session.execute(
+            select(
+                ReservationLine.reservation_id, ReservationLine.product_id, ReservationLine.quantity
+            )
+            .where(ReservationLine.reservation_id.in_(reservation_ids))
+            .order_by(ReservationLine.reservation_id, ReservationLine.product_id)
+        )
+        found: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
+        for row in rows:
+            found.setdefault(row.reservation_id, []).append((row.product_id, row.quantity))
+        return found
+
+    async def release(
+        self, reservation_ids: Sequence[uuid.UUID], reason: str
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Move active reservations to released; the (id, order id) of those this call moved.
+
+        The status condition makes each release happen once, however many callers race.
+        """
+        rows = await self.session.execute(
+            update(Reservation)
+            .execution_options(synchronize_session=False)
+            .where(Reservation.id.in_(reservation_ids), Reservation.status == RESERVATION_ACTIVE)
+            .values(
+                status=RESERVATION_RELEASED,
+                released_at=func.now(),
+                release_reason=reason,
+                updated_at=func.now(),
+            )
+            .returning(Reservation.id, Reservation.order_id)
+        )
+        return [(row.id, row.order_id) for row in rows]
+
+    async def commit_sale(
+        self, reservation_id: uuid.UUID, from_status: str = RESERVATION_ACTIVE
+    ) -> bool:
+        row = (
+            await self.session.execute(
+                update(Reservation)
+                .execution_options(synchronize_session=False)
+                .where(Reservation.id == reservation_id, Reservation.status == from_status)
+                .values(
+                    status=RESERVATION_COMMITTED, committed_at=func.now(), updated_at=func.now()
+                )
+                .returning(Reservation.id)
+            )
+        ).first()
+        return row is not None
+
+    async def expired(self, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+        """Active reservations past their expiry, locked; replicas skip each other's rows."""
+        rows = await self.session.scalars(
+            select(Reservation.id)
+            .where(Reservation.status == RESERVATION_ACTIVE, Reservation.expires_at < now)
+            .order_by(Reservation.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(rows)

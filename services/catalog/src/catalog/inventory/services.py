@@ -1,0 +1,345 @@
+"""Stock rules: reservations (all lines or none, once per order), sales, releases, the sweeper,
+and the admin's on-hand counts.
+
+Every change to ``inventory`` is one conditional UPDATE per product, in product-id order, so
+two transactions never wait on each other's rows in opposite orders (no deadlocks). A change
+that moves a product between "in stock", "low stock" and "sold out" invalidates what the
+shopper read path has cached for it, once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import structlog
+from ember_shared.auth import Principal
+from ember_shared.events import Outbox
+from ember_shared.events.contracts import StockReleased
+from ember_shared.ids import new_id
+from ember_shared.problems import Problem, not_found
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.audit import AuditLog
+from catalog.cache import CatalogCache
+from catalog.fields import availability_of
+from catalog.inventory.repositories import (
+    InventoryRepository,
+    ReservationRecord,
+    ReservationRepository,
+    Stock,
+)
+from catalog.inventory.schemas import (
+    InventoryRow,
+    LookupProduct,
+    ReservationLineOut,
+    ReservationOut,
+    ReservationRequest,
+)
+from catalog.models import RESERVATION_ACTIVE, RESERVATION_COMMITTED, RESERVATION_RELEASED, Base
+from catalog.settings import CatalogSettings
+
+log = structlog.get_logger("catalog.stock")
+
+outbox = Outbox("catalog", Base.metadata)
+
+
+def reservation_out(record: ReservationRecord) -> ReservationOut:
+    return ReservationOut(
+        reservation_id=record.id,
+        order_id=record.order_id,
+        status=record.status,  # type: ignore[arg-type]
+        expires_at=record.expires_at,
+        lines=[ReservationLineOut(product_id=p, quantity=q) for p, q in record.lines],
+    )
+
+
+def _merged(lines: Iterable[tuple[uuid.UUID, int]]) -> list[tuple[uuid.UUID, int]]:
+    """One entry per product (quantities summed), in product-id order: the lock order."""
+    totals: dict[uuid.UUID, int] = defaultdict(int)
+    for product_id, quantity in lines:
+        totals[product_id] += quantity
+    return sorted(totals.items())
+
+
+class StockKeeper:
+    def __init__(
+        self, session: AsyncSession, cache: CatalogCache, settings: CatalogSettings
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.settings = settings
+        self.inventory = InventoryRepository(session)
+        self.reservations = ReservationRepository(session)
+
+    async def commit(self) -> None:
+        """Commit the request's transaction, then invalidate what it made stale."""
+        await self.cache.commit(self.session)
+
+    def _flipped(self, before_available: int, after: Stock) -> bool:
+        low = self.settings.low_stock
+        return availability_of(before_available, low) != availability_of(after.available, low)
+
+    def _stale(self, product_ids: Iterable[uuid.UUID]) -> None:
+        ids = set(product_ids)
+        if ids:
+            self.cache.invalidate_on_commit(self.session, product_ids=ids, lists=True)
+
+    # --- reserve -------------------------------------------------------------------------
+
+    async def reserve(
+        self, request: ReservationRequest, *, now: dt.datetime | None = None
+    ) -> tuple[ReservationOut, bool]:
+        """Hold every line of an order, or none. Answers the reservation and whether this call
+        made it (False: it existed already, and is answered unchanged)."""
+        low, high = self.settings.reservation_min_ttl, self.settings.reservation_max_ttl
+        if not low <= request.ttl_seconds <= high:
+            raise Problem(400, "invalid-ttl", f"ttl_seconds must be between {low} and {high}.")
+        existing = await self.reservations.by_order(request.order_id)
+        if existing is not None:
+            return reservation_out(existing), False
+        now = now or dt.datetime.now(dt.UTC)
+        reservation_id = new_id()
+        expires_at = now + dt.timedelta(seconds=request.ttl_seconds)
+        if not await self.reservations.insert(reservation_id, request.order_id, expires_at):
+            # Another request for this order committed first: answer its reservation.
+            existing = await self.reservations.by_order(request.order_id)
+            assert existing is not None
+            return reservation_out(existing), False
+        lines = _merged((line.product_id, line.quantity) for line in request.lines)
+        short: list[tuple[uuid.UUID, int]] = []
+        flipped: list[uuid.UUID] = []
+        for product_id, quantity in lines:
+            stock = await self.inventory.reserve(product_id, quantity)
+            if stock is None:
+                short.append((product_id, quantity))
+            elif self._flipped(stock.available + quantity, stock):
+                flipped.append(product_id)
+        if short:
+            available = await self.inventory.sellable([p for p, _ in short])
+            # The request's transaction is rolled back on this answer: nothing stays held.
+            raise Problem(
+                409,
+                "insufficient-stock",
+                "Some lines cannot be had in the quantity asked; nothing was reserved.",
+                unavailable=[
+                    {"product_id": str(p), "requested": q, "available": max(available[p], 0)}
+                    for p, q in short
+                ],
+            )
+        await self.reservations.add_lines(reservation_id, lines)
+        self._stale(flipped)
+        return (
+            ReservationOut(
+                reservation_id=reservation_id,
+                order_id=request.order_id,
+                status="active",
+                expires_at=expires_at,
+                lines=[ReservationLineOut(product_id=p, quantity=q) for p, q in lines],
+            ),
+            True,
+        )
+
+    async def get(self, order_id: uuid.UUID) -> ReservationRecord | None:
+        return await self.reservations.by_order(order_id)
+
+    # --- release -------------------------------------------------------------------------
+
+    async def _return_to_stock(self, lines: Iterable[tuple[uuid.UUID, int]]) -> None:
+        flipped = []
+        for product_id, quantity in _merged(lines):
+            stock = await self.inventory.unreserve(product_id, quantity)
+            if stock is not None and self._flipped(stock.available - quantity, stock):
+                flipped.append(product_id)
+        self._stale(flipped)
+
+    async def _released(self, released: Sequence[tuple[uuid.UUID, uuid.UUID]], reason: str) -> None:
+        if not released:
+            return
+        lines = await self.reservations.lines_of([rid for rid, _ in released])
+        await self._return_to_stock(line for rid, _ in released for line in lines.get(rid, []))
+        for reservation_id, order_id in released:
+            await outbox.add(
+                self.session,
+                StockReleased(order_id=order_id, reservation_id=reservation_id, reason=reason),
+            )
+        log.info("reservations_released", count=len(released), reason=reason)
+
+    async def release(self, order_id: uuid.UUID, reason: str) -> ReservationRecord | None:
+        """Give an order's held stock back. Idempotent: a released or sold reservation is
+        answered as it is. None when the order never had a reservation."""
+        record = await self.reservations.by_order(order_id)
+        if record is None or record.status != RESERVATION_ACTIVE:
+            return record
+        released = await self.reservations.release([record.id], reason)
+        await self._released(released, reason)
+        return await self.reservations.by_order(order_id)
+
+    async def sweep(self, *, now: dt.datetime | None = None, limit: int | None = None) -> int:
+        """Release active reservations past their expiry; the number released."""
+        now = now or dt.datetime.now(dt.UTC)
+        expired = await self.reservations.expired(now, limit or self.settings.sweep_batch)
+        if not expired:
+            return 0
+        released = await self.reservations.release(expired, "expired")
+        await self._released(released, "expired")
+        return len(released)
+
+    # --- sell ----------------------------------------------------------------------------
+
+    async def sell(self, order_id: uuid.UUID) -> str:
+        """Turn an order's reservation into a sale (payment succeeded). Idempotent.
+
+        Answers ``sold``, ``already-sold``, ``sold-late`` (the reservation had lapsed but the
+        stock was still there), ``short`` (it lapsed and the stock is gone: logged for staff)
+        or ``unknown``.
+        """
+        record = await self.reservations.by_order(order_id)
+        if record is None:
+            log.warning("sale_without_reservation", order_id=str(order_id))
+            return "unknown"
+        if record.status == RESERVATION_COMMITTED:
+            return "already-sold"
+        if record.status == RESERVATION_ACTIVE and await self.reservations.commit_sale(record.id):
+            # on_hand and reserved drop together: what shoppers can buy does not change.
+            for product_id, quantity in _merged(record.lines):
+                await self.inventory.sell_reserved(product_id, quantity)
+            return "sold"
+        record = await self.reservations.by_order(order_id)
+        assert record is not None
+        if record.status == RESERVATION_COMMITTED:
+            return "already-sold"
+        return await self._sell_lapsed(record)
+
+    async def _sell_lapsed(self, record: ReservationRecord) -> str:
+        flipped: list[uuid.UUID] = []
+        short = False
+        async with self.session.begin_nested() as savepoint:
+            for product_id, quantity in _merged(record.lines):
+                stock = await self.inventory.sell_unreserved(product_id, quantity)
+                if stock is None:
+                    short = True
+                    break
+                if self._flipped(stock.available + quantity, stock):
+                    flipped.append(product_id)
+            if short:
+                await savepoint.rollback()
+        if short:
+            log.error(
+                "paid_order_short_of_stock",
+                order_id=str(record.order_id),
+                reservation_id=str(record.id),
+                detail="payment arrived after the reservation lapsed and the stock was sold",
+            )
+            return "short"
+        await self.reservations.commit_sale(record.id, from_status=RESERVATION_RELEASED)
+        self._stale(flipped)
+        return "sold-late"
+
+    # --- reads for services --------------------------------------------------------------
+
+    async def lookup(self, product_ids: Sequence[uuid.UUID]) -> list[LookupProduct]:
+        ids = list(dict.fromkeys(product_ids))
+        if not ids:
+            return []
+        rows = await self.inventory.lookup(ids)
+        return [
+            LookupProduct(
+                id=row.id,
+                slug=row.slug,
+                name=row.name,
+                price=row.price,
+                currency=row.currency,
+                active=row.active,
+                availability=availability_of(
+                    row.available if row.active else 0, self.settings.low_stock
+                ),
+                available=max(row.available, 0) if row.active else 0,
+                image_url=row.image_url,
+            )
+            for row in rows
+        ]
+
+
+class InventoryAdmin:
+    def __init__(
+        self,
+        session: AsyncSession,
+        cache: CatalogCache,
+        settings: CatalogSettings,
+        actor: Principal | None,
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.settings = settings
+        self.actor = actor
+        self.inventory = InventoryRepository(session)
+        self.audit = AuditLog(session)
+
+    async def commit(self) -> None:
+        """Commit the request's transaction, then invalidate what it made stale."""
+        await self.cache.commit(self.session)
+
+    def row(self, row: object) -> InventoryRow:
+        on_hand: int = row.on_hand  # type: ignore[attr-defined]
+        reserved: int = row.reserved  # type: ignore[attr-defined]
+        return InventoryRow(
+            product_id=row.product_id,  # type: ignore[attr-defined]
+            slug=row.slug,  # type: ignore[attr-defined]
+            name=row.name,  # type: ignore[attr-defined]
+            active=row.active,  # type: ignore[attr-defined]
+            on_hand=on_hand,
+            reserved=reserved,
+            available=on_hand - reserved,
+            availability=availability_of(on_hand - reserved, self.settings.low_stock),
+            updated_at=row.updated_at,  # type: ignore[attr-defined]
+        )
+
+    async def page(
+        self, *, page: int, page_size: int, low_only: bool, q: str | None
+    ) -> tuple[list[InventoryRow], int]:
+        rows, total = await self.inventory.admin_page(
+            limit=page_size,
+            offset=(page - 1) * page_size,
+            low_stock_at=self.settings.low_stock if low_only else None,
+            q=q,
+        )
+        return [self.row(r) for r in rows], total
+
+    async def set_on_hand(self, items: Sequence[tuple[uuid.UUID, int]]) -> list[InventoryRow]:
+        """Set on-hand counts, all or none (the request's transaction)."""
+        product_ids = [p for p, _ in items]
+        if len(set(product_ids)) != len(product_ids):
+            raise Problem(400, "duplicate-product", "Name each product once.")
+        flipped: list[uuid.UUID] = []
+        for product_id, on_hand in sorted(items):
+            before = await self.inventory.lock(product_id)
+            if before is None:
+                raise not_found("product", f"There is no product {product_id}.")
+            if before.on_hand == on_hand:
+                continue
+            after = await self.inventory.set_on_hand(product_id, on_hand)
+            if after is None:
+                raise Problem(
+                    409,
+                    "stock-reserved",
+                    f"{before.reserved} unit(s) of this product are held by checkouts; on_hand cannot go below that.",
+                    product_id=str(product_id),
+                    reserved=before.reserved,
+                )
+            await self.audit.record(
+                self.actor,
+                "inventory.set",
+                "inventory",
+                product_id,
+                before={"on_hand": before.on_hand, "reserved": before.reserved},
+                after={"on_hand": after.on_hand, "reserved": after.reserved},
+            )
+            low = self.settings.low_stock
+            if availability_of(before.available, low) != availability_of(after.available, low):
+                flipped.append(product_id)
+        if flipped:
+            self.cache.invalidate_on_commit(self.session, product_ids=flipped, lists=True)
+        return [self.row(r) for r in await self.inventory.rows_for(product_ids)]

@@ -1,0 +1,59 @@
+"""The catalog's own settings, beside the shared service settings (documented in ``.env.example``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from ember_shared.settings import data_dir, env_int, env_str
+
+
+def _media_root() -> Path:
+    raw = env_str("MEDIA_ROOT")
+    return Path(raw).resolve() if raw else data_dir() / "media"
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    #: Sellable units at or below which a product shows as "low stock".
+    low_stock: int = field(default_factory=lambda: env_int("CATALOG_LOW_STOCK", 5))
+    #: How long listings, product pages, categories and search answers stay in Redis.
+    cache_ttl_seconds: int = field(
+        default_factory=lambda: env_int("CATALOG_CACHE_TTL_SECONDS", 600)
+    )
+    #: How long one request may hold the rebuild lock of a cold key before others rebuild too.
+    cache_lock_ms: int = field(default_factory=lambda: env_int("CATALOG_CACHE_LOCK_MS", 3000))
+    max_upload_bytes: int = field(
+        default_factory=lambda: env_int("CATALOG_MAX_UPLOAD_BYTES", 5 * 1024 * 1024)
+    )
+    #: Largest width or height an uploaded image is stored at (bigger ones are scaled down).
+    max_image_side: int = field(default_factory=lambda: env_int("CATALOG_MAX_IMAGE_SIDE", 2000))
+    default_currency: str = field(default_factory=lambda: env_str("CATALOG_CURRENCY", "USD"))
+    #: Bounds on the ``ttl_seconds`` checkout may ask for a reservation.
+    reservation_min_ttl: int = field(
+        default_factory=lambda: env_int("CATALOG_RESERVATION_MIN_TTL_SECONDS", 30)
+    )
+    reservation_max_ttl: int = field(
+        default_factory=lambda: env_int("CATALOG_RESERVATION_MAX_TTL_SECONDS", 86_400)
+    )
+    #: How often the sweeper looks for reservations past their expiry.
+    sweep_interval_seconds: float = field(
+        default_factory=lambda: float(env_str("CATALOG_SWEEP_INTERVAL_SECONDS", "30"))
+    )
+    sweep_batch: int = field(default_factory=lambda: env_int("CATALOG_SWEEP_BATCH", 100))
+    #: ``local`` (files under MEDIA_ROOT, served by Caddy at MEDIA_URL_PREFIX) or ``cloudinary``.
+    media_store: str = field(default_factory=lambda: env_str("MEDIA_STORE", "local"))
+    media_root: Path = field(default_factory=_media_root)
+    media_url_prefix: str = field(default_factory=lambda: env_str("MEDIA_URL_PREFIX", "/media/"))
+    #: ``cloudinary://<api_key>:<api_secret>@<cloud_name>``, as Cloudinary's console shows it.
+    cloudinary_url: str = field(default_factory=lambda: env_str("CLOUDINARY_URL"))
+    cloudinary_api_base: str = field(
+        default_factory=lambda: env_str("CLOUDINARY_API_BASE", "https://api.cloudinary.com")
+    )
+    cloudinary_folder: str = field(default_factory=lambda: env_str("CLOUDINARY_FOLDER", "ember"))
+
+
+@cache
+def catalog_settings() -> CatalogSettings:
+    return CatalogSettings()
