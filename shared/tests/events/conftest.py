@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from ember_shared.db import make_engine
 from ember_shared.events import DEAD_LETTER_STREAM
+from ember_shared.logging import configure_logging
 from ember_shared.settings import ServiceSettings
 from ember_shared.testing.plugin import TestEnv
 from events_testkit import SCHEMA, Base, make_settings
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 @pytest.fixture(scope="session")
 async def evtest_schema(ember_env: TestEnv) -> AsyncIterator[None]:
+    # As a service does at start (structlog's development defaults render slow rich tracebacks).
+    configure_logging(SCHEMA, "INFO", "json")
     engine = make_engine(make_settings(ember_env.database_url, ember_env.redis_url))
     async with engine.begin() as connection:
         await connection.execute(text(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE'))
@@ -47,7 +50,9 @@ async def engine(
     engine = make_engine(settings_for())
     async with engine.begin() as connection:
         await connection.execute(
-            text(f'TRUNCATE "{SCHEMA}".outbox_events, "{SCHEMA}".handled_events, "{SCHEMA}".effects')
+            text(
+                f'TRUNCATE "{SCHEMA}".outbox_events, "{SCHEMA}".handled_events, "{SCHEMA}".effects'
+            )
         )
     yield engine
     await engine.dispose()

@@ -78,17 +78,17 @@ def make_settings(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, every: float = 0.02
+    check: Callable[[], Awaitable[Any]], *, within: float = 10.0, every: float = 0.02
 ) -> Any:
     """Poll ``check`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+    raise AssertionError(f"condition not met within {within}s (last value: {last!r})")
 
 
 @dataclass
@@ -138,7 +138,8 @@ class TcpProxy:
             if self.target_path:
                 up_reader, up_writer = await asyncio.open_unix_connection(self.target_path)
             else:
-                assert self.target_host and self.target_port
+                assert self.target_host
+                assert self.target_port
                 up_reader, up_writer = await asyncio.open_connection(
                     self.target_host, self.target_port
                 )

@@ -76,7 +76,8 @@ async def test_a_published_entry_carries_the_envelope_and_row_is_marked(
     runtime = EventRuntime(settings_for(), engine, Base.metadata, None)
     token = correlation_id_var.set("corr-relay-1")
     try:
-        envelopes = await add_pings(engine, 1, 2, 3)
+        # Separate transactions and one with two events: published in the order written.
+        envelopes = await add_pings(engine, 1) + await add_pings(engine, 2, 3)
     finally:
         correlation_id_var.reset(token)
     try:
@@ -226,7 +227,8 @@ async def test_f_two_relays_at_once_publish_each_row_once(
         published = await stream_envelopes(redis)
         assert len(published) == 300
         assert {e.id for e in published} == {e.id for e in envelopes}
-        assert one.relay is not None and two.relay is not None
+        assert one.relay is not None
+        assert two.relay is not None
         # Redis never had to drop a second copy: the row locks kept the relays apart.
         assert one.relay.stats.deduplicated == two.relay.stats.deduplicated == 0
         assert one.relay.stats.published + two.relay.stats.published == 300
@@ -258,14 +260,12 @@ async def test_a_row_sent_but_not_marked_is_not_published_again(
 async def test_the_relay_wakes_on_commit_without_waiting_for_its_poll(
     engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
 ) -> None:
-    runtime = EventRuntime(
-        settings_for(relay_interval_ms=30_000), engine, Base.metadata, None
-    )
+    runtime = EventRuntime(settings_for(relay_interval_ms=30_000), engine, Base.metadata, None)
     try:
         await runtime.start()
         await asyncio.sleep(0.3)  # the relay's first (empty) pass is done; it now waits
         await add_pings(engine, 1)
-        await eventually(lambda: redis.xlen(PING_STREAM), timeout=3)
+        await eventually(lambda: redis.xlen(PING_STREAM), within=3)
     finally:
         await runtime.stop()
 

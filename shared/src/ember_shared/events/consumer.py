@@ -31,7 +31,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -58,6 +58,7 @@ from ember_shared.logging import correlation_id_var
 from ember_shared.settings import EventSettings
 
 log = structlog.get_logger("ember.events.consumer")
+faststream_log = structlog.get_logger("faststream")
 
 #: How long one XREADGROUP blocks waiting for new messages (stop cancels it at once).
 READ_BLOCK_MS = 1_000
@@ -103,6 +104,25 @@ def is_transient(exc: BaseException) -> bool:
 
 class _Undecodable(Exception):
     pass
+
+
+class _FastStreamLog:
+    """FastStream's own log lines, through structlog; its per-message and task chatter
+    (INFO and below) would only repeat ours."""
+
+    def log(
+        self,
+        level: int,
+        msg: Any,
+        /,
+        *,
+        exc_info: Any = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if level < logging.WARNING:
+            return
+        context = {k: v for k, v in (extra or {}).items() if isinstance(v, str | int)}
+        faststream_log.log(level, "faststream", message=str(msg), exc_info=exc_info, **context)
 
 
 async def _raw_body(message: Any) -> Any:
@@ -236,8 +256,7 @@ class EventConsumer:
         broker = RedisBroker(
             self.redis_url,
             graceful_timeout=self.events.shutdown_grace_ms / 1000,
-            # FastStream's per-message access log would duplicate ours.
-            log_level=logging.DEBUG,
+            logger=_FastStreamLog(),
             socket_connect_timeout=5,
             socket_timeout=max(10.0, READ_BLOCK_MS / 1000 * 3),
             health_check_interval=30,
