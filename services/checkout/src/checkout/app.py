@@ -1,20 +1,62 @@
-"""The checkout service's ASGI app: ``uvicorn --factory checkout.app:create_app``."""
+"""The checkout service's ASGI app: ``uvicorn --factory checkout.app:create_app``.
+
+Checkout sessions (cart priced from catalog, stock reserved, Stripe Checkout opened), Stripe's
+webhooks as the only source of payment state, and the events that tell orders, catalog, cart and
+the notifier what happened.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.settings import ServiceSettings, service_settings
 from litestar import Litestar
 
-from ember_shared.app import ServiceSpec, create_service_app
+from checkout.internal.controllers import InternalCheckoutController
 from checkout.models import Base
+from checkout.payments import StripeGateway
+from checkout.sessions.controllers import CheckoutController
+from checkout.settings import CheckoutSettings, load_checkout_settings
+from checkout.upstream import Upstream
+from checkout.webhooks.controllers import stripe_webhook
+
+log = structlog.get_logger("checkout")
 
 
-def create_app() -> Litestar:
+def create_app(
+    settings: ServiceSettings | None = None, checkout: CheckoutSettings | None = None
+) -> Litestar:
+    service = settings or service_settings("checkout")
+    checkout = checkout or load_checkout_settings(service)
+    checkout.validate(local=service.app.is_local)
+
+    @asynccontextmanager
+    async def checkout_resources(app: Litestar) -> AsyncIterator[None]:
+        upstream = Upstream(checkout.upstream_timeout_ms)
+        gateway = StripeGateway(checkout)
+        app.state.checkout_settings = checkout
+        app.state.upstream = upstream
+        app.state.stripe = gateway
+        log.info(
+            "stripe_configured", api_base=checkout.stripe_api_base, standin=checkout.uses_standin
+        )
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+            await upstream.aclose()
+
     return create_service_app(
         ServiceSpec(
             name="checkout",
             title="Ember checkout",
             description=__doc__ or "",
-            route_handlers=[],
+            route_handlers=[CheckoutController, stripe_webhook, InternalCheckoutController],
             base=Base,
-        )
+            lifespans=[checkout_resources],
+        ),
+        settings=service,
     )

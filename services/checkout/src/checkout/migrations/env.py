@@ -1,5 +1,4 @@
-from ember_shared.migrations import run_env
-
 from checkout.models import Base
+from ember_shared.migrations import run_env
 
 run_env(Base.metadata)

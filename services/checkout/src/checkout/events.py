@@ -1,0 +1,128 @@
+"""What checkout publishes (always through its outbox, in the transaction of the change).
+
+``checkout.started`` when a session opens; from verified Stripe webhooks ``payment.succeeded``,
+``payment.failed``, ``checkout.expired`` and ``payment.refunded``, each carrying what its
+consumers need (orders, catalog, cart, notifier) so none of them has to call back. Checkout
+handles no domain events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+from ember_shared.events import Outbox
+from ember_shared.events.contracts import (
+    Address,
+    CheckoutExpired,
+    CheckoutStarted,
+    OrderLine,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.models import Base, CheckoutSession
+
+outbox = Outbox("checkout", Base.metadata)
+
+
+def _lines(row: CheckoutSession) -> list[OrderLine]:
+    return [
+        OrderLine(
+            product_id=line["product_id"],
+            slug=line["slug"],
+            name=line["name"],
+            unit_price=line["unit_price"],
+            quantity=line["quantity"],
+            image_url=line.get("image_url") or "",
+        )
+        for line in row.lines
+    ]
+
+
+def _address(row: CheckoutSession) -> Address:
+    return msgspec.convert(row.shipping_address, Address)
+
+
+async def checkout_started(session: AsyncSession, row: CheckoutSession) -> None:
+    await outbox.add(
+        session,
+        CheckoutStarted(
+            order_id=row.order_id,
+            checkout_session_id=row.id,
+            user_id=row.user_id,
+            cart_id=row.cart_id,
+            email=row.email,
+            lines=_lines(row),
+            subtotal=row.subtotal,
+            shipping=row.shipping,
+            total=row.total,
+            currency=row.currency,
+            shipping_address=_address(row),
+            reservation_id=row.reservation_id,
+            expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
+        ),
+    )
+
+
+async def payment_succeeded(session: AsyncSession, row: CheckoutSession) -> None:
+    await outbox.add(
+        session,
+        PaymentSucceeded(
+            order_id=row.order_id,
+            checkout_session_id=row.id,
+            user_id=row.user_id,
+            cart_id=row.cart_id,
+            email=row.email,
+            lines=_lines(row),
+            subtotal=row.subtotal,
+            shipping=row.shipping,
+            total=row.total,
+            currency=row.currency,
+            shipping_address=_address(row),
+            reservation_id=row.reservation_id,
+            stripe_session_id=row.stripe_session_id,
+            payment_intent_id=row.stripe_payment_intent_id or "",
+        ),
+    )
+
+
+async def payment_failed(session: AsyncSession, row: CheckoutSession, reason: str) -> None:
+    await outbox.add(
+        session,
+        PaymentFailed(
+            order_id=row.order_id,
+            checkout_session_id=row.id,
+            reservation_id=row.reservation_id,
+            email=row.email,
+            reason=reason,
+        ),
+    )
+
+
+async def checkout_expired(session: AsyncSession, row: CheckoutSession) -> None:
+    await outbox.add(
+        session,
+        CheckoutExpired(
+            order_id=row.order_id,
+            checkout_session_id=row.id,
+            reservation_id=row.reservation_id,
+            cart_id=row.cart_id,
+        ),
+    )
+
+
+async def payment_refunded(session: AsyncSession, row: CheckoutSession) -> None:
+    await outbox.add(
+        session,
+        PaymentRefunded(
+            order_id=row.order_id,
+            checkout_session_id=row.id,
+            amount_refunded=row.amount_refunded,
+            currency=row.currency,
+            fully_refunded=row.amount_refunded >= row.total,
+            email=row.email,
+        ),
+    )

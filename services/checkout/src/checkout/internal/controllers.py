@@ -1,0 +1,68 @@
+"""``/internal/checkout/*``: for other Ember services (staff refunds from orders), behind the
+service credential. A refund asked for here changes nothing locally: Stripe's ``charge.refunded``
+webhook does, like every payment state change."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+from ember_shared.auth import requires_service
+from ember_shared.problems import Problem, not_found
+from litestar import Controller, post
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.webhooks.machine import PAID_STATUSES
+
+
+class RefundRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Minor units to refund; the whole remaining amount when left out.
+    amount: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
+    #: The caller's id for this refund: the same key never refunds twice.
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
+
+
+class RefundAccepted(msgspec.Struct, kw_only=True):
+    order_id: uuid.UUID
+    refund_id: str
+    status: str
+
+
+class InternalCheckoutController(Controller):
+    path = "/internal/checkout"
+    tags = ["internal"]
+    guards = [requires_service]
+
+    @post(
+        "/orders/{order_id:uuid}/refund",
+        summary="Refund a paid order (all or part)",
+        status_code=202,
+    )
+    async def refund(
+        self, order_id: uuid.UUID, data: RefundRequest, db_session: AsyncSession, state: State
+    ) -> RefundAccepted:
+        repo = CheckoutSessionRepository(session=db_session, auto_commit=False, auto_expunge=False)
+        row = await repo.by_order_id(order_id)
+        if row is None:
+            raise not_found("order")
+        if row.status not in PAID_STATUSES or not row.stripe_payment_intent_id:
+            raise Problem(
+                409, "not-paid", "Only a paid order can be refunded.", status_now=row.status
+            )
+        remaining = row.total - row.amount_refunded
+        if remaining <= 0 or (data.amount is not None and data.amount > remaining):
+            raise Problem(
+                409,
+                "refund-too-large",
+                f"At most {remaining} can still be refunded.",
+                refundable=remaining,
+            )
+        refund_id = await state.stripe.refund(
+            row.stripe_payment_intent_id,
+            data.amount,
+            f"ember-refund:{order_id}:{data.idempotency_key}",
+        )
+        return RefundAccepted(order_id=order_id, refund_id=refund_id, status=row.status)

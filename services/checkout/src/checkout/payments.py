@@ -1,0 +1,154 @@
+"""Stripe, through its SDK: the Checkout Session calls checkout makes, and webhook verification.
+
+The base address is configurable (``STRIPE_API_BASE``), so the same calls reach the repo's
+stand-in in local runs and tests, and Stripe itself when a real key is configured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+import structlog
+from ember_shared.problems import Problem
+
+from checkout.settings import CheckoutSettings
+
+log = structlog.get_logger("checkout.stripe")
+
+# The SDK logs every request at INFO; our own logs say what matters.
+logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    id: str
+    url: str
+    expires_at: int
+
+
+class PaymentProviderError(Exception):
+    """Stripe refused or could not be reached; ``retryable`` says whether trying later may help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def problem(self) -> Problem:
+        if self.retryable:
+            return Problem(
+                503,
+                "payment-provider-unavailable",
+                "The payment provider could not be reached. Try again in a moment.",
+                headers={"Retry-After": "5"},
+            )
+        return Problem(
+            502,
+            "payment-provider-error",
+            "The payment provider refused to open a payment page for this checkout.",
+        )
+
+
+class StripeGateway:
+    def __init__(self, settings: CheckoutSettings) -> None:
+        self.settings = settings
+        self.client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base.rstrip("/")},
+            max_network_retries=settings.stripe_max_network_retries,
+            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_ms / 1000),
+        )
+
+    async def aclose(self) -> None:
+        http_client: Any = self.client._requestor._client
+        await http_client.close_async()
+
+    async def open_session(self, params: dict[str, Any], idempotency_key: str) -> OpenedSession:
+        try:
+            session = await self.client.v1.checkout.sessions.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error("create_checkout_session", exc) from exc
+        return OpenedSession(
+            id=session.id, url=str(session.url), expires_at=int(session.expires_at)
+        )
+
+    async def session_status(self, session_id: str) -> str:
+        """``open``, ``complete`` or ``expired``, as Stripe knows it now."""
+        try:
+            session = await self.client.v1.checkout.sessions.retrieve_async(session_id)
+        except stripe.StripeError as exc:
+            raise _provider_error("retrieve_checkout_session", exc) from exc
+        return str(session.status)
+
+    async def expire_session(self, session_id: str) -> str:
+        """Close an open session; answers the status the session ends up in."""
+        try:
+            session = await self.client.v1.checkout.sessions.expire_async(session_id)
+        except stripe.InvalidRequestError:
+            # It was no longer open (paid or expired meanwhile): say what it is.
+            return await self.session_status(session_id)
+        except stripe.StripeError as exc:
+            raise _provider_error("expire_checkout_session", exc) from exc
+        return str(session.status)
+
+    async def refund(self, payment_intent_id: str, amount: int | None, idempotency_key: str) -> str:
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent_id,
+            "reason": "requested_by_customer",
+        }
+        if amount is not None:
+            params["amount"] = amount
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.InvalidRequestError as exc:
+            raise Problem(
+                409, "refund-refused", exc.user_message or "Stripe refused the refund."
+            ) from exc
+        except stripe.StripeError as exc:
+            raise _provider_error("create_refund", exc).problem() from exc
+        return str(refund.id)
+
+    def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
+        """The event, if ``payload`` is signed by one of our endpoint secrets within the tolerance.
+
+        Raises ``stripe.SignatureVerificationError`` (or ``ValueError`` for a body that is not
+        an event) otherwise.
+        """
+        error: Exception | None = None
+        for secret in self.settings.webhook_secrets or [""]:
+            try:
+                event: stripe.Event = stripe.Webhook.construct_event(
+                    payload, signature, secret, tolerance=self.settings.stripe_webhook_tolerance
+                )
+                return event
+            except stripe.SignatureVerificationError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+
+def _provider_error(operation: str, exc: stripe.StripeError) -> PaymentProviderError:
+    retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
+        exc.http_status is not None and exc.http_status >= 500
+    )
+    log.warning(
+        "stripe_call_failed",
+        operation=operation,
+        status=exc.http_status,
+        error_type=type(exc).__name__,
+        message=exc.user_message,
+    )
+    return PaymentProviderError(f"{operation}: {exc.user_message}", retryable=retryable)
+
+
+def unix_to_datetime(value: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)

@@ -1,0 +1,170 @@
+"""``/api/checkout*``: thin routes over :class:`CheckoutService`.
+
+Signed-in shoppers and guests (through cart's ``ember_cart`` cookie) alike. Credentials that
+were presented and failed (an expired token, a cookie-authenticated POST without the CSRF
+header) are refused rather than treated as a guest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from ember_shared.auth import current_principal, requires_signed_in
+from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.models import CheckoutSession
+from checkout.sessions.schemas import (
+    CheckoutStarted,
+    CheckoutView,
+    PricedLine,
+    Quote,
+    StartCheckout,
+)
+from checkout.sessions.services import Buyer, CheckoutService, address_out
+
+CART_COOKIE = "ember_cart"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def refuses_failed_credentials(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    if connection.scope.get("auth"):
+        requires_signed_in(connection, handler)
+
+
+async def provide_checkout_service(db_session: AsyncSession, state: State) -> CheckoutService:
+    return CheckoutService(
+        db_session,
+        state.checkout_settings,
+        state.upstream,
+        state.stripe,
+        state.settings.app.public_url,
+    )
+
+
+def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
+    token = request.cookies.get(CART_COOKIE) or None
+    return Buyer(principal=current_principal(request), cart_token=token[:4096] if token else None)
+
+
+def _lines(row: CheckoutSession) -> list[PricedLine]:
+    return [
+        PricedLine(
+            product_id=uuid.UUID(str(line["product_id"])),
+            slug=line["slug"],
+            name=line["name"],
+            unit_price=line["unit_price"],
+            quantity=line["quantity"],
+            line_total=line["line_total"],
+            image_url=line.get("image_url") or "",
+        )
+        for line in row.lines
+    ]
+
+
+def started_view(row: CheckoutSession) -> CheckoutStarted:
+    return CheckoutStarted(
+        order_id=row.order_id,
+        checkout_session_id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        checkout_url=row.checkout_url,
+        expires_at=row.expires_at,
+        lines=_lines(row),
+        subtotal=row.subtotal,
+        shipping=row.shipping,
+        total=row.total,
+        currency=row.currency,
+        email=row.email,
+    )
+
+
+def checkout_view(row: CheckoutSession) -> CheckoutView:
+    return CheckoutView(
+        order_id=row.order_id,
+        checkout_session_id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        checkout_url=row.checkout_url if row.status == "open" else None,
+        expires_at=row.expires_at,
+        lines=_lines(row),
+        subtotal=row.subtotal,
+        shipping=row.shipping,
+        total=row.total,
+        currency=row.currency,
+        email=row.email,
+        shipping_address=address_out(row),
+        amount_refunded=row.amount_refunded,
+        paid_at=row.paid_at,
+        created_at=row.created_at,
+    )
+
+
+class CheckoutController(Controller):
+    path = "/api/checkout"
+    tags = ["checkout"]
+    guards = [refuses_failed_credentials]
+    dependencies = {"checkout": Provide(provide_checkout_service)}
+    security = [{"BearerToken": []}, {}]
+
+    @get(
+        "/quote",
+        summary="Price the cart now",
+        description="The cart's lines priced from catalog, with shipping and total: what a checkout "
+        "would charge right now. Nothing is reserved.",
+        cache=False,
+    )
+    async def quote(
+        self, request: Request[Any, Any, Any], checkout: CheckoutService
+    ) -> Response[Quote]:
+        return Response(await checkout.quote(buyer_of(request)), headers=NO_STORE)
+
+    @post(
+        "/session",
+        summary="Start paying for the cart",
+        description=(
+            "Re-prices every line from catalog, reserves all of them (or none: 409 "
+            "``lines-unavailable`` names the lines), records the checkout under a new order id and "
+            "opens a Stripe Checkout Session. Answers the URL to send the shopper to (201), or the "
+            "same checkout again (200) when it is repeated unchanged while open. With "
+            "``expected_total`` differing from the new total: 409 ``price-changed`` with the new lines."
+        ),
+        status_code=201,
+        responses={},
+    )
+    async def start(
+        self, request: Request[Any, Any, Any], data: StartCheckout, checkout: CheckoutService
+    ) -> Response[CheckoutStarted]:
+        row, created = await checkout.start(buyer_of(request), data)
+        return Response(started_view(row), status_code=201 if created else 200, headers=NO_STORE)
+
+    @get(
+        "/session/{order_id:uuid}",
+        summary="A checkout's status",
+        description=(
+            "For the shopper who started it (signed in, or holding the same cart cookie), or for "
+            "whoever holds Stripe's ``session_id`` from the success redirect. ``paid`` comes only "
+            "from Stripe's verified webhook, never from the redirect."
+        ),
+        cache=False,
+    )
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: uuid.UUID,
+        checkout: CheckoutService,
+        session_id: Annotated[
+            str | None,
+            Parameter(
+                query="session_id", max_length=255, description="Stripe's Checkout Session id."
+            ),
+        ] = None,
+    ) -> Response[CheckoutView]:
+        row = await checkout.view(order_id, buyer_of(request), session_id)
+        return Response(checkout_view(row), headers=NO_STORE)

@@ -1,0 +1,513 @@
+"""Starting a checkout: price the cart from catalog, hold the stock, open Stripe's payment page.
+
+The rules, in order:
+
+1. The lines come from cart (``/internal/cart/resolve``), the prices from catalog: whatever the
+   client believes a product costs is never used. Unknown, archived or short lines are refused
+   together in one problem naming them.
+2. If the client says which total it showed the shopper (``expected_total``) and catalog's
+   prices now make another, nothing is reserved: 409 ``price-changed`` with the new lines.
+3. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
+   same checkout (same lines, prices, address and email) answers the session already open; a
+   changed one closes the previous session at Stripe and gives its stock back first.
+4. Catalog reserves every line or none, under a new order id. Then Stripe opens a Checkout
+   Session that closes a little before the reservation lapses. Then the session row and its
+   ``checkout.started`` event are written in the request's transaction. If Stripe fails, the
+   reservation is released and the shopper gets a 502/503 problem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from ember_shared.auth import Principal
+from ember_shared.events.contracts import Address
+from ember_shared.ids import new_id
+from ember_shared.problems import Problem, not_found
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout import events
+from checkout.models import CheckoutSession, CheckoutStatus
+from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datetime
+from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
+from checkout.settings import CheckoutSettings
+from checkout.upstream import CartLineRef, ResolvedCart, StockUnavailable, Upstream
+
+log = structlog.get_logger("checkout.sessions")
+
+MAX_LINES = 100
+#: An open session closer than this to its expiry is not handed out again: a new one is opened.
+REUSE_MIN_REMAINING = dt.timedelta(seconds=120)
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """Who is checking out: the signed-in principal, and/or the guest cart cookie's raw value."""
+
+    principal: Principal | None
+    cart_token: str | None
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        return self.principal.user_id if self.principal else None
+
+
+@dataclass(frozen=True)
+class Priced:
+    cart_id: uuid.UUID
+    refs: list[CartLineRef]
+    lines: list[PricedLine]
+    subtotal: int
+    shipping: int
+    total: int
+    currency: str
+
+    def quote(self) -> Quote:
+        return Quote(
+            cart_id=self.cart_id,
+            lines=self.lines,
+            subtotal=self.subtotal,
+            shipping=self.shipping,
+            total=self.total,
+            currency=self.currency,
+        )
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class CheckoutService:
+    def __init__(
+        self,
+        db: AsyncSession,
+        settings: CheckoutSettings,
+        upstream: Upstream,
+        stripe: StripeGateway,
+        public_url: str,
+    ) -> None:
+        self.db = db
+        self.repo = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
+        self.settings = settings
+        self.upstream = upstream
+        self.stripe = stripe
+        self.public_url = public_url.rstrip("/")
+
+    # --- pricing ------------------------------------------------------------------------
+
+    async def _cart(self, buyer: Buyer) -> ResolvedCart:
+        return await self.upstream.resolve_cart(buyer.user_id, buyer.cart_token)
+
+    async def price(self, cart: ResolvedCart) -> Priced:
+        if cart.cart_id is None or not cart.lines:
+            raise Problem(
+                409, "cart-empty", "The cart is empty: add something before checking out."
+            )
+        quantities: dict[uuid.UUID, int] = {}
+        for line in cart.lines:
+            quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
+        if len(quantities) > MAX_LINES:
+            raise Problem(
+                409, "cart-too-large", f"A checkout takes at most {MAX_LINES} different products."
+            )
+        if any(q < 1 for q in quantities.values()):
+            raise Problem(409, "cart-invalid", "A cart line has no quantity.")
+        products = await self.upstream.lookup_products(list(quantities))
+        unavailable: list[dict[str, Any]] = []
+        lines: list[PricedLine] = []
+        for product_id, quantity in quantities.items():
+            product = products.get(product_id)
+            if product is None:
+                unavailable.append(
+                    {
+                        "product_id": str(product_id),
+                        "name": None,
+                        "requested": quantity,
+                        "available": 0,
+                        "reason": "unknown",
+                    }
+                )
+                continue
+            if not product.active:
+                unavailable.append(
+                    {
+                        "product_id": str(product_id),
+                        "name": product.name,
+                        "requested": quantity,
+                        "available": 0,
+                        "reason": "archived",
+                    }
+                )
+                continue
+            if product.available < quantity:
+                unavailable.append(
+                    {
+                        "product_id": str(product_id),
+                        "name": product.name,
+                        "requested": quantity,
+                        "available": max(product.available, 0),
+                        "reason": "insufficient_stock",
+                    }
+                )
+                continue
+            lines.append(
+                PricedLine(
+                    product_id=product_id,
+                    slug=product.slug,
+                    name=product.name,
+                    unit_price=product.price,
+                    quantity=quantity,
+                    line_total=product.price * quantity,
+                    image_url=product.image_url or "",
+                )
+            )
+        if unavailable:
+            raise lines_unavailable(unavailable)
+        currencies = {products[line.product_id].currency.upper() for line in lines}
+        if currencies != {self.settings.currency}:
+            raise Problem(
+                409,
+                "currency-mismatch",
+                f"This shop charges in {self.settings.currency}; the cart holds other currencies.",
+            )
+        subtotal = sum(line.line_total for line in lines)
+        shipping = self.settings.shipping_for(subtotal)
+        return Priced(
+            cart_id=cart.cart_id,
+            refs=[
+                CartLineRef(product_id=line.product_id, quantity=line.quantity) for line in lines
+            ],
+            lines=lines,
+            subtotal=subtotal,
+            shipping=shipping,
+            total=subtotal + shipping,
+            currency=self.settings.currency,
+        )
+
+    async def quote(self, buyer: Buyer) -> Quote:
+        return (await self.price(await self._cart(buyer))).quote()
+
+    # --- starting -----------------------------------------------------------------------
+
+    async def start(self, buyer: Buyer, data: StartCheckout) -> tuple[CheckoutSession, bool]:
+        """The checkout to pay and whether it is new (False: the same one, already open)."""
+        email = data.email or (buyer.principal.email if buyer.principal else None)
+        if not email:
+            raise Problem(
+                400,
+                "email-required",
+                "Give an email address for the receipt.",
+                errors=[{"key": "email", "message": "required for guests"}],
+            )
+        address = await self._address(buyer, data)
+        priced = await self.price(await self._cart(buyer))
+        if data.expected_total is not None and data.expected_total != priced.total:
+            raise Problem(
+                409,
+                "price-changed",
+                "Prices changed since the cart was shown: check the new total, then confirm it.",
+                title="Prices changed",
+                expected_total=data.expected_total,
+                **msgspec.to_builtins(priced.quote()),
+            )
+        content = _content_hash(buyer, email, address, priced)
+
+        await self.repo.lock_cart(priced.cart_id)
+        existing = await self._settle_open_sessions(priced.cart_id, content)
+        if existing is not None:
+            return existing, False
+
+        order_id = new_id()
+        row_id = new_id()
+        try:
+            reservation = await self.upstream.reserve(
+                order_id, priced.refs, self.settings.reservation_ttl_s
+            )
+        except StockUnavailable as exc:
+            names = {line.product_id: line.name for line in priced.lines}
+            raise lines_unavailable(
+                [
+                    {
+                        "product_id": str(line.product_id),
+                        "name": names.get(line.product_id),
+                        "requested": line.requested,
+                        "available": line.available,
+                        "reason": "insufficient_stock",
+                    }
+                    for line in exc.lines
+                ]
+            ) from None
+        expires_at = self._stripe_expiry(reservation.expires_at)
+        try:
+            opened = await self.stripe.open_session(
+                self._stripe_params(
+                    order_id=order_id,
+                    row_id=row_id,
+                    email=email,
+                    address=address,
+                    priced=priced,
+                    expires_at=expires_at,
+                ),
+                idempotency_key=f"ember-checkout:{priced.cart_id}:{content[:24]}:{order_id}",
+            )
+        except PaymentProviderError as exc:
+            await self.upstream.release(order_id)
+            raise exc.problem() from exc
+        try:
+            row = CheckoutSession(
+                id=row_id,
+                order_id=order_id,
+                status=CheckoutStatus.OPEN.value,
+                user_id=buyer.user_id,
+                cart_id=priced.cart_id,
+                cart_token_hash=token_hash(buyer.cart_token) if buyer.cart_token else None,
+                content_hash=content,
+                email=email,
+                lines=[msgspec.to_builtins(line) for line in priced.lines],
+                subtotal=priced.subtotal,
+                shipping=priced.shipping,
+                total=priced.total,
+                currency=priced.currency,
+                shipping_address=msgspec.to_builtins(address),
+                reservation_id=reservation.reservation_id,
+                expires_at=unix_to_datetime(opened.expires_at),
+                stripe_session_id=opened.id,
+                checkout_url=opened.url,
+            )
+            await self.repo.add(row)
+            await events.checkout_started(self.db, row)
+        except Exception:
+            # Nothing of this checkout will be committed: undo what the others hold for it.
+            await self._abandon(opened.id, order_id)
+            raise
+        log.info(
+            "checkout_started",
+            order_id=str(order_id),
+            checkout_session_id=str(row_id),
+            stripe_session_id=opened.id,
+            total=priced.total,
+            lines=len(priced.lines),
+        )
+        return row, True
+
+    async def _address(self, buyer: Buyer, data: StartCheckout) -> Address:
+        if (data.shipping_address is None) == (data.saved_address_id is None):
+            raise Problem(
+                400,
+                "address-required",
+                "Give either shipping_address or saved_address_id (one of them).",
+                errors=[{"key": "shipping_address", "message": "exactly one of the two"}],
+            )
+        if data.shipping_address is not None:
+            return msgspec.convert(msgspec.to_builtins(data.shipping_address), Address)
+        if buyer.principal is None:
+            raise Problem(
+                401,
+                "unauthenticated",
+                "Sign in to use a saved address.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        assert data.saved_address_id is not None
+        saved = await self.upstream.saved_address(buyer.principal.user_id, data.saved_address_id)
+        if saved is None:
+            raise not_found("saved address")
+        return saved
+
+    async def _settle_open_sessions(
+        self, cart_id: uuid.UUID, content: str
+    ) -> CheckoutSession | None:
+        """The open session to hand out again, if it is this very checkout; any other open
+        session of the cart is closed at Stripe and its stock given back."""
+        now = dt.datetime.now(dt.UTC)
+        for row in await self.repo.open_for_cart(cart_id):
+            if row.content_hash == content and row.expires_at - now > REUSE_MIN_REMAINING:
+                return row
+            try:
+                state = await self.stripe.expire_session(row.stripe_session_id)
+            except PaymentProviderError as exc:
+                raise exc.problem() from exc
+            if state == "complete":
+                raise Problem(
+                    409,
+                    "payment-in-progress",
+                    "A payment for this cart is being confirmed. Wait a moment before "
+                    "checking out again.",
+                    order_id=str(row.order_id),
+                )
+            # The expiry webhook will close the row; the stock is wanted back now, for this checkout.
+            await self.upstream.release(row.order_id)
+            log.info("checkout_superseded", order_id=str(row.order_id), stripe_state=state)
+        return None
+
+    async def _abandon(self, stripe_session_id: str, order_id: uuid.UUID) -> None:
+        try:
+            await self.stripe.expire_session(stripe_session_id)
+        except PaymentProviderError:
+            log.warning("abandon_expire_failed", stripe_session_id=stripe_session_id)
+        await self.upstream.release(order_id)
+
+    def _stripe_expiry(self, reservation_expires_at: dt.datetime) -> int:
+        latest = int(dt.datetime.now(dt.UTC).timestamp()) + self.settings.stripe_expiry_s
+        return min(int(reservation_expires_at.timestamp()) - self.settings.expiry_margin_s, latest)
+
+    def _absolute(self, url: str) -> str:
+        return (
+            url
+            if url.startswith(("http://", "https://"))
+            else f"{self.public_url}/{url.lstrip('/')}"
+        )
+
+    def _stripe_params(
+        self,
+        *,
+        order_id: uuid.UUID,
+        row_id: uuid.UUID,
+        email: str,
+        address: Address,
+        priced: Priced,
+        expires_at: int,
+    ) -> dict[str, Any]:
+        currency = priced.currency.lower()
+        metadata = {"order_id": str(order_id), "checkout_session_id": str(row_id)}
+        line_items = []
+        for line in priced.lines:
+            product_data: dict[str, Any] = {
+                "name": line.name,
+                "metadata": {"product_id": str(line.product_id), "slug": line.slug},
+            }
+            if line.image_url:
+                product_data["images"] = [self._absolute(line.image_url)]
+            line_items.append(
+                {
+                    "quantity": line.quantity,
+                    "price_data": {
+                        "currency": currency,
+                        "unit_amount": line.unit_price,
+                        "product_data": product_data,
+                    },
+                }
+            )
+        stripe_address = {
+            k: v
+            for k, v in {
+                "line1": address.line1,
+                "line2": address.line2,
+                "city": address.city,
+                "state": address.state,
+                "postal_code": address.postal_code,
+                "country": address.country,
+            }.items()
+            if v
+        }
+        shipping: dict[str, Any] = {"name": address.name, "address": stripe_address}
+        if address.phone:
+            shipping["phone"] = address.phone
+        return {
+            "mode": "payment",
+            "line_items": line_items,
+            "customer_email": email,
+            "client_reference_id": str(order_id),
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata, "shipping": shipping},
+            "shipping_options": [
+                {
+                    "shipping_rate_data": {
+                        "type": "fixed_amount",
+                        "display_name": "Free shipping"
+                        if priced.shipping == 0
+                        else "Standard shipping",
+                        "fixed_amount": {"amount": priced.shipping, "currency": currency},
+                    }
+                }
+            ],
+            "success_url": f"{self.public_url}/order/{order_id}?session_id={{CHECKOUT_SESSION_ID}}",
+            "cancel_url": f"{self.public_url}/cart",
+            "expires_at": expires_at,
+        }
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def view(
+        self, order_id: uuid.UUID, buyer: Buyer, stripe_session_id: str | None
+    ) -> CheckoutSession:
+        """The checkout, for its owner only: the signed-in shopper who started it, the guest
+        holding the same cart cookie, or whoever holds Stripe's session id from the redirect.
+        Anyone else is told it does not exist."""
+        row = await self.repo.by_order_id(order_id)
+        if row is None or not _may_read(row, buyer, stripe_session_id):
+            raise not_found("checkout")
+        return row
+
+
+def _may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None) -> bool:
+    if buyer.principal is not None and (
+        row.user_id == buyer.principal.user_id or buyer.principal.is_admin
+    ):
+        return True
+    if (
+        buyer.cart_token
+        and row.cart_token_hash
+        and hmac.compare_digest(token_hash(buyer.cart_token), row.cart_token_hash)
+    ):
+        return True
+    return bool(stripe_session_id) and hmac.compare_digest(
+        (stripe_session_id or "").encode(), row.stripe_session_id.encode()
+    )
+
+
+def lines_unavailable(lines: list[dict[str, Any]]) -> Problem:
+    described = ", ".join(
+        f"{line['name'] or line['product_id']} ({_reason_text(line)})" for line in lines
+    )
+    return Problem(
+        409,
+        "lines-unavailable",
+        f"Some items cannot be had: {described}. Change the cart and try again.",
+        title="Items unavailable",
+        unavailable=lines,
+    )
+
+
+def _reason_text(line: dict[str, Any]) -> str:
+    if line["reason"] == "unknown":
+        return "no longer sold"
+    if line["reason"] == "archived":
+        return "no longer sold"
+    return f"{line['requested']} asked, {line['available']} left"
+
+
+def _content_hash(buyer: Buyer, email: str, address: Address, priced: Priced) -> str:
+    material = {
+        "user": str(buyer.user_id) if buyer.user_id else None,
+        "email": email.lower(),
+        "address": msgspec.to_builtins(address),
+        "currency": priced.currency,
+        "shipping": priced.shipping,
+        "lines": sorted(
+            (str(line.product_id), line.quantity, line.unit_price) for line in priced.lines
+        ),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def address_out(row: CheckoutSession) -> AddressOut:
+    raw = row.shipping_address
+    return AddressOut(
+        name=raw.get("name", ""),
+        line1=raw.get("line1", ""),
+        line2=raw.get("line2", ""),
+        city=raw.get("city", ""),
+        state=raw.get("state", ""),
+        postal_code=raw.get("postal_code", ""),
+        country=raw.get("country", ""),
+        phone=raw.get("phone", ""),
+    )

@@ -1,0 +1,134 @@
+"""Checkout's own settings, beside the shared groups (documented in the repo's ``.env.example``).
+
+With no Stripe key configured, checkout talks to the repo's Stripe stand-in with a local test key;
+with ``STRIPE_SECRET_KEY`` (and ``STRIPE_WEBHOOK_SECRET``) set, the same code talks to Stripe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ember_shared.settings import ServiceSettings, env_int, env_str, service_settings, service_url
+
+#: The key used against the stand-in when no Stripe key is configured.
+LOCAL_STRIPE_KEY = "sk_test_ember_local"
+#: The stand-in's default signing secret (the devstack may generate another and give it to both).
+LOCAL_WEBHOOK_SECRET = "whsec_ember_local_standin"  # noqa: S105 - a public local-only default
+STRIPE_API = "https://api.stripe.com"
+#: Stripe refuses a Checkout Session that expires sooner than this after its creation.
+STRIPE_MIN_EXPIRY_SECONDS = 1800
+STRIPE_MAX_EXPIRY_SECONDS = 24 * 3600
+
+
+class SettingsError(RuntimeError):
+    """A checkout setting is missing or out of range: the service must not start with it."""
+
+
+def _default_api_base() -> str:
+    key = env_str("STRIPE_SECRET_KEY") or LOCAL_STRIPE_KEY
+    return service_url("stripe-standin") if key == LOCAL_STRIPE_KEY else STRIPE_API
+
+
+def _default_webhook_secret() -> str:
+    key = env_str("STRIPE_SECRET_KEY") or LOCAL_STRIPE_KEY
+    return LOCAL_WEBHOOK_SECRET if key == LOCAL_STRIPE_KEY else ""
+
+
+@dataclass(frozen=True)
+class CheckoutSettings:
+    stripe_secret_key: str = field(
+        default_factory=lambda: env_str("STRIPE_SECRET_KEY") or LOCAL_STRIPE_KEY
+    )
+    stripe_api_base: str = field(
+        default_factory=lambda: env_str("STRIPE_API_BASE") or _default_api_base()
+    )
+    #: One ``whsec_...`` secret, or several separated by commas while rotating them.
+    stripe_webhook_secret: str = field(
+        default_factory=lambda: env_str("STRIPE_WEBHOOK_SECRET") or _default_webhook_secret()
+    )
+    #: How old (seconds) a webhook's signed timestamp may be: older deliveries are replays.
+    stripe_webhook_tolerance: int = field(
+        default_factory=lambda: env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
+    )
+    stripe_timeout_ms: int = field(default_factory=lambda: env_int("STRIPE_TIMEOUT_MS", 10_000))
+    stripe_max_network_retries: int = field(
+        default_factory=lambda: env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
+    )
+    #: How long catalog holds the stock of a started checkout.
+    reservation_ttl_s: int = field(
+        default_factory=lambda: env_int("CHECKOUT_RESERVATION_TTL_S", 2100)
+    )
+    #: The Stripe session closes this long before the reservation lapses, so a payment can
+    #: never land on stock that is no longer held.
+    expiry_margin_s: int = field(default_factory=lambda: env_int("CHECKOUT_EXPIRY_MARGIN_S", 120))
+    shipping_flat_rate: int = field(
+        default_factory=lambda: env_int("CHECKOUT_SHIPPING_FLAT_RATE", 600)
+    )
+    #: Subtotals at or above this ship free; 0 means shipping is never free.
+    free_shipping_threshold: int = field(
+        default_factory=lambda: env_int("CHECKOUT_FREE_SHIPPING_THRESHOLD", 5000)
+    )
+    currency: str = field(default_factory=lambda: env_str("CHECKOUT_CURRENCY", "USD").upper())
+    upstream_timeout_ms: int = field(
+        default_factory=lambda: env_int("CHECKOUT_UPSTREAM_TIMEOUT_MS", 5000)
+    )
+    catalog_url: str = field(default_factory=lambda: service_url("catalog"))
+    cart_url: str = field(default_factory=lambda: service_url("cart"))
+    identity_url: str = field(default_factory=lambda: service_url("identity"))
+
+    @property
+    def uses_standin(self) -> bool:
+        return self.stripe_api_base.rstrip("/") != STRIPE_API
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        return [s.strip() for s in self.stripe_webhook_secret.split(",") if s.strip()]
+
+    @property
+    def stripe_expiry_s(self) -> int:
+        return self.reservation_ttl_s - self.expiry_margin_s
+
+    def validate(self, *, local: bool) -> None:
+        if not self.stripe_secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+            raise SettingsError(
+                "STRIPE_SECRET_KEY must be a Stripe secret key (sk_test_... or sk_live_...)"
+            )
+        if self.stripe_secret_key.startswith(("sk_live_", "rk_live_")) and local:
+            raise SettingsError("A live Stripe key is refused in local mode (EMBER_MODE=local)")
+        if not self.webhook_secrets:
+            raise SettingsError("STRIPE_WEBHOOK_SECRET must be set when STRIPE_SECRET_KEY is")
+        if not 0 <= self.stripe_webhook_tolerance <= 3600:
+            raise SettingsError("STRIPE_WEBHOOK_TOLERANCE must be 0..3600 seconds")
+        if not 0 <= self.expiry_margin_s <= 3600:
+            raise SettingsError("CHECKOUT_EXPIRY_MARGIN_S must be 0..3600")
+        low = STRIPE_MIN_EXPIRY_SECONDS + 60 if not self.uses_standin else 60
+        if not low <= self.stripe_expiry_s <= STRIPE_MAX_EXPIRY_SECONDS:
+            raise SettingsError(
+                "CHECKOUT_RESERVATION_TTL_S less CHECKOUT_EXPIRY_MARGIN_S must lie between "
+                f"{low} s and 24 h (Stripe's limits on a Checkout Session's expiry)"
+            )
+        if (
+            not 0 <= self.shipping_flat_rate <= 100_000
+            or not 0 <= self.free_shipping_threshold <= 10_000_000
+        ):
+            raise SettingsError(
+                "CHECKOUT_SHIPPING_FLAT_RATE / CHECKOUT_FREE_SHIPPING_THRESHOLD out of range"
+            )
+        if len(self.currency) != 3 or not self.currency.isalpha():
+            raise SettingsError("CHECKOUT_CURRENCY must be an ISO 4217 code")
+        if (
+            not 100 <= self.upstream_timeout_ms <= 60_000
+            or not 100 <= self.stripe_timeout_ms <= 120_000
+        ):
+            raise SettingsError("CHECKOUT_UPSTREAM_TIMEOUT_MS / STRIPE_TIMEOUT_MS out of range")
+
+    def shipping_for(self, subtotal: int) -> int:
+        if self.free_shipping_threshold and subtotal >= self.free_shipping_threshold:
+            return 0
+        return self.shipping_flat_rate
+
+
+def load_checkout_settings(service: ServiceSettings | None = None) -> CheckoutSettings:
+    settings = CheckoutSettings()
+    settings.validate(local=(service or service_settings("checkout")).app.is_local)
+    return settings

@@ -1,0 +1,238 @@
+"""Stripe webhooks, the only source of payment state (invariant 2).
+
+The signature on the raw body is verified first, with the stripe SDK and the timestamp
+tolerance; an unsigned, wrongly signed or stale delivery is refused with 400 before anything is
+read or written. Then, in the request's one transaction: the event id is inserted UNIQUE (a
+redelivery finds it and does nothing), the checkout session moves (forward only: see
+:mod:`checkout.webhooks.machine`) and the domain event goes to the outbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import stripe
+import structlog
+from ember_shared.problems import Problem
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout import events
+from checkout.models import CheckoutSession
+from checkout.models import CheckoutStatus as S
+from checkout.payments import StripeGateway
+from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.webhooks.machine import may_move
+from checkout.webhooks.repositories import ProviderEventRepository
+
+log = structlog.get_logger("checkout.webhooks")
+
+HANDLED_TYPES = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.expired",
+        "charge.refunded",
+    }
+)
+
+
+class EventData(msgspec.Struct):
+    object: dict[str, Any]
+
+
+class StripeEvent(msgspec.Struct):
+    id: str
+    type: str
+    data: EventData
+    created: int | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    event_id: str
+    duplicate: bool
+    outcome: str
+
+
+class WebhookService:
+    def __init__(self, db: AsyncSession, gateway: StripeGateway) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.sessions = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
+        self.provider_events = ProviderEventRepository(
+            session=db, auto_commit=False, auto_expunge=False
+        )
+
+    async def receive(self, payload: bytes, signature: str | None) -> Received:
+        try:
+            self.gateway.verify(payload, signature)
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            log.warning("webhook_refused", reason=type(exc).__name__, message=str(exc)[:200])
+            raise Problem(
+                400,
+                "invalid-signature",
+                "The Stripe-Signature header does not verify for this body.",
+            ) from None
+        try:
+            event = msgspec.json.decode(payload, type=StripeEvent)
+        except msgspec.DecodeError:
+            raise Problem(400, "invalid-event", "The body is not a Stripe event.") from None
+        obj = event.data.object
+        created = dt.datetime.fromtimestamp(event.created, dt.UTC) if event.created else None
+        if not await self.provider_events.claim(
+            event.id, event.type, str(obj.get("id", ""))[:255], created
+        ):
+            log.info("webhook_duplicate", event_id=event.id, type=event.type)
+            return Received(event.id, duplicate=True, outcome="duplicate")
+        row, outcome = await self._apply(event.type, obj)
+        await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
+        log.info(
+            "webhook_handled",
+            event_id=event.id,
+            type=event.type,
+            outcome=outcome,
+            order_id=str(row.order_id) if row else None,
+        )
+        return Received(event.id, duplicate=False, outcome=outcome)
+
+    async def _apply(self, type_: str, obj: dict[str, Any]) -> tuple[CheckoutSession | None, str]:
+        if type_ not in HANDLED_TYPES:
+            return None, "unhandled type"
+        if type_ == "charge.refunded":
+            return await self._refunded(obj)
+        row = await self.sessions.lock_by_stripe_session(str(obj.get("id", "")))
+        if row is None:
+            return None, "ignored: not a session of ours"
+        if type_ == "checkout.session.completed":
+            if obj.get("payment_status") in ("paid", "no_payment_required"):
+                return row, await self._paid(row, obj)
+            return row, await self._pending(row, obj)
+        if type_ == "checkout.session.async_payment_succeeded":
+            return row, await self._paid(row, obj)
+        if type_ == "checkout.session.async_payment_failed":
+            return row, await self._failed(row, obj)
+        return row, await self._expired(row)
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def _ignored(self, row: CheckoutSession, target: S) -> str:
+        return f"ignored: {row.status} does not move to {target.value}"
+
+    async def _paid(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        if not may_move(row.status, S.PAID):
+            if row.status in (S.EXPIRED, S.PAYMENT_FAILED):
+                note = f"Stripe reports a payment for a checkout already {row.status}: refund it."
+                row.attention = _append(row.attention, note)
+                log.error("payment_after_close", order_id=str(row.order_id), status=row.status)
+            return self._ignored(row, S.PAID)
+        now = dt.datetime.now(dt.UTC)
+        row.status = S.PAID.value
+        row.stripe_payment_intent_id = (
+            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+        )
+        row.paid_at = now
+        row.closed_at = now
+        row.status_reason = ""
+        amount, currency = obj.get("amount_total"), str(obj.get("currency") or "").upper()
+        if amount != row.total or currency != row.currency:
+            note = f"Stripe charged {amount} {currency}; the checkout expected {row.total} {row.currency}."
+            row.attention = _append(row.attention, note)
+            log.error(
+                "paid_amount_differs",
+                order_id=str(row.order_id),
+                charged=amount,
+                expected=row.total,
+            )
+        await events.payment_succeeded(self.db, row)
+        return S.PAID.value
+
+    async def _pending(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        if not may_move(row.status, S.PAYMENT_PENDING):
+            return self._ignored(row, S.PAYMENT_PENDING)
+        row.status = S.PAYMENT_PENDING.value
+        row.stripe_payment_intent_id = (
+            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+        )
+        row.status_reason = "waiting for a delayed payment to settle"
+        return S.PAYMENT_PENDING.value
+
+    async def _failed(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        if not may_move(row.status, S.PAYMENT_FAILED):
+            return self._ignored(row, S.PAYMENT_FAILED)
+        row.status = S.PAYMENT_FAILED.value
+        row.closed_at = dt.datetime.now(dt.UTC)
+        row.status_reason = "the delayed payment failed"
+        row.stripe_payment_intent_id = (
+            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+        )
+        await events.payment_failed(self.db, row, reason="async_payment_failed")
+        return S.PAYMENT_FAILED.value
+
+    async def _expired(self, row: CheckoutSession) -> str:
+        if not may_move(row.status, S.EXPIRED):
+            return self._ignored(row, S.EXPIRED)
+        row.status = S.EXPIRED.value
+        row.closed_at = dt.datetime.now(dt.UTC)
+        row.status_reason = "the payment page expired unpaid"
+        await events.checkout_expired(self.db, row)
+        return S.EXPIRED.value
+
+    async def _refunded(self, charge: dict[str, Any]) -> tuple[CheckoutSession | None, str]:
+        row = None
+        intent_id = _object_id(charge.get("payment_intent"))
+        if intent_id:
+            row = await self.sessions.lock_by_payment_intent(intent_id)
+        if row is None:
+            metadata = charge.get("metadata") or {}
+            checkout_session_id = _uuid(metadata.get("checkout_session_id"))
+            if checkout_session_id is not None:
+                row = await self.sessions.lock_by_id(checkout_session_id)
+        if row is None:
+            return None, "ignored: not a payment of ours"
+        if row.status in (S.OPEN, S.PAYMENT_PENDING):
+            # The refund overtook its payment: refuse it unrecorded, so Stripe sends it again.
+            raise Problem(
+                409,
+                "event-out-of-order",
+                "This refund is for a payment not yet confirmed here; deliver it again later.",
+                headers={"Retry-After": "30"},
+            )
+        if row.status not in (S.PAID, S.PARTIALLY_REFUNDED):
+            return row, self._ignored(row, S.REFUNDED)
+        refunded = int(charge.get("amount_refunded") or 0)
+        if refunded <= row.amount_refunded:
+            return row, f"ignored: already know of {row.amount_refunded} refunded"
+        row.amount_refunded = min(refunded, row.total)
+        target = (
+            S.REFUNDED
+            if row.amount_refunded >= row.total or charge.get("refunded") is True
+            else S.PARTIALLY_REFUNDED
+        )
+        if not may_move(row.status, target):
+            return row, self._ignored(row, target)
+        row.status = target.value
+        row.status_reason = f"{row.amount_refunded} of {row.total} refunded"
+        await events.payment_refunded(self.db, row)
+        return row, target.value
+
+
+def _object_id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _append(existing: str, note: str) -> str:
+    return f"{existing}\n{note}".strip()
