@@ -27,9 +27,11 @@ def order_url(public_url: str, order_id: uuid.UUID) -> str:
 
 
 def address_lines(address: Address) -> list[str]:
-    locality = " ".join(p for p in (address.postal_code, address.city) if p)
-    if address.state:
-        locality = f"{locality}, {address.state}" if locality else address.state
+    if address.state:  # "Portland, OR 97201"
+        region = " ".join(p for p in (address.state, address.postal_code) if p)
+        locality = ", ".join(p for p in (address.city, region) if p)
+    else:  # "75001 Paris"
+        locality = " ".join(p for p in (address.postal_code, address.city) if p)
     parts = [address.name, address.line1, address.line2, locality, address.country]
     return [p for p in parts if p]
 

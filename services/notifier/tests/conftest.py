@@ -1,0 +1,162 @@
+"""Fixtures of the notifier's tests: real Postgres and Redis (the shared plugin), the Resend
+stand-in and the notifier app each served by uvicorn on a free port (so the real ``resend`` SDK
+and the stand-in's webhooks travel over real HTTP), and a worker to drive pass by pass.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from ember_shared.db import make_engine
+from ember_shared.settings import service_settings
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from notifier.app import create_app
+from notifier.settings import NotifierSettings
+from notifier.worker import EmailWorker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from standins.resend import ResendStandinSettings
+from standins.resend import create_app as create_standin
+
+BASE_URL = "http://notifier.test"
+
+
+def serve(app: Litestar, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def notifier_url(ember_env: Any) -> Iterator[str]:
+    """The notifier app, served for real (the stand-in delivers its webhooks here)."""
+    server, thread, url = serve(create_app(), "the notifier")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Standin:
+    url: str
+    client: httpx.Client
+
+    def emails(self, to: str | None = None) -> list[dict[str, Any]]:
+        params = {"to": to} if to else {}
+        response = self.client.get(f"{self.url}/_standin/emails", params=params)
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+    def fail(self, count: int, status: int = 500, **extra: Any) -> None:
+        response = self.client.post(
+            f"{self.url}/_standin/fail", json={"count": count, "status": status, **extra}
+        )
+        response.raise_for_status()
+
+    def webhooks(self, email_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"email_id": email_id} if email_id else {}
+        data: list[dict[str, Any]] = self.client.get(
+            f"{self.url}/_standin/webhooks", params=params
+        ).json()["data"]
+        return data
+
+    def clear(self) -> None:
+        self.client.delete(f"{self.url}/_standin/emails").raise_for_status()
+        self.fail(0)
+
+
+@pytest.fixture(scope="session")
+def resend_standin(notifier_url: str) -> Iterator[Standin]:
+    settings = ResendStandinSettings(
+        webhook_url=f"{notifier_url}/api/webhooks/resend",
+        state_file="",
+        webhook_delay_seconds=0.02,
+        retry_base_seconds=0.1,
+        max_attempts=4,
+    )
+    server, thread, url = serve(create_standin(settings), "the Resend stand-in")
+    with httpx.Client(timeout=10) as client:
+        try:
+            yield Standin(url, client)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_settings(resend_standin: Standin) -> NotifierSettings:
+    return NotifierSettings(
+        resend_api_key="re_test_notifier",
+        resend_api_url=resend_standin.url,
+        max_attempts=3,
+        backoff_base_ms=40,
+        backoff_cap_ms=200,
+        poll_interval_ms=20,
+        batch_size=20,
+        concurrency=4,
+        send_timeout_s=5,
+        sending_lease_s=60,
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(ember_env: Any) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(service_settings("notifier"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def fresh(engine: AsyncEngine, resend_standin: Standin) -> None:
+    """An empty outbox and suppression list and an empty stand-in inbox (the worker takes every
+    due mail in the database, so tests that send start from nothing)."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "TRUNCATE notifier.delivery_attempts, notifier.pending_emails, "
+                "notifier.suppressions, notifier.webhook_events"
+            )
+        )
+    resend_standin.clear()
+
+
+@pytest.fixture
+def worker(base_settings: NotifierSettings, engine: AsyncEngine) -> EmailWorker:
+    return EmailWorker(base_settings, engine, name="test-worker")
+
+
+@pytest.fixture
+def make_worker(base_settings: NotifierSettings, engine: AsyncEngine) -> Callable[..., EmailWorker]:
+    def build(**changes: Any) -> EmailWorker:
+        return EmailWorker(replace(base_settings, **changes), engine)
+
+    return build
+
+
+@pytest.fixture
+async def client(ember_env: Any) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(), base_url=BASE_URL) as test_client:
+        yield test_client

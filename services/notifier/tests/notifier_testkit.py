@@ -1,0 +1,118 @@
+"""Helpers shared by the notifier's tests (a module of its own: ``conftest`` is not importable
+by name when several test folders have one)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from ember_shared.events import Envelope
+from ember_shared.events.contracts import Address, OrderLine, PaymentSucceeded
+from ember_shared.events.envelope import EventData, encode
+from ember_shared.ids import new_id
+from notifier.models import DeliveryAttempt, PendingEmail
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+
+def envelope(data: EventData, event_id: uuid.UUID | None = None) -> Envelope:
+    return Envelope(
+        id=str(event_id or new_id()),
+        type=data.TYPE,
+        occurred_at=dt.datetime.now(dt.UTC),
+        producer="test",
+        correlation_id=str(uuid.uuid4()),
+        data=msgspec.Raw(encode(data)),
+    )
+
+
+def unique_address(label: str = "shopper") -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def payment_succeeded(
+    email: str, *, name: str = "Ada Lovelace", **changes: Any
+) -> PaymentSucceeded:
+    values: dict[str, Any] = {
+        "order_id": new_id(),
+        "checkout_session_id": new_id(),
+        "user_id": None,
+        "cart_id": None,
+        "email": email,
+        "lines": [
+            OrderLine(
+                product_id=new_id(),
+                slug="ethiopia",
+                name="Ethiopia Guji",
+                unit_price=1850,
+                quantity=2,
+            ),
+            OrderLine(
+                product_id=new_id(),
+                slug="colombia",
+                name="Colombia Huila",
+                unit_price=1600,
+                quantity=1,
+            ),
+        ],
+        "subtotal": 5300,
+        "shipping": 495,
+        "total": 5795,
+        "currency": "USD",
+        "shipping_address": Address(
+            name=name, line1="12 Roastery Lane", city="Portland", postal_code="97201", country="US"
+        ),
+        "reservation_id": new_id(),
+        "stripe_session_id": "cs_test_123",
+    }
+    values.update(changes)
+    return PaymentSucceeded(**values)
+
+
+Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
+
+
+async def handle(engine: AsyncEngine, handler: Handler, event: Envelope, data: Any) -> None:
+    """Run an event handler as the consumer does: in a transaction of its own."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        await handler(event, data, session)
+
+
+async def emails_to(engine: AsyncEngine, address: str) -> list[PendingEmail]:
+    async with AsyncSession(engine) as session:
+        rows = await session.execute(
+            select(PendingEmail)
+            .where(PendingEmail.to_email == address)
+            .order_by(PendingEmail.created_at)
+        )
+        return list(rows.scalars())
+
+
+async def email_by_id(engine: AsyncEngine, email_id: uuid.UUID) -> PendingEmail:
+    async with AsyncSession(engine) as session:
+        row = await session.get(PendingEmail, email_id)
+        assert row is not None
+        return row
+
+
+async def attempts_of(engine: AsyncEngine, email_id: uuid.UUID) -> list[DeliveryAttempt]:
+    async with AsyncSession(engine) as session:
+        rows = await session.execute(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.email_id == email_id)
+            .order_by(DeliveryAttempt.attempt)
+        )
+        return list(rows.scalars())
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        await asyncio.sleep(0.05)
