@@ -1,0 +1,200 @@
+"""Helpers of identity's tests: browsers with their own cookie jars, real HTTP servers, settings,
+and readers of the outbox and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import msgspec
+import uvicorn
+from identity.settings import IdentitySettings
+from litestar import Litestar
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+BASE_URL = "http://shop.test"
+STANDIN_CLIENT_ID = "ember-local"
+STANDIN_CLIENT_SECRET = "ember-local-secret"
+
+
+def strong_password() -> str:
+    return f"Roast-{uuid.uuid4().hex[:12]}!"
+
+
+def new_email(prefix: str = "shopper") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on a free loopback port, in a thread of its own."""
+
+    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
+            )
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def settings_for(standin_url: str, **overrides: Any) -> IdentitySettings:
+    base = IdentitySettings()
+    values: dict[str, Any] = {
+        # Cheaper Argon2 keeps the suite fast; the cost still dominates a sign-in's timing.
+        "argon2_time_cost": 2,
+        "argon2_memory_cost": 19_456,
+        "argon2_parallelism": 1,
+        "hibp_api_url": "offline",
+        "google_issuer": standin_url,
+        "google_client_id": STANDIN_CLIENT_ID,
+        "google_client_secret": STANDIN_CLIENT_SECRET,
+        "google_redirect_uri": f"{BASE_URL}/api/auth/google/callback",
+    }
+    values.update(overrides)
+    return replace(base, **values)
+
+
+@asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[Litestar]:
+    """The app's lifespan, entered and left by one task of its own."""
+    started, stop = asyncio.Event(), asyncio.Event()
+    failure: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            async with app.lifespan():
+                started.set()
+                await stop.wait()
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+            raise
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(started.wait(), 30)
+    if failure:
+        raise failure[0]
+    try:
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+class Browser:
+    """One browser: its own cookie jar and client address. Unsafe requests echo the CSRF
+    cookie in ``X-CSRF-Token`` as the storefront's script does, unless ``csrf=False``."""
+
+    def __init__(self, app: Litestar, ip: str = "127.0.0.1") -> None:
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=(ip, 40000)), base_url=BASE_URL
+        )
+
+    def cookie(self, name: str) -> str | None:
+        return self.client.cookies.get(name)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        csrf: bool = True,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        sent = dict(headers or {})
+        token = self.cookie("ember_csrf")
+        if csrf and token and method.upper() in {"POST", "PUT", "PATCH", "DELETE"}:
+            sent.setdefault("X-CSRF-Token", token)
+        return await self.client.request(method, path, json=json, headers=sent, **kw)
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return await self.request("POST", path, json=json, **kw)
+
+    async def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return await self.request("PUT", path, json=json, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kw)
+
+    async def register(
+        self, email: str | None = None, password: str | None = None, name: str = "Ada Roaster"
+    ) -> httpx.Response:
+        return await self.post(
+            "/api/auth/register",
+            {
+                "email": email or new_email(),
+                "password": password or strong_password(),
+                "name": name,
+            },
+        )
+
+    async def login(self, email: str, password: str) -> httpx.Response:
+        return await self.post("/api/auth/login", {"email": email, "password": password})
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Account(msgspec.Struct):
+    email: str
+    password: str
+    user_id: uuid.UUID
+    access_token: str
+
+
+async def make_admin(engine: AsyncEngine, user_id: uuid.UUID) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE identity.users SET role = 'admin' WHERE id = :id"), {"id": user_id}
+        )
+
+
+async def outbox_events(engine: AsyncEngine, event_type: str) -> list[dict[str, Any]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT envelope FROM identity.outbox_events WHERE type = :t ORDER BY created_at"),
+            {"t": event_type},
+        )
+        return [msgspec.json.decode(row.envelope) for row in rows]
+
+
+async def audit_actions(engine: AsyncEngine, **where: Any) -> list[dict[str, Any]]:
+    clauses = " AND ".join(f"{key} = :{key}" for key in where) or "TRUE"
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                f"SELECT action, user_id, actor_id, email, detail FROM identity.audit_log WHERE {clauses} ORDER BY created_at"
+            ),
+            where,
+        )
+        return [dict(row._mapping) for row in rows]
