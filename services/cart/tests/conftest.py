@@ -263,6 +263,10 @@ async def db(cart_app: Litestar) -> AsyncIterator[Any]:
             async with cart_app.state.db_engine.begin() as connection:
                 return list((await connection.execute(text(sql), params)).all())
 
+        async def execute(self, sql: str, **params: Any) -> None:
+            async with cart_app.state.db_engine.begin() as connection:
+                await connection.execute(text(sql), params)
+
         async def value(self, sql: str, **params: Any) -> Any:
             rows = await self.rows(sql, **params)
             return rows[0][0] if rows else None
