@@ -1,0 +1,73 @@
+# Ember. `make help` lists what you can do; `make run` starts the shop, `make test` checks it all.
+#
+# Needs only Python 3.11 with pip: uv is installed into .tools/ when it is not on PATH, and every
+# server (Postgres, Redis, Caddy) comes from a Python package.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+UV_LOCAL := .tools/uv/bin/uv
+UV ?= $(shell command -v uv 2>/dev/null || echo $(UV_LOCAL))
+RUN := $(UV) run --frozen --no-sync
+
+PY_SOURCES := shared services standins tests
+TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
+TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
+PYTEST_ARGS ?=
+
+.PHONY: help uv install run test pytest lint format typecheck imports caddy-validate bench migrate clean clean-data
+
+help: ## Show this list.
+	@echo "Ember: make <target>"
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
+	@echo
+	@echo "Settings: DATABASE_URL / REDIS_URL (use real servers, else embedded ones in .data/),"
+	@echo "EMBER_PORT_OFFSET (shift every port), EMBER_WORKERS (uvicorn workers per service)."
+
+$(UV_LOCAL):
+	@echo "uv is not on PATH: installing it into .tools/uv with pip"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv
+
+uv: $(if $(filter $(UV_LOCAL),$(UV)),$(UV_LOCAL))
+
+install: uv ## Install every package (and the dev tools) into .venv from uv.lock.
+	$(UV) sync --frozen
+
+run: install ## Run the whole shop: embedded Postgres/Redis, migrations, demo data, services, Caddy.
+	$(RUN) python -m ember_shared.devstack run
+
+test: install lint typecheck imports pytest ## Everything CI checks: lint, types, import contracts, all tests.
+
+pytest: install ## Only the tests (PYTEST_ARGS="-k cart -x" narrows them).
+	$(RUN) pytest --import-mode=importlib $(TEST_PATHS) $(PYTEST_ARGS)
+
+lint: install ## ruff check and ruff format --check.
+	$(RUN) ruff check $(PY_SOURCES)
+	$(RUN) ruff format --check $(PY_SOURCES)
+	$(RUN) caddy validate --config Caddyfile --adapter caddyfile >/dev/null 2>&1 || \
+		$(RUN) caddy validate --config Caddyfile --adapter caddyfile
+
+format: install ## Fix what ruff can fix and format the code.
+	$(RUN) ruff check --fix $(PY_SOURCES)
+	$(RUN) ruff format $(PY_SOURCES)
+
+typecheck: install ## mypy (strict) over the shared library, the services and the stand-ins.
+	$(RUN) mypy $(TYPED_SOURCES)
+
+imports: install ## import-linter: no service imports another; shared imports no service.
+	$(RUN) lint-imports
+
+bench: install ## Run the benchmarks (bench/).
+	$(RUN) python -m bench
+
+migrate: install ## Apply every service's migrations (embedded Postgres unless DATABASE_URL is set).
+	$(RUN) python -m ember_shared.devstack migrate
+
+clean: ## Remove caches and the bootstrap tools (keeps .venv and your data).
+	rm -rf .tools .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -not -path './.venv/*' -prune -exec rm -rf {} +
+
+clean-data: ## Delete .data/ (embedded databases, uploads, local secrets): the next run starts afresh.
+	rm -rf .data

@@ -1,0 +1,387 @@
+"""The whole shop on one machine: databases, migrations, seeds, every process, one supervisor.
+
+Used by ``python -m ember_shared.devstack run`` (``make run``) and by the tests' ``stack`` fixture,
+which differ only in their :class:`StackOptions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from ember_shared.devstack import layout
+from ember_shared.devstack.environment import (
+    child_env_for_caddy,
+    load_secrets,
+    read_dotenv,
+    stack_environment,
+)
+from ember_shared.devstack.supervisor import (
+    Probe,
+    ProcessSpec,
+    StackError,
+    Supervisor,
+    answers_http,
+)
+from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from ember_shared.settings import data_dir as default_data_dir
+from ember_shared.settings import env_int, repo_root
+
+#: Provider keys that would send a test stack to the real providers.
+PROVIDER_KEYS = (
+    "STRIPE_SECRET_KEY",
+    "RESEND_API_KEY",
+    "GOOGLE_CLIENT_ID",
+    "TRACKING_API_KEY",
+    "CLOUDINARY_URL",
+)
+
+
+@dataclass
+class StackOptions:
+    offset: int = field(default_factory=lambda: env_int("EMBER_PORT_OFFSET", 0))
+    root: Path = field(default_factory=repo_root)
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: Postgres / Redis to use; empty starts embedded ones with their data in ``data_dir``.
+    database_url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", ""))
+    redis_url: str = field(default_factory=lambda: os.environ.get("REDIS_URL", ""))
+    #: uvicorn worker processes per service.
+    workers: int = field(default_factory=lambda: env_int("EMBER_WORKERS", 1))
+    migrate: bool = True
+    seed: bool = True
+    #: Values that win over the environment and ``.env`` (the tests' keys and tokens).
+    overrides: dict[str, str] = field(default_factory=dict)
+    #: Leave out the providers' keys so that only the local stand-ins are ever called.
+    standins_only: bool = False
+    read_dotenv: bool = True
+    log_format: str = "console"
+    ready_timeout: float = field(default_factory=lambda: float(env_int("EMBER_READY_TIMEOUT", 240)))
+    sink: TextIO | None = None
+    colours: bool | None = None
+
+
+class DevStack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.supervisor = Supervisor(self.options.sink, colours=self.options.colours)
+        self.env: dict[str, str] = {}
+        self.apps: list[layout.App] = []
+        self.workers: list[str] = []
+        self._postgres: EmbeddedPostgres | None = None
+        self._redis: EmbeddedRedis | None = None
+        self._started = False
+
+    # -- addresses ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The gateway (Caddy): the shop as a browser sees it."""
+        return f"http://localhost:{layout.port('gateway', self.options.offset)}"
+
+    def service_url(self, name: str) -> str:
+        """A service's (or stand-in's) own address, bypassing Caddy."""
+        return f"http://127.0.0.1:{layout.port(name, self.options.offset)}"
+
+    def say(self, message: str) -> None:
+        self.supervisor.say(message)
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring everything up and wait until every probe answers (or raise :class:`StackError`)."""
+        began = time.monotonic()
+        options = self.options
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            given = self._given_environment()
+            database_url = self._database(given.get("DATABASE_URL", ""))
+            redis_url = self._redis_url(given.get("REDIS_URL", ""))
+            self.env = stack_environment(
+                offset=options.offset,
+                data_dir=options.data_dir,
+                database_url=database_url,
+                redis_url=redis_url,
+                given=given,
+                local_secrets=load_secrets(options.data_dir, given),
+                log_format=given.get("LOG_FORMAT") or options.log_format,
+            )
+            (options.data_dir / "media").mkdir(exist_ok=True)
+            if options.migrate:
+                self._run_step(
+                    "migrate", [sys.executable, "-m", "ember_shared.migrations", "upgrade"]
+                )
+            if options.seed:
+                for service in layout.seeds():
+                    self._run_step(
+                        f"seed {service}",
+                        [sys.executable, "-m", "ember_shared.devstack", "seed", service],
+                    )
+            self._start_processes()
+            self.supervisor.wait_ready(options.ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.say(f"everything is ready in {time.monotonic() - began:.1f}s")
+
+    def _given_environment(self) -> dict[str, str]:
+        options = self.options
+        given = read_dotenv(options.root / ".env") if options.read_dotenv else {}
+        given.update(os.environ)
+        given.update(options.overrides)
+        if options.database_url:
+            given["DATABASE_URL"] = options.database_url
+        if options.redis_url:
+            given["REDIS_URL"] = options.redis_url
+        if options.standins_only:
+            for key in PROVIDER_KEYS:
+                given.pop(key, None)
+        return given
+
+    def _database(self, url: str) -> str:
+        if url:
+            self.say(f"using Postgres at {_redact(url)}")
+            ensure_database(url)
+            return url
+        self.say(f"starting embedded Postgres (data in {self.options.data_dir / 'pg'})")
+        self._postgres = EmbeddedPostgres(self.options.data_dir / "pg", database="ember")
+        return self._postgres.start(stop_at_exit=False)
+
+    def _redis_url(self, url: str) -> str:
+        if url:
+            self.say(f"using Redis at {_redact(url)}")
+            return url
+        folder = self.options.data_dir / "redis"
+        _stop_stale(folder / "devstack.pid")
+        self.say(f"starting embedded Redis (data in {folder})")
+        self._redis = EmbeddedRedis(folder, persist=True)
+        url = self._redis.start()
+        (folder / "devstack.pid").write_text(str(self._redis.pid))
+        return url
+
+    def _run_step(self, name: str, argv: list[str]) -> None:
+        began = time.monotonic()
+        result = subprocess.run(  # noqa: S603 - our own interpreter and module
+            argv,
+            env=self.env,
+            cwd=self.options.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            self.supervisor.say(line, name)
+        if result.returncode != 0:
+            raise StackError(f"{name} failed with exit code {result.returncode}")
+        self.say(f"{name}: done in {time.monotonic() - began:.1f}s")
+
+    def _start_processes(self) -> None:
+        options = self.options
+        self.apps = [*layout.standins(), *layout.services()]
+        self.workers = layout.workers()
+        busy = [
+            f"{name} ({number})"
+            for name, number in [(a.name, layout.port(a.port_name, options.offset)) for a in self.apps]
+            + [("caddy", layout.port("gateway", options.offset))]
+            if port_in_use(number)
+        ]
+        if busy:
+            raise StackError(
+                f"ports already in use: {', '.join(busy)}. Is another stack running? "
+                "Stop it, or shift this one with EMBER_PORT_OFFSET."
+            )
+        self.supervisor.reserve(
+            [*(a.name for a in self.apps), *(f"{w}-worker" for w in self.workers)]
+        )
+        for app in self.apps:
+            is_service = app.name in layout.SERVICES
+            ready = (
+                Probe(app.url(options.offset) + app.ready_path)
+                if app.ready_path
+                else Probe(app.url(options.offset) + "/", answers_http)
+            )
+            self.supervisor.add(
+                ProcessSpec(
+                    name=app.name,
+                    argv=uvicorn_argv(app, options.offset, options.workers if is_service else 1),
+                    env=self.env,
+                    cwd=options.root,
+                    ready=ready,
+                )
+            )
+        for service in self.workers:
+            self.supervisor.add(
+                ProcessSpec(
+                    name=f"{service}-worker",
+                    argv=[sys.executable, "-m", f"{service}.worker"],
+                    env=self.env,
+                    cwd=options.root,
+                )
+            )
+        gateway = layout.port("gateway", options.offset)
+        self.supervisor.add(
+            ProcessSpec(
+                name="caddy",
+                argv=[
+                    layout.caddy_binary(),
+                    "run",
+                    "--config",
+                    str(layout.caddyfile(options.root)),
+                    "--adapter",
+                    "caddyfile",
+                ],
+                env=child_env_for_caddy(self.env, options.data_dir),
+                cwd=options.root,
+                # Caddy itself answers /internal (404): up, whatever the services do.
+                ready=Probe(f"http://127.0.0.1:{gateway}/internal", answers_http),
+            )
+        )
+        self._started = True
+
+    # -- stop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the processes, then the embedded servers. Safe to call twice."""
+        self.supervisor.stop()
+        if self._redis is not None:
+            self.say("stopping embedded Redis")
+            self._redis.stop()
+            with contextlib.suppress(FileNotFoundError):
+                (self.options.data_dir / "redis" / "devstack.pid").unlink()
+            self._redis = None
+        if self._postgres is not None:
+            self.say("stopping embedded Postgres")
+            stop_postgres(self._postgres)
+            self._postgres = None
+
+    # -- what to tell the person who started it ------------------------------------------
+
+    def summary(self) -> list[tuple[str, str]]:
+        rows = [("shop", self.url + "/")]
+        for app in self.apps:
+            if app.name in layout.SERVICES:
+                rows.append((f"{app.name} API docs", f"{self.url}/api/docs/{app.name}"))
+        pages = {
+            "resend-standin": ("mail inbox (Resend stand-in)", "/"),
+            "stripe-standin": ("payments (Stripe stand-in)", "/"),
+            "oidc-standin": ("Google sign-in (OIDC stand-in)", "/"),
+            "tracking-standin": ("parcel tracking (17track stand-in)", "/"),
+        }
+        for app in self.apps:
+            if app.name in pages:
+                label, path = pages[app.name]
+                rows.append(
+                    (label, f"http://localhost:{layout.port(app.name, self.options.offset)}{path}")
+                )
+        if self.env.get("ADMIN_EMAIL") and "identity" in {a.name for a in self.apps}:
+            rows.append(
+                (
+                    "admin sign-in",
+                    f"{self.env['ADMIN_EMAIL']} / {self.env.get('ADMIN_PASSWORD', '')}",
+                )
+            )
+        rows.append(("database", _redact(self.env.get("DATABASE_URL", ""))))
+        rows.append(("redis", _redact(self.env.get("REDIS_URL", ""))))
+        return rows
+
+
+def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        app.target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(layout.port(app.port_name, offset)),
+        # Caddy, on loopback, says who the client is.
+        "--proxy-headers",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--workers",
+        str(max(1, workers)),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "5",
+    ]
+
+
+def port_in_use(number: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", number)) == 0
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` on its server when it is missing."""
+    from sqlalchemy import create_engine, text
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        return
+    scheme = "postgresql+psycopg"
+    admin_url = urlunsplit(parts._replace(scheme=scheme, path="/postgres"))
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not found:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+
+
+def stop_postgres(server: EmbeddedPostgres) -> None:
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+    handle = server._server
+    with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=server.data_dir,
+            user=getattr(handle, "system_user", None),
+            timeout=30,
+        )
+
+
+def _stop_stale(pid_file: Path) -> None:
+    """An embedded Redis left running by a stack that was killed must not share its files."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        process = psutil.Process(pid)
+        if "redis" in process.name():
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+    pid_file.unlink(missing_ok=True)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

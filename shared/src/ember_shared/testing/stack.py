@@ -1,0 +1,106 @@
+"""The ``stack`` fixture: the whole shop as real processes behind Caddy, for flow tests.
+
+It is the supervisor ``make run`` uses (:mod:`ember_shared.devstack`), started once per test
+session the first time a test asks for it, on the test run's database and Redis, with every port
+shifted by 1000 (so it runs beside a ``make run``) and the test key pair, so tokens minted with the
+``tokens`` fixture verify everywhere. Migrations were applied by ``ember_env``; no demo data is
+loaded. The processes' output goes to ``stack.log`` in the stack's folder (``EMBER_STACK_LOG=-``
+streams it to stderr instead); a stack that does not come up fails with each laggard's last lines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ember_shared.devstack import DevStack, StackError, StackOptions
+from ember_shared.settings import env_int
+
+if TYPE_CHECKING:
+    from ember_shared.testing.plugin import TestEnv
+
+#: The test stack's ports are the usual ones plus this (``EMBER_TEST_STACK_OFFSET`` changes it,
+#: for two test runs side by side on one machine).
+STACK_PORT_OFFSET = 1000
+
+
+class RunningStack:
+    """What a flow test sees of the stack."""
+
+    def __init__(self, stack: DevStack, log_path: Path | None) -> None:
+        self._stack = stack
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        """Caddy's base URL (no trailing slash): the shop as a browser sees it."""
+        return self._stack.url
+
+    def service_url(self, name: str) -> str:
+        """A service's or stand-in's own base URL, bypassing Caddy (``"catalog"``, ``"stripe-standin"``)."""
+        return self._stack.service_url(name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every process of the stack got (secrets such as STRIPE_WEBHOOK_SECRET)."""
+        return dict(self._stack.env)
+
+    @property
+    def services(self) -> list[str]:
+        """Names of the services running (each has probes and an OpenAPI document)."""
+        from ember_shared.devstack.layout import SERVICES
+
+        return [app.name for app in self._stack.apps if app.name in SERVICES]
+
+    @property
+    def standins(self) -> list[str]:
+        from ember_shared.devstack.layout import SERVICES
+
+        return [app.name for app in self._stack.apps if app.name not in SERVICES]
+
+    def restarted(self) -> list[str]:
+        """Processes that died at least once since the stack started (each was restarted)."""
+        return self._stack.supervisor.exited()
+
+
+@pytest.fixture(scope="session")
+def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    folder = tmp_path_factory.mktemp("stack")
+    stream = os.environ.get("EMBER_STACK_LOG", "") == "-"
+    log_path = None if stream else folder / "stack.log"
+    sink = sys.__stderr__ if stream or log_path is None else log_path.open("a", encoding="utf-8")
+    options = StackOptions(
+        offset=env_int("EMBER_TEST_STACK_OFFSET", STACK_PORT_OFFSET),
+        data_dir=folder,
+        database_url=ember_env.database_url,
+        redis_url=ember_env.redis_url,
+        migrate=False,
+        seed=False,
+        overrides={
+            "IDENTITY_SIGNING_KEY_PEM": ember_env.private_key_pem,
+            "AUTH_PUBLIC_KEY_PEM": ember_env.public_key_pem,
+            "INTERNAL_SERVICE_TOKEN": ember_env.service_token,
+            "EMBER_MODE": "local",
+            "LOG_FORMAT": "json",
+        },
+        standins_only=True,
+        read_dotenv=False,
+        sink=sink,
+        colours=False,
+    )
+    running = DevStack(options)
+    try:
+        running.start()
+    except StackError as error:
+        pytest.fail(f"the test stack did not come up (log: {log_path}):\n{error}", pytrace=False)
+    try:
+        yield RunningStack(running, log_path)
+    finally:
+        running.stop()
+        if sink is not sys.__stderr__ and sink is not None:
+            sink.close()
