@@ -1,7 +1,245 @@
-"""Tables of the orders service, all in Postgres schema ``orders``."""
+"""Tables of the orders service, all in Postgres schema ``orders``.
+
+``order_items`` rows are immutable snapshots of what was bought (invariant 14): the mapper
+refuses to flush a change to one, and the database refuses any UPDATE or DELETE of one with a
+trigger (created in the migration), so no code path, present or future, can rewrite history.
+"""
 
 from __future__ import annotations
 
-from ember_shared.db import service_base
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Any
 
-Base = service_base("orders")
+from advanced_alchemy.types import DateTimeUTC
+from ember_shared.db import EntityColumns, service_base
+from ember_shared.ids import new_id
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship
+
+from orders.ordering.status import OrderStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import DeclarativeBase
+
+    class Base(DeclarativeBase):
+        """What ``service_base`` makes, spelled out for the type checker."""
+
+else:
+    Base = service_base("orders")
+
+_STATUS_LIST = ", ".join(f"'{s.value}'" for s in OrderStatus)
+
+
+class ImmutableSnapshotError(RuntimeError):
+    """Raised when code tries to change or delete an order item snapshot."""
+
+
+class Order(EntityColumns, Base):
+    """One purchase. Its id is the order id checkout gave the checkout session."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_LIST})", name="status_known"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+        CheckConstraint(
+            "subtotal >= 0 AND shipping_total >= 0 AND total >= 0", name="money_positive"
+        ),
+        CheckConstraint(
+            "amount_refunded >= 0 AND amount_refunded <= total", name="refund_within_total"
+        ),
+        CheckConstraint(
+            "(tracking_number IS NULL) = (carrier IS NULL)", name="tracking_number_with_carrier"
+        ),
+        Index("ix_orders_status_created", "status", "created_at"),
+        Index("ix_orders_user_created", "user_id", "created_at"),
+        Index("ix_orders_paid_at", "paid_at"),
+        Index("ix_orders_email_lower", text("lower(email)")),
+        Index(
+            "ix_orders_tracking_due",
+            "tracking_last_sync",
+            postgresql_where=text("status = 'shipped' AND tracking_number IS NOT NULL"),
+        ),
+        Index(
+            "uq_orders_stripe_session",
+            "stripe_session_id",
+            unique=True,
+            postgresql_where=text("stripe_session_id IS NOT NULL"),
+        ),
+    )
+
+    user_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(32), default=OrderStatus.PENDING_PAYMENT.value)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[int] = mapped_column(BigInteger)
+    shipping_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    checkout_session_id: Mapped[uuid.UUID]
+    reservation_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    cart_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    stripe_session_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    payment_expires_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+
+    # The shipping address as it was when the shopper paid; later address edits do not touch it.
+    shipping_name: Mapped[str] = mapped_column(String(200))
+    shipping_phone: Mapped[str] = mapped_column(String(40), default="")
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+    paid_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+    fulfilled_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+    shipped_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+
+    carrier: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    tracking_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The provider's latest main status (17track: InfoReceived, InTransit, Delivered, ...).
+    tracking_status: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: The provider's latest summary (latest event, carrier key), as it last answered.
+    tracking_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    tracking_registered: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="false"
+    )
+    tracking_last_sync: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )
+    tracking_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    items: Mapped[list[OrderItem]] = relationship(
+        back_populates="order",
+        order_by="OrderItem.position",
+        lazy="raise",
+        viewonly=True,
+    )
+
+
+class OrderItem(Base):
+    """What was bought, frozen: name, slug, unit price and quantity at the time of purchase."""
+
+    __tablename__ = "order_items"
+    __table_args__ = (
+        UniqueConstraint("order_id", "product_id", name="uq_order_items_order_product"),
+        CheckConstraint("quantity > 0 AND quantity <= 10000", name="quantity_positive"),
+        CheckConstraint("unit_price >= 0", name="unit_price_positive"),
+        CheckConstraint("line_total = unit_price * quantity", name="line_total_consistent"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.orders.id", ondelete="RESTRICT"), index=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger)
+    product_id: Mapped[uuid.UUID]
+    slug: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(300))
+    image_url: Mapped[str] = mapped_column(String(1000), default="")
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int] = mapped_column(Integer)
+    line_total: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )
+
+    order: Mapped[Order] = relationship(back_populates="items", lazy="raise", viewonly=True)
+
+
+@event.listens_for(OrderItem, "before_update")
+def _refuse_item_update(mapper: Mapper[Any], connection: Any, target: OrderItem) -> None:
+    raise ImmutableSnapshotError("order items are immutable snapshots; they cannot be changed")
+
+
+@event.listens_for(OrderItem, "before_delete")
+def _refuse_item_delete(mapper: Mapper[Any], connection: Any, target: OrderItem) -> None:
+    raise ImmutableSnapshotError("order items are immutable snapshots; they cannot be deleted")
+
+
+class OrderStatusChange(Base):
+    """The order's history: every status move, why and by whom (an event, staff, the poller)."""
+
+    __tablename__ = "order_status_changes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.orders.id", ondelete="CASCADE"), index=True
+    )
+    from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )
+
+
+class TrackingEvent(Base):
+    """One scan of the parcel, as the tracking provider reported it."""
+
+    __tablename__ = "tracking_events"
+    __table_args__ = (
+        UniqueConstraint("order_id", "fingerprint", name="uq_tracking_events_order_fingerprint"),
+        Index("ix_tracking_events_order_time", "order_id", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id", ondelete="CASCADE"))
+    #: A digest of time, stage and text: the same scan reported twice is stored once.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    status: Mapped[str] = mapped_column(String(40))
+    sub_status: Mapped[str] = mapped_column(String(80), default="")
+    description: Mapped[str] = mapped_column(String(500))
+    location: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )
+
+
+class DeferredEvent(Base):
+    """A payment outcome that arrived before the order it names (streams are not ordered
+    across event types); it is applied as soon as the order is created."""
+
+    __tablename__ = "deferred_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    event_type: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,448 @@
+"""The rules of an order's life: created and paid from payment events, moved by staff, never
+backwards. Services never commit; the event handler or the request owns the transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from ember_shared.auth import Principal
+from ember_shared.events import Envelope, EventData
+from ember_shared.events.contracts import (
+    CheckoutExpired,
+    CheckoutStarted,
+    OrderPaid,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from ember_shared.problems import Problem, not_found
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orders.models import Order, OrderStatusChange
+from orders.ordering.repositories import (
+    DeferredEventRepository,
+    OrderItemRepository,
+    OrderRepository,
+    StatusChangeRepository,
+)
+from orders.ordering.schemas import AdminOrderUpdate
+from orders.ordering.status import (
+    ADMIN_TARGETS,
+    PAID_STATUSES,
+    OrderStatus,
+    can_move,
+)
+from orders.outbox import outbox
+
+log = structlog.get_logger("orders.ordering")
+
+S = OrderStatus
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def event_actor(event: Envelope) -> str:
+    return f"event:{event.type}"
+
+
+def fulfilment_rank(order: Order) -> int:
+    """How far the parcel has got, from the timestamps (they survive a partial refund)."""
+    if order.delivered_at is not None:
+        return 3
+    if order.shipped_at is not None:
+        return 2
+    if order.fulfilled_at is not None:
+        return 1
+    return 0
+
+
+_TARGET_RANK = {S.FULFILLED: 1, S.SHIPPED: 2, S.DELIVERED: 3}
+
+
+class OrderService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.orders = OrderRepository(session=session, auto_expunge=False)
+        self.items = OrderItemRepository(session)
+        self.history = StatusChangeRepository(session)
+        self.deferred = DeferredEventRepository(session)
+
+    # --- the machine ------------------------------------------------------------------
+
+    def allowed_targets(self, order: Order) -> list[OrderStatus]:
+        current = S(order.status)
+        return [t for t in TRANSITION_ORDER if self._may_move(order, current, t)]
+
+    def _may_move(self, order: Order, current: OrderStatus, target: OrderStatus) -> bool:
+        if not can_move(current, target):
+            return False
+        rank = _TARGET_RANK.get(target)
+        # After a partial refund the status no longer says how far the parcel got; the
+        # timestamps do, and the order must not go back to an earlier stage.
+        return rank is None or rank > fulfilment_rank(order)
+
+    def move(
+        self,
+        order: Order,
+        target: OrderStatus,
+        *,
+        actor: str,
+        reason: str = "",
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Move the order to ``target`` or raise 409; records the change in its history."""
+        current = S(order.status)
+        if not self._may_move(order, current, target):
+            raise Problem(
+                409,
+                "invalid-transition",
+                f"An order that is {current.value} cannot become {target.value}.",
+                current=current.value,
+                requested=target.value,
+                allowed=[t.value for t in self.allowed_targets(order)],
+            )
+        moment = at or utcnow()
+        order.status = target.value
+        stamp = {
+            S.PAID: "paid_at",
+            S.CANCELLED: "cancelled_at",
+            S.FULFILLED: "fulfilled_at",
+            S.SHIPPED: "shipped_at",
+            S.DELIVERED: "delivered_at",
+            S.REFUNDED: "refunded_at",
+        }.get(target)
+        if stamp and getattr(order, stamp) is None:
+            setattr(order, stamp, moment)
+        self.history.record(order.id, current.value, target.value, actor=actor, reason=reason)
+        log.info("order_status_changed", order_id=str(order.id), to=target.value, actor=actor)
+
+    # --- events -----------------------------------------------------------------------
+
+    async def on_checkout_started(self, event: Envelope, data: CheckoutStarted) -> None:
+        order, created = await self._create(event, data)
+        if not created:
+            # payment.succeeded got here first; fill in what only checkout.started carries.
+            if order.payment_expires_at is None:
+                order.payment_expires_at = _parse_time(data.expires_at)
+            return
+        order.payment_expires_at = _parse_time(data.expires_at)
+        await self._apply_deferred(order)
+
+    async def on_payment_succeeded(self, event: Envelope, data: PaymentSucceeded) -> None:
+        order, _ = await self._create(event, data)
+        if order.stripe_session_id is None:
+            order.stripe_session_id = data.stripe_session_id
+        elif order.stripe_session_id != data.stripe_session_id:
+            log.warning(
+                "order_paid_by_second_session",
+                order_id=str(order.id),
+                first=order.stripe_session_id,
+                second=data.stripe_session_id,
+            )
+        if not order.payment_intent_id and data.payment_intent_id:
+            order.payment_intent_id = data.payment_intent_id
+        if order.user_id is None and data.user_id is not None:
+            order.user_id = data.user_id
+        current = S(order.status)
+        if current not in PAID_STATUSES:
+            reason = "payment confirmed by Stripe"
+            if current in (S.CANCELLED, S.PAYMENT_FAILED):
+                # The money was taken after all: the order must say so; staff ship or refund.
+                reason = f"payment confirmed after the order was {current.value}"
+                log.warning("order_paid_after_close", order_id=str(order.id), was=current.value)
+            self.move(order, S.PAID, actor=event_actor(event), reason=reason, at=event.occurred_at)
+            await outbox.add(
+                self.session,
+                OrderPaid(
+                    order_id=order.id,
+                    user_id=order.user_id,
+                    email=order.email,
+                    total=order.total,
+                    currency=order.currency,
+                ),
+            )
+        await self._apply_deferred(order)
+
+    async def on_payment_failed(self, event: Envelope, data: PaymentFailed) -> None:
+        order = await self.orders.get_for_update(data.order_id)
+        if order is None:
+            await self._defer(event, data.order_id, data)
+            return
+        if S(order.status) == S.PENDING_PAYMENT:
+            self.move(
+                order,
+                S.PAYMENT_FAILED,
+                actor=event_actor(event),
+                reason=(data.reason or "payment failed")[:300],
+                at=event.occurred_at,
+            )
+
+    async def on_checkout_expired(self, event: Envelope, data: CheckoutExpired) -> None:
+        order = await self.orders.get_for_update(data.order_id)
+        if order is None:
+            await self._defer(event, data.order_id, data)
+            return
+        if S(order.status) in (S.PENDING_PAYMENT, S.PAYMENT_FAILED):
+            self.move(
+                order,
+                S.CANCELLED,
+                actor=event_actor(event),
+                reason="checkout expired without payment",
+                at=event.occurred_at,
+            )
+
+    async def on_payment_refunded(self, event: Envelope, data: PaymentRefunded) -> None:
+        order = await self.orders.get_for_update(data.order_id)
+        if order is None or S(order.status) not in PAID_STATUSES:
+            # A refund needs a paid order; the payment event is still on its way.
+            await self._defer(event, data.order_id, data)
+            return
+        if data.currency.upper() != order.currency:
+            log.error(
+                "refund_currency_mismatch",
+                order_id=str(order.id),
+                order_currency=order.currency,
+                refund_currency=data.currency,
+            )
+            return
+        # amount_refunded is the running total Stripe reports: the largest one seen wins, so
+        # replays and reordering of refund events cannot lower it or count it twice.
+        refunded = max(order.amount_refunded, min(max(data.amount_refunded, 0), order.total))
+        order.amount_refunded = refunded
+        full = data.fully_refunded or refunded >= order.total
+        target = S.REFUNDED if full else S.PARTIALLY_REFUNDED
+        current = S(order.status)
+        if current in {target, S.REFUNDED}:
+            return
+        self.move(
+            order,
+            target,
+            actor=event_actor(event),
+            reason=f"refunded {refunded} of {order.total} {order.currency}",
+            at=event.occurred_at,
+        )
+
+    async def _create(
+        self, event: Envelope, data: CheckoutStarted | PaymentSucceeded
+    ) -> tuple[Order, bool]:
+        created = await self.orders.insert_if_absent(_order_values(event, data))
+        if created:
+            await self.items.add_snapshots(_item_rows(data))
+            self.history.record(
+                data.order_id,
+                None,
+                S.PENDING_PAYMENT.value,
+                actor=event_actor(event),
+                reason="order placed",
+            )
+            _check_totals(data)
+        order = await self.orders.get_for_update(data.order_id)
+        assert order is not None, "the order was just inserted or already existed"
+        return order, created
+
+    async def _defer(self, event: Envelope, order_id: uuid.UUID, data: EventData) -> None:
+        log.info("order_event_deferred", order_id=str(order_id), event_type=event.type)
+        await self.deferred.defer(
+            uuid.UUID(event.id),
+            order_id,
+            event.type,
+            {"envelope": _envelope_meta(event), "data": msgspec.to_builtins(data)},
+        )
+
+    async def _apply_deferred(self, order: Order) -> None:
+        for row in await self.deferred.take(order.id):
+            entry = _DEFERRABLE.get(row.event_type)
+            if entry is None:
+                log.error("deferred_event_unknown", event_type=row.event_type)
+                continue
+            data_type, method = entry
+            data = msgspec.convert(row.payload["data"], type=data_type, strict=False)
+            envelope = _envelope_from_meta(row.payload["envelope"], row.event_id, row.event_type)
+            await method(self, envelope, data)
+
+    # --- shopper ----------------------------------------------------------------------
+
+    async def get_for_shopper(
+        self, order_id: uuid.UUID, principal: Principal | None, session_id: str | None
+    ) -> Order:
+        """The order if this shopper may read it: its owner, or whoever came back from the
+        Stripe session that paid for it (a guest). Anyone else learns nothing: 404."""
+        order = await self.orders.get_with_items(order_id)
+        if order is None or not may_read(order, principal, session_id):
+            raise not_found("order")
+        return order
+
+    async def page_for_customer(
+        self, user_id: uuid.UUID, *, page: int, page_size: int
+    ) -> tuple[Sequence[Order], int]:
+        return await self.orders.page_for_user(
+            user_id, offset=(page - 1) * page_size, limit=page_size
+        )
+
+    # --- staff ------------------------------------------------------------------------
+
+    async def admin_page(
+        self, *, status: str | None, query: str | None, page: int, page_size: int
+    ) -> tuple[Sequence[Order], int]:
+        return await self.orders.search(
+            status=status, query=query, offset=(page - 1) * page_size, limit=page_size
+        )
+
+    async def admin_get(self, order_id: uuid.UUID) -> tuple[Order, Sequence[OrderStatusChange]]:
+        order = await self.orders.get_with_items(order_id)
+        if order is None:
+            raise not_found("order")
+        return order, await self.history.for_order(order_id)
+
+    async def admin_update(
+        self, order_id: uuid.UUID, change: AdminOrderUpdate, *, actor: str
+    ) -> Order:
+        order = await self.orders.get_for_update(order_id)
+        if order is None:
+            raise not_found("order")
+        if change.notes is not None:
+            order.notes = change.notes
+        if change.status is not None:
+            target = S(change.status)
+            if target not in ADMIN_TARGETS:  # pragma: no cover - the schema allows only these
+                raise Problem(409, "status-not-settable", f"{target.value} cannot be set by hand.")
+            if S(order.status) != target:
+                self.move(order, target, actor=actor, reason=change.reason or "changed by staff")
+        return order
+
+    async def lock(self, order_id: uuid.UUID) -> Order:
+        order = await self.orders.get_for_update(order_id)
+        if order is None:
+            raise not_found("order")
+        return order
+
+    async def reload(self, order_id: uuid.UUID) -> Order:
+        order = await self.orders.get_with_items(order_id)
+        if order is None:  # pragma: no cover - callers hold the row lock
+            raise not_found("order")
+        return order
+
+
+TRANSITION_ORDER: tuple[OrderStatus, ...] = tuple(OrderStatus)
+
+_Handler = Callable[["OrderService", Envelope, Any], Awaitable[None]]
+
+_DEFERRABLE: dict[str, tuple[type[EventData], _Handler]] = {
+    PaymentFailed.TYPE: (PaymentFailed, OrderService.on_payment_failed),
+    CheckoutExpired.TYPE: (CheckoutExpired, OrderService.on_checkout_expired),
+    PaymentRefunded.TYPE: (PaymentRefunded, OrderService.on_payment_refunded),
+}
+
+
+def may_read(order: Order, principal: Principal | None, session_id: str | None) -> bool:
+    if principal is not None and order.user_id is not None and order.user_id == principal.user_id:
+        return True
+    if session_id and order.stripe_session_id:
+        return hmac.compare_digest(session_id.encode(), order.stripe_session_id.encode())
+    return False
+
+
+def _envelope_meta(event: Envelope) -> dict[str, Any]:
+    return {
+        "occurred_at": event.occurred_at.isoformat(),
+        "producer": event.producer,
+        "correlation_id": event.correlation_id,
+    }
+
+
+def _envelope_from_meta(meta: dict[str, Any], event_id: uuid.UUID, event_type: str) -> Envelope:
+    return Envelope(
+        id=str(event_id),
+        type=event_type,
+        occurred_at=dt.datetime.fromisoformat(meta["occurred_at"]),
+        producer=str(meta.get("producer", "")),
+        correlation_id=str(meta.get("correlation_id", "")),
+    )
+
+
+def _parse_time(raw: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _order_values(event: Envelope, data: CheckoutStarted | PaymentSucceeded) -> dict[str, Any]:
+    address = data.shipping_address
+    return {
+        "id": data.order_id,
+        # The order was placed when checkout started (or, failing that, when it was paid).
+        "created_at": event.occurred_at,
+        "user_id": data.user_id,
+        "email": data.email.strip()[:320],
+        "status": S.PENDING_PAYMENT.value,
+        "currency": data.currency.upper(),
+        "subtotal": data.subtotal,
+        "shipping_total": data.shipping,
+        "total": data.total,
+        "amount_refunded": 0,
+        "checkout_session_id": data.checkout_session_id,
+        "reservation_id": data.reservation_id,
+        "cart_id": data.cart_id,
+        "shipping_name": address.name[:200],
+        "shipping_phone": address.phone[:40],
+        "shipping_address": {
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "state": address.state,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        },
+        "notes": "",
+    }
+
+
+def _item_rows(data: CheckoutStarted | PaymentSucceeded) -> list[dict[str, Any]]:
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for position, line in enumerate(data.lines):
+        existing = rows.get(line.product_id)
+        if existing is not None and existing["unit_price"] == line.unit_price:
+            # One product on two lines at one price is one line of the combined quantity.
+            existing["quantity"] += line.quantity
+            existing["line_total"] = existing["unit_price"] * existing["quantity"]
+            continue
+        if existing is not None:
+            log.error("order_line_duplicate_price", order_id=str(data.order_id))
+            continue
+        rows[line.product_id] = {
+            "order_id": data.order_id,
+            "position": position,
+            "product_id": line.product_id,
+            "slug": line.slug[:200],
+            "name": line.name[:300],
+            "image_url": line.image_url[:1000],
+            "unit_price": line.unit_price,
+            "quantity": line.quantity,
+            "line_total": line.unit_price * line.quantity,
+            "currency": data.currency.upper(),
+        }
+    return list(rows.values())
+
+
+def _check_totals(data: CheckoutStarted | PaymentSucceeded) -> None:
+    lines = sum(line.unit_price * line.quantity for line in data.lines)
+    if lines != data.subtotal or data.subtotal + data.shipping != data.total:
+        # Recorded as paid all the same (the payment is the truth), but staff must look.
+        log.warning(
+            "order_totals_inconsistent",
+            order_id=str(data.order_id),
+            lines=lines,
+            subtotal=data.subtotal,
+            shipping=data.shipping,
+            total=data.total,
+        )

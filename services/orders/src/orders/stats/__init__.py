@@ -1,0 +1,1 @@
+"""Sales figures for the admin dashboard, computed in SQL."""

@@ -1,0 +1,1 @@
+"""Shipment tracking through a 17track-compatible provider: registration, polling, events."""

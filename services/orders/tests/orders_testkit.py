@@ -1,0 +1,168 @@
+"""Helpers of the orders tests: one checkout's events, built consistently, and assertions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+
+from ember_shared.events import Envelope, EventData
+from ember_shared.events.contracts import (
+    Address,
+    CheckoutExpired,
+    CheckoutStarted,
+    OrderLine,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from ember_shared.ids import new_id
+
+
+def line(
+    price: int = 1800,
+    quantity: int = 1,
+    *,
+    product_id: uuid.UUID | None = None,
+    name: str | None = None,
+) -> OrderLine:
+    product_id = product_id or uuid.uuid4()
+    return OrderLine(
+        product_id=product_id,
+        slug=f"coffee-{product_id.hex[:8]}",
+        name=name or f"Coffee {product_id.hex[:6]}",
+        unit_price=price,
+        quantity=quantity,
+        image_url=f"/media/coffee-{product_id.hex[:8]}.jpg",
+    )
+
+
+@dataclass
+class Checkout:
+    """One shopper's checkout, from which every payment event about its order is built."""
+
+    user_id: uuid.UUID | None = None
+    email: str = "shopper@example.com"
+    lines: list[OrderLine] = field(default_factory=lambda: [line(1800, 2), line(2400, 1)])
+    shipping: int = 500
+    currency: str = "USD"
+    order_id: uuid.UUID = field(default_factory=new_id)
+    checkout_session_id: uuid.UUID = field(default_factory=new_id)
+    reservation_id: uuid.UUID = field(default_factory=new_id)
+    cart_id: uuid.UUID | None = field(default_factory=new_id)
+    stripe_session_id: str = field(default_factory=lambda: f"cs_test_{uuid.uuid4().hex}")
+
+    @property
+    def subtotal(self) -> int:
+        return sum(item.unit_price * item.quantity for item in self.lines)
+
+    @property
+    def total(self) -> int:
+        return self.subtotal + self.shipping
+
+    @property
+    def address(self) -> Address:
+        return Address(
+            name="Ada Lovelace",
+            line1="1 Bean Street",
+            line2="Flat 2",
+            city="Portland",
+            state="OR",
+            postal_code="97201",
+            country="US",
+            phone="+1 503 555 0100",
+        )
+
+    def started(self) -> CheckoutStarted:
+        return CheckoutStarted(
+            order_id=self.order_id,
+            checkout_session_id=self.checkout_session_id,
+            user_id=self.user_id,
+            cart_id=self.cart_id,
+            email=self.email,
+            lines=list(self.lines),
+            subtotal=self.subtotal,
+            shipping=self.shipping,
+            total=self.total,
+            currency=self.currency,
+            shipping_address=self.address,
+            reservation_id=self.reservation_id,
+            expires_at=(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)).isoformat(),
+        )
+
+    def succeeded(self) -> PaymentSucceeded:
+        return PaymentSucceeded(
+            order_id=self.order_id,
+            checkout_session_id=self.checkout_session_id,
+            user_id=self.user_id,
+            cart_id=self.cart_id,
+            email=self.email,
+            lines=list(self.lines),
+            subtotal=self.subtotal,
+            shipping=self.shipping,
+            total=self.total,
+            currency=self.currency,
+            shipping_address=self.address,
+            reservation_id=self.reservation_id,
+            stripe_session_id=self.stripe_session_id,
+            payment_intent_id=f"pi_{uuid.uuid4().hex[:20]}",
+        )
+
+    def failed(self, reason: str = "card_declined") -> PaymentFailed:
+        return PaymentFailed(
+            order_id=self.order_id,
+            checkout_session_id=self.checkout_session_id,
+            reservation_id=self.reservation_id,
+            email=self.email,
+            reason=reason,
+        )
+
+    def expired(self) -> CheckoutExpired:
+        return CheckoutExpired(
+            order_id=self.order_id,
+            checkout_session_id=self.checkout_session_id,
+            reservation_id=self.reservation_id,
+            cart_id=self.cart_id,
+        )
+
+    def refunded(self, amount: int, *, full: bool = False) -> PaymentRefunded:
+        return PaymentRefunded(
+            order_id=self.order_id,
+            checkout_session_id=self.checkout_session_id,
+            amount_refunded=amount,
+            currency=self.currency,
+            fully_refunded=full,
+            email=self.email,
+        )
+
+
+def envelope(
+    data: EventData, *, event_id: str | None = None, occurred_at: dt.datetime | None = None
+) -> Envelope:
+    return Envelope(
+        id=event_id or str(new_id()),
+        type=data.TYPE,
+        occurred_at=occurred_at or dt.datetime.now(dt.UTC),
+        producer="checkout",
+        correlation_id=str(new_id()),
+        data=msgspec.Raw(msgspec.json.encode(data)),
+    )
+
+
+def problem(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
+    """Assert an RFC 9457 answer with this status (and type slug) and return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), (
+        response.headers
+    )
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    if kind is not None:
+        assert body["type"].endswith("/" + kind), body
+    assert "Traceback" not in response.text
+    return body
