@@ -1,0 +1,237 @@
+"""Starting a checkout: re-pricing, reservation, the Stripe session, and what goes wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import pytest
+from conftest import ADDRESS, World
+
+
+async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: World) -> None:
+    shopper, product_id = await world.basket(price=1850, quantity=2)
+
+    response = await shopper.checkout()
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    order_id = body["order_id"]
+    assert body["status"] == "open"
+    assert body["subtotal"] == 3700
+    assert body["shipping"] == 600  # under the free-shipping threshold
+    assert body["total"] == 4300
+    assert body["currency"] == "USD"
+    assert body["lines"][0]["unit_price"] == 1850 and body["lines"][0]["quantity"] == 2
+    assert body["checkout_url"].startswith(world.standin_url + "/pay/cs_test_")
+
+    # Stripe's session: our amounts, the order id in metadata, the email, the return URLs.
+    row = await world.row(order_id)
+    stripe = await world.stripe_session(row["stripe_session_id"])
+    session, items = stripe["session"], stripe["line_items"]
+    assert session["amount_total"] == 4300 and session["currency"] == "usd"
+    assert session["metadata"] == {"order_id": order_id, "checkout_session_id": body["checkout_session_id"]}
+    assert session["client_reference_id"] == order_id
+    assert session["customer_email"] == "guest@example.com"
+    assert session["success_url"] == f"http://shop.test/order/{order_id}?session_id={{CHECKOUT_SESSION_ID}}"
+    assert session["cancel_url"] == "http://shop.test/cart"
+    assert [(i["price"]["unit_amount"], i["quantity"]) for i in items] == [(1850, 2)]
+
+    # Catalog holds the stock until a little after Stripe's page closes.
+    reservation = await world.reservation(order_id)
+    assert reservation is not None and reservation["status"] == "active"
+    assert str(reservation["reservation_id"]) == str(row["reservation_id"])
+    reservation_end = dt.datetime.fromisoformat(reservation["expires_at"]).timestamp()
+    assert 60 <= reservation_end - session["expires_at"] <= 180
+    assert session["expires_at"] - dt.datetime.now(dt.UTC).timestamp() >= 30 * 60
+    assert (await world.stock(product_id))["available"] == 18
+
+    started = await world.outbox(order_id, "checkout.started.v1")
+    assert len(started) == 1
+    data = started[0]["data"]
+    assert data["total"] == 4300 and data["email"] == "guest@example.com"
+    assert data["lines"][0]["name"] and data["lines"][0]["unit_price"] == 1850
+    assert data["shipping_address"]["country"] == "GB"
+
+
+async def test_free_shipping_over_the_threshold(world: World) -> None:
+    shopper, _ = await world.basket(price=2600, quantity=2)
+    response = await shopper.checkout()
+    assert response.status_code == 201, response.text
+    assert response.json()["shipping"] == 0 and response.json()["total"] == 5200
+
+
+async def test_signed_in_shopper_defaults_to_the_token_email(world: World) -> None:
+    product_id = await world.product(price=1200)
+    shopper = world.customer(email="member@example.com")
+    await shopper.add(product_id)
+    response = await shopper.checkout()
+    assert response.status_code == 201, response.text
+    assert response.json()["email"] == "member@example.com"
+    row = await world.row(response.json()["order_id"])
+    assert row["user_id"] == shopper.user_id
+
+
+async def test_quote_prices_the_cart_without_reserving(world: World) -> None:
+    shopper, product_id = await world.basket(price=999, quantity=3)
+    response = await shopper.quote()
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] == 999 * 3 + 600
+    assert (await world.stock(product_id))["available"] == 20
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"email": None}, "email-required"),
+        ({"shipping_address": None}, "address-required"),
+        ({"saved_address_id": str(uuid.uuid4())}, "address-required"),
+        ({"shipping_address": {**ADDRESS, "country": "Britain"}}, "validation"),
+        ({"shipping_address": {**ADDRESS, "name": ""}}, "validation"),
+        ({"email": "not-an-email"}, "validation"),
+        ({"expected_total": -1}, "validation"),
+        # A client-sent price is not a thing the route takes at all.
+        ({"lines": [{"product_id": str(uuid.uuid4()), "unit_price": 1}]}, "validation"),
+    ],
+)
+async def test_bad_input_is_a_problem(world: World, body: dict[str, object], kind: str) -> None:
+    shopper, _ = await world.basket()
+    response = await shopper.checkout(**body)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith("/" + kind)
+
+
+async def test_empty_cart_is_refused(world: World) -> None:
+    response = await world.guest().checkout()
+    assert response.status_code == 409
+    assert response.json()["type"].endswith("/cart-empty")
+
+
+async def test_guest_saved_address_needs_sign_in(world: World) -> None:
+    shopper, _ = await world.basket()
+    response = await shopper.checkout(shipping_address=None, saved_address_id=str(uuid.uuid4()))
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_double_click_opens_one_session_and_one_reservation(world: World) -> None:
+    shopper, product_id = await world.basket(quantity=2)
+
+    first, second = await asyncio.gather(shopper.checkout(), shopper.checkout())
+
+    assert sorted([first.status_code, second.status_code]) == [200, 201], (first.text, second.text)
+    assert first.json()["order_id"] == second.json()["order_id"]
+    assert first.json()["checkout_url"] == second.json()["checkout_url"]
+    assert (await world.stock(product_id))["available"] == 18  # one reservation of 2, not two
+    # A third click later still answers the same open session.
+    third = await shopper.checkout()
+    assert third.status_code == 200 and third.json()["order_id"] == first.json()["order_id"]
+
+
+async def test_changed_cart_closes_the_previous_session_and_frees_its_stock(world: World) -> None:
+    shopper, product_id = await world.basket(quantity=1)
+    first = await shopper.checkout()
+    assert first.status_code == 201
+    old_order = first.json()["order_id"]
+    old_row = await world.row(old_order)
+
+    await shopper.add(product_id, 1)
+    second = await shopper.checkout()
+
+    assert second.status_code == 201, second.text
+    assert second.json()["order_id"] != old_order
+    assert (await world.stripe_session(old_row["stripe_session_id"]))["session"]["status"] == "expired"
+    assert (await world.reservation(old_order))["status"] == "released"  # type: ignore[index]
+    assert (await world.stock(product_id))["available"] == 18
+    # Stripe's expiry webhook closes the old checkout here too.
+    await world.checkout_status(old_order, "expired")
+
+
+async def test_price_change_is_shown_before_paying_and_charged_at_the_new_price(world: World) -> None:
+    shopper, product_id = await world.basket(price=1500, quantity=2)
+    shown = (await shopper.quote()).json()["total"]
+    assert shown == 3600
+    await world.set_price(product_id, 1700)
+
+    refused = await shopper.checkout(expected_total=shown)
+
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert problem["type"].endswith("/price-changed")
+    assert problem["expected_total"] == 3600 and problem["total"] == 4000
+    assert problem["lines"][0]["unit_price"] == 1700
+    assert (await world.stock(product_id))["available"] == 20  # nothing reserved
+
+    accepted = await shopper.checkout(expected_total=problem["total"])
+    assert accepted.status_code == 201, accepted.text
+    row = await world.row(accepted.json()["order_id"])
+    items = (await world.stripe_session(row["stripe_session_id"]))["line_items"]
+    assert items[0]["price"]["unit_amount"] == 1700
+    assert row["total"] == 4000
+
+
+async def test_archived_and_short_lines_are_named(world: World) -> None:
+    archived = await world.product(name="Discontinued Blend")
+    short = await world.product(name="Rare Geisha", on_hand=2)
+    shopper = world.guest()
+    await shopper.add(archived)
+    await shopper.add(short, 2)
+    await world.archive(archived)
+    await world.set_stock(short, 1)
+
+    response = await shopper.checkout()
+
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["type"].endswith("/lines-unavailable")
+    named = {line["product_id"]: line for line in problem["unavailable"]}
+    assert named[str(archived)]["reason"] == "archived"
+    assert named[str(short)]["reason"] == "insufficient_stock" and named[str(short)]["available"] == 1
+    assert "Rare Geisha" in problem["detail"] and "Discontinued Blend" in problem["detail"]
+
+
+async def test_two_browsers_for_the_last_unit_make_one_order_and_one_clear_refusal(world: World) -> None:
+    product_id = await world.product(name="Last Bag", on_hand=1)
+    first, second = world.guest(), world.guest()
+    await first.add(product_id)
+    await second.add(product_id)
+
+    answers = await asyncio.gather(first.checkout(), second.checkout())
+
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    refusal = next(a for a in answers if a.status_code == 409).json()
+    assert refusal["type"].endswith("/lines-unavailable")
+    assert refusal["unavailable"][0]["product_id"] == str(product_id)
+    assert "Last Bag" in refusal["detail"]
+    stock = await world.stock(product_id)
+    assert stock["available"] == 0
+
+
+async def test_status_is_for_its_owner_only(world: World) -> None:
+    shopper, _ = await world.basket()
+    started = (await shopper.checkout()).json()
+    order_id = started["order_id"]
+    stripe_id = (await world.row(order_id))["stripe_session_id"]
+
+    mine = await shopper.status(order_id)
+    assert mine.status_code == 200 and mine.json()["status"] == "open"
+    assert mine.json()["checkout_url"] == started["checkout_url"]
+
+    stranger = world.guest()
+    assert (await stranger.status(order_id)).status_code == 404
+    assert (await world.customer().status(order_id)).status_code == 404
+    assert (await stranger.status(order_id, session_id="cs_test_wrong")).status_code == 404
+    # Stripe's redirect carries the session id: that holder may look.
+    assert (await stranger.status(order_id, session_id=stripe_id)).status_code == 200
+    assert (await stranger.status(str(uuid.uuid4()))).status_code == 404
+
+
+async def test_signed_in_owner_reads_their_checkout(world: World) -> None:
+    product_id = await world.product()
+    shopper = world.customer()
+    await shopper.add(product_id)
+    order_id = (await shopper.checkout()).json()["order_id"]
+    assert (await shopper.status(order_id)).status_code == 200
+    assert (await world.customer().status(order_id)).status_code == 404
