@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from litestar.testing import AsyncTestClient
 from notifier.app import create_app
 from notifier.settings import NotifierSettings
 from notifier.worker import EmailWorker
+from notifier_testkit import Standin
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standins.resend import ResendStandinSettings
@@ -56,36 +57,6 @@ def notifier_url(ember_env: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@dataclass
-class Standin:
-    url: str
-    client: httpx.Client
-
-    def emails(self, to: str | None = None) -> list[dict[str, Any]]:
-        params = {"to": to} if to else {}
-        response = self.client.get(f"{self.url}/_standin/emails", params=params)
-        response.raise_for_status()
-        data: list[dict[str, Any]] = response.json()["data"]
-        return data
-
-    def fail(self, count: int, status: int = 500, **extra: Any) -> None:
-        response = self.client.post(
-            f"{self.url}/_standin/fail", json={"count": count, "status": status, **extra}
-        )
-        response.raise_for_status()
-
-    def webhooks(self, email_id: str | None = None) -> list[dict[str, Any]]:
-        params = {"email_id": email_id} if email_id else {}
-        data: list[dict[str, Any]] = self.client.get(
-            f"{self.url}/_standin/webhooks", params=params
-        ).json()["data"]
-        return data
-
-    def clear(self) -> None:
-        self.client.delete(f"{self.url}/_standin/emails").raise_for_status()
-        self.fail(0)
 
 
 @pytest.fixture(scope="session")

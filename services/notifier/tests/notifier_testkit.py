@@ -8,8 +8,10 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import msgspec
 from ember_shared.events import Envelope
 from ember_shared.events.contracts import Address, OrderLine, PaymentSucceeded
@@ -116,3 +118,33 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError("the condition did not come true in time")
         await asyncio.sleep(0.05)
+
+
+@dataclass
+class Standin:
+    url: str
+    client: httpx.Client
+
+    def emails(self, to: str | None = None) -> list[dict[str, Any]]:
+        params = {"to": to} if to else {}
+        response = self.client.get(f"{self.url}/_standin/emails", params=params)
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+    def fail(self, count: int, status: int = 500, **extra: Any) -> None:
+        response = self.client.post(
+            f"{self.url}/_standin/fail", json={"count": count, "status": status, **extra}
+        )
+        response.raise_for_status()
+
+    def webhooks(self, email_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"email_id": email_id} if email_id else {}
+        data: list[dict[str, Any]] = self.client.get(
+            f"{self.url}/_standin/webhooks", params=params
+        ).json()["data"]
+        return data
+
+    def clear(self) -> None:
+        self.client.delete(f"{self.url}/_standin/emails").raise_for_status()
+        self.fail(0)

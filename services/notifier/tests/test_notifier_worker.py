@@ -1,0 +1,344 @@
+"""The worker sends through the real ``resend`` SDK to the Resend stand-in over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from ember_shared.events.contracts import UserRegistered
+from ember_shared.ids import new_id
+from notifier.events import queue_order_confirmation, queue_welcome
+from notifier.models import PendingEmail
+from notifier.settings import NotifierSettings
+from notifier.worker import EmailWorker, backoff_seconds
+from notifier_testkit import (
+    Standin,
+    attempts_of,
+    email_by_id,
+    emails_to,
+    envelope,
+    handle,
+    payment_succeeded,
+    unique_address,
+    until,
+)
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+pytestmark = pytest.mark.usefixtures("fresh")
+
+
+async def queue_confirmation(engine: AsyncEngine, to: str) -> PendingEmail:
+    data = payment_succeeded(to)
+    await handle(engine, queue_order_confirmation, envelope(data), data)
+    (email,) = await emails_to(engine, to)
+    return email
+
+
+async def drain(worker: EmailWorker, within: float = 10.0) -> None:
+    """Run passes until no mail is waiting (queued, failed or sending), waiting out backoffs."""
+
+    async def settled() -> bool:
+        if await worker.run_once():
+            return False
+        async with AsyncSession(worker.engine) as session:
+            waiting = await session.scalar(
+                select(func.count())
+                .select_from(PendingEmail)
+                .where(PendingEmail.status.in_(["queued", "failed", "sending"]))
+            )
+        return waiting == 0
+
+    await until(settled, within=within)
+
+
+async def test_a_queued_mail_is_sent_once_with_its_idempotency_key(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+
+    assert await worker.run_once() == 1
+
+    sent = await email_by_id(engine, email.id)
+    assert sent.status == "sent"
+    assert sent.attempts == 1
+    assert sent.sent_at is not None
+    assert sent.last_error is None
+    (received,) = resend_standin.emails(to)
+    assert received["id"] == sent.provider_message_id
+    assert received["subject"] == email.subject
+    assert received["html"] == email.html
+    assert received["text"] == email.text
+    assert received["from"] == worker.settings.from_email
+    assert received["headers"]["X-Entity-Ref-ID"] == str(email.id)
+    (attempt,) = await attempts_of(engine, email.id)
+    assert attempt.outcome == "sent"
+    assert attempt.status_code == 200
+    assert attempt.provider_message_id == sent.provider_message_id
+    # Nothing left to do.
+    assert await worker.run_once() == 0
+
+
+async def test_a_send_whose_answer_was_lost_does_not_arrive_twice(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    # Resend takes the mail, but the answer never reaches us (a 500 on the way back).
+    resend_standin.fail(1, 500, after_accept=True)
+
+    await worker.run_once()
+    failed = await email_by_id(engine, email.id)
+    assert failed.status == "failed"
+    assert len(resend_standin.emails(to)) == 1
+
+    await drain(worker)
+
+    sent = await email_by_id(engine, email.id)
+    assert sent.status == "sent"
+    assert sent.attempts == 2
+    (received,) = resend_standin.emails(to)  # still one mail in the inbox
+    assert received["id"] == sent.provider_message_id
+
+
+async def test_injected_500s_are_retried_with_backoff_then_sent(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker], resend_standin: Standin
+) -> None:
+    worker = make_worker(backoff_base_ms=400, backoff_cap_ms=800)
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    resend_standin.fail(2, 500)
+
+    await worker.run_once()
+    first = await email_by_id(engine, email.id)
+    assert first.status == "failed"
+    assert "application_error" in (first.last_error or "")
+    # Backoff after the first failure: between half and all of the base (400 ms).
+    wait = (first.next_attempt_at - first.updated_at).total_seconds()
+    assert 0.2 <= wait <= 0.4
+    # Not due yet: a pass right now leaves it alone.
+    assert await worker.run_once() == 0
+
+    await drain(worker)
+
+    sent = await email_by_id(engine, email.id)
+    assert sent.status == "sent"
+    assert sent.attempts == 3
+    outcomes = [(a.attempt, a.outcome, a.status_code) for a in await attempts_of(engine, email.id)]
+    assert outcomes == [(1, "retryable_error", 500), (2, "retryable_error", 500), (3, "sent", 200)]
+    assert len(resend_standin.emails(to)) == 1
+
+
+async def test_rate_limits_are_retried_honouring_retry_after(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker], resend_standin: Standin
+) -> None:
+    worker = make_worker(backoff_cap_ms=5000)
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    resend_standin.fail(1, 429, retry_after=2)
+
+    await worker.run_once()
+
+    row = await email_by_id(engine, email.id)
+    assert row.status == "failed"
+    assert "rate_limit_exceeded" in (row.last_error or "")
+    # The backoff alone would be 40-80 ms; Resend asked for 2 s.
+    assert 2.0 <= (row.next_attempt_at - row.updated_at).total_seconds() <= 2.1
+    (attempt,) = await attempts_of(engine, email.id)
+    assert attempt.status_code == 429
+    assert attempt.outcome == "retryable_error"
+
+
+async def test_a_mail_that_keeps_failing_is_dead_after_max_attempts(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    resend_standin.fail(100, 503)
+
+    await drain(worker)
+
+    dead = await email_by_id(engine, email.id)
+    assert dead.status == "dead"
+    assert dead.attempts == worker.settings.max_attempts == 3
+    assert [a.status_code for a in await attempts_of(engine, email.id)] == [503, 503, 503]
+    assert resend_standin.emails(to) == []
+    # Dead mail is not picked up again.
+    resend_standin.fail(0)
+    assert await worker.run_once() == 0
+
+
+async def test_a_validation_error_is_permanent_and_dead_at_once(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker], resend_standin: Standin
+) -> None:
+    # Resend refuses a malformed sender with 422 validation_error: no retry can fix that mail.
+    worker = make_worker(from_email="not an address")
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+
+    await worker.run_once()
+
+    dead = await email_by_id(engine, email.id)
+    assert dead.status == "dead"
+    assert dead.attempts == 1
+    assert "validation_error" in (dead.last_error or "")
+    (attempt,) = await attempts_of(engine, email.id)
+    assert attempt.outcome == "permanent_error"
+    assert attempt.status_code == 422
+    assert resend_standin.emails(to) == []
+
+
+async def test_an_unreachable_provider_is_retried(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker]
+) -> None:
+    # Nothing listens on port 9 of localhost: connection refused, no HTTP status at all.
+    worker = make_worker(resend_api_url="http://127.0.0.1:9")
+    email = await queue_confirmation(engine, unique_address())
+
+    await worker.run_once()
+
+    row = await email_by_id(engine, email.id)
+    assert row.status == "failed"
+    (attempt,) = await attempts_of(engine, email.id)
+    assert attempt.outcome == "retryable_error"
+    assert attempt.status_code is None
+
+
+async def test_two_workers_never_send_the_same_mail(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker], resend_standin: Standin
+) -> None:
+    addresses = [unique_address("pair") for _ in range(12)]
+    for to in addresses:
+        await queue_confirmation(engine, to)
+    first, second = make_worker(batch_size=3), make_worker(batch_size=3)
+
+    async def work(worker: EmailWorker) -> int:
+        handled = 0
+        for _ in range(10):
+            handled += await worker.run_once()
+        return handled
+
+    counts = await asyncio.gather(work(first), work(second))
+
+    assert sum(counts) == 12
+    for to in addresses:
+        assert len(resend_standin.emails(to)) == 1
+        (row,) = await emails_to(engine, to)
+        assert row.status == "sent"
+        assert row.attempts == 1
+
+
+async def test_a_claim_left_by_a_dead_worker_is_taken_again_after_its_lease(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    # A worker claimed it and died mid-send: "sending", with a lease that has run out.
+    async with AsyncSession(engine) as session, session.begin():
+        await session.execute(
+            update(PendingEmail)
+            .where(PendingEmail.id == email.id)
+            .values(
+                status="sending",
+                attempts=1,
+                claim_token=uuid.uuid4(),
+                locked_until=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+            )
+        )
+
+    assert await worker.run_once() == 1
+
+    row = await email_by_id(engine, email.id)
+    assert row.status == "sent"
+    assert row.attempts == 2
+    assert len(resend_standin.emails(to)) == 1
+
+
+async def test_a_live_claim_is_left_alone(engine: AsyncEngine, worker: EmailWorker) -> None:
+    email = await queue_confirmation(engine, unique_address())
+    async with AsyncSession(engine) as session, session.begin():
+        await session.execute(
+            update(PendingEmail)
+            .where(PendingEmail.id == email.id)
+            .values(
+                status="sending",
+                claim_token=uuid.uuid4(),
+                locked_until=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1),
+            )
+        )
+
+    assert await worker.run_once() == 0
+
+
+async def test_an_address_suppressed_after_queueing_is_not_sent(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    from notifier.models import Suppression
+
+    to = unique_address()
+    email = await queue_confirmation(engine, to)
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(Suppression(email=to, reason="complaint", source="test"))
+
+    await worker.run_once()
+
+    row = await email_by_id(engine, email.id)
+    assert row.status == "suppressed"
+    assert resend_standin.emails(to) == []
+    assert [a.outcome for a in await attempts_of(engine, email.id)] == ["suppressed"]
+
+
+async def test_the_worker_loop_wakes_promptly_and_stops_on_request(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.1)
+        to = unique_address()
+        data = UserRegistered(user_id=new_id(), email=to, name="Loop")
+        await handle(engine, queue_welcome, envelope(data), data)
+
+        async def delivered() -> bool:
+            return len(resend_standin.emails(to)) == 1
+
+        # The poll interval is 20 ms here: the mail goes out well within a second.
+        await until(delivered, within=2.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    settings = NotifierSettings(
+        resend_api_key="re_x",
+        resend_api_url="http://x",
+        backoff_base_ms=2000,
+        backoff_cap_ms=600_000,
+    )
+    rng = random.Random(7)
+    for attempts, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (6, 64.0), (10, 600.0), (40, 600.0)]:
+        samples = [backoff_seconds(attempts, settings, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= s <= ceiling for s in samples), attempts
+        assert len({round(s, 6) for s in samples}) > 100  # jittered, not one fixed delay
+
+
+def test_worker_settings_are_validated() -> None:
+    from notifier.settings import SettingsError
+
+    good: dict[str, Any] = {"resend_api_key": "re_x", "resend_api_url": "http://x"}
+    NotifierSettings(**good).validate(local=True)
+    with pytest.raises(SettingsError):
+        NotifierSettings(**good, max_attempts=0).validate(local=True)
+    with pytest.raises(SettingsError):
+        NotifierSettings(**good, backoff_base_ms=5000, backoff_cap_ms=100).validate(local=True)
+    with pytest.raises(SettingsError):
+        NotifierSettings(**good, webhook_secret="plain").validate(local=True)
+    with pytest.raises(SettingsError, match="RESEND_WEBHOOK_SECRET"):
+        NotifierSettings(**good).validate(local=False)
