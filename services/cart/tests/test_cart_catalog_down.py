@@ -6,9 +6,8 @@ import socket
 import time
 
 import pytest
-
 from cart.catalog import CatalogClient
-from conftest import line_of, problem
+from cart_testkit import line_of, problem
 
 
 @pytest.fixture

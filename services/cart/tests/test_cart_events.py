@@ -7,13 +7,12 @@ import datetime as dt
 import uuid
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from cart.events import empty_paid_cart
 from ember_shared.events import Envelope, stream_for
 from ember_shared.events.contracts import Address, PaymentSucceeded
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def payment(cart_id: uuid.UUID | None) -> PaymentSucceeded:
@@ -59,8 +58,8 @@ async def publish(cart_app, event: Envelope) -> None:
     await cart_app.state.redis.xadd(stream_for(event.type), fields)
 
 
-async def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition, within: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await condition():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("timed out")
@@ -90,10 +89,12 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
         return await status(cart_id) == "converted"
 
     await wait_for(converted)
-    assert await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 0
-    assert str(await db.value(
-        "SELECT converted_order_id FROM cart.carts WHERE id = :id", id=cart_id
-    )) == str(data.order_id)
+    assert (
+        await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 0
+    )
+    assert str(
+        await db.value("SELECT converted_order_id FROM cart.carts WHERE id = :id", id=cart_id)
+    ) == str(data.order_id)
     # The guest's cookie now names no cart; their next add starts a new one.
     assert (await guest.get()).json()["id"] is None
     new_cart = (await guest.add(catalog.add(), 1)).json()
@@ -104,7 +105,9 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
     await db.execute("UPDATE cart.carts SET status = 'active' WHERE id = :id", id=cart_id)
     await db.execute(
         "INSERT INTO cart.cart_items (id, cart_id, product_id, quantity) VALUES (:i, :c, :p, 1)",
-        i=new_id(), c=cart_id, p=uuid.uuid4(),
+        i=new_id(),
+        c=cart_id,
+        p=uuid.uuid4(),
     )
     await publish(cart_app, event)
     # A later event for another cart is handled after the duplicate.
@@ -117,10 +120,15 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
     await wait_for(sentinel_done)
     await asyncio.sleep(0.3)
     assert await status(cart_id) == "active"
-    assert await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 1
-    assert await db.value(
-        "SELECT count(*) FROM cart.handled_events WHERE event_id = :id", id=uuid.UUID(event.id)
-    ) == 1
+    assert (
+        await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 1
+    )
+    assert (
+        await db.value(
+            "SELECT count(*) FROM cart.handled_events WHERE event_id = :id", id=uuid.UUID(event.id)
+        )
+        == 1
+    )
 
 
 async def test_payment_event_for_a_signed_in_cart_gives_the_shopper_a_fresh_cart(
@@ -137,9 +145,7 @@ async def test_payment_event_for_a_signed_in_cart_gives_the_shopper_a_fresh_cart
     await wait_for(emptied)
     fresh = (await shopper.add(catalog.add(), 1)).json()
     assert fresh["id"] != str(cart_id)
-    assert await db.value(
-        "SELECT count(*) FROM cart.carts WHERE user_id = :u", u=user_id
-    ) == 2
+    assert await db.value("SELECT count(*) FROM cart.carts WHERE user_id = :u", u=user_id) == 2
 
 
 async def test_handler_itself_is_idempotent_and_ignores_what_it_cannot_use(

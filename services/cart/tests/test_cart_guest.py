@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import line_of, problem, set_cookie_headers
+from cart_testkit import line_of, problem, set_cookie_headers
 
 
 async def test_guest_get_without_cart_answers_empty_and_makes_nothing(browsers, db):
@@ -51,7 +51,9 @@ async def test_guest_first_add_makes_cart_and_signed_cookie(browsers, catalog, d
     assert line["currency"] == "USD"
     assert line["availability"] == "in_stock"
     assert line["purchasable"] is True
-    assert not any(line[f] for f in ("unavailable", "archived", "sold_out", "quantity_exceeds_stock"))
+    assert not any(
+        line[f] for f in ("unavailable", "archived", "sold_out", "quantity_exceeds_stock")
+    )
     assert cart["subtotal"] == 2900
     assert cart["currency"] == "USD"
     assert cart["item_count"] == 2
@@ -119,7 +121,9 @@ async def test_quantity_limit_per_line(browsers, catalog):
     body = problem(await guest.add(product, 3), 422, "quantity-limit")
     assert body["in_cart"] == 8
     assert (await guest.add(product, 2)).status_code == 201
-    problem(await guest.patch(f"/api/cart/items/{product}", {"quantity": 11}), 422, "quantity-limit")
+    problem(
+        await guest.patch(f"/api/cart/items/{product}", {"quantity": 11}), 422, "quantity-limit"
+    )
     cart = (await guest.get()).json()
     assert line_of(cart, product)["quantity"] == 10
     assert line_of(cart, product)["max_quantity"] == 10
@@ -138,7 +142,9 @@ async def test_bad_quantities_and_bodies_are_problems(browsers, catalog):
     product = catalog.add()
     guest = browsers()
     for bad in (0, -1, 100, "two", 1.5, None, True):
-        problem(await guest.post("/api/cart/items", {"product_id": str(product), "quantity": bad}), 400)
+        problem(
+            await guest.post("/api/cart/items", {"product_id": str(product), "quantity": bad}), 400
+        )
     problem(await guest.post("/api/cart/items", {"product_id": "not-a-uuid", "quantity": 1}), 400)
     problem(await guest.post("/api/cart/items", {"quantity": 1}), 400)
     problem(await guest.post("/api/cart/items", [1, 2]), 400)
@@ -186,7 +192,9 @@ async def test_unknown_archived_sold_out_and_short_products_are_refused(browsers
 
 
 async def test_lines_flag_archived_sold_out_and_short_stock_instead_of_dropping(browsers, catalog):
-    keep, archive, sell_out, shrink, vanish = (catalog.add(price=p) for p in (500, 600, 700, 800, 900))
+    keep, archive, sell_out, shrink, vanish = (
+        catalog.add(price=p) for p in (500, 600, 700, 800, 900)
+    )
     guest = browsers()
     for product in (keep, archive, sell_out, shrink, vanish):
         assert (await guest.add(product, 4)).status_code == 201
@@ -198,7 +206,10 @@ async def test_lines_flag_archived_sold_out_and_short_stock_instead_of_dropping(
     assert cart["line_count"] == 5
     flags = {
         line["product_id"]: (
-            line["purchasable"], line["unavailable"], line["archived"], line["sold_out"],
+            line["purchasable"],
+            line["unavailable"],
+            line["archived"],
+            line["sold_out"],
             line["quantity_exceeds_stock"],
         )
         for line in cart["lines"]
@@ -216,7 +227,9 @@ async def test_lines_flag_archived_sold_out_and_short_stock_instead_of_dropping(
     assert cart["checkout_ready"] is False
     # Less of an unavailable product is always allowed; more is not.
     assert (await guest.patch(f"/api/cart/items/{shrink}", {"quantity": 2})).status_code == 200
-    problem(await guest.patch(f"/api/cart/items/{archive}", {"quantity": 5}), 409, "product-archived")
+    problem(
+        await guest.patch(f"/api/cart/items/{archive}", {"quantity": 5}), 409, "product-archived"
+    )
     assert (await guest.patch(f"/api/cart/items/{archive}", {"quantity": 1})).status_code == 200
     assert (await guest.delete(f"/api/cart/items/{sell_out}")).status_code == 200
     cart = (await guest.get()).json()
@@ -273,10 +286,12 @@ async def test_set_many_lines_at_once_all_or_nothing(browsers, catalog):
     body = problem(
         await guest.patch(
             "/api/cart",
-            {"lines": [
-                {"product_id": str(a), "quantity": 3},
-                {"product_id": str(b), "quantity": 5},
-            ]},
+            {
+                "lines": [
+                    {"product_id": str(a), "quantity": 3},
+                    {"product_id": str(b), "quantity": 5},
+                ]
+            },
         ),
         409,
         "insufficient-stock",
@@ -288,18 +303,28 @@ async def test_set_many_lines_at_once_all_or_nothing(browsers, catalog):
     cart = (
         await guest.patch(
             "/api/cart",
-            {"lines": [
-                {"product_id": str(a), "quantity": 3},
-                {"product_id": str(b), "quantity": 2},
-                {"product_id": str(c), "quantity": 0},
-            ]},
+            {
+                "lines": [
+                    {"product_id": str(a), "quantity": 3},
+                    {"product_id": str(b), "quantity": 2},
+                    {"product_id": str(c), "quantity": 0},
+                ]
+            },
         )
     ).json()
-    assert {line["product_id"]: line["quantity"] for line in cart["lines"]} == {str(a): 3, str(b): 2}
+    assert {line["product_id"]: line["quantity"] for line in cart["lines"]} == {
+        str(a): 3,
+        str(b): 2,
+    }
     problem(
         await guest.patch(
             "/api/cart",
-            {"lines": [{"product_id": str(a), "quantity": 1}, {"product_id": str(a), "quantity": 2}]},
+            {
+                "lines": [
+                    {"product_id": str(a), "quantity": 1},
+                    {"product_id": str(a), "quantity": 2},
+                ]
+            },
         ),
         422,
         "duplicate-line",
@@ -317,17 +342,21 @@ async def test_cart_holds_a_bounded_number_of_lines(browsers, catalog, limits):
     # More of a product already there is still fine.
     assert (await guest.add(products[0], 1)).status_code == 201
     problem(
-        await guest.patch("/api/cart", {"lines": [{"product_id": str(products[3]), "quantity": 1}]}),
+        await guest.patch(
+            "/api/cart", {"lines": [{"product_id": str(products[3]), "quantity": 1}]}
+        ),
         409,
         "cart-full",
     )
     cart = (
         await guest.patch(
             "/api/cart",
-            {"lines": [
-                {"product_id": str(products[0]), "quantity": 0},
-                {"product_id": str(products[3]), "quantity": 1},
-            ]},
+            {
+                "lines": [
+                    {"product_id": str(products[0]), "quantity": 0},
+                    {"product_id": str(products[3]), "quantity": 1},
+                ]
+            },
         )
     ).json()
     assert cart["line_count"] == 3

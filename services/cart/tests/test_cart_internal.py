@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from conftest import problem
+from cart_testkit import problem
 
 
 def service_headers():
@@ -56,11 +56,18 @@ async def test_resolve_a_shoppers_cart_and_merge_their_guest_cart(browsers, cata
     guest = browsers()
     await guest.add(a, 2)
     await guest.add(b, 1)
-    body = (await resolve(browsers(), {"user_id": str(user_id), "cart_token": guest.cart_cookie})).json()
+    body = (
+        await resolve(browsers(), {"user_id": str(user_id), "cart_token": guest.cart_cookie})
+    ).json()
     assert body["cart_id"] == cart_id
-    assert {line["product_id"]: line["quantity"] for line in body["lines"]} == {str(a): 3, str(b): 1}
+    assert {line["product_id"]: line["quantity"] for line in body["lines"]} == {
+        str(a): 3,
+        str(b): 1,
+    }
     # Merged once: resolving again (or the shopper reading) adds nothing more.
-    again = (await resolve(browsers(), {"user_id": str(user_id), "cart_token": guest.cart_cookie})).json()
+    again = (
+        await resolve(browsers(), {"user_id": str(user_id), "cart_token": guest.cart_cookie})
+    ).json()
     assert again == body
     # And the guest cookie alone no longer names a cart.
     assert (await resolve(browsers(), {"cart_token": guest.cart_cookie})).json() == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from conftest import line_of, problem, set_cookie_headers
+from cart_testkit import line_of, problem, set_cookie_headers
 
 
 def quantities(cart):
@@ -52,12 +52,16 @@ async def test_sign_in_merges_guest_lines_into_the_shoppers_cart(browsers, catal
     )
     assert rows[0].status == "merged"
     assert str(rows[0].merged_into_id) == cart["id"]
-    assert await db.value(
-        "SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=guest_cart_id
-    ) == 0
-    assert await db.value(
-        "SELECT count(*) FROM cart.carts WHERE user_id = :u AND status = 'active'", u=user_id
-    ) == 1
+    assert (
+        await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=guest_cart_id)
+        == 0
+    )
+    assert (
+        await db.value(
+            "SELECT count(*) FROM cart.carts WHERE user_id = :u AND status = 'active'", u=user_id
+        )
+        == 1
+    )
 
 
 async def test_merge_into_a_shopper_without_a_cart(browsers, catalog, tokens):
@@ -93,7 +97,10 @@ async def test_merge_caps_by_line_limit_and_stock_and_keeps_unsellable_lines_fla
     assert quantities(cart) == {limited: 10, scarce: 6, sold_out_later: 3, archived_later: 2}
     adjustments = {uuid.UUID(a["product_id"]): a for a in cart["merge"]["adjustments"]}
     assert adjustments[limited] == {
-        "product_id": str(limited), "requested": 8, "added": 5, "quantity": 10,
+        "product_id": str(limited),
+        "requested": 8,
+        "added": 5,
+        "quantity": 10,
         "reason": "quantity-limit",
     }
     assert adjustments[scarce]["reason"] == "stock"
@@ -137,7 +144,10 @@ async def test_merge_happens_once_even_when_the_cookie_comes_back(browsers, cata
     again = await guest.post("/api/cart/merge")
     assert again.status_code == 200
     assert again.json()["merge"] == {
-        "merged": False, "from_cart_id": None, "lines_merged": 0, "adjustments": []
+        "merged": False,
+        "from_cart_id": None,
+        "lines_merged": 0,
+        "adjustments": [],
     }
     assert any("max-age=0" in h.lower() for h in set_cookie_headers(again))
     guest.client.cookies.set("ember_cart", cookie, domain="shop.test")
@@ -164,9 +174,7 @@ async def test_concurrent_requests_merge_once(browsers, catalog, tokens, db):
     merged = [answer.json()["merge"] for answer in answers if answer.json()["merge"]]
     assert sum(1 for m in merged if m["merged"]) == 1
     assert quantities((await shopper.get()).json()) == {a: 3, b: 3}
-    assert await db.value(
-        "SELECT count(*) FROM cart.carts WHERE user_id = :u", u=user_id
-    ) == 1
+    assert await db.value("SELECT count(*) FROM cart.carts WHERE user_id = :u", u=user_id) == 1
 
 
 async def test_first_sign_in_races_make_one_shopper_cart(browsers, catalog, tokens, db):
@@ -191,7 +199,9 @@ async def test_merge_waits_while_catalog_is_down(browsers, catalog, tokens, db):
     assert response.json()["merge"] is None
     assert set_cookie_headers(response) == []  # the guest cookie stays for a later merge
     assert guest.cart_cookie is not None
-    assert await db.value("SELECT status FROM cart.carts WHERE id = :id", id=guest_cart_id) == "active"
+    assert (
+        await db.value("SELECT status FROM cart.carts WHERE id = :id", id=guest_cart_id) == "active"
+    )
     problem(await guest.post("/api/cart/merge"), 503, "catalog-unavailable")
     catalog.mode = "ok"
     cart = (await guest.get()).json()
@@ -207,4 +217,6 @@ async def test_an_empty_guest_cart_merges_without_catalog(browsers, catalog, tok
     catalog.mode = "error"
     response = await sign_in(guest, token).get()
     assert response.json()["merge"]["merged"] is True
-    assert await db.value("SELECT status FROM cart.carts WHERE id = :id", id=guest_cart_id) == "merged"
+    assert (
+        await db.value("SELECT status FROM cart.carts WHERE id = :id", id=guest_cart_id) == "merged"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import line_of, problem, set_cookie_headers
+from cart_testkit import line_of, problem, set_cookie_headers
 
 
 async def test_signed_in_cart_follows_the_shopper_across_devices(browsers, catalog, tokens, db):
@@ -71,7 +71,7 @@ async def test_forged_or_tampered_cookies_are_no_cart(browsers, catalog, cart_ap
         f"{cart_id.upper()}.{signature}",  # the same id spelled differently
         f"{genuine}.extra",
         "x" * 4000,
-        "%00;,\\\"",
+        '%00;,\\"',
         "",
     ]
     for forged in forgeries:
