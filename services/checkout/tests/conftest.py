@@ -305,7 +305,7 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
         "STRIPE_STANDIN_WEBHOOK_URL": urls["checkout"] + "/api/webhooks/stripe",
         "STRIPE_STANDIN_STATE_FILE": "",
         "STRIPE_STANDIN_RETRY_BASE_SECONDS": "0.2",
-        "STRIPE_STANDIN_MAX_ATTEMPTS": "4",
+        "STRIPE_STANDIN_MAX_ATTEMPTS": "6",
         "STRIPE_STANDIN_ASYNC_SETTLE_SECONDS": "0",
         "PUBLIC_URL": "http://shop.test",
         "EVENTS_RELAY_INTERVAL_MS": "50",

@@ -169,6 +169,13 @@ async def deliver(request: Request[Any, Any, Any], data: DeliverRequest) -> dict
     return {"deliveries": results}
 
 
+@post("/events/{event_id:str}/send", summary="Deliver one event automatically (with retries)", status_code=202)
+async def send(request: Request[Any, Any, Any], event_id: str) -> dict[str, Any]:
+    event = _store(request).event(event_id)
+    _deliverer(request).schedule(event)
+    return {"event_id": event_id, "scheduled": True}
+
+
 @get("/events/{event_id:str}/signed", summary="A signed delivery of an event, to send yourself")
 async def signed(
     request: Request[Any, Any, Any],
@@ -214,6 +221,7 @@ control_router = Router(
         events,
         synthetic_event,
         deliver,
+        send,
         signed,
         deliveries,
         config,

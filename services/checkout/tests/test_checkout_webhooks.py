@@ -1,0 +1,344 @@
+"""Stripe's webhooks are the source of truth: verified first, handled once, never backwards.
+
+Every webhook here is signed and sent by the Stripe stand-in over HTTP, exactly as Stripe signs
+them, so checkout's real verification code runs on each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from conftest import World, eventually
+
+CARD_OK = "4242 4242 4242 4242"
+CARD_DECLINED = "4000 0000 0000 0002"
+CARD_DELAYED = "4000 0000 0000 3220"
+
+
+async def _started(world: World, *, price: int = 1800, quantity: int = 1, held: bool = False) -> dict[str, Any]:
+    shopper, product_id = await world.basket(price=price, quantity=quantity)
+    response = await shopper.checkout()
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    row = await world.row(body["order_id"])
+    body["stripe_session_id"] = row["stripe_session_id"]
+    body["product_id"] = product_id
+    body["shopper"] = shopper
+    if held:
+        await world.hold(row["stripe_session_id"])
+    return body
+
+
+async def _event(world: World, stripe_session_id: str, type_: str) -> dict[str, Any]:
+    found = await world.events(stripe_session_id, type_)
+    assert found, f"no {type_} event"
+    return found[-1]
+
+
+async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) -> None:
+    started = await _started(world, price=2100, quantity=2)
+    order_id = started["order_id"]
+
+    page = await world.http.get(started["checkout_url"])
+    assert page.status_code == 200 and "$42.00" in page.text
+    paid = await world.pay_page(started["checkout_url"], CARD_OK)
+
+    assert paid.status_code == 303
+    assert paid.headers["location"] == (
+        f"http://shop.test/order/{order_id}?session_id={started['stripe_session_id']}"
+    )
+    row = await world.checkout_status(order_id, "paid")
+    assert row["stripe_payment_intent_id"].startswith("pi_")
+    assert row["paid_at"] is not None
+
+    succeeded = await world.outbox(order_id, "payment.succeeded.v1")
+    assert len(succeeded) == 1
+    data = succeeded[0]["data"]
+    assert data["total"] == 4200 + 600 and data["subtotal"] == 4200 and data["shipping"] == 600
+    assert data["currency"] == "USD" and data["email"] == "guest@example.com"
+    assert data["lines"] == [
+        {
+            "product_id": str(started["product_id"]),
+            "slug": data["lines"][0]["slug"],
+            "name": started["lines"][0]["name"],
+            "unit_price": 2100,
+            "quantity": 2,
+            "image_url": "",
+        }
+    ]
+    assert data["shipping_address"]["name"] == "Ada Lovelace"
+    assert data["stripe_session_id"] == started["stripe_session_id"]
+    assert data["payment_intent_id"] == row["stripe_payment_intent_id"]
+    # Catalog turns the reservation into a sale when the event reaches it.
+    await world.reservation_status(order_id, "committed")
+    status = await started["shopper"].status(order_id)
+    assert status.json()["status"] == "paid" and status.json()["checkout_url"] is None
+
+
+async def test_the_redirect_alone_never_marks_anything_paid(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+
+    paid = await world.pay_page(started["checkout_url"], CARD_OK)
+    assert paid.status_code == 303
+    # The shopper lands on the success page with Stripe's session id...
+    landing = await started["shopper"].status(order_id, session_id=started["stripe_session_id"])
+    assert landing.json()["status"] == "open"
+    assert (await world.row(order_id))["status"] == "open"
+    assert await world.outbox(order_id, "payment.succeeded.v1") == []
+
+    # ...and only the webhook pays it.
+    await world.hold(started["stripe_session_id"], held=False)
+    await world.checkout_status(order_id, "paid")
+
+
+async def test_declined_card_leaves_the_session_open_and_expiry_releases_the_stock(world: World) -> None:
+    started = await _started(world, quantity=3)
+    order_id, product_id = started["order_id"], started["product_id"]
+    assert (await world.stock(product_id))["available"] == 17
+
+    declined = await world.pay_page(started["checkout_url"], CARD_DECLINED)
+
+    assert declined.status_code == 402 and "Your card was declined." in declined.text
+    # Stripe sends payment_intent.payment_failed; checkout records it and changes nothing.
+    failed_pi = await _event(world, started["stripe_session_id"], "payment_intent.payment_failed")
+    recorded = await eventually(lambda: world.provider_events(failed_pi["id"]), what="recorded event")
+    assert recorded[0]["outcome"] == "unhandled type"
+    assert (await world.row(order_id))["status"] == "open"
+
+    await world.control("POST", f"/sessions/{started['stripe_session_id']}/expire")
+
+    await world.checkout_status(order_id, "expired")
+    expired = await world.outbox(order_id, "checkout.expired.v1")
+    assert len(expired) == 1 and expired[0]["data"]["reservation_id"] == str(
+        (await world.row(order_id))["reservation_id"]
+    )
+    await world.reservation_status(order_id, "released")
+    assert (await world.stock(product_id))["available"] == 20
+    # The page is closed for good.
+    assert (await world.http.get(started["checkout_url"])).status_code == 410
+
+
+async def test_the_same_webhook_five_times_pays_once(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+
+    deliveries = await world.deliver([completed["id"]], times=5)
+
+    assert [d["status_code"] for d in deliveries] == [200] * 5
+    bodies = [httpx.Response(200, text=d["body"]).json() for d in deliveries]
+    assert [b["duplicate"] for b in bodies] == [False, True, True, True, True]
+    assert bodies[0]["outcome"] == "paid"
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+    assert len(await world.provider_events(completed["id"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("signature", "offset"),
+    [
+        ("wrong_secret", 0),  # forged: signed with another secret
+        ("old_timestamp", 0),  # a replay of a delivery captured an hour ago
+        ("valid", -301),  # just outside the 300 s tolerance
+        ("missing", 0),
+        ("tampered", 0),  # body changed after signing
+    ],
+)
+async def test_refused_signatures_change_nothing(world: World, signature: str, offset: int) -> None:
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+
+    [delivery] = await world.deliver([completed["id"]], signature=signature, timestamp_offset=offset)
+
+    assert delivery["status_code"] == 400
+    problem = httpx.Response(400, text=delivery["body"]).json()
+    assert problem["type"].endswith("/invalid-signature")
+    assert (await world.row(order_id))["status"] == "open"
+    assert await world.provider_events(completed["id"]) == []
+    assert await world.outbox(order_id, "payment.succeeded.v1") == []
+
+    # The genuine delivery still works afterwards.
+    [good] = await world.deliver([completed["id"]])
+    assert good["status_code"] == 200
+    assert (await world.row(order_id))["status"] == "paid"
+
+
+async def test_unsigned_garbage_is_a_problem(world: World) -> None:
+    for body, headers in [
+        (b"", {}),
+        (b"not json", {"Stripe-Signature": "t=1,v1=abc"}),
+        (b"{}", {"Stripe-Signature": "nonsense"}),
+    ]:
+        response = await world.http.post(f"{world.checkout_url}/api/webhooks/stripe", content=body,
+                                         headers=headers)
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_expired_after_paid_is_ignored(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id, stripe_id = started["order_id"], started["stripe_session_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, stripe_id, "checkout.session.completed")
+    stale = await world.control("POST", "/events", json={
+        "type": "checkout.session.expired", "session_id": stripe_id,
+        "overrides": {"status": "expired", "payment_status": "unpaid"},
+    })
+
+    answers = await world.deliver([completed["id"], stale["id"]])
+
+    assert [a["status_code"] for a in answers] == [200, 200]
+    assert httpx.Response(200, text=answers[1]["body"]).json()["outcome"].startswith("ignored")
+    assert (await world.row(order_id))["status"] == "paid"
+    assert await world.outbox(order_id, "checkout.expired.v1") == []
+    await world.reservation_status(order_id, "committed")
+
+
+async def test_completed_after_expired_does_not_revive_the_session(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id, stripe_id = started["order_id"], started["stripe_session_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, stripe_id, "checkout.session.completed")
+    expired = await world.control("POST", "/events", json={
+        "type": "checkout.session.expired", "session_id": stripe_id,
+        "overrides": {"status": "expired", "payment_status": "unpaid"},
+    })
+
+    answers = await world.deliver([expired["id"], completed["id"]])
+
+    assert [a["status_code"] for a in answers] == [200, 200]
+    row = await world.row(order_id)
+    assert row["status"] == "expired"
+    assert "refund" in row["attention"]
+    assert await world.outbox(order_id, "payment.succeeded.v1") == []
+    assert len(await world.outbox(order_id, "checkout.expired.v1")) == 1
+
+
+async def test_delayed_payment_settles_forward_even_out_of_order(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id, stripe_id = started["order_id"], started["stripe_session_id"]
+    paid = await world.pay_page(started["checkout_url"], CARD_DELAYED)
+    assert paid.status_code == 303
+    await world.control("POST", f"/sessions/{stripe_id}/settle", json={"outcome": "succeeded"})
+    completed = await _event(world, stripe_id, "checkout.session.completed")
+    succeeded = await _event(world, stripe_id, "checkout.session.async_payment_succeeded")
+    assert completed["data"]["object"]["payment_status"] == "unpaid"
+
+    # The settlement arrives first, the (unpaid) completion after it: still paid.
+    answers = await world.deliver([succeeded["id"], completed["id"]])
+
+    assert [a["status_code"] for a in answers] == [200, 200]
+    assert (await world.row(order_id))["status"] == "paid"
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+
+
+async def test_delayed_payment_pending_then_failed_releases_the_stock(world: World) -> None:
+    started = await _started(world, quantity=2)
+    order_id, stripe_id = started["order_id"], started["stripe_session_id"]
+    await world.pay_page(started["checkout_url"], CARD_DELAYED)
+    await world.checkout_status(order_id, "payment_pending")
+    assert (await world.reservation(order_id))["status"] == "active"  # type: ignore[index]
+
+    await world.control("POST", f"/sessions/{stripe_id}/settle", json={"outcome": "failed"})
+
+    await world.checkout_status(order_id, "payment_failed")
+    failed = await world.outbox(order_id, "payment.failed.v1")
+    assert len(failed) == 1 and failed[0]["data"]["email"] == "guest@example.com"
+    await world.reservation_status(order_id, "released")
+    assert (await world.stock(started["product_id"]))["available"] == 20
+
+
+async def test_refunds_move_paid_forward_and_tell_the_others(world: World) -> None:
+    started = await _started(world, price=2000)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    await world.checkout_status(order_id, "paid")
+    refund_url = f"{world.checkout_url}/internal/checkout/orders/{order_id}/refund"
+
+    unauthorised = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"})
+    assert unauthorised.status_code == 401
+    partial = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"},
+                                    headers=world.service_headers())
+    assert partial.status_code == 202, partial.text
+    again = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"},
+                                  headers=world.service_headers())
+    assert again.json()["refund_id"] == partial.json()["refund_id"]  # one refund, not two
+
+    row = await world.checkout_status(order_id, "partially_refunded")
+    assert row["amount_refunded"] == 500
+    too_much = await world.http.post(refund_url, json={"amount": 99_999, "idempotency_key": "refund-two"},
+                                     headers=world.service_headers())
+    assert too_much.status_code == 409
+
+    rest = await world.http.post(refund_url, json={"idempotency_key": "refund-rest"},
+                                 headers=world.service_headers())
+    assert rest.status_code == 202, rest.text
+    row = await world.checkout_status(order_id, "refunded")
+    assert row["amount_refunded"] == 2600
+    refunds = [e["data"] for e in await world.outbox(order_id, "payment.refunded.v1")]
+    assert [(r["amount_refunded"], r["fully_refunded"]) for r in refunds] == [(500, False), (2600, True)]
+
+
+async def test_a_refund_that_overtakes_its_payment_is_retried_until_it_fits(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id, stripe_id = started["order_id"], started["stripe_session_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    intent = (await world.stripe_session(stripe_id))["session"]["payment_intent"]
+    refund = await world.http.post(f"{world.standin_url}/v1/refunds", data={"payment_intent": intent},
+                                   headers={"Authorization": "Bearer sk_test_ember_local"})
+    assert refund.status_code == 200, refund.text
+    refunded = await _event(world, stripe_id, "charge.refunded")
+    completed = await _event(world, stripe_id, "checkout.session.completed")
+
+    first = await world.deliver([refunded["id"], completed["id"]])
+    assert [d["status_code"] for d in first] == [409, 200]
+    assert await world.provider_events(refunded["id"]) == []  # not recorded: Stripe will send it again
+
+    [again] = await world.deliver([refunded["id"]])
+    assert again["status_code"] == 200
+    assert (await world.row(order_id))["status"] == "refunded"
+
+
+async def test_automatic_delivery_retries_until_checkout_answers(world: World) -> None:
+    """A delivery that fails (here: a refund before its payment) is retried with backoff."""
+    started = await _started(world, held=True)
+    stripe_id = started["stripe_session_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, stripe_id, "checkout.session.completed")
+    intent = (await world.stripe_session(stripe_id))["session"]["payment_intent"]
+    await world.http.post(f"{world.standin_url}/v1/refunds", data={"payment_intent": intent},
+                          headers={"Authorization": "Bearer sk_test_ember_local"})
+    refunded = await _event(world, stripe_id, "charge.refunded")
+
+    await world.control("POST", f"/events/{refunded['id']}/send")
+
+    async def refused_twice() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = (
+            await world.control("GET", "/deliveries", params={"event_id": refunded["id"]})
+        )["data"]
+        return found if len(found) >= 2 else None
+
+    attempts = await eventually(refused_twice, what="two refused attempts")
+    assert [a["status_code"] for a in attempts[:2]] == [409, 409]
+    await world.deliver([completed["id"]])
+    await world.checkout_status(started["order_id"], "refunded")
+    attempts = (await world.control("GET", "/deliveries", params={"event_id": refunded["id"]}))["data"]
+    assert attempts[-1]["status_code"] == 200 and attempts[-1]["attempt"] >= 3
+
+
+async def test_events_for_other_sessions_and_types_are_recorded_and_ignored(world: World) -> None:
+    started = await _started(world, held=True)
+    stripe_id = started["stripe_session_id"]
+    other = await world.control("POST", "/events", json={
+        "type": "checkout.session.completed", "session_id": stripe_id,
+        "overrides": {"id": "cs_test_someone_else", "payment_status": "paid"},
+    })
+    [answer] = await world.deliver([other["id"]])
+    assert answer["status_code"] == 200
+    assert (await world.provider_events(other["id"]))[0]["outcome"] == "ignored: not a session of ours"
+    assert (await world.row(started["order_id"]))["status"] == "open"
