@@ -5,9 +5,6 @@ as the event runtime does (handler and handled-event record in one transaction).
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,40 +13,22 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
+from ember_shared.events import Envelope
 from litestar import Litestar
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from ember_shared.events import Envelope, EventData
-from ember_shared.events.tables import event_tables
 from orders.app import create_app
-from orders.events import handlers
-from orders.models import Base
-from orders.settings import OrdersSettings, TrackingSettings
-from orders_testkit import Checkout, envelope
+from orders.settings import OrdersSettings
+from orders_testkit import (
+    STANDIN_TOKEN,
+    Checkout,
+    deliver_with,
+    run_app,
+    serve,
+    tracking_settings,
+)
+from sqlalchemy import text
 from standins.tracking import create_app as create_tracking_standin
 
 BASE_URL = "http://orders.test"
-STANDIN_TOKEN = "orders-test-17token"
-
-
-def serve(app: Litestar, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"{name} did not start")
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -87,38 +66,6 @@ def tracking_standin(ember_env: Any) -> Iterator[TrackingStandin]:
         thread.join(timeout=10)
 
 
-def tracking_settings(api_url: str, **overrides: Any) -> TrackingSettings:
-    values: dict[str, Any] = {
-        "api_url": api_url,
-        "api_key": STANDIN_TOKEN,
-        "sync_interval_s": 600,
-        "poll_interval_s": 1,
-        "batch_size": 40,
-        "max_age_days": 90,
-        "timeout_ms": 2000,
-        "poller_enabled": False,
-        "public_url": "",
-        "uses_standin": False,
-    }
-    values.update(overrides)
-    return TrackingSettings(**values)
-
-
-async def run_app(app: Litestar) -> tuple[asyncio.Event, asyncio.Task[None]]:
-    # Not AsyncTestClient: it runs the lifespan on a portal thread's loop, and the event
-    # runtime's tasks there and the requests here would share one asyncpg pool across loops.
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def run() -> None:
-        async with app.lifespan():
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(run())
-    await asyncio.wait_for(started.wait(), 30)
-    return stop, task
-
-
 @pytest.fixture(scope="session")
 async def orders_app(ember_env: Any, tracking_standin: TrackingStandin) -> AsyncIterator[Litestar]:
     app = create_app(OrdersSettings(tracking=tracking_settings(tracking_standin.api_url)))
@@ -142,33 +89,8 @@ Deliver = Callable[..., Awaitable[bool]]
 @pytest.fixture
 def deliver(orders_app: Litestar) -> Deliver:
     """``await deliver(data, event_id=..., occurred_at=...)``: handle one event as the runtime
-    does: record (event id, handler) in handled_events and run the handler in one transaction;
-    an event already handled is skipped. True when the handler ran."""
-    _, handled = event_tables(Base.metadata)
-    sessions = async_sessionmaker(
-        orders_app.state.db_engine, expire_on_commit=False, class_=AsyncSession
-    )
-
-    async def run(data: EventData, **kwargs: Any) -> bool:
-        event = envelope(data, **kwargs)
-        ran = False
-        async with sessions() as session, session.begin():
-            for handler in handlers.handlers:
-                if handler.event_type != event.type:
-                    continue
-                inserted = await session.execute(
-                    pg_insert(handled)
-                    .values(event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type)
-                    .on_conflict_do_nothing()
-                    .returning(handled.c.event_id)
-                )
-                if inserted.first() is None:
-                    continue
-                await handler.fn(event, event.decode(handler.data_type), session)
-                ran = True
-        return ran
-
-    return run
+    does (see ``orders_testkit.deliver_with``). True when the handler ran."""
+    return deliver_with(orders_app)
 
 
 class Db:
@@ -212,7 +134,9 @@ def db(orders_app: Litestar) -> Db:
 def place(deliver: Deliver) -> Callable[..., Awaitable[Checkout]]:
     """``await place(checkout, paid=True)``: the checkout's events, as checkout would send them."""
 
-    async def run(checkout: Checkout | None = None, *, paid: bool = True, **kwargs: Any) -> Checkout:
+    async def run(
+        checkout: Checkout | None = None, *, paid: bool = True, **kwargs: Any
+    ) -> Checkout:
         checkout = checkout or Checkout()
         await deliver(checkout.started(), **kwargs)
         if paid:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import msgspec
-
+import uvicorn
 from ember_shared.events import Envelope, EventData
 from ember_shared.events.contracts import (
     Address,
@@ -20,7 +25,16 @@ from ember_shared.events.contracts import (
     PaymentRefunded,
     PaymentSucceeded,
 )
+from ember_shared.events.tables import event_tables
 from ember_shared.ids import new_id
+from litestar import Litestar
+from orders.events import handlers
+from orders.models import Base
+from orders.settings import TrackingSettings
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+STANDIN_TOKEN = "orders-test-17token"
 
 
 def line(
@@ -156,9 +170,7 @@ def envelope(
 def problem(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
     """Assert an RFC 9457 answer with this status (and type slug) and return its body."""
     assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json"), (
-        response.headers
-    )
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert {"type", "title", "detail"} <= body.keys()
@@ -166,3 +178,82 @@ def problem(response: httpx.Response, status: int, kind: str | None = None) -> d
         assert body["type"].endswith("/" + kind), body
     assert "Traceback" not in response.text
     return body
+
+
+def serve(app: Litestar, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def tracking_settings(api_url: str, **overrides: Any) -> TrackingSettings:
+    values: dict[str, Any] = {
+        "api_url": api_url,
+        "api_key": STANDIN_TOKEN,
+        "sync_interval_s": 600,
+        "poll_interval_s": 1,
+        "batch_size": 40,
+        "max_age_days": 90,
+        "timeout_ms": 2000,
+        "poller_enabled": False,
+        "public_url": "",
+        "uses_standin": False,
+    }
+    values.update(overrides)
+    return TrackingSettings(**values)
+
+
+async def run_app(app: Litestar) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    # Not AsyncTestClient: it runs the lifespan on a portal thread's loop, and the event
+    # runtime's tasks there and the requests here would share one asyncpg pool across loops.
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(started.wait(), 30)
+    return stop, task
+
+
+def deliver_with(app: Litestar) -> Callable[..., Awaitable[bool]]:
+    """Handle one event as the event runtime does: record (event id, handler) in
+    handled_events and run the handler in one transaction; an event already handled is skipped."""
+    _, handled = event_tables(Base.metadata)
+    sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False, class_=AsyncSession)
+
+    async def run(data: EventData, **kwargs: Any) -> bool:
+        event = envelope(data, **kwargs)
+        ran = False
+        async with sessions() as session, session.begin():
+            for handler in handlers.handlers:
+                if handler.event_type != event.type:
+                    continue
+                inserted = await session.execute(
+                    pg_insert(handled)
+                    .values(
+                        event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(handled.c.event_id)
+                )
+                if inserted.first() is None:
+                    continue
+                await handler.fn(event, event.decode(handler.data_type), session)
+                ran = True
+        return ran
+
+    return run

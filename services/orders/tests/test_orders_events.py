@@ -7,10 +7,9 @@ import datetime as dt
 import uuid
 
 import msgspec
-from litestar import Litestar
-
 from ember_shared.events import stream_for
 from ember_shared.events.wire import entry_fields
+from litestar import Litestar
 from orders_testkit import Checkout, envelope, line
 
 

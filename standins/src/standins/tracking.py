@@ -18,7 +18,8 @@ them yet); numbers containing ``EXCEPTION`` stop at a customs hold.
 
 Stand-in only, for tests and demos: ``GET /track?nums=...`` shows the timeline as a page (the
 tracking link Ember shows in local mode), ``GET /`` lists the registered numbers and
-``POST /standin/advance`` ``{"number", "seconds"}`` moves a parcel's clock forward.
+``POST /standin/advance`` ``{"number", "seconds"}`` moves a parcel's clock forward (its later
+scans then carry times ahead of the wall clock).
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ class Parcel:
     registered_at: dt.datetime
     tag: str = ""
     stopped: bool = False
+    #: How far this parcel's clock runs ahead of the wall clock (``/standin/advance``); scans
+    #: keep the times they were first reported with, as a real carrier's do.
+    ahead_seconds: float = 0.0
+
+    def now(self, clock: Callable[[], dt.datetime]) -> dt.datetime:
+        return clock() + dt.timedelta(seconds=self.ahead_seconds)
 
 
 @dataclass
@@ -205,7 +212,7 @@ def _event(scan: dict[str, Any]) -> dict[str, Any]:
 
 def track_info(parcel: Parcel, state: TrackingState) -> dict[str, Any]:
     """17track's ``track_info`` for a parcel as it stands now."""
-    now = state.clock()
+    now = parcel.now(state.clock)
     scans = journey(parcel, state.stage_seconds)
     known = "NOTFOUND" not in parcel.number.upper()
     done = [s for s in scans if s["due"] <= now] if known else []
@@ -503,8 +510,8 @@ async def advance(request: Request[Any, Any, Any]) -> Response[Any]:
     parcel = state.parcels.get(number)
     if parcel is None or not 0 <= seconds <= 365 * 86_400:
         return Response({"error": "unknown number or seconds out of range"}, status_code=404)
-    parcel.registered_at -= dt.timedelta(seconds=seconds)
-    return Response({"number": number, "registered_at": parcel.registered_at.isoformat()})
+    parcel.ahead_seconds += seconds
+    return Response({"number": number, "now": parcel.now(state.clock).isoformat()})
 
 
 def _page(title: str, body: str) -> Response[str]:
