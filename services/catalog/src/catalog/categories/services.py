@@ -64,12 +64,12 @@ class CategoryAdmin:
     async def _check_unique(
         self, *, slug: str | None, name: str | None, excluding: uuid.UUID | None
     ) -> None:
+        if name is not None and await self.categories.taken(name=name, excluding=excluding):
+            raise Problem(409, "duplicate-name", f"Another category is already called {name!r}.")
         if slug is not None and await self.categories.taken(slug=slug, excluding=excluding):
             raise Problem(
                 409, "duplicate-slug", f"Another category already uses the slug {slug!r}."
             )
-        if name is not None and await self.categories.taken(name=name, excluding=excluding):
-            raise Problem(409, "duplicate-name", f"Another category is already called {name!r}.")
 
     async def create(self, data: CategoryCreate) -> Category:
         name = data.name.strip()

@@ -14,6 +14,8 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     literal_column,
     select,
@@ -21,7 +23,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
@@ -81,12 +83,40 @@ _ORDERINGS: dict[str, tuple[Any, ...]] = {
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """A query turned into Postgres tsquery text: each word OR its close catalog words."""
+    """A search's words, each with the catalog words that look like it (typo tolerance)."""
 
-    all_words: str
-    any_word: str
-    exact: str
-    matched_words: list[str]
+    words: list[str]
+    fuzzy: dict[str, list[str]]
+
+    @property
+    def matched_words(self) -> list[str]:
+        return list(dict.fromkeys(w for word in self.words for w in self.fuzzy.get(word, [])))
+
+
+_ENGLISH = literal_column("'english'::regconfig")
+
+
+def _typed(word: str) -> Any:
+    """A typed word, matched as a prefix both stemmed ("coffees" -> coffe:*) and as the very
+    lexeme (Postgres may split a lone "5599e84aa9" that it indexed whole inside a name).
+    A stop word stays empty, so it constrains nothing."""
+    stemmed = func.to_tsquery(_ENGLISH, f"{word}:*")
+    exact = cast(f"'{word}':*", TSQUERY)
+    return case((func.numnode(stemmed) == 0, stemmed), else_=stemmed.op("||")(exact))
+
+
+def _group(word: str, alternatives: Sequence[str]) -> Any:
+    query = _typed(word)
+    for alternative in alternatives:
+        query = query.op("||")(func.to_tsquery(_ENGLISH, alternative))
+    return query
+
+
+def _combine(queries: Sequence[Any], operator: str) -> Any:
+    combined = queries[0]
+    for query in queries[1:]:
+        combined = combined.op(operator)(query)
+    return combined
 
 
 class ProductReads:
@@ -202,18 +232,18 @@ class ProductReads:
     async def search(
         self, plan: SearchPlan, *, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        rows, total = await self._search(plan.all_words, plan.exact, limit, offset)
-        if total == 0 and plan.any_word != plan.all_words:
+        groups = [_group(word, plan.fuzzy.get(word, [])) for word in plan.words]
+        exact = _combine([_typed(word) for word in plan.words], "||")
+        rows, total = await self._search(_combine(groups, "&&"), exact, limit, offset)
+        if total == 0 and len(groups) > 1:
             # No product has every word: fall back to products with any of them, ranked.
-            rows, total = await self._search(plan.any_word, plan.exact, limit, offset)
+            rows, total = await self._search(_combine(groups, "||"), exact, limit, offset)
         return rows, total
 
     async def _search(
-        self, tsquery: str, exact: str, limit: int, offset: int
+        self, query: Any, exact_query: Any, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
         image = _primary_image()
-        query = func.to_tsquery(literal_column("'english'::regconfig"), tsquery)
-        exact_query = func.to_tsquery(literal_column("'english'::regconfig"), exact)
         # Words as typed rank above the typo-corrected alternatives they were widened with.
         rank = func.ts_rank_cd(Product.search_vector, query) + 2 * func.ts_rank_cd(
             Product.search_vector, exact_query

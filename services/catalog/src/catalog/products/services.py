@@ -104,23 +104,6 @@ def query_words(q: str) -> list[str]:
     return list(dict.fromkeys(words))[:MAX_QUERY_WORDS]
 
 
-def plan_search(words: Sequence[str], fuzzy: dict[str, list[str]]) -> SearchPlan:
-    groups: list[str] = []
-    matched: list[str] = []
-    for word in words:
-        # A prefix match finds partial words ("yirg" -> Yirgacheffe); the fuzzy matches
-        # from the catalog's own words forgive typos ("etiopia" -> Ethiopia).
-        alternatives = [f"{word}:*", *fuzzy.get(word, [])]
-        matched.extend(w for w in fuzzy.get(word, []) if w not in matched)
-        groups.append("(" + " | ".join(alternatives) + ")")
-    return SearchPlan(
-        all_words=" & ".join(groups),
-        any_word=" | ".join(groups),
-        exact=" | ".join(f"{word}:*" for word in words),
-        matched_words=matched,
-    )
-
-
 class ProductCatalog:
     """The shopper read path: each method answers the JSON body to cache and send."""
 
@@ -192,7 +175,7 @@ class ProductCatalog:
         total = 0
         matched: list[str] = []
         if words:
-            plan = plan_search(words, await self.reads.fuzzy_words(words))
+            plan = SearchPlan(words, await self.reads.fuzzy_words(words))
             matched = plan.matched_words
             rows, total = await self.reads.search(
                 plan, limit=page_size, offset=(page - 1) * page_size

@@ -1,0 +1,1 @@
+"""The demo catalog: its data and images (see catalog.seed)."""

@@ -1,0 +1,59 @@
+"""Helpers of the catalog's tests (imported by name: pytest puts this folder on the path)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Kit:
+    """Makes catalog data through the admin API (so the tests exercise it too)."""
+
+    client: AsyncTestClient[Litestar]
+    admin: dict[str, str]
+
+    async def category(self, name: str | None = None, **extra: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/admin/categories",
+            json={"name": name or unique("Category"), **extra},
+            headers=self.admin,
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def product(self, **fields: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": unique("Coffee"), "price": 1500, "on_hand": 20, **fields}
+        response = await self.client.post("/api/admin/products", json=payload, headers=self.admin)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def set_stock(self, product_id: str, on_hand: int) -> httpx.Response:
+        return await self.client.put(
+            f"/api/admin/inventory/{product_id}", json={"on_hand": on_hand}, headers=self.admin
+        )
+
+
+def assert_problem(
+    response: httpx.Response, status: int, kind: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    if kind is not None:
+        assert body["type"].endswith("/" + kind), body
+    return body

@@ -1,0 +1,56 @@
+"""Fixtures of the catalog's tests: the catalog app in-process on the real test database and
+Redis, admin and service credentials, and a small kit to make categories and products.
+
+Every test makes its own products (unique slugs), so tests do not depend on each other; the
+background sweeper is off in the shared app (tests drive it), and on in the one test of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from catalog.app import create_app
+from catalog.cache import CatalogCache
+from catalog_testkit import Kit
+from ember_shared.testing.plugin import TestEnv
+from ember_shared.testing.tokens import TokenFactory
+
+
+@pytest.fixture(scope="session")
+def catalog_app(ember_env: TestEnv) -> Litestar:
+    os.environ["CATALOG_SWEEP_INTERVAL_SECONDS"] = "0"
+    os.environ.setdefault("CATALOG_MAX_UPLOAD_BYTES", str(512 * 1024))
+    return create_app()
+
+
+@pytest.fixture(scope="session")
+async def client(catalog_app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=catalog_app, base_url="http://catalog.test") as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def cache(catalog_app: Litestar, client: AsyncTestClient[Litestar]) -> CatalogCache:
+    value: CatalogCache = catalog_app.state.catalog_cache
+    return value
+
+
+@pytest.fixture(scope="session")
+def admin_headers(tokens: TokenFactory) -> dict[str, str]:
+    token, _ = tokens.admin(email="barista@ember.test")
+    return tokens.bearer(token)
+
+
+@pytest.fixture(scope="session")
+def service_headers(ember_env: TestEnv) -> dict[str, str]:
+    return {"X-Service-Token": ember_env.service_token}
+
+
+@pytest.fixture
+def kit(client: AsyncTestClient[Litestar], admin_headers: dict[str, str]) -> Kit:
+    return Kit(client, admin_headers)

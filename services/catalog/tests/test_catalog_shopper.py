@@ -1,0 +1,244 @@
+"""The public shopper API: listings, product pages, categories, search, and bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+from catalog_testkit import Kit, assert_problem, unique
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+Client = AsyncTestClient[Litestar]
+
+
+async def test_listing_pages_filters_and_shows_only_active_products(
+    client: Client, kit: Kit
+) -> None:
+    category = await kit.category()
+    made = [await kit.product(category_id=category["id"], price=1000 + i * 100) for i in range(5)]
+    archived = await kit.product(category_id=category["id"])
+    assert (
+        await client.post(f"/api/admin/products/{archived['id']}/archive", headers=kit.admin)
+    ).status_code == 200
+
+    first = await client.get("/api/products", params={"category": category["slug"], "page_size": 2})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["total"] == 5
+    assert body["pages"] == 3
+    assert body["page"] == 1
+    assert len(body["items"]) == 2
+    # newest first by default
+    assert [i["id"] for i in body["items"]] == [made[4]["id"], made[3]["id"]]
+
+    last = (
+        await client.get(
+            "/api/products", params={"category": category["slug"], "page_size": 2, "page": 3}
+        )
+    ).json()
+    assert [i["id"] for i in last["items"]] == [made[0]["id"]]
+    beyond = (
+        await client.get("/api/products", params={"category": category["slug"], "page": 9})
+    ).json()
+    assert beyond["items"] == []
+    assert beyond["total"] == 5
+
+    listed = {
+        i["id"]
+        for i in (await client.get("/api/products", params={"category": category["slug"]})).json()[
+            "items"
+        ]
+    }
+    assert archived["id"] not in listed
+    assert listed == {p["id"] for p in made}
+
+
+async def test_listing_sorts_by_price_and_name(client: Client, kit: Kit) -> None:
+    category = await kit.category()
+    await kit.product(category_id=category["id"], name=unique("Bravo"), price=2000)
+    await kit.product(category_id=category["id"], name=unique("alpha"), price=3000)
+    await kit.product(category_id=category["id"], name=unique("Charlie"), price=1000)
+
+    def names(response_json: dict[str, object]) -> list[str]:
+        return [str(i["name"]).split("-")[0] for i in response_json["items"]]  # type: ignore[attr-defined]
+
+    by_price = (
+        await client.get("/api/products", params={"category": category["slug"], "sort": "price"})
+    ).json()
+    assert [i["price"] for i in by_price["items"]] == [1000, 2000, 3000]
+    by_price_desc = (
+        await client.get(
+            "/api/products", params={"category": category["slug"], "sort": "price_desc"}
+        )
+    ).json()
+    assert [i["price"] for i in by_price_desc["items"]] == [3000, 2000, 1000]
+    by_name = (
+        await client.get("/api/products", params={"category": category["slug"], "sort": "name"})
+    ).json()
+    assert names(by_name) == ["alpha", "Bravo", "Charlie"]
+    assert by_name["sort"] == "name"
+
+
+async def test_prices_are_integer_minor_units_with_currency(client: Client, kit: Kit) -> None:
+    product = await kit.product(price=1995, currency="EUR")
+    page = (await client.get(f"/api/products/{product['slug']}")).json()
+    assert page["price"] == 1995
+    assert isinstance(page["price"], int)
+    assert page["currency"] == "EUR"
+    listing = (
+        await client.get("/api/products", params={"sort": "newest", "page_size": 100})
+    ).json()
+    item = next(i for i in listing["items"] if i["id"] == product["id"])
+    assert (item["price"], item["currency"]) == (1995, "EUR")
+
+
+async def test_availability_is_a_level_never_a_count(client: Client, kit: Kit) -> None:
+    plenty = await kit.product(on_hand=50)
+    few = await kit.product(on_hand=5)
+    none = await kit.product(on_hand=0)
+    levels = {}
+    for product in (plenty, few, none):
+        response = await client.get(f"/api/products/{product['slug']}")
+        assert response.status_code == 200
+        for word in ("on_hand", "reserved", '"available"'):
+            assert word not in response.text
+        levels[product["id"]] = response.json()["availability"]
+    assert levels == {plenty["id"]: "in_stock", few["id"]: "low_stock", none["id"]: "sold_out"}
+    listing = await client.get("/api/products", params={"page_size": 100})
+    assert "on_hand" not in listing.text
+    assert "reserved" not in listing.text
+
+
+async def test_product_page_by_slug_any_case_and_by_id_with_images(
+    client: Client, kit: Kit
+) -> None:
+    category = await kit.category()
+    product = await kit.product(
+        category_id=category["id"],
+        summary="Stone fruit",
+        description="A long story.\nTwo lines.",
+        origin="Huila, Colombia",
+        roast="medium",
+        tasting_notes=["Peach", "Cocoa"],
+        weight_grams=340,
+    )
+    for url in ("/media/products/a.webp", "/media/products/b.webp"):
+        added = await client.post(
+            f"/api/admin/products/{product['id']}/images",
+            json={"url": url, "alt": "bag"},
+            headers=kit.admin,
+        )
+        assert added.status_code == 201, added.text
+
+    by_slug = await client.get(f"/api/products/{product['slug'].upper()}")
+    assert by_slug.status_code == 200
+    page = by_slug.json()
+    assert page["id"] == product["id"]
+    assert page["category"] == {
+        "id": category["id"],
+        "slug": category["slug"],
+        "name": category["name"],
+    }
+    assert page["tasting_notes"] == ["Peach", "Cocoa"]
+    assert page["description"] == "A long story.\nTwo lines."
+    assert [(i["url"], i["position"], i["primary"]) for i in page["images"]] == [
+        ("/media/products/a.webp", 0, True),
+        ("/media/products/b.webp", 1, False),
+    ]
+    by_id = await client.get(f"/api/products/{product['id']}")
+    assert by_id.status_code == 200
+    assert by_id.json() == page
+
+
+async def test_unknown_and_archived_products_are_404_problems(client: Client, kit: Kit) -> None:
+    assert_problem(await client.get("/api/products/no-such-coffee"), 404, "not-found")
+    assert_problem(await client.get(f"/api/products/{uuid.uuid4()}"), 404, "not-found")
+    product = await kit.product()
+    await client.post(f"/api/admin/products/{product['id']}/archive", headers=kit.admin)
+    assert_problem(await client.get(f"/api/products/{product['slug']}"), 404, "not-found")
+
+
+async def test_categories_are_listed_in_display_order(client: Client, kit: Kit) -> None:
+    late = await kit.category(display_order=9000)
+    early = await kit.category(display_order=8999)
+    items = (await client.get("/api/categories")).json()["items"]
+    ids = [c["id"] for c in items]
+    assert ids.index(early["id"]) < ids.index(late["id"])
+    orders = [c["display_order"] for c in items]
+    assert orders == sorted(orders)
+
+
+async def test_cached_answers_carry_an_etag_and_answer_304(client: Client, kit: Kit) -> None:
+    product = await kit.product()
+    first = await client.get(f"/api/products/{product['slug']}")
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "public, no-cache"
+    again = await client.get(f"/api/products/{product['slug']}", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.headers["x-cache"] == "hit"
+    assert again.content == b""
+
+
+async def test_bad_query_strings_are_problems(client: Client) -> None:
+    for params in (
+        {"page": "abc"},
+        {"page": "0"},
+        {"page": "99999999999999999999"},
+        {"page_size": "101"},
+        {"page_size": "-1"},
+        {"sort": "cheapest"},
+        {"category": "no spaces allowed"},
+    ):
+        body = assert_problem(await client.get("/api/products", params=params), 400, "validation")
+        assert body["errors"], body
+    assert_problem(
+        await client.get("/api/products", params={"category": "no-such-category"}), 404, "not-found"
+    )
+
+
+async def test_search_tolerates_typos_and_partial_words(client: Client, kit: Kit) -> None:
+    marker = uuid.uuid4().hex[:6]
+    ethiopia = await kit.product(
+        name=f"Ethiopia Yirgacheffe {marker}",
+        origin="Gedeo Zone, Ethiopia",
+        tasting_notes=["Jasmine", "Bergamot"],
+        description="Floral washed coffee from smallholders.",
+    )
+    await kit.product(name=f"Colombia Huila {marker}", description="Caramel and red apple.")
+
+    typo = await client.get("/api/products/search", params={"q": "etiopia"})
+    assert typo.status_code == 200
+    body = typo.json()
+    assert ethiopia["id"] in [i["id"] for i in body["items"]]
+    assert "ethiopia" in body["matched_words"]
+
+    prefix = (await client.get("/api/products/search", params={"q": "yirg"})).json()
+    assert ethiopia["id"] in [i["id"] for i in prefix["items"]]
+
+    both = (await client.get("/api/products/search", params={"q": f"jasmin {marker}"})).json()
+    assert [i["id"] for i in both["items"]] == [ethiopia["id"]]
+
+
+async def test_search_ranks_name_matches_first(client: Client, kit: Kit) -> None:
+    word = "zq" + uuid.uuid4().hex[:8]
+    in_description = await kit.product(
+        name=unique("Plain"), description=f"Tastes a little of {word}."
+    )
+    in_name = await kit.product(name=f"{word} Reserve")
+    items = (await client.get("/api/products/search", params={"q": word})).json()["items"]
+    assert [i["id"] for i in items] == [in_name["id"], in_description["id"]]
+
+
+async def test_search_input_is_bounded(client: Client) -> None:
+    body = assert_problem(
+        await client.get("/api/products/search", params={"q": "a" * 10_000}), 400, "validation"
+    )
+    assert any(e.get("key") == "q" for e in body["errors"])
+    assert_problem(await client.get("/api/products/search", params={"q": "a" * 201}), 400)
+    assert_problem(await client.get("/api/products/search"), 400)
+    assert_problem(await client.get("/api/products/search", params={"q": ""}), 400)
+    nothing = await client.get("/api/products/search", params={"q": "!!! ??? &&& |||"})
+    assert nothing.status_code == 200
+    assert nothing.json()["items"] == []
+    operators = await client.get("/api/products/search", params={"q": "a:* & !b | (c"})
+    assert operators.status_code == 200
