@@ -130,7 +130,8 @@ class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Which cart a shopper would check out: theirs when signed in, else the guest cookie's."""
 
     user_id: uuid.UUID | None = None
-    cart_token: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    #: Any cookie a browser sent: one that is not genuine is simply no cart.
+    cart_token: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class ResolvedLine(msgspec.Struct, kw_only=True):
