@@ -1,0 +1,305 @@
+"""The Stripe stand-in answers the stripe SDK as Stripe does, for the calls Ember makes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+import uvicorn
+from standins.stripe.app import create_app
+from standins.stripe.errors import StripeError
+from standins.stripe.forms import parse_form
+from standins.stripe.settings import StandinSettings
+from standins.stripe.store import Store
+
+
+class InLoopServer(uvicorn.Server):
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+async def standin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = StandinSettings(
+        public_url=url,
+        webhook_url="http://127.0.0.1:9/unreachable",
+        webhook_secret="whsec_api_tests",
+        state_file=str(tmp_path_factory.mktemp("stripe") / "state.json"),
+        retry_base_seconds=0.05,
+        max_attempts=1,
+        expiry_interval_seconds=0.2,
+        async_settle_seconds=0,
+        min_expiry_seconds=1800,
+    )
+    server = InLoopServer(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
+        await asyncio.sleep(0.02)
+    yield url
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="module")
+def client(standin: str) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        "sk_test_api_tests",
+        base_addresses={"api": standin},
+        http_client=stripe.HTTPXClient(),
+        max_network_retries=0,
+    )
+
+
+def session_params(**overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "line_items": [
+            {
+                "quantity": 2,
+                "price_data": {
+                    "currency": "usd",
+                    "unit_amount": 1250,
+                    "product_data": {"name": "Yirgacheffe", "metadata": {"product_id": "p1"}},
+                },
+            },
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": "usd",
+                    "unit_amount": 900,
+                    "product_data": {"name": "Decaf"},
+                },
+            },
+        ],
+        "shipping_options": [
+            {
+                "shipping_rate_data": {
+                    "type": "fixed_amount",
+                    "display_name": "Standard",
+                    "fixed_amount": {"amount": 600, "currency": "usd"},
+                }
+            }
+        ],
+        "success_url": "http://shop.test/order/o1?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "http://shop.test/cart",
+        "customer_email": "ada@example.com",
+        "client_reference_id": "o1",
+        "metadata": {"order_id": "o1"},
+        "payment_intent_data": {"metadata": {"order_id": "o1"}},
+        "expires_at": int(time.time()) + 31 * 60,
+    }
+    params.update(overrides)
+    return params
+
+
+async def test_create_retrieve_list_and_line_items(
+    client: stripe.StripeClient, standin: str
+) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=session_params())  # type: ignore[arg-type]
+
+    assert session.id.startswith("cs_test_")
+    assert session.object == "checkout.session"
+    assert session.status == "open"
+    assert session.payment_status == "unpaid"
+    assert session.amount_subtotal == 3400
+    assert session.amount_total == 4000
+    assert session.currency == "usd"
+    assert session.total_details is not None
+    assert session.total_details.amount_shipping == 600
+    assert session.url == f"{standin}/pay/{session.id}"
+    assert session.metadata is not None
+    assert session.metadata.to_dict() == {"order_id": "o1"}
+    again = await client.v1.checkout.sessions.retrieve_async(session.id)
+    assert again.id == session.id
+    assert again.amount_total == 4000
+    items = await client.v1.checkout.sessions.line_items.list_async(session.id)
+    assert [
+        (i.description, i.quantity, i.price.unit_amount if i.price else None) for i in items.data
+    ] == [
+        ("Yirgacheffe", 2, 1250),
+        ("Decaf", 1, 900),
+    ]
+    listed = await client.v1.checkout.sessions.list_async(params={"limit": 100})
+    assert session.id in [s.id for s in listed.data]
+    expanded = await client.v1.checkout.sessions.retrieve_async(
+        session.id, params={"expand": ["line_items"]}
+    )
+    assert len(expanded["line_items"]["data"]) == 2
+
+
+async def test_idempotency_key_answers_the_first_result(client: stripe.StripeClient) -> None:
+    params = session_params()
+    first = await client.v1.checkout.sessions.create_async(
+        params=params, options={"idempotency_key": "k-same"}
+    )  # type: ignore[arg-type]
+    second = await client.v1.checkout.sessions.create_async(
+        params=params, options={"idempotency_key": "k-same"}
+    )  # type: ignore[arg-type]
+    assert first.id == second.id
+    with pytest.raises(stripe.IdempotencyError):
+        await client.v1.checkout.sessions.create_async(
+            params=session_params(customer_email="other@example.com"),  # type: ignore[arg-type]
+            options={"idempotency_key": "k-same"},
+        )
+    # Concurrent requests with one key: still one session.
+    results = await asyncio.gather(
+        *[
+            client.v1.checkout.sessions.create_async(
+                params=params, options={"idempotency_key": "k-race"}
+            )  # type: ignore[arg-type]
+            for _ in range(5)
+        ]
+    )
+    assert len({r.id for r in results}) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        ({"expires_at": int(time.time()) + 60}, "expires_at"),
+        ({"expires_at": int(time.time()) + 25 * 3600}, "expires_at"),
+        ({"line_items": []}, "line_items"),
+        ({"success_url": "not a url"}, "success_url"),
+        ({"mode": "setup"}, "mode"),
+        ({"customer_email": "nobody"}, "customer_email"),
+    ],
+)
+async def test_invalid_sessions_are_refused_like_stripe(
+    client: stripe.StripeClient, overrides: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=session_params(**overrides))  # type: ignore[arg-type]
+    assert caught.value.http_status == 400
+    assert caught.value.param == param
+
+
+async def test_mixed_currencies_and_bad_amounts_are_refused(client: stripe.StripeClient) -> None:
+    items = session_params()["line_items"]
+    items[1]["price_data"]["currency"] = "eur"
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.checkout.sessions.create_async(params=session_params(line_items=items))  # type: ignore[arg-type]
+    items = session_params()["line_items"]
+    items[0]["price_data"]["unit_amount"] = -5
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=session_params(line_items=items))  # type: ignore[arg-type]
+    assert caught.value.param == "line_items[0][price_data][unit_amount]"
+
+
+async def test_unknown_objects_and_keys(client: stripe.StripeClient, standin: str) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.retrieve_async("cs_test_nope")
+    assert caught.value.http_status == 404
+    assert caught.value.code == "resource_missing"
+    live = stripe.StripeClient(
+        "sk_live_not_here", base_addresses={"api": standin}, http_client=stripe.HTTPXClient()
+    )
+    with pytest.raises(stripe.AuthenticationError):
+        await live.v1.checkout.sessions.retrieve_async("cs_test_nope")
+    async with httpx.AsyncClient() as http:
+        anonymous = await http.get(f"{standin}/v1/checkout/sessions")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["type"] == "invalid_request_error"
+        unknown = await http.get(
+            f"{standin}/v1/customers", headers={"Authorization": "Bearer sk_test_x"}
+        )
+        assert unknown.status_code == 404
+        assert "Unrecognized request URL" in unknown.json()["error"]["message"]
+
+
+async def test_expire_pay_and_refund(client: stripe.StripeClient, standin: str) -> None:
+    open_one = await client.v1.checkout.sessions.create_async(params=session_params())  # type: ignore[arg-type]
+    expired = await client.v1.checkout.sessions.expire_async(open_one.id)
+    assert expired.status == "expired"
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.checkout.sessions.expire_async(open_one.id)
+
+    session = await client.v1.checkout.sessions.create_async(params=session_params())  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as http:
+        paid = await http.post(
+            f"{standin}/_standin/sessions/{session.id}/pay",
+            json={"card_number": "4242424242424242"},
+        )
+    assert paid.json()["outcome"] == "paid"
+    done = await client.v1.checkout.sessions.retrieve_async(session.id)
+    assert done.status == "complete"
+    assert done.payment_status == "paid"
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.checkout.sessions.expire_async(session.id)
+    assert done.payment_intent is not None
+    intent = await client.v1.payment_intents.retrieve_async(str(done.payment_intent))
+    assert intent.status == "succeeded"
+    assert intent.amount == 4000
+    assert intent.metadata is not None
+    assert intent.metadata.to_dict() == {"order_id": "o1"}
+
+    partial = await client.v1.refunds.create_async(
+        params={"payment_intent": intent.id, "amount": 1000}
+    )
+    assert partial.amount == 1000
+    assert partial.status == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.refunds.create_async(params={"payment_intent": intent.id, "amount": 5000})
+    assert caught.value.code == "amount_too_large"
+    rest = await client.v1.refunds.create_async(params={"payment_intent": intent.id})
+    assert rest.amount == 3000
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.refunds.create_async(params={"payment_intent": intent.id})
+    assert caught.value.code == "charge_already_refunded"
+    assert (await client.v1.refunds.retrieve_async(rest.id)).amount == 3000
+
+
+def test_form_encoding_is_read_like_stripe_reads_it() -> None:
+    parsed = parse_form(
+        "line_items[0][quantity]=2&line_items[0][price_data][unit_amount]=1250"
+        "&line_items[1][quantity]=1&metadata[order_id]=o1&expand[0]=line_items&mode=payment"
+    )
+    assert parsed == {
+        "line_items": [{"quantity": "2", "price_data": {"unit_amount": "1250"}}, {"quantity": "1"}],
+        "metadata": {"order_id": "o1"},
+        "expand": ["line_items"],
+        "mode": "payment",
+    }
+    with pytest.raises(StripeError):
+        parse_form("a[b]=1&a=2&a[b][c]=3")
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    first = Store(public_url="http://x", state_path=state)
+    session = first.create_session(
+        {
+            "mode": "payment",
+            "success_url": "http://shop.test/ok",
+            "line_items": [
+                {
+                    "quantity": "1",
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": "500",
+                        "product_data": {"name": "Bag"},
+                    },
+                }
+            ],
+        }
+    )
+    second = Store(public_url="http://x", state_path=state)
+    assert second.session(session["id"])["amount_total"] == 500
+    assert second.session_line_items(session["id"])[0]["description"] == "Bag"
