@@ -44,7 +44,9 @@ def free_port() -> int:
 
 
 async def serve(app: Any, port: int) -> tuple[InLoopServer, asyncio.Task[None]]:
-    server = InLoopServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = InLoopServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.get_running_loop().create_task(server.serve())
     deadline = time.monotonic() + 30
     while not server.started:
@@ -57,9 +59,11 @@ async def serve(app: Any, port: int) -> tuple[InLoopServer, asyncio.Task[None]]:
     return server, task
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, what: str = "") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, within: float = 15.0, what: str = ""
+) -> T:
     """Poll ``check`` until it returns something truthy (events travel asynchronously)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: T | None = None
     while time.monotonic() < deadline:
         last = await check()
@@ -110,11 +114,15 @@ class Shopper:
 
     async def status(self, order_id: str, **params: str) -> httpx.Response:
         return await self.http.get(
-            f"{self.world.checkout_url}/api/checkout/session/{order_id}", params=params, headers=self._auth()
+            f"{self.world.checkout_url}/api/checkout/session/{order_id}",
+            params=params,
+            headers=self._auth(),
         )
 
     async def quote(self) -> httpx.Response:
-        return await self.http.get(f"{self.world.checkout_url}/api/checkout/quote", headers=self._auth())
+        return await self.http.get(
+            f"{self.world.checkout_url}/api/checkout/quote", headers=self._auth()
+        )
 
 
 @dataclass
@@ -144,7 +152,9 @@ class World:
     def service_headers(self) -> dict[str, str]:
         return {"X-Service-Token": self.env.service_token}
 
-    async def product(self, *, price: int = 1800, on_hand: int = 20, name: str | None = None) -> uuid.UUID:
+    async def product(
+        self, *, price: int = 1800, on_hand: int = 20, name: str | None = None
+    ) -> uuid.UUID:
         name = name or f"Test Coffee {uuid.uuid4().hex[:8]}"
         response = await self.http.post(
             f"{self.catalog_url}/api/admin/products/",
@@ -156,21 +166,24 @@ class World:
 
     async def set_price(self, product_id: uuid.UUID, price: int) -> None:
         response = await self.http.patch(
-            f"{self.catalog_url}/api/admin/products/{product_id}", json={"price": price},
+            f"{self.catalog_url}/api/admin/products/{product_id}",
+            json={"price": price},
             headers=self.admin_headers(),
         )
         assert response.status_code == 200, response.text
 
     async def set_stock(self, product_id: uuid.UUID, on_hand: int) -> None:
         response = await self.http.put(
-            f"{self.catalog_url}/api/admin/inventory/{product_id}", json={"on_hand": on_hand},
+            f"{self.catalog_url}/api/admin/inventory/{product_id}",
+            json={"on_hand": on_hand},
             headers=self.admin_headers(),
         )
         assert response.status_code == 200, response.text
 
     async def archive(self, product_id: uuid.UUID) -> None:
         response = await self.http.post(
-            f"{self.catalog_url}/api/admin/products/{product_id}/archive", headers=self.admin_headers()
+            f"{self.catalog_url}/api/admin/products/{product_id}/archive",
+            headers=self.admin_headers(),
         )
         assert response.status_code == 200, response.text
 
@@ -187,7 +200,8 @@ class World:
 
     async def reservation(self, order_id: str) -> dict[str, Any] | None:
         response = await self.http.get(
-            f"{self.catalog_url}/internal/catalog/reservations/{order_id}", headers=self.service_headers()
+            f"{self.catalog_url}/internal/catalog/reservations/{order_id}",
+            headers=self.service_headers(),
         )
         if response.status_code == 404:
             return None
@@ -211,7 +225,9 @@ class World:
         token = self.tokens.mint(user_id, email=email or f"{user_id.hex[:8]}@example.com")
         return Shopper(self, self._client(), token=token, user_id=user_id)
 
-    async def basket(self, *, price: int = 1800, quantity: int = 1, on_hand: int = 20) -> tuple[Shopper, uuid.UUID]:
+    async def basket(
+        self, *, price: int = 1800, quantity: int = 1, on_hand: int = 20
+    ) -> tuple[Shopper, uuid.UUID]:
         product_id = await self.product(price=price, on_hand=on_hand)
         shopper = self.guest()
         await shopper.add(product_id, quantity)
@@ -233,10 +249,14 @@ class World:
 
     async def pay_page(self, checkout_url: str, card: str) -> httpx.Response:
         """What a browser does on the hosted page: post the card form."""
-        return await self.http.post(checkout_url, data={"card_number": card, "exp": "12 / 34", "cvc": "123",
-                                                        "name": "Ada Lovelace"})
+        return await self.http.post(
+            checkout_url,
+            data={"card_number": card, "exp": "12 / 34", "cvc": "123", "name": "Ada Lovelace"},
+        )
 
-    async def events(self, stripe_session_id: str, type_: str | None = None) -> list[dict[str, Any]]:
+    async def events(
+        self, stripe_session_id: str, type_: str | None = None
+    ) -> list[dict[str, Any]]:
         params = {"session_id": stripe_session_id}
         if type_:
             params["type"] = type_
@@ -253,10 +273,15 @@ class World:
     async def row(self, order_id: str) -> dict[str, Any]:
         async with self.engine.connect() as connection:
             found = (
-                await connection.execute(
-                    text("SELECT * FROM checkout.checkout_sessions WHERE order_id = :o"), {"o": order_id}
+                (
+                    await connection.execute(
+                        text("SELECT * FROM checkout.checkout_sessions WHERE order_id = :o"),
+                        {"o": order_id},
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
         return dict(found)
 
     async def outbox(self, order_id: str, type_: str | None = None) -> list[dict[str, Any]]:
@@ -269,17 +294,24 @@ class World:
         found = []
         for row in rows:
             envelope = json.loads(bytes(row.envelope))
-            if envelope["data"].get("order_id") == order_id and (type_ is None or row.type == type_):
+            if envelope["data"].get("order_id") == order_id and (
+                type_ is None or row.type == type_
+            ):
                 found.append(envelope)
         return found
 
     async def provider_events(self, event_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as connection:
             rows = (
-                await connection.execute(
-                    text("SELECT * FROM checkout.provider_events WHERE event_id = :e"), {"e": event_id}
+                (
+                    await connection.execute(
+                        text("SELECT * FROM checkout.provider_events WHERE event_id = :e"),
+                        {"e": event_id},
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     async def checkout_status(self, order_id: str, wanted: str) -> dict[str, Any]:
@@ -321,7 +353,12 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
     from checkout.app import create_app as checkout_app
     from standins.stripe import create_app as stripe_app
 
-    apps = {"stripe": stripe_app(), "catalog": catalog_app(), "cart": cart_app(), "checkout": checkout_app()}
+    apps = {
+        "stripe": stripe_app(),
+        "catalog": catalog_app(),
+        "cart": cart_app(),
+        "checkout": checkout_app(),
+    }
     running = []
     engine = create_async_engine(DatabaseSettings().async_url)
     http = httpx.AsyncClient(timeout=20.0)

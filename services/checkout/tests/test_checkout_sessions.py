@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
+
 from conftest import ADDRESS, World
 
 
@@ -23,24 +24,33 @@ async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: 
     assert body["shipping"] == 600  # under the free-shipping threshold
     assert body["total"] == 4300
     assert body["currency"] == "USD"
-    assert body["lines"][0]["unit_price"] == 1850 and body["lines"][0]["quantity"] == 2
+    assert body["lines"][0]["unit_price"] == 1850
+    assert body["lines"][0]["quantity"] == 2
     assert body["checkout_url"].startswith(world.standin_url + "/pay/cs_test_")
 
     # Stripe's session: our amounts, the order id in metadata, the email, the return URLs.
     row = await world.row(order_id)
     stripe = await world.stripe_session(row["stripe_session_id"])
     session, items = stripe["session"], stripe["line_items"]
-    assert session["amount_total"] == 4300 and session["currency"] == "usd"
-    assert session["metadata"] == {"order_id": order_id, "checkout_session_id": body["checkout_session_id"]}
+    assert session["amount_total"] == 4300
+    assert session["currency"] == "usd"
+    assert session["metadata"] == {
+        "order_id": order_id,
+        "checkout_session_id": body["checkout_session_id"],
+    }
     assert session["client_reference_id"] == order_id
     assert session["customer_email"] == "guest@example.com"
-    assert session["success_url"] == f"http://shop.test/order/{order_id}?session_id={{CHECKOUT_SESSION_ID}}"
+    assert (
+        session["success_url"]
+        == f"http://shop.test/order/{order_id}?session_id={{CHECKOUT_SESSION_ID}}"
+    )
     assert session["cancel_url"] == "http://shop.test/cart"
     assert [(i["price"]["unit_amount"], i["quantity"]) for i in items] == [(1850, 2)]
 
     # Catalog holds the stock until a little after Stripe's page closes.
     reservation = await world.reservation(order_id)
-    assert reservation is not None and reservation["status"] == "active"
+    assert reservation is not None
+    assert reservation["status"] == "active"
     assert str(reservation["reservation_id"]) == str(row["reservation_id"])
     reservation_end = dt.datetime.fromisoformat(reservation["expires_at"]).timestamp()
     assert 60 <= reservation_end - session["expires_at"] <= 180
@@ -50,8 +60,10 @@ async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: 
     started = await world.outbox(order_id, "checkout.started.v1")
     assert len(started) == 1
     data = started[0]["data"]
-    assert data["total"] == 4300 and data["email"] == "guest@example.com"
-    assert data["lines"][0]["name"] and data["lines"][0]["unit_price"] == 1850
+    assert data["total"] == 4300
+    assert data["email"] == "guest@example.com"
+    assert data["lines"][0]["name"]
+    assert data["lines"][0]["unit_price"] == 1850
     assert data["shipping_address"]["country"] == "GB"
 
 
@@ -59,7 +71,8 @@ async def test_free_shipping_over_the_threshold(world: World) -> None:
     shopper, _ = await world.basket(price=2600, quantity=2)
     response = await shopper.checkout()
     assert response.status_code == 201, response.text
-    assert response.json()["shipping"] == 0 and response.json()["total"] == 5200
+    assert response.json()["shipping"] == 0
+    assert response.json()["total"] == 5200
 
 
 async def test_signed_in_shopper_defaults_to_the_token_email(world: World) -> None:
@@ -127,7 +140,8 @@ async def test_double_click_opens_one_session_and_one_reservation(world: World) 
     assert (await world.stock(product_id))["available"] == 18  # one reservation of 2, not two
     # A third click later still answers the same open session.
     third = await shopper.checkout()
-    assert third.status_code == 200 and third.json()["order_id"] == first.json()["order_id"]
+    assert third.status_code == 200
+    assert third.json()["order_id"] == first.json()["order_id"]
 
 
 async def test_changed_cart_closes_the_previous_session_and_frees_its_stock(world: World) -> None:
@@ -142,14 +156,18 @@ async def test_changed_cart_closes_the_previous_session_and_frees_its_stock(worl
 
     assert second.status_code == 201, second.text
     assert second.json()["order_id"] != old_order
-    assert (await world.stripe_session(old_row["stripe_session_id"]))["session"]["status"] == "expired"
+    assert (await world.stripe_session(old_row["stripe_session_id"]))["session"][
+        "status"
+    ] == "expired"
     assert (await world.reservation(old_order))["status"] == "released"  # type: ignore[index]
     assert (await world.stock(product_id))["available"] == 18
     # Stripe's expiry webhook closes the old checkout here too.
     await world.checkout_status(old_order, "expired")
 
 
-async def test_price_change_is_shown_before_paying_and_charged_at_the_new_price(world: World) -> None:
+async def test_price_change_is_shown_before_paying_and_charged_at_the_new_price(
+    world: World,
+) -> None:
     shopper, product_id = await world.basket(price=1500, quantity=2)
     shown = (await shopper.quote()).json()["total"]
     assert shown == 3600
@@ -160,7 +178,8 @@ async def test_price_change_is_shown_before_paying_and_charged_at_the_new_price(
     assert refused.status_code == 409
     problem = refused.json()
     assert problem["type"].endswith("/price-changed")
-    assert problem["expected_total"] == 3600 and problem["total"] == 4000
+    assert problem["expected_total"] == 3600
+    assert problem["total"] == 4000
     assert problem["lines"][0]["unit_price"] == 1700
     assert (await world.stock(product_id))["available"] == 20  # nothing reserved
 
@@ -188,11 +207,15 @@ async def test_archived_and_short_lines_are_named(world: World) -> None:
     assert problem["type"].endswith("/lines-unavailable")
     named = {line["product_id"]: line for line in problem["unavailable"]}
     assert named[str(archived)]["reason"] == "archived"
-    assert named[str(short)]["reason"] == "insufficient_stock" and named[str(short)]["available"] == 1
-    assert "Rare Geisha" in problem["detail"] and "Discontinued Blend" in problem["detail"]
+    assert named[str(short)]["reason"] == "insufficient_stock"
+    assert named[str(short)]["available"] == 1
+    assert "Rare Geisha" in problem["detail"]
+    assert "Discontinued Blend" in problem["detail"]
 
 
-async def test_two_browsers_for_the_last_unit_make_one_order_and_one_clear_refusal(world: World) -> None:
+async def test_two_browsers_for_the_last_unit_make_one_order_and_one_clear_refusal(
+    world: World,
+) -> None:
     product_id = await world.product(name="Last Bag", on_hand=1)
     first, second = world.guest(), world.guest()
     await first.add(product_id)
@@ -216,7 +239,8 @@ async def test_status_is_for_its_owner_only(world: World) -> None:
     stripe_id = (await world.row(order_id))["stripe_session_id"]
 
     mine = await shopper.status(order_id)
-    assert mine.status_code == 200 and mine.json()["status"] == "open"
+    assert mine.status_code == 200
+    assert mine.json()["status"] == "open"
     assert mine.json()["checkout_url"] == started["checkout_url"]
 
     stranger = world.guest()

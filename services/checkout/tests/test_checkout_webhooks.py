@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import World, eventually
 
 CARD_OK = "4242 4242 4242 4242"
@@ -17,7 +18,9 @@ CARD_DECLINED = "4000 0000 0000 0002"
 CARD_DELAYED = "4000 0000 0000 3220"
 
 
-async def _started(world: World, *, price: int = 1800, quantity: int = 1, held: bool = False) -> dict[str, Any]:
+async def _started(
+    world: World, *, price: int = 1800, quantity: int = 1, held: bool = False
+) -> dict[str, Any]:
     shopper, product_id = await world.basket(price=price, quantity=quantity)
     response = await shopper.checkout()
     assert response.status_code == 201, response.text
@@ -42,7 +45,8 @@ async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) 
     order_id = started["order_id"]
 
     page = await world.http.get(started["checkout_url"])
-    assert page.status_code == 200 and "$42.00" in page.text
+    assert page.status_code == 200
+    assert "$42.00" in page.text
     paid = await world.pay_page(started["checkout_url"], CARD_OK)
 
     assert paid.status_code == 303
@@ -56,8 +60,11 @@ async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) 
     succeeded = await world.outbox(order_id, "payment.succeeded.v1")
     assert len(succeeded) == 1
     data = succeeded[0]["data"]
-    assert data["total"] == 4200 + 600 and data["subtotal"] == 4200 and data["shipping"] == 600
-    assert data["currency"] == "USD" and data["email"] == "guest@example.com"
+    assert data["total"] == 4200 + 600
+    assert data["subtotal"] == 4200
+    assert data["shipping"] == 600
+    assert data["currency"] == "USD"
+    assert data["email"] == "guest@example.com"
     assert data["lines"] == [
         {
             "product_id": str(started["product_id"]),
@@ -74,7 +81,8 @@ async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) 
     # Catalog turns the reservation into a sale when the event reaches it.
     await world.reservation_status(order_id, "committed")
     status = await started["shopper"].status(order_id)
-    assert status.json()["status"] == "paid" and status.json()["checkout_url"] is None
+    assert status.json()["status"] == "paid"
+    assert status.json()["checkout_url"] is None
 
 
 async def test_the_redirect_alone_never_marks_anything_paid(world: World) -> None:
@@ -94,17 +102,22 @@ async def test_the_redirect_alone_never_marks_anything_paid(world: World) -> Non
     await world.checkout_status(order_id, "paid")
 
 
-async def test_declined_card_leaves_the_session_open_and_expiry_releases_the_stock(world: World) -> None:
+async def test_declined_card_leaves_the_session_open_and_expiry_releases_the_stock(
+    world: World,
+) -> None:
     started = await _started(world, quantity=3)
     order_id, product_id = started["order_id"], started["product_id"]
     assert (await world.stock(product_id))["available"] == 17
 
     declined = await world.pay_page(started["checkout_url"], CARD_DECLINED)
 
-    assert declined.status_code == 402 and "Your card was declined." in declined.text
+    assert declined.status_code == 402
+    assert "Your card was declined." in declined.text
     # Stripe sends payment_intent.payment_failed; checkout records it and changes nothing.
     failed_pi = await _event(world, started["stripe_session_id"], "payment_intent.payment_failed")
-    recorded = await eventually(lambda: world.provider_events(failed_pi["id"]), what="recorded event")
+    recorded = await eventually(
+        lambda: world.provider_events(failed_pi["id"]), what="recorded event"
+    )
     assert recorded[0]["outcome"] == "unhandled type"
     assert (await world.row(order_id))["status"] == "open"
 
@@ -112,7 +125,8 @@ async def test_declined_card_leaves_the_session_open_and_expiry_releases_the_sto
 
     await world.checkout_status(order_id, "expired")
     expired = await world.outbox(order_id, "checkout.expired.v1")
-    assert len(expired) == 1 and expired[0]["data"]["reservation_id"] == str(
+    assert len(expired) == 1
+    assert expired[0]["data"]["reservation_id"] == str(
         (await world.row(order_id))["reservation_id"]
     )
     await world.reservation_status(order_id, "released")
@@ -153,7 +167,9 @@ async def test_refused_signatures_change_nothing(world: World, signature: str, o
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
 
-    [delivery] = await world.deliver([completed["id"]], signature=signature, timestamp_offset=offset)
+    [delivery] = await world.deliver(
+        [completed["id"]], signature=signature, timestamp_offset=offset
+    )
 
     assert delivery["status_code"] == 400
     problem = httpx.Response(400, text=delivery["body"]).json()
@@ -174,8 +190,9 @@ async def test_unsigned_garbage_is_a_problem(world: World) -> None:
         (b"not json", {"Stripe-Signature": "t=1,v1=abc"}),
         (b"{}", {"Stripe-Signature": "nonsense"}),
     ]:
-        response = await world.http.post(f"{world.checkout_url}/api/webhooks/stripe", content=body,
-                                         headers=headers)
+        response = await world.http.post(
+            f"{world.checkout_url}/api/webhooks/stripe", content=body, headers=headers
+        )
         assert response.status_code == 400
         assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -185,10 +202,15 @@ async def test_expired_after_paid_is_ignored(world: World) -> None:
     order_id, stripe_id = started["order_id"], started["stripe_session_id"]
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, stripe_id, "checkout.session.completed")
-    stale = await world.control("POST", "/events", json={
-        "type": "checkout.session.expired", "session_id": stripe_id,
-        "overrides": {"status": "expired", "payment_status": "unpaid"},
-    })
+    stale = await world.control(
+        "POST",
+        "/events",
+        json={
+            "type": "checkout.session.expired",
+            "session_id": stripe_id,
+            "overrides": {"status": "expired", "payment_status": "unpaid"},
+        },
+    )
 
     answers = await world.deliver([completed["id"], stale["id"]])
 
@@ -204,10 +226,15 @@ async def test_completed_after_expired_does_not_revive_the_session(world: World)
     order_id, stripe_id = started["order_id"], started["stripe_session_id"]
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, stripe_id, "checkout.session.completed")
-    expired = await world.control("POST", "/events", json={
-        "type": "checkout.session.expired", "session_id": stripe_id,
-        "overrides": {"status": "expired", "payment_status": "unpaid"},
-    })
+    expired = await world.control(
+        "POST",
+        "/events",
+        json={
+            "type": "checkout.session.expired",
+            "session_id": stripe_id,
+            "overrides": {"status": "expired", "payment_status": "unpaid"},
+        },
+    )
 
     answers = await world.deliver([expired["id"], completed["id"]])
 
@@ -248,7 +275,8 @@ async def test_delayed_payment_pending_then_failed_releases_the_stock(world: Wor
 
     await world.checkout_status(order_id, "payment_failed")
     failed = await world.outbox(order_id, "payment.failed.v1")
-    assert len(failed) == 1 and failed[0]["data"]["email"] == "guest@example.com"
+    assert len(failed) == 1
+    assert failed[0]["data"]["email"] == "guest@example.com"
     await world.reservation_status(order_id, "released")
     assert (await world.stock(started["product_id"]))["available"] == 20
 
@@ -260,28 +288,43 @@ async def test_refunds_move_paid_forward_and_tell_the_others(world: World) -> No
     await world.checkout_status(order_id, "paid")
     refund_url = f"{world.checkout_url}/internal/checkout/orders/{order_id}/refund"
 
-    unauthorised = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"})
+    unauthorised = await world.http.post(
+        refund_url, json={"amount": 500, "idempotency_key": "refund-one"}
+    )
     assert unauthorised.status_code == 401
-    partial = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"},
-                                    headers=world.service_headers())
+    partial = await world.http.post(
+        refund_url,
+        json={"amount": 500, "idempotency_key": "refund-one"},
+        headers=world.service_headers(),
+    )
     assert partial.status_code == 202, partial.text
-    again = await world.http.post(refund_url, json={"amount": 500, "idempotency_key": "refund-one"},
-                                  headers=world.service_headers())
+    again = await world.http.post(
+        refund_url,
+        json={"amount": 500, "idempotency_key": "refund-one"},
+        headers=world.service_headers(),
+    )
     assert again.json()["refund_id"] == partial.json()["refund_id"]  # one refund, not two
 
     row = await world.checkout_status(order_id, "partially_refunded")
     assert row["amount_refunded"] == 500
-    too_much = await world.http.post(refund_url, json={"amount": 99_999, "idempotency_key": "refund-two"},
-                                     headers=world.service_headers())
+    too_much = await world.http.post(
+        refund_url,
+        json={"amount": 99_999, "idempotency_key": "refund-two"},
+        headers=world.service_headers(),
+    )
     assert too_much.status_code == 409
 
-    rest = await world.http.post(refund_url, json={"idempotency_key": "refund-rest"},
-                                 headers=world.service_headers())
+    rest = await world.http.post(
+        refund_url, json={"idempotency_key": "refund-rest"}, headers=world.service_headers()
+    )
     assert rest.status_code == 202, rest.text
     row = await world.checkout_status(order_id, "refunded")
     assert row["amount_refunded"] == 2600
     refunds = [e["data"] for e in await world.outbox(order_id, "payment.refunded.v1")]
-    assert [(r["amount_refunded"], r["fully_refunded"]) for r in refunds] == [(500, False), (2600, True)]
+    assert [(r["amount_refunded"], r["fully_refunded"]) for r in refunds] == [
+        (500, False),
+        (2600, True),
+    ]
 
 
 async def test_a_refund_that_overtakes_its_payment_is_retried_until_it_fits(world: World) -> None:
@@ -289,15 +332,20 @@ async def test_a_refund_that_overtakes_its_payment_is_retried_until_it_fits(worl
     order_id, stripe_id = started["order_id"], started["stripe_session_id"]
     await world.pay_page(started["checkout_url"], CARD_OK)
     intent = (await world.stripe_session(stripe_id))["session"]["payment_intent"]
-    refund = await world.http.post(f"{world.standin_url}/v1/refunds", data={"payment_intent": intent},
-                                   headers={"Authorization": "Bearer sk_test_ember_local"})
+    refund = await world.http.post(
+        f"{world.standin_url}/v1/refunds",
+        data={"payment_intent": intent},
+        headers={"Authorization": "Bearer sk_test_ember_local"},
+    )
     assert refund.status_code == 200, refund.text
     refunded = await _event(world, stripe_id, "charge.refunded")
     completed = await _event(world, stripe_id, "checkout.session.completed")
 
     first = await world.deliver([refunded["id"], completed["id"]])
     assert [d["status_code"] for d in first] == [409, 200]
-    assert await world.provider_events(refunded["id"]) == []  # not recorded: Stripe will send it again
+    assert (
+        await world.provider_events(refunded["id"]) == []
+    )  # not recorded: Stripe will send it again
 
     [again] = await world.deliver([refunded["id"]])
     assert again["status_code"] == 200
@@ -311,8 +359,11 @@ async def test_automatic_delivery_retries_until_checkout_answers(world: World) -
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, stripe_id, "checkout.session.completed")
     intent = (await world.stripe_session(stripe_id))["session"]["payment_intent"]
-    await world.http.post(f"{world.standin_url}/v1/refunds", data={"payment_intent": intent},
-                          headers={"Authorization": "Bearer sk_test_ember_local"})
+    await world.http.post(
+        f"{world.standin_url}/v1/refunds",
+        data={"payment_intent": intent},
+        headers={"Authorization": "Bearer sk_test_ember_local"},
+    )
     refunded = await _event(world, stripe_id, "charge.refunded")
 
     await world.control("POST", f"/events/{refunded['id']}/send")
@@ -327,18 +378,28 @@ async def test_automatic_delivery_retries_until_checkout_answers(world: World) -
     assert [a["status_code"] for a in attempts[:2]] == [409, 409]
     await world.deliver([completed["id"]])
     await world.checkout_status(started["order_id"], "refunded")
-    attempts = (await world.control("GET", "/deliveries", params={"event_id": refunded["id"]}))["data"]
-    assert attempts[-1]["status_code"] == 200 and attempts[-1]["attempt"] >= 3
+    attempts = (await world.control("GET", "/deliveries", params={"event_id": refunded["id"]}))[
+        "data"
+    ]
+    assert attempts[-1]["status_code"] == 200
+    assert attempts[-1]["attempt"] >= 3
 
 
 async def test_events_for_other_sessions_and_types_are_recorded_and_ignored(world: World) -> None:
     started = await _started(world, held=True)
     stripe_id = started["stripe_session_id"]
-    other = await world.control("POST", "/events", json={
-        "type": "checkout.session.completed", "session_id": stripe_id,
-        "overrides": {"id": "cs_test_someone_else", "payment_status": "paid"},
-    })
+    other = await world.control(
+        "POST",
+        "/events",
+        json={
+            "type": "checkout.session.completed",
+            "session_id": stripe_id,
+            "overrides": {"id": "cs_test_someone_else", "payment_status": "paid"},
+        },
+    )
     [answer] = await world.deliver([other["id"]])
     assert answer["status_code"] == 200
-    assert (await world.provider_events(other["id"]))[0]["outcome"] == "ignored: not a session of ours"
+    assert (await world.provider_events(other["id"]))[0][
+        "outcome"
+    ] == "ignored: not a session of ours"
     assert (await world.row(started["order_id"]))["status"] == "open"
