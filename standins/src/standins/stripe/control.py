@@ -169,7 +169,11 @@ async def deliver(request: Request[Any, Any, Any], data: DeliverRequest) -> dict
     return {"deliveries": results}
 
 
-@post("/events/{event_id:str}/send", summary="Deliver one event automatically (with retries)", status_code=202)
+@post(
+    "/events/{event_id:str}/send",
+    summary="Deliver one event automatically (with retries)",
+    status_code=202,
+)
 async def send(request: Request[Any, Any, Any], event_id: str) -> dict[str, Any]:
     event = _store(request).event(event_id)
     _deliverer(request).schedule(event)
