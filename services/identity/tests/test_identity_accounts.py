@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -19,6 +20,8 @@ from identity_helpers import (
 )
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from identity.context import Identity
 
 PROBLEM = "application/problem+json"
 
@@ -64,15 +67,17 @@ async def test_register_signs_in_and_sets_cookies(
 
 
 async def test_cookies_are_secure_outside_local_mode(
-    make_app: Callable[..., Any], browsers: Callable[..., Browser], monkeypatch: pytest.MonkeyPatch
+    identity: Identity, browsers: Callable[..., Browser]
 ) -> None:
-    monkeypatch.setenv("EMBER_MODE", "production")
-    async with make_app() as app:
-        browser = browsers(app=app)
-        response = await browser.register()
-        assert response.status_code == 201
-        for name, header in set_cookie_headers(response).items():
-            assert "Secure" in header, name
+    production = replace(identity.service.app, mode="production")
+    identity.service = replace(identity.service, app=production)
+    try:
+        response = await browsers().register()
+    finally:
+        identity.service = replace(identity.service, app=replace(production, mode="local"))
+    assert response.status_code == 201
+    for name, header in set_cookie_headers(response).items():
+        assert "Secure" in header, name
 
 
 async def test_register_email_is_unique_case_insensitively(browsers: Callable[..., Browser]) -> None:
