@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -61,12 +61,16 @@ async def running(app: Litestar, start_within: float = 30) -> AsyncIterator[Lite
 def asgi_client(app: Litestar, **kwargs: Any) -> httpx.AsyncClient:
     """An HTTP client that calls ``app`` in-process (keep cookies per client: one per browser)."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=TEST_BASE_URL, **kwargs
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        base_url=TEST_BASE_URL,
+        **kwargs,
     )
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "on", timeout: float = 30) -> Iterator[str]:
+def serve(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", timeout: float = 30
+) -> Iterator[str]:
     """Serve ``app`` over real HTTP from a thread on a free loopback port; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
