@@ -145,6 +145,14 @@ class Standin:
         ).json()["data"]
         return data
 
+    def settle(self, within: float = 15.0) -> None:
+        """Wait until the stand-in has no webhook left to deliver."""
+        deadline = time.monotonic() + within
+        while self.client.get(f"{self.url}/_standin/webhooks").json()["pending"]:
+            if time.monotonic() > deadline:
+                raise AssertionError("the stand-in still has webhooks to deliver")
+            time.sleep(0.05)
+
     def clear(self) -> None:
         self.client.delete(f"{self.url}/_standin/emails").raise_for_status()
         self.fail(0)

@@ -301,6 +301,11 @@ class WebhookSender:
         if self._client is not None:
             await self._client.aclose()
 
+    @property
+    def pending(self) -> int:
+        """Mails whose webhooks are still on their way (tests wait for none)."""
+        return len(self._tasks)
+
     def schedule(self, email: dict[str, Any]) -> None:
         if not self.settings.webhooks_on:
             return
@@ -614,7 +619,8 @@ async def standin_webhooks(
             asdict(d)
             for d in _store(request).deliveries
             if email_id is None or d.email_id == email_id
-        ]
+        ],
+        "pending": request.app.state.webhooks.pending,
     }
 
 

@@ -102,7 +102,10 @@ class PendingEmail(EntityColumns, Base):
     html: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default=EmailStatus.QUEUED.value)
+    #: Tries so far, over the mail's whole life (each numbers a row of ``delivery_attempts``).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=sql("0"))
+    #: ``attempts`` when staff last sent it back to the queue: a retry gets a fresh set of tries.
+    attempts_at_requeue: Mapped[int] = mapped_column(Integer, default=0, server_default=sql("0"))
     next_attempt_at: Mapped[dt.datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now()
     )

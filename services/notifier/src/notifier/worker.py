@@ -138,9 +138,12 @@ class EmailWorker:
                 "sent_at": now,
                 "last_error": None,
             }
-        elif result.retryable and email.attempts < self.settings.max_attempts:
+        elif (
+            result.retryable
+            and email.attempts - email.attempts_at_requeue < self.settings.max_attempts
+        ):
             outcome = AttemptOutcome.RETRYABLE_ERROR
-            delay = backoff_seconds(email.attempts, self.settings)
+            delay = backoff_seconds(email.attempts - email.attempts_at_requeue, self.settings)
             if result.retry_after_s is not None:
                 delay = min(max(delay, result.retry_after_s), self.settings.backoff_cap_ms / 1000)
             values |= {

@@ -126,7 +126,7 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
             .where(PendingEmail.id == email_id, PendingEmail.status.in_(from_statuses))
             .values(
                 status=EmailStatus.QUEUED.value,
-                attempts=0,
+                attempts_at_requeue=PendingEmail.attempts,
                 next_attempt_at=now,
                 claim_token=None,
                 locked_until=None,
