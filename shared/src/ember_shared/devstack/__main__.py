@@ -15,8 +15,10 @@ import sys
 import time
 from types import FrameType
 
+from ember_shared.devstack.environment import read_dotenv
 from ember_shared.devstack.stack import DevStack, StackOptions
 from ember_shared.devstack.supervisor import StackError
+from ember_shared.settings import repo_root
 
 
 class Interrupted(Exception):
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "seed":
         return seed(args.service)
+    # .env counts as environment for every setting (the real environment wins).
+    for key, value in read_dotenv(repo_root() / ".env").items():
+        if value:
+            os.environ.setdefault(key, value)
     options = StackOptions()
     if args.command == "migrate":
         return migrate(options)

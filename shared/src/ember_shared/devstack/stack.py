@@ -144,7 +144,8 @@ class DevStack:
         if options.standins_only:
             for key in PROVIDER_KEYS:
                 given.pop(key, None)
-        return given
+        # An empty setting (`KEY=` as .env.example has it) means "the default", as if unset.
+        return {key: value for key, value in given.items() if value != ""}
 
     def _database(self, url: str) -> str:
         if url:
@@ -191,7 +192,9 @@ class DevStack:
         self.workers = layout.workers()
         busy = [
             f"{name} ({number})"
-            for name, number in [(a.name, layout.port(a.port_name, options.offset)) for a in self.apps]
+            for name, number in [
+                (a.name, layout.port(a.port_name, options.offset)) for a in self.apps
+            ]
             + [("caddy", layout.port("gateway", options.offset))]
             if port_in_use(number)
         ]
