@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
+
+
+@contextlib.asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[Litestar]:
+    """Run ``app``'s lifespan in a task of the current loop (anyio wants the task that enters
+    it to leave it too, and pytest tears fixtures down from another task)."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    try:
+        yield app
+    finally:
+        stop.set()
+        await task
 
 
 def unique(prefix: str) -> str:
@@ -19,7 +45,7 @@ def unique(prefix: str) -> str:
 class Kit:
     """Makes catalog data through the admin API (so the tests exercise it too)."""
 
-    client: AsyncTestClient[Litestar]
+    client: httpx.AsyncClient
     admin: dict[str, str]
 
     async def category(self, name: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
-
 from catalog.app import create_app
 from catalog.cache import CatalogCache
-from catalog_testkit import Kit
+from catalog_testkit import Kit, running
 from ember_shared.testing.plugin import TestEnv
 from ember_shared.testing.tokens import TokenFactory
+from litestar import Litestar
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +28,20 @@ def catalog_app(ember_env: TestEnv) -> Litestar:
 
 
 @pytest.fixture(scope="session")
-async def client(catalog_app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=catalog_app, base_url="http://catalog.test") as test_client:
-        yield test_client
+async def client(catalog_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    # The lifespan runs on this (the tests') event loop, not on a portal thread as
+    # AsyncTestClient would: the event runtime, the sweeper and the requests then share one
+    # loop, as asyncpg's and Redis's connection pools need.
+    async with running(catalog_app):
+        transport = httpx.ASGITransport(app=catalog_app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://catalog.test"
+        ) as test_client:
+            yield test_client
 
 
 @pytest.fixture(scope="session")
-def cache(catalog_app: Litestar, client: AsyncTestClient[Litestar]) -> CatalogCache:
+def cache(catalog_app: Litestar, client: httpx.AsyncClient) -> CatalogCache:
     value: CatalogCache = catalog_app.state.catalog_cache
     return value
 
@@ -52,5 +58,5 @@ def service_headers(ember_env: TestEnv) -> dict[str, str]:
 
 
 @pytest.fixture
-def kit(client: AsyncTestClient[Litestar], admin_headers: dict[str, str]) -> Kit:
+def kit(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Kit:
     return Kit(client, admin_headers)

@@ -7,18 +7,17 @@ import io
 import uuid
 from typing import Any
 
+import httpx
+from catalog.cache import CatalogCache
 from catalog_testkit import Kit, assert_problem, unique
+from ember_shared.settings import DatabaseSettings
+from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from catalog.cache import CatalogCache
-from ember_shared.settings import DatabaseSettings
-from ember_shared.testing.tokens import TokenFactory
-
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 async def _scalar(sql: str, **params: Any) -> Any:

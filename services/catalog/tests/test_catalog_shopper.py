@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 from catalog_testkit import Kit, assert_problem, unique
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 async def test_listing_pages_filters_and_shows_only_active_products(

@@ -70,6 +70,10 @@ def create_app() -> Litestar:
 
     @contextlib.asynccontextmanager
     async def catalog_resources(app: Litestar) -> AsyncIterator[None]:
+        # The running app's cache serves the event handlers (another app made in the same
+        # process, as tests do, gets its turn only while it runs).
+        previous = events.context.cache, events.context.settings
+        events.context.cache, events.context.settings = cache, catalog
         app.state.catalog_settings = catalog
         app.state.catalog_cache = cache
         app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
@@ -78,6 +82,7 @@ def create_app() -> Litestar:
         try:
             yield
         finally:
+            events.context.cache, events.context.settings = previous
             await cache.settle()
             if isinstance(store, CloudinaryStore):
                 await store.aclose()

@@ -93,7 +93,7 @@ class SearchPlan:
         return list(dict.fromkeys(w for word in self.words for w in self.fuzzy.get(word, [])))
 
 
-_ENGLISH = literal_column("'english'::regconfig")
+_ENGLISH: Any = literal_column("'english'::regconfig")
 
 
 def _typed(word: str) -> Any:
