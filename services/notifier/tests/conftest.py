@@ -6,10 +6,12 @@ and the stand-in's webhooks travel over real HTTP), and a worker to drive pass b
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,11 +24,16 @@ from litestar.testing import AsyncTestClient
 from notifier.app import create_app
 from notifier.settings import NotifierSettings
 from notifier.worker import EmailWorker
-from notifier_testkit import Standin
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standins.resend import ResendStandinSettings
 from standins.resend import create_app as create_standin
+
+# The suite runs with --import-mode=importlib, which puts no test folder on sys.path: the
+# helper module beside this file is made importable by name here, before any test imports it.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from notifier_testkit import Standin
 
 BASE_URL = "http://notifier.test"
 

@@ -314,7 +314,8 @@ class WebhookSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _report(self, email: dict[str, Any]) -> None:
-        # One mail's events go out in order, each retried until taken or given up.
+        # One mail's events go out in order, each retried until taken or given up (as at Svix,
+        # giving up on one message does not hold back the next).
         await asyncio.sleep(self.settings.webhook_delay_seconds)
         for event_type in planned_events(email["to"]):
             await self._deliver_with_retries(event_type, email)
@@ -338,6 +339,8 @@ class WebhookSender:
             if status is not None and 200 <= status < 300:
                 self.store.set_last_event(email["id"], event_type)
                 return
+            if attempt == self.settings.max_attempts:
+                break
             await asyncio.sleep(
                 min(self.settings.retry_base_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY)
             )
