@@ -307,3 +307,11 @@ def test_the_default_settings_point_at_the_notifier(monkeypatch: pytest.MonkeyPa
     assert defaults.webhook_secret.startswith("whsec_")
     assert defaults.webhooks_on
     assert not settings().webhooks_on
+
+
+def test_the_state_file_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EMBER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RESEND_STANDIN_STATE_FILE", "")
+    assert ResendStandinSettings().state_file == str(tmp_path / "resend-standin" / "state.json")
+    monkeypatch.setenv("RESEND_STANDIN_STATE_FILE", "memory")
+    assert ResendStandinSettings().state_path is None

@@ -342,3 +342,25 @@ def test_worker_settings_are_validated() -> None:
         NotifierSettings(**good, webhook_secret="plain").validate(local=True)
     with pytest.raises(SettingsError, match="RESEND_WEBHOOK_SECRET"):
         NotifierSettings(**good).validate(local=False)
+
+
+def test_empty_settings_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "RESEND_API_KEY",
+        "RESEND_API_URL",
+        "NOTIFIER_FROM_EMAIL",
+        "RESEND_WEBHOOK_SECRET",
+    ):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("EMBER_PORT_OFFSET", "7")
+    monkeypatch.delenv("RESEND_STANDIN_URL", raising=False)
+    local = NotifierSettings()
+    assert local.uses_standin
+    assert local.resend_api_url == "http://127.0.0.1:8209"
+    assert local.from_email == "Ember Coffee <orders@ember.local>"
+    assert local.signing_secret.startswith("whsec_")
+
+    monkeypatch.setenv("RESEND_API_KEY", "re_live_123")
+    real = NotifierSettings()
+    assert real.resend_api_url == "https://api.resend.com"
+    assert not real.uses_standin

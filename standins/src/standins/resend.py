@@ -81,8 +81,11 @@ def _default_webhook_url() -> str:
     return service_url("notifier") + "/api/webhooks/resend"
 
 
-def _default_state_file() -> str:
-    return str(data_dir() / "resend-standin" / "state.json")
+def _state_file_from_env() -> str:
+    value = env_str("RESEND_STANDIN_STATE_FILE")
+    if value.strip().lower() == "memory":
+        return ""
+    return value or str(data_dir() / "resend-standin" / "state.json")
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,9 @@ class ResendStandinSettings:
     webhook_secret: str = field(
         default_factory=lambda: env_str("RESEND_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET
     )
-    #: JSON file keeping the inbox across restarts ("" keeps it in memory only).
-    state_file: str = field(
-        default_factory=lambda: env_str("RESEND_STANDIN_STATE_FILE", _default_state_file())
-    )
+    #: JSON file keeping the inbox across restarts ("" keeps it in memory only; in the
+    #: environment, ``memory`` says that and an empty value means the default file).
+    state_file: str = field(default_factory=_state_file_from_env)
     #: Pause before a mail's first webhook (Resend reports delivery a moment after accepting).
     webhook_delay_seconds: float = field(
         default_factory=lambda: _env_float("RESEND_STANDIN_WEBHOOK_DELAY_SECONDS", 0.2)

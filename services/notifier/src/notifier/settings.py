@@ -36,7 +36,8 @@ def _api_key() -> str:
 def _api_url() -> str:
     # With no key of our own, Resend itself would refuse us: use the local stand-in.
     default = RESEND_API_URL if env_str("RESEND_API_KEY") else service_url("resend-standin")
-    return env_str("RESEND_API_URL", default).rstrip("/")
+    # An empty value means the default, as everywhere in .env.
+    return (env_str("RESEND_API_URL") or default).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class NotifierSettings:
         default_factory=lambda: env_int("RESEND_WEBHOOK_TOLERANCE_S", 300)
     )
     from_email: str = field(
-        default_factory=lambda: env_str("NOTIFIER_FROM_EMAIL", "Ember Coffee <orders@ember.local>")
+        default_factory=lambda: (
+            env_str("NOTIFIER_FROM_EMAIL") or "Ember Coffee <orders@ember.local>"
+        )
     )
     reply_to: str = field(default_factory=lambda: env_str("NOTIFIER_REPLY_TO"))
     max_attempts: int = field(default_factory=lambda: env_int("NOTIFIER_MAX_ATTEMPTS", 6))
