@@ -133,6 +133,7 @@ class World:
     cart_url: str
     checkout_url: str
     standin_url: str
+    identity_url: str
     engine: AsyncEngine
     http: httpx.AsyncClient
     apps: dict[str, Any] = field(default_factory=dict)
@@ -224,6 +225,19 @@ class World:
         user_id = uuid.uuid4()
         token = self.tokens.mint(user_id, email=email or f"{user_id.hex[:8]}@example.com")
         return Shopper(self, self._client(), token=token, user_id=user_id)
+
+    async def member(self) -> Shopper:
+        """A shopper with a real identity account (registered; a bearer token, no cookies)."""
+        email = f"member-{uuid.uuid4().hex[:10]}@example.com"
+        client = self._client()
+        response = await client.post(
+            f"{self.identity_url}/api/auth/register",
+            json={"email": email, "password": f"Roast-{uuid.uuid4().hex[:12]}!", "name": "Grace Hopper"},
+        )
+        assert response.status_code == 201, response.text
+        client.cookies.clear()
+        body = response.json()
+        return Shopper(self, client, token=body["access_token"], user_id=uuid.UUID(body["user"]["id"]))
 
     async def basket(
         self, *, price: int = 1800, quantity: int = 1, on_hand: int = 20
@@ -324,12 +338,13 @@ class World:
 
 @pytest.fixture(scope="session")
 async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World]:
-    ports = {name: free_port() for name in ("catalog", "cart", "checkout", "stripe")}
+    ports = {name: free_port() for name in ("identity", "catalog", "cart", "checkout", "stripe")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         "CATALOG_URL": urls["catalog"],
         "CART_URL": urls["cart"],
         "CHECKOUT_URL": urls["checkout"],
+        "IDENTITY_URL": urls["identity"],
         "STRIPE_STANDIN_URL": urls["stripe"],
         "STRIPE_API_BASE": urls["stripe"],
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -348,13 +363,25 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
     os.environ.update(env)
     service_settings.cache_clear()
 
+    from dataclasses import replace
+
     from cart.app import create_app as cart_app
     from catalog.app import create_app as catalog_app
     from checkout.app import create_app as checkout_app
+    from identity.app import create_app as identity_app
+    from identity.settings import IdentitySettings
     from standins.stripe import create_app as stripe_app
 
+    identity_settings = replace(
+        IdentitySettings(),
+        argon2_time_cost=1,
+        argon2_memory_cost=8192,
+        argon2_parallelism=1,
+        hibp_api_url="offline",
+    )
     apps = {
         "stripe": stripe_app(),
+        "identity": identity_app(settings=identity_settings),
         "catalog": catalog_app(),
         "cart": cart_app(),
         "checkout": checkout_app(),
@@ -363,7 +390,7 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
     engine = create_async_engine(DatabaseSettings().async_url)
     http = httpx.AsyncClient(timeout=20.0)
     try:
-        for name in ("stripe", "catalog", "cart", "checkout"):
+        for name in ("stripe", "identity", "catalog", "cart", "checkout"):
             running.append(await serve(apps[name], ports[name]))
         the_world = World(
             env=ember_env,
@@ -372,6 +399,7 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
             cart_url=urls["cart"],
             checkout_url=urls["checkout"],
             standin_url=urls["stripe"],
+            identity_url=urls["identity"],
             engine=engine,
             http=http,
             apps=apps,

@@ -259,3 +259,31 @@ async def test_signed_in_owner_reads_their_checkout(world: World) -> None:
     order_id = (await shopper.checkout()).json()["order_id"]
     assert (await shopper.status(order_id)).status_code == 200
     assert (await world.customer().status(order_id)).status_code == 404
+
+
+async def test_a_saved_address_is_read_from_identity_with_the_shoppers_token(world: World) -> None:
+    member = await world.member()
+    assert member.token is not None
+    saved = await member.http.post(
+        f"{world.identity_url}/api/user/addresses",
+        json={"name": "Grace Hopper", "line1": "1 Navy Yard", "city": "Arlington", "postal_code": "22202",
+              "country": "us", "state": "VA"},
+        headers={"Authorization": f"Bearer {member.token}"},
+    )
+    assert saved.status_code == 201, saved.text
+    product_id = await world.product()
+    await member.add(product_id)
+
+    response = await member.checkout(shipping_address=None, saved_address_id=saved.json()["id"])
+
+    assert response.status_code == 201, response.text
+    address = (await world.row(response.json()["order_id"]))["shipping_address"]
+    assert address["name"] == "Grace Hopper"
+    assert address["country"] == "US"
+    assert address["state"] == "VA"
+    # Someone else's address id is no address at all.
+    stranger = await world.member()
+    await stranger.add(product_id)
+    refused = await stranger.checkout(shipping_address=None, saved_address_id=saved.json()["id"])
+    assert refused.status_code == 404
+    assert refused.json()["type"].endswith("/not-found")

@@ -171,20 +171,51 @@ class Upstream:
             return False
         return True
 
-    # --- identity -----------------------------------------------------------------------
+    # --- identity ---------------------------------------------------------------------
 
-    async def saved_address(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address | None:
+    async def saved_address(self, access_token: str, address_id: uuid.UUID) -> Address | None:
+        """One of the shopper's saved addresses, read from identity with the shopper's own
+        token (identity decides whose addresses those are); None when it is not theirs."""
         try:
             response = await self.identity.get(
-                f"/internal/identity/users/{user_id}/addresses/{address_id}"
+                f"/api/user/addresses/{address_id}",
+                headers={"Authorization": f"Bearer {access_token}"},
             )
         except httpx.HTTPError as exc:
             raise _unavailable("identity", exc) from exc
-        if response.status_code == 404:
+        if response.status_code in (401, 403):
+            raise Problem(
+                401,
+                "unauthenticated",
+                "Sign in again to use a saved address.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if response.status_code in (404, 422):
             return None
         if response.status_code != 200:
             raise _unavailable("identity", status=response.status_code)
         try:
-            return msgspec.json.decode(response.content, type=Address, strict=False)
+            saved = msgspec.json.decode(response.content, type=SavedAddress)
         except msgspec.ValidationError as exc:
             raise _unavailable("identity", exc) from exc
+        return Address(
+            name=saved.name,
+            line1=saved.line1,
+            line2=saved.line2 or "",
+            city=saved.city,
+            state=saved.state or "",
+            postal_code=saved.postal_code,
+            country=saved.country.upper(),
+            phone=saved.phone or "",
+        )
+
+
+class SavedAddress(msgspec.Struct, kw_only=True):
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = ""
+    state: str | None = ""
+    phone: str | None = ""

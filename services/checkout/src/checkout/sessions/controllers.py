@@ -16,6 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,7 @@ from checkout.sessions.schemas import (
 from checkout.sessions.services import Buyer, CheckoutService, address_out
 
 CART_COOKIE = "ember_cart"
+ACCESS_COOKIE = "ember_access"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -52,7 +54,19 @@ async def provide_checkout_service(db_session: AsyncSession, state: State) -> Ch
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
     token = request.cookies.get(CART_COOKIE) or None
-    return Buyer(principal=current_principal(request), cart_token=token[:4096] if token else None)
+    principal = current_principal(request)
+    access_token = None
+    if principal is not None:
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            access_token = authorization[7:].strip()
+        else:
+            access_token = request.cookies.get(ACCESS_COOKIE) or None
+    return Buyer(
+        principal=principal,
+        cart_token=token[:4096] if token else None,
+        access_token=access_token,
+    )
 
 
 def _lines(row: CheckoutSession) -> list[PricedLine]:
@@ -136,7 +150,10 @@ class CheckoutController(Controller):
             "``expected_total`` differing from the new total: 409 ``price-changed`` with the new lines."
         ),
         status_code=201,
-        responses={},
+        responses={
+            200: ResponseSpec(CheckoutStarted, description="The same checkout, already open."),
+            502: ResponseSpec(None, description="Stripe refused to open the payment page."),
+        },
     )
     async def start(
         self, request: Request[Any, Any, Any], data: StartCheckout, checkout: CheckoutService

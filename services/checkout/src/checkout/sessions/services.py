@@ -55,6 +55,8 @@ class Buyer:
 
     principal: Principal | None
     cart_token: str | None
+    #: The shopper's raw access token, relayed to identity to read a saved address.
+    access_token: str | None = None
 
     @property
     def user_id(self) -> uuid.UUID | None:
@@ -309,7 +311,7 @@ class CheckoutService:
             )
         if data.shipping_address is not None:
             return msgspec.convert(msgspec.to_builtins(data.shipping_address), Address)
-        if buyer.principal is None:
+        if buyer.principal is None or not buyer.access_token:
             raise Problem(
                 401,
                 "unauthenticated",
@@ -317,7 +319,7 @@ class CheckoutService:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         assert data.saved_address_id is not None
-        saved = await self.upstream.saved_address(buyer.principal.user_id, data.saved_address_id)
+        saved = await self.upstream.saved_address(buyer.access_token, data.saved_address_id)
         if saved is None:
             raise not_found("saved address")
         return saved
