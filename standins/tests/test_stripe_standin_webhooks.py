@@ -264,3 +264,12 @@ async def test_controls_deliver_duplicates_in_order_and_forged(rig: Rig) -> None
     assert verified.id == completed["id"]
     bad = await rig.http.post(f"{control}/deliver", json={"event_ids": []})
     assert bad.status_code == 400
+
+
+async def test_dashboard_lists_sessions_and_deliveries(rig: Rig) -> None:
+    session = await rig.session(client_reference_id="order-on-dashboard")
+    page = await rig.http.get(f"{rig.url}/")
+    assert page.status_code == 200
+    assert "order-on-dashboard" in page.text
+    assert session.id[:24] in page.text
+    assert "Webhook deliveries" in page.text

@@ -350,7 +350,7 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "STRIPE_STANDIN_PUBLIC_URL": urls["stripe"],
         "STRIPE_STANDIN_WEBHOOK_URL": urls["checkout"] + "/api/webhooks/stripe",
-        "STRIPE_STANDIN_STATE_FILE": "",
+        "STRIPE_STANDIN_STATE_FILE": "memory",
         "STRIPE_STANDIN_RETRY_BASE_SECONDS": "0.2",
         "STRIPE_STANDIN_MAX_ATTEMPTS": "6",
         "STRIPE_STANDIN_ASYNC_SETTLE_SECONDS": "0",

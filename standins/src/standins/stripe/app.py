@@ -37,7 +37,7 @@ class StandinRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await self.deliverer.start()
+        await self.deliverer.start(resume=self.settings.delivers_webhooks)
         self._spawn(self._expire_forever())
 
     async def stop(self) -> None:
@@ -111,7 +111,8 @@ def create_app(settings: StandinSettings | None = None) -> Litestar:
         retry_base_seconds=settings.retry_base_seconds,
         max_attempts=settings.max_attempts,
     )
-    store.on_event(deliverer.on_event)
+    if settings.delivers_webhooks:
+        store.on_event(deliverer.on_event)
     runtime = StandinRuntime(settings, store, deliverer)
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ webhook tells the shop); one that declines shows the error and leaves the sessio
 
 from __future__ import annotations
 
+import time
 from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +34,7 @@ input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #d5dbe1;bo
 button{margin-top:1.2rem;width:100%;padding:.8rem;border:0;border-radius:6px;background:#0074d4;
 color:#fff;font-size:1rem;font-weight:600;cursor:pointer}
 .error{background:#fde8e8;color:#b42318;padding:.7rem;border-radius:6px;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%;font-size:.85rem} td,th{text-align:left;padding:.3rem;border-bottom:1px solid #e6ebf1}
 .banner{background:#fff4e5;color:#8a4b00;padding:.5rem 1rem;text-align:center;font-size:.85rem}
 """
 
@@ -192,4 +194,44 @@ async def pay_submit(request: Request[Any, Any, Any], session_id: str) -> Respon
     return render_pay_page(store, store.session(session_id), result.message, 402)
 
 
-pages_router = Router(path="/", route_handlers=[pay_page, pay_submit], include_in_schema=False)
+def _when(timestamp: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(timestamp or 0)))
+
+
+@get("/", summary="What the stand-in has seen")
+async def dashboard(request: Request[Any, Any, Any]) -> Response[str]:
+    store = _store(request)
+    sessions = sorted(store.state.sessions.values(), key=lambda s: s["created"], reverse=True)[:50]
+    session_rows = "".join(
+        f"<tr><td><a href='/pay/{escape(s['id'], quote=True)}'>{escape(s['id'][:24])}...</a></td>"
+        f"<td>{escape(str(s.get('client_reference_id') or ''))}</td>"
+        f"<td>{_money(int(s['amount_total']), s['currency'])}</td><td>{escape(s['status'])}</td>"
+        f"<td>{escape(s['payment_status'])}</td><td>{_when(s['created'])}</td></tr>"
+        for s in sessions
+    )
+    deliveries = list(request.app.state.deliverer.log)[-50:][::-1]
+    delivery_rows = "".join(
+        f"<tr><td>{escape(d.event_type)}</td><td>{escape(d.event_id)}</td><td>{d.attempt}</td>"
+        f"<td>{d.status_code if d.status_code is not None else escape(d.error[:60])}</td>"
+        f"<td>{_when(d.at)}</td></tr>"
+        for d in deliveries
+    )
+    body = f"""
+<main><section>
+  <h1>Stripe stand-in</h1>
+  <p class='muted'>Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined;
+  4000 0000 0000 3220 pays later (a delayed payment method). Webhooks go to
+  <code>{escape(request.app.state.deliverer.url)}</code>.</p>
+  <h1>Checkout Sessions</h1>
+  <table><tr><th>session</th><th>order</th><th>total</th><th>status</th><th>payment</th><th>created (UTC)</th></tr>
+  {session_rows or "<tr><td colspan='6'>none yet</td></tr>"}</table>
+  <h1>Webhook deliveries</h1>
+  <table><tr><th>type</th><th>event</th><th>attempt</th><th>answer</th><th>at (UTC)</th></tr>
+  {delivery_rows or "<tr><td colspan='5'>none yet</td></tr>"}</table>
+</section></main>"""
+    return _page("Stripe stand-in", body)
+
+
+pages_router = Router(
+    path="/", route_handlers=[dashboard, pay_page, pay_submit], include_in_schema=False
+)

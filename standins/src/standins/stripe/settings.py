@@ -34,7 +34,7 @@ class StandinSettings:
     public_url: str = field(
         default_factory=lambda: env_str("STRIPE_STANDIN_PUBLIC_URL") or _default_public_url()
     )
-    #: Where webhooks are delivered (Stripe's "webhook endpoint").
+    #: Where webhooks are delivered (Stripe's "webhook endpoint"); "off": nowhere.
     webhook_url: str = field(
         default_factory=lambda: env_str("STRIPE_STANDIN_WEBHOOK_URL") or _default_webhook_url()
     )
@@ -42,9 +42,9 @@ class StandinSettings:
     webhook_secret: str = field(
         default_factory=lambda: env_str("STRIPE_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET
     )
-    #: JSON file keeping sessions, payments and events across restarts ("" keeps them in memory).
+    #: JSON file keeping sessions, payments and events across restarts ("memory": none).
     state_file: str = field(
-        default_factory=lambda: env_str("STRIPE_STANDIN_STATE_FILE", _default_state_file())
+        default_factory=lambda: env_str("STRIPE_STANDIN_STATE_FILE") or _default_state_file()
     )
     #: First retry delay after a failed delivery; doubled each attempt, capped at a minute.
     retry_base_seconds: float = field(
@@ -66,4 +66,10 @@ class StandinSettings:
 
     @property
     def state_path(self) -> Path | None:
-        return Path(self.state_file) if self.state_file else None
+        if self.state_file.strip().lower() in ("", "memory"):
+            return None
+        return Path(self.state_file)
+
+    @property
+    def delivers_webhooks(self) -> bool:
+        return self.webhook_url.strip().lower() != "off"

@@ -86,12 +86,13 @@ class WebhookDeliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
 
-    async def start(self) -> None:
+    async def start(self, *, resume: bool = True) -> None:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         self._started = True
-        # Deliveries that never succeeded before a restart are owed still.
-        for event in self.store.undelivered():
-            self.schedule(event)
+        if resume:
+            # Deliveries that never succeeded before a restart are owed still.
+            for event in self.store.undelivered():
+                self.schedule(event)
 
     async def stop(self) -> None:
         self._started = False
