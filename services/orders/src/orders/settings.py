@@ -27,7 +27,12 @@ class TrackingSettings:
     #: Sent as the ``17token`` header. Required outside local mode.
     api_key: str = field(default_factory=lambda: env_str("TRACKING_API_KEY"))
     #: A shipped order's tracking is fetched again once its last sync is older than this.
-    sync_interval_s: int = field(default_factory=lambda: env_int("TRACKING_SYNC_INTERVAL", 1800))
+    #: (Default 30 minutes; one minute against the stand-in, so a local demo parcel moves.)
+    sync_interval_s: int = field(
+        default_factory=lambda: env_int(
+            "TRACKING_SYNC_INTERVAL", 1800 if env_str("TRACKING_API_URL") else 60
+        )
+    )
     #: How often the background poller wakes up to look for orders due a sync.
     poll_interval_s: int = field(default_factory=lambda: env_int("TRACKING_POLL_INTERVAL", 60))
     #: Orders asked of the provider per call (17track allows up to 40).
