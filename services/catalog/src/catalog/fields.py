@@ -37,10 +37,15 @@ Slug = Annotated[
         examples=["ethiopia-yirgacheffe"],
     ),
 ]
+CategorySlug = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=80, pattern=SLUG_PATTERN, examples=["single-origin"]),
+]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=160, pattern=_NAME_PATTERN)]
 CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=_NAME_PATTERN)]
 ShortText = Annotated[str, msgspec.Meta(max_length=300, pattern=rf"^{_LINE}*$")]
 Label = Annotated[str, msgspec.Meta(max_length=80, pattern=rf"^{_LINE}*$")]
+ProcessLabel = Annotated[str, msgspec.Meta(max_length=60, pattern=rf"^{_LINE}*$")]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=_NAME_PATTERN)]
 #: Multi-line text: newlines and tabs allowed, NUL never.
 LongText = Annotated[str, msgspec.Meta(max_length=20_000, pattern=r"^[^\x00]*$")]

@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from catalog.fields import CategoryName, LongText, Slug
+from catalog.fields import CategoryName, CategorySlug, LongText
 
 DisplayOrder = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 
@@ -27,7 +27,7 @@ class CategoryList(msgspec.Struct, kw_only=True):
 
 class CategoryCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: CategoryName
-    slug: Slug | None = None
+    slug: CategorySlug | None = None
     description: LongText = ""
     #: Where it shows among the others (smaller first); after the last one when absent.
     display_order: DisplayOrder | None = None
@@ -35,7 +35,7 @@ class CategoryCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class CategoryUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: CategoryName | UnsetType = UNSET
-    slug: Slug | UnsetType = UNSET
+    slug: CategorySlug | UnsetType = UNSET
     description: LongText | UnsetType = UNSET
     display_order: DisplayOrder | UnsetType = UNSET
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from ember_shared.auth import Principal, requires_admin
-from ember_shared.problems import Problem
+from ember_shared.problems import Problem, not_found
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.di import Provide
@@ -52,6 +53,7 @@ PageSizeParam = Annotated[
     int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page (at most 100).")
 ]
 SEARCH_MAX_LENGTH = 200
+_SLUG = re.compile(SLUG_PATTERN)
 
 
 class ShopperProductController(Controller):
@@ -143,6 +145,11 @@ class ShopperProductController(Controller):
             product_id: uuid.UUID | None = uuid.UUID(ref)
         except ValueError:
             product_id = None
+            if not _SLUG.match(ref):
+                # Not a slug any product could have: no need to ask the database.
+                raise not_found(
+                    "product", "There is no such product, or it is no longer sold."
+                ) from None
         key = value_key("product", str(product_id) if product_id else ref.lower())
         settings = catalog_settings_of(request)
 

@@ -18,6 +18,7 @@ from catalog.fields import (
     Name,
     Note,
     Position,
+    ProcessLabel,
     Roast,
     ShortText,
     Slug,
@@ -132,7 +133,7 @@ class ProductCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     active: bool = True
     origin: Label = ""
     roast: Roast = ""
-    process: Label = ""
+    process: ProcessLabel = ""
     tasting_notes: TastingNotes = msgspec.field(default_factory=list)
     weight_grams: WeightGrams | None = None
     #: Units on hand at creation.
@@ -152,7 +153,7 @@ class ProductUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     active: bool | UnsetType = UNSET
     origin: Label | UnsetType = UNSET
     roast: Roast | UnsetType = UNSET
-    process: Label | UnsetType = UNSET
+    process: ProcessLabel | UnsetType = UNSET
     tasting_notes: TastingNotes | UnsetType = UNSET
     weight_grams: WeightGrams | UnsetType | None = UNSET
 

@@ -1,0 +1,147 @@
+"""The read-path cache: one build for a cold key however many ask, across replicas too;
+fills refused when a write lands mid-build; invalidation only after a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from catalog.cache import GEN_KEY, LISTS_SET, CatalogCache, Invalidation, body_of, value_key
+from catalog_testkit import Kit
+from ember_shared.settings import RedisSettings
+from litestar import Litestar
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+Client = httpx.AsyncClient
+
+
+@pytest.fixture
+async def replicas() -> list[CatalogCache]:
+    """Two caches with their own Redis connections, as two replicas of the service have."""
+    clients = [Redis.from_url(RedisSettings().url) for _ in range(2)]
+    yield [CatalogCache(c, ttl_seconds=60, lock_ms=2000) for c in clients]  # type: ignore[misc]
+    for c in clients:
+        await c.aclose()
+
+
+async def test_a_cold_product_page_is_built_once_for_fifty_shoppers(
+    client: Client, kit: Kit, cache: CatalogCache
+) -> None:
+    product = await kit.product()
+    await cache.invalidate_everything()
+    builds = cache.stats.builds
+    answers = await asyncio.gather(
+        *(client.get(f"/api/products/{product['slug']}") for _ in range(50))
+    )
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    assert cache.stats.builds - builds == 1
+
+
+async def test_replicas_share_one_build_of_a_cold_key(replicas: list[CatalogCache]) -> None:
+    key = value_key("test", uuid.uuid4())
+    calls = 0
+
+    async def build() -> tuple[bytes, Sequence[str]]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.3)
+        return b'{"n":1}', (LISTS_SET,)
+
+    answers = await asyncio.gather(*(replicas[i % 2].get_or_build(key, build) for i in range(20)))
+    assert calls == 1
+    assert {body_of(a) for a in answers} == {b'{"n":1}'}
+    assert await replicas[0].get(key) == answers[0]
+
+
+async def test_a_fill_is_refused_when_a_write_commits_during_the_build(
+    replicas: list[CatalogCache],
+) -> None:
+    reader, writer = replicas
+    key = value_key("test", uuid.uuid4())
+
+    async def build_then_write_lands() -> tuple[bytes, Sequence[str]]:
+        # The reader has read the old data; now a writer commits and invalidates.
+        await writer.invalidate(Invalidation(lists=True))
+        return b'{"price":100}', (LISTS_SET,)
+
+    refused = reader.stats.fills_refused
+    value = await reader.get_or_build(key, build_then_write_lands)
+    assert body_of(value) == b'{"price":100}'  # this request still gets an answer...
+    assert await reader.get(key) is None  # ...but nobody else will be served it from Redis
+    assert reader.stats.fills_refused == refused + 1
+
+
+async def test_waiters_build_themselves_when_the_lock_holder_is_gone(
+    replicas: list[CatalogCache],
+) -> None:
+    cache = CatalogCache(replicas[0].redis, ttl_seconds=60, lock_ms=200)
+    key = value_key("test", uuid.uuid4())
+    await cache.redis.set(key + ":lock", "crashed-replica", px=60_000)
+
+    async def build() -> tuple[bytes, Sequence[str]]:
+        return b"{}", ()
+
+    value = await asyncio.wait_for(cache.get_or_build(key, build), timeout=5)
+    assert body_of(value) == b"{}"
+
+
+async def test_invalidation_waits_for_the_commit(
+    catalog_app: Litestar, replicas: list[CatalogCache]
+) -> None:
+    cache: CatalogCache = catalog_app.state.catalog_cache
+    key = value_key("test", uuid.uuid4())
+
+    async def build() -> tuple[bytes, Sequence[str]]:
+        return b"{}", (LISTS_SET,)
+
+    await cache.get_or_build(key, build)
+    session: AsyncSession
+    async with catalog_app.state.catalog_sessions() as session:
+        await session.begin()
+        cache.invalidate_on_commit(session, lists=True)
+        await session.rollback()
+    await cache.settle()
+    assert await cache.get(key) is not None  # rolled back: nothing is stale
+
+    generation = await cache.redis.get(GEN_KEY)
+    async with catalog_app.state.catalog_sessions() as session:
+        await session.begin()
+        cache.invalidate_on_commit(session, lists=True)
+        assert await cache.get(key) is not None  # not before the commit
+        await cache.commit(session)
+    assert await cache.get(key) is None
+    assert await cache.redis.get(GEN_KEY) != generation
+
+
+async def test_the_bypass_header_is_honoured_only_in_local_mode(
+    client: Client, kit: Kit, catalog_app: Litestar
+) -> None:
+    product = await kit.product()
+    url = f"/api/products/{product['slug']}"
+    await client.get(url)
+    assert (await client.get(url)).headers["x-cache"] == "hit"
+    assert (await client.get(url, headers={"X-Cache-Bypass": "1"})).headers["x-cache"] == "miss"
+    catalog_app.state.catalog_bypass_allowed = False
+    try:
+        assert (await client.get(url, headers={"X-Cache-Bypass": "1"})).headers["x-cache"] == "hit"
+    finally:
+        catalog_app.state.catalog_bypass_allowed = True
+
+
+async def test_listings_cached_after_an_invalidation_are_current(
+    client: Client, kit: Kit, cache: CatalogCache
+) -> None:
+    category = await kit.category()
+    await kit.product(category_id=category["id"])
+    url = f"/api/products?category={category['slug']}"
+    assert (await client.get(url)).json()["total"] == 1
+    await kit.product(category_id=category["id"])
+    fresh = await client.get(url)
+    assert fresh.json()["total"] == 2
+    assert fresh.headers["x-cache"] == "miss"
+    assert (await client.get(url)).headers["x-cache"] == "hit"
