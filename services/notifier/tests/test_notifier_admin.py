@@ -313,6 +313,9 @@ async def test_the_openapi_document_lists_the_notifier_routes(
         "/api/admin/emails/{email_id}/retry",
         "/api/admin/emails/suppressions",
         "/api/admin/emails/suppressions/{email}",
+        "/api/admin/emails/dead-letters",
+        "/api/admin/emails/dead-letters/{letter_id}",
+        "/api/admin/emails/dead-letters/{letter_id}/replay",
     } <= paths
     problem = document["paths"]["/api/webhooks/resend"]["post"]["responses"]["400"]
     assert "application/problem+json" in problem["content"]

@@ -13,6 +13,7 @@ from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.settings import service_settings
 from litestar import Litestar
 
+from notifier.dead_letters.controllers import DeadLetterController
 from notifier.emails.controllers import AdminEmailController
 from notifier.events import handlers
 from notifier.models import Base
@@ -34,7 +35,12 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             name="notifier",
             title="Ember notifier",
             description=__doc__ or "",
-            route_handlers=[ResendWebhookController, AdminEmailController, SuppressionController],
+            route_handlers=[
+                ResendWebhookController,
+                AdminEmailController,
+                SuppressionController,
+                DeadLetterController,
+            ],
             base=Base,
             events=handlers,
             lifespans=[notifier_state],
