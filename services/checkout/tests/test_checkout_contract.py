@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from conftest import World
+from checkout_testkit import World
 
 MAX_EXAMPLES = os.environ.get("EMBER_CONTRACT_EXAMPLES", "25")
 SEED = os.environ.get("EMBER_CONTRACT_SEED", "20261123")

@@ -7,8 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
-
-from conftest import ADDRESS, World
+from checkout_testkit import ADDRESS, World
 
 
 async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: World) -> None:
@@ -266,8 +265,14 @@ async def test_a_saved_address_is_read_from_identity_with_the_shoppers_token(wor
     assert member.token is not None
     saved = await member.http.post(
         f"{world.identity_url}/api/user/addresses",
-        json={"name": "Grace Hopper", "line1": "1 Navy Yard", "city": "Arlington", "postal_code": "22202",
-              "country": "us", "state": "VA"},
+        json={
+            "name": "Grace Hopper",
+            "line1": "1 Navy Yard",
+            "city": "Arlington",
+            "postal_code": "22202",
+            "country": "us",
+            "state": "VA",
+        },
         headers={"Authorization": f"Bearer {member.token}"},
     )
     assert saved.status_code == 201, saved.text

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from conftest import World, eventually
+from checkout_testkit import World, eventually
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
