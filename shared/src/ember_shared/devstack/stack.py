@@ -101,7 +101,18 @@ class DevStack:
         began = time.monotonic()
         options = self.options
         options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.apps = [*layout.standins(), *layout.services()]
+        self.workers = layout.workers()
+        seeds = layout.seeds() if options.seed else []
+        self.supervisor.reserve(
+            [
+                *(a.name for a in self.apps),
+                *(f"{w}-worker" for w in self.workers),
+                *(f"seed {s}" for s in seeds),
+            ]
+        )
         try:
+            self._check_ports()
             given = self._given_environment()
             database_url = self._database(given.get("DATABASE_URL", ""))
             redis_url = self._redis_url(given.get("REDIS_URL", ""))
@@ -114,13 +125,13 @@ class DevStack:
                 local_secrets=load_secrets(options.data_dir, given),
                 log_format=given.get("LOG_FORMAT") or options.log_format,
             )
-            (options.data_dir / "media").mkdir(exist_ok=True)
+            Path(self.env["MEDIA_ROOT"]).mkdir(parents=True, exist_ok=True)
             if options.migrate:
                 self._run_step(
                     "migrate", [sys.executable, "-m", "ember_shared.migrations", "upgrade"]
                 )
             if options.seed:
-                for service in layout.seeds():
+                for service in seeds:
                     self._run_step(
                         f"seed {service}",
                         [sys.executable, "-m", "ember_shared.devstack", "seed", service],
@@ -186,10 +197,8 @@ class DevStack:
             raise StackError(f"{name} failed with exit code {result.returncode}")
         self.say(f"{name}: done in {time.monotonic() - began:.1f}s")
 
-    def _start_processes(self) -> None:
+    def _check_ports(self) -> None:
         options = self.options
-        self.apps = [*layout.standins(), *layout.services()]
-        self.workers = layout.workers()
         busy = [
             f"{name} ({number})"
             for name, number in [
@@ -203,9 +212,9 @@ class DevStack:
                 f"ports already in use: {', '.join(busy)}. Is another stack running? "
                 "Stop it, or shift this one with EMBER_PORT_OFFSET."
             )
-        self.supervisor.reserve(
-            [*(a.name for a in self.apps), *(f"{w}-worker" for w in self.workers)]
-        )
+
+    def _start_processes(self) -> None:
+        options = self.options
         for app in self.apps:
             is_service = app.name in layout.SERVICES
             ready = (

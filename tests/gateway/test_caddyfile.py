@@ -1,0 +1,188 @@
+"""The Caddyfile as Caddy reads it, in both of its modes (no stack needed: `caddy adapt`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ember_shared.devstack.layout import caddy_binary
+from ember_shared.settings import SERVICE_PORTS, repo_root
+
+CADDYFILE = Path(repo_root()) / "Caddyfile"
+
+#: What ARCHITECTURE.md routes to each service (one sample path per rule), plus docs and probes.
+ROUTES = {
+    "identity": ["/api/auth/login", "/api/user/me", "/api/admin/users", "/api/admin/users/1"],
+    "catalog": [
+        "/api/products",
+        "/api/products/some-slug",
+        "/api/categories",
+        "/api/admin/products/1",
+        "/api/admin/categories",
+        "/api/admin/inventory/1",
+        "/api/admin/upload-image",
+    ],
+    "cart": ["/api/cart", "/api/cart/items/1"],
+    "checkout": [
+        "/api/checkout/session",
+        "/api/webhooks/stripe",
+        "/api/subscriptions",
+        "/api/subscriptions/1",
+    ],
+    "orders": ["/api/orders", "/api/orders/1", "/api/admin/orders/1", "/api/admin/stats"],
+    "notifier": ["/api/webhooks/resend", "/api/admin/emails", "/api/admin/emails/1/replay"],
+    "storefront": ["/", "/coffee/some-slug", "/order/1", "/sign-in"],
+}
+
+
+def adapt(**env: str) -> dict[str, Any]:
+    clean = {k: v for k, v in os.environ.items() if not k.endswith(("_HOST", "_PORT"))}
+    clean.pop("EMBER_SITE_ADDRESS", None)
+    clean.pop("EMBER_MODE", None)
+    result = subprocess.run(
+        [caddy_binary(), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def validate(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [caddy_binary(), "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def server(config: dict[str, Any]) -> dict[str, Any]:
+    servers = config["apps"]["http"]["servers"]
+    assert len(servers) == 1
+    return next(iter(servers.values()))
+
+
+def test_the_caddyfile_is_valid_in_both_modes() -> None:
+    local = validate()
+    assert local.returncode == 0, local.stderr
+    production = validate(EMBER_MODE="production", EMBER_SITE_ADDRESS="shop.example.com")
+    assert production.returncode == 0, production.stderr
+
+
+def test_the_caddyfile_is_formatted() -> None:
+    result = subprocess.run(
+        [caddy_binary(), "fmt", str(CADDYFILE)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == CADDYFILE.read_text()
+
+
+def test_local_mode_is_plain_http_on_one_port_without_hsts() -> None:
+    config = adapt()
+    assert config["admin"]["disabled"] is True
+    srv = server(config)
+    assert srv["listen"] == [":8080"]
+    text = json.dumps(srv)
+    assert '\\"local\\" == \\"production\\"' in text  # the HSTS rule never matches
+    assert "tls_connection_policies" not in srv
+
+
+def test_production_mode_is_https_on_the_shop_domain_with_hsts() -> None:
+    config = adapt(EMBER_MODE="production", EMBER_SITE_ADDRESS="shop.example.com")
+    srv = server(config)
+    assert srv["listen"] == [":443"]
+    assert '"host": ["shop.example.com"]' in json.dumps(srv)
+    # Automatic HTTPS (certificates and the HTTP->HTTPS redirect) is left on.
+    assert "automatic_https" not in srv
+    text = json.dumps(srv)
+    assert '\\"production\\" == \\"production\\"' in text
+    assert "Strict-Transport-Security" in text
+    assert "max-age=63072000" in text
+
+
+def handlers(node: Any) -> list[dict[str, Any]]:
+    """Every handler inside a route, however deeply nested in subroutes."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "handler" in node:
+            found.append(node)
+        for value in node.values():
+            found.extend(handlers(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(handlers(value))
+    return found
+
+
+def routes_in_order(config: dict[str, Any]) -> list[tuple[list[str], str | None]]:
+    srv = server(config)
+    routes = srv["routes"]
+    if len(routes) == 1 and routes[0]["handle"][0]["handler"] == "subroute":
+        routes = routes[0]["handle"][0]["routes"]  # production wraps the site in a host route
+    found = []
+    for route in routes:
+        if route.get("group") is None:
+            continue
+        patterns = [p for matcher in route.get("match") or [{}] for p in matcher.get("path", ["*"])]
+        kinds = {h["handler"]: h for h in handlers(route.get("handle"))}
+        upstream = None
+        if "reverse_proxy" in kinds:
+            dynamic = kinds["reverse_proxy"]["dynamic_upstreams"]
+            upstream = f"{dynamic['name']}:{dynamic['port']}"
+        elif "static_response" in kinds:
+            upstream = "gateway"
+        elif "file_server" in kinds:
+            upstream = "files"
+        found.append((patterns, upstream))
+    return found
+
+
+def route_for(path: str, routes: list[tuple[list[str], str | None]]) -> str | None:
+    from fnmatch import fnmatchcase
+
+    return next(
+        upstream
+        for patterns, upstream in routes
+        if any(fnmatchcase(path.lower(), p.lower()) for p in patterns)
+    )
+
+
+@pytest.mark.parametrize("service", sorted(ROUTES))
+def test_paths_go_to_the_service_architecture_md_names(service: str) -> None:
+    routes = routes_in_order(adapt())
+    for path in [
+        *ROUTES[service],
+        f"/api/docs/{service}",
+        f"/api/docs/{service}/openapi.json",
+        f"/api/health/{service}/ready",
+    ]:
+        assert route_for(path, routes) == f"127.0.0.1:{SERVICE_PORTS[service]}", path
+
+
+def test_upstreams_come_from_the_environment_for_compose() -> None:
+    routes = routes_in_order(
+        adapt(
+            EMBER_MODE="production",
+            EMBER_SITE_ADDRESS="shop.example.com",
+            CATALOG_HOST="catalog",
+            CATALOG_PORT="8000",
+        )
+    )
+    assert route_for("/api/products", routes) == "catalog:8000"
+    assert route_for("/api/cart", routes) == f"127.0.0.1:{SERVICE_PORTS['cart']}"
+
+
+def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:
+    routes = routes_in_order(adapt())
+    for path in ("/internal", "/internal/catalog/products/lookup", "/INTERNAL/cart/resolve"):
+        assert route_for(path, routes) == "gateway", path
+    for path in ("/api/nothing", "/api/admin/nothing", "/api/docs/nothing"):
+        assert route_for(path, routes) == "gateway", path
+    assert route_for("/media/products/a.webp", routes) == "files"
