@@ -50,8 +50,12 @@ async def identity_app(oidc_standin: ServedApp) -> AsyncIterator[Litestar]:
 
 
 @pytest.fixture
-def make_app(oidc_standin: ServedApp) -> Callable[..., Any]:
+def make_app(oidc_standin: ServedApp, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """Another identity app on the same database, with other settings: ``async with make_app(...)``."""
+    # A second relay LISTENing on the same outbox channel can miss its cancellation when a
+    # NOTIFY lands at that moment, and shutting the app down then hangs (reported to the
+    # events owner); polling alone is enough for these short-lived apps.
+    monkeypatch.setenv("EVENTS_RELAY_LISTEN", "false")
 
     def make(**overrides: Any) -> Any:
         return running(create_app(settings=settings_for(oidc_standin.url, **overrides)))

@@ -97,11 +97,16 @@ async def test_a_customer_token_never_passes_the_admin_guard(
 
 
 async def test_other_services_verify_identity_tokens_through_jwks(
-    oidc_standin: ServedApp, signed_in: tuple[Browser, Account], redis_client: Redis
+    oidc_standin: ServedApp,
+    signed_in: tuple[Browser, Account],
+    redis_client: Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A service with only the JWKS address (no key in its settings) accepts identity's
     token, with no call to identity per request, and refuses it once the session ends."""
     from identity_helpers import settings_for
+
+    monkeypatch.setenv("EVENTS_RELAY_LISTEN", "false")  # see the make_app fixture
 
     served = ServedApp(create_app(settings=settings_for(oidc_standin.url)))
     try:
