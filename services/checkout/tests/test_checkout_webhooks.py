@@ -220,7 +220,7 @@ async def test_expired_after_paid_is_ignored(world: World) -> None:
     await world.reservation_status(order_id, "committed")
 
 
-async def test_completed_after_expired_does_not_revive_the_session(world: World) -> None:
+async def test_a_payment_after_expiry_is_honoured_and_flagged(world: World) -> None:
     started = await _started(world, held=True)
     order_id, stripe_id = started["order_id"], started["stripe_session_id"]
     await world.pay_page(started["checkout_url"], CARD_OK)
@@ -238,11 +238,20 @@ async def test_completed_after_expired_does_not_revive_the_session(world: World)
     answers = await world.deliver([expired["id"], completed["id"]])
 
     assert [a["status_code"] for a in answers] == [200, 200]
-    row = await world.row(order_id)
-    assert row["status"] == "expired"
-    assert "refund" in row["attention"]
-    assert await world.outbox(order_id, "payment.succeeded.v1") == []
+    # Expired first: its stock went back to catalog...
     assert len(await world.outbox(order_id, "checkout.expired.v1")) == 1
+    # ...then Stripe says the money was taken: that is honoured, and flagged for staff.
+    row = await world.row(order_id)
+    assert row["status"] == "paid"
+    assert "ship or refund" in row["attention"]
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+    # Catalog sells it again while the stock is there (never below zero).
+    await world.reservation_status(order_id, "committed")
+    assert (await world.stock(started["product_id"]))["available"] == 19
+    # And a late expiry changes nothing now.
+    [late] = await world.deliver([expired["id"]])
+    assert httpx.Response(200, text=late["body"]).json()["duplicate"] is True
+    assert (await world.row(order_id))["status"] == "paid"
 
 
 async def test_delayed_payment_settles_forward_even_out_of_order(world: World) -> None:

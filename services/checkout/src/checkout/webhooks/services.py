@@ -125,11 +125,12 @@ class WebhookService:
 
     async def _paid(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
         if not may_move(row.status, S.PAID):
-            if row.status in (S.EXPIRED, S.PAYMENT_FAILED):
-                note = f"Stripe reports a payment for a checkout already {row.status}: refund it."
-                row.attention = _append(row.attention, note)
-                log.error("payment_after_close", order_id=str(row.order_id), status=row.status)
             return self._ignored(row, S.PAID)
+        if row.status in (S.EXPIRED, S.PAYMENT_FAILED):
+            # Its stock was given back: catalog sells it again if it can; staff ship or refund.
+            note = f"Paid after the checkout was recorded {row.status}: check the stock, ship or refund."
+            row.attention = _append(row.attention, note)
+            log.error("payment_after_close", order_id=str(row.order_id), status=row.status)
         now = dt.datetime.now(dt.UTC)
         row.status = S.PAID.value
         row.stripe_payment_intent_id = (
