@@ -14,20 +14,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 from ember_shared.app import ServiceSpec, create_service_app, redis_client
 from ember_shared.settings import service_settings
 from litestar import Litestar
 from litestar.config.app import AppConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from catalog import events
 from catalog.cache import CatalogCache
+from catalog.categories import schemas as category_schemas
 from catalog.categories.controllers import AdminCategoryController, ShopperCategoryController
 from catalog.deps import dependencies
+from catalog.inventory import schemas as inventory_schemas
 from catalog.inventory.controllers import AdminInventoryController, InternalCatalogController
 from catalog.media.store import CloudinaryStore, media_store
 from catalog.models import Base
+from catalog.products import schemas as product_schemas
 from catalog.products.controllers import (
     AdminProductController,
     ShopperProductController,
@@ -35,6 +39,40 @@ from catalog.products.controllers import (
 )
 from catalog.settings import CatalogSettings
 from catalog.sweeper import sweeper_lifespan
+
+
+def _strict_structs() -> dict[str, type[msgspec.Struct]]:
+    """Request bodies that refuse unknown members, by name."""
+    found: dict[str, type[msgspec.Struct]] = {}
+    for module in (category_schemas, inventory_schemas, product_schemas):
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, msgspec.Struct)
+                and value.__struct_config__.forbid_unknown_fields
+            ):
+                found[value.__name__] = value
+    return found
+
+
+def _document_strict_bodies(app: Litestar) -> None:
+    """Say ``additionalProperties: false`` where the body refuses unknown members (Litestar's
+    schema does not), so clients and fuzzers know an extra member is an error."""
+    if app.openapi_config is None:
+        return
+    openapi: OpenAPI = app.plugins.get("OpenAPIPlugin").provide_openapi()  # type: ignore[attr-defined]
+    strict = _strict_structs()
+    schemas = (
+        openapi.components.schemas if openapi.components and openapi.components.schemas else {}
+    )
+    for name, schema in schemas.items():
+        if isinstance(schema, Schema) and name.rsplit("_", 1)[-1] in strict:
+            schema.additional_properties = False
+
+
+def _configure(config: AppConfig) -> None:
+    _document_service_token(config)
+    config.on_startup = [*config.on_startup, _document_strict_bodies]
 
 
 def _document_service_token(config: AppConfig) -> None:
@@ -106,7 +144,7 @@ def create_app() -> Litestar:
             events=events.handlers,
             dependencies=dependencies(),
             lifespans=[catalog_resources, sweeper_lifespan],
-            configure=_document_service_token,
+            configure=_configure,
         ),
         settings,
     )

@@ -32,7 +32,7 @@ class CatalogSettings:
     default_currency: str = field(default_factory=lambda: env_str("CATALOG_CURRENCY", "USD"))
     #: Bounds on the ``ttl_seconds`` checkout may ask for a reservation.
     reservation_min_ttl: int = field(
-        default_factory=lambda: env_int("CATALOG_RESERVATION_MIN_TTL_SECONDS", 30)
+        default_factory=lambda: env_int("CATALOG_RESERVATION_MIN_TTL_SECONDS", 10)
     )
     reservation_max_ttl: int = field(
         default_factory=lambda: env_int("CATALOG_RESERVATION_MAX_TTL_SECONDS", 86_400)

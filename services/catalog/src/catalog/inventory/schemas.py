@@ -84,7 +84,7 @@ class ReservationLineIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 class ReservationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     order_id: uuid.UUID
     lines: Annotated[list[ReservationLineIn], msgspec.Meta(min_length=1, max_length=100)]
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=604_800)]
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)]
 
 
 class ReservationLineOut(msgspec.Struct, kw_only=True):
