@@ -119,6 +119,7 @@ async def test_admins_list_mail_filtered_and_paginated(
         {"page": 0},
         {"status": "exploded"},
         {"to": "x" * 400},
+        {"to": "a\x00@example.com"},
     ],
 )
 async def test_bad_list_queries_are_refused(
@@ -291,6 +292,8 @@ async def test_suppressions_can_be_listed_added_and_removed(
         {"email": "a@example.com", "note": "n" * 501},
         {"email": "a@example.com", "reason": "bounce"},
         {"email": ["a@example.com"]},
+        {"email": "a\x00b@example.com"},
+        {"email": "a@example.com", "note": "nul \x00 byte"},
     ],
 )
 async def test_bad_suppressions_are_refused(
@@ -319,3 +322,12 @@ async def test_the_openapi_document_lists_the_notifier_routes(
     } <= paths
     problem = document["paths"]["/api/webhooks/resend"]["post"]["responses"]["400"]
     assert "application/problem+json" in problem["content"]
+
+
+async def test_a_nul_byte_in_a_path_or_filter_is_a_400_not_a_500(
+    client: AsyncTestClient[Litestar], admin: dict[str, str]
+) -> None:
+    deleted = await client.delete(f"{BASE}/suppressions/a%00b@example.com", headers=admin)
+    assert deleted.status_code == 400
+    listed = await client.get(f"{BASE}/suppressions", params={"email": "\x00"}, headers=admin)
+    assert listed.status_code == 400

@@ -231,3 +231,17 @@ async def test_a_malformed_dead_letter_id_is_refused(
     for method, suffix in (("GET", ""), ("POST", "/replay"), ("DELETE", "")):
         response = await client.request(method, f"{BASE}/{letter_id}{suffix}", headers=admin)
         assert response.status_code == 400, (method, letter_id, response.text)
+
+
+async def test_ids_beyond_what_redis_accepts_are_not_found_not_errors(
+    client: AsyncTestClient[Litestar], admin: dict[str, str]
+) -> None:
+    huge = "99999999999999999999-0"
+    assert (await client.get(f"{BASE}/{huge}", headers=admin)).status_code == 404
+    assert (await client.post(f"{BASE}/{huge}/replay", headers=admin)).status_code == 404
+    assert (await client.delete(f"{BASE}/{huge}", headers=admin)).status_code == 404
+    page = await client.get(BASE, params={"before": huge}, headers=admin)
+    assert page.status_code == 400
+    oldest = await client.get(BASE, params={"before": "0-0"}, headers=admin)
+    assert oldest.status_code == 200
+    assert oldest.json()["items"] == []

@@ -195,7 +195,7 @@ async def test_a_duplicate_svix_id_is_acknowledged_and_ignored(
 async def test_a_signed_body_that_is_not_an_event_is_refused(
     client: AsyncTestClient[Litestar], engine: AsyncEngine
 ) -> None:
-    for body in (b"[1, 2]", b"not json", b'{"data": {}}'):
+    for body in (b"[1, 2]", b"not json", b'{"data": {}}', b'{"type": "email.sent\\u0000"}'):
         response = await client.post(PATH, content=body, headers=signed_headers(body))
         assert response.status_code == 400
         assert response.json()["type"].endswith("/webhook-payload")

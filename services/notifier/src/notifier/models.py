@@ -40,6 +40,13 @@ else:
     Base = service_base("notifier")
 
 MAX_EMAIL_LENGTH = 320
+#: What we accept as an email address: one @, a dot in the domain, no spaces, no control
+#: characters (Postgres refuses NUL) and nothing that would split or quote an address list.
+ADDRESS_PATTERN = (
+    r"^[^@\s<>\"',;\x00-\x1f\x7f]+@[^@\s<>\"',;\x00-\x1f\x7f]+\.[^@\s<>\"',;\x00-\x1f\x7f]+$"
+)
+#: Free text in a query or path: anything printable (Postgres refuses NUL in text).
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 class EmailStatus(StrEnum):

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from ember_shared.events import dead_letters
 from ember_shared.events.dead_letters import DeadLetter
-from ember_shared.problems import not_found
+from ember_shared.problems import Problem, not_found
 from redis.asyncio import Redis
 
 from notifier.dead_letters.schemas import DeadLetterList, DeadLetterOut, Replayed
@@ -21,6 +21,13 @@ from notifier.dead_letters.schemas import DeadLetterList, DeadLetterOut, Replaye
 #: Keys whose values must not be shown, even to staff: a reset link carries a live token.
 SECRET_KEYS = re.compile(r"(token|secret|password|reset_url|authorization)", re.I)
 REDACTED = "[redacted]"
+MAX_ID_PART = 2**64 - 1
+
+
+def valid_entry_id(value: str) -> bool:
+    """A Redis stream id Redis itself would accept (both parts fit 64 bits)."""
+    head, _, tail = value.partition("-")
+    return head.isdigit() and tail.isdigit() and max(int(head), int(tail)) <= MAX_ID_PART
 
 
 def redact(payload: str) -> str:
@@ -50,6 +57,12 @@ class DeadLetterService:
         self.redis = redis
 
     async def page(self, *, service: str | None, limit: int, before: str | None) -> DeadLetterList:
+        if before is not None and not valid_entry_id(before):
+            raise Problem(400, "validation", "`before` is not a dead letter id.")
+        if before is not None and not any(int(part) for part in before.split("-")):
+            # Nothing is older than 0-0 (and Redis refuses the empty range it would make).
+            total = await dead_letters.count_dead_letters(self.redis)
+            return DeadLetterList(items=[], next_before=None, total=total)
         page = await dead_letters.list_dead_letters(
             self.redis, service=service, limit=limit, before=before
         )
@@ -60,13 +73,18 @@ class DeadLetterService:
         )
 
     async def get(self, letter_id: str) -> DeadLetterOut:
-        letter = await dead_letters.get_dead_letter(self.redis, letter_id)
+        letter = await self._find(letter_id)
         if letter is None:
             raise not_found("dead letter")
         return view(letter)
 
+    async def _find(self, letter_id: str) -> DeadLetter | None:
+        if not valid_entry_id(letter_id):
+            return None
+        return await dead_letters.get_dead_letter(self.redis, letter_id)
+
     async def replay(self, letter_id: str) -> Replayed:
-        letter = await dead_letters.get_dead_letter(self.redis, letter_id)
+        letter = await self._find(letter_id)
         if letter is None:
             raise not_found("dead letter", "No such dead letter: it may have been replayed.")
         message_id = await dead_letters.replay_dead_letter(self.redis, letter_id)
@@ -80,5 +98,7 @@ class DeadLetterService:
         )
 
     async def discard(self, letter_id: str) -> None:
-        if not await dead_letters.discard_dead_letter(self.redis, letter_id):
+        if not valid_entry_id(letter_id) or not await dead_letters.discard_dead_letter(
+            self.redis, letter_id
+        ):
             raise not_found("dead letter")

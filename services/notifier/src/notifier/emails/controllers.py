@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails.schemas import EmailDetail, EmailPage, EmailStatusName, EmailSummary
 from notifier.emails.services import EmailAdminService
+from notifier.models import PRINTABLE_PATTERN
 
 EmailId = Annotated[uuid.UUID, Parameter(description="The mail's id.")]
 
@@ -37,7 +38,11 @@ class AdminEmailController(Controller):
         ] = None,
         to: Annotated[
             str | None,
-            Parameter(description="Only mail to this address (any case).", max_length=320),
+            Parameter(
+                description="Only mail to this address (any case).",
+                max_length=320,
+                pattern=PRINTABLE_PATTERN,
+            ),
         ] = None,
         page: Annotated[int, Parameter(ge=1, le=100_000, description="Page, from 1.")] = 1,
         page_size: Annotated[

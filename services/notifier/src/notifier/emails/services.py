@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails.rendering import Template, render
 from notifier.emails.repositories import PendingEmailRepository
-from notifier.models import MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
+from notifier.models import ADDRESS_PATTERN, MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
 from notifier.suppressions.repositories import SuppressionRepository
 
-_ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+_ADDRESS = re.compile(ADDRESS_PATTERN)
 #: Staff may send these back to the queue.
 RETRYABLE_STATUSES = (
     EmailStatus.DEAD.value,

@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notifier.models import PRINTABLE_PATTERN
 from notifier.suppressions.schemas import (
     ReasonName,
     SuppressionIn,
@@ -38,7 +39,12 @@ class SuppressionController(Controller):
         self,
         service: SuppressionService,
         email: Annotated[
-            str | None, Parameter(description="Only this address (any case).", max_length=320)
+            str | None,
+            Parameter(
+                description="Only this address (any case).",
+                max_length=320,
+                pattern=PRINTABLE_PATTERN,
+            ),
         ] = None,
         reason: Annotated[ReasonName | None, Parameter(description="Only this reason.")] = None,
         page: Annotated[int, Parameter(ge=1, le=100_000, description="Page, from 1.")] = 1,
@@ -64,6 +70,9 @@ class SuppressionController(Controller):
     async def remove_suppression(
         self,
         service: SuppressionService,
-        email: Annotated[str, Parameter(description="The address.", max_length=320)],
+        email: Annotated[
+            str,
+            Parameter(description="The address.", max_length=320, pattern=PRINTABLE_PATTERN),
+        ],
     ) -> None:
         await service.remove(email)

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from notifier.models import Suppression
+from notifier.models import ADDRESS_PATTERN, Suppression
 
 EmailAddress = Annotated[
     str,
     msgspec.Meta(
         min_length=3,
         max_length=320,
-        pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$",
+        pattern=ADDRESS_PATTERN,
         description="An email address.",
         examples=["shopper@example.com"],
     ),
@@ -25,7 +25,7 @@ ReasonName = Literal["bounce", "complaint", "manual"]
 
 class SuppressionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: EmailAddress
-    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    note: Annotated[str, msgspec.Meta(max_length=500, pattern=r"^[^\x00]*$")] = ""
 
 
 class SuppressionOut(msgspec.Struct, kw_only=True):

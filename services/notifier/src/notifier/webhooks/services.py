@@ -32,6 +32,9 @@ class InvalidPayload(Exception):
 
 
 def parse(body: bytes) -> tuple[ResendWebhook, dict[str, Any]]:
+    if b"\\u0000" in body:
+        # Postgres cannot keep NUL in JSONB (and no Resend event carries one).
+        raise InvalidPayload("the body holds a NUL character")
     try:
         raw = msgspec.json.decode(body)
         if not isinstance(raw, dict):
