@@ -31,6 +31,14 @@ async def evtest_schema(ember_env: TestEnv) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+async def admin(ember_env: TestEnv) -> AsyncIterator[AsyncEngine]:
+    """The tests' own connection, for looking at the server's state."""
+    engine = make_engine(make_settings(ember_env.database_url, ember_env.redis_url))
+    yield engine
+    await engine.dispose()
+
+
 @pytest.fixture
 def settings_for(ember_env: TestEnv) -> Callable[..., ServiceSettings]:
     """``settings_for(**event_settings)``: evtest's settings on the test Postgres and Redis."""
@@ -45,10 +53,12 @@ def settings_for(ember_env: TestEnv) -> Callable[..., ServiceSettings]:
 
 @pytest.fixture
 async def engine(
-    evtest_schema: None, settings_for: Callable[..., ServiceSettings]
+    evtest_schema: None, settings_for: Callable[..., ServiceSettings], admin: AsyncEngine
 ) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(settings_for())
     async with engine.begin() as connection:
+        # A transaction an earlier test left open would block this for ever: fail instead.
+        await connection.execute(text("SET LOCAL lock_timeout = '10s'"))
         await connection.execute(
             text(
                 f'TRUNCATE "{SCHEMA}".outbox_events, "{SCHEMA}".handled_events, "{SCHEMA}".effects'
@@ -56,6 +66,18 @@ async def engine(
         )
     yield engine
     await engine.dispose()
+    # Whatever a test started and stopped must not leave a transaction open behind it.
+    async with admin.connect() as connection:
+        stranded = (
+            await connection.execute(
+                text(
+                    "SELECT pid, application_name, state, query FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state LIKE 'idle in transaction%'"
+                )
+            )
+        ).all()
+    assert stranded == [], f"transactions left open: {stranded}"
 
 
 @pytest.fixture

@@ -411,6 +411,74 @@ async def test_e_a_replay_is_for_the_group_that_gave_up_only(
         await fussy.stop()
 
 
+async def test_a_slow_handler_is_not_dead_lettered_while_it_works(
+    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    calls: Counter[int] = Counter()
+    handlers = EventHandlers("evtest")
+
+    @handlers.on(Ping, name="evtest.record")
+    async def slow(event: Envelope, data: Ping, session: AsyncSession) -> None:
+        calls[data.n] += 1
+        session.add(Effect(event_id=uuid.UUID(event.id), handler="evtest.record", n=data.n))
+        await session.flush()
+        await asyncio.sleep(0.8)  # far longer than EVENTS_RECLAIM_IDLE_MS
+
+    runtime = await started(
+        settings_for(max_deliveries=1, reclaim_idle_ms=100), engine, handlers, "evtest-a"
+    )
+    try:
+        [envelope] = await publish(redis, Ping(n=1))
+        await eventually(lambda: _has_effect(engine, 1))
+        await eventually(lambda: nothing_pending(redis))
+        assert calls[1] == 1
+        assert await handled_count(engine, envelope.id) == 1
+        assert await redis.xlen(DEAD_LETTER_STREAM) == 0
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("already_handled", [False, True])
+async def test_a_message_delivered_too_often_is_dead_lettered_unless_it_was_handled(
+    engine: AsyncEngine,
+    redis: Redis,
+    settings_for: Callable[..., ServiceSettings],
+    already_handled: bool,
+) -> None:
+    # As if replicas had died on it again and again (no handler ever got to raise).
+    await redis.xgroup_create(PING_STREAM, "evtest", id="0", mkstream=True)
+    [envelope] = await publish(redis, Ping(n=1))
+    [(_, [(message_id, _fields)])] = await redis.xreadgroup(
+        "evtest", "ghost", {PING_STREAM: ">"}, count=1
+    )
+    await redis.xclaim(PING_STREAM, "evtest", "ghost", 0, [message_id], retrycount=6, justid=True)
+    if already_handled:
+        async with engine.begin() as connection:
+            await connection.execute(
+                HANDLED.insert().values(
+                    event_id=uuid.UUID(envelope.id), handler="evtest.record", event_type=Ping.TYPE
+                )
+            )
+    calls: Counter[int] = Counter()
+    runtime = await started(
+        settings_for(max_deliveries=3), engine, recording_handlers(calls=calls), "evtest-a"
+    )
+    try:
+        await eventually(lambda: nothing_pending(redis))
+        assert calls[1] == 0
+        letters = (await list_dead_letters(redis)).items
+        if already_handled:
+            assert letters == []
+        else:
+            [letter] = letters
+            assert letter.reason == "too_many_deliveries"
+            assert letter.attempts == 7  # six before, one more when claimed
+            assert letter.event_id == envelope.id
+            assert await handled_count(engine, envelope.id) == 0
+    finally:
+        await runtime.stop()
+
+
 async def test_an_outage_of_the_database_does_not_use_up_deliveries(
     engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
 ) -> None:

@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -64,6 +64,9 @@ faststream_log = structlog.get_logger("faststream")
 READ_BLOCK_MS = 1_000
 #: How often the consumer checks that every subscriber is still reading.
 SUPERVISE_EVERY_S = 5.0
+#: How long a probe waits for another transaction that holds an event's handled row.
+PROBE_WAIT_MS = 500
+_LOCK_NOT_AVAILABLE = "55P03"
 #: SQLSTATEs worth retrying without counting a delivery: serialization failure, deadlock,
 #: too many connections, shutting down, cannot connect now.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
@@ -100,6 +103,18 @@ def is_transient(exc: BaseException) -> bool:
             return True
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return None
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str):
+            return sqlstate
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
 
 
 class _Undecodable(Exception):
@@ -377,6 +392,15 @@ class EventConsumer:
             ):
                 handlers = [handler for handler, _ in payloads]
                 if attempts > self.events.max_deliveries:
+                    state = await self._probe(envelope, handlers)
+                    if state == "done":
+                        await message.ack()
+                        log.info("event_already_handled")
+                        return
+                    if state == "busy":
+                        # Slow, not dead: another delivery of it is being handled right now.
+                        log.warning("event_still_in_progress")
+                        return
                     log.error("event_delivered_too_often", max=self.events.max_deliveries)
                     await self._dead_letter(
                         message,
@@ -427,6 +451,33 @@ class EventConsumer:
                 await handler.fn(envelope, data, session)
                 ran.append(handler.name)
         return ran
+
+    async def _probe(self, envelope: Envelope, handlers: list[RegisteredHandler]) -> str:
+        """Whether an event is ``done`` (handled), ``busy`` (a transaction handling it is open,
+        so inserting its handled row would wait on that one) or ``free``. Changes nothing."""
+        table = self.handled_table
+        event_id = uuid.UUID(envelope.id)
+        state = "done"
+        async with self.engine.connect() as connection:
+            transaction = await connection.begin()
+            try:
+                await connection.execute(text(f"SET LOCAL lock_timeout = '{PROBE_WAIT_MS}ms'"))
+                for handler in handlers:
+                    inserted = await connection.execute(
+                        pg_insert(table)
+                        .values(event_id=event_id, handler=handler.name, event_type=envelope.type)
+                        .on_conflict_do_nothing()
+                        .returning(table.c.event_id)
+                    )
+                    if inserted.first() is not None:
+                        state = "free"
+            except DBAPIError as exc:
+                if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                    raise
+                state = "busy"
+            finally:
+                await transaction.rollback()
+        return state
 
     async def _failed(
         self,

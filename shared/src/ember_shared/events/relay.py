@@ -97,6 +97,7 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._listener_retry_at = 0.0
         self._pruned_at = 0.0
+        self._stopping = False
 
     async def relay_once(self) -> int:
         """Publish up to ``EVENTS_RELAY_BATCH`` rows, oldest first; return how many were sent.
@@ -201,12 +202,14 @@ class OutboxRelay:
         return int(count or 0)
 
     async def run(self) -> None:
-        """Relay until cancelled, backing off while Postgres or Redis is down."""
+        """Relay until :meth:`request_stop` (or cancellation), backing off while Postgres or
+        Redis is down."""
         interval = self.events.relay_interval_ms / 1000
         ceiling = max(self.events.relay_max_backoff_ms / 1000, interval)
         backoff = interval
+        self._stopping = False
         try:
-            while True:
+            while not self._stopping:
                 await self._ensure_listener()
                 self._wakeup.clear()
                 try:
@@ -221,7 +224,7 @@ class OutboxRelay:
                         retry_in_ms=int(backoff * 1000),
                     )
                     # Jitter keeps the replicas of a service from retrying in lockstep.
-                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    await self._pause(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, ceiling)
                     continue
                 if self.stats.failed_passes and backoff > interval:
@@ -229,10 +232,21 @@ class OutboxRelay:
                 backoff = interval
                 self.stats.last_success_at = time.monotonic()
                 if sent < self.events.relay_batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), interval)
+                    await self._pause(interval)
         finally:
             await self._close_listener()
+
+    def request_stop(self) -> None:
+        """Finish the pass in hand (so no transaction is cut off) and return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless a commit (NOTIFY) or a stop request comes first."""
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()

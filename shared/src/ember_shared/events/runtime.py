@@ -28,6 +28,9 @@ from ember_shared.settings import ServiceSettings
 
 log = structlog.get_logger("ember.events")
 
+#: How long stop() lets the relay finish the pass in hand (Redis calls time out after 5 s).
+RELAY_STOP_GRACE_S = 10.0
+
 
 class EventRuntime:
     def __init__(
@@ -83,9 +86,13 @@ class EventRuntime:
         if self.consumer is not None:
             await self.consumer.stop()
         task, self._relay_task = self._relay_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        if task is not None and self.relay is not None:
+            # Cancelling mid-pass could strand an open transaction holding outbox row locks.
+            self.relay.request_stop()
+            done, _ = await asyncio.wait({task}, timeout=RELAY_STOP_GRACE_S)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.redis.aclose()
 
