@@ -15,6 +15,7 @@ PY_SOURCES := shared services standins tests
 TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
 TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
 PYTEST_ARGS ?=
+space := $(subst ,, )
 
 .PHONY: help uv install run test pytest lint format typecheck imports caddy-validate bench migrate clean clean-data
 
@@ -25,6 +26,7 @@ help: ## Show this list.
 	@echo
 	@echo "Settings: DATABASE_URL / REDIS_URL (use real servers, else embedded ones in .data/),"
 	@echo "EMBER_PORT_OFFSET (shift every port), EMBER_WORKERS (uvicorn workers per service)."
+	@echo "make -k test runs every step even after one fails."
 
 $(UV_LOCAL):
 	@echo "uv is not on PATH: installing it into .tools/uv with pip"
@@ -40,8 +42,11 @@ run: install ## Run the whole shop: embedded Postgres/Redis, migrations, demo da
 
 test: install lint typecheck imports pytest ## Everything CI checks: lint, types, import contracts, all tests.
 
+# importlib mode (many tests/ folders, test files named uniquely); the test folders are on the path
+# so that a folder's helper modules (uniquely named too) import as they do in pytest's default mode.
 pytest: install ## Only the tests (PYTEST_ARGS="-k cart -x" narrows them).
-	$(RUN) pytest --import-mode=importlib $(TEST_PATHS) $(PYTEST_ARGS)
+	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_PATHS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
+		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check.
 	$(RUN) ruff check $(PY_SOURCES)
