@@ -318,3 +318,40 @@ def test_a_changed_price_is_shown_before_paying_and_charged(shop: Shop) -> None:
         paid = shop.wait_status(browser, accepted.json()["order_id"], "paid")
         assert paid["total"] == 3400
         assert paid["lines"][0]["unit_price"] == 1400
+
+
+@pytest.mark.browser
+def test_a_browser_pays_on_the_hosted_page(shop: Shop) -> None:
+    """Chromium fills the stand-in's card form and follows the redirect back to the shop."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.exists(), "install Debian's chromium (apt-get install chromium)"
+    product_id, name = shop.product(price=1600, on_hand=3)
+    with shop.browser() as api:
+        add_to_cart(api, product_id)
+        body = start_checkout(api).json()
+        order_id, checkout_url = body["order_id"], body["checkout_url"]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(chromium), args=["--no-sandbox"]
+            )
+            try:
+                page = browser.new_page()
+                page.goto(checkout_url)
+                assert page.inner_text("#total") == "$22.00"
+                page.fill("#cardNumber", "4000 0000 0000 0002")
+                page.click("#submit")
+                assert "Your card was declined." in page.inner_text("#card-errors")
+                page.fill("#cardNumber", CARD_OK)
+                with page.expect_navigation(url=f"{shop.stack.url}/order/{order_id}?session_id=*"):
+                    page.click("#submit")
+            finally:
+                browser.close()
+        shop.wait_status(api, order_id, "paid")
+        eventually(
+            lambda: row if (row := shop.inventory(product_id, name))["on_hand"] == 2 else None,
+            "the sale in catalog",
+        )
