@@ -108,6 +108,10 @@ async def test_listing_is_newest_first_filtered_by_service_and_paged(
     assert (await list_dead_letters(redis, service="gamma")).items == []
     with pytest.raises(ValueError, match="limit"):
         await list_dead_letters(redis, limit=0)
+    with pytest.raises(ValueError, match="before"):
+        await list_dead_letters(redis, before="+")
+    assert (await list_dead_letters(redis, before="0-0")).items == []
+    assert [x.id for x in (await list_dead_letters(redis, before=ids[1])).items] == [ids[0]]
 
 
 async def test_discarding_removes_one_letter(redis: Redis, groups: None) -> None:

@@ -23,6 +23,7 @@ dead letter. A group that had in fact handled the event skips it (``handled_even
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -35,6 +36,8 @@ from ember_shared.events.wire import DATA_FIELD, REPLAY_FOR_FIELD, payload_of
 MAX_ERROR_CHARS = 4_000
 #: Entries a listing looks through at most when it filters by service.
 MAX_SCAN = 10_000
+
+_ENTRY_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 REASONS = ("handler_failed", "too_many_deliveries", "undecodable")
 
@@ -158,6 +161,11 @@ async def list_dead_letters(
     """Dead letters, newest first, optionally only one service's; ``before`` pages on."""
     if not 1 <= limit <= 500:
         raise ValueError("limit must be between 1 and 500")
+    if before is not None:
+        if not _ENTRY_ID.fullmatch(before):
+            raise ValueError("before must be a dead letter id (<millis>-<seq>)")
+        if before in {"0-0", "0"}:
+            return DeadLetterPage(items=[], next_before=None)  # nothing is older
     items: list[DeadLetter] = []
     upper = f"({before}" if before else "+"
     scanned = 0
