@@ -32,16 +32,24 @@ cannot be decoded, the message goes to ``DEAD_LETTER_STREAM``. The handler sees 
 correlation id in ``current_correlation_id()`` and in every log line, and events it adds to its
 own outbox carry it on.
 
-Dead letters (:mod:`ember_shared.events.dead_letters`, for the admin endpoints)::
+A handler slower than ``EVENTS_RECLAIM_IDLE_MS`` is not harmed: a second delivery waits on the
+first one's handled row and then skips. A delivery that fails because Postgres or Redis is
+unreachable does not count towards ``EVENTS_MAX_DELIVERIES``.
+
+Dead letters (:mod:`ember_shared.events.dead_letters`, for the admin endpoints; ``redis`` is a
+``redis.asyncio.Redis`` returning bytes, like ``app.state.redis``)::
 
     page = await list_dead_letters(redis, service="orders", limit=50, before=None)
     await replay_dead_letter(redis, page.items[0].id)   # back on its stream, for its group
     await discard_dead_letter(redis, letter_id)
 
-Runtime (:class:`~ember_shared.events.runtime.EventRuntime`, ``app.state.events``):
+Runtime (:class:`~ember_shared.events.runtime.EventRuntime`, ``app.state.events``;
+``EventRuntime(settings, engine, metadata, handlers, consumer_name=None)``):
 ``start()`` / ``stop()``, ``relay_once()`` (one relay pass, for tests), ``.relay``
 (:class:`~ember_shared.events.relay.OutboxRelay`: ``stats``, ``pending()``) and ``.consumer``
 (:class:`~ember_shared.events.consumer.EventConsumer`: ``running``, ``wait_started()``).
+Tests that put an event on a stream themselves build its fields with
+:func:`ember_shared.events.wire.entry_fields`, exactly as the relay does.
 
 Settings (``EventSettings``, env ``EVENTS_*``): ``RELAY_INTERVAL_MS``, ``RELAY_BATCH``,
 ``RELAY_MAX_BACKOFF_MS``, ``RELAY_LISTEN``, ``PUBLISH_DEDUPE_TTL_S``, ``OUTBOX_RETENTION_HOURS``,
