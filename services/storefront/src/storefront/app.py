@@ -1,23 +1,106 @@
 """The storefront's ASGI app: ``uvicorn --factory storefront.app:create_app`` (port 8100).
 
-For now a placeholder home page; the shop's pages (Jinja + htmx over the APIs) grow here.
-It owns no tables, so it is built without a models base.
+Server-rendered pages (Jinja + htmx) over the services' public APIs. It owns no tables, so it is
+built without a models base; its readiness still reports the shared database and Redis.
 """
 
 from __future__ import annotations
 
-from ember_shared.app import ServiceSpec, create_service_app
-from litestar import Litestar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from storefront.pages import csp_report, home
+from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.auth import TokenVerifier
+from ember_shared.settings import service_settings
+from litestar import Litestar, Request
+from litestar.config.app import AppConfig
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
+from litestar.static_files import create_static_files_router
+
+from storefront.api import Api, ApiClients, Visitor
+from storefront.errors import html_aware_handlers
+from storefront.pages import account, admin, auth, cart, checkout, reports, shop
+from storefront.settings import StorefrontSettings
+from storefront.web import STATIC_DIR, relay_cookies
+
+CSRF_COOKIE = "ember_form_csrf"
+CSRF_HEADER = "x-form-csrf"
+
+
+async def provide_api(request: Request[Any, Any, Any]) -> Api:
+    api = request.state.get("api")
+    if not isinstance(api, Api):
+        state = request.app.state
+        api = Api.for_request(request, state.api_clients, state.token_verifier)
+        request.state.api = api
+    return api
+
+
+async def provide_visitor(api: Api) -> Visitor:
+    return await api.visitor()
 
 
 def create_app() -> Litestar:
+    settings = service_settings("storefront")
+    storefront = StorefrontSettings()
+    storefront.validate(settings.app.is_local)
+
+    @asynccontextmanager
+    async def clients(app: Litestar) -> AsyncIterator[None]:
+        app.state.storefront_settings = storefront
+        app.state.api_clients = ApiClients(storefront.api_timeout_ms)
+        app.state.token_verifier = TokenVerifier(settings.auth, app.state.redis)
+        try:
+            yield
+        finally:
+            await app.state.api_clients.aclose()
+
+    def configure(config: AppConfig) -> None:
+        config.csrf_config = CSRFConfig(
+            secret=storefront.csrf_key(settings.auth.service_token),
+            cookie_name=CSRF_COOKIE,
+            header_name=CSRF_HEADER,
+            cookie_httponly=True,
+            cookie_secure=not settings.app.is_local,
+            cookie_samesite="lax",
+            # Browsers post CSP reports without any token; the probes are GETs anyway.
+            exclude=["/csp-report"],
+        )
+        config.exception_handlers = html_aware_handlers(dict(config.exception_handlers))
+        config.before_send = [*config.before_send, relay_cookies]
+        # Staff upload product images through the admin pages.
+        config.request_max_body_size = 12 * 1024 * 1024
+
     return create_service_app(
         ServiceSpec(
             name="storefront",
             title="Ember storefront",
             description="The shop's server-rendered pages, over the public APIs.",
-            route_handlers=[home, csp_report],
-        )
+            route_handlers=[
+                create_static_files_router(
+                    path="/static",
+                    directories=[STATIC_DIR],
+                    include_in_schema=False,
+                    cache_control=CacheControlHeader(max_age=31_536_000, public=True),
+                    name="static",
+                ),
+                *shop.ROUTES,
+                *cart.ROUTES,
+                *checkout.ROUTES,
+                *auth.ROUTES,
+                *account.ROUTES,
+                *admin.ROUTES,
+                *reports.ROUTES,
+            ],
+            dependencies={
+                "api": Provide(provide_api),
+                "visitor": Provide(provide_visitor),
+            },
+            lifespans=[clients],
+            configure=configure,
+        ),
+        settings,
     )

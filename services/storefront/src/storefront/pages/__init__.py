@@ -1,0 +1,1 @@
+"""The shop's pages, one module per area; each exports ``ROUTES``."""

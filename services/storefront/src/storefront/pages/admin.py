@@ -1,0 +1,703 @@
+"""Staff pages (admin role only): the dashboard, products and their images, stock, orders and
+shipping, and the notifier's outbox. Every change goes through the owning service's admin API
+with the staff member's own token, so the services' guards and audit logs apply as for any call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any, Literal
+
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from storefront.api import Api, ApiProblem, Visitor
+from storefront.errors import error_response
+from storefront.forms import Form
+from storefront.messages import friendly
+from storefront.web import is_htmx, minor_to_text, parse_money, redirect, render
+
+Page = Annotated[int, Parameter(ge=1, le=10_000)]
+Search = Annotated[str, Parameter(max_length=100)]
+ProductStatus = Literal["all", "active", "archived"]
+ORDER_STATUSES = (
+    "pending_payment",
+    "paid",
+    "fulfilled",
+    "shipped",
+    "delivered",
+    "payment_failed",
+    "cancelled",
+    "partially_refunded",
+    "refunded",
+)
+EMAIL_STATUSES = ("queued", "sending", "sent", "failed", "dead", "suppressed")
+CARRIERS = ("UPS", "FedEx", "USPS", "DHL", "Royal Mail", "Canada Post", "Australia Post")
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+PAGE_SIZE = 25
+
+
+def staff_only(request: Request[Any, Any, Any], visitor: Visitor) -> Response[Any] | None:
+    if not visitor.signed_in:
+        return redirect(request, f"/signin?next={request.url.path}", flash="signin-needed")
+    if not visitor.is_admin:
+        return error_response(request, 403, "Staff only", "This part of the shop is for staff.")
+    return None
+
+
+def _pages(total: int, page_size: int) -> int:
+    return max(1, -(-int(total) // page_size))
+
+
+async def _optional(call: Any) -> Any:
+    try:
+        return await call
+    except ApiProblem:
+        return None
+
+
+# --- dashboard ------------------------------------------------------------------------------
+
+
+@get("/admin", name="admin", include_in_schema=False, cache=False)
+async def dashboard(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    stats, low, recent, dead = await asyncio.gather(
+        _optional(api.get("orders", "/api/admin/stats", params={"top": 5})),
+        _optional(
+            api.get("catalog", "/api/admin/inventory", params={"low": "true", "page_size": 6})
+        ),
+        _optional(api.get("orders", "/api/admin/orders", params={"page_size": 6})),
+        _optional(
+            api.get("notifier", "/api/admin/emails", params={"status": "dead", "page_size": 1})
+        ),
+    )
+    daily = (stats or {}).get("daily", [])
+    peak = max((int(day.get("orders", 0)) for day in daily), default=0)
+    return render(
+        request,
+        "admin/dashboard.html",
+        {
+            "stats": stats,
+            "low": (low or {}).get("items", []),
+            "recent": (recent or {}).get("items", []),
+            "dead_emails": (dead or {}).get("total", 0),
+            "daily": daily,
+            "peak": peak,
+            "title": "Dashboard",
+            "section": "dashboard",
+        },
+    )
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+@get("/admin/products", name="admin-products", include_in_schema=False, cache=False)
+async def products(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    q: Search = "",
+    status: ProductStatus = "all",
+    page: Page = 1,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    listing = await api.get(
+        "catalog",
+        "/api/admin/products",
+        params={"q": q.strip() or None, "status": status, "page": page, "page_size": PAGE_SIZE},
+    )
+    return render(
+        request,
+        "admin/products.html",
+        {
+            "listing": listing,
+            "q": q,
+            "status": status,
+            "params": {"q": q or None, "status": status if status != "all" else None},
+            "title": "Products",
+            "section": "products",
+        },
+    )
+
+
+async def _categories(api: Api) -> list[dict[str, Any]]:
+    body = await _optional(api.get("catalog", "/api/admin/categories"))
+    return list((body or {}).get("items", []))
+
+
+def _product_form(form: Form, creating: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    errors: dict[str, str] = {}
+    name = form.str("name", 160)
+    if not name:
+        errors["name"] = "Give the product a name."
+    price = parse_money(form.str("price", 20))
+    if price is None:
+        errors["price"] = "Give a price like 18.50."
+    body: dict[str, Any] = {
+        "name": name,
+        "price": price,
+        "summary": form.str("summary", 300),
+        "description": form.str("description", 20_000),
+        "origin": form.str("origin", 80),
+        "roast": form.str("roast", 20),
+        "process": form.str("process", 60),
+        "tasting_notes": [
+            n.strip()[:40] for n in form.str("tasting_notes", 400).split(",") if n.strip()
+        ][:10],
+        "active": form.bool("active"),
+        "category_id": str(form.uuid("category_id")) if form.uuid("category_id") else None,
+        "currency": (form.str("currency", 3) or "USD").upper(),
+    }
+    slug = form.str("slug", 120)
+    if slug:
+        body["slug"] = slug
+    weight = form.str("weight_grams", 8)
+    if weight:
+        grams = form.int("weight_grams", None, 1, 100_000)
+        if grams is None:
+            errors["weight_grams"] = "Give a weight in grams, or leave it empty."
+        body["weight_grams"] = grams
+    else:
+        body["weight_grams"] = None
+    if body["roast"] not in ("", "light", "medium", "medium-dark", "dark"):
+        errors["roast"] = "Choose a roast."
+    if creating:
+        on_hand = form.int("on_hand", None, 0, 1_000_000)
+        if on_hand is None:
+            errors["on_hand"] = "Give the stock on hand (0 or more)."
+        body["on_hand"] = on_hand
+    return body, errors
+
+
+def _form_values(product: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **product,
+        "price_text": minor_to_text(product.get("price")),
+        "notes_text": ", ".join(product.get("tasting_notes") or []),
+    }
+
+
+@get("/admin/products/new", name="admin-product-new", include_in_schema=False, cache=False)
+async def product_new(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    return render(
+        request,
+        "admin/product_form.html",
+        {
+            "product": {
+                "active": True,
+                "currency": "USD",
+                "on_hand": 0,
+                "price_text": "",
+                "notes_text": "",
+            },
+            "categories": await _categories(api),
+            "errors": {},
+            "error": "",
+            "creating": True,
+            "title": "New product",
+            "section": "products",
+        },
+    )
+
+
+@post("/admin/products", name="admin-product-create", include_in_schema=False)
+async def product_create(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    body, errors = _product_form(form, creating=True)
+    error = ""
+    if not errors:
+        try:
+            created = await api.post("catalog", "/api/admin/products", json=body)
+        except ApiProblem as problem:
+            error = friendly(problem, "that product")
+            errors = problem.field_errors()
+        else:
+            return redirect(request, f"/admin/products/{created['id']}", flash="product-saved")
+    shown = {
+        **body,
+        "price_text": form.str("price", 20),
+        "notes_text": form.str("tasting_notes", 400),
+    }
+    return render(
+        request,
+        "admin/product_form.html",
+        {
+            "product": shown,
+            "categories": await _categories(api),
+            "errors": errors,
+            "error": error or "Some fields need another look.",
+            "creating": True,
+            "title": "New product",
+            "section": "products",
+        },
+        status=400,
+    )
+
+
+@get(
+    "/admin/products/{product_id:uuid}", name="admin-product", include_in_schema=False, cache=False
+)
+async def product_edit(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    product, cats = await asyncio.gather(
+        api.get("catalog", f"/api/admin/products/{product_id}"), _categories(api)
+    )
+    return render(
+        request,
+        "admin/product_form.html",
+        {
+            "product": _form_values(product),
+            "categories": cats,
+            "errors": {},
+            "error": "",
+            "creating": False,
+            "title": product.get("name", "Product"),
+            "section": "products",
+        },
+    )
+
+
+@post("/admin/products/{product_id:uuid}", name="admin-product-update", include_in_schema=False)
+async def product_update(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    body, errors = _product_form(form, creating=False)
+    error = ""
+    if not errors:
+        try:
+            await api.patch("catalog", f"/api/admin/products/{product_id}", json=body)
+        except ApiProblem as problem:
+            error = friendly(problem, "that product")
+            errors = problem.field_errors()
+        else:
+            return redirect(request, f"/admin/products/{product_id}", flash="product-saved")
+    product = await api.get("catalog", f"/api/admin/products/{product_id}")
+    shown = {
+        **product,
+        **body,
+        "price_text": form.str("price", 20),
+        "notes_text": form.str("tasting_notes", 400),
+    }
+    return render(
+        request,
+        "admin/product_form.html",
+        {
+            "product": shown,
+            "categories": await _categories(api),
+            "errors": errors,
+            "error": error or "Some fields need another look.",
+            "creating": False,
+            "title": product.get("name", "Product"),
+            "section": "products",
+        },
+        status=400,
+    )
+
+
+@post(
+    "/admin/products/{product_id:uuid}/{action:str}",
+    name="admin-product-action",
+    include_in_schema=False,
+)
+async def product_action(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    product_id: uuid.UUID,
+    action: str,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    if action not in ("archive", "restore"):
+        return error_response(request, 404)
+    await api.post("catalog", f"/api/admin/products/{product_id}/{action}", json={})
+    flash = "product-archived" if action == "archive" else "product-restored"
+    return redirect(request, f"/admin/products/{product_id}", flash=flash)
+
+
+@post(
+    "/admin/products/{product_id:uuid}/images",
+    name="admin-product-image",
+    include_in_schema=False,
+    request_max_body_size=MAX_IMAGE_BYTES + 256 * 1024,
+)
+async def product_image(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    upload = form.file("file")
+    alt = form.str("alt", 200)
+    data: bytes = b""
+    if upload is not None and hasattr(upload, "read"):
+        data = await upload.read()
+    error = ""
+    if not data:
+        error = "Choose an image file (JPEG, PNG or WebP)."
+    elif len(data) > MAX_IMAGE_BYTES:
+        error = "That image is larger than 10 MB."
+    else:
+        try:
+            uploaded = await api.post(
+                "catalog",
+                "/api/admin/upload-image",
+                files={
+                    "file": (
+                        getattr(upload, "filename", "") or "image",
+                        data,
+                        getattr(upload, "content_type", "") or "application/octet-stream",
+                    )
+                },
+            )
+            await api.post(
+                "catalog",
+                f"/api/admin/products/{product_id}/images",
+                json={"url": uploaded["url"], "key": uploaded.get("key", ""), "alt": alt},
+            )
+        except ApiProblem as problem:
+            error = friendly(problem, "that image")
+    if error:
+        product = await api.get("catalog", f"/api/admin/products/{product_id}")
+        return render(
+            request,
+            "admin/product_form.html",
+            {
+                "product": _form_values(product),
+                "categories": await _categories(api),
+                "errors": {},
+                "error": "",
+                "image_error": error,
+                "creating": False,
+                "title": product.get("name", "Product"),
+                "section": "products",
+            },
+            status=400,
+        )
+    return redirect(request, f"/admin/products/{product_id}#images", flash="image-added")
+
+
+@post(
+    "/admin/products/{product_id:uuid}/images/{image_id:uuid}/delete",
+    name="admin-product-image-delete",
+    include_in_schema=False,
+)
+async def product_image_delete(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    await api.delete("catalog", f"/api/admin/products/{product_id}/images/{image_id}")
+    return redirect(request, f"/admin/products/{product_id}#images", flash="image-removed")
+
+
+# --- inventory ------------------------------------------------------------------------------
+
+
+@get("/admin/inventory", name="admin-inventory", include_in_schema=False, cache=False)
+async def inventory(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    q: Search = "",
+    low: bool = False,
+    page: Page = 1,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    listing = await api.get(
+        "catalog",
+        "/api/admin/inventory",
+        params={
+            "q": q.strip() or None,
+            "low": "true" if low else None,
+            "page": page,
+            "page_size": PAGE_SIZE,
+        },
+    )
+    return render(
+        request,
+        "admin/inventory.html",
+        {
+            "listing": listing,
+            "q": q,
+            "low": low,
+            "params": {"q": q or None, "low": "true" if low else None},
+            "title": "Inventory",
+            "section": "inventory",
+        },
+    )
+
+
+@post("/admin/inventory/{product_id:uuid}", name="admin-stock", include_in_schema=False)
+async def stock_set(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    on_hand = form.int("on_hand", None, 0, 1_000_000)
+    error = ""
+    row: dict[str, Any] | None = None
+    if on_hand is None:
+        error = "Give a whole number, 0 or more."
+    else:
+        try:
+            row = await api.put(
+                "catalog", f"/api/admin/inventory/{product_id}", json={"on_hand": on_hand}
+            )
+        except ApiProblem as problem:
+            error = friendly(problem, "that product")
+    if not is_htmx(request):
+        if error:
+            return error_response(request, 400, "Stock not changed", error)
+        return redirect(request, "/admin/inventory", flash="stock-saved")
+    if row is None:
+        listing = await api.get("catalog", "/api/admin/inventory", params={"page_size": 100})
+        row = next(
+            (r for r in listing.get("items", []) if r.get("product_id") == str(product_id)), None
+        )
+        if row is None:
+            return error_response(request, 404)
+    return render(
+        request,
+        "admin/partials/stock_row.html",
+        {"row": row, "row_error": error, "saved": not error},
+    )
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+@get("/admin/orders", name="admin-orders", include_in_schema=False, cache=False)
+async def orders(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    status: Annotated[str, Parameter(max_length=30)] = "",
+    q: Annotated[str, Parameter(max_length=200)] = "",
+    page: Page = 1,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    chosen = status if status in ORDER_STATUSES else ""
+    listing = await api.get(
+        "orders",
+        "/api/admin/orders",
+        params={
+            "status": chosen or None,
+            "q": q.strip() or None,
+            "page": page,
+            "page_size": PAGE_SIZE,
+        },
+    )
+    return render(
+        request,
+        "admin/orders.html",
+        {
+            "listing": listing,
+            "status": chosen,
+            "statuses": ORDER_STATUSES,
+            "q": q,
+            "page": page,
+            "pages": _pages(listing.get("total", 0), PAGE_SIZE),
+            "params": {"status": chosen or None, "q": q or None},
+            "title": "Orders",
+            "section": "orders",
+        },
+    )
+
+
+async def _order_page(
+    request: Request[Any, Any, Any],
+    api: Api,
+    order_id: uuid.UUID,
+    *,
+    error: str = "",
+    ship: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response[Any]:
+    order = await api.get("orders", f"/api/admin/orders/{order_id}")
+    return render(
+        request,
+        "admin/order.html",
+        {
+            "order": order,
+            "carriers": CARRIERS,
+            "ship": ship or {},
+            "error": error,
+            "title": f"Order {str(order_id)[-8:].upper()}",
+            "section": "orders",
+        },
+        status=status,
+    )
+
+
+@get("/admin/orders/{order_id:uuid}", name="admin-order", include_in_schema=False, cache=False)
+async def order_detail(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, order_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    return await _order_page(request, api, order_id)
+
+
+@post("/admin/orders/{order_id:uuid}/ship", name="admin-order-ship", include_in_schema=False)
+async def order_ship(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, order_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    ship = {"carrier": form.str("carrier", 40), "tracking_number": form.str("tracking_number", 40)}
+    ship["tracking_number"] = ship["tracking_number"].replace(" ", "").upper()
+    error = ""
+    if len(ship["carrier"]) < 2:
+        error = "Choose the carrier."
+    elif len(ship["tracking_number"]) < 5 or not all(
+        ch.isalnum() or ch == "-" for ch in ship["tracking_number"]
+    ):
+        error = "A tracking number has at least 5 letters, digits or dashes."
+    else:
+        try:
+            await api.post("orders", f"/api/admin/orders/{order_id}/ship", json=ship)
+        except ApiProblem as problem:
+            error = friendly(problem, "that order")
+    if error:
+        return await _order_page(request, api, order_id, error=error, ship=ship, status=400)
+    return redirect(request, f"/admin/orders/{order_id}", flash="order-shipped")
+
+
+@post("/admin/orders/{order_id:uuid}/status", name="admin-order-status", include_in_schema=False)
+async def order_update(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, order_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    body: dict[str, Any] = {}
+    new_status = form.str("status", 20)
+    if new_status:
+        body["status"] = new_status
+        body["reason"] = form.str("reason", 300)
+    if "notes" in form.data:
+        body["notes"] = form.str("notes", 4000)
+    try:
+        await api.put("orders", f"/api/admin/orders/{order_id}", json=body)
+    except ApiProblem as problem:
+        return await _order_page(
+            request, api, order_id, error=friendly(problem, "that order"), status=400
+        )
+    return redirect(request, f"/admin/orders/{order_id}", flash="order-updated")
+
+
+# --- emails ---------------------------------------------------------------------------------
+
+
+@get("/admin/emails", name="admin-emails", include_in_schema=False, cache=False)
+async def emails(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    status: Annotated[str, Parameter(max_length=20)] = "",
+    to: Annotated[str, Parameter(max_length=320)] = "",
+    page: Page = 1,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    chosen = status if status in EMAIL_STATUSES else ""
+    listing = await api.get(
+        "notifier",
+        "/api/admin/emails",
+        params={
+            "status": chosen or None,
+            "to": to.strip() or None,
+            "page": page,
+            "page_size": PAGE_SIZE,
+        },
+    )
+    return render(
+        request,
+        "admin/emails.html",
+        {
+            "listing": listing,
+            "status": chosen,
+            "statuses": EMAIL_STATUSES,
+            "to": to,
+            "page": page,
+            "pages": _pages(listing.get("total", 0), PAGE_SIZE),
+            "params": {"status": chosen or None, "to": to or None},
+            "title": "Emails",
+            "section": "emails",
+        },
+    )
+
+
+@get("/admin/emails/{email_id:uuid}", name="admin-email", include_in_schema=False, cache=False)
+async def email_detail(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, email_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    email = await api.get("notifier", f"/api/admin/emails/{email_id}")
+    return render(
+        request,
+        "admin/email.html",
+        {"email": email, "title": email.get("subject", "Email"), "section": "emails"},
+    )
+
+
+@post("/admin/emails/{email_id:uuid}/retry", name="admin-email-retry", include_in_schema=False)
+async def email_retry(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, email_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    try:
+        await api.post("notifier", f"/api/admin/emails/{email_id}/retry", json={})
+    except ApiProblem as problem:
+        return error_response(request, 409, "Not sent again", friendly(problem, "that email"))
+    return redirect(request, f"/admin/emails/{email_id}", flash="email-retried")
+
+
+ROUTES = [
+    dashboard,
+    products,
+    product_new,
+    product_create,
+    product_edit,
+    product_update,
+    product_action,
+    product_image,
+    product_image_delete,
+    inventory,
+    stock_set,
+    orders,
+    order_detail,
+    order_ship,
+    order_update,
+    emails,
+    email_detail,
+    email_retry,
+]

@@ -1,0 +1,296 @@
+"""Signing in and out, registering, and the password-reset pair, over identity's routes.
+
+Identity sets its cookies (access token, session, CSRF) on its answers; the storefront relays them
+to the browser unchanged, so a sign-in here is the same session every service sees.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from storefront.api import CSRF_COOKIE, SESSION_COOKIE, Api, ApiProblem, Visitor
+from storefront.forms import Form
+from storefront.messages import friendly
+from storefront.web import redirect, render, safe_next
+
+Next = Annotated[str | None, Parameter(query="next", max_length=500)]
+MIN_PASSWORD = 10
+FORGOT_DONE = (
+    "If an account exists for that address, we have sent it a link to choose a new password. "
+    "The link works once, for 30 minutes."
+)
+
+
+def _google_url(next_path: str) -> str:
+    from urllib.parse import urlencode
+
+    return "/api/auth/google/login?" + urlencode({"next": next_path})
+
+
+@get("/signin", name="signin", include_in_schema=False, cache=False)
+async def signin_page(
+    request: Request[Any, Any, Any], visitor: Visitor, next_path: Next = None
+) -> Response[Any]:
+    target = safe_next(next_path)
+    if visitor.signed_in:
+        return redirect(request, target)
+    return render(
+        request,
+        "auth/signin.html",
+        {
+            "next": target,
+            "email": "",
+            "error": "",
+            "google_url": _google_url(target),
+            "title": "Sign in",
+        },
+    )
+
+
+@post("/signin", name="signin-post", include_in_schema=False)
+async def signin(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
+    form = await Form.of(request)
+    email = form.str("email", 254)
+    password = form.str("password", 1024)
+    target = safe_next(form.str("next", 500))
+    error = ""
+    if not email or not password:
+        error = "Give your email and password."
+    else:
+        try:
+            await api.post(
+                "identity",
+                "/api/auth/login",
+                json={"email": email, "password": password},
+                bearer=False,
+                cookies=(),
+            )
+        except ApiProblem as problem:
+            error = friendly(problem)
+    if error:
+        return render(
+            request,
+            "auth/signin.html",
+            {
+                "next": target,
+                "email": email,
+                "error": error,
+                "google_url": _google_url(target),
+                "title": "Sign in",
+            },
+            status=400 if not email or not password else 401,
+        )
+    api.forget_visitor()
+    return redirect(request, target, flash="signed-in")
+
+
+@get("/register", name="register", include_in_schema=False, cache=False)
+async def register_page(
+    request: Request[Any, Any, Any], visitor: Visitor, next_path: Next = None
+) -> Response[Any]:
+    target = safe_next(next_path)
+    if visitor.signed_in:
+        return redirect(request, target)
+    return render(
+        request,
+        "auth/register.html",
+        {
+            "next": target,
+            "values": {},
+            "errors": {},
+            "error": "",
+            "min_password": MIN_PASSWORD,
+            "google_url": _google_url(target),
+            "title": "Create an account",
+        },
+    )
+
+
+@post("/register", name="register-post", include_in_schema=False)
+async def register(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
+    form = await Form.of(request)
+    values = {"name": form.str("name", 120), "email": form.str("email", 254)}
+    password = form.str("password", 1024)
+    target = safe_next(form.str("next", 500))
+    errors: dict[str, str] = {}
+    if "@" not in values["email"]:
+        errors["email"] = "Give a valid email address."
+    if len(password) < MIN_PASSWORD:
+        errors["password"] = f"Use at least {MIN_PASSWORD} characters."
+    error = ""
+    if not errors:
+        try:
+            await api.post(
+                "identity",
+                "/api/auth/register",
+                json={"email": values["email"], "password": password, "name": values["name"]},
+                bearer=False,
+                cookies=(),
+            )
+        except ApiProblem as problem:
+            error = friendly(problem)
+            if problem.kind == "weak-password":
+                errors["password"] = error
+                error = ""
+            else:
+                errors.update(problem.field_errors())
+    if errors or error:
+        return render(
+            request,
+            "auth/register.html",
+            {
+                "next": target,
+                "values": values,
+                "errors": errors,
+                "error": error or "Some fields need another look.",
+                "min_password": MIN_PASSWORD,
+                "google_url": _google_url(target),
+                "title": "Create an account",
+            },
+            status=400,
+        )
+    api.forget_visitor()
+    return redirect(request, target, flash="registered")
+
+
+@post("/signout", name="signout", include_in_schema=False)
+async def signout(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
+    try:
+        await api.post(
+            "identity", "/api/auth/logout", json={}, cookies=(SESSION_COOKIE, CSRF_COOKIE)
+        )
+    except ApiProblem:
+        # Signed out already, or identity is away: the browser's cookies go all the same.
+        pass
+    response = redirect(request, "/", flash="signed-out")
+    for name in ("ember_access", "ember_session", "ember_csrf"):
+        if name not in api.outgoing:
+            response.delete_cookie(name, path="/")
+    return response
+
+
+@get("/forgot-password", name="forgot", include_in_schema=False, cache=False)
+async def forgot_page(request: Request[Any, Any, Any], visitor: Visitor) -> Response[str]:
+    return render(
+        request,
+        "auth/forgot.html",
+        {"sent": False, "email": "", "error": "", "title": "Forgot your password?"},
+    )
+
+
+@post("/forgot-password", name="forgot-post", include_in_schema=False)
+async def forgot(request: Request[Any, Any, Any], api: Api) -> Response[str]:
+    form = await Form.of(request)
+    email = form.str("email", 254)
+    if "@" not in email:
+        return render(
+            request,
+            "auth/forgot.html",
+            {
+                "sent": False,
+                "email": email,
+                "error": "Give a valid email address.",
+                "title": "Forgot your password?",
+            },
+            status=400,
+        )
+    error = ""
+    try:
+        await api.post(
+            "identity",
+            "/api/auth/forgot-password",
+            json={"email": email},
+            bearer=False,
+            cookies=(),
+        )
+    except ApiProblem as problem:
+        # The answer never says whether the account exists; only a refusal to try is shown.
+        if problem.status in (429, 503) or problem.status >= 500:
+            error = friendly(problem)
+    return render(
+        request,
+        "auth/forgot.html",
+        {
+            "sent": not error,
+            "message": FORGOT_DONE,
+            "email": email,
+            "error": error,
+            "title": "Forgot your password?",
+        },
+        status=429 if error else 200,
+    )
+
+
+@get("/reset-password", name="reset", include_in_schema=False, cache=False)
+async def reset_page(
+    request: Request[Any, Any, Any],
+    visitor: Visitor,
+    token: Annotated[str, Parameter(max_length=200)] = "",
+) -> Response[str]:
+    return render(
+        request,
+        "auth/reset.html",
+        {
+            "token": token,
+            "error": "",
+            "min_password": MIN_PASSWORD,
+            "title": "Choose a new password",
+        },
+    )
+
+
+@post("/reset-password", name="reset-post", include_in_schema=False)
+async def reset(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
+    form = await Form.of(request)
+    token = form.str("token", 200)
+    password = form.str("password", 1024)
+    confirm = form.str("confirm", 1024)
+    error = ""
+    if not token:
+        error = "This page needs the link from your email. Ask for a new one if it is lost."
+    elif len(password) < MIN_PASSWORD:
+        error = f"Use at least {MIN_PASSWORD} characters."
+    elif password != confirm:
+        error = "The two passwords are not the same."
+    else:
+        try:
+            await api.post(
+                "identity",
+                "/api/auth/reset-password",
+                json={"token": token, "password": password},
+                bearer=False,
+                cookies=(),
+            )
+        except ApiProblem as problem:
+            error = friendly(problem)
+            if problem.kind == "validation":
+                error = "That reset link is not valid. Ask for a new one."
+    if error:
+        return render(
+            request,
+            "auth/reset.html",
+            {
+                "token": token,
+                "error": error,
+                "min_password": MIN_PASSWORD,
+                "title": "Choose a new password",
+            },
+            status=400,
+        )
+    return redirect(request, "/signin", flash="password-reset")
+
+
+ROUTES = [
+    signin_page,
+    signin,
+    register_page,
+    register,
+    signout,
+    forgot_page,
+    forgot,
+    reset_page,
+    reset,
+]

@@ -1,0 +1,322 @@
+"""Checkout and the order page.
+
+``/checkout`` shows the cart re-priced by checkout (``GET /api/checkout/quote``), asks a guest for
+an email, takes a shipping address (or a saved one), and "Pay" starts the checkout
+(``POST /api/checkout/session``) and sends the browser to the payment page it answers.
+
+``/order/{id}`` reads the orders service. Coming back from the payment page proves nothing: until
+orders says the order is paid (which only the verified webhook makes happen) the page says it is
+confirming the payment and asks again every few seconds (htmx). While orders does not show the
+order yet, checkout's own record of it says whether the payment is still open, failed or expired.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Redirect
+
+from storefront.api import Api, ApiProblem, Visitor
+from storefront.errors import error_response
+from storefront.forms import Form
+from storefront.messages import friendly
+from storefront.pages.cart import load_cart
+from storefront.web import render
+
+SessionId = Annotated[str | None, Parameter(max_length=255, pattern=r"^[A-Za-z0-9_]+$")]
+COUNTRIES: dict[str, str] = {
+    "US": "United States",
+    "CA": "Canada",
+    "GB": "United Kingdom",
+    "IE": "Ireland",
+    "DE": "Germany",
+    "FR": "France",
+    "NL": "Netherlands",
+    "BE": "Belgium",
+    "ES": "Spain",
+    "IT": "Italy",
+    "SE": "Sweden",
+    "DK": "Denmark",
+    "NO": "Norway",
+    "AU": "Australia",
+    "NZ": "New Zealand",
+    "JP": "Japan",
+}
+ADDRESS_FIELDS: dict[str, tuple[int, bool]] = {
+    # name: (max length, required)
+    "name": (100, True),
+    "line1": (200, True),
+    "line2": (200, False),
+    "city": (100, True),
+    "state": (100, False),
+    "postal_code": (20, True),
+    "country": (2, True),
+    "phone": (32, False),
+}
+FIELD_LABELS = {
+    "name": "Full name",
+    "line1": "Address",
+    "city": "City",
+    "postal_code": "Postcode / ZIP",
+    "country": "Country",
+    "email": "Email",
+}
+
+
+def read_address(form: Form) -> tuple[dict[str, str], dict[str, str]]:
+    """The address fields of ``form`` and the messages of those that are missing or wrong."""
+    address = {name: form.str(name, size) for name, (size, _) in ADDRESS_FIELDS.items()}
+    address["country"] = address["country"].upper()
+    errors: dict[str, str] = {}
+    for name, (_, required) in ADDRESS_FIELDS.items():
+        if required and not address[name]:
+            errors[name] = f"{FIELD_LABELS.get(name, name)} is needed."
+    if address["country"] and (len(address["country"]) != 2 or not address["country"].isalpha()):
+        errors["country"] = "Choose a country."
+    phone = address["phone"]
+    if phone and any(ch not in "0123456789+()./ -" for ch in phone):
+        errors["phone"] = "A phone number has digits, spaces and + ( ) - only."
+    return address, errors
+
+
+def _valid_email(email: str) -> bool:
+    local, _, domain = email.partition("@")
+    return bool(local) and "." in domain and " " not in email and len(email) <= 254
+
+
+async def _checkout_context(api: Api, visitor: Visitor) -> dict[str, Any]:
+    cart = await load_cart(api)
+    quote: dict[str, Any] | None = None
+    problem: ApiProblem | None = None
+    if cart.get("lines"):
+        try:
+            quote = await api.get("checkout", "/api/checkout/quote")
+        except ApiProblem as exc:
+            problem = exc
+    addresses: list[dict[str, Any]] = []
+    if visitor.signed_in:
+        try:
+            addresses = list((await api.get("identity", "/api/user/addresses")).get("items", []))
+        except ApiProblem:
+            addresses = []
+    default = next(
+        (a for a in addresses if a.get("is_default")), addresses[0] if addresses else None
+    )
+    return {
+        "cart": cart,
+        "quote": quote,
+        "addresses": addresses,
+        "address_choice": f"saved:{default['id']}" if default else "new",
+        "address": {"country": "US"},
+        "email": visitor.email,
+        "errors": {},
+        "notice": friendly(problem) if problem else "",
+        "unavailable": _unavailable(problem),
+        "countries": COUNTRIES,
+        "title": "Checkout",
+    }
+
+
+def _unavailable(problem: ApiProblem | None) -> list[dict[str, Any]]:
+    if problem is None or problem.kind != "lines-unavailable":
+        return []
+    raw = problem.body.get("unavailable")
+    return [line for line in raw if isinstance(line, dict)] if isinstance(raw, list) else []
+
+
+@get("/checkout", name="checkout", include_in_schema=False, cache=False)
+async def checkout_page(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor
+) -> Response[str]:
+    return render(request, "checkout.html", await _checkout_context(api, visitor))
+
+
+@post("/checkout", name="checkout-pay", include_in_schema=False)
+async def checkout_pay(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor
+) -> Response[Any]:
+    form = await Form.of(request)
+    context = await _checkout_context(api, visitor)
+    choice = form.str("address_choice", 60) or "new"
+    email = form.str("email", 254) if not visitor.signed_in else visitor.email
+    expected_total = form.int("expected_total", None, 0, 100_000_000)
+    address, errors = read_address(form)
+    body: dict[str, Any] = {"expected_total": expected_total}
+    saved_id: uuid.UUID | None = None
+    if choice.startswith("saved:") and visitor.signed_in:
+        try:
+            saved_id = uuid.UUID(choice.removeprefix("saved:"))
+        except ValueError:
+            saved_id = None
+    if saved_id is not None:
+        body["saved_address_id"] = str(saved_id)
+        errors = {}
+    else:
+        body["shipping_address"] = {k: v for k, v in address.items() if v or k in ("name",)}
+    if not visitor.signed_in:
+        if not _valid_email(email):
+            errors["email"] = "Give the email address your receipt should go to."
+        body["email"] = email
+    context.update(
+        address=address | {"country": address["country"] or "US"},
+        address_choice=choice if saved_id is not None else "new",
+        email=email,
+        errors=errors,
+    )
+    if errors:
+        context["notice"] = "Some fields need another look."
+        return render(request, "checkout.html", context, status=400)
+    try:
+        started = await api.post("checkout", "/api/checkout/session", json=body)
+    except ApiProblem as problem:
+        context["notice"] = friendly(problem)
+        context["unavailable"] = _unavailable(problem)
+        if problem.kind == "price-changed":
+            context["quote"] = {
+                key: problem.body.get(key)
+                for key in ("lines", "subtotal", "shipping", "total", "currency")
+            }
+            context["price_changed"] = True
+        context["errors"] = _field_errors(problem)
+        return render(request, "checkout.html", context, status=_status(problem))
+    url = str(started.get("checkout_url") or "")
+    if not url.startswith(("https://", "http://")):
+        return error_response(request, 503)
+    # The payment page is the provider's (Stripe's): card data never reaches the shop.
+    return Redirect(url, status_code=303)
+
+
+def _field_errors(problem: ApiProblem) -> dict[str, str]:
+    errors = {}
+    for key, message in problem.field_errors().items():
+        errors[key] = f"{FIELD_LABELS.get(key, key.replace('_', ' ').capitalize())}: {message}"
+    return errors
+
+
+def _status(problem: ApiProblem) -> int:
+    return problem.status if 400 <= problem.status < 600 else 400
+
+
+# --- the order page ------------------------------------------------------------------------
+
+
+async def order_state(
+    api: Api, order_id: uuid.UUID, session_id: str | None
+) -> dict[str, Any] | None:
+    """What the shopper may know of ``order_id`` now; None when it is not theirs (or not at all).
+
+    ``state``: ``paid`` (or any later status: the order), ``confirming`` (paid at the provider
+    perhaps, not confirmed by its webhook yet), ``open`` (not paid yet), ``failed``,
+    ``expired``, ``cancelled``.
+    """
+    params = {"session_id": session_id}
+    try:
+        order = await api.get("orders", f"/api/orders/{order_id}", params=params)
+    except ApiProblem as problem:
+        if problem.status not in (400, 404):
+            raise
+        order = None
+    if order is not None:
+        status = order.get("status")
+        if status == "pending_payment":
+            state = "confirming"
+        elif status == "payment_failed":
+            state = "failed"
+        elif status == "cancelled":
+            state = "cancelled"
+        else:
+            state = "paid"
+        return {"state": state, "order": order}
+    try:
+        checkout = await api.get("checkout", f"/api/checkout/session/{order_id}", params=params)
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return None
+        raise
+    status = checkout.get("status")
+    if status in ("paid", "payment_pending", "partially_refunded", "refunded") or (
+        status == "open" and session_id
+    ):
+        state = "confirming"
+    elif status == "payment_failed":
+        state = "failed"
+    elif status == "expired":
+        state = "expired"
+    else:
+        state = "open"
+    return {"state": state, "checkout": checkout, "order": None}
+
+
+def _order_context(
+    request: Request[Any, Any, Any],
+    order_id: uuid.UUID,
+    session_id: str | None,
+    found: dict[str, Any],
+    n: int,
+) -> dict[str, Any]:
+    settings = request.app.state.storefront_settings
+    waited = n * settings.order_poll_seconds
+    polling = (
+        found["state"] in ("confirming", "open") and waited < settings.order_poll_limit_seconds
+    )
+    poll_url = f"/order/{order_id}/status?n={n + 1}"
+    if session_id:
+        poll_url += f"&session_id={session_id}"
+    return {
+        **found,
+        "order_id": str(order_id),
+        "short_id": str(order_id).split("-")[-1][-8:].upper(),
+        "polling": polling,
+        "poll_url": poll_url,
+        "poll_seconds": settings.order_poll_seconds,
+        "slow": found["state"] == "confirming" and waited >= 20,
+        "gave_up": found["state"] in ("confirming", "open") and not polling,
+        "title": "Your order",
+    }
+
+
+@get("/order/{order_id:uuid}", name="order", include_in_schema=False, cache=False)
+async def order_page(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    order_id: uuid.UUID,
+    session_id: SessionId = None,
+) -> Response[str]:
+    found = await order_state(api, order_id, session_id)
+    if found is None:
+        return error_response(
+            request,
+            404,
+            "We could not find that order",
+            "If you just paid, open the link in your confirmation email, or sign in to see "
+            "your orders.",
+        )
+    return render(request, "order.html", _order_context(request, order_id, session_id, found, 0))
+
+
+@get("/order/{order_id:uuid}/status", name="order-status", include_in_schema=False, cache=False)
+async def order_status(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    order_id: uuid.UUID,
+    session_id: SessionId = None,
+    n: Annotated[int, Parameter(ge=0, le=10_000)] = 0,
+) -> Response[str]:
+    found = await order_state(api, order_id, session_id)
+    if found is None:
+        found = {"state": "confirming", "order": None}
+    headers = {"HX-Trigger": "cart-changed"} if found["state"] == "paid" else {}
+    return render(
+        request,
+        "partials/order_body.html",
+        _order_context(request, order_id, session_id, found, n),
+        headers=headers,
+    )
+
+
+ROUTES = [checkout_page, checkout_pay, order_page, order_status]

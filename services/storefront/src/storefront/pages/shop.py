@@ -1,0 +1,187 @@
+"""Browsing: the home page, the shop listing, a coffee's page and search.
+
+Every read here hits catalog's Redis-cached public endpoints; nothing waits on the cart (the
+header's cart count loads by itself, see :mod:`storefront.pages.cart`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from litestar import Request, Response, get
+from litestar.params import Parameter
+
+from storefront.api import Api, ApiProblem, ApiUnavailable, Visitor
+from storefront.web import render
+
+Sort = Literal["newest", "price", "price_desc", "name"]
+SORTS: dict[str, str] = {
+    "newest": "Newest",
+    "price": "Price: low to high",
+    "price_desc": "Price: high to low",
+    "name": "Name",
+}
+Page = Annotated[int, Parameter(ge=1, le=10_000)]
+CategorySlug = Annotated[
+    str | None, Parameter(max_length=80, pattern=r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$")
+]
+Slug = Annotated[str, Parameter(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+
+async def categories(api: Api) -> list[dict[str, Any]]:
+    try:
+        body = await api.get("catalog", "/api/categories", bearer=False, cookies=())
+    except ApiUnavailable:
+        return []
+    return list(body.get("items", []))
+
+
+@get("/", name="home", include_in_schema=False, cache=False)
+async def home(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[str]:
+    settings = request.app.state.storefront_settings
+    cats, page = await asyncio.gather(
+        categories(api),
+        api.get(
+            "catalog",
+            "/api/products",
+            params={"page_size": settings.featured_count, "sort": "newest"},
+            bearer=False,
+            cookies=(),
+        ),
+    )
+    return render(
+        request,
+        "home.html",
+        {"categories": cats, "featured": page.get("items", []), "title": ""},
+    )
+
+
+@get("/shop", name="shop", include_in_schema=False, cache=False)
+async def shop(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    category: CategorySlug = None,
+    sort: Sort = "newest",
+    page: Page = 1,
+) -> Response[str]:
+    settings = request.app.state.storefront_settings
+    cats, listing = await asyncio.gather(
+        categories(api),
+        api.get(
+            "catalog",
+            "/api/products",
+            params={
+                "category": category,
+                "sort": sort,
+                "page": page,
+                "page_size": settings.page_size,
+            },
+            bearer=False,
+            cookies=(),
+        ),
+    )
+    current = next((c for c in cats if c.get("slug") == category), None)
+    return render(
+        request,
+        "shop.html",
+        {
+            "categories": cats,
+            "category": current,
+            "category_slug": category or "",
+            "sort": sort,
+            "sorts": SORTS,
+            "listing": listing,
+            "params": {"category": category, "sort": sort if sort != "newest" else None},
+            "title": current["name"] if current else "Shop all coffee",
+        },
+    )
+
+
+@get("/coffee/{slug:str}", name="product", include_in_schema=False, cache=False)
+async def product(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, slug: str
+) -> Response[str]:
+    if len(slug) > 200:
+        return await _not_found(request)
+    try:
+        item = await api.get("catalog", f"/api/products/{slug}", bearer=False, cookies=())
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return await _not_found(request)
+        raise
+    related: list[dict[str, Any]] = []
+    category = item.get("category") or {}
+    if category.get("slug"):
+        try:
+            page = await api.get(
+                "catalog",
+                "/api/products",
+                params={"category": category["slug"], "page_size": 5},
+                bearer=False,
+                cookies=(),
+            )
+            related = [p for p in page.get("items", []) if p.get("slug") != item.get("slug")][:4]
+        except ApiProblem:
+            related = []
+    images = sorted(
+        item.get("images", []), key=lambda i: (not i.get("primary"), i.get("position", 0))
+    )
+    return render(
+        request,
+        "product.html",
+        {
+            "product": item,
+            "images": images,
+            "related": related,
+            "quantities": range(1, 11),
+            "title": item.get("name", ""),
+        },
+    )
+
+
+@get("/search", name="search", include_in_schema=False, cache=False)
+async def search(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    q: Annotated[str, Parameter(max_length=200)] = "",
+    page: Page = 1,
+) -> Response[str]:
+    settings = request.app.state.storefront_settings
+    query = q.strip()
+    results: dict[str, Any] | None = None
+    if query:
+        results = await api.get(
+            "catalog",
+            "/api/products/search",
+            params={"q": query, "page": page, "page_size": settings.page_size},
+            bearer=False,
+            cookies=(),
+        )
+    return render(
+        request,
+        "search.html",
+        {
+            "q": query,
+            "results": results,
+            "params": {"q": query},
+            "title": f"Search: {query}" if query else "Search",
+        },
+    )
+
+
+async def _not_found(request: Request[Any, Any, Any]) -> Response[str]:
+    from storefront.errors import error_response
+
+    response: Response[str] = error_response(
+        request,
+        404,
+        "We could not find that coffee",
+        "It may be sold out for the season or renamed. Have a look at what we roast now.",
+    )
+    return response
+
+
+ROUTES = [home, shop, product, search]

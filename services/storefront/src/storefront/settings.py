@@ -1,0 +1,60 @@
+"""The storefront's own settings, beside the shared groups (documented in ``.env.example``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from ember_shared.settings import env_int, env_str
+
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(RuntimeError):
+    """A storefront setting is missing or out of range; the service must not start with it."""
+
+
+@dataclass(frozen=True)
+class StorefrontSettings:
+    #: The shop's name, in titles and the header.
+    shop_name: str = field(default_factory=lambda: env_str("STOREFRONT_SHOP_NAME") or "Ember")
+    #: Key of the HMAC that signs the storefront's own CSRF cookie (its form posts).
+    csrf_secret: str = field(default_factory=lambda: env_str("STOREFRONT_CSRF_SECRET"))
+    #: Timeout of each call to a service's API (milliseconds).
+    api_timeout_ms: int = field(default_factory=lambda: env_int("STOREFRONT_API_TIMEOUT_MS", 5000))
+    #: Products per page of the shop listing and search results.
+    page_size: int = field(default_factory=lambda: env_int("STOREFRONT_PAGE_SIZE", 12))
+    #: Products on the home page.
+    featured_count: int = field(default_factory=lambda: env_int("STOREFRONT_FEATURED_COUNT", 4))
+    #: How often the order page asks whether the payment is confirmed (seconds), and for how
+    #: long before it says it is taking longer than usual.
+    order_poll_seconds: int = field(
+        default_factory=lambda: env_int("STOREFRONT_ORDER_POLL_SECONDS", 2)
+    )
+    order_poll_limit_seconds: int = field(
+        default_factory=lambda: env_int("STOREFRONT_ORDER_POLL_LIMIT_SECONDS", 180)
+    )
+
+    def validate(self, local: bool) -> None:
+        if not 1 <= self.page_size <= 48:
+            raise SettingsError("STOREFRONT_PAGE_SIZE must be 1..48")
+        if not 1 <= self.featured_count <= 12:
+            raise SettingsError("STOREFRONT_FEATURED_COUNT must be 1..12")
+        if not 100 <= self.api_timeout_ms <= 60_000:
+            raise SettingsError("STOREFRONT_API_TIMEOUT_MS must be 100..60000")
+        if not 1 <= self.order_poll_seconds <= 60:
+            raise SettingsError("STOREFRONT_ORDER_POLL_SECONDS must be 1..60")
+        if not local and len(self.csrf_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"STOREFRONT_CSRF_SECRET must be set (at least {MIN_SECRET_LENGTH} characters) "
+                "outside local mode"
+            )
+
+    def csrf_key(self, service_token: str) -> str:
+        """The CSRF signing key. In local mode without a setting, one derived from the service
+        credential, so every replica (and a restart) signs alike."""
+        if self.csrf_secret:
+            return self.csrf_secret
+        seed = service_token or "ember-local-storefront"
+        return hmac.new(seed.encode(), b"storefront-csrf.v1", hashlib.sha256).hexdigest()
