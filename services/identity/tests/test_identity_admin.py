@@ -26,7 +26,9 @@ async def admin(browsers: Callable[..., Browser], engine: AsyncEngine) -> tuple[
     return browser, Account(email, password, uuid.UUID(user_id), response.json()["access_token"])
 
 
-async def test_list_search_and_paginate(admin: tuple[Browser, Account], browsers: Callable[..., Browser]) -> None:
+async def test_list_search_and_paginate(
+    admin: tuple[Browser, Account], browsers: Callable[..., Browser]
+) -> None:
     browser, _ = admin
     tag = new_email("findme").split("@")[0]
     for i in range(3):
@@ -38,14 +40,20 @@ async def test_list_search_and_paginate(admin: tuple[Browser, Account], browsers
     assert len(body["items"]) == 2
     assert body["items"][0]["email"] == f"{tag}.2@example.com"  # newest first
     assert "password_hash" not in body["items"][0]
-    page2 = (await browser.get("/api/admin/users", params={"q": tag, "page_size": 2, "page": 2})).json()
+    page2 = (
+        await browser.get("/api/admin/users", params={"q": tag, "page_size": 2, "page": 2})
+    ).json()
     assert [u["email"] for u in page2["items"]] == [f"{tag}.0@example.com"]
     # LIKE wildcards in the query are taken literally.
     assert (await browser.get("/api/admin/users", params={"q": "%"})).json()["total"] == 0
 
 
-@pytest.mark.parametrize("params", [{"page": 0}, {"page_size": 101}, {"page_size": 0}, {"q": "x" * 255}, {"page": "one"}])
-async def test_list_refuses_unbounded_pages(admin: tuple[Browser, Account], params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "params", [{"page": 0}, {"page_size": 101}, {"page_size": 0}, {"q": "x" * 255}, {"page": "one"}]
+)
+async def test_list_refuses_unbounded_pages(
+    admin: tuple[Browser, Account], params: dict[str, Any]
+) -> None:
     browser, _ = admin
     response = await browser.get("/api/admin/users", params=params)
     assert response.status_code == 400
@@ -87,7 +95,9 @@ async def test_disable_ends_every_session_and_blocks_sign_in(
     assert (await browsers().get("/api/user/profile", headers=bearer)).status_code == 401
     assert (await victim_browser.post("/api/auth/refresh")).status_code == 401
     assert (await browsers().login(victim.email, victim.password)).status_code == 403
-    assert (await browsers().post("/api/auth/forgot-password", {"email": victim.email})).status_code == 202
+    assert (
+        await browsers().post("/api/auth/forgot-password", {"email": victim.email})
+    ).status_code == 202
 
     enabled = await staff.post(f"/api/admin/users/{victim.user_id}/enable")
     assert enabled.json()["disabled"] is False
@@ -126,7 +136,11 @@ async def test_role_changes(
 
     bad = await staff.put(f"/api/admin/users/{account.user_id}/role", {"role": "owner"})
     assert bad.status_code == 400
-    changes = [e for e in await audit_actions(engine, user_id=account.user_id) if e["action"] == "role.changed"]
+    changes = [
+        e
+        for e in await audit_actions(engine, user_id=account.user_id)
+        if e["action"] == "role.changed"
+    ]
     assert [(c["detail"]["previous"], c["detail"]["role"]) for c in changes] == [
         ("customer", "admin"),
         ("admin", "customer"),
@@ -137,7 +151,9 @@ async def test_role_changes(
 async def test_an_admin_cannot_lock_themselves_out(admin: tuple[Browser, Account]) -> None:
     staff, me = admin
     assert (await staff.post(f"/api/admin/users/{me.user_id}/disable")).status_code == 409
-    assert (await staff.put(f"/api/admin/users/{me.user_id}/role", {"role": "customer"})).status_code == 409
+    assert (
+        await staff.put(f"/api/admin/users/{me.user_id}/role", {"role": "customer"})
+    ).status_code == 409
     assert (await staff.get("/api/admin/users")).status_code == 200
 
 
@@ -148,11 +164,15 @@ async def test_unknown_users(admin: tuple[Browser, Account]) -> None:
     unknown = uuid.uuid4()
     assert (await staff.get(f"/api/admin/users/{unknown}")).status_code == 404
     assert (await staff.post(f"/api/admin/users/{unknown}/disable")).status_code == 404
-    assert (await staff.put(f"/api/admin/users/{unknown}/role", {"role": "admin"})).status_code == 404
+    assert (
+        await staff.put(f"/api/admin/users/{unknown}/role", {"role": "admin"})
+    ).status_code == 404
 
 
 async def test_audit_log_records_sign_ins_failures_and_resets(
-    admin: tuple[Browser, Account], signed_in: tuple[Browser, Account], browsers: Callable[..., Browser]
+    admin: tuple[Browser, Account],
+    signed_in: tuple[Browser, Account],
+    browsers: Callable[..., Browser],
 ) -> None:
     staff, _ = admin
     _, account = signed_in
@@ -161,11 +181,18 @@ async def test_audit_log_records_sign_ins_failures_and_resets(
     await browsers().post("/api/auth/forgot-password", {"email": account.email})
     log = (await staff.get(f"/api/admin/users/{account.user_id}/audit")).json()
     actions = [e["action"] for e in log["items"]]
-    for expected in ("account.registered", "sign_in.succeeded", "sign_in.failed", "password.reset_requested"):
+    for expected in (
+        "account.registered",
+        "sign_in.succeeded",
+        "sign_in.failed",
+        "password.reset_requested",
+    ):
         assert expected in actions, expected
     failed = next(e for e in log["items"] if e["action"] == "sign_in.failed")
     assert failed["detail"]["reason"] == "wrong-password"
     assert failed["ip"] == "127.0.0.1"
-    everything = (await staff.get("/api/admin/users/audit", params={"action": "sign_in.failed"})).json()
+    everything = (
+        await staff.get("/api/admin/users/audit", params={"action": "sign_in.failed"})
+    ).json()
     assert everything["total"] >= 1
     assert {e["action"] for e in everything["items"]} == {"sign_in.failed"}

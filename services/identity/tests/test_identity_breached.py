@@ -14,9 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from identity.security.breached import (
+    OFFLINE_LIST,
+    BreachedPasswords,
+    OfflineList,
+    count_in_range,
+    sha1_hex,
+)
 from identity_helpers import Browser, new_email, strong_password
-
-from identity.security.breached import OFFLINE_LIST, BreachedPasswords, OfflineList, count_in_range, sha1_hex
 
 #: Passwords the fake range API "knows" from breaches; none is in the shipped list.
 KNOWN_BREACHED = ("Tr0ub4dor&3-ember-test", "Breached-But-Long-Enough-1")
@@ -32,7 +37,11 @@ class FakeRangeApi:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def body_for(self, prefix: str) -> str:
-        lines = [f"{sha1_hex(p)[5:]}:{1234 + i}" for i, p in enumerate(KNOWN_BREACHED) if sha1_hex(p).startswith(prefix)]
+        lines = [
+            f"{sha1_hex(p)[5:]}:{1234 + i}"
+            for i, p in enumerate(KNOWN_BREACHED)
+            if sha1_hex(p).startswith(prefix)
+        ]
         # Padding, as the real API adds on request: entries that match nothing, count 0.
         lines += [f"{hashlib.sha1(str(i).encode()).hexdigest().upper()[5:]}:0" for i in range(5)]
         return "\r\n".join(lines)
@@ -131,17 +140,21 @@ async def test_the_shipped_list_serves_when_the_api_fails(api: FakeRangeApi, mod
     url = api.url if mode != "down" else "http://127.0.0.1:9"
     checker = BreachedPasswords(url, timeout_ms=300)
     started = time.monotonic()
-    body, source = await checker.range(sha1_hex("password1234")[:5])
+    _, source = await checker.range(sha1_hex("password1234")[:5])
     assert source == "offline"
     assert time.monotonic() - started < 2.0  # a slow API (3 s) costs at most the timeout
     assert await checker.is_breached("password1234") is True
     assert await checker.is_breached(strong_password()) is False
 
 
-async def test_offline_mode_never_calls_out(api: FakeRangeApi, browsers: Callable[..., Browser]) -> None:
+async def test_offline_mode_never_calls_out(
+    api: FakeRangeApi, browsers: Callable[..., Browser]
+) -> None:
     # The session app runs with HIBP_API_URL=offline.
     assert (await browsers().register(password="password1234")).status_code == 422
-    assert (await browsers().register(password=KNOWN_BREACHED[0])).status_code == 201  # only the API knows it
+    assert (
+        await browsers().register(password=KNOWN_BREACHED[0])
+    ).status_code == 201  # only the API knows it
     assert api.requests == []
 
 
@@ -152,7 +165,16 @@ def test_the_shipped_list_is_in_range_format() -> None:
     assert lines == sorted(lines)
     assert all(len(line) >= 42 and line[40] == ":" and line[41:].isdigit() for line in lines[:1000])
     offline = OfflineList()
-    for common in ("123456", "password", "qwerty", "iloveyou", "dragon", "monkey", "password1234", "1q2w3e4r5t"):
+    for common in (
+        "123456",
+        "password",
+        "qwerty",
+        "iloveyou",
+        "dragon",
+        "monkey",
+        "password1234",
+        "1q2w3e4r5t",
+    ):
         digest = sha1_hex(common)
         assert count_in_range(offline.range(digest[:5]), digest[5:]) > 0, common
 

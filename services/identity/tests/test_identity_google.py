@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from identity.google.services import safe_next
 from identity_helpers import (
     Account,
     Browser,
@@ -22,8 +23,6 @@ from identity_helpers import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from identity.google.services import safe_next
-
 
 def _with_query(url: str, **changes: str) -> str:
     parts = urlsplit(url)
@@ -32,8 +31,12 @@ def _with_query(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def start(browser: Browser, standin: ServedApp, email: str, next_path: str = "/orders") -> str:
-    response = await browser.get("/api/auth/google/login", params={"next": next_path, "login_hint": email})
+async def start(
+    browser: Browser, standin: ServedApp, email: str, next_path: str = "/orders"
+) -> str:
+    response = await browser.get(
+        "/api/auth/google/login", params={"next": next_path, "login_hint": email}
+    )
     assert response.status_code == 302, response.text
     location = response.headers["location"]
     assert location.startswith(f"{standin.url}/authorize?")
@@ -73,7 +76,8 @@ async def test_the_authorization_request_carries_pkce_state_and_nonce(
     assert set(query["scope"].split()) == {"openid", "email", "profile"}
     assert query["code_challenge_method"] == "S256"
     assert len(query["code_challenge"]) == 43
-    assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
+    assert len(query["state"]) >= 32
+    assert len(query["nonce"]) >= 32
     assert browser.cookie("ember_oidc_state") == query["state"]
     # The verifier and nonce wait server-side, never in the browser.
     keys = [k async for k in redis_client.scan_iter(match="identity:oidc-state:*")]
@@ -86,10 +90,13 @@ async def test_a_new_google_user_is_created_and_signed_in(
 ) -> None:
     browser = browsers()
     email = new_email("google")
-    response = await google_sign_in(browser, oidc_standin, email.upper(), standin_name="Grace Hopper")
+    response = await google_sign_in(
+        browser, oidc_standin, email.upper(), standin_name="Grace Hopper"
+    )
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/orders"
-    assert browser.cookie("ember_session") and browser.cookie("ember_access") and browser.cookie("ember_csrf")
+    for cookie in ("ember_session", "ember_access", "ember_csrf"):
+        assert browser.cookie(cookie), cookie
     profile = (await browser.get("/api/user/profile")).json()
     assert profile["email"] == email
     assert profile["name"] == "Grace Hopper"
@@ -99,14 +106,18 @@ async def test_a_new_google_user_is_created_and_signed_in(
     user_id = uuid.UUID(profile["id"])
     actions = [a["action"] for a in await audit_actions(engine, user_id=user_id)]
     assert {"account.registered", "google.linked", "sign_in.succeeded"} <= set(actions)
-    assert any(e["data"]["email"] == email for e in await outbox_events(engine, "user.registered.v1"))
+    assert any(
+        e["data"]["email"] == email for e in await outbox_events(engine, "user.registered.v1")
+    )
 
     # Signing in again finds the same account through the link.
     again = browsers()
     assert (await google_sign_in(again, oidc_standin, email)).status_code == 303
     assert (await again.get("/api/user/profile")).json()["id"] == str(user_id)
     async with engine.connect() as connection:
-        count = await connection.scalar(text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email})
+        count = await connection.scalar(
+            text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}
+        )
     assert count == 1
 
 
@@ -136,14 +147,17 @@ async def test_a_proved_account_keeps_its_password_when_google_is_linked(
     old_browser, account = signed_in
     async with engine.begin() as connection:
         await connection.execute(
-            text("UPDATE identity.users SET email_verified = true WHERE id = :u"), {"u": account.user_id}
+            text("UPDATE identity.users SET email_verified = true WHERE id = :u"),
+            {"u": account.user_id},
         )
     assert (await google_sign_in(browsers(), oidc_standin, account.email)).status_code == 303
     assert (await browsers().login(account.email, account.password)).status_code == 200
     assert (await old_browser.get("/api/auth/me")).status_code == 200
 
 
-async def test_a_bad_state_is_refused(browsers: Callable[..., Browser], oidc_standin: ServedApp, engine: AsyncEngine) -> None:
+async def test_a_bad_state_is_refused(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp, engine: AsyncEngine
+) -> None:
     browser = browsers()
     email = new_email("state")
     callback = await at_provider(await start(browser, oidc_standin, email))
@@ -154,7 +168,12 @@ async def test_a_bad_state_is_refused(browsers: Callable[..., Browser], oidc_sta
     assert response.json()["type"].endswith("/google-bad-state")
     assert browser.cookie("ember_session") is None
     async with engine.connect() as connection:
-        assert await connection.scalar(text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}) == 0
+        assert (
+            await connection.scalar(
+                text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}
+            )
+            == 0
+        )
     failures = await audit_actions(engine, action="google.failed")
     assert any(f["detail"]["reason"] == "bad-state" for f in failures)
 
@@ -174,22 +193,31 @@ async def test_a_state_from_another_browser_is_refused(
     assert html.headers["location"] == "/sign-in?error=google-bad-state"
 
 
-async def test_a_state_works_once(browsers: Callable[..., Browser], oidc_standin: ServedApp) -> None:
+async def test_a_state_works_once(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp
+) -> None:
     browser = browsers()
     callback = await at_provider(await start(browser, oidc_standin, new_email("once")))
     assert (await back_to_shop(browser, callback)).status_code == 303
     # Same state and cookie once more (a replayed callback URL).
     browser.client.cookies.set(
-        "ember_oidc_state", parse_qs(urlsplit(callback).query)["state"][0], domain="shop.test", path="/api/auth/google"
+        "ember_oidc_state",
+        parse_qs(urlsplit(callback).query)["state"][0],
+        domain="shop.test",
+        path="/api/auth/google",
     )
     assert (await back_to_shop(browser, callback)).status_code == 400
 
 
-async def test_a_bad_nonce_is_refused(browsers: Callable[..., Browser], oidc_standin: ServedApp) -> None:
+async def test_a_bad_nonce_is_refused(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp
+) -> None:
     """An ID token minted for another sign-in (its nonce differs) is not accepted."""
     browser = browsers()
     authorize = await start(browser, oidc_standin, new_email("nonce"))
-    callback = await at_provider(_with_query(authorize, nonce="someone-elses-nonce-" + uuid.uuid4().hex))
+    callback = await at_provider(
+        _with_query(authorize, nonce="someone-elses-nonce-" + uuid.uuid4().hex)
+    )
     response = await back_to_shop(browser, callback)
     assert response.status_code == 400
     assert response.json()["type"].endswith("/google-bad-nonce")
@@ -217,15 +245,24 @@ async def test_an_unverified_google_email_is_refused(
     assert response.status_code == 400
     assert response.json()["type"].endswith("/google-email-not-verified")
     async with engine.connect() as connection:
-        assert await connection.scalar(text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}) == 0
+        assert (
+            await connection.scalar(
+                text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}
+            )
+            == 0
+        )
 
 
-async def test_cancelling_at_the_provider(browsers: Callable[..., Browser], oidc_standin: ServedApp) -> None:
+async def test_cancelling_at_the_provider(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp
+) -> None:
     browser = browsers()
     authorize = await start(browser, oidc_standin, new_email("cancel"))
     state = parse_qs(urlsplit(authorize).query)["state"][0]
     response = await browser.get(
-        "/api/auth/google/callback", params={"error": "access_denied", "state": state}, headers={"accept": "text/html"}
+        "/api/auth/google/callback",
+        params={"error": "access_denied", "state": state},
+        headers={"accept": "text/html"},
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/sign-in?error=google-cancelled"
@@ -237,26 +274,37 @@ async def test_a_disabled_account_cannot_sign_in_with_google(
     email = new_email("disabled")
     assert (await google_sign_in(browsers(), oidc_standin, email)).status_code == 303
     async with engine.begin() as connection:
-        await connection.execute(text("UPDATE identity.users SET disabled_at = now() WHERE email = :e"), {"e": email})
+        await connection.execute(
+            text("UPDATE identity.users SET disabled_at = now() WHERE email = :e"), {"e": email}
+        )
     browser = browsers()
     response = await google_sign_in(browser, oidc_standin, email)
     assert response.status_code == 403
     assert browser.cookie("ember_session") is None
 
 
-async def test_the_stand_in_page_flow(browsers: Callable[..., Browser], oidc_standin: ServedApp) -> None:
+async def test_the_stand_in_page_flow(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp
+) -> None:
     """What `make run` shows: the stand-in's page, where a person types an email and approves."""
     browser = browsers()
     authorize = await start(browser, oidc_standin, "")
     async with httpx.AsyncClient() as http:
         page = await http.get(authorize)
         assert page.status_code == 200
-        assert "Sign in" in page.text and "request_id" in page.text
+        assert "Sign in" in page.text
+        assert "request_id" in page.text
         request_id = page.text.split("name='request_id' value='")[1].split("'")[0]
         email = new_email("page")
         decided = await http.post(
             f"{oidc_standin.url}/authorize/decision",
-            data={"request_id": request_id, "email": email, "name": "Page User", "email_verified": "true", "action": "approve"},
+            data={
+                "request_id": request_id,
+                "email": email,
+                "name": "Page User",
+                "email_verified": "true",
+                "action": "approve",
+            },
         )
     assert decided.status_code == 302
     response = await back_to_shop(browser, decided.headers["location"])
@@ -279,7 +327,9 @@ def test_next_stays_on_our_site(given: str | None, expected: str) -> None:
     assert safe_next(given) == expected
 
 
-async def test_login_with_an_unreachable_provider(make_app: Callable[..., Any], browsers: Callable[..., Browser]) -> None:
+async def test_login_with_an_unreachable_provider(
+    make_app: Callable[..., Any], browsers: Callable[..., Browser]
+) -> None:
     async with make_app(google_issuer="http://127.0.0.1:9") as app:
         browser = browsers(app=app)
         response = await browser.get("/api/auth/google/login")
@@ -297,7 +347,8 @@ async def test_registering_with_google_does_not_need_a_password(
     email = new_email("nopass")
     await google_sign_in(browser, oidc_standin, email)
     change = await browser.put(
-        "/api/user/change-password", {"current_password": "anything-at-all", "new_password": strong_password()}
+        "/api/user/change-password",
+        {"current_password": "anything-at-all", "new_password": strong_password()},
     )
     assert change.status_code == 409
     assert change.json()["type"].endswith("/no-password")

@@ -33,7 +33,9 @@ def address(**changes: Any) -> dict[str, Any]:
 # --- profile ----------------------------------------------------------------------------
 
 
-async def test_profile_read_and_update(signed_in: tuple[Browser, Account], engine: AsyncEngine) -> None:
+async def test_profile_read_and_update(
+    signed_in: tuple[Browser, Account], engine: AsyncEngine
+) -> None:
     browser, account = signed_in
     profile = await browser.get("/api/user/profile")
     assert profile.status_code == 200
@@ -42,14 +44,18 @@ async def test_profile_read_and_update(signed_in: tuple[Browser, Account], engin
     assert body["linked_providers"] == []
     assert "password_hash" not in body
 
-    updated = await browser.put("/api/user/profile", {"name": " Ada L. ", "phone": "+44 20 7946 0000"})
+    updated = await browser.put(
+        "/api/user/profile", {"name": " Ada L. ", "phone": "+44 20 7946 0000"}
+    )
     assert updated.status_code == 200
     assert updated.json()["name"] == "Ada L."
     assert updated.json()["phone"] == "+44 20 7946 0000"
     # Fields left out are kept.
     kept = await browser.put("/api/user/profile", {})
     assert kept.json()["name"] == "Ada L."
-    assert "profile.updated" in [a["action"] for a in await audit_actions(engine, user_id=account.user_id)]
+    assert "profile.updated" in [
+        a["action"] for a in await audit_actions(engine, user_id=account.user_id)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,11 @@ async def test_profile_refuses_bad_input(signed_in: tuple[Browser, Account], bod
 
 
 async def test_profile_needs_a_signed_in_user(browsers: Callable[..., Browser]) -> None:
-    for method, path in (("GET", "/api/user/profile"), ("PUT", "/api/user/profile"), ("GET", "/api/user/addresses")):
+    for method, path in (
+        ("GET", "/api/user/profile"),
+        ("PUT", "/api/user/profile"),
+        ("GET", "/api/user/addresses"),
+    ):
         response = await browsers().request(method, path, json={})
         assert response.status_code == 401
         assert response.headers["content-type"].startswith(PROBLEM)
@@ -91,33 +101,42 @@ async def test_change_password_needs_the_current_one_and_ends_other_sessions(
     new_password = strong_password()
 
     wrong = await browser.put(
-        "/api/user/change-password", {"current_password": "not-the-one", "new_password": new_password}
+        "/api/user/change-password",
+        {"current_password": "not-the-one", "new_password": new_password},
     )
     assert wrong.status_code == 403
     assert wrong.json()["type"].endswith("/wrong-password")
     weak = await browser.put(
-        "/api/user/change-password", {"current_password": account.password, "new_password": "password123"}
+        "/api/user/change-password",
+        {"current_password": account.password, "new_password": "password123"},
     )
     assert weak.status_code == 422
     same = await browser.put(
-        "/api/user/change-password", {"current_password": account.password, "new_password": account.password}
+        "/api/user/change-password",
+        {"current_password": account.password, "new_password": account.password},
     )
     assert same.status_code == 422
     assert (await phone.get("/api/auth/me")).status_code == 200  # nothing happened yet
 
     changed = await browser.put(
-        "/api/user/change-password", {"current_password": account.password, "new_password": new_password}
+        "/api/user/change-password",
+        {"current_password": account.password, "new_password": new_password},
     )
     assert changed.status_code == 200, changed.text
     assert changed.json() == {"status": "changed", "other_sessions_ended": 1}
     # This browser stays signed in; the phone's session is over, its token refused at once.
     assert (await browser.get("/api/auth/me")).status_code == 200
     assert (await browser.post("/api/auth/refresh")).status_code == 200
-    assert (await browsers().get("/api/auth/me", headers={"Authorization": f"Bearer {phone_token}"})).status_code == 401
+    assert (
+        await browsers().get("/api/auth/me", headers={"Authorization": f"Bearer {phone_token}"})
+    ).status_code == 401
     assert (await phone.post("/api/auth/refresh")).status_code == 401
     assert (await browsers().login(account.email, account.password)).status_code == 401
     assert (await browsers().login(account.email, new_password)).status_code == 200
-    assert any(e["data"]["user_id"] == str(account.user_id) for e in await outbox_events(engine, "password.changed.v1"))
+    assert any(
+        e["data"]["user_id"] == str(account.user_id)
+        for e in await outbox_events(engine, "password.changed.v1")
+    )
     actions = [a["action"] for a in await audit_actions(engine, user_id=account.user_id)]
     assert "password.changed" in actions
     assert "password.change_failed" in actions
@@ -158,7 +177,9 @@ async def test_address_crud_and_the_single_default(signed_in: tuple[Browser, Acc
     work = (await browser.post("/api/user/addresses", address(line1="1 Office Park"))).json()
     assert work["is_default"] is False
 
-    moved = await browser.put(f"/api/user/addresses/{work['id']}", address(line1="1 Office Park", is_default=True))
+    moved = await browser.put(
+        f"/api/user/addresses/{work['id']}", address(line1="1 Office Park", is_default=True)
+    )
     assert moved.status_code == 200
     assert moved.json()["is_default"] is True
     items = (await browser.get("/api/user/addresses")).json()["items"]
@@ -189,7 +210,9 @@ async def test_a_customer_reaches_only_their_own_addresses(
     await other.register()
     assert (await other.get("/api/user/addresses")).json()["items"] == []
     assert (await other.get(f"/api/user/addresses/{mine['id']}")).status_code == 404
-    assert (await other.put(f"/api/user/addresses/{mine['id']}", address(city="Stolen"))).status_code == 404
+    assert (
+        await other.put(f"/api/user/addresses/{mine['id']}", address(city="Stolen"))
+    ).status_code == 404
     assert (await other.delete(f"/api/user/addresses/{mine['id']}")).status_code == 404
     assert (await browser.get(f"/api/user/addresses/{mine['id']}")).json()["city"] == "Portland"
 
@@ -227,10 +250,15 @@ async def test_concurrent_default_changes_leave_exactly_one(
     browser, account = signed_in
     ids = []
     for i in range(4):
-        ids.append((await browser.post("/api/user/addresses", address(line1=f"{i} Street"))).json()["id"])
+        ids.append(
+            (await browser.post("/api/user/addresses", address(line1=f"{i} Street"))).json()["id"]
+        )
     responses = await asyncio.gather(
         *(browser.put(f"/api/user/addresses/{i}", address(is_default=True)) for i in ids),
-        *(browser.post("/api/user/addresses", address(line1="New", is_default=True)) for _ in range(2)),
+        *(
+            browser.post("/api/user/addresses", address(line1="New", is_default=True))
+            for _ in range(2)
+        ),
     )
     assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses]
     async with engine.connect() as connection:
@@ -244,7 +272,9 @@ async def test_concurrent_default_changes_leave_exactly_one(
 async def test_address_book_is_bounded(signed_in: tuple[Browser, Account]) -> None:
     browser, _ = signed_in
     for i in range(20):
-        assert (await browser.post("/api/user/addresses", address(line1=f"{i} Road"))).status_code == 201
+        assert (
+            await browser.post("/api/user/addresses", address(line1=f"{i} Road"))
+        ).status_code == 201
     over = await browser.post("/api/user/addresses", address())
     assert over.status_code == 409
     assert over.json()["type"].endswith("/too-many-addresses")

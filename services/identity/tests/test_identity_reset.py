@@ -10,7 +10,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from identity_helpers import Account, Browser, audit_actions, new_email, outbox_events, strong_password
+from identity_helpers import (
+    Account,
+    Browser,
+    audit_actions,
+    new_email,
+    outbox_events,
+    strong_password,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,7 +43,9 @@ async def test_forgot_password_emits_the_event_and_stores_only_a_hash(
     _, account = signed_in
     token = await request_reset(browsers, engine, account.email.upper())
     assert len(token) >= 40
-    event = [e for e in await outbox_events(engine, RESET_EVENT) if e["data"]["email"] == account.email][-1]
+    event = [
+        e for e in await outbox_events(engine, RESET_EVENT) if e["data"]["email"] == account.email
+    ][-1]
     assert event["data"]["user_id"] == str(account.user_id)
     assert event["producer"] == "identity"
     async with engine.connect() as connection:
@@ -50,12 +59,15 @@ async def test_forgot_password_emits_the_event_and_stores_only_a_hash(
             )
         ).one()
         raw_anywhere = await connection.scalar(
-            text("SELECT count(*) FROM identity.password_reset_tokens WHERE token_hash = :t"), {"t": token}
+            text("SELECT count(*) FROM identity.password_reset_tokens WHERE token_hash = :t"),
+            {"t": token},
         )
     assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert raw_anywhere == 0
     assert 29 * 60 <= row.ttl.total_seconds() <= 30 * 60 + 5
-    assert "password.reset_requested" in [a["action"] for a in await audit_actions(engine, user_id=account.user_id)]
+    assert "password.reset_requested" in [
+        a["action"] for a in await audit_actions(engine, user_id=account.user_id)
+    ]
 
 
 async def test_unknown_address_gets_the_same_answer_and_no_event(
@@ -77,7 +89,9 @@ async def test_reset_sets_the_password_and_ends_every_session(
     assert (await other_device.login(account.email, account.password)).status_code == 200
     token = await request_reset(browsers, engine, account.email)
     new_password = strong_password()
-    response = await browsers().post("/api/auth/reset-password", {"token": token, "password": new_password})
+    response = await browsers().post(
+        "/api/auth/reset-password", {"token": token, "password": new_password}
+    )
     assert response.status_code == 200, response.text
 
     for device in (browser, other_device):
@@ -91,7 +105,9 @@ async def test_reset_sets_the_password_and_ends_every_session(
             text("SELECT email_verified FROM identity.users WHERE id = :u"), {"u": account.user_id}
         )
     assert verified is True  # following the emailed link proved the address
-    assert "password.reset" in [a["action"] for a in await audit_actions(engine, user_id=account.user_id)]
+    assert "password.reset" in [
+        a["action"] for a in await audit_actions(engine, user_id=account.user_id)
+    ]
 
 
 async def test_a_reset_token_works_once(
@@ -99,10 +115,14 @@ async def test_a_reset_token_works_once(
 ) -> None:
     _, account = signed_in
     token = await request_reset(browsers, engine, account.email)
-    first = await browsers().post("/api/auth/reset-password", {"token": token, "password": strong_password()})
+    first = await browsers().post(
+        "/api/auth/reset-password", {"token": token, "password": strong_password()}
+    )
     assert first.status_code == 200
     second_password = strong_password()
-    again = await browsers().post("/api/auth/reset-password", {"token": token, "password": second_password})
+    again = await browsers().post(
+        "/api/auth/reset-password", {"token": token, "password": second_password}
+    )
     assert again.status_code == 400
     assert again.json()["type"].endswith("/invalid-reset-token")
     assert (await browsers().login(account.email, second_password)).status_code == 401
@@ -117,7 +137,10 @@ async def test_racing_resets_with_one_token_let_one_win(
     token = await request_reset(browsers, engine, account.email)
     passwords = [strong_password() for _ in range(4)]
     responses = await asyncio.gather(
-        *(browsers().post("/api/auth/reset-password", {"token": token, "password": p}) for p in passwords)
+        *(
+            browsers().post("/api/auth/reset-password", {"token": token, "password": p})
+            for p in passwords
+        )
     )
     assert sorted(r.status_code for r in responses) == [200, 400, 400, 400]
     winner = passwords[[r.status_code for r in responses].index(200)]
@@ -137,7 +160,9 @@ async def test_an_expired_token_is_refused(
             ),
             {"u": account.user_id},
         )
-    response = await browsers().post("/api/auth/reset-password", {"token": token, "password": strong_password()})
+    response = await browsers().post(
+        "/api/auth/reset-password", {"token": token, "password": strong_password()}
+    )
     assert response.status_code == 400
     assert (await browsers().login(account.email, account.password)).status_code == 200
 
@@ -155,9 +180,13 @@ async def test_a_new_request_replaces_the_live_token(
             {"u": account.user_id},
         )
     assert live == 1
-    old = await browsers().post("/api/auth/reset-password", {"token": first, "password": strong_password()})
+    old = await browsers().post(
+        "/api/auth/reset-password", {"token": first, "password": strong_password()}
+    )
     assert old.status_code == 400
-    new = await browsers().post("/api/auth/reset-password", {"token": second, "password": strong_password()})
+    new = await browsers().post(
+        "/api/auth/reset-password", {"token": second, "password": strong_password()}
+    )
     assert new.status_code == 200
 
 
@@ -167,9 +196,13 @@ async def test_a_weak_new_password_does_not_use_up_the_token(
     _, account = signed_in
     token = await request_reset(browsers, engine, account.email)
     for weak in ("short", "password123", account.email):
-        response = await browsers().post("/api/auth/reset-password", {"token": token, "password": weak})
+        response = await browsers().post(
+            "/api/auth/reset-password", {"token": token, "password": weak}
+        )
         assert response.status_code == 422, weak
-    good = await browsers().post("/api/auth/reset-password", {"token": token, "password": strong_password()})
+    good = await browsers().post(
+        "/api/auth/reset-password", {"token": token, "password": strong_password()}
+    )
     assert good.status_code == 200
 
 
@@ -198,9 +231,17 @@ async def test_reset_requests_per_address_are_quietly_capped(
     _, account = signed_in
 
     async def mine() -> int:
-        return len([e for e in await outbox_events(engine, RESET_EVENT) if e["data"]["email"] == account.email])
+        return len(
+            [
+                e
+                for e in await outbox_events(engine, RESET_EVENT)
+                if e["data"]["email"] == account.email
+            ]
+        )
 
     for _ in range(8):
-        response = await browsers(ip=f"192.0.2.{_ + 10}").post("/api/auth/forgot-password", {"email": account.email})
+        response = await browsers(ip=f"192.0.2.{_ + 10}").post(
+            "/api/auth/forgot-password", {"email": account.email}
+        )
         assert response.status_code == 202  # the same answer throughout
     assert await mine() == 5

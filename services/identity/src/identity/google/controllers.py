@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from ember_shared.problems import problem_response
-from litestar import Controller, Request, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import Cookie
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -70,6 +70,8 @@ class GoogleController(Controller):
             "S256 challenge. `next` is the path on this site to land on afterwards (default /account)."
         ),
         status_code=302,
+        # A redirect's (empty) body is text/plain; problems are problem+json.
+        media_type=MediaType.TEXT,
         cache=False,
     )
     async def login(
@@ -103,6 +105,7 @@ class GoogleController(Controller):
             "and answers problem+json otherwise."
         ),
         status_code=303,
+        media_type=MediaType.TEXT,
         cache=False,
     )
     async def callback(
