@@ -5,6 +5,7 @@ and the stand-in's webhooks travel over real HTTP), and a worker to drive pass b
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import threading
@@ -18,12 +19,16 @@ import httpx
 import pytest
 import uvicorn
 from ember_shared.db import make_engine
+from ember_shared.events import stream_for
 from ember_shared.settings import service_settings
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from notifier.app import create_app
+from notifier.events import handlers
 from notifier.settings import NotifierSettings
 from notifier.worker import EmailWorker
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standins.resend import ResendStandinSettings
@@ -107,11 +112,49 @@ async def engine(ember_env: Any) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+async def consumer_caught_up(redis_url: str, within: float = 60.0) -> None:
+    """Wait until the notifier's consumer group has read and acknowledged everything on its
+    streams. Its group starts at the beginning of each stream, so in a whole-suite run it first
+    works through every event the other services' tests published (queueing mail as it goes);
+    none of that may land in the middle of a test here."""
+    redis = Redis.from_url(redis_url)
+    deadline = time.monotonic() + within
+    try:
+        for event_type in handlers.event_types:
+            stream = stream_for(event_type)
+            while True:
+                try:
+                    groups = {
+                        g["name"].decode(): g
+                        for g in await redis.xinfo_groups(stream)  # type: ignore[no-untyped-call]
+                    }
+                    last = (await redis.xinfo_stream(stream))["last-generated-id"]
+                except ResponseError:  # the stream and group are being made right now
+                    groups, last = {}, None
+                group = groups.get("notifier")
+                if (
+                    group is not None
+                    and not group["pending"]
+                    # lag is None when Redis cannot tell; then compare the last ids.
+                    and (group["lag"] == 0 or group["last-delivered-id"] == last)
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the notifier consumer lags on {stream}: {group}")
+                await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+
+
 @pytest.fixture
-async def fresh(engine: AsyncEngine, resend_standin: Standin) -> None:
+async def fresh(
+    engine: AsyncEngine, resend_standin: Standin, notifier_url: str, ember_env: Any
+) -> None:
     """An empty outbox and suppression list and an empty stand-in inbox (the worker takes every
-    due mail in the database, so tests that send start from nothing). Webhooks still on their
-    way from an earlier test are let through first, so none lands in this one."""
+    due mail in the database, so tests that send start from nothing). Events still being
+    handled and webhooks still on their way from earlier tests are let through first, so none
+    lands in this one."""
+    await consumer_caught_up(ember_env.redis_url)
     resend_standin.settle()
     async with engine.begin() as connection:
         await connection.execute(
