@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
+from litestar.response import Redirect
 
 from storefront.api import CSRF_COOKIE, SESSION_COOKIE, Api, ApiProblem, Visitor
 from storefront.forms import Form
@@ -48,6 +49,12 @@ async def signin_page(
             "title": "Sign in",
         },
     )
+
+
+@get(["/sign-in", "/login"], name="signin-alias", include_in_schema=False, cache=False)
+async def signin_alias(request: Request[Any, Any, Any], next_path: Next = None) -> Response[Any]:
+    """Older links (and identity's seed message) say /sign-in."""
+    return Redirect(f"/signin?next={safe_next(next_path)}", status_code=301)
 
 
 @post("/signin", name="signin-post", include_in_schema=False)

@@ -45,15 +45,18 @@ async def home(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> R
         api.get(
             "catalog",
             "/api/products",
-            params={"page_size": settings.featured_count, "sort": "newest"},
+            params={"page_size": 24, "sort": "newest"},
             bearer=False,
             cookies=(),
         ),
     )
+    items = list(page.get("items", []))
+    # A coffee shop features its coffee (a roast) ahead of mugs and kettles, in stock first.
+    items.sort(key=lambda p: (not p.get("roast"), p.get("availability") == "sold_out"))
     return render(
         request,
         "home.html",
-        {"categories": cats, "featured": page.get("items", []), "title": ""},
+        {"categories": cats, "featured": items[: settings.featured_count], "title": ""},
     )
 
 
