@@ -196,9 +196,24 @@ def scenarios(slugs: list[str]) -> list[Scenario]:
     ]
 
 
+def image_served(url: str, listing: dict[str, Any]) -> str:
+    """Whether the first product image is served by the gateway (a check of the setup)."""
+    images = [i["image"]["url"] for i in listing["items"] if i.get("image")]
+    if not images:
+        return "no product has an image"
+    target = images[0] if images[0].startswith("http") else url + images[0]
+    try:
+        with urllib.request.urlopen(target, timeout=10) as response:  # noqa: S310 - our own URL
+            kind = response.headers.get("Content-Type", "")
+            return f"{images[0]} served ({kind}, {len(response.read())} bytes)"
+    except OSError as exc:
+        return f"{images[0]} NOT served: {exc}"
+
+
 def catalog_facts(url: str) -> tuple[list[str], int, bool]:
     """The product slugs, how many products, and whether the cache bypass is honoured."""
     listing, _ = get_json(url + "/api/products?page_size=100")
+    print(f"image check: {image_served(url, listing)}")
     slugs = [item["slug"] for item in listing["items"]]
     get_json(url + "/api/products?page_size=100")
     _, headers = get_json(url + "/api/products?page_size=100", BYPASS)

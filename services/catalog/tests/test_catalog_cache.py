@@ -145,3 +145,19 @@ async def test_listings_cached_after_an_invalidation_are_current(
     assert fresh.json()["total"] == 2
     assert fresh.headers["x-cache"] == "miss"
     assert (await client.get(url)).headers["x-cache"] == "hit"
+
+
+async def test_pages_past_the_last_and_empty_searches_are_not_kept(
+    client: Client, kit: Kit
+) -> None:
+    category = await kit.category()
+    await kit.product(category_id=category["id"])
+    past = f"/api/products?category={category['slug']}&page=7"
+    assert (await client.get(past)).json()["items"] == []
+    assert (await client.get(past)).headers["x-cache"] == "miss"
+    junk = "/api/products/search?q=" + uuid.uuid4().hex
+    assert (await client.get(junk)).json()["items"] == []
+    assert (await client.get(junk)).headers["x-cache"] == "miss"
+    first = f"/api/products?category={category['slug']}"
+    await client.get(first)
+    assert (await client.get(first)).headers["x-cache"] == "hit"

@@ -151,7 +151,7 @@ class CatalogCache:
 
     async def get_or_build(self, key: str, build: Builder) -> bytes:
         """ETag + body for ``key``, built by ``build`` on a miss. ``build`` answers the JSON
-        body and the key sets the answer belongs to (what invalidates it).
+        body and the key sets the answer belongs to (what invalidates it; none: not cached).
 
         An exception from ``build`` (a 404 problem, say) propagates to every waiter and
         nothing is cached.
@@ -207,6 +207,9 @@ class CatalogCache:
         self.stats.builds += 1
         body, sets = await build()
         value = with_etag(body)
+        if not sets:
+            # An answer that belongs to no key set could never be invalidated: not cached.
+            return value
         stored = await self._fill(
             keys=[GEN_KEY, key, *sets],
             args=[generation or b"0", value, self.ttl_ms],

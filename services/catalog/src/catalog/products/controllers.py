@@ -86,10 +86,10 @@ class ShopperProductController(Controller):
         settings = catalog_settings_of(request)
 
         async def build(session: AsyncSession) -> tuple[bytes, Sequence[str]]:
-            body = await ProductCatalog(session, settings).listing(
+            body, cacheable = await ProductCatalog(session, settings).listing(
                 page=page, page_size=page_size, category=category_slug, sort=sort
             )
-            return body, (LISTS_SET,)
+            return body, (LISTS_SET,) if cacheable else ()
 
         return await cached_json(request, key, build)
 
@@ -123,10 +123,10 @@ class ShopperProductController(Controller):
         settings = catalog_settings_of(request)
 
         async def build(session: AsyncSession) -> tuple[bytes, Sequence[str]]:
-            body = await ProductCatalog(session, settings).search(
+            body, cacheable = await ProductCatalog(session, settings).search(
                 words=words, page=page, page_size=page_size
             )
-            return body, (LISTS_SET,)
+            return body, (LISTS_SET,) if cacheable else ()
 
         return await cached_json(request, key, build)
 

@@ -111,7 +111,11 @@ class ProductCatalog:
         self.reads = ProductReads(session)
         self.low_stock = settings.low_stock
 
-    async def listing(self, *, page: int, page_size: int, category: str | None, sort: str) -> bytes:
+    async def listing(
+        self, *, page: int, page_size: int, category: str | None, sort: str
+    ) -> tuple[bytes, bool]:
+        """The page's body, and whether it is worth caching (pages past the last are not: they
+        are cheap to answer and there are arbitrarily many of them)."""
         category_id = None
         if category is not None:
             category_id = await self.reads.category_id_by_slug(category)
@@ -120,17 +124,19 @@ class ProductCatalog:
         rows, total = await self.reads.listing(
             category_id=category_id, sort=sort, limit=page_size, offset=(page - 1) * page_size
         )
-        return _encode(
+        pages = pages_for(total, page_size)
+        body = _encode(
             ProductPage(
                 items=[summary_from(row, self.low_stock) for row in rows],
                 page=page,
                 page_size=page_size,
                 total=total,
-                pages=pages_for(total, page_size),
+                pages=pages,
                 sort=sort,  # type: ignore[arg-type]
                 category=category.lower() if category else None,
             )
         )
+        return body, page <= pages
 
     async def detail(
         self, *, slug: str | None = None, product_id: uuid.UUID | None = None
@@ -170,7 +176,9 @@ class ProductCatalog:
         )
         return body, row.id
 
-    async def search(self, *, words: list[str], page: int, page_size: int) -> bytes:
+    async def search(self, *, words: list[str], page: int, page_size: int) -> tuple[bytes, bool]:
+        """The result's body, and whether it is worth caching: only results with products
+        (queries are unbounded; junk ones should not fill Redis)."""
         rows: Sequence[Row[Any]] = []
         total = 0
         matched: list[str] = []
@@ -180,7 +188,7 @@ class ProductCatalog:
             rows, total = await self.reads.search(
                 plan, limit=page_size, offset=(page - 1) * page_size
             )
-        return _encode(
+        body = _encode(
             SearchResult(
                 query=" ".join(words),
                 items=[summary_from(row, self.low_stock) for row in rows],
@@ -191,6 +199,7 @@ class ProductCatalog:
                 matched_words=matched,
             )
         )
+        return body, bool(rows)
 
 
 def image_out(image: ProductImage) -> ProductImageOut:
