@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from ember_shared.settings import data_dir, env_int, env_str
@@ -53,7 +52,3 @@ class CatalogSettings:
     )
     cloudinary_folder: str = field(default_factory=lambda: env_str("CLOUDINARY_FOLDER", "ember"))
 
-
-@cache
-def catalog_settings() -> CatalogSettings:
-    return CatalogSettings()
