@@ -8,7 +8,13 @@ background sweeper is off in the shared app (tests drive it), and on in the one 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+# The suite runs with --import-mode=importlib, which puts no test folder on sys.path: the
+# helpers module beside this file is found through this entry.
+sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx
 import pytest
