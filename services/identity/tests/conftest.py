@@ -7,13 +7,23 @@ thread), so its asyncpg pool, Redis client and HTTP client live on the loop the 
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from identity.app import create_app
 from identity.context import Identity
+from litestar import Litestar
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# `make test` runs pytest with --import-mode=importlib, which puts no test folder on sys.path:
+# the helpers module beside this file is found through this entry.
+sys.path.insert(0, str(Path(__file__).parent))
+
 from identity_helpers import (
     STANDIN_CLIENT_ID,
     STANDIN_CLIENT_SECRET,
@@ -25,9 +35,6 @@ from identity_helpers import (
     settings_for,
     strong_password,
 )
-from litestar import Litestar
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @pytest.fixture(scope="session")
