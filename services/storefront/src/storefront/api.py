@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
@@ -95,6 +96,9 @@ class ApiClients:
         if client is None:
             client = httpx.AsyncClient(
                 base_url=service_url(service),
+                # One client serves every shopper: it must never keep a cookie of its own (one
+                # shopper's cart or session would ride along on the next shopper's request).
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
                 timeout=self.timeout,
                 # A connection refused (a replica restarting) is tried once more.
                 transport=httpx.AsyncHTTPTransport(retries=1),

@@ -1,0 +1,536 @@
+"""The storefront's own routes, in-process, over the real services of the test stack.
+
+Each test is a person with a browser (a cookie jar, ``Accept: text/html``): what they see, what
+the forms do, which cookies the services set reach them, and that errors are pages, never raw.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+from conftest import Browser
+from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop, csrf_of, wait_for
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def coffees(shop: Shop) -> list[dict]:
+    return [shop.product(slug) for slug in DEMO_SLUGS]
+
+
+def assert_page(response: httpx.Response, status: int = 200) -> str:
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Traceback" not in response.text
+    assert '"type":' not in response.text, "a problem body leaked into the page"
+    return response.text
+
+
+# --- browsing -------------------------------------------------------------------------------
+
+
+async def test_home_features_coffee_and_categories(browser: Browser, coffees: list[dict]) -> None:
+    page = assert_page(await browser.get("/"))
+    assert "Fresh from the roaster" in page
+    assert any(f'href="/coffee/{c["slug"]}"' in page for c in coffees)
+    assert 'href="/shop?category=single-origin"' in page
+    # The developer links the gateway's own tests rely on.
+    for service in ("identity", "catalog", "cart", "checkout", "orders", "notifier"):
+        assert f'href="/api/docs/{service}"' in page
+
+
+async def test_shop_lists_filters_sorts_and_paginates(browser: Browser, coffees: list[dict]) -> None:
+    page = assert_page(await browser.get("/shop", params={"category": "single-origin", "sort": "price"}))
+    prices = [int(p.replace(",", "").replace(".", "")) for p in re.findall(r'class="price">\$([\d,.]+)<', page)]
+    assert prices and prices == sorted(prices)
+    assert 'aria-current="true">Single Origin<' in page
+    desc = assert_page(await browser.get("/shop", params={"sort": "price_desc"}))
+    desc_prices = [int(p.replace(",", "").replace(".", "")) for p in re.findall(r'class="price">\$([\d,.]+)<', desc)]
+    assert desc_prices == sorted(desc_prices, reverse=True)
+    assert_page(await browser.get("/shop", params={"page": 999}))  # past the end: an empty page
+    assert (await browser.get("/shop", params={"sort": "cheapest"})).status_code == 400
+    assert (await browser.get("/shop", params={"page": 0})).status_code == 400
+
+
+async def test_product_page_shows_price_availability_and_add_form(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    coffee = coffees[0]
+    page = assert_page(await browser.get(f"/coffee/{coffee['slug']}"))
+    assert coffee["name"] in page
+    assert f"${coffee['price'] // 100}.{coffee['price'] % 100:02d}" in page
+    assert "In stock" in page
+    assert 'data-testid="add-to-cart"' in page
+    assert re.search(r'<img class="gallery__main" src="/media/', page)
+    shop.set_stock(coffee["id"], 3)
+    low = assert_page(await browser.get(f"/coffee/{coffee['slug']}"))
+    assert "Only a few left" in low
+    shop.set_stock(coffee["id"], 0)
+    gone = assert_page(await browser.get(f"/coffee/{coffee['slug']}"))
+    assert "Sold out" in gone and 'data-testid="add-to-cart"' not in gone
+    shop.set_stock(coffee["id"], 500)
+
+
+async def test_unknown_product_and_page_are_friendly_404s(browser: Browser) -> None:
+    page = assert_page(await browser.get("/coffee/no-such-coffee-anywhere"), 404)
+    assert "We could not find that coffee" in page
+    page = assert_page(await browser.get("/no/such/page"), 404)
+    assert "We could not find that page" in page
+    # Anything that is not a browser still gets RFC 9457.
+    raw = await browser.get("/no/such/page", headers={"Accept": "application/json"})
+    assert raw.status_code == 404
+    assert raw.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_search_finds_by_word_and_says_when_nothing_matches(
+    browser: Browser, coffees: list[dict]
+) -> None:
+    page = assert_page(await browser.get("/search", params={"q": "Yirgacheffe"}))
+    assert 'href="/coffee/ethiopia-yirgacheffe"' in page
+    nothing = assert_page(await browser.get("/search", params={"q": "zzqxnotacoffee"}))
+    assert "No coffee matches" in nothing
+    assert_page(await browser.get("/search"))
+    assert (await browser.get("/search", params={"q": "x" * 201})).status_code == 400
+
+
+# --- the cart -------------------------------------------------------------------------------
+
+
+async def test_adding_to_the_cart_relays_the_cart_cookie(browser: Browser, coffees: list[dict]) -> None:
+    coffee = coffees[1]
+    added = await browser.form(
+        f"/coffee/{coffee['slug']}",
+        "/cart/items",
+        {"product_id": coffee["id"], "quantity": "2", "name": coffee["name"]},
+    )
+    assert added.status_code == 303 and added.headers["location"] == "/cart"
+    assert browser.cookies.get("ember_cart"), "cart's guest cookie reached the browser"
+    cart = assert_page(await browser.get("/cart"))
+    assert coffee["name"] in cart
+    assert cart.count('data-testid="cart-line"') == 1
+    count = assert_page(await browser.get("/cart/count"))
+    assert 'data-count="2"' in count
+
+
+async def test_one_shoppers_cart_never_reaches_another(
+    browser: Browser, other_browser: Browser, coffees: list[dict]
+) -> None:
+    """The storefront calls cart with one pooled client for everyone: it must keep no cookie."""
+    await browser.form(f"/coffee/{coffees[0]['slug']}", "/cart/items", {"product_id": coffees[0]["id"]})
+    assert 'data-testid="cart-line"' in assert_page(await browser.get("/cart"))
+    theirs = assert_page(await other_browser.get("/cart"))
+    assert 'data-testid="cart-empty"' in theirs
+    assert not other_browser.cookies.get("ember_cart")
+
+
+async def test_htmx_quantity_change_and_remove_answer_the_cart_fragment(
+    browser: Browser, coffees: list[dict]
+) -> None:
+    coffee = coffees[1]
+    await browser.form(f"/coffee/{coffee['slug']}", "/cart/items", {"product_id": coffee["id"]})
+    page = await browser.get("/cart")
+    token = csrf_of(page.text)
+    htmx = {"HX-Request": "true", "x-form-csrf": token}
+    changed = await browser.post(f"/cart/items/{coffee['id']}", {"quantity": "4"}, headers=htmx)
+    body = assert_page(changed)
+    assert changed.headers["HX-Trigger"] == "cart-changed"
+    assert "<html" not in body, "a fragment, not a page"
+    assert re.search(r'<option value="4" selected>4</option>', body)
+    too_many = await browser.post(f"/cart/items/{coffee['id']}", {"quantity": "60"}, headers=htmx)
+    assert "at most" in assert_page(too_many)
+    removed = await browser.post(f"/cart/items/{coffee['id']}/remove", {}, headers=htmx)
+    assert 'data-testid="cart-empty"' in assert_page(removed)
+
+
+async def test_cart_flags_price_changes_sold_out_and_archived_lines(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    kenya, brazil = coffees[2], coffees[3]
+    for coffee in (kenya, brazil):
+        await browser.form(f"/coffee/{coffee['slug']}", "/cart/items", {"product_id": coffee["id"]})
+    shop.update(kenya["id"], price=kenya["price"] + 150)
+    shop.archive(brazil["id"])
+    try:
+        page = assert_page(await browser.get("/cart"))
+        new_price = kenya["price"] + 150
+        assert f"${new_price // 100}.{new_price % 100:02d} each" in page
+        assert "No longer sold" in page
+        assert 'data-testid="cart-problems"' in page
+        assert 'data-testid="checkout-link"' not in page, "checkout waits for the cart to be fixed"
+    finally:
+        shop.product(brazil["slug"])
+        shop.product(kenya["slug"])
+
+
+async def test_adding_more_than_is_in_stock_is_refused_kindly(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    coffee = coffees[0]
+    shop.set_stock(coffee["id"], 2)
+    try:
+        page = await browser.get(f"/coffee/{coffee['slug']}")
+        answer = await browser.post(
+            "/cart/items",
+            {"product_id": coffee["id"], "quantity": "5", "name": coffee["name"]},
+            headers={"HX-Request": "true", "x-form-csrf": csrf_of(page.text)},
+        )
+        text = assert_page(answer)
+        assert 'data-testid="add-error"' in text
+        assert "only 2" in text
+    finally:
+        shop.set_stock(coffee["id"], 500)
+
+
+# --- CSRF -----------------------------------------------------------------------------------
+
+
+async def test_a_cross_site_form_post_is_refused(browser: Browser, coffees: list[dict]) -> None:
+    await browser.get("/")  # the browser has its form-token cookie
+    coffee = coffees[0]
+    forged = await browser.post("/cart/items", {"product_id": coffee["id"], "quantity": "1"})
+    assert "This form has expired" in assert_page(forged, 403)
+    wrong = await browser.post(
+        "/cart/items", {"product_id": coffee["id"], "_csrf_token": "0" * 128}
+    )
+    assert wrong.status_code == 403
+    assert not browser.cookies.get("ember_cart"), "nothing was added"
+    api = await browser.post("/signout", headers={"Accept": "application/json"})
+    assert api.status_code == 403
+    assert api.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_token_from_another_browser_does_not_work(
+    browser: Browser, other_browser: Browser, coffees: list[dict]
+) -> None:
+    theirs = csrf_of((await other_browser.get("/signin")).text)
+    await browser.get("/signin")
+    forged = await browser.post("/signin", {"email": "a@b.co", "password": "x", "_csrf_token": theirs})
+    assert forged.status_code == 403
+
+
+# --- checkout -------------------------------------------------------------------------------
+
+
+async def _cart_with(browser: Browser, coffee: dict, quantity: int = 1) -> None:
+    added = await browser.form(
+        f"/coffee/{coffee['slug']}", "/cart/items", {"product_id": coffee["id"], "quantity": str(quantity)}
+    )
+    assert added.status_code == 303
+
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 Roastery Lane",
+    "city": "Portland",
+    "state": "OR",
+    "postal_code": "97201",
+    "country": "US",
+}
+
+
+async def test_checkout_shows_the_repriced_total_and_sends_the_shopper_to_pay(
+    browser: Browser, coffees: list[dict], shop: Shop
+) -> None:
+    coffee = coffees[0]
+    await _cart_with(browser, coffee, 2)
+    page = assert_page(await browser.get("/checkout"))
+    subtotal = coffee["price"] * 2
+    total = subtotal + (0 if subtotal >= 5000 else 600)
+    shown = re.findall(r'class="line__name">([^<]*)</span><div class="line__meta">([^<]*)', page)
+    assert f'name="expected_total" value="{total}"' in page, shown
+    assert f"Pay ${total // 100}.{total % 100:02d}" in page
+    answer = await browser.post(
+        "/checkout",
+        {**ADDRESS, "email": "buyer@example.com", "expected_total": str(total), "_csrf_token": csrf_of(page)},
+    )
+    assert answer.status_code == 303, answer.text[:400]
+    # Off to the payment provider's page (here the Stripe stand-in's).
+    assert re.match(r"^https?://[^/]+/pay/cs_test_\w+$", answer.headers["location"])
+
+
+async def test_checkout_says_what_is_missing(browser: Browser, coffees: list[dict]) -> None:
+    await _cart_with(browser, coffees[0])
+    page = (await browser.get("/checkout")).text
+    answer = await browser.post(
+        "/checkout", {"email": "not-an-email", "name": "", "country": "US", "_csrf_token": csrf_of(page)}
+    )
+    text = assert_page(answer, 400)
+    assert "Give the email address your receipt should go to." in text
+    assert "Full name is needed." in text
+    assert "Address is needed." in text
+
+
+async def test_checkout_shows_a_price_change_before_taking_money(
+    browser: Browser, coffees: list[dict], shop: Shop
+) -> None:
+    coffee = coffees[1]
+    await _cart_with(browser, coffee)
+    page = (await browser.get("/checkout")).text
+    old_total = int(re.search(r'name="expected_total" value="(\d+)"', page).group(1))
+    shop.update(coffee["id"], price=coffee["price"] + 200)
+    try:
+        answer = await browser.post(
+            "/checkout",
+            {**ADDRESS, "email": "buyer@example.com", "expected_total": str(old_total), "_csrf_token": csrf_of(page)},
+        )
+        text = assert_page(answer, 409)
+        assert "Prices changed" in text
+        new_total = int(re.search(r'name="expected_total" value="(\d+)"', text).group(1))
+        assert new_total == old_total + 200
+    finally:
+        shop.product(coffee["slug"])
+
+
+async def test_checkout_names_the_lines_that_ran_out(
+    browser: Browser, coffees: list[dict], shop: Shop
+) -> None:
+    coffee = coffees[2]
+    await _cart_with(browser, coffee, 3)
+    page = (await browser.get("/checkout")).text
+    shop.set_stock(coffee["id"], 1)
+    try:
+        answer = await browser.post(
+            "/checkout", {**ADDRESS, "email": "buyer@example.com", "_csrf_token": csrf_of(page)}
+        )
+        text = assert_page(answer, 409)
+        assert 'data-testid="unavailable-lines"' in text
+        assert f"{coffee['name']}:" in text and "only 1 left" in text
+    finally:
+        shop.set_stock(coffee["id"], 500)
+
+
+async def test_an_empty_cart_cannot_check_out(browser: Browser) -> None:
+    page = assert_page(await browser.get("/checkout"))
+    assert "Your cart is empty" in page
+    assert 'data-testid="pay"' not in page
+
+
+# --- the order page -------------------------------------------------------------------------
+
+
+async def test_order_page_confirms_only_what_orders_says_is_paid(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    email = f"guest-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, session_id = shop.buy(coffees[0]["id"], email=email)
+    shop.wait_paid(order_id)
+    page = assert_page(await browser.get(f"/order/{order_id}", params={"session_id": session_id}))
+    assert "your order is confirmed" in page
+    assert email in page
+    # Without the session id, and with no cookie or account tying it to them: not theirs.
+    stranger = await browser.get(f"/order/{order_id}")
+    assert "We could not find that order" in assert_page(stranger, 404)
+    assert (await browser.get(f"/order/{uuid.uuid4()}")).status_code == 404
+    assert (await browser.get(f"/order/{order_id}", params={"session_id": "cs_forged"})).status_code == 404
+
+
+async def test_a_declined_payment_is_shown_and_never_becomes_paid(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    email = f"declined-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, session_id = shop.buy(coffees[3]["id"], email=email, card="4000000000000002")
+    page = assert_page(await browser.get(f"/order/{order_id}", params={"session_id": session_id}))
+    # Back from the pay page with the session id: still only "confirming", never "paid".
+    assert 'data-state="confirming"' in page or 'data-state="failed"' in page
+    assert "your order is confirmed" not in page
+    fragment = assert_page(
+        await browser.get(f"/order/{order_id}/status", params={"session_id": session_id, "n": 1}),
+    )
+    assert "your order is confirmed" not in fragment
+    order = shop.admin_order(order_id)
+    assert order is None or order["status"] != "paid"
+
+
+async def test_the_status_fragment_keeps_polling_until_paid_then_stops(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    order_id = str(uuid.uuid4())
+    missing = assert_page(await browser.get(f"/order/{order_id}/status", params={"n": 1}))
+    assert 'hx-trigger="every 2s"' in missing
+    gave_up = assert_page(await browser.get(f"/order/{order_id}/status", params={"n": 500}))
+    assert "hx-trigger" not in gave_up and "taking longer than usual" in gave_up
+    email = f"poll-{uuid.uuid4().hex[:8]}@example.com"
+    paid_id, session_id = shop.buy(coffees[1]["id"], email=email)
+    shop.wait_paid(paid_id)
+    done = await browser.get(f"/order/{paid_id}/status", params={"session_id": session_id, "n": 2})
+    assert "hx-trigger" not in assert_page(done)
+    assert done.headers.get("HX-Trigger") == "cart-changed"
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+async def test_register_sign_out_and_sign_in_relay_identitys_cookies(
+    browser: Browser, shop: Shop
+) -> None:
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    page = (await browser.get("/register")).text
+    made = await browser.post(
+        "/register",
+        {"name": "Mary Somerville", "email": email, "password": PASSWORD, "next": "/account", "_csrf_token": csrf_of(page)},
+    )
+    assert made.status_code == 303 and made.headers["location"] == "/account"
+    for cookie in ("ember_access", "ember_session", "ember_csrf"):
+        assert browser.cookies.get(cookie), cookie
+    account = assert_page(await browser.get("/account"))
+    assert "Hello, Mary Somerville" in account
+    out = await browser.post("/signout", {"_csrf_token": csrf_of(account)})
+    assert out.status_code == 303
+    assert not browser.cookies.get("ember_access")
+    assert (await browser.get("/account")).status_code == 303
+    signin = (await browser.get("/signin")).text
+    wrong = await browser.post(
+        "/signin", {"email": email, "password": "not-the-password", "_csrf_token": csrf_of(signin)}
+    )
+    assert "do not match an account" in assert_page(wrong, 401)
+    right = await browser.post(
+        "/signin", {"email": email, "password": PASSWORD, "next": "/account", "_csrf_token": csrf_of(signin)}
+    )
+    assert right.status_code == 303 and right.headers["location"] == "/account"
+    assert "Hello, Mary Somerville" in assert_page(await browser.get("/account"))
+
+
+async def test_an_expired_access_token_is_renewed_from_the_session_cookie(
+    browser: Browser, shop: Shop
+) -> None:
+    person = shop.register(name="Emmy Noether")
+    signin = (await browser.get("/signin")).text
+    await browser.post(
+        "/signin", {"email": person["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)}
+    )
+    old = browser.cookies.get("ember_access")
+    assert old
+    browser.cookies.delete("ember_access")  # what the browser does when it expires
+    page = assert_page(await browser.get("/account"))
+    assert "Hello, Emmy Noether" in page
+    assert browser.cookies.get("ember_access"), "the renewed token reached the browser"
+
+
+async def test_sign_in_never_redirects_off_site(browser: Browser, shop: Shop) -> None:
+    person = shop.register()
+    page = (await browser.get("/signin", params={"next": "//evil.example/steal"})).text
+    assert 'value="//evil.example/steal"' not in page
+    answer = await browser.post(
+        "/signin",
+        {"email": person["email"], "password": PASSWORD, "next": "https://evil.example/", "_csrf_token": csrf_of(page)},
+    )
+    assert answer.headers["location"] == "/account"
+
+
+async def test_account_addresses_profile_and_password(browser: Browser, shop: Shop) -> None:
+    person = shop.register(name="Lise Meitner")
+    signin = (await browser.get("/signin")).text
+    await browser.post("/signin", {"email": person["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)})
+    made = await browser.form("/account/addresses/new", "/account/addresses", {**ADDRESS, "is_default": "1"})
+    assert made.status_code == 303
+    account = assert_page(await browser.get("/account"))
+    assert "12 Roastery Lane" in account and "Default" in account
+    bad = await browser.form("/account/addresses/new", "/account/addresses", {**ADDRESS, "postal_code": ""})
+    assert "Postcode / ZIP is needed." in assert_page(bad, 400)
+    saved = await browser.form("/account", "/account/profile", {"name": "Lise M.", "phone": "+1 503 555 0100"})
+    assert saved.status_code == 303
+    assert "Hello, Lise M." in assert_page(await browser.get("/account"))
+    wrong = await browser.form(
+        "/account",
+        "/account/password",
+        {"current_password": "wrong-password-here", "new_password": "another-long-passphrase-7", "confirm_password": "another-long-passphrase-7"},
+    )
+    assert "current password is not right" in assert_page(wrong, 400)
+    # The checkout offers the saved address to a signed-in shopper.
+    coffee = shop.product(DEMO_SLUGS[0])
+    await _cart_with(browser, coffee)
+    checkout = assert_page(await browser.get("/checkout"))
+    assert 'name="address_choice" value="saved:' in checkout
+    assert "Signed in as" in checkout
+
+
+async def test_forgot_password_answers_the_same_whoever_asks(browser: Browser, shop: Shop) -> None:
+    person = shop.register()
+    known = await browser.form("/forgot-password", "/forgot-password", {"email": person["email"]})
+    unknown = await browser.form("/forgot-password", "/forgot-password", {"email": "nobody-here@example.com"})
+    assert 'data-testid="forgot-sent"' in assert_page(known)
+    assert 'data-testid="forgot-sent"' in assert_page(unknown)
+    bad = await browser.form(
+        "/reset-password?token=" + "x" * 32,
+        "/reset-password",
+        {"token": "x" * 32, "password": "a-new-long-password", "confirm": "a-new-long-password"},
+    )
+    assert "expired or was already used" in assert_page(bad, 400)
+
+
+# --- staff ----------------------------------------------------------------------------------
+
+
+async def test_admin_pages_are_for_staff_only(browser: Browser, shop: Shop) -> None:
+    anonymous = await browser.get("/admin")
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/signin")
+    person = shop.register()
+    signin = (await browser.get("/signin")).text
+    await browser.post("/signin", {"email": person["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)})
+    for path in ("/admin", "/admin/products", "/admin/orders", "/admin/inventory", "/admin/emails"):
+        assert "Staff only" in assert_page(await browser.get(path), 403)
+
+
+async def test_staff_manage_products_stock_orders_and_mail(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    staff = shop.register_admin()
+    signin = (await browser.get("/signin")).text
+    await browser.post("/signin", {"email": staff["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)})
+    assert "Dashboard" in assert_page(await browser.get("/admin"))
+    listing = assert_page(await browser.get("/admin/products", params={"q": "Kenya"}))
+    assert "Kenya Nyeri AA" in listing
+    # Create a product, with a price typed as a person types it.
+    name = f"Test Roast {uuid.uuid4().hex[:6]}"
+    created = await browser.form(
+        "/admin/products/new",
+        "/admin/products",
+        {"name": name, "price": "21.50", "on_hand": "12", "roast": "medium", "tasting_notes": "Fig, Cocoa", "active": "1", "currency": "USD"},
+    )
+    assert created.status_code == 303, created.text[:500]
+    product_path = created.headers["location"]
+    product_id = product_path.rsplit("/", 1)[-1]
+    made = shop.admin_product(product_id)
+    assert made["price"] == 2150 and made["stock"]["on_hand"] == 12
+    assert made["tasting_notes"] == ["Fig", "Cocoa"]
+    bad_price = await browser.form(product_path, product_path, {"name": name, "price": "21.505"})
+    assert "Give a price like 18.50." in assert_page(bad_price, 400)
+    # Stock, by htmx.
+    inventory = (await browser.get("/admin/inventory", params={"q": name})).text
+    row = await browser.post(
+        f"/admin/inventory/{product_id}",
+        {"on_hand": "40"},
+        headers={"HX-Request": "true", "x-form-csrf": csrf_of(inventory)},
+    )
+    assert "Saved" in assert_page(row)
+    assert shop.admin_product(product_id)["stock"]["on_hand"] == 40
+    # Archive.
+    archived = await browser.form(product_path, f"{product_path}/archive", {})
+    assert archived.status_code == 303
+    assert shop.admin_product(product_id)["archived_at"]
+    # Ship a paid order.
+    email = f"ship-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, _ = shop.buy(coffees[0]["id"], email=email)
+    shop.wait_paid(order_id)
+    orders = assert_page(await browser.get("/admin/orders", params={"q": email}))
+    assert order_id[-8:].upper() in orders
+    shipped = await browser.form(
+        f"/admin/orders/{order_id}",
+        f"/admin/orders/{order_id}/ship",
+        {"carrier": "UPS", "tracking_number": "1Z999AA10123456784"},
+    )
+    assert shipped.status_code == 303
+    assert shop.admin_order(order_id)["status"] == "shipped"
+    assert "1Z999AA10123456784" in assert_page(await browser.get(f"/admin/orders/{order_id}"))
+    bad = await browser.form(
+        f"/admin/orders/{order_id}", f"/admin/orders/{order_id}/ship", {"carrier": "UPS", "tracking_number": "??"}
+    )
+    assert "tracking number" in assert_page(bad, 400)
+    # The outbox.
+    wait_for(lambda: shop.emails_to(email), timeout=40)
+    emails = assert_page(await browser.get("/admin/emails", params={"to": email}))
+    assert email in emails
