@@ -217,6 +217,26 @@ async def test_login_then_logout_ends_the_session_everywhere(
     assert "sign_out" in actions
 
 
+async def test_signing_in_again_replaces_the_browsers_session(
+    signed_in: tuple[Browser, Account], browsers: Callable[..., Browser], engine: AsyncEngine
+) -> None:
+    browser, account = signed_in
+    first_token = account.access_token
+    again = await browser.login(account.email, account.password)
+    assert again.status_code == 200
+    # The session the browser had is over; the new one works.
+    stale = await browsers().get("/api/auth/me", headers={"Authorization": f"Bearer {first_token}"})
+    assert stale.status_code == 401
+    assert (await browser.get("/api/auth/me")).status_code == 200
+    first_sid = jwt.decode(first_token, options={"verify_signature": False})["sid"]
+    async with engine.connect() as connection:
+        reason = await connection.scalar(
+            text("SELECT revoked_reason FROM identity.sessions WHERE id = :id"),
+            {"id": uuid.UUID(first_sid)},
+        )
+    assert reason == "replaced"
+
+
 async def test_logout_needs_json_or_the_csrf_echo(signed_in: tuple[Browser, Account]) -> None:
     browser, _ = signed_in
     refused = await browser.client.post("/api/auth/logout")

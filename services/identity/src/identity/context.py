@@ -65,12 +65,16 @@ class RequestMeta:
 
     ip: str
     user_agent: str
+    #: The browser's current session (refresh) token, if any: a new sign-in replaces it.
+    session_cookie: str = ""
 
     @classmethod
     def of(cls, request: Request[Any, Any, Any]) -> RequestMeta:
         host = request.client.host if request.client else ""
         return cls(
-            ip=host[:64] or "unknown", user_agent=request.headers.get("user-agent", "")[:255]
+            ip=host[:64] or "unknown",
+            user_agent=request.headers.get("user-agent", "")[:255],
+            session_cookie=request.cookies.get("ember_session", "")[:200],
         )
 
 

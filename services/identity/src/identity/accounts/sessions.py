@@ -74,6 +74,10 @@ class Sessions:
         )
 
     async def start(self, user: User, *, method: str, meta: RequestMeta) -> Issued:
+        # A browser holds one session: signing in again (as anyone) ends the one it had.
+        previous = await self.find(meta.session_cookie)
+        if previous is not None and previous.revoked_at is None:
+            await self.revoke([previous], reason="replaced")
         now = now_utc()
         refresh = new_secret()
         session = Session(
