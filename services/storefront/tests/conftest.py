@@ -8,22 +8,18 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from ember_shared.devstack.layout import SERVICES
 from ember_shared.settings import service_settings
-from ember_shared.testing.apps import asgi_client, running
+from ember_shared.testing.apps import running
 from ember_shared.testing.stack import RunningStack
 from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from storefront_testkit import Shop  # noqa: E402
-
-HTML = {"Accept": "text/html,application/xhtml+xml"}
+from storefront_testkit import Browser, Shop
 
 
 @pytest.fixture(scope="session")
@@ -62,34 +58,6 @@ async def storefront(service_urls: dict[str, str]) -> AsyncIterator[Litestar]:
     app = create_app()
     async with running(app):
         yield app
-
-
-class Browser:
-    """A person's browser, in-process: one cookie jar, HTML accepted, redirects not followed."""
-
-    def __init__(self, app: Litestar) -> None:
-        self.client = asgi_client(app, headers=HTML, follow_redirects=False, timeout=30)
-
-    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.get(path, **kwargs)
-
-    async def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
-        return await self.client.post(path, data=data or {}, **kwargs)
-
-    async def form(self, page: str, path: str, data: dict[str, Any], **kwargs: Any) -> httpx.Response:
-        """Open ``page``, then post ``data`` to ``path`` with the page's form token."""
-        from storefront_testkit import csrf_of
-
-        opened = await self.get(page)
-        assert opened.status_code == 200, (page, opened.status_code)
-        return await self.post(path, {**data, "_csrf_token": csrf_of(opened.text)}, **kwargs)
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self.client.cookies
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 @pytest.fixture

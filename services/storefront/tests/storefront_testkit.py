@@ -18,13 +18,16 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import httpx
+from ember_shared.testing.apps import asgi_client
 from ember_shared.testing.stack import RunningStack
 from ember_shared.testing.tokens import TokenFactory
+from litestar import Litestar
 
 T = TypeVar("T")
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
 PASSWORD = "correct-horse-battery-staple-42"
+HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 #: Demo products the tests sell, by slug (words and images from catalog's demo data).
 DEMO_SLUGS = ("ethiopia-yirgacheffe", "colombia-huila", "kenya-nyeri-aa", "brazil-cerrado")
@@ -245,3 +248,33 @@ def csrf_of(html: str) -> str:
     match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
     assert match, "the page has no form token"
     return match.group(1)
+
+
+class Browser:
+    """A person's browser, in-process: one cookie jar, HTML accepted, redirects not followed."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.client = asgi_client(app, headers=HTML, follow_redirects=False, timeout=30)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.get(path, **kwargs)
+
+    async def post(
+        self, path: str, data: dict[str, Any] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        return await self.client.post(path, data=data or {}, **kwargs)
+
+    async def form(
+        self, page: str, path: str, data: dict[str, Any], **kwargs: Any
+    ) -> httpx.Response:
+        """Open ``page``, then post ``data`` to ``path`` with the page's form token."""
+        opened = await self.get(page)
+        assert opened.status_code == 200, (page, opened.status_code)
+        return await self.post(path, {**data, "_csrf_token": csrf_of(opened.text)}, **kwargs)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self.client.cookies
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -25,7 +25,9 @@ NAMED = re.compile(
     r"navy|teal|silver|maroon|olive|beige|tan|ivory)\b",
     re.IGNORECASE,
 )
-COLOUR_ATTRIBUTE = re.compile(r'\b(?:fill|stroke|color|bgcolor|stop-color)="(?!none|currentColor)', re.I)
+COLOUR_ATTRIBUTE = re.compile(
+    r'\b(?:fill|stroke|color|bgcolor|stop-color)="(?!none|currentColor)', re.I
+)
 
 
 def _strip_comments(css: str) -> str:
@@ -58,9 +60,13 @@ def test_there_is_one_token_file_and_one_stylesheet() -> None:
 def test_tokens_are_custom_properties_only() -> None:
     body = _strip_comments((STATIC / "tokens.css").read_text())
     assert body.strip().startswith(":root")
-    declarations = [d.strip() for d in body.split("{", 1)[1].rsplit("}", 1)[0].split(";") if d.strip()]
+    declarations = [
+        d.strip() for d in body.split("{", 1)[1].rsplit("}", 1)[0].split(";") if d.strip()
+    ]
     assert len(declarations) > 40
-    assert all(d.startswith("--") for d in declarations), [d for d in declarations if not d.startswith("--")]
+    assert all(d.startswith("--") for d in declarations), [
+        d for d in declarations if not d.startswith("--")
+    ]
 
 
 def test_every_token_the_stylesheet_uses_is_defined() -> None:
@@ -94,7 +100,13 @@ def test_templates_have_no_inline_style_colour_or_size(path: Path) -> None:
 
 def test_the_scan_would_catch_a_literal() -> None:
     """The patterns above find what they are meant to (so a pass means something)."""
-    for line in ("color: #fff;", "margin: 12px;", "background: rgb(0 0 0);", "width: 3rem;", "color: white;"):
+    for line in (
+        "color: #fff;",
+        "margin: 12px;",
+        "background: rgb(0 0 0);",
+        "width: 3rem;",
+        "color: white;",
+    ):
         assert any(p.search(line) for p in (HEX, FUNCTIONS, LENGTH, NAMED)), line
     for line in ("color: var(--color-ink);", "width: 100%;", "flex: 1;", "grid-area: 1 / -1;"):
         assert not any(p.search(line) for p in (HEX, FUNCTIONS, LENGTH, NAMED)), line
@@ -104,4 +116,6 @@ def test_htmx_is_vendored_not_fetched() -> None:
     assert (STATIC / "htmx.min.js").stat().st_size > 40_000
     base = (TEMPLATES / "base.html").read_text()
     assert "static('htmx.min.js')" in base
-    assert "https://" not in base and "//unpkg" not in base and "cdn" not in base.lower()
+    assert "https://" not in base
+    assert "//unpkg" not in base
+    assert "cdn" not in base.lower()

@@ -129,4 +129,3 @@ def html_aware_handlers(shared: ExceptionHandlersMap) -> ExceptionHandlersMap:
     wrapped: dict[Any, Any] = {key: wrap(handler) for key, handler in shared.items()}  # type: ignore[arg-type]
     wrapped[ApiProblem] = _on_api_problem
     return wrapped
-

@@ -18,7 +18,7 @@ class Form:
     async def of(cls, request: Request[Any, Any, Any]) -> Form:
         return cls(await request.form())
 
-    def str(self, name: str, max_length: int = 200) -> str:
+    def text(self, name: str, max_length: int = 200) -> str:
         value = self.data.get(name)
         if not isinstance(value, str):
             return ""
@@ -26,10 +26,10 @@ class Form:
         cleaned = "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
         return cleaned.strip()[:max_length]
 
-    def int(
+    def integer(
         self, name: str, default: int | None = None, lo: int = 0, hi: int = 1_000_000
     ) -> int | None:
-        raw = self.str(name, 12)
+        raw = self.text(name, 12)
         try:
             value = int(raw)
         except ValueError:
@@ -38,12 +38,12 @@ class Form:
 
     def uuid(self, name: str) -> uuid.UUID | None:
         try:
-            return uuid.UUID(self.str(name, 40))
+            return uuid.UUID(self.text(name, 40))
         except ValueError:
             return None
 
-    def bool(self, name: str) -> bool:
-        return self.str(name, 8).lower() in {"1", "on", "true", "yes"}
+    def flag(self, name: str) -> bool:
+        return self.text(name, 8).lower() in {"1", "on", "true", "yes"}
 
     def file(self, name: str) -> Any:
         return self.data.get(name)

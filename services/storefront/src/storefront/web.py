@@ -169,7 +169,8 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> str:
-    return ScopeState.from_scope(request.scope).csrf_token or ""
+    token = ScopeState.from_scope(request.scope).csrf_token
+    return token if isinstance(token, str) else ""
 
 
 def request_api(request: Request[Any, Any, Any]) -> Api | None:

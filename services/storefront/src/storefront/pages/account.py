@@ -75,7 +75,7 @@ async def account_profile(
     if (gate := needs_sign_in(request, visitor)) is not None:
         return gate
     form = await Form.of(request)
-    body = {"name": form.str("name", 120), "phone": form.str("phone", 32)}
+    body = {"name": form.text("name", 120), "phone": form.text("phone", 32)}
     try:
         await api.put("identity", "/api/user/profile", json=body)
     except ApiProblem as problem:
@@ -93,14 +93,14 @@ async def account_password(
     if (gate := needs_sign_in(request, visitor)) is not None:
         return gate
     form = await Form.of(request)
-    current = form.str("current_password", 1024)
-    new = form.str("new_password", 1024)
+    current = form.text("current_password", 1024)
+    new = form.text("new_password", 1024)
     error = ""
     if not current:
         error = "Give your current password."
     elif len(new) < MIN_PASSWORD:
         error = f"Use at least {MIN_PASSWORD} characters for the new password."
-    elif new != form.str("confirm_password", 1024):
+    elif new != form.text("confirm_password", 1024):
         error = "The two new passwords are not the same."
     else:
         try:
@@ -157,7 +157,7 @@ async def _save_address(
 ) -> Response[Any]:
     form = await Form.of(request)
     address, errors = read_address(form)
-    address["is_default"] = form.bool("is_default")  # type: ignore[assignment]
+    address["is_default"] = form.flag("is_default")  # type: ignore[assignment]
     shown = {**address, "id": str(address_id) if address_id else None}
     if errors:
         return render(

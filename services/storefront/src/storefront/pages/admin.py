@@ -100,6 +100,7 @@ async def products(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     q: Search = "",
     status: ProductStatus = "all",
     page: Page = 1,
@@ -132,33 +133,33 @@ async def _categories(api: Api) -> list[dict[str, Any]]:
 
 def _product_form(form: Form, creating: bool) -> tuple[dict[str, Any], dict[str, str]]:
     errors: dict[str, str] = {}
-    name = form.str("name", 160)
+    name = form.text("name", 160)
     if not name:
         errors["name"] = "Give the product a name."
-    price = parse_money(form.str("price", 20))
+    price = parse_money(form.text("price", 20))
     if price is None:
         errors["price"] = "Give a price like 18.50."
     body: dict[str, Any] = {
         "name": name,
         "price": price,
-        "summary": form.str("summary", 300),
-        "description": form.str("description", 20_000),
-        "origin": form.str("origin", 80),
-        "roast": form.str("roast", 20),
-        "process": form.str("process", 60),
+        "summary": form.text("summary", 300),
+        "description": form.text("description", 20_000),
+        "origin": form.text("origin", 80),
+        "roast": form.text("roast", 20),
+        "process": form.text("process", 60),
         "tasting_notes": [
-            n.strip()[:40] for n in form.str("tasting_notes", 400).split(",") if n.strip()
+            n.strip()[:40] for n in form.text("tasting_notes", 400).split(",") if n.strip()
         ][:10],
-        "active": form.bool("active"),
+        "active": form.flag("active"),
         "category_id": str(form.uuid("category_id")) if form.uuid("category_id") else None,
-        "currency": (form.str("currency", 3) or "USD").upper(),
+        "currency": (form.text("currency", 3) or "USD").upper(),
     }
-    slug = form.str("slug", 120)
+    slug = form.text("slug", 120)
     if slug:
         body["slug"] = slug
-    weight = form.str("weight_grams", 8)
+    weight = form.text("weight_grams", 8)
     if weight:
-        grams = form.int("weight_grams", None, 1, 100_000)
+        grams = form.integer("weight_grams", None, 1, 100_000)
         if grams is None:
             errors["weight_grams"] = "Give a weight in grams, or leave it empty."
         body["weight_grams"] = grams
@@ -167,7 +168,7 @@ def _product_form(form: Form, creating: bool) -> tuple[dict[str, Any], dict[str,
     if body["roast"] not in ("", "light", "medium", "medium-dark", "dark"):
         errors["roast"] = "Choose a roast."
     if creating:
-        on_hand = form.int("on_hand", None, 0, 1_000_000)
+        on_hand = form.integer("on_hand", None, 0, 1_000_000)
         if on_hand is None:
             errors["on_hand"] = "Give the stock on hand (0 or more)."
         body["on_hand"] = on_hand
@@ -226,8 +227,8 @@ async def product_create(
             return redirect(request, f"/admin/products/{created['id']}", flash="product-saved")
     shown = {
         **body,
-        "price_text": form.str("price", 20),
-        "notes_text": form.str("tasting_notes", 400),
+        "price_text": form.text("price", 20),
+        "notes_text": form.text("tasting_notes", 400),
     }
     return render(
         request,
@@ -292,8 +293,8 @@ async def product_update(
     shown = {
         **product,
         **body,
-        "price_text": form.str("price", 20),
-        "notes_text": form.str("tasting_notes", 400),
+        "price_text": form.text("price", 20),
+        "notes_text": form.text("tasting_notes", 400),
     }
     return render(
         request,
@@ -345,7 +346,7 @@ async def product_image(
         return gate
     form = await Form.of(request)
     upload = form.file("file")
-    alt = form.str("alt", 200)
+    alt = form.text("alt", 200)
     data: bytes = b""
     if upload is not None and hasattr(upload, "read"):
         data = await upload.read()
@@ -420,6 +421,7 @@ async def inventory(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     q: Search = "",
     low: bool = False,
     page: Page = 1,
@@ -457,7 +459,7 @@ async def stock_set(
     if (gate := staff_only(request, visitor)) is not None:
         return gate
     form = await Form.of(request)
-    on_hand = form.int("on_hand", None, 0, 1_000_000)
+    on_hand = form.integer("on_hand", None, 0, 1_000_000)
     error = ""
     row: dict[str, Any] | None = None
     if on_hand is None:
@@ -495,6 +497,7 @@ async def orders(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     status: Annotated[str, Parameter(max_length=30)] = "",
     q: Annotated[str, Parameter(max_length=200)] = "",
     page: Page = 1,
@@ -570,7 +573,10 @@ async def order_ship(
     if (gate := staff_only(request, visitor)) is not None:
         return gate
     form = await Form.of(request)
-    ship = {"carrier": form.str("carrier", 40), "tracking_number": form.str("tracking_number", 40)}
+    ship = {
+        "carrier": form.text("carrier", 40),
+        "tracking_number": form.text("tracking_number", 40),
+    }
     ship["tracking_number"] = ship["tracking_number"].replace(" ", "").upper()
     error = ""
     if len(ship["carrier"]) < 2:
@@ -597,12 +603,12 @@ async def order_update(
         return gate
     form = await Form.of(request)
     body: dict[str, Any] = {}
-    new_status = form.str("status", 20)
+    new_status = form.text("status", 20)
     if new_status:
         body["status"] = new_status
-        body["reason"] = form.str("reason", 300)
+        body["reason"] = form.text("reason", 300)
     if "notes" in form.data:
-        body["notes"] = form.str("notes", 4000)
+        body["notes"] = form.text("notes", 4000)
     try:
         await api.put("orders", f"/api/admin/orders/{order_id}", json=body)
     except ApiProblem as problem:
@@ -620,6 +626,7 @@ async def emails(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     status: Annotated[str, Parameter(max_length=20)] = "",
     to: Annotated[str, Parameter(max_length=320)] = "",
     page: Page = 1,

@@ -6,6 +6,7 @@ to the browser unchanged, so a sign-in here is the same session every service se
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -60,9 +61,9 @@ async def signin_alias(request: Request[Any, Any, Any], next_path: Next = None) 
 @post("/signin", name="signin-post", include_in_schema=False)
 async def signin(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
     form = await Form.of(request)
-    email = form.str("email", 254)
-    password = form.str("password", 1024)
-    target = safe_next(form.str("next", 500))
+    email = form.text("email", 254)
+    password = form.text("password", 1024)
+    target = safe_next(form.text("next", 500))
     error = ""
     if not email or not password:
         error = "Give your email and password."
@@ -119,9 +120,9 @@ async def register_page(
 @post("/register", name="register-post", include_in_schema=False)
 async def register(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
     form = await Form.of(request)
-    values = {"name": form.str("name", 120), "email": form.str("email", 254)}
-    password = form.str("password", 1024)
-    target = safe_next(form.str("next", 500))
+    values = {"name": form.text("name", 120), "email": form.text("email", 254)}
+    password = form.text("password", 1024)
+    target = safe_next(form.text("next", 500))
     errors: dict[str, str] = {}
     if "@" not in values["email"]:
         errors["email"] = "Give a valid email address."
@@ -165,13 +166,11 @@ async def register(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
 
 @post("/signout", name="signout", include_in_schema=False)
 async def signout(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
-    try:
+    # Signed out already, or identity is away: the browser's cookies go all the same.
+    with contextlib.suppress(ApiProblem):
         await api.post(
             "identity", "/api/auth/logout", json={}, cookies=(SESSION_COOKIE, CSRF_COOKIE)
         )
-    except ApiProblem:
-        # Signed out already, or identity is away: the browser's cookies go all the same.
-        pass
     response = redirect(request, "/", flash="signed-out")
     for name in ("ember_access", "ember_session", "ember_csrf"):
         if name not in api.outgoing:
@@ -191,7 +190,7 @@ async def forgot_page(request: Request[Any, Any, Any], visitor: Visitor) -> Resp
 @post("/forgot-password", name="forgot-post", include_in_schema=False)
 async def forgot(request: Request[Any, Any, Any], api: Api) -> Response[str]:
     form = await Form.of(request)
-    email = form.str("email", 254)
+    email = form.text("email", 254)
     if "@" not in email:
         return render(
             request,
@@ -252,9 +251,9 @@ async def reset_page(
 @post("/reset-password", name="reset-post", include_in_schema=False)
 async def reset(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
     form = await Form.of(request)
-    token = form.str("token", 200)
-    password = form.str("password", 1024)
-    confirm = form.str("confirm", 1024)
+    token = form.text("token", 200)
+    password = form.text("password", 1024)
+    confirm = form.text("confirm", 1024)
     error = ""
     if not token:
         error = "This page needs the link from your email. Ask for a new one if it is lost."

@@ -79,8 +79,8 @@ def _cart_fragment(
 async def cart_add(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
     form = await Form.of(request)
     product_id = form.uuid("product_id")
-    quantity = form.int("quantity", 1, 1, 99) or 1
-    name = form.str("name", 160) or "that coffee"
+    quantity = form.integer("quantity", 1, 1, 99) or 1
+    name = form.text("name", 160) or "that coffee"
     if product_id is None:
         return _add_result(request, ok=False, message="Choose a coffee to add.")
     try:
@@ -137,7 +137,7 @@ async def cart_set(
     request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
 ) -> Response[Any]:
     form = await Form.of(request)
-    quantity = form.int("quantity", None, 0, 99)
+    quantity = form.integer("quantity", None, 0, 99)
     if quantity is None:
         cart = await load_cart(api)
         message = "Choose a quantity from the list."

@@ -68,7 +68,7 @@ FIELD_LABELS = {
 
 def read_address(form: Form) -> tuple[dict[str, str], dict[str, str]]:
     """The address fields of ``form`` and the messages of those that are missing or wrong."""
-    address = {name: form.str(name, size) for name, (size, _) in ADDRESS_FIELDS.items()}
+    address = {name: form.text(name, size) for name, (size, _) in ADDRESS_FIELDS.items()}
     address["country"] = address["country"].upper()
     errors: dict[str, str] = {}
     for name, (_, required) in ADDRESS_FIELDS.items():
@@ -140,9 +140,9 @@ async def checkout_pay(
 ) -> Response[Any]:
     form = await Form.of(request)
     context = await _checkout_context(api, visitor)
-    choice = form.str("address_choice", 60) or "new"
-    email = form.str("email", 254) if not visitor.signed_in else visitor.email
-    expected_total = form.int("expected_total", None, 0, 100_000_000)
+    choice = form.text("address_choice", 60) or "new"
+    email = form.text("email", 254) if not visitor.signed_in else visitor.email
+    expected_total = form.integer("expected_total", None, 0, 100_000_000)
     address, errors = read_address(form)
     body: dict[str, Any] = {"expected_total": expected_total}
     saved_id: uuid.UUID | None = None
@@ -303,6 +303,7 @@ async def order_status(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     order_id: uuid.UUID,
     session_id: SessionId = None,
     n: Annotated[int, Parameter(ge=0, le=10_000)] = 0,

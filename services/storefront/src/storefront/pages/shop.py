@@ -65,6 +65,7 @@ async def shop(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     category: CategorySlug = None,
     sort: Sort = "newest",
     page: Page = 1,
