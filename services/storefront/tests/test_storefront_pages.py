@@ -362,6 +362,33 @@ async def test_order_page_confirms_only_what_orders_says_is_paid(
     ).status_code == 404
 
 
+async def test_the_emailed_link_shows_a_guest_their_paid_order_in_the_browser_they_bought_in(
+    browser: Browser, other_browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    """The confirmation mail links to /order/{id} without Stripe's session id: orders cannot
+    tie it to the guest, checkout can (the cart cookie), and its "paid" is webhook-made too."""
+    await _cart_with(browser, coffees[1])
+    page = (await browser.get("/checkout")).text
+    started = await browser.post(
+        "/checkout",
+        {**ADDRESS, "email": "emailed@example.com", "_csrf_token": csrf_of(page)},
+    )
+    async with httpx.AsyncClient(timeout=20) as stripe_page:
+        paid = await stripe_page.post(
+            started.headers["location"],
+            data={"card_number": "4242424242424242", "cvc": "123", "email": "emailed@example.com"},
+        )
+    assert paid.status_code == 303
+    order_id = re.search(r"/order/([0-9a-f-]{36})", paid.headers["location"]).group(1)
+    shop.wait_paid(order_id)
+    text = assert_page(await browser.get(f"/order/{order_id}"))
+    assert 'data-state="paid"' in text
+    assert "your order is confirmed" in text
+    assert coffees[1]["name"] in text
+    # Another browser with the same link sees nothing of it.
+    assert (await other_browser.get(f"/order/{order_id}")).status_code == 404
+
+
 async def test_a_declined_payment_is_shown_and_never_becomes_paid(
     browser: Browser, shop: Shop, coffees: list[dict]
 ) -> None:

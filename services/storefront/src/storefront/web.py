@@ -110,6 +110,12 @@ def when(value: str | None, fmt: str = "%d %b %Y") -> str:
     return parsed.strftime(fmt)
 
 
+def country_name(code: str | None) -> str:
+    from storefront.pages.checkout import COUNTRIES
+
+    return COUNTRIES.get((code or "").upper(), code or "")
+
+
 def status_label(status: str | None) -> str:
     return ORDER_STATUS_LABELS.get(status or "", (status or "").replace("_", " ").capitalize())
 
@@ -159,6 +165,7 @@ def environment() -> Environment:
         status_label=status_label,
         availability=availability_label,
         minor_to_text=minor_to_text,
+        country=country_name,
     )
     env.globals.update(static=static_url, query=query, roasts=ROASTS)
     return env

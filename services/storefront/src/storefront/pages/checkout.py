@@ -237,9 +237,11 @@ async def order_state(
             return None
         raise
     status = checkout.get("status")
-    if status in ("paid", "payment_pending", "partially_refunded", "refunded") or (
-        status == "open" and session_id
-    ):
+    if status in ("paid", "partially_refunded", "refunded"):
+        # Checkout records "paid" only from Stripe's verified webhook, so it may be shown: orders
+        # shows a guest the order only with Stripe's session id, which the emailed link lacks.
+        return {"state": "paid", "order": _order_from_checkout(checkout), "checkout": checkout}
+    if status == "payment_pending" or (status == "open" and session_id):
         state = "confirming"
     elif status == "payment_failed":
         state = "failed"
@@ -248,6 +250,24 @@ async def order_state(
     else:
         state = "open"
     return {"state": state, "checkout": checkout, "order": None}
+
+
+def _order_from_checkout(checkout: dict[str, Any]) -> dict[str, Any]:
+    """Checkout's record of a paid order, in the shape the order page shows."""
+    return {
+        "id": checkout["order_id"],
+        "status": checkout["status"],
+        "created_at": checkout.get("paid_at") or checkout.get("created_at"),
+        "email": checkout.get("email", ""),
+        "currency": checkout.get("currency", "USD"),
+        "items": checkout.get("lines", []),
+        "subtotal": checkout.get("subtotal", 0),
+        "shipping_total": checkout.get("shipping", 0),
+        "total": checkout.get("total", 0),
+        "amount_refunded": checkout.get("amount_refunded", 0),
+        "shipping_address": checkout.get("shipping_address") or {},
+        "shipment": None,
+    }
 
 
 def _order_context(
@@ -292,8 +312,8 @@ async def order_page(
             request,
             404,
             "We could not find that order",
-            "If you just paid, open the link in your confirmation email, or sign in to see "
-            "your orders.",
+            "An order shows in the browser it was bought in, or to the account that placed it. "
+            "Sign in to see your orders, or check the link in your confirmation email.",
         )
     return render(request, "order.html", _order_context(request, order_id, session_id, found, 0))
 
