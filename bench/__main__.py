@@ -6,9 +6,10 @@ What it does:
    gateway port (``EMBER_PORT_OFFSET`` shifts it); else it starts one itself with the devstack
    (``ember_shared.devstack``), with its data in ``.data/bench`` so that your ``make run`` data
    is left alone, and stops it at the end. A stack it starts seeds the 20-product demo catalog.
-2. Runs each scenario for ``BENCH_DURATION`` seconds (10) after ``BENCH_WARMUP`` seconds (2)
-   over ``BENCH_CONNECTIONS`` keep-alive connections (16), with the raw asyncio client in
-   :mod:`bench.loadgen`:
+2. Runs each scenario for ``BENCH_DURATION`` seconds (10) in all, over ``BENCH_CONNECTIONS``
+   keep-alive connections (16), with the raw asyncio client in :mod:`bench.loadgen`, after
+   ``BENCH_WARMUP`` seconds (2) of warm-up; the time is split into ``BENCH_ROUNDS`` (5) rounds
+   that interleave the scenarios, so a machine whose load drifts weighs on all of them alike:
 
    - ``floor``: ``GET /api/health/catalog/live``, a trivial route of the same service behind the
      same middleware: what Litestar + uvicorn + Caddy cost before the catalog does anything;
@@ -250,32 +251,60 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 async def measure(
     url: str, plan: list[Scenario], bypass_honoured: bool
 ) -> dict[str, dict[str, Any]]:
+    """Each scenario runs ``BENCH_ROUNDS`` times, interleaved with the others, for an equal
+    share of the duration: a machine whose load drifts (other work on it) then weighs on every
+    scenario alike, and the ratios between them stay fair."""
     connections = int(env_number("BENCH_CONNECTIONS", 16))
     duration = env_number("BENCH_DURATION", 10)
     warmup = env_number("BENCH_WARMUP", 2)
+    rounds = max(1, int(env_number("BENCH_ROUNDS", 5)))
     results: dict[str, dict[str, Any]] = {}
+    runnable = []
     for scenario in plan:
         if scenario.cached is False and not bypass_honoured:
             results[scenario.name] = {
                 "description": scenario.description,
                 "skipped": "the catalog ignores X-Cache-Bypass (not EMBER_MODE=local)",
             }
-            continue
-        print(f"  {scenario.name:<18} {scenario.description} ...", flush=True)
-        outcome = await load(
+        else:
+            runnable.append(scenario)
+    totals = {scenario.name: Outcome() for scenario in runnable}
+    for scenario in runnable:
+        # Warm every connection path (and, for cached scenarios, every cache key) once.
+        print(f"  warming {scenario.name:<18} {scenario.description}", flush=True)
+        await load(
             url,
             scenario.paths,
             headers=BYPASS if scenario.cached is False else None,
             connections=connections,
-            duration_s=duration,
-            warmup_s=warmup,
+            duration_s=warmup,
+            warmup_s=0,
         )
+    for number in range(1, rounds + 1):
+        print(f"  round {number}/{rounds}: " + ", ".join(s.name for s in runnable), flush=True)
+        for scenario in runnable:
+            outcome = await load(
+                url,
+                scenario.paths,
+                headers=BYPASS if scenario.cached is False else None,
+                connections=connections,
+                duration_s=duration / rounds,
+                warmup_s=min(0.5, warmup),
+            )
+            total = totals[scenario.name]
+            total.latencies_ns.extend(outcome.latencies_ns)
+            total.errors += outcome.errors
+            total.window_s += outcome.window_s
+            for status, count in outcome.statuses.items():
+                total.statuses[status] = total.statuses.get(status, 0) + count
+    for scenario in runnable:
         results[scenario.name] = {
             "description": scenario.description,
             "paths": len(scenario.paths),
-            **row(outcome),
+            **row(totals[scenario.name]),
         }
-    return results
+    # Keep the table in the plan's order.
+    return {scenario.name: results[scenario.name] for scenario in plan}
 
 
 def main() -> int:
@@ -320,6 +349,7 @@ def main() -> int:
             "connections": int(env_number("BENCH_CONNECTIONS", 16)),
             "duration_s": env_number("BENCH_DURATION", 10),
             "warmup_s": env_number("BENCH_WARMUP", 2),
+            "rounds": int(env_number("BENCH_ROUNDS", 5)),
             "uncached": "X-Cache-Bypass: 1 (honoured only with EMBER_MODE=local): built from Postgres, Redis untouched",
             "client": "bench.loadgen: raw asyncio HTTP/1.1 keep-alive, Accept-Encoding: identity",
         },
