@@ -204,7 +204,8 @@ class EmailWorker:
                 continue
             wait = pause if failures == 0 else min(30.0, pause * 2**failures)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # wait_for can swallow a cancel on 3.11
+                    await stop.wait()
         log.info("worker_stopped", worker=self.name)
 
 

@@ -245,8 +245,11 @@ class OutboxRelay:
         """Sleep, unless a commit (NOTIFY) or a stop request comes first."""
         if self._stopping:
             return
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that lands while the
+        # wakeup is being set, and stop() would then hang until cancelled again.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()
