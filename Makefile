@@ -14,6 +14,7 @@ RUN := $(UV) run --frozen --no-sync
 PY_SOURCES := shared services standins tests
 TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
 TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
+TEST_DIRS = $(shell find $(TEST_PATHS) -type d -not -name __pycache__ -not -path '*/.*' 2>/dev/null)
 PYTEST_ARGS ?=
 space := $(subst ,, )
 
@@ -45,7 +46,7 @@ test: install lint typecheck imports pytest ## Everything CI checks: lint, types
 # importlib mode (many tests/ folders, test files named uniquely); the test folders are on the path
 # so that a folder's helper modules (uniquely named too) import as they do in pytest's default mode.
 pytest: install ## Only the tests (PYTEST_ARGS="-k cart -x" narrows them).
-	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_PATHS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
+	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
 		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check.

@@ -342,24 +342,26 @@ def port_in_use(number: int) -> bool:
 
 def ensure_database(url: str) -> None:
     """Create the database named in ``url`` on its server when it is missing."""
-    from sqlalchemy import create_engine, text
+    import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     if not name:
         return
-    scheme = "postgresql+psycopg"
-    admin_url = urlunsplit(parts._replace(scheme=scheme, path="/postgres"))
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    plain = urlunsplit(parts._replace(scheme="postgresql"))
     try:
-        with engine.connect() as connection:
-            found = connection.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).first()
-            if not found:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+        with psycopg.connect(plain, connect_timeout=10):
+            return
+    except psycopg.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise StackError(f"cannot reach Postgres at {_redact(url)}: {error}") from error
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
+        found = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if not found:
+            connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
 
 
 def stop_postgres(server: EmbeddedPostgres) -> None:

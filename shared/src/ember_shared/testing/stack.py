@@ -87,6 +87,9 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "INTERNAL_SERVICE_TOKEN": ember_env.service_token,
             "EMBER_MODE": "local",
             "LOG_FORMAT": "json",
+            # Seven services share the test database with the in-process tests: small pools.
+            "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
+            "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),
         },
         standins_only=True,
         read_dotenv=False,
