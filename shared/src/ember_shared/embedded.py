@@ -37,7 +37,8 @@ class EmbeddedPostgres:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
-            self.data_dir, cleanup_mode="stop" if stop_at_exit else None)
+            self.data_dir, cleanup_mode="stop" if stop_at_exit else None
+        )
         self._server = server
         if int(server.psql("SHOW max_connections;").split()[2]) < MIN_CONNECTIONS:
             # Seven services with pools, their tests and the stack need more than the default 100.
