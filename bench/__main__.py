@@ -342,6 +342,8 @@ def main() -> int:
         "stack_started_by_bench": shop.started,
         "machine": {
             "cpus": os.cpu_count(),
+            # Other work on the machine while it ran (the figures depend on it).
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
