@@ -190,3 +190,21 @@ async def test_staff_sign_in_and_ship_a_paid_order(
     await expect(page.get_by_test_id("order-status")).to_have_text("Shipped")
     assert browser_shop.admin_order(order_id)["status"] == "shipped"
     assert person.csp_violations() == []
+
+
+async def test_sign_in_with_google_goes_through_the_oidc_stand_in_and_back(
+    person: Person,
+) -> None:
+    page = person.page
+    email = f"google-{uuid.uuid4().hex[:8]}@example.com"
+    await person.open("/signin?next=/account")
+    await page.get_by_test_id("google").click()
+    # The provider's own page (the local OIDC stand-in), not the shop's.
+    await page.wait_for_url(re.compile(r".*/authorize\?.*"))
+    await page.fill("#email", email)
+    await page.fill("#name", "Hedy Lamarr")
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_url(re.compile(r".*/account$"))
+    await expect(page.get_by_test_id("account-heading")).to_have_text("Hello, Hedy Lamarr")
+    await expect(page.get_by_text("You sign in with Google")).to_be_visible()
+    assert person.csp_violations() == []
