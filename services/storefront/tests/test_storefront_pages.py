@@ -174,6 +174,11 @@ async def test_cart_flags_price_changes_sold_out_and_archived_lines(
         page = assert_page(await browser.get("/cart"))
         new_price = kenya["price"] + 150
         assert f"${new_price // 100}.{new_price % 100:02d} each" in page
+        was = kenya["price"]
+        assert f"Price changed: was ${was // 100}.{was % 100:02d}" in page
+        assert 'data-testid="cart-price-notice"' in page
+        # Shown once: the cart now remembers today's price.
+        assert 'data-testid="price-changed"' not in assert_page(await browser.get("/cart"))
         assert "No longer sold" in page
         assert 'data-testid="cart-problems"' in page
         assert 'data-testid="checkout-link"' not in page, "checkout waits for the cart to be fixed"

@@ -25,6 +25,10 @@ EMPTY_CART: dict[str, Any] = {
     "limits": {"max_quantity_per_line": 10, "max_lines": 50},
 }
 CHANGED = {"HX-Trigger": "cart-changed"}
+#: The unit prices a shopper last saw in their cart, so a change since is flagged on the line.
+#: Only a display hint (a tampered cookie changes a badge, never a price: checkout re-prices).
+SEEN_COOKIE = "ember_seen_prices"
+MAX_SEEN = 60
 
 
 async def load_cart(api: Api) -> dict[str, Any]:
@@ -41,8 +45,43 @@ def _quantities(cart: dict[str, Any]) -> range:
     return range(1, max(1, limit) + 1)
 
 
+def seen_prices(request: Request[Any, Any, Any]) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for part in request.cookies.get(SEEN_COOKIE, "")[:4096].split("."):
+        key, _, price = part.partition("-")
+        if len(key) == 32 and price.isdigit() and len(price) <= 9:
+            seen[key] = int(price)
+    return seen
+
+
+def remember_prices(response: Response[Any], cart: dict[str, Any]) -> None:
+    """Keep the unit prices this cart shows, for the next view to compare with."""
+    parts = [
+        f"{uuid.UUID(str(line['product_id'])).hex}-{int(line['unit_price'])}"
+        for line in cart.get("lines", [])[:MAX_SEEN]
+        if line.get("unit_price") is not None
+    ]
+    response.set_cookie(
+        SEEN_COOKIE,
+        ".".join(parts),
+        max_age=30 * 86_400,
+        path="/",
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def flag_price_changes(cart: dict[str, Any], seen: dict[str, int]) -> None:
+    for line in cart.get("lines", []):
+        before = seen.get(uuid.UUID(str(line["product_id"])).hex)
+        price = line.get("unit_price")
+        line["price_was"] = before if price is not None and before not in (None, price) else None
+
+
 def cart_context(cart: dict[str, Any], notice: str = "") -> dict[str, Any]:
     lines = cart.get("lines", [])
+    for line in lines:
+        line.setdefault("price_was", None)
     return {
         "cart": cart,
         "lines": lines,
@@ -55,7 +94,11 @@ def cart_context(cart: dict[str, Any], notice: str = "") -> dict[str, Any]:
 
 @get("/cart", name="cart", include_in_schema=False, cache=False)
 async def cart_page(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[str]:
-    return render(request, "cart.html", cart_context(await load_cart(api)))
+    cart = await load_cart(api)
+    flag_price_changes(cart, seen_prices(request))
+    response = render(request, "cart.html", cart_context(cart))
+    remember_prices(response, cart)
+    return response
 
 
 @get("/cart/count", name="cart-count", include_in_schema=False, cache=False)
@@ -72,7 +115,12 @@ async def cart_count(request: Request[Any, Any, Any], api: Api, visitor: Visitor
 def _cart_fragment(
     request: Request[Any, Any, Any], cart: dict[str, Any], notice: str = ""
 ) -> Response[str]:
-    return render(request, "partials/cart_body.html", cart_context(cart, notice), headers=CHANGED)
+    flag_price_changes(cart, seen_prices(request))
+    response = render(
+        request, "partials/cart_body.html", cart_context(cart, notice), headers=CHANGED
+    )
+    remember_prices(response, cart)
+    return response
 
 
 @post("/cart/items", name="cart-add", include_in_schema=False)
@@ -89,15 +137,19 @@ async def cart_add(request: Request[Any, Any, Any], api: Api, visitor: Visitor) 
         )
     except ApiProblem as problem:
         return _add_result(request, ok=False, message=friendly(problem, name))
+    response: Response[Any]
     if not is_htmx(request):
-        return redirect(request, "/cart", flash="added-to-cart")
-    count = int(cart.get("item_count") or 0)
-    return render(
-        request,
-        "partials/added.html",
-        {"ok": True, "name": name, "quantity": quantity, "count": count},
-        headers=CHANGED,
-    )
+        response = redirect(request, "/cart", flash="added-to-cart")
+    else:
+        count = int(cart.get("item_count") or 0)
+        response = render(
+            request,
+            "partials/added.html",
+            {"ok": True, "name": name, "quantity": quantity, "count": count},
+            headers=CHANGED,
+        )
+    remember_prices(response, cart)
+    return response
 
 
 def _add_result(request: Request[Any, Any, Any], *, ok: bool, message: str) -> Response[Any]:
