@@ -303,3 +303,203 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     second = Store(public_url="http://x", state_path=state)
     assert second.session(session["id"])["amount_total"] == 500
     assert second.session_line_items(session["id"])[0]["description"] == "Bag"
+
+
+def subscription_params(**overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "mode": "subscription",
+        "line_items": [
+            {
+                "quantity": 2,
+                "price_data": {
+                    "currency": "usd",
+                    "unit_amount": 1500,
+                    "product_data": {"name": "Monthly Gesha"},
+                    "recurring": {"interval": "week", "interval_count": 2},
+                },
+            }
+        ],
+        "customer_email": "ada@example.com",
+        "metadata": {"subscription_id": "s1", "user_id": "u1"},
+        "subscription_data": {"metadata": {"subscription_id": "s1", "user_id": "u1"}},
+        "success_url": "http://shop.test/account?subscription=s1",
+        "cancel_url": "http://shop.test/coffee/gesha",
+    }
+    params.update(overrides)
+    return params
+
+
+async def _control(standin: str, method: str, path: str, **kwargs: Any) -> Any:
+    async with httpx.AsyncClient() as http:
+        response = await http.request(method, f"{standin}/_standin{path}", **kwargs)
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+async def test_subscription_checkout_bills_renews_and_cancels(
+    client: stripe.StripeClient, standin: str
+) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=subscription_params())  # type: ignore[arg-type]
+    assert session.mode == "subscription"
+    assert session.amount_total == 3000
+    assert session.subscription is None
+    async with httpx.AsyncClient() as http:
+        page = await http.get(f"{standin}/pay/{session.id}")
+        assert "billed every 2 weeks" in page.text
+        declined = await http.post(
+            f"{standin}/pay/{session.id}", data={"card_number": "4000000000000002", "cvc": "123"}
+        )
+        assert "Your card was declined." in declined.text
+        paid = await http.post(
+            f"{standin}/pay/{session.id}", data={"card_number": "4242424242424242", "cvc": "123"}
+        )
+    assert paid.status_code == 303
+    assert paid.headers["location"] == "http://shop.test/account?subscription=s1"
+
+    done = await client.v1.checkout.sessions.retrieve_async(session.id)
+    assert done.status == "complete"
+    assert done.payment_status == "paid"
+    assert str(done.customer).startswith("cus_")
+    assert done.subscription is not None
+    sub_id = str(done.subscription)
+    assert sub_id.startswith("sub_")
+    events = (await _control(standin, "GET", "/events", params={"session_id": session.id}))["data"]
+    assert [e["type"] for e in events] == [
+        "checkout.session.completed",
+        "customer.subscription.created",
+        "invoice.paid",
+    ]
+    first_invoice = events[2]["data"]["object"]
+    assert first_invoice["id"].startswith("in_")
+    assert first_invoice["amount_paid"] == 3000
+    assert first_invoice["billing_reason"] == "subscription_create"
+    assert first_invoice["parent"]["subscription_details"] == {
+        "subscription": sub_id,
+        "metadata": {"subscription_id": "s1", "user_id": "u1"},
+    }
+
+    sub = await client.v1.subscriptions.retrieve_async(sub_id)
+    assert sub.status == "active"
+    assert sub.metadata is not None
+    assert sub.metadata.to_dict() == {"subscription_id": "s1", "user_id": "u1"}
+    item = sub["items"]["data"][0]
+    assert item["quantity"] == 2
+    assert item["price"]["recurring"]["interval"] == "week"
+    assert item["current_period_end"] - item["current_period_start"] == 14 * 86400
+    first_end = item["current_period_end"]
+
+    renewed = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
+    assert renewed["invoice"]["status"] == "paid"
+    assert renewed["invoice"]["billing_reason"] == "subscription_cycle"
+    assert renewed["invoice"]["lines"]["data"][0]["period"] == {
+        "start": first_end,
+        "end": first_end + 14 * 86400,
+    }
+    failed = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew", params={"fail": 1})
+    assert failed["invoice"]["status"] == "open"
+    assert failed["subscription"]["status"] == "past_due"
+    assert (await client.v1.invoices.retrieve_async(failed["invoice"]["id"])).amount_paid == 0
+    recovered = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
+    assert recovered["subscription"]["status"] == "active"
+    types = [
+        e["type"]
+        for e in (await _control(standin, "GET", "/events", params={"session_id": session.id}))[
+            "data"
+        ]
+    ][3:]
+    assert types == [
+        "customer.subscription.updated",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "customer.subscription.updated",
+        "customer.subscription.updated",
+        "invoice.paid",
+    ]
+
+    updated = await client.v1.subscriptions.update_async(
+        sub_id, params={"cancel_at_period_end": True}
+    )
+    assert updated.cancel_at_period_end is True
+    assert updated.status == "active"
+    ended = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
+    assert ended["invoice"] is None
+    assert ended["subscription"]["status"] == "canceled"
+    last = (await _control(standin, "GET", "/events", params={"session_id": session.id}))["data"]
+    assert [e["type"] for e in last[-2:]] == [
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+    ]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.subscriptions.update_async(sub_id, params={"cancel_at_period_end": False})
+    async with httpx.AsyncClient() as http:
+        again = await http.post(f"{standin}/_standin/subscriptions/{sub_id}/renew")
+    assert again.status_code == 400
+
+
+async def test_subscription_delete_ends_it_now(client: stripe.StripeClient, standin: str) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=subscription_params())  # type: ignore[arg-type]
+    await _control(standin, "POST", f"/sessions/{session.id}/pay", json={})
+    sub_id = str((await client.v1.checkout.sessions.retrieve_async(session.id)).subscription)
+    canceled = await client.v1.subscriptions.cancel_async(sub_id)
+    assert canceled.status == "canceled"
+    assert canceled.ended_at is not None
+    assert (await client.v1.subscriptions.retrieve_async(sub_id)).status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.subscriptions.cancel_async(sub_id)
+    assert caught.value.http_status == 404
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.subscriptions.retrieve_async("sub_nope")
+    assert caught.value.code == "resource_missing"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        (
+            {
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": 100,
+                            "product_data": {"name": "x"},
+                            "recurring": {"interval": "fortnight"},
+                        },
+                    }
+                ]
+            },
+            "line_items[0][price_data][recurring][interval]",
+        ),
+        (
+            {
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": 100,
+                            "product_data": {"name": "x"},
+                        },
+                    }
+                ]
+            },
+            "line_items",
+        ),
+        ({"shipping_options": [{"shipping_rate_id": "shr_x"}]}, "shipping_options"),
+    ],
+)
+async def test_invalid_subscription_sessions_are_refused(
+    client: stripe.StripeClient, overrides: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=subscription_params(**overrides))  # type: ignore[arg-type]
+    assert caught.value.http_status == 400
+    assert caught.value.param == param
+
+
+async def test_a_recurring_price_in_payment_mode_is_refused(client: stripe.StripeClient) -> None:
+    items = subscription_params()["line_items"]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=session_params(line_items=items))  # type: ignore[arg-type]
+    assert caught.value.param == "line_items"

@@ -14,8 +14,9 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qsl
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, Router, delete, get, post
 
+from standins.stripe import billing
 from standins.stripe.errors import StripeError
 from standins.stripe.forms import as_int, parse_form, parse_pairs
 from standins.stripe.store import Store, new_object_id
@@ -185,6 +186,38 @@ async def retrieve_charge(request: Request[Any, Any, Any], charge_id: str) -> Re
     return stripe_json(_store(request).charge(charge_id))
 
 
+@get("/subscriptions/{subscription_id:str}", summary="Retrieve a subscription")
+async def retrieve_subscription(
+    request: Request[Any, Any, Any], subscription_id: str
+) -> Response[Any]:
+    authorize(request)
+    return stripe_json(billing.retrieve(_store(request), subscription_id))
+
+
+@post("/subscriptions/{subscription_id:str}", summary="Update a subscription")
+async def update_subscription(
+    request: Request[Any, Any, Any], subscription_id: str
+) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: billing.update(store, subscription_id, params))
+
+
+@delete(
+    "/subscriptions/{subscription_id:str}", summary="Cancel a subscription now", status_code=200
+)
+async def cancel_subscription(
+    request: Request[Any, Any, Any], subscription_id: str
+) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda _params: billing.cancel(store, subscription_id))
+
+
+@get("/invoices/{invoice_id:str}", summary="Retrieve an invoice")
+async def retrieve_invoice(request: Request[Any, Any, Any], invoice_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(billing.invoice(_store(request), invoice_id))
+
+
 @get("/events/{event_id:str}", summary="Retrieve an event")
 async def retrieve_event(request: Request[Any, Any, Any], event_id: str) -> Response[Any]:
     authorize(request)
@@ -215,6 +248,10 @@ api_router = Router(
         retrieve_refund,
         retrieve_payment_intent,
         retrieve_charge,
+        retrieve_subscription,
+        update_subscription,
+        cancel_subscription,
+        retrieve_invoice,
         retrieve_event,
         list_events,
     ],

@@ -9,12 +9,14 @@ done on request so tests can prove how the shop copes.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import Parameter
 
+from standins.stripe import billing
 from standins.stripe.errors import StripeError
 from standins.stripe.store import Store
 from standins.stripe.webhooks import SignatureMode, WebhookDeliverer
@@ -47,9 +49,14 @@ class DeliverRequest(msgspec.Struct, kw_only=True):
 
 class SyntheticEventRequest(msgspec.Struct, kw_only=True):
     type: Annotated[str, msgspec.Meta(max_length=100)]
-    session_id: Annotated[str, msgspec.Meta(max_length=200)]
-    #: Fields to overwrite in the session snapshot the event carries (e.g. a stale status).
+    #: The session a ``checkout.session.*`` event is about.
+    session_id: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    #: The subscription a ``customer.subscription.*`` event is about.
+    subscription_id: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    #: Fields to overwrite in the snapshot the event carries (e.g. a stale status).
     overrides: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: Seconds added to the event's ``created`` (negative: an event older than the others).
+    created_offset: Annotated[int, msgspec.Meta(ge=-10 * 86400, le=86400)] = 0
 
 
 def _store(request: Request[Any, Any, Any]) -> Store:
@@ -133,11 +140,54 @@ async def synthetic_event(
     request: Request[Any, Any, Any], data: SyntheticEventRequest
 ) -> dict[str, Any]:
     store = _store(request)
-    if not data.type.startswith("checkout.session."):
-        raise StripeError(400, "Synthetic events are checkout.session.* only.", param="type")
-    snapshot = dict(store.session(data.session_id))
+    if data.type.startswith("checkout.session.") and data.session_id:
+        snapshot = dict(store.session(data.session_id))
+        session_id: str | None = data.session_id
+    elif data.type.startswith("customer.subscription.") and data.subscription_id:
+        snapshot = billing.retrieve(store, data.subscription_id)
+        session_id = store.state.subscription_sessions.get(data.subscription_id)
+    else:
+        raise StripeError(
+            400,
+            "Synthetic events are checkout.session.* (with session_id) or "
+            "customer.subscription.* (with subscription_id).",
+            param="type",
+        )
     snapshot.update(data.overrides)
-    return store.emit(data.type, snapshot, session_id=data.session_id)
+    return store.emit(
+        data.type,
+        snapshot,
+        session_id=session_id,
+        created=int(time.time()) + data.created_offset if data.created_offset else None,
+    )
+
+
+@post(
+    "/subscriptions/{subscription_id:str}/renew",
+    summary="End the current period now: bill the next (or fail to, with ?fail=1)",
+)
+async def renew(
+    request: Request[Any, Any, Any],
+    subscription_id: str,
+    fail: Annotated[int, Parameter(query="fail", ge=0, le=1)] = 0,
+) -> dict[str, Any]:
+    return billing.renew(_store(request), subscription_id, fail=bool(fail))
+
+
+@get("/subscriptions/{subscription_id:str}", summary="A subscription and its invoices")
+async def subscription_state(
+    request: Request[Any, Any, Any], subscription_id: str
+) -> dict[str, Any]:
+    store = _store(request)
+    return {
+        "subscription": billing.retrieve(store, subscription_id),
+        "session_id": store.state.subscription_sessions.get(subscription_id),
+        "invoices": [
+            invoice
+            for invoice in store.state.invoices.values()
+            if invoice["parent"]["subscription_details"]["subscription"] == subscription_id
+        ],
+    }
 
 
 @post("/deliver", summary="Deliver events now, in this order, and report the answers")
@@ -224,6 +274,8 @@ control_router = Router(
         session_state,
         events,
         synthetic_event,
+        renew,
+        subscription_state,
         deliver,
         send,
         signed,

@@ -88,6 +88,16 @@ def render_pay_page(
             f"<div class='line'><span>{escape(str(session['shipping_cost'].get('display_name') or 'Shipping'))}"
             f"</span><span>{_money(int(shipping), currency)}</span></div>"
         )
+    if session.get("mode") == "subscription":
+        items = store.session_line_items(session["id"])
+        recurring = (items[0]["price"].get("recurring") if items else None) or {}
+        count = int(recurring.get("interval_count") or 1)
+        unit = str(recurring.get("interval") or "month")
+        every = unit if count == 1 else f"{count} {unit}s"
+        lines += (
+            f"<p class='muted' id='recurring'>Subscription: billed every {escape(every)} "
+            "until canceled.</p>"
+        )
     email = escape(str(session.get("customer_email") or ""))
     error_html = (
         f"<div class='error' role='alert' id='card-errors'>{escape(error)}</div>" if error else ""

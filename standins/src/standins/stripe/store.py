@@ -91,6 +91,12 @@ class StandinState:
     #: Sessions whose webhooks are held back until delivered on request (tests of ordering).
     held_sessions: set[str] = field(default_factory=set)
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Billing: customers, subscriptions and their invoices (see :mod:`standins.stripe.billing`).
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per subscription: the Checkout Session that started it (holding its webhooks holds these).
+    subscription_sessions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +110,10 @@ class StandinState:
             "event_meta": self.event_meta,
             "held_sessions": sorted(self.held_sessions),
             "idempotency": self.idempotency,
+            "customers": self.customers,
+            "subscriptions": self.subscriptions,
+            "invoices": self.invoices,
+            "subscription_sessions": self.subscription_sessions,
         }
 
     @classmethod
@@ -119,6 +129,10 @@ class StandinState:
             event_meta=dict(raw.get("event_meta", {})),
             held_sessions=set(raw.get("held_sessions", [])),
             idempotency=dict(raw.get("idempotency", {})),
+            customers=dict(raw.get("customers", {})),
+            subscriptions=dict(raw.get("subscriptions", {})),
+            invoices=dict(raw.get("invoices", {})),
+            subscription_sessions=dict(raw.get("subscription_sessions", {})),
         )
 
 
@@ -182,6 +196,7 @@ class Store:
         *,
         session_id: str | None,
         previous_attributes: dict[str, Any] | None = None,
+        created: int | None = None,
     ) -> dict[str, Any]:
         data: dict[str, Any] = {"object": copy.deepcopy(obj)}
         if previous_attributes:
@@ -190,7 +205,7 @@ class Store:
             "id": new_object_id("evt"),
             "object": "event",
             "api_version": API_VERSION,
-            "created": now(),
+            "created": now() if created is None else created,
             "data": data,
             "livemode": False,
             "pending_webhooks": 1,
@@ -245,10 +260,11 @@ class Store:
 
     def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
         mode = as_str(params, "mode", required=True)
-        if mode != "payment":
+        if mode not in ("payment", "subscription"):
             raise StripeError(
                 400,
-                "The Stripe stand-in supports Checkout Sessions in mode=payment only.",
+                "The Stripe stand-in supports Checkout Sessions in mode=payment or "
+                "mode=subscription only.",
                 param="mode",
             )
         ui_mode = as_str(params, "ui_mode") or "hosted"
@@ -262,7 +278,7 @@ class Store:
         if not isinstance(raw_items, list) or not raw_items:
             raise StripeError(
                 400,
-                "You must provide at least one line item in `payment` mode.",
+                f"You must provide at least one line item in `{mode}` mode.",
                 param="line_items",
                 code="parameter_missing",
             )
@@ -271,11 +287,36 @@ class Store:
                 400, f"You may only specify up to {MAX_LINE_ITEMS} line items.", param="line_items"
             )
         items = [self._line_item(i, item) for i, item in enumerate(raw_items)]
+        recurring = [item for item in items if item["price"]["type"] == "recurring"]
+        if mode == "payment" and recurring:
+            raise StripeError(
+                400,
+                "You specified `payment` mode but passed a recurring price. Either switch to "
+                "`subscription` mode or use only one-time prices.",
+                param="line_items",
+            )
+        if mode == "subscription" and len(recurring) != len(items):
+            # Stripe allows one-time items beside recurring ones; Ember never sends any.
+            raise StripeError(
+                400,
+                "The Stripe stand-in takes recurring prices only in `subscription` mode.",
+                param="line_items",
+            )
+        if mode == "subscription" and len({_cadence(item) for item in items}) != 1:
+            raise StripeError(
+                400, "All recurring prices must share one billing interval.", param="line_items"
+            )
         currencies = {item["currency"] for item in items}
         if len(currencies) != 1:
             raise StripeError(400, "All line items must use the same currency.", param="line_items")
         currency = currencies.pop()
         subtotal = sum(item["amount_subtotal"] for item in items)
+        if mode == "subscription":
+            for key in ("shipping_options", "payment_intent_data"):
+                if params.get(key) not in (None, ""):
+                    raise StripeError(
+                        400, f"`{key}` can only be used in `payment` mode.", param=key
+                    )
         shipping_cost, amount_shipping = self._shipping(params, currency)
         created = now()
         expires_at = as_int(params, "expires_at")
@@ -304,6 +345,15 @@ class Store:
         intent_params = params.get("payment_intent_data") or {}
         if not isinstance(intent_params, dict):
             raise StripeError(400, "Invalid object", param="payment_intent_data")
+        subscription_params = params.get("subscription_data") or {}
+        if not isinstance(subscription_params, dict):
+            raise StripeError(400, "Invalid object", param="subscription_data")
+        if subscription_params and mode != "subscription":
+            raise StripeError(
+                400,
+                "`subscription_data` can only be used in `subscription` mode.",
+                param="subscription_data",
+            )
         session_id = "cs_test_" + secrets.token_hex(28)
         session: dict[str, Any] = {
             "id": session_id,
@@ -325,7 +375,7 @@ class Store:
             "livemode": False,
             "locale": as_str(params, "locale"),
             "metadata": as_metadata(params),
-            "mode": "payment",
+            "mode": mode,
             "payment_intent": None,
             "payment_method_types": ["card"],
             "payment_status": "unpaid",
@@ -338,6 +388,7 @@ class Store:
                 "amount_shipping": amount_shipping,
                 "amount_tax": 0,
             },
+            "subscription": None,
             "ui_mode": "hosted",
             "url": f"{self.public_url}/pay/{session_id}",
         }
@@ -349,6 +400,7 @@ class Store:
             if isinstance(intent_params.get("shipping"), dict)
             else None,
             "description": as_str(intent_params, "description", max_length=1000),
+            "subscription_metadata": as_metadata(subscription_params),
         }
         self.save()
         return session
@@ -414,6 +466,7 @@ class Store:
             raise StripeError(
                 400, "Invalid images.", param=f"{where}[price_data][product_data][images]"
             )
+        recurring = _recurring(price_data.get("recurring"), f"{where}[price_data][recurring]")
         product = {
             "id": new_object_id("prod"),
             "object": "product",
@@ -438,7 +491,8 @@ class Store:
                 "currency": currency,
                 "metadata": {},
                 "product": product["id"],
-                "type": "one_time",
+                "recurring": recurring,
+                "type": "recurring" if recurring else "one_time",
                 "unit_amount": unit_amount,
             },
             "product_data": product,
@@ -577,6 +631,10 @@ class Store:
             return PayResult("invalid", "Your card number is incorrect. Use a Stripe test card.")
         outcome, decline_code, message, brand = card
         email = email or session.get("customer_email") or ""
+        if session["mode"] == "subscription":
+            return self._pay_subscription(
+                session, outcome=outcome, message=message, digits=digits, email=email, name=name
+            )
         intent = self._intent_for(session)
         if outcome == CardOutcome.DECLINED:
             intent["status"] = "requires_payment_method"
@@ -705,6 +763,35 @@ class Store:
         self.emit("charge.succeeded", charge, session_id=session["id"])
         self.emit("payment_intent.succeeded", intent, session_id=session["id"])
 
+    def _pay_subscription(
+        self,
+        session: dict[str, Any],
+        *,
+        outcome: str,
+        message: str,
+        digits: str,
+        email: str,
+        name: str,
+    ) -> PayResult:
+        if outcome == CardOutcome.DECLINED:
+            # Stripe announces no Checkout event for a declined card: the page shows the error.
+            return PayResult("declined", message)
+        if outcome == CardOutcome.DELAYED:
+            return PayResult(
+                "invalid", "The stand-in takes cards that pay at once for subscriptions."
+            )
+        from standins.stripe import billing
+
+        session["customer_details"] = {
+            "email": email,
+            "name": name or None,
+            "address": None,
+            "phone": None,
+        }
+        billing.start_subscription(self, session, last4=digits[-4:])
+        self.save()
+        return PayResult("paid", redirect_url=self.success_redirect(session))
+
     def success_redirect(self, session: dict[str, Any]) -> str:
         return str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
 
@@ -825,6 +912,38 @@ class Store:
             "created": now(),
         }
         self.save()
+
+
+INTERVALS = ("day", "week", "month", "year")
+
+
+def _recurring(raw: Any, where: str) -> dict[str, Any] | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, dict):
+        raise StripeError(400, "Invalid object", param=where)
+    interval = as_str(raw, "interval", required=True, param=f"{where}[interval]")
+    if interval not in INTERVALS:
+        raise StripeError(
+            400,
+            f"Invalid interval: must be one of {', '.join(INTERVALS)}",
+            param=f"{where}[interval]",
+        )
+    count = as_int(raw, "interval_count", minimum=1, param=f"{where}[interval_count]") or 1
+    # Stripe caps a billing period at one year (or 52 weeks, 12 months, 365 days).
+    limit = {"day": 365, "week": 52, "month": 12, "year": 1}[interval]
+    if count > limit:
+        raise StripeError(
+            400,
+            "The maximum billing period is one year.",
+            param=f"{where}[interval_count]",
+        )
+    return {"interval": interval, "interval_count": count, "usage_type": "licensed"}
+
+
+def _cadence(item: dict[str, Any]) -> tuple[str, int]:
+    recurring = item["price"]["recurring"] or {}
+    return str(recurring.get("interval")), int(recurring.get("interval_count") or 1)
 
 
 def _url(params: dict[str, Any], key: str, *, required: bool) -> str | None:

@@ -1,0 +1,354 @@
+"""Stripe Billing, as far as Ember's subscriptions use it: customers, subscriptions, invoices.
+
+Shapes follow the API version the SDK pins (``2026-10-28``): a subscription's billing period
+lives on its items (``items.data[].current_period_start/end``) and an invoice names its
+subscription under ``parent.subscription_details`` (with the subscription's metadata).
+
+- Paying a ``mode=subscription`` Checkout Session creates the customer, the subscription
+  (``active``) and its first invoice (``paid``), and announces, in Stripe's order,
+  ``checkout.session.completed``, ``customer.subscription.created``, ``invoice.paid``.
+- ``renew`` (a test control: Stripe does it at the period's end) bills the next period:
+  ``customer.subscription.updated`` (the new period) and ``invoice.paid``; or, when payment
+  fails, ``invoice.payment_failed`` and ``customer.subscription.updated`` to ``past_due``. A
+  subscription set to cancel at the period's end ends instead (``customer.subscription.deleted``).
+- ``update`` (``cancel_at_period_end``, ``metadata``) announces ``customer.subscription.updated``;
+  ``cancel`` (``DELETE``) ends it now with ``customer.subscription.deleted``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from standins.stripe.errors import StripeError, missing
+from standins.stripe.forms import as_metadata, as_str
+from standins.stripe.store import new_object_id, now
+
+if TYPE_CHECKING:
+    from standins.stripe.store import Store
+
+#: Statuses from which a subscription can still be billed.
+LIVE = ("active", "past_due", "trialing", "unpaid")
+
+
+def period_end(start: int, interval: str, count: int) -> int:
+    """``start`` moved on by ``count`` intervals, months clamped to the month's last day."""
+    begin = dt.datetime.fromtimestamp(start, dt.UTC)
+    if interval == "day":
+        end = begin + dt.timedelta(days=count)
+    elif interval == "week":
+        end = begin + dt.timedelta(weeks=count)
+    else:
+        months = count * (12 if interval == "year" else 1)
+        year, month = divmod(begin.month - 1 + months, 12)
+        year += begin.year
+        day = min(begin.day, calendar.monthrange(year, month + 1)[1])
+        end = begin.replace(year=year, month=month + 1, day=day)
+    return int(end.timestamp())
+
+
+def subscription(store: Store, subscription_id: str) -> dict[str, Any]:
+    found = store.state.subscriptions.get(subscription_id)
+    if found is None:
+        raise missing("subscription", subscription_id, param="subscription")
+    return found
+
+
+def _session_of(store: Store, subscription_id: str) -> str | None:
+    return store.state.subscription_sessions.get(subscription_id)
+
+
+def _emit_subscription(
+    store: Store, type_: str, sub: dict[str, Any], previous: dict[str, Any] | None = None
+) -> None:
+    store.emit(type_, sub, session_id=_session_of(store, sub["id"]), previous_attributes=previous)
+
+
+def start_subscription(store: Store, session: dict[str, Any], *, last4: str) -> dict[str, Any]:
+    """What paying a ``mode=subscription`` Checkout Session does at Stripe."""
+    created = now()
+    details = session.get("customer_details") or {}
+    customer: dict[str, Any] = {
+        "id": new_object_id("cus"),
+        "object": "customer",
+        "created": created,
+        "email": details.get("email") or session.get("customer_email"),
+        "name": details.get("name"),
+        "livemode": False,
+        "metadata": {},
+    }
+    store.state.customers[customer["id"]] = customer
+    line_items = store.state.line_items.get(session["id"], [])
+    interval, count = _cadence(line_items)
+    end = period_end(created, interval, count)
+    metadata = dict(
+        store.state.intent_data.get(session["id"], {}).get("subscription_metadata") or {}
+    )
+    sub_id = new_object_id("sub")
+    items = [
+        {
+            "id": new_object_id("si"),
+            "object": "subscription_item",
+            "created": created,
+            "current_period_start": created,
+            "current_period_end": end,
+            "metadata": {},
+            "price": copy.deepcopy(item["price"]),
+            "quantity": item["quantity"],
+            "subscription": sub_id,
+        }
+        for item in line_items
+    ]
+    sub: dict[str, Any] = {
+        "id": sub_id,
+        "object": "subscription",
+        "billing_cycle_anchor": created,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "collection_method": "charge_automatically",
+        "created": created,
+        "currency": session["currency"],
+        "customer": customer["id"],
+        "default_payment_method": new_object_id("pm"),
+        "ended_at": None,
+        "items": {
+            "object": "list",
+            "data": items,
+            "has_more": False,
+            "total_count": len(items),
+            "url": f"/v1/subscription_items?subscription={sub_id}",
+        },
+        "latest_invoice": None,
+        "livemode": False,
+        "metadata": metadata,
+        "start_date": created,
+        "status": "active",
+        "_card_last4": last4,
+        "_names": {item["price"]["id"]: str(item["description"]) for item in line_items},
+    }
+    store.state.subscriptions[sub_id] = sub
+    store.state.subscription_sessions[sub_id] = session["id"]
+    session["status"] = "complete"
+    session["payment_status"] = "paid"
+    session["customer"] = customer["id"]
+    session["subscription"] = sub_id
+    invoice = _invoice(store, sub, created, end, "subscription_create", paid=True)
+    store.emit("checkout.session.completed", session, session_id=session["id"])
+    _emit_subscription(store, "customer.subscription.created", _public(sub))
+    store.emit("invoice.paid", invoice, session_id=session["id"])
+    return sub
+
+
+def _cadence(line_items: list[dict[str, Any]]) -> tuple[str, int]:
+    recurring = (line_items[0]["price"].get("recurring") if line_items else None) or {}
+    return str(recurring.get("interval") or "month"), int(recurring.get("interval_count") or 1)
+
+
+def _public(sub: dict[str, Any]) -> dict[str, Any]:
+    """The subscription as the API shows it (without the stand-in's own bookkeeping)."""
+    return {k: v for k, v in sub.items() if not k.startswith("_")}
+
+
+def _invoice(
+    store: Store, sub: dict[str, Any], start: int, end: int, reason: str, *, paid: bool
+) -> dict[str, Any]:
+    created = now()
+    invoice_id = new_object_id("in")
+    lines = []
+    names: dict[str, str] = sub.get("_names") or {}
+    for item in sub["items"]["data"]:
+        amount = int(item["price"]["unit_amount"]) * int(item["quantity"])
+        lines.append(
+            {
+                "id": new_object_id("il"),
+                "object": "line_item",
+                "amount": amount,
+                "currency": sub["currency"],
+                "description": f"{item['quantity']} x {names.get(item['price']['id'], 'Item')}",
+                "invoice": invoice_id,
+                "metadata": {},
+                "parent": {
+                    "type": "subscription_item_details",
+                    "subscription_item_details": {
+                        "subscription": sub["id"],
+                        "subscription_item": item["id"],
+                    },
+                },
+                "period": {"start": start, "end": end},
+                "pricing": {
+                    "type": "price_details",
+                    "price_details": {
+                        "price": item["price"]["id"],
+                        "product": item["price"]["product"],
+                    },
+                    "unit_amount_decimal": str(item["price"]["unit_amount"]),
+                },
+                "quantity": item["quantity"],
+            }
+        )
+    total = sum(line["amount"] for line in lines)
+    customer = store.state.customers.get(sub["customer"], {})
+    invoice: dict[str, Any] = {
+        "id": invoice_id,
+        "object": "invoice",
+        "amount_due": total,
+        "amount_paid": total if paid else 0,
+        "amount_remaining": 0 if paid else total,
+        "attempt_count": 1,
+        "attempted": True,
+        "billing_reason": reason,
+        "collection_method": "charge_automatically",
+        "created": created,
+        "currency": sub["currency"],
+        "customer": sub["customer"],
+        "customer_email": customer.get("email"),
+        "lines": {
+            "object": "list",
+            "data": lines,
+            "has_more": False,
+            "total_count": len(lines),
+            "url": f"/v1/invoices/{invoice_id}/lines",
+        },
+        "livemode": False,
+        "metadata": {},
+        "parent": {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {
+                "metadata": dict(sub["metadata"]),
+                "subscription": sub["id"],
+            },
+        },
+        "period_start": start,
+        "period_end": end,
+        "status": "paid" if paid else "open",
+        "status_transitions": {
+            "finalized_at": created,
+            "paid_at": created if paid else None,
+        },
+        "subtotal": total,
+        "total": total,
+    }
+    store.state.invoices[invoice_id] = invoice
+    sub["latest_invoice"] = invoice_id
+    return invoice
+
+
+def invoice(store: Store, invoice_id: str) -> dict[str, Any]:
+    found = store.state.invoices.get(invoice_id)
+    if found is None:
+        raise missing("invoice", invoice_id, param="invoice")
+    return found
+
+
+def retrieve(store: Store, subscription_id: str) -> dict[str, Any]:
+    return _public(subscription(store, subscription_id))
+
+
+def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    sub = subscription(store, subscription_id)
+    unknown = sorted(set(params) - {"cancel_at_period_end", "metadata", "expand"})
+    if unknown:
+        raise StripeError(
+            400,
+            f"The Stripe stand-in cannot update a subscription's {unknown[0]}.",
+            param=unknown[0],
+        )
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        raise StripeError(
+            400,
+            "A canceled subscription can only update its cancellation_details and metadata.",
+            param="cancel_at_period_end" if "cancel_at_period_end" in params else None,
+        )
+    previous: dict[str, Any] = {}
+    raw = as_str(params, "cancel_at_period_end")
+    if raw is not None:
+        if raw not in ("true", "false"):
+            raise StripeError(400, "Invalid boolean: " + raw, param="cancel_at_period_end")
+        wanted = raw == "true"
+        if wanted != sub["cancel_at_period_end"]:
+            previous["cancel_at_period_end"] = sub["cancel_at_period_end"]
+            previous["cancel_at"] = sub["cancel_at"]
+            previous["canceled_at"] = sub["canceled_at"]
+            sub["cancel_at_period_end"] = wanted
+            sub["cancel_at"] = _current_end(sub) if wanted else None
+            sub["canceled_at"] = now() if wanted else None
+    if "metadata" in params:
+        previous["metadata"] = dict(sub["metadata"])
+        sub["metadata"].update(as_metadata(params))
+        sub["metadata"] = {k: v for k, v in sub["metadata"].items() if v != ""}
+    if previous:
+        _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
+    store.save()
+    return _public(sub)
+
+
+def cancel(store: Store, subscription_id: str) -> dict[str, Any]:
+    sub = subscription(store, subscription_id)
+    if sub["status"] in ("canceled", "incomplete_expired"):
+        raise StripeError(
+            404,
+            f"No such subscription: '{subscription_id}'; it has been canceled.",
+            param="id",
+            code="resource_missing",
+        )
+    _end(store, sub)
+    store.save()
+    return _public(sub)
+
+
+def _end(store: Store, sub: dict[str, Any]) -> None:
+    at = now()
+    previous = {"status": sub["status"]}
+    sub["status"] = "canceled"
+    sub["ended_at"] = at
+    sub["canceled_at"] = sub["canceled_at"] or at
+    _emit_subscription(store, "customer.subscription.deleted", _public(sub), previous)
+
+
+def _current_end(sub: dict[str, Any]) -> int:
+    return int(sub["items"]["data"][0]["current_period_end"])
+
+
+def renew(store: Store, subscription_id: str, *, fail: bool) -> dict[str, Any]:
+    """The end of the current period, now: bill the next one (or end a subscription set to)."""
+    sub = subscription(store, subscription_id)
+    if sub["status"] not in LIVE:
+        raise StripeError(
+            400, f"This subscription is {sub['status']}: nothing to renew.", param="subscription"
+        )
+    if sub["cancel_at_period_end"]:
+        _end(store, sub)
+        store.save()
+        return {"subscription": _public(sub), "invoice": None}
+    start = _current_end(sub)
+    interval, count = _cadence(sub["items"]["data"])
+    end = period_end(start, interval, count)
+    previous_period = {
+        "current_period_start": sub["items"]["data"][0]["current_period_start"],
+        "current_period_end": start,
+    }
+    for item in sub["items"]["data"]:
+        item["current_period_start"] = start
+        item["current_period_end"] = end
+    session_id = _session_of(store, sub["id"])
+    bill = _invoice(store, sub, start, end, "subscription_cycle", paid=not fail)
+    if fail:
+        bill["last_finalization_error"] = None
+        bill["next_payment_attempt"] = now() + 3 * 86400
+        store.emit("invoice.payment_failed", bill, session_id=session_id)
+        previous = {"status": sub["status"], "items": previous_period}
+        sub["status"] = "past_due"
+        _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
+    else:
+        previous = {"items": previous_period}
+        if sub["status"] != "active":
+            previous["status"] = sub["status"]
+            sub["status"] = "active"
+        _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
+        store.emit("invoice.paid", bill, session_id=session_id)
+    store.save()
+    return {"subscription": _public(sub), "invoice": bill}
