@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -646,3 +647,72 @@ async def test_staff_manage_products_stock_orders_and_mail(
     wait_for(lambda: shop.emails_to(email), timeout=40)
     emails = assert_page(await browser.get("/admin/emails", params={"to": email}))
     assert email in emails
+
+
+async def test_staff_upload_a_product_image(browser: Browser, shop: Shop) -> None:
+    from importlib import resources
+
+    staff = shop.register_admin()
+    signin = (await browser.get("/signin")).text
+    await browser.post(
+        "/signin", {"email": staff["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)}
+    )
+    product = shop.product("guatemala-antigua")
+    page = (await browser.get(f"/admin/products/{product['id']}")).text
+    before = len(shop.admin_product(product["id"])["images"])
+    image = resources.files("catalog.demo").joinpath("images", "beans-medium.webp").read_bytes()
+    uploaded = await browser.post(
+        f"/admin/products/{product['id']}/images",
+        data={"_csrf_token": csrf_of(page), "alt": "Beans, medium roast"},
+        files={"file": ("beans.webp", image, "image/webp")},
+    )
+    assert uploaded.status_code == 303, uploaded.text[:500]
+    images = shop.admin_product(product["id"])["images"]
+    assert len(images) == before + 1
+    assert any(i["alt"] == "Beans, medium roast" for i in images)
+    not_an_image = await browser.post(
+        f"/admin/products/{product['id']}/images",
+        data={"_csrf_token": csrf_of(page)},
+        files={"file": ("notes.txt", b"just some text", "text/plain")},
+    )
+    assert 'role="alert"' in assert_page(not_an_image, 400)
+
+
+async def test_a_service_that_is_down_is_a_friendly_page_never_a_trace(
+    browser: Browser, storefront: Any, coffees: list[dict]
+) -> None:
+    clients = storefront.state.api_clients
+    real = clients._clients.get("catalog")
+    clients._clients["catalog"] = httpx.AsyncClient(base_url="http://127.0.0.1:9", timeout=2)
+    try:
+        page = assert_page(await browser.get("/shop"), 503)
+        assert "Part of the shop is taking a break" in page
+        raw = await browser.get("/shop", headers={"Accept": "application/json"})
+        assert raw.status_code == 503
+        assert raw.headers["content-type"].startswith("application/problem+json")
+        assert "127.0.0.1" not in raw.text
+    finally:
+        await clients._clients["catalog"].aclose()
+        if real is not None:
+            clients._clients["catalog"] = real
+        else:
+            clients._clients.pop("catalog")
+    assert_page(await browser.get("/shop"))
+
+
+async def test_an_unexpected_error_is_a_friendly_500_page(
+    browser: Browser, storefront: Any
+) -> None:
+    class Broken:
+        def client(self, service: str) -> Any:
+            raise RuntimeError("boom: a bug, with a secret in its message")
+
+    real = storefront.state.api_clients
+    storefront.state.api_clients = Broken()
+    try:
+        response = await browser.get("/search", params={"q": "anything"})
+        page = assert_page(response, 500)
+        assert "Something went wrong on our side" in page
+        assert "boom" not in page
+    finally:
+        storefront.state.api_clients = real
