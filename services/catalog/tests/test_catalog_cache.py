@@ -23,7 +23,8 @@ Client = httpx.AsyncClient
 async def replicas() -> list[CatalogCache]:
     """Two caches with their own Redis connections, as two replicas of the service have."""
     clients = [Redis.from_url(RedisSettings().url) for _ in range(2)]
-    yield [CatalogCache(c, ttl_seconds=60, lock_ms=2000) for c in clients]  # type: ignore[misc]
+    # A long lock: a slow, busy machine must not make the waiters give up and build too.
+    yield [CatalogCache(c, ttl_seconds=60, lock_ms=15_000) for c in clients]  # type: ignore[misc]
     for c in clients:
         await c.aclose()
 
