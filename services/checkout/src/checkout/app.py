@@ -1,8 +1,8 @@
 """The checkout service's ASGI app: ``uvicorn --factory checkout.app:create_app``.
 
-Checkout sessions (cart priced from catalog, stock reserved, Stripe Checkout opened), Stripe's
-webhooks as the only source of payment state, and the events that tell orders, catalog, cart and
-the notifier what happened.
+Checkout sessions (cart priced from catalog, stock reserved, Stripe Checkout opened), coffee
+subscriptions (Stripe Billing), Stripe's webhooks as the only source of payment and subscription
+state, and the events that tell orders, catalog, cart and the notifier what happened.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from checkout.models import Base
 from checkout.payments import StripeGateway
 from checkout.sessions.controllers import CheckoutController
 from checkout.settings import CheckoutSettings, load_checkout_settings
+from checkout.subscriptions.controllers import SubscriptionController
 from checkout.upstream import Upstream
 from checkout.webhooks.controllers import stripe_webhook
 
@@ -54,7 +55,12 @@ def create_app(
             name="checkout",
             title="Ember checkout",
             description=__doc__ or "",
-            route_handlers=[CheckoutController, stripe_webhook, InternalCheckoutController],
+            route_handlers=[
+                CheckoutController,
+                SubscriptionController,
+                stripe_webhook,
+                InternalCheckoutController,
+            ],
             base=Base,
             lifespans=[checkout_resources],
         ),

@@ -4,6 +4,8 @@
   totals, the shipping address, catalog's reservation and Stripe's session. Its ``status`` moves
   only forward (see :mod:`checkout.webhooks.machine`) and only from verified webhooks, apart from
   ``open`` at creation.
+- ``subscriptions`` and ``subscription_invoices``: coffee subscriptions billed by Stripe, and
+  each of their invoices (a paid one carries the order id it becomes).
 - ``provider_events``: every Stripe event id handled, UNIQUE, written in the same transaction as
   the event's effect, so a redelivery changes nothing.
 """
@@ -17,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from advanced_alchemy.types import DateTimeUTC
 from ember_shared.db import EntityColumns, service_base
-from sqlalchemy import BigInteger, CheckConstraint, Index, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -105,3 +116,101 @@ class ProviderEvent(Base):
     received_at: Mapped[dt.datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now()
     )
+
+
+class SubscriptionStatus(enum.StrEnum):
+    """Ours at creation (``incomplete``: the shopper has not paid yet), then Stripe's own."""
+
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+
+
+_SUBSCRIPTION_STATUSES = ", ".join(f"'{s.value}'" for s in SubscriptionStatus)
+
+
+class Subscription(EntityColumns, Base):
+    """A shopper's coffee subscription: one product, a quantity, a cadence, an address.
+
+    The price is catalog's at subscription time, billed by Stripe each period. ``status``,
+    ``current_period_end`` and ``cancel_at_period_end`` change only from verified webhooks;
+    ``last_event_created`` is the Stripe timestamp of the last subscription event applied, so a
+    late, older one changes nothing.
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_SUBSCRIPTION_STATUSES})", name="subscription_status_known"),
+        CheckConstraint("quantity BETWEEN 1 AND 10", name="subscription_quantity"),
+        CheckConstraint("interval IN ('week', 'month')", name="subscription_interval"),
+        CheckConstraint("interval_count BETWEEN 1 AND 4", name="subscription_interval_count"),
+        CheckConstraint("unit_price >= 0", name="subscription_unit_price"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="subscription_currency_code"),
+        Index("ix_subscriptions_user", "user_id", "created_at"),
+    )
+
+    user_id: Mapped[uuid.UUID]
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(30), default=SubscriptionStatus.INCOMPLETE.value)
+    product_id: Mapped[uuid.UUID]
+    product_slug: Mapped[str] = mapped_column(String(200))
+    product_name: Mapped[str] = mapped_column(String(300))
+    image_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    interval: Mapped[str] = mapped_column(String(10))
+    interval_count: Mapped[int]
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    checkout_url: Mapped[str] = mapped_column(Text)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(
+        String(255), unique=True, default=None
+    )
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    current_period_end: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    canceled_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
+    last_event_created: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
+    #: Something staff must look at (an invoice amount that differs from the price...).
+    attention: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class SubscriptionInvoice(EntityColumns, Base):
+    """One Stripe invoice of a subscription; a paid one carries the order id it becomes."""
+
+    __tablename__ = "subscription_invoices"
+    __table_args__ = (
+        CheckConstraint("amount_due >= 0 AND amount_paid >= 0", name="invoice_amounts"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="invoice_currency_code"),
+        CheckConstraint("status IN ('paid', 'payment_failed')", name="invoice_status_known"),
+        Index("ix_subscription_invoices_subscription", "subscription_id", "created_at"),
+    )
+
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("checkout.subscriptions.id", ondelete="CASCADE")
+    )
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(30))
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_paid: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    billing_reason: Mapped[str] = mapped_column(String(60), default="", server_default="")
+    period_start: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
+    period_end: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    #: The order this paid invoice becomes (UUIDv7, set when it is first known paid).
+    order_id: Mapped[uuid.UUID | None] = mapped_column(unique=True, default=None)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

@@ -117,6 +117,26 @@ class StripeGateway:
             raise _provider_error("create_refund", exc).problem() from exc
         return str(refund.id)
 
+    async def cancel_subscription_at_period_end(
+        self, subscription_id: str, idempotency_key: str
+    ) -> None:
+        """Ask Stripe to end the subscription when its paid period ends. Our state changes
+        when Stripe's ``customer.subscription.updated`` webhook says so, not here."""
+        try:
+            await self.client.v1.subscriptions.update_async(
+                subscription_id,
+                params={"cancel_at_period_end": True},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.InvalidRequestError as exc:
+            raise Problem(
+                409,
+                "cancel-refused",
+                exc.user_message or "Stripe refused to cancel this subscription.",
+            ) from exc
+        except stripe.StripeError as exc:
+            raise _provider_error("cancel_subscription", exc).problem() from exc
+
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event, if ``payload`` is signed by one of our endpoint secrets within the tolerance.
 

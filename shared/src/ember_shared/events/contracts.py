@@ -162,3 +162,28 @@ class OrderDelivered(EventData, frozen=True, kw_only=True):
     tracking_number: str
     #: ISO 8601, as the carrier reported it.
     delivered_at: str
+
+
+# --- subscriptions ----------------------------------------------------------------------
+
+
+class SubscriptionInvoicePaid(EventData, frozen=True, kw_only=True):
+    """A subscription's invoice was paid (Stripe's verified ``invoice.paid``): one per invoice,
+    each under a new order id, so that orders can turn it into an order to ship."""
+
+    TYPE = "subscription.invoice_paid.v1"
+    order_id: uuid.UUID
+    subscription_id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+    lines: list[OrderLine]
+    subtotal: int
+    shipping: int
+    total: int
+    currency: str
+    shipping_address: Address
+    stripe_invoice_id: str
+    stripe_subscription_id: str
+    #: The billed period, ISO 8601.
+    period_start: str
+    period_end: str

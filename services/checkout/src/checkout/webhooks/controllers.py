@@ -27,7 +27,9 @@ class WebhookReceived(msgspec.Struct, kw_only=True):
     summary="Stripe webhook endpoint",
     description=(
         "Send Stripe events here (``checkout.session.completed``, ``checkout.session.async_payment_"
-        "succeeded``/``_failed``, ``checkout.session.expired``, ``charge.refunded``). The "
+        "succeeded``/``_failed``, ``checkout.session.expired``, ``charge.refunded``; for subscriptions "
+        "``customer.subscription.created``/``updated``/``deleted``, ``invoice.paid``, "
+        "``invoice.payment_failed``). The "
         "``Stripe-Signature`` header must verify on the raw body within the tolerance, or the "
         "answer is 400 and nothing changes. A repeated event id is answered 200 and does nothing."
     ),

@@ -25,6 +25,7 @@ from checkout.models import CheckoutSession
 from checkout.models import CheckoutStatus as S
 from checkout.payments import StripeGateway
 from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.subscriptions.webhooks import SubscriptionWebhooks, concerns_subscriptions
 from checkout.webhooks.machine import may_move
 from checkout.webhooks.repositories import ProviderEventRepository
 
@@ -89,6 +90,19 @@ class WebhookService:
         ):
             log.info("webhook_duplicate", event_id=event.id, type=event.type)
             return Received(event.id, duplicate=True, outcome="duplicate")
+        if concerns_subscriptions(event.type, obj):
+            subscription_id, outcome = await SubscriptionWebhooks(self.db).apply(
+                event.type, obj, created
+            )
+            await self.provider_events.record_outcome(event.id, outcome, None)
+            log.info(
+                "webhook_handled",
+                event_id=event.id,
+                type=event.type,
+                outcome=outcome,
+                subscription_id=str(subscription_id) if subscription_id else None,
+            )
+            return Received(event.id, duplicate=False, outcome=outcome)
         row, outcome = await self._apply(event.type, obj)
         await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
         log.info(

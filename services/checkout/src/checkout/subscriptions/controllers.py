@@ -1,0 +1,179 @@
+"""``/api/subscriptions*``: a signed-in shopper's coffee subscriptions (their own only)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from ember_shared.auth import Principal, provide_principal, requires_signed_in
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.models import Subscription, SubscriptionInvoice
+from checkout.sessions.schemas import AddressOut
+from checkout.subscriptions.schemas import (
+    InvoiceView,
+    Subscribe,
+    SubscribedProduct,
+    SubscriptionPage,
+    SubscriptionStarted,
+    SubscriptionView,
+)
+from checkout.subscriptions.services import SubscriptionService
+
+NO_STORE = {"Cache-Control": "no-store"}
+Page = Annotated[int, Parameter(ge=1, le=10_000, description="Page number, from 1.")]
+PageSize = Annotated[int, Parameter(ge=1, le=50, description="Subscriptions per page (1-50).")]
+
+
+async def provide_subscription_service(
+    db_session: AsyncSession, state: State
+) -> SubscriptionService:
+    return SubscriptionService(
+        db_session,
+        state.checkout_settings,
+        state.upstream,
+        state.stripe,
+        state.settings.app.public_url,
+    )
+
+
+def _address(raw: dict[str, str]) -> AddressOut:
+    return AddressOut(
+        name=raw.get("name", ""),
+        line1=raw.get("line1", ""),
+        line2=raw.get("line2", ""),
+        city=raw.get("city", ""),
+        state=raw.get("state", ""),
+        postal_code=raw.get("postal_code", ""),
+        country=raw.get("country", ""),
+        phone=raw.get("phone", ""),
+    )
+
+
+def invoice_view(row: SubscriptionInvoice) -> InvoiceView:
+    return InvoiceView(
+        stripe_invoice_id=row.stripe_invoice_id,
+        status=row.status,  # type: ignore[arg-type]
+        amount_due=row.amount_due,
+        amount_paid=row.amount_paid,
+        currency=row.currency,
+        billing_reason=row.billing_reason,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        order_id=row.order_id,
+        paid_at=row.paid_at,
+    )
+
+
+def subscription_view(
+    row: Subscription, invoices: list[SubscriptionInvoice] | None = None
+) -> SubscriptionView:
+    return SubscriptionView(
+        id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        product=SubscribedProduct(
+            id=row.product_id, slug=row.product_slug, name=row.product_name, image_url=row.image_url
+        ),
+        quantity=row.quantity,
+        unit_price=row.unit_price,
+        amount=row.unit_price * row.quantity,
+        currency=row.currency,
+        interval=row.interval,  # type: ignore[arg-type]
+        interval_count=row.interval_count,
+        shipping_address=_address(row.shipping_address),
+        current_period_end=row.current_period_end,
+        cancel_at_period_end=row.cancel_at_period_end,
+        canceled_at=row.canceled_at,
+        checkout_url=row.checkout_url if row.status == "incomplete" else None,
+        created_at=row.created_at,
+        invoices=[invoice_view(i) for i in invoices] if invoices is not None else None,
+    )
+
+
+class SubscriptionController(Controller):
+    path = "/api/subscriptions"
+    tags = ["subscriptions"]
+    guards = [requires_signed_in]
+    dependencies = {
+        "subscriptions": Provide(provide_subscription_service),
+        "principal": Provide(provide_principal),
+    }
+    security = [{"BearerToken": []}]
+
+    @post(
+        "/",
+        summary="Subscribe to a coffee",
+        description=(
+            "Prices the product from catalog (never from the client), opens a Stripe Checkout "
+            "Session in subscription mode and records the subscription as ``incomplete``. Send "
+            "the shopper to ``checkout_url``; the subscription becomes ``active`` when Stripe's "
+            "verified webhook says so. Signed-in shoppers only. Subscriptions ship free."
+        ),
+        status_code=201,
+    )
+    async def subscribe(
+        self, data: Subscribe, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionStarted]:
+        row = await subscriptions.subscribe(principal, data)
+        return Response(
+            SubscriptionStarted(
+                subscription_id=row.id,
+                status=row.status,  # type: ignore[arg-type]
+                checkout_url=row.checkout_url,
+            ),
+            status_code=201,
+            headers=NO_STORE,
+        )
+
+    @get("/", summary="My subscriptions, newest first", cache=False)
+    async def list_subscriptions(
+        self,
+        principal: Principal,
+        subscriptions: SubscriptionService,
+        page: Page = 1,
+        page_size: PageSize = 20,
+    ) -> Response[SubscriptionPage]:
+        rows, total = await subscriptions.page(principal, page=page, page_size=page_size)
+        return Response(
+            SubscriptionPage(
+                items=[subscription_view(row) for row in rows],
+                total=total,
+                page=page,
+                page_size=page_size,
+            ),
+            headers=NO_STORE,
+        )
+
+    @get(
+        "/{subscription_id:uuid}",
+        summary="One of my subscriptions, with its latest invoices",
+        description="Someone else's subscription answers 404, as one that does not exist.",
+        cache=False,
+    )
+    async def get_subscription(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.get(principal, subscription_id)
+        invoices = await subscriptions.invoices_of(row)
+        return Response(subscription_view(row, invoices), headers=NO_STORE)
+
+    @post(
+        "/{subscription_id:uuid}/cancel",
+        summary="Cancel at the end of the paid period",
+        description=(
+            "Asks Stripe to end the subscription when the current period ends and answers 202 "
+            "with the state as it is now: ``cancel_at_period_end`` (then ``canceled``) is set "
+            "only when Stripe's verified webhook arrives. Repeating it is harmless. 409 "
+            "``subscription-not-active`` for one never paid or already ended."
+        ),
+        status_code=202,
+    )
+    async def cancel(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.cancel(principal, subscription_id)
+        return Response(subscription_view(row), status_code=202, headers=NO_STORE)

@@ -1,0 +1,102 @@
+"""What ``/api/subscriptions*`` accepts and answers (msgspec structs, with their constraints)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from checkout.sessions.schemas import AddressIn, AddressOut
+
+Interval = Literal["week", "month"]
+SubscriptionStatusName = Literal[
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "unpaid",
+    "paused",
+    "canceled",
+]
+
+
+class Subscribe(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Subscribe to a coffee: ``quantity`` bags every ``interval_count`` ``interval``\\ s.
+
+    The price is catalog's, never the client's. The answer's ``checkout_url`` is Stripe's
+    hosted page where the shopper pays the first period; the subscription is ``incomplete``
+    until Stripe's webhook says it is ``active``.
+    """
+
+    product_id: uuid.UUID
+    interval: Annotated[Interval, msgspec.Meta(description="Billing and delivery cadence.")]
+    shipping_address: AddressIn
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=10, description="Bags per delivery.")] = 1
+    interval_count: Annotated[
+        int, msgspec.Meta(ge=1, le=4, description="Every 1 to 4 weeks or months.")
+    ] = 1
+
+
+class SubscriptionStarted(msgspec.Struct, kw_only=True):
+    """A subscription to pay for: send the shopper to ``checkout_url`` (Stripe's hosted page)."""
+
+    subscription_id: uuid.UUID
+    status: SubscriptionStatusName
+    checkout_url: str
+
+
+class SubscribedProduct(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    slug: str
+    name: str
+    image_url: str
+
+
+class InvoiceView(msgspec.Struct, kw_only=True):
+    """One of Stripe's invoices of the subscription; a paid one becomes the order ``order_id``."""
+
+    stripe_invoice_id: str
+    status: Literal["paid", "payment_failed"]
+    amount_due: int
+    amount_paid: int
+    currency: str
+    billing_reason: str
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+    order_id: uuid.UUID | None
+    paid_at: dt.datetime | None
+
+
+class SubscriptionView(msgspec.Struct, kw_only=True):
+    """A subscription's state. Every change of ``status``, ``current_period_end`` and
+    ``cancel_at_period_end`` comes from Stripe's verified webhooks."""
+
+    id: uuid.UUID
+    status: SubscriptionStatusName
+    product: SubscribedProduct
+    quantity: int
+    unit_price: int
+    #: What each period costs: ``unit_price * quantity``, shipping included.
+    amount: int
+    currency: str
+    interval: Interval
+    interval_count: int
+    shipping_address: AddressOut
+    current_period_end: dt.datetime | None
+    cancel_at_period_end: bool
+    canceled_at: dt.datetime | None
+    #: Stripe's page to pay the first period, while ``incomplete``.
+    checkout_url: str | None
+    created_at: dt.datetime
+    #: The latest invoices first (at most 24); only on ``GET /api/subscriptions/{id}``.
+    invoices: list[InvoiceView] | None = None
+
+
+class SubscriptionPage(msgspec.Struct, kw_only=True):
+    items: list[SubscriptionView]
+    total: int
+    page: int
+    page_size: int

@@ -1,0 +1,301 @@
+"""Stripe Billing's webhooks: the only source of a subscription's state (invariant 2).
+
+Called by :class:`checkout.webhooks.services.WebhookService` after the signature was verified
+and the event id claimed UNIQUE, in the same transaction:
+
+- ``checkout.session.completed`` (``mode=subscription``): link Stripe's subscription and
+  customer to our row. ``checkout.session.expired``: an unpaid one becomes
+  ``incomplete_expired``.
+- ``customer.subscription.created/updated/deleted``: status, current period end,
+  ``cancel_at_period_end``. Never backwards: an event created before the last one applied is
+  recorded and ignored, and ``canceled`` is final.
+- ``invoice.paid`` / ``invoice.payment_failed``: the invoice is recorded (UNIQUE Stripe id);
+  the first time one is known paid it gets a new order id and ``SubscriptionInvoicePaid`` goes
+  to the outbox, so each paid invoice becomes one order, however often Stripe tells us.
+
+Every event finds our row by Stripe's subscription id or, before the link exists (Stripe does
+not promise an order), by the ``subscription_id`` we put in the subscription's metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from ember_shared.events.contracts import Address, OrderLine, SubscriptionInvoicePaid
+from ember_shared.ids import new_id
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.events import outbox
+from checkout.models import Subscription, SubscriptionInvoice
+from checkout.models import SubscriptionStatus as S
+from checkout.subscriptions.repositories import (
+    SubscriptionInvoiceRepository,
+    SubscriptionRepository,
+)
+
+log = structlog.get_logger("checkout.subscriptions.webhooks")
+
+SUBSCRIPTION_TYPES = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoice.paid",
+        "invoice.payment_failed",
+    }
+)
+KNOWN_STATUSES = frozenset(s.value for s in S)
+
+
+def concerns_subscriptions(type_: str, obj: dict[str, Any]) -> bool:
+    return type_ in SUBSCRIPTION_TYPES or (
+        type_.startswith("checkout.session.") and obj.get("mode") == "subscription"
+    )
+
+
+class SubscriptionWebhooks:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+        self.subscriptions = SubscriptionRepository(
+            session=db, auto_commit=False, auto_expunge=False
+        )
+        self.invoices = SubscriptionInvoiceRepository(
+            session=db, auto_commit=False, auto_expunge=False
+        )
+
+    async def apply(
+        self, type_: str, obj: dict[str, Any], created: dt.datetime | None
+    ) -> tuple[uuid.UUID | None, str]:
+        """The subscription concerned (if ours) and what was done."""
+        if type_.startswith("checkout.session."):
+            return await self._session(type_, obj)
+        if type_.startswith("customer.subscription."):
+            return await self._subscription(type_, obj, created)
+        return await self._invoice(type_, obj)
+
+    async def _find(self, stripe_id: str | None, metadata: Any) -> Subscription | None:
+        row = None
+        if stripe_id:
+            row = await self.subscriptions.lock_by_stripe_subscription(stripe_id)
+        if row is None and isinstance(metadata, dict):
+            ours = _uuid(metadata.get("subscription_id"))
+            if ours is not None:
+                row = await self.subscriptions.lock_by_id(ours)
+                if (
+                    row is not None
+                    and stripe_id
+                    and row.stripe_subscription_id
+                    not in (
+                        None,
+                        stripe_id,
+                    )
+                ):
+                    log.error(
+                        "subscription_id_conflict",
+                        subscription_id=str(row.id),
+                        known=row.stripe_subscription_id,
+                        claimed=stripe_id,
+                    )
+                    return None
+        if row is not None and stripe_id and row.stripe_subscription_id is None:
+            row.stripe_subscription_id = stripe_id
+        return row
+
+    # --- checkout.session.* ---------------------------------------------------------------
+
+    async def _session(self, type_: str, obj: dict[str, Any]) -> tuple[uuid.UUID | None, str]:
+        row = await self.subscriptions.lock_by_checkout_session(str(obj.get("id", "")))
+        if row is None:
+            return None, "ignored: not a subscription of ours"
+        if type_ == "checkout.session.completed":
+            stripe_id = _object_id(obj.get("subscription"))
+            if stripe_id and row.stripe_subscription_id not in (None, stripe_id):
+                row.attention = _append(
+                    row.attention, f"Checkout completed with another subscription {stripe_id}."
+                )
+                return row.id, "ignored: another Stripe subscription is linked"
+            row.stripe_subscription_id = stripe_id or row.stripe_subscription_id
+            row.stripe_customer_id = _object_id(obj.get("customer")) or row.stripe_customer_id
+            return row.id, f"linked {row.stripe_subscription_id}"
+        if type_ == "checkout.session.expired":
+            if row.status == S.INCOMPLETE and row.stripe_subscription_id is None:
+                row.status = S.INCOMPLETE_EXPIRED.value
+                return row.id, S.INCOMPLETE_EXPIRED.value
+            return row.id, f"ignored: {row.status} does not expire"
+        return row.id, "ignored: not used for subscriptions"
+
+    # --- customer.subscription.* ----------------------------------------------------------
+
+    async def _subscription(
+        self, type_: str, obj: dict[str, Any], created: dt.datetime | None
+    ) -> tuple[uuid.UUID | None, str]:
+        row = await self._find(_object_id(obj.get("id")), obj.get("metadata"))
+        if row is None:
+            return None, "ignored: not a subscription of ours"
+        if row.status == S.CANCELED:
+            return row.id, "ignored: canceled is final"
+        if (
+            created is not None
+            and row.last_event_created is not None
+            and created < row.last_event_created
+        ):
+            return row.id, "ignored: older than the last change applied"
+        status = S.CANCELED.value if type_ == "customer.subscription.deleted" else obj.get("status")
+        if status not in KNOWN_STATUSES:
+            row.attention = _append(row.attention, f"Stripe reported status {status!r}.")
+            return row.id, f"ignored: unknown status {status!r}"
+        row.stripe_customer_id = _object_id(obj.get("customer")) or row.stripe_customer_id
+        row.status = str(status)
+        row.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
+        period_end = _period_end(obj)
+        if period_end is not None:
+            row.current_period_end = period_end
+        if status == S.CANCELED:
+            row.canceled_at = _time(obj.get("ended_at")) or _time(obj.get("canceled_at")) or _now()
+        else:
+            row.canceled_at = _time(obj.get("canceled_at"))
+        if created is not None:
+            row.last_event_created = created
+        return row.id, str(status) + (
+            " (cancels at period end)" if row.cancel_at_period_end else ""
+        )
+
+    # --- invoice.* ------------------------------------------------------------------------
+
+    async def _invoice(self, type_: str, obj: dict[str, Any]) -> tuple[uuid.UUID | None, str]:
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        stripe_id = _object_id(details.get("subscription")) or _object_id(obj.get("subscription"))
+        if not stripe_id:
+            return None, "ignored: not a subscription invoice"
+        row = await self._find(stripe_id, details.get("metadata"))
+        if row is None:
+            return None, "ignored: not a subscription of ours"
+        invoice_id = str(obj.get("id", ""))
+        invoice = await self.invoices.lock_by_stripe_id(invoice_id)
+        paid = type_ == "invoice.paid"
+        amount_due = _int(obj.get("amount_due"))
+        amount_paid = _int(obj.get("amount_paid"))
+        currency = str(obj.get("currency") or row.currency).upper()
+        if invoice is not None and invoice.status == "paid":
+            return row.id, f"ignored: invoice {invoice_id} already paid"
+        if invoice is None:
+            start, end = _invoice_period(obj)
+            invoice = SubscriptionInvoice(
+                id=new_id(),
+                subscription_id=row.id,
+                stripe_invoice_id=invoice_id,
+                status="payment_failed",
+                amount_due=amount_due,
+                amount_paid=0,
+                currency=currency,
+                billing_reason=str(obj.get("billing_reason") or "")[:60],
+                period_start=start,
+                period_end=end,
+            )
+            await self.invoices.add(invoice)
+        invoice.amount_due = amount_due
+        if not paid:
+            return row.id, f"invoice {invoice_id} payment_failed"
+        invoice.status = "paid"
+        invoice.amount_paid = amount_paid
+        invoice.order_id = new_id()
+        invoice.paid_at = _time((obj.get("status_transitions") or {}).get("paid_at")) or _now()
+        expected = row.unit_price * row.quantity
+        if amount_paid != expected or currency != row.currency:
+            note = (
+                f"Invoice {invoice_id} charged {amount_paid} {currency}; the subscription costs "
+                f"{expected} {row.currency}."
+            )
+            row.attention = _append(row.attention, note)
+            log.error("invoice_amount_differs", subscription_id=str(row.id), invoice=invoice_id)
+        await outbox.add(self.db, _invoice_paid(row, invoice))
+        return row.id, f"invoice {invoice_id} paid: order {invoice.order_id}"
+
+
+def _invoice_paid(row: Subscription, invoice: SubscriptionInvoice) -> SubscriptionInvoicePaid:
+    assert invoice.order_id is not None
+    assert row.stripe_subscription_id is not None
+    return SubscriptionInvoicePaid(
+        order_id=invoice.order_id,
+        subscription_id=row.id,
+        user_id=row.user_id,
+        email=row.email,
+        lines=[
+            OrderLine(
+                product_id=row.product_id,
+                slug=row.product_slug,
+                name=row.product_name,
+                unit_price=row.unit_price,
+                quantity=row.quantity,
+                image_url=row.image_url,
+            )
+        ],
+        # Subscriptions ship free: what Stripe took is the whole of it.
+        subtotal=invoice.amount_paid,
+        shipping=0,
+        total=invoice.amount_paid,
+        currency=invoice.currency,
+        shipping_address=msgspec.convert(row.shipping_address, Address),
+        stripe_invoice_id=invoice.stripe_invoice_id,
+        stripe_subscription_id=row.stripe_subscription_id,
+        period_start=_iso(invoice.period_start),
+        period_end=_iso(invoice.period_end),
+    )
+
+
+def _period_end(obj: dict[str, Any]) -> dt.datetime | None:
+    # Since API version 2025-03-31 the period is on the items; older versions had it on top.
+    items = ((obj.get("items") or {}).get("data")) or []
+    ends = [_time(item.get("current_period_end")) for item in items if isinstance(item, dict)]
+    found = [end for end in ends if end is not None]
+    return max(found) if found else _time(obj.get("current_period_end"))
+
+
+def _invoice_period(obj: dict[str, Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    # A subscription invoice's own period_start/end is the period *before* it; the lines carry
+    # the period the invoice pays for.
+    lines = ((obj.get("lines") or {}).get("data")) or []
+    for line in lines:
+        period = line.get("period") if isinstance(line, dict) else None
+        if isinstance(period, dict):
+            return _time(period.get("start")), _time(period.get("end"))
+    return _time(obj.get("period_start")), _time(obj.get("period_end"))
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    return None
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).isoformat() if value else ""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _object_id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value)[:255] if value else None
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _append(existing: str, note: str) -> str:
+    return f"{existing}\n{note}".strip()

@@ -1,0 +1,444 @@
+"""Coffee subscriptions through Stripe Billing: subscribe, pay on the hosted page, renew, fail,
+cancel; every state change from Stripe's verified webhooks, each paid invoice one order event.
+
+The real identity, catalog, cart and checkout apps and the Stripe stand-in run over HTTP; every
+webhook is signed and sent by the stand-in exactly as Stripe signs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from typing import Any
+
+from checkout_testkit import ADDRESS, Shopper, World, eventually
+from sqlalchemy import text
+
+CARD_OK = "4242 4242 4242 4242"
+INVOICE_PAID = "subscription.invoice_paid.v1"
+
+
+async def _subscribe(world: World, shopper: Shopper, **body: Any) -> Any:
+    payload: dict[str, Any] = {
+        "interval": "week",
+        "interval_count": 2,
+        "quantity": 2,
+        "shipping_address": ADDRESS,
+    }
+    payload.update(body)
+    return await shopper.http.post(
+        f"{world.checkout_url}/api/subscriptions/", json=payload, headers=shopper._auth()
+    )
+
+
+async def _get(world: World, shopper: Shopper, path: str = "") -> Any:
+    return await shopper.http.get(
+        f"{world.checkout_url}/api/subscriptions{path}", headers=shopper._auth()
+    )
+
+
+async def _cancel(world: World, shopper: Shopper, subscription_id: str) -> Any:
+    return await shopper.http.post(
+        f"{world.checkout_url}/api/subscriptions/{subscription_id}/cancel",
+        headers=shopper._auth(),
+    )
+
+
+async def _row(world: World, subscription_id: str) -> dict[str, Any]:
+    async with world.engine.connect() as connection:
+        found = (
+            (
+                await connection.execute(
+                    text("SELECT * FROM checkout.subscriptions WHERE id = :i"),
+                    {"i": subscription_id},
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return dict(found)
+
+
+async def _invoices(world: World, subscription_id: str) -> list[dict[str, Any]]:
+    async with world.engine.connect() as connection:
+        rows = (
+            (
+                await connection.execute(
+                    text(
+                        "SELECT * FROM checkout.subscription_invoices WHERE subscription_id = :i "
+                        "ORDER BY created_at"
+                    ),
+                    {"i": subscription_id},
+                )
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]
+
+
+async def _invoice_paid_events(world: World, subscription_id: str) -> list[dict[str, Any]]:
+    async with world.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT envelope FROM checkout.outbox_events WHERE type = :t "
+                    "ORDER BY created_at"
+                ),
+                {"t": INVOICE_PAID},
+            )
+        ).all()
+    envelopes = [json.loads(bytes(row.envelope)) for row in rows]
+    return [e for e in envelopes if e["data"]["subscription_id"] == subscription_id]
+
+
+async def _until(world: World, subscription_id: str, **wanted: Any) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        row = await _row(world, subscription_id)
+        return row if all(row[k] == v for k, v in wanted.items()) else None
+
+    return await eventually(check, what=f"subscription {subscription_id} {wanted}")
+
+
+async def _paid_invoices(world: World, subscription_id: str, count: int) -> list[dict[str, Any]]:
+    async def check() -> list[dict[str, Any]] | None:
+        rows = [r for r in await _invoices(world, subscription_id) if r["status"] == "paid"]
+        return rows if len(rows) >= count else None
+
+    return await eventually(check, what=f"{count} paid invoices")
+
+
+async def _active(world: World, *, price: int = 1500) -> dict[str, Any]:
+    """A shopper with a subscription paid through the stand-in and made active by webhooks."""
+    product_id = await world.product(price=price)
+    shopper = world.customer()
+    response = await _subscribe(world, shopper, product_id=str(product_id))
+    assert response.status_code == 201, response.text
+    subscription_id = response.json()["subscription_id"]
+    row = await _row(world, subscription_id)
+    await world.control(
+        "POST", f"/sessions/{row['stripe_checkout_session_id']}/pay", json={"card_number": CARD_OK}
+    )
+    row = await _until(world, subscription_id, status="active")
+    await _paid_invoices(world, subscription_id, 1)
+    return {
+        "shopper": shopper,
+        "product_id": product_id,
+        "id": subscription_id,
+        "stripe_id": row["stripe_subscription_id"],
+        "session_id": row["stripe_checkout_session_id"],
+    }
+
+
+async def _renew(world: World, stripe_id: str, *, fail: bool = False) -> dict[str, Any]:
+    params = {"fail": 1} if fail else {}
+    renewed: dict[str, Any] = await world.control(
+        "POST", f"/subscriptions/{stripe_id}/renew", params=params
+    )
+    return renewed
+
+
+async def test_subscribing_and_paying_on_the_hosted_page_activates_through_webhooks(
+    world: World,
+) -> None:
+    product_id = await world.product(price=1500, name=f"Gesha {uuid.uuid4().hex[:6]}")
+    shopper = world.customer()
+    response = await _subscribe(world, shopper, product_id=str(product_id))
+
+    assert response.status_code == 201, response.text
+    started = response.json()
+    subscription_id = started["subscription_id"]
+    assert started["status"] == "incomplete"
+    assert started["checkout_url"].startswith(world.standin_url + "/pay/cs_")
+    row = await _row(world, subscription_id)
+    assert row["status"] == "incomplete"
+    assert row["unit_price"] == 1500
+    assert row["user_id"] == shopper.user_id
+
+    standin = await world.stripe_session(row["stripe_checkout_session_id"])
+    session = standin["session"]
+    assert session["mode"] == "subscription"
+    assert session["metadata"] == {
+        "subscription_id": subscription_id,
+        "user_id": str(shopper.user_id),
+    }
+    assert session["success_url"] == f"http://shop.test/account?subscription={subscription_id}"
+    assert session["cancel_url"] == f"http://shop.test/coffee/{row['product_slug']}"
+    price = standin["line_items"][0]["price"]
+    assert price["unit_amount"] == 1500
+    assert price["recurring"]["interval"] == "week"
+    assert price["recurring"]["interval_count"] == 2
+    assert standin["line_items"][0]["quantity"] == 2
+
+    paid = await world.pay_page(started["checkout_url"], CARD_OK)
+    assert paid.status_code == 303
+    assert paid.headers["location"] == f"http://shop.test/account?subscription={subscription_id}"
+
+    row = await _until(world, subscription_id, status="active")
+    assert row["stripe_subscription_id"].startswith("sub_")
+    assert row["stripe_customer_id"].startswith("cus_")
+    assert row["cancel_at_period_end"] is False
+    period_left = row["current_period_end"] - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=13) < period_left <= dt.timedelta(days=14)
+
+    invoices = await _paid_invoices(world, subscription_id, 1)
+    assert len(invoices) == 1
+    invoice = invoices[0]
+    assert invoice["stripe_invoice_id"].startswith("in_")
+    assert invoice["amount_paid"] == 3000
+    assert invoice["currency"] == "USD"
+    assert invoice["billing_reason"] == "subscription_create"
+    assert invoice["order_id"] is not None
+
+    events = await _invoice_paid_events(world, subscription_id)
+    assert len(events) == 1
+    data = events[0]["data"]
+    assert data["order_id"] == str(invoice["order_id"])
+    assert data["user_id"] == str(shopper.user_id)
+    assert data["email"] == f"{shopper.user_id.hex[:8]}@example.com"
+    assert data["lines"] == [
+        {
+            "product_id": str(product_id),
+            "slug": row["product_slug"],
+            "name": row["product_name"],
+            "unit_price": 1500,
+            "quantity": 2,
+            "image_url": "",
+        }
+    ]
+    assert (data["subtotal"], data["shipping"], data["total"]) == (3000, 0, 3000)
+    assert data["currency"] == "USD"
+    assert data["shipping_address"]["name"] == "Ada Lovelace"
+    assert data["stripe_invoice_id"] == invoice["stripe_invoice_id"]
+    assert data["stripe_subscription_id"] == row["stripe_subscription_id"]
+
+    one = await _get(world, shopper, f"/{subscription_id}")
+    assert one.status_code == 200
+    body = one.json()
+    assert body["status"] == "active"
+    assert body["amount"] == 3000
+    assert body["checkout_url"] is None
+    assert [i["stripe_invoice_id"] for i in body["invoices"]] == [invoice["stripe_invoice_id"]]
+    listed = await _get(world, shopper, "/?page=1&page_size=5")
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.json()["items"]] == [subscription_id]
+    assert listed.json()["total"] == 1
+
+
+async def test_each_renewal_is_one_invoice_and_one_order_event_even_when_delivered_twice(
+    world: World,
+) -> None:
+    active = await _active(world)
+    first_end = (await _row(world, active["id"]))["current_period_end"]
+
+    renewed = await _renew(world, active["stripe_id"])
+    invoices = await _paid_invoices(world, active["id"], 2)
+    assert invoices[1]["stripe_invoice_id"] == renewed["invoice"]["id"]
+    assert invoices[1]["billing_reason"] == "subscription_cycle"
+    assert invoices[1]["period_start"] == first_end
+    row = await _until(world, active["id"], status="active")
+    assert row["current_period_end"] - first_end == dt.timedelta(days=14)
+
+    # Stripe delivers every invoice.paid (and the rest) again, each twice.
+    all_events = await world.events(active["session_id"])
+    replies = await world.deliver([e["id"] for e in all_events], times=2)
+    assert {r["status_code"] for r in replies} == {200}
+    assert all(json.loads(r["body"])["duplicate"] for r in replies)
+
+    events = await _invoice_paid_events(world, active["id"])
+    assert len(events) == 2
+    assert {e["data"]["stripe_invoice_id"] for e in events} == {
+        i["stripe_invoice_id"] for i in invoices
+    }
+    assert len({e["data"]["order_id"] for e in events}) == 2
+    assert len(await _invoices(world, active["id"])) == 2
+
+
+async def test_a_failed_renewal_makes_it_past_due_and_a_late_older_update_changes_nothing(
+    world: World,
+) -> None:
+    active = await _active(world)
+
+    failed = await _renew(world, active["stripe_id"], fail=True)
+    await _until(world, active["id"], status="past_due")
+    invoices = await _invoices(world, active["id"])
+
+    async def failed_recorded() -> bool:
+        return any(
+            i["stripe_invoice_id"] == failed["invoice"]["id"] and i["status"] == "payment_failed"
+            for i in await _invoices(world, active["id"])
+        )
+
+    await eventually(failed_recorded, what="the failed invoice")
+    invoices = await _invoices(world, active["id"])
+    assert len(invoices) == 2
+    assert len(await _invoice_paid_events(world, active["id"])) == 1
+
+    # An "active" update created before the past_due one arrives late: ignored.
+    stale = await world.control(
+        "POST",
+        "/events",
+        json={
+            "type": "customer.subscription.updated",
+            "subscription_id": active["stripe_id"],
+            "overrides": {"status": "active"},
+            "created_offset": -600,
+        },
+    )
+    # (The stand-in sends it by itself: wait for checkout to have recorded it.)
+    recorded = await eventually(
+        lambda: world.provider_events(stale["id"]), what="the stale event handled"
+    )
+    assert recorded[0]["outcome"] == "ignored: older than the last change applied"
+    assert (await _row(world, active["id"]))["status"] == "past_due"
+
+    # Stripe retries and the card pays: active again, and that invoice becomes an order.
+    await _renew(world, active["stripe_id"])
+    await _until(world, active["id"], status="active")
+    await _paid_invoices(world, active["id"], 2)
+    assert len(await _invoice_paid_events(world, active["id"])) == 2
+
+
+async def test_cancel_takes_effect_only_when_stripe_says_so(world: World) -> None:
+    active = await _active(world)
+    shopper = active["shopper"]
+    await world.hold(active["session_id"])
+    updated_before = await world.events(active["session_id"], "customer.subscription.updated")
+
+    response = await _cancel(world, shopper, active["id"])
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "active"
+    assert response.json()["cancel_at_period_end"] is False
+    row = await _row(world, active["id"])
+    assert (row["status"], row["cancel_at_period_end"]) == ("active", False)
+    standin = await world.control("GET", f"/subscriptions/{active['stripe_id']}")
+    assert standin["subscription"]["cancel_at_period_end"] is True
+
+    updated = await world.events(active["session_id"], "customer.subscription.updated")
+    assert len(updated) == len(updated_before) + 1
+    await world.deliver([updated[-1]["id"]])
+    row = await _row(world, active["id"])
+    assert (row["status"], row["cancel_at_period_end"]) == ("active", True)
+
+    again = await _cancel(world, shopper, active["id"])
+    assert again.status_code == 202
+    assert again.json()["cancel_at_period_end"] is True
+    assert len(await world.events(active["session_id"], "customer.subscription.updated")) == len(
+        updated
+    )
+
+    # The period ends: Stripe ends the subscription instead of billing it.
+    ended = await _renew(world, active["stripe_id"])
+    assert ended["invoice"] is None
+    assert (await _row(world, active["id"]))["status"] == "active"
+    deleted = await world.events(active["session_id"], "customer.subscription.deleted")
+    await world.deliver([deleted[-1]["id"]])
+    row = await _row(world, active["id"])
+    assert row["status"] == "canceled"
+    assert row["canceled_at"] is not None
+
+    # Nothing brings it back: an update made later is ignored, canceled is final.
+    late = await world.control(
+        "POST",
+        "/events",
+        json={
+            "type": "customer.subscription.updated",
+            "subscription_id": active["stripe_id"],
+            "overrides": {"status": "active"},
+            "created_offset": 60,
+        },
+    )
+    await world.deliver([late["id"]])
+    assert (await _row(world, active["id"]))["status"] == "canceled"
+    final = await _cancel(world, shopper, active["id"])
+    assert final.status_code == 202
+    assert final.json()["status"] == "canceled"
+    assert len(await _invoice_paid_events(world, active["id"])) == 1
+
+
+async def test_only_the_owner_reaches_a_subscription(world: World) -> None:
+    active = await _active(world)
+    other = world.customer()
+    for response in (
+        await _get(world, other, f"/{active['id']}"),
+        await _cancel(world, other, active["id"]),
+    ):
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+    listed = await _get(world, other)
+    assert listed.status_code == 200
+    assert listed.json() == {"items": [], "total": 0, "page": 1, "page_size": 20}
+    assert (await _row(world, active["id"]))["cancel_at_period_end"] is False
+
+    guest = world.guest()
+    for response in (
+        await _subscribe(world, guest, product_id=str(active["product_id"])),
+        await _get(world, guest),
+        await _get(world, guest, f"/{active['id']}"),
+        await _cancel(world, guest, active["id"]),
+    ):
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_bad_subscriptions_are_refused_with_problems(world: World) -> None:
+    product_id = await world.product(price=1500)
+    shopper = world.customer()
+    for body, status in (
+        ({"interval": "year"}, 400),
+        ({"quantity": 0}, 400),
+        ({"quantity": 11}, 400),
+        ({"interval_count": 5}, 400),
+        ({"unit_price": 1}, 400),
+        ({"shipping_address": {**ADDRESS, "country": "Britain"}}, 400),
+        ({"product_id": "not-a-uuid"}, 400),
+        ({"product_id": str(uuid.uuid4())}, 409),
+    ):
+        payload = {"product_id": str(product_id), **body}
+        response = await _subscribe(world, shopper, **payload)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    unknown = await _subscribe(world, shopper, product_id=str(uuid.uuid4()))
+    assert unknown.json()["type"].endswith("product-unavailable")
+
+    archived = await world.product(price=1500)
+    await world.archive(archived)
+    response = await _subscribe(world, shopper, product_id=str(archived))
+    assert response.status_code == 409
+    assert response.json()["reason"] == "archived"
+    assert (await _get(world, shopper)).json()["total"] == 0
+
+    # Not paid yet: nothing at Stripe to cancel.
+    started = await _subscribe(world, shopper, product_id=str(product_id))
+    assert started.status_code == 201
+    refused = await _cancel(world, shopper, started.json()["subscription_id"])
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("subscription-not-active")
+
+
+async def test_forged_subscription_webhooks_change_nothing(world: World) -> None:
+    active = await _active(world)
+    await world.hold(active["session_id"])
+    renewed = await _renew(world, active["stripe_id"], fail=True)
+    held = [
+        e
+        for e in await world.events(active["session_id"])
+        if e["data"]["object"]["id"] in (renewed["invoice"]["id"], active["stripe_id"])
+        and e["created"] >= int(time.time()) - 30
+        and e["type"] in ("invoice.payment_failed", "customer.subscription.updated")
+    ]
+    assert {e["type"] for e in held} == {"invoice.payment_failed", "customer.subscription.updated"}
+    ids = [e["id"] for e in held]
+    for signature in ("wrong_secret", "tampered", "old_timestamp", "missing"):
+        replies = await world.deliver(ids, signature=signature)
+        assert {r["status_code"] for r in replies} == {400}, signature
+    assert (await _row(world, active["id"]))["status"] == "active"
+    assert len(await _invoices(world, active["id"])) == 1
+    for event_id in ids:
+        assert await world.provider_events(event_id) == []
+
+    await world.deliver(ids)
+    assert (await _row(world, active["id"]))["status"] == "past_due"
+    assert len(await _invoices(world, active["id"])) == 2
