@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ember_shared.settings import AppSettings
 from identity_helpers import (
     Account,
     Browser,
@@ -33,7 +34,9 @@ async def request_reset(browsers: Callable[..., Browser], engine: AsyncEngine, e
     ]
     assert events, "no reset event"
     url = events[-1]["data"]["reset_url"]
-    assert url.startswith("http://localhost:8080/reset-password?token=")
+    # The shop's address comes from PUBLIC_URL (other suites in the same run may set it).
+    public_url = AppSettings(name="identity").public_url
+    assert url.startswith(f"{public_url}/reset-password?token=")
     return parse_qs(urlsplit(url).query)["token"][0]
 
 

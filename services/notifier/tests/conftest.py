@@ -135,8 +135,8 @@ async def consumer_caught_up(redis_url: str, within: float = 60.0) -> None:
                 if (
                     group is not None
                     and not group["pending"]
-                    # lag is None when Redis cannot tell; then compare the last ids.
-                    and (group["lag"] == 0 or group["last-delivered-id"] == last)
+                    # lag is None when Redis cannot tell (and absent before Redis 7); then compare ids.
+                    and (group.get("lag") == 0 or group["last-delivered-id"] == last)
                 ):
                     break
                 if time.monotonic() > deadline:
