@@ -51,4 +51,3 @@ class CatalogSettings:
         default_factory=lambda: env_str("CLOUDINARY_API_BASE", "https://api.cloudinary.com")
     )
     cloudinary_folder: str = field(default_factory=lambda: env_str("CLOUDINARY_FOLDER", "ember"))
-
