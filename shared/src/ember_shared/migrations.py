@@ -108,3 +108,62 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def create_event_tables(schema: str) -> None:
+    """Migration step every service starts with: its outbox and handled-events tables.
+
+    Kept here, once, because the tables are the same in every schema
+    (:func:`ember_shared.events.tables.define_event_tables` is their model).
+    """
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "handled_events",
+        sa.Column("event_id", sa.UUID(), nullable=False),
+        sa.Column("handler", sa.String(length=200), nullable=False),
+        sa.Column("event_type", sa.String(length=120), nullable=False),
+        sa.Column(
+            "handled_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("event_id", "handler", name=op.f("pk_handled_events")),
+        schema=schema,
+    )
+    op.create_table(
+        "outbox_events",
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("type", sa.String(length=120), nullable=False),
+        sa.Column("stream", sa.String(length=200), nullable=False),
+        sa.Column("envelope", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_events")),
+        schema=schema,
+    )
+    op.create_index(
+        "ix_outbox_events_unpublished",
+        "outbox_events",
+        ["created_at"],
+        unique=False,
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
+
+
+def drop_event_tables(schema: str) -> None:
+    from alembic import op
+
+    op.drop_index("ix_outbox_events_unpublished", table_name="outbox_events", schema=schema)
+    op.drop_table("outbox_events", schema=schema)
+    op.drop_table("handled_events", schema=schema)
