@@ -244,3 +244,40 @@ def test_a_busy_port_stops_the_stack_before_it_touches_anything(tmp_path: Path) 
         with pytest.raises(StackError, match=r"catalog \(13102\)"):
             stack.start()
     assert not (tmp_path / "secrets.json").exists()
+
+
+def test_a_test_stack_reaches_only_the_stand_ins(tmp_path: Path) -> None:
+    leaked = {
+        "STRIPE_SECRET_KEY": "sk_live_real",
+        "STRIPE_API_BASE": "http://127.0.0.1:1/a-test-fake",
+        "RESEND_API_KEY": "re_real",
+        "HIBP_API_URL": "https://api.pwnedpasswords.com",
+        "LOG_LEVEL": "DEBUG",
+        "EMPTY": "",
+    }
+    stack = DevStack(
+        StackOptions(
+            offset=1000,
+            data_dir=tmp_path,
+            environ=leaked,
+            standins_only=True,
+            read_dotenv=False,
+            overrides={"HIBP_API_URL": "offline"},
+            sink=io.StringIO(),
+        )
+    )
+    given = stack._given_environment()
+    assert "STRIPE_SECRET_KEY" not in given
+    assert "RESEND_API_KEY" not in given
+    assert "EMPTY" not in given  # empty means unset
+    assert given["HIBP_API_URL"] == "offline"  # what the caller decides is kept
+    assert given["LOG_LEVEL"] == "DEBUG"
+    env = stack_environment(
+        offset=1000,
+        data_dir=tmp_path,
+        database_url="postgresql://db/x",
+        redis_url="redis://r/0",
+        given=given,
+        local_secrets={},
+    )
+    assert env["STRIPE_API_BASE"] == "http://127.0.0.1:9201"

@@ -119,6 +119,13 @@ def stack_environment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Calls between the stack's processes stay on loopback even behind an HTTP proxy.
+    bypass = ",".join(
+        dict.fromkeys(
+            [*filter(None, given.get("NO_PROXY", "").split(",")), "127.0.0.1", "localhost", "::1"]
+        )
+    )
+    env["NO_PROXY"] = env["no_proxy"] = bypass
     for name in SERVICE_PORTS:
         env[f"{env_name(name)}_URL"] = f"http://127.0.0.1:{port(name, offset)}"
     env.update(_provider_defaults(env, offset))

@@ -36,13 +36,19 @@ from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from ember_shared.settings import data_dir as default_data_dir
 from ember_shared.settings import env_int, repo_root
 
-#: Provider keys that would send a test stack to the real providers.
+#: Provider keys and addresses that would send a test stack anywhere but the local stand-ins.
 PROVIDER_KEYS = (
     "STRIPE_SECRET_KEY",
+    "STRIPE_API_BASE",
     "RESEND_API_KEY",
+    "RESEND_API_URL",
     "GOOGLE_CLIENT_ID",
+    "GOOGLE_CLIENT_SECRET",
+    "GOOGLE_ISSUER",
     "TRACKING_API_KEY",
+    "TRACKING_API_URL",
     "CLOUDINARY_URL",
+    "HIBP_API_URL",
 )
 
 
@@ -60,8 +66,10 @@ class StackOptions:
     seed: bool = True
     #: Values that win over the environment and ``.env`` (the tests' keys and tokens).
     overrides: dict[str, str] = field(default_factory=dict)
-    #: Leave out the providers' keys so that only the local stand-ins are ever called.
+    #: Leave out the providers' keys and addresses so that only the local stand-ins are called.
     standins_only: bool = False
+    #: The environment to start from (default: this process's).
+    environ: dict[str, str] | None = None
     read_dotenv: bool = True
     log_format: str = "console"
     ready_timeout: float = field(default_factory=lambda: float(env_int("EMBER_READY_TIMEOUT", 240)))
@@ -146,15 +154,15 @@ class DevStack:
     def _given_environment(self) -> dict[str, str]:
         options = self.options
         given = read_dotenv(options.root / ".env") if options.read_dotenv else {}
-        given.update(os.environ)
+        given.update(os.environ if options.environ is None else options.environ)
+        if options.standins_only:
+            for key in PROVIDER_KEYS:
+                given.pop(key, None)
         given.update(options.overrides)
         if options.database_url:
             given["DATABASE_URL"] = options.database_url
         if options.redis_url:
             given["REDIS_URL"] = options.redis_url
-        if options.standins_only:
-            for key in PROVIDER_KEYS:
-                given.pop(key, None)
         # An empty setting (`KEY=` as .env.example has it) means "the default", as if unset.
         return {key: value for key, value in given.items() if value != ""}
 

@@ -24,6 +24,10 @@ from ember_shared.settings import env_int
 if TYPE_CHECKING:
     from ember_shared.testing.plugin import TestEnv
 
+#: The environment as it was before any test ran: the stack lives for the whole session, so it
+#: must not inherit a variable some test module set for itself at the moment it first started.
+_ENVIRON_AT_START = dict(os.environ)
+
 #: The test stack's ports are the usual ones plus this (``EMBER_TEST_STACK_OFFSET`` changes it,
 #: for two test runs side by side on one machine).
 STACK_PORT_OFFSET = 1000
@@ -87,11 +91,15 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "INTERNAL_SERVICE_TOKEN": ember_env.service_token,
             "EMBER_MODE": "local",
             "LOG_FORMAT": "json",
+            "EMBER_DATA_DIR": str(folder),
+            # Tests never call out: identity checks passwords against its shipped list only.
+            "HIBP_API_URL": "offline",
             # Seven services share the test database with the in-process tests: small pools.
             "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
             "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),
         },
         standins_only=True,
+        environ=_ENVIRON_AT_START,
         read_dotenv=False,
         sink=sink,
         colours=False,
