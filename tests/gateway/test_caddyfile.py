@@ -186,3 +186,60 @@ def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:
     for path in ("/api/nothing", "/api/admin/nothing", "/api/docs/nothing"):
         assert route_for(path, routes) == "gateway", path
     assert route_for("/media/products/a.webp", routes) == "files"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) -> None:
+    """Caddy by itself, every service down, in production mode on plain HTTP (no certificate
+    needed): its own answers carry the security headers, HSTS included, and are problems."""
+    import time
+
+    import httpx
+
+    port, dead = free_port(), free_port()
+    env = {
+        **os.environ,
+        "EMBER_MODE": "production",
+        "EMBER_SITE_ADDRESS": f"http://:{port}",
+        "CADDY_BIND": "127.0.0.1",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        **{f"{name.upper()}_PORT": str(dead) for name in ROUTES},
+    }
+    caddy = subprocess.Popen(
+        [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/internal", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "caddy did not start"
+                time.sleep(0.1)
+        down = httpx.get(base + "/api/products", timeout=20)
+        assert down.status_code == 502
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["status"] == 502
+        assert down.headers["x-content-type-options"] == "nosniff"
+        hidden = httpx.get(base + "/internal/cart/resolve", timeout=5)
+        assert hidden.status_code == 404
+        assert hidden.json()["request_id"] == hidden.headers["x-request-id"]
+        for response in (down, hidden):
+            assert response.headers["strict-transport-security"].startswith("max-age=63072000")
+            assert response.headers["x-frame-options"] == "DENY"
+    finally:
+        caddy.terminate()
+        caddy.wait(10)
