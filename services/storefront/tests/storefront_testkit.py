@@ -114,9 +114,15 @@ class Shop:
             }
             body |= {"slug": slug, "category_id": category["id"], "on_hand": on_hand}
             created = self.http.post("/api/admin/products", json=body, headers=self.admin)
-            assert created.status_code == 201, created.text
-            product_id = created.json()["id"]
-            self.add_image(product_id, _demo_image(f"{slug}.webp"), demo["name"])
+            if created.status_code == 409:  # the slug is taken by a product of another name
+                taken = self.find_by_slug(slug)
+                assert taken is not None, created.text
+                product_id = taken["id"]
+                self.update(product_id, name=demo["name"], category_id=category["id"])
+            else:
+                assert created.status_code == 201, created.text
+                product_id = created.json()["id"]
+                self.add_image(product_id, _demo_image(f"{slug}.webp"), demo["name"])
         self.http.post(f"/api/admin/products/{product_id}/restore", headers=self.admin)
         self.update(product_id, price=demo["price"], active=True)
         self.set_stock(product_id, on_hand)
@@ -131,6 +137,22 @@ class Shop:
         )
         assert listing.status_code == 200, listing.text
         return next((p for p in listing.json()["items"] if p["slug"] == slug), None)
+
+    def find_by_slug(self, slug: str) -> dict[str, Any] | None:
+        """A product by slug, looking through every page of the staff listing."""
+        page = 1
+        while True:
+            listing = self.http.get(
+                "/api/admin/products",
+                params={"status": "all", "page_size": 100, "page": page},
+                headers=self.admin,
+            )
+            assert listing.status_code == 200, listing.text
+            items = listing.json()["items"]
+            found = next((p for p in items if p["slug"] == slug), None)
+            if found is not None or len(items) < 100:
+                return found
+            page += 1
 
     def add_image(self, product_id: str, data: bytes, alt: str) -> None:
         uploaded = self.http.post(

@@ -9,6 +9,7 @@ empties the Redis database, before any app is built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -51,21 +52,50 @@ def _reset_schemas(database_url: str) -> None:
     engine.dispose()
 
 
-def _with_test_database(url: str) -> str:
-    """Tests never run on the database ``make run`` uses: they use ``<name>_test`` beside it."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _session_database(url: str) -> str:
+    """A database of this test session's own, ``<name>_test_<pid>``, beside the one named.
+
+    Tests never run on the database ``make run`` uses, and two sessions on one server (two
+    terminals, a helper's check beside CI) never drop each other's schemas. Databases left by
+    sessions that died are dropped here; this session's is dropped at its end.
+    """
     parts = urlsplit(url)
     name = parts.path.lstrip("/") or "postgres"
-    if name.endswith("_test"):
-        return url
-    test_name = f"{name}_test"
+    prefix = name.removesuffix("_test") + "_test_"
+    session_name = f"{prefix}{os.getpid()}"
     engine = create_engine(_sync_url(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        if not connection.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": test_name}
-        ).first():
-            connection.execute(text(f'CREATE DATABASE "{test_name}"'))
+        existing = connection.execute(
+            text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"), {"p": prefix}
+        ).scalars()
+        for stale in existing:
+            suffix = stale.removeprefix(prefix)
+            if suffix.isdigit() and (int(suffix) == os.getpid() or not _pid_alive(int(suffix))):
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{session_name}"'))
     engine.dispose()
-    return urlunsplit(parts._replace(path="/" + test_name))
+    return urlunsplit(parts._replace(path="/" + session_name))
+
+
+def _drop_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    engine = create_engine(
+        _sync_url(urlunsplit(parts._replace(path="/postgres"))), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,7 +105,7 @@ def ember_env() -> Iterator[TestEnv]:
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url:
         database_url = EmbeddedPostgres(root / "pg").start()
-    database_url = _with_test_database(database_url)
+    database_url = _session_database(database_url)
     redis_url = os.environ.get("REDIS_URL", "")
     if not redis_url:
         shutil.rmtree(root / "redis", ignore_errors=True)
@@ -110,6 +140,8 @@ def ember_env() -> Iterator[TestEnv]:
     finally:
         if embedded_redis is not None:
             embedded_redis.stop()
+        with contextlib.suppress(Exception):  # a failure to tidy up must not fail the run
+            _drop_database(database_url)
 
 
 @pytest.fixture(scope="session")
