@@ -97,6 +97,9 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             # Seven services share the test database with the in-process tests: small pools.
             "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
             "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),
+            # In-process apps of earlier tests still belong to the same consumer groups, and
+            # their loop is idle while a synchronous test waits: reclaim what they strand soon.
+            "EVENTS_RECLAIM_IDLE_MS": os.environ.get("EMBER_STACK_RECLAIM_IDLE_MS", "2000"),
         },
         standins_only=True,
         environ=_ENVIRON_AT_START,
