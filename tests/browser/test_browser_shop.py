@@ -59,7 +59,10 @@ async def test_a_guest_browses_buys_and_is_confirmed_by_the_webhook_not_the_redi
 
     await page.get_by_role("link", name="Shop", exact=True).first.click()
     await page.get_by_role("link", name="Single Origin").first.click()
-    await page.locator("[data-testid=product-card] a", has_text="Ethiopia Yirgacheffe").click()
+    # Other suites add coffees to this category too: find ours by name, as a shopper would.
+    await page.get_by_role("searchbox").first.fill("Ethiopia Yirgacheffe")
+    await page.get_by_role("searchbox").first.press("Enter")
+    await page.locator('a[href="/coffee/ethiopia-yirgacheffe"]').first.click()
     await expect(page.get_by_role("heading", name="Ethiopia Yirgacheffe")).to_be_visible()
     await expect(page.get_by_test_id("price")).to_have_text("$19.50")
     await page.select_option("#quantity", "2")

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 from ember_shared.devstack import DevStack, StackError, StackOptions
 from ember_shared.settings import env_int
@@ -72,6 +74,20 @@ class RunningStack:
         return self._stack.supervisor.exited()
 
 
+def _stack_redis_url(url: str) -> str:
+    """The next Redis database after the in-process tests' one, emptied.
+
+    In-process apps of earlier tests stay alive for the session and read the same event
+    streams; while a synchronous test waits, their idle loop would sit on the stack's events.
+    A database of its own keeps the stack's events, caches and limits to the stack.
+    """
+    parts = urlsplit(url)
+    current = int(parts.path.lstrip("/") or 0)
+    stack_url = urlunsplit(parts._replace(path=f"/{(current + 1) % 16}"))
+    redis.Redis.from_url(stack_url).flushdb()
+    return stack_url
+
+
 @pytest.fixture(scope="session")
 def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     folder = tmp_path_factory.mktemp("stack")
@@ -82,7 +98,7 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
         offset=env_int("EMBER_TEST_STACK_OFFSET", STACK_PORT_OFFSET),
         data_dir=folder,
         database_url=ember_env.database_url,
-        redis_url=ember_env.redis_url,
+        redis_url=_stack_redis_url(ember_env.redis_url),
         migrate=False,
         seed=False,
         overrides={
