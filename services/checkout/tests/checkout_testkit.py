@@ -222,10 +222,11 @@ class World:
         return Shopper(self, self._client(), token=token, user_id=user_id)
 
     async def member(self) -> Shopper:
-        """A shopper with a real identity account (registered; a bearer token, no cookies)."""
+        """A shopper with a real identity account (signed up through the emailed link; a bearer
+        token, no cookies)."""
         email = f"member-{uuid.uuid4().hex[:10]}@example.com"
         client = self._client()
-        response = await client.post(
+        asked = await client.post(
             f"{self.identity_url}/api/auth/register",
             json={
                 "email": email,
@@ -233,12 +234,32 @@ class World:
                 "name": "Grace Hopper",
             },
         )
+        assert asked.status_code == 202, asked.text
+        response = await client.post(
+            f"{self.identity_url}/api/auth/verify-email",
+            json={"token": await self.sign_up_token(email)},
+        )
         assert response.status_code == 201, response.text
         client.cookies.clear()
         body = response.json()
         return Shopper(
             self, client, token=body["access_token"], user_id=uuid.UUID(body["user"]["id"])
         )
+
+    async def sign_up_token(self, email: str) -> str:
+        """The token of the sign-up link identity asked the notifier to mail to ``email``."""
+        async with self.engine.connect() as connection:
+            url = await connection.scalar(
+                text(
+                    "SELECT convert_from(envelope, 'UTF8')::jsonb #>> '{data,verify_url}' FROM identity.outbox_events"
+                    " WHERE type = 'sign_up.requested.v1'"
+                    " AND convert_from(envelope, 'UTF8')::jsonb #>> '{data,email}' = :email"
+                    " ORDER BY created_at DESC LIMIT 1"
+                ),
+                {"email": email},
+            )
+        assert url, f"no sign-up link for {email}"
+        return str(url).split("token=", 1)[1]
 
     async def basket(
         self, *, price: int = 1800, quantity: int = 1, on_hand: int = 20

@@ -1,4 +1,4 @@
-"""Registering, signing in and out, refreshing, ``/api/auth/me``; cookies and their flags."""
+"""Signing up, signing in and out, refreshing, ``/api/auth/me``; cookies and their flags."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from identity_helpers import (
     audit_actions,
     new_email,
     outbox_events,
+    sign_up_token,
     strong_password,
 )
 from sqlalchemy import text
@@ -79,31 +80,152 @@ async def test_cookies_are_secure_outside_local_mode(
         assert "Secure" in header, name
 
 
-async def test_register_email_is_unique_case_insensitively(
-    browsers: Callable[..., Browser],
+async def test_sign_up_makes_nothing_until_the_emailed_link_is_opened(
+    browsers: Callable[..., Browser], engine: AsyncEngine
 ) -> None:
-    email = new_email()
-    assert (await browsers().register(email)).status_code == 201
-    again = await browsers().register(email.replace("shopper", "SHOPPER"))
-    assert again.status_code == 409
-    assert again.headers["content-type"].startswith(PROBLEM)
-    assert again.json()["type"].endswith("/email-taken")
-    assert "ember_session" not in again.headers.get("set-cookie", "")
+    browser = browsers()
+    email, password = new_email(), strong_password()
+    asked = await browser.sign_up(email, password, name="Grace")
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["status"] == "accepted"
+    assert "set-cookie" not in asked.headers
+    assert await user_count(engine, email) == 0
+    # Not an account yet: signing in answers as for any unknown address.
+    refused = await browsers().login(email, password)
+    assert refused.status_code == 401
+    assert refused.json()["type"].endswith("/invalid-credentials")
+
+    (mailed,) = [
+        e
+        for e in await outbox_events(engine, "sign_up.requested.v1")
+        if e["data"]["email"] == email
+    ]
+    assert mailed["data"]["name"] == "Grace"
+    assert mailed["data"]["verify_url"].startswith("http")
+    assert "/verify-email?token=" in mailed["data"]["verify_url"]
+    async with engine.connect() as connection:
+        stored = await connection.scalar(
+            text("SELECT token_hash FROM identity.sign_ups WHERE email = :e"), {"e": email}
+        )
+    token = await sign_up_token(engine, email)
+    assert stored is not None
+    assert token not in str(stored)  # kept only as a digest
+
+    opened = await browser.verify(token)
+    assert opened.status_code == 201, opened.text
+    assert opened.json()["user"]["email_verified"] is True
+    assert opened.json()["user"]["name"] == "Grace"
+    assert (await browser.get("/api/auth/me")).status_code == 200
+    assert await user_count(engine, email) == 1
+    assert (await browsers().login(email, password)).status_code == 200
+    actions = [a["action"] for a in await audit_actions(engine, email=email)]
+    assert {"sign_up.requested", "account.registered", "sign_in.succeeded"} <= set(actions)
 
 
-async def test_concurrent_registrations_of_one_email_make_one_account(
+async def test_sign_up_answers_the_same_whether_or_not_the_address_has_an_account(
     browsers: Callable[..., Browser], engine: AsyncEngine
 ) -> None:
     email = new_email()
-    responses = await asyncio.gather(*(browsers().register(email) for _ in range(4)))
+    assert (await browsers().register(email)).status_code == 201
+    known = await browsers().sign_up(email.replace("shopper", "SHOPPER"), strong_password())
+    unknown = await browsers().sign_up(new_email(), strong_password())
+    assert known.status_code == unknown.status_code == 202
+    assert known.json() == unknown.json()
+    ignored = {"x-request-id", "x-correlation-id", "content-length"}
+    assert set(known.headers.keys()) - ignored == set(unknown.headers.keys()) - ignored
+    assert "set-cookie" not in known.headers
+    assert await user_count(engine, email) == 1
+
+    # Only the mailbox learns the difference: its owner is told to sign in or reset instead.
+    (notice,) = [
+        e
+        for e in await outbox_events(engine, "sign_up.existing_account.v1")
+        if e["data"]["email"] == email
+    ]
+    assert notice["data"]["sign_in_url"].endswith("/signin")
+    assert notice["data"]["reset_url"].endswith("/forgot-password")
+    # ...and no second link is mailed: the one of the first sign-up is all there is.
+    links = [
+        e
+        for e in await outbox_events(engine, "sign_up.requested.v1")
+        if e["data"]["email"] == email
+    ]
+    assert len(links) == 1
+
+
+async def test_a_sign_up_link_works_once_and_not_after_it_expires(
+    browsers: Callable[..., Browser], engine: AsyncEngine
+) -> None:
+    email = new_email()
+    assert (await browsers().sign_up(email)).status_code == 202
+    token = await sign_up_token(engine, email)
+    assert (await browsers().verify(token)).status_code == 201
+    again = await browsers().verify(token)
+    assert again.status_code == 400
+    assert again.headers["content-type"].startswith(PROBLEM)
+    assert again.json()["type"].endswith("/invalid-sign-up-link")
+
+    late = new_email()
+    assert (await browsers().sign_up(late)).status_code == 202
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE identity.sign_ups SET expires_at = now() - interval '1 minute'"
+                " WHERE email = :e"
+            ),
+            {"e": late},
+        )
+    expired = await browsers().verify(await sign_up_token(engine, late))
+    assert expired.status_code == 400
+    assert await user_count(engine, late) == 0
+
+    for bad in ({"token": "short"}, {"token": "x" * 40 + "!"}, {}, {"token": "a" * 40, "x": 1}):
+        response = await browsers().post("/api/auth/verify-email", bad)
+        assert response.status_code == 400, bad
+        assert response.json()["type"].endswith("/validation")
+
+
+async def test_a_later_sign_up_does_not_change_an_earlier_links_password(
+    browsers: Callable[..., Browser], engine: AsyncEngine
+) -> None:
+    """Someone who signs up with another person's address before them cannot choose the
+    password of the account that person's link makes."""
+    email, owners, strangers = new_email(), strong_password(), strong_password()
+    assert (await browsers().sign_up(email, owners)).status_code == 202
+    first = await sign_up_token(engine, email)
+    assert (await browsers().sign_up(email, strangers)).status_code == 202
+    assert await sign_up_token(engine, email) != first
+    assert (await browsers().verify(first)).status_code == 201
+    assert (await browsers().login(email, owners)).status_code == 200
+    assert (await browsers().login(email, strangers)).status_code == 401
+
+
+async def test_opening_two_links_of_one_address_at_once_makes_one_account(
+    browsers: Callable[..., Browser], engine: AsyncEngine
+) -> None:
+    email = new_email()
+    tokens = []
+    for _ in range(3):
+        assert (await browsers().sign_up(email)).status_code == 202
+        tokens.append(await sign_up_token(engine, email))
+    responses = await asyncio.gather(*(browsers().verify(t) for t in tokens))
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(201) == 1
-    assert set(statuses) <= {201, 409}
+    assert statuses.count(201) == 1, statuses
+    assert set(statuses) <= {201, 400, 409}
+    assert await user_count(engine, email) == 1
+    async with engine.connect() as connection:
+        left = await connection.scalar(
+            text("SELECT count(*) FROM identity.sign_ups WHERE email = :e"), {"e": email}
+        )
+    assert left == 0
+
+
+async def user_count(engine: AsyncEngine, email: str) -> int:
     async with engine.connect() as connection:
         count = await connection.scalar(
             text("SELECT count(*) FROM identity.users WHERE email = :e"), {"e": email}
         )
-    assert count == 1
+    return int(count or 0)
 
 
 @pytest.mark.parametrize(

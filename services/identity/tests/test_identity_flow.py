@@ -1,11 +1,9 @@
 """Identity through Caddy, with the whole stack running: sign-in cookies, a token verified by
-another service on its own (JWKS) and refused there once the session ends, the password-reset
-mail delivered by the notifier, and Google sign-in against the OIDC stand-in."""
+another service on its own (JWKS) and refused there once the session ends, the sign-up and
+password-reset mails delivered by the notifier, and Google sign-in against the OIDC stand-in."""
 
 from __future__ import annotations
 
-import re
-import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -25,6 +23,19 @@ def password() -> str:
     return f"Flow-{uuid.uuid4().hex[:12]}!"
 
 
+def sign_up(
+    stack: RunningStack, browser: httpx.Client, address: str, secret: str
+) -> httpx.Response:
+    """Signs up and opens the link the notifier mailed: the newcomer is signed in."""
+    asked = browser.post("/api/auth/register", json={"email": address, "password": secret})
+    assert asked.status_code == 202, asked.text
+    assert "set-cookie" not in asked.headers
+    token = stack.mailed_token(address, "/verify-email")
+    opened = browser.post("/api/auth/verify-email", json={"token": token})
+    assert opened.status_code == 201, opened.text
+    return opened
+
+
 @pytest.fixture
 def browser(stack: RunningStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url, timeout=30) as client:
@@ -35,8 +46,7 @@ def test_sign_in_and_other_services_trust_the_token(
     stack: RunningStack, browser: httpx.Client
 ) -> None:
     address, secret = email(), password()
-    registered = browser.post("/api/auth/register", json={"email": address, "password": secret})
-    assert registered.status_code == 201, registered.text
+    registered = sign_up(stack, browser, address, secret)
     token = registered.json()["access_token"]
     me = browser.get("/api/auth/me")
     assert me.status_code == 200, (
@@ -73,22 +83,9 @@ def test_sign_in_and_other_services_trust_the_token(
 
 def test_password_reset_mail_arrives_and_works(stack: RunningStack, browser: httpx.Client) -> None:
     address, secret = email(), password()
-    assert (
-        browser.post("/api/auth/register", json={"email": address, "password": secret}).status_code
-        == 201
-    )
+    sign_up(stack, browser, address, secret)
     assert browser.post("/api/auth/forgot-password", json={"email": address}).status_code == 202
-    inbox = stack.service_url("resend-standin")
-    link = None
-    deadline = time.monotonic() + 60
-    with httpx.Client(timeout=10) as mail:
-        while link is None and time.monotonic() < deadline:
-            mails = mail.get(f"{inbox}/_standin/emails", params={"to": address}).json()["data"]
-            found = re.search(r"/reset-password\?token=([A-Za-z0-9_-]+)", str(mails))
-            link = found.group(1) if found else None
-            if link is None:
-                time.sleep(0.5)
-    assert link, "the reset mail did not arrive"
+    link = stack.mailed_token(address, "/reset-password")
     new_secret = password()
     reset = browser.post("/api/auth/reset-password", json={"token": link, "password": new_secret})
     assert reset.status_code == 200, reset.text

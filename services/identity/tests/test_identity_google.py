@@ -121,10 +121,19 @@ async def test_a_new_google_user_is_created_and_signed_in(
     assert count == 1
 
 
-async def test_google_links_an_existing_account_by_verified_email(
-    signed_in: tuple[Browser, Account], browsers: Callable[..., Browser], oidc_standin: ServedApp
+async def test_google_links_an_unproved_account_and_ends_its_password(
+    signed_in: tuple[Browser, Account],
+    browsers: Callable[..., Browser],
+    oidc_standin: ServedApp,
+    engine: AsyncEngine,
 ) -> None:
     old_browser, account = signed_in
+    # Accounts made before sign-up links proved addresses (or loaded from elsewhere).
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE identity.users SET email_verified = false WHERE id = :u"),
+            {"u": account.user_id},
+        )
     browser = browsers()
     response = await google_sign_in(browser, oidc_standin, account.email)
     assert response.status_code == 303
@@ -144,12 +153,7 @@ async def test_a_proved_account_keeps_its_password_when_google_is_linked(
     oidc_standin: ServedApp,
     engine: AsyncEngine,
 ) -> None:
-    old_browser, account = signed_in
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE identity.users SET email_verified = true WHERE id = :u"),
-            {"u": account.user_id},
-        )
+    old_browser, account = signed_in  # made through the emailed link: its address is proved
     assert (await google_sign_in(browsers(), oidc_standin, account.email)).status_code == 303
     assert (await browsers().login(account.email, account.password)).status_code == 200
     assert (await old_browser.get("/api/auth/me")).status_code == 200

@@ -49,18 +49,34 @@ def test_registration_and_password_reset_mail_arrive_and_work(
     registered = gateway.post(
         "/api/auth/register", json={"email": address, "password": password, "name": "Flo <b>"}
     )
-    assert registered.status_code == 201, registered.text
+    assert registered.status_code == 202, registered.text
 
-    (welcome,) = mail_to(inbox, address, 1)
-    assert welcome["subject"] == "Welcome to Ember"
+    (link_mail,) = mail_to(inbox, address, 1)
+    assert link_mail["subject"] == "Confirm your email to finish signing up at Ember"
+    assert "Flo &lt;b&gt;" in link_mail["html"]
+    assert link_mail["from"]
+    link = re.search(r"https?://\S+?/verify-email\?token=([A-Za-z0-9_-]+)", link_mail["text"])
+    assert link, link_mail["text"]
+    opened = gateway.post("/api/auth/verify-email", json={"token": link.group(1)})
+    assert opened.status_code == 201, opened.text
+
+    welcome = next(m for m in mail_to(inbox, address, 2) if m["subject"] == "Welcome to Ember")
     assert "Flo &lt;b&gt;" in welcome["html"]
-    assert welcome["from"]
+
+    # Signing up again with the address: the same answer, and only its owner learns why.
+    again = gateway.post("/api/auth/register", json={"email": address, "password": password})
+    assert again.status_code == 202, again.text
+    assert again.json() == registered.json()
+    notice = next(
+        m for m in mail_to(inbox, address, 3) if m["subject"] == "You already have an Ember account"
+    )
+    assert "/forgot-password" in notice["text"]
 
     asked = gateway.post("/api/auth/forgot-password", json={"email": address})
     assert asked.status_code == 202
 
     reset = next(
-        m for m in mail_to(inbox, address, 2) if m["subject"] == "Reset your Ember password"
+        m for m in mail_to(inbox, address, 4) if m["subject"] == "Reset your Ember password"
     )
     match = re.search(r"https?://\S+?token=([A-Za-z0-9_-]+)", reset["text"])
     assert match, reset["text"]
@@ -74,14 +90,15 @@ def test_registration_and_password_reset_mail_arrive_and_work(
 
 
 def test_staff_see_the_sent_mail_through_the_gateway(
-    gateway: httpx.Client, inbox: httpx.Client, tokens: TokenFactory
+    gateway: httpx.Client, inbox: httpx.Client, tokens: TokenFactory, stack: RunningStack
 ) -> None:
     address = f"staff-view-{uuid.uuid4().hex[:10]}@example.com"
     password = "Roast-" + secrets.token_urlsafe(12)
     assert (
         gateway.post("/api/auth/register", json={"email": address, "password": password})
-    ).status_code == 201
-    mail_to(inbox, address, 1)
+    ).status_code == 202
+    link = stack.mailed_token(address, "/verify-email")
+    assert gateway.post("/api/auth/verify-email", json={"token": link}).status_code == 201
     token, _ = tokens.admin()
     headers = tokens.bearer(token)
 

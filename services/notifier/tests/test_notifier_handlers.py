@@ -6,14 +6,27 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ember_shared.events.contracts import OrderShipped, PasswordResetRequested, UserRegistered
+from ember_shared.events.contracts import (
+    OrderDelivered,
+    OrderLine,
+    OrderShipped,
+    PasswordResetRequested,
+    SignUpForExistingAccount,
+    SignUpRequested,
+    SubscriptionInvoicePaid,
+    UserRegistered,
+)
 from ember_shared.ids import new_id
 from ember_shared.settings import service_settings
 from notifier.events import (
     handlers,
+    queue_delivery_notice,
+    queue_existing_account_notice,
     queue_order_confirmation,
     queue_password_reset,
     queue_shipment_notice,
+    queue_sign_up_link,
+    queue_subscription_order_confirmation,
     queue_welcome,
 )
 from notifier.models import Suppression
@@ -31,13 +44,17 @@ def public_url() -> str:
     return service_settings("notifier").app.public_url.rstrip("/")
 
 
-def test_the_notifier_handles_the_four_mail_events() -> None:
+def test_the_notifier_handles_every_mail_event() -> None:
     assert handlers.service == "notifier"
     assert handlers.event_types == sorted(
         [
             "payment.succeeded.v1",
+            "subscription.invoice_paid.v1",
             "order.shipped.v1",
+            "order.delivered.v1",
             "password_reset.requested.v1",
+            "sign_up.requested.v1",
+            "sign_up.existing_account.v1",
             "user.registered.v1",
         ]
     )
@@ -125,6 +142,88 @@ async def test_shipment_reset_and_welcome_are_queued_with_their_links(engine: As
     assert "https://shop.example.com/account/reset?token=abc123" in password.text
     assert "12:30 UTC on 01 Jan 2030" in password.text
     assert "Grace" in by_template["welcome"].html
+
+
+async def test_sign_up_mails_carry_the_link_or_say_the_account_exists(
+    engine: AsyncEngine,
+) -> None:
+    newcomer, customer = unique_address("newcomer"), unique_address("customer")
+    asked = SignUpRequested(
+        email=newcomer,
+        name="Grace",
+        verify_url="https://shop.example.com/verify-email?token=tok_abc123",
+        expires_at="2030-01-02T08:00:00+00:00",
+    )
+    known = SignUpForExistingAccount(
+        user_id=new_id(),
+        email=customer,
+        name="Ada",
+        sign_in_url="https://shop.example.com/signin",
+        reset_url="https://shop.example.com/forgot-password",
+    )
+
+    await handle(engine, queue_sign_up_link, envelope(asked), asked)
+    await handle(engine, queue_existing_account_notice, envelope(known), known)
+    await handle(engine, queue_sign_up_link, envelope(asked), asked)  # another request, new mail
+
+    links = await emails_to(engine, newcomer)
+    assert [row.template for row in links] == ["sign_up", "sign_up"]
+    assert "https://shop.example.com/verify-email?token=tok_abc123" in links[0].text
+    assert 'href="https://shop.example.com/verify-email?token=tok_abc123"' in links[0].html
+    assert "08:00 UTC on 02 Jan 2030" in links[0].text
+    (notice,) = await emails_to(engine, customer)
+    assert notice.template == "existing_account"
+    assert notice.subject == "You already have an Ember account"
+    assert "https://shop.example.com/forgot-password" in notice.text
+    assert "token" not in notice.text
+
+
+async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEngine) -> None:
+    to = unique_address("subscriber")
+    paid = payment_succeeded(to)
+    invoice = SubscriptionInvoicePaid(
+        order_id=new_id(),
+        subscription_id=new_id(),
+        user_id=new_id(),
+        email=to,
+        lines=[
+            OrderLine(
+                product_id=new_id(), slug="house", name="House Blend", unit_price=1600, quantity=2
+            )
+        ],
+        subtotal=3200,
+        shipping=0,
+        total=3200,
+        currency="USD",
+        shipping_address=paid.shipping_address,
+        stripe_invoice_id="in_123",
+        stripe_subscription_id="sub_123",
+        period_start="2030-01-01T00:00:00Z",
+        period_end="2030-02-01T00:00:00Z",
+    )
+    arrived = OrderDelivered(
+        order_id=invoice.order_id,
+        email=to,
+        carrier="UPS",
+        tracking_number="1Z999AA10123456784",
+        delivered_at="2030-01-04T15:20:00Z",
+    )
+    event = envelope(invoice)
+
+    await handle(engine, queue_subscription_order_confirmation, event, invoice)
+    await handle(engine, queue_subscription_order_confirmation, event, invoice)  # redelivered
+    await handle(engine, queue_delivery_notice, envelope(arrived), arrived)
+
+    by_template = {row.template: row for row in await emails_to(engine, to)}
+    assert sorted(by_template) == ["delivered", "order_confirmation"]
+    confirmation = by_template["order_confirmation"]
+    assert "House Blend" in confirmation.text
+    assert "$32.00" in confirmation.text
+    assert invoice.order_id.hex[-8:].upper() in confirmation.subject
+    delivered = by_template["delivered"]
+    assert "15:20 UTC on 04 Jan 2030" in delivered.text
+    assert f"/order/{invoice.order_id}" in delivered.html
+    assert delivered.subject.endswith("has arrived")
 
 
 async def test_a_suppressed_address_is_queued_as_suppressed(engine: AsyncEngine) -> None:

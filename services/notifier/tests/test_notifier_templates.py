@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from ember_shared.events.contracts import OrderShipped, PasswordResetRequested, UserRegistered
+from ember_shared.events.contracts import (
+    OrderDelivered,
+    OrderShipped,
+    PasswordResetRequested,
+    SignUpForExistingAccount,
+    SignUpRequested,
+    UserRegistered,
+)
 from ember_shared.ids import new_id
 from notifier.emails import compose
 from notifier.emails.rendering import TOKENS, Template, render
@@ -35,7 +42,48 @@ def all_rendered() -> list[tuple[Template, str, str, str]]:
             UserRegistered(user_id=new_id(), email="a@example.com", name=NASTY), PUBLIC
         ),
     )
+    arrived = render(
+        Template.DELIVERED,
+        compose.delivered(
+            OrderDelivered(
+                order_id=new_id(),
+                email="a@example.com",
+                carrier=NASTY,
+                tracking_number=NASTY,
+                delivered_at="2030-01-02T09:15:00Z",
+            ),
+            PUBLIC,
+        ),
+    )
+    link = render(
+        Template.SIGN_UP,
+        compose.sign_up(
+            SignUpRequested(
+                email="a@example.com",
+                name=NASTY,
+                verify_url=f"{PUBLIC}/verify-email?token=t",
+                expires_at="2030-01-01T00:00:00Z",
+            ),
+            PUBLIC,
+        ),
+    )
+    existing = render(
+        Template.EXISTING_ACCOUNT,
+        compose.existing_account(
+            SignUpForExistingAccount(
+                user_id=new_id(),
+                email="a@example.com",
+                name=NASTY,
+                sign_in_url=f"{PUBLIC}/signin",
+                reset_url="javascript:alert(1)",
+            ),
+            PUBLIC,
+        ),
+    )
     return [
+        (Template.DELIVERED, arrived.subject, arrived.html, arrived.text),
+        (Template.SIGN_UP, link.subject, link.html, link.text),
+        (Template.EXISTING_ACCOUNT, existing.subject, existing.html, existing.text),
         (Template.ORDER_CONFIRMATION, order.subject, order.html, order.text),
         (Template.SHIPMENT, ship.subject, ship.html, ship.text),
         (Template.PASSWORD_RESET, password.subject, password.html, password.text),

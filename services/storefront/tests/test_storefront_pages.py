@@ -432,7 +432,7 @@ async def test_the_status_fragment_keeps_polling_until_paid_then_stops(
 # --- accounts -------------------------------------------------------------------------------
 
 
-async def test_register_sign_out_and_sign_in_relay_identitys_cookies(
+async def test_sign_up_link_sign_out_and_sign_in_relay_identitys_cookies(
     browser: Browser, shop: Shop
 ) -> None:
     email = f"new-{uuid.uuid4().hex[:8]}@example.com"
@@ -447,12 +447,37 @@ async def test_register_sign_out_and_sign_in_relay_identitys_cookies(
             "_csrf_token": csrf_of(page),
         },
     )
-    assert made.status_code == 303
-    assert made.headers["location"] == "/account"
+    sent = assert_page(made)
+    assert "Check your email" in sent
+    assert email in sent
+    assert not browser.cookies.get("ember_access")  # nothing exists until the link is opened
+    signin = (await browser.get("/signin")).text
+    early = await browser.post(
+        "/signin", {"email": email, "password": PASSWORD, "_csrf_token": csrf_of(signin)}
+    )
+    assert "Open the link we emailed you first" in assert_page(early, 401)
+
+    # The same page for an address that already has an account.
+    known = shop.register()
+    again = await browser.post(
+        "/register",
+        {"email": known["email"], "password": PASSWORD, "_csrf_token": csrf_of(page)},
+    )
+    assert "Check your email" in assert_page(again)
+
+    token = shop.stack.mailed_token(email, "/verify-email")
+    landing = assert_page(await browser.get("/verify-email", params={"token": token}))
+    assert 'data-testid="verify-submit"' in landing
+    assert not browser.cookies.get("ember_access")  # opening the page does not spend the link
+    opened = await browser.post("/verify-email", {"token": token, "_csrf_token": csrf_of(landing)})
+    assert opened.status_code == 303
+    assert opened.headers["location"] == "/account"
     for cookie in ("ember_access", "ember_session", "ember_csrf"):
         assert browser.cookies.get(cookie), cookie
     account = assert_page(await browser.get("/account"))
     assert "Hello, Mary Somerville" in account
+    spent = await browser.post("/verify-email", {"token": token, "_csrf_token": csrf_of(landing)})
+    assert "expired or was used already" in assert_page(spent, 400)
     out = await browser.post("/signout", {"_csrf_token": csrf_of(account)})
     assert out.status_code == 303
     assert not browser.cookies.get("ember_access")

@@ -1,7 +1,7 @@
 """Tables of the identity service, all in Postgres schema ``identity``.
 
 Secrets are never stored as given: passwords as Argon2id hashes, session (refresh) tokens and
-password-reset tokens as SHA-256 digests (invariant 15).
+password-reset and sign-up tokens as SHA-256 digests (invariant 15).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "OAuthLink",
     "PasswordResetToken",
     "Session",
+    "SignUp",
     "User",
 ]
 
@@ -67,7 +68,7 @@ class User(EntityColumns, Base):
     #: None for an account that only ever signed in with Google.
     password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
     role: Mapped[str] = mapped_column(String(16), nullable=False, server_default=ROLE_CUSTOMER)
-    #: Proven by a Google sign-in or a completed password reset.
+    #: Proven by the sign-up link, a Google sign-in or a completed password reset.
     email_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True))
@@ -117,6 +118,24 @@ class PasswordResetToken(EntityColumns, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("identity.users.id", ondelete="CASCADE"), nullable=False, unique=True
     )
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), nullable=False)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class SignUp(EntityColumns, Base):
+    """A request for an account, waiting for its emailed link to be opened.
+
+    The account is made only then, from this row: until the address is proved, no ``users`` row
+    exists, so neither the answer to sign-up nor sign-in can tell a newcomer from a customer.
+    Each request has its own link (a second request does not change the first one's password).
+    """
+
+    __tablename__ = "sign_ups"
+
+    email: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(120), nullable=False, server_default="")
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), nullable=False)
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True))

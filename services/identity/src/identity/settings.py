@@ -73,6 +73,8 @@ class IdentitySettings:
     reset_token_ttl_minutes: int = field(
         default_factory=lambda: env_int("PASSWORD_RESET_TTL_MINUTES", 30)
     )
+    #: How long the emailed link that finishes a sign-up works.
+    sign_up_ttl_hours: int = field(default_factory=lambda: env_int("SIGN_UP_TTL_HOURS", 24))
 
     google_client_id: str = field(default_factory=_google_client_id)
     google_client_secret: str = field(default_factory=_google_client_secret)

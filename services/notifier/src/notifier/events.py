@@ -10,9 +10,13 @@ import uuid
 
 from ember_shared.events import Envelope, EventHandlers
 from ember_shared.events.contracts import (
+    OrderDelivered,
     OrderShipped,
     PasswordResetRequested,
     PaymentSucceeded,
+    SignUpForExistingAccount,
+    SignUpRequested,
+    SubscriptionInvoicePaid,
     UserRegistered,
 )
 from ember_shared.settings import service_settings
@@ -59,10 +63,40 @@ async def queue_order_confirmation(
     await _queue(session, event, Template.ORDER_CONFIRMATION, data.email, context)
 
 
+@handlers.on(SubscriptionInvoicePaid)
+async def queue_subscription_order_confirmation(
+    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession
+) -> None:
+    context = compose.order_confirmation(data, _public_url())
+    await _queue(session, event, Template.ORDER_CONFIRMATION, data.email, context)
+
+
 @handlers.on(OrderShipped)
 async def queue_shipment_notice(event: Envelope, data: OrderShipped, session: AsyncSession) -> None:
     context = compose.shipment(data, _public_url())
     await _queue(session, event, Template.SHIPMENT, data.email, context)
+
+
+@handlers.on(OrderDelivered)
+async def queue_delivery_notice(
+    event: Envelope, data: OrderDelivered, session: AsyncSession
+) -> None:
+    context = compose.delivered(data, _public_url())
+    await _queue(session, event, Template.DELIVERED, data.email, context)
+
+
+@handlers.on(SignUpRequested)
+async def queue_sign_up_link(event: Envelope, data: SignUpRequested, session: AsyncSession) -> None:
+    context = compose.sign_up(data, _public_url())
+    await _queue(session, event, Template.SIGN_UP, data.email, context)
+
+
+@handlers.on(SignUpForExistingAccount)
+async def queue_existing_account_notice(
+    event: Envelope, data: SignUpForExistingAccount, session: AsyncSession
+) -> None:
+    context = compose.existing_account(data, _public_url())
+    await _queue(session, event, Template.EXISTING_ACCOUNT, data.email, context)
 
 
 @handlers.on(PasswordResetRequested)

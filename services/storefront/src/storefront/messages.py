@@ -8,6 +8,10 @@ from storefront.api import ApiProblem, ApiUnavailable
 from storefront.web import money
 
 GENERIC = "Something did not work. Please try again."
+SIGN_UP_LINK_INVALID = (
+    "That link has expired or was used already. If your account is ready, sign in; "
+    "if not, sign up again for a new link."
+)
 
 
 def _int(body: dict[str, Any], key: str) -> int | None:
@@ -75,7 +79,10 @@ def friendly(problem: ApiProblem, what: str = "") -> str:
         case "unauthenticated" | "token-expired" | "session-ended":
             return "Please sign in again."
         case "invalid-credentials":
-            return "That email and password do not match an account."
+            return (
+                "That email and password do not match an account. Just signed up? Open the "
+                "link we emailed you first."
+            )
         case "rate-limited":
             retry = _int(body, "retry_after")
             return (
@@ -85,8 +92,10 @@ def friendly(problem: ApiProblem, what: str = "") -> str:
             )
         case "weak-password":
             return str(problem.detail) or "Choose a longer, less common password."
-        case "email-taken":
-            return "There is already an account with that email. Sign in instead?"
+        case "invalid-sign-up-link":
+            return SIGN_UP_LINK_INVALID
+        case "already-registered":
+            return "Your account is ready: sign in."
         case "invalid-reset-token":
             return "That reset link has expired or was already used. Ask for a new one."
         case "wrong-password":

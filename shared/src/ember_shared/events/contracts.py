@@ -108,6 +108,30 @@ class UserRegistered(EventData, frozen=True, kw_only=True):
     name: str = ""
 
 
+class SignUpRequested(EventData, frozen=True, kw_only=True):
+    """Someone asked for an account with an address that has none: the notifier mails the link
+    that proves the mailbox and creates the account (nothing exists before it is opened)."""
+
+    TYPE = "sign_up.requested.v1"
+    email: str
+    name: str = ""
+    #: The raw single-use token travels only to the notifier, which puts it in the link.
+    verify_url: str
+    expires_at: str
+
+
+class SignUpForExistingAccount(EventData, frozen=True, kw_only=True):
+    """Someone asked for an account with an address that already has one. The answer to the
+    request is the same as for a new address; only the mailbox owner learns the difference."""
+
+    TYPE = "sign_up.existing_account.v1"
+    user_id: uuid.UUID
+    email: str
+    name: str = ""
+    sign_in_url: str
+    reset_url: str
+
+
 class PasswordResetRequested(EventData, frozen=True, kw_only=True):
     TYPE = "password_reset.requested.v1"
     user_id: uuid.UUID

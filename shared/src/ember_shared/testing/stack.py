@@ -11,12 +11,15 @@ streams it to stderr instead); a stack that does not come up fails with each lag
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 import redis
 
@@ -68,6 +71,25 @@ class RunningStack:
         from ember_shared.devstack.layout import SERVICES
 
         return [app.name for app in self._stack.apps if app.name not in SERVICES]
+
+    def mailed_token(self, to: str, page: str, *, within: float = 60) -> str:
+        """The token of the newest ``{page}?token=...`` link mailed to ``to``.
+
+        Read from the Resend stand-in's mailbox, so the mail really went through identity's
+        outbox, the event bus and the notifier; waits up to ``within`` seconds for it.
+        """
+        pattern = re.compile(re.escape(page) + r"\?token=([A-Za-z0-9_-]+)")
+        inbox = f"{self.service_url('resend-standin')}/_standin/emails"
+        deadline = time.monotonic() + within
+        with httpx.Client(timeout=10) as client:
+            while True:
+                for mail in client.get(inbox, params={"to": to}).json()["data"]:  # newest first
+                    found = pattern.search(str(mail.get("text") or mail.get("html") or ""))
+                    if found:
+                        return found.group(1)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no mail with a {page} link reached {to}")
+                time.sleep(0.2)
 
     def restarted(self) -> list[str]:
         """Processes that died at least once since the stack started (each was restarted)."""

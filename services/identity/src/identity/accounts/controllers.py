@@ -1,4 +1,4 @@
-"""``/api/auth/*``: register, sign in and out, refresh, who am I, password reset, JWKS."""
+"""``/api/auth/*``: sign up, sign in and out, refresh, who am I, password reset, JWKS."""
 
 from __future__ import annotations
 
@@ -34,12 +34,17 @@ from identity.accounts.schemas import (
     RegisterRequest,
     ResetPasswordRequest,
     SignedIn,
+    VerifyEmailRequest,
 )
 from identity.accounts.services import AccountService
 from identity.accounts.sessions import SessionRefused, Sessions
 from identity.audit.services import Actions, record
 from identity.context import Identity, RequestMeta
 
+SIGN_UP_ANSWER = (
+    "We have sent a link to that address. Open it to finish: it makes your account and signs "
+    "you in. If the address already has an account, the email says so instead."
+)
 FORGOT_ANSWER = (
     "If an account exists for that address, we have sent it a link to choose a new password. "
     "The link works once, for 30 minutes."
@@ -59,19 +64,41 @@ class AuthController(Controller):
 
     @post(
         "/register",
-        summary="Create an account and sign in",
+        summary="Sign up: mail the address a link that makes the account",
         description=(
-            "Email: unique, case-insensitive. Password: at least PASSWORD_MIN_LENGTH (10) and at "
-            "most 128 characters, not found in breached-password lists (422 `weak-password`). "
-            "Sets the session cookies, like sign-in. Body must be application/json."
+            "Email: validated, compared case-insensitively. Password: at least "
+            "PASSWORD_MIN_LENGTH (10) and at most 128 characters, not found in breached-password "
+            "lists (422 `weak-password`). Always answers 202 with the same body, whether or not "
+            "the address already has an account, so the answer never tells. A new address gets "
+            "`sign_up.requested.v1` (the notifier mails the link; opening it calls "
+            "`POST /api/auth/verify-email`, which makes the account and signs in); an address "
+            "with an account gets `sign_up.existing_account.v1` (a mail with links to sign in and "
+            "to reset the password). Body must be application/json."
+        ),
+        status_code=HTTP_202_ACCEPTED,
+        guards=[requires_json],
+    )
+    async def register(self, data: RegisterRequest, accounts: AccountService) -> Accepted:
+        await accounts.register(data)
+        return Accepted(status="accepted", detail=SIGN_UP_ANSWER)
+
+    @post(
+        "/verify-email",
+        summary="Finish a sign-up with the emailed link: make the account and sign in",
+        description=(
+            "The token of the link a sign-up mailed. It works once, within SIGN_UP_TTL_HOURS "
+            "(24). Makes the account (its address confirmed), emits `user.registered.v1` and sets "
+            "the session cookies, like sign-in. 400 `invalid-sign-up-link` for an unknown, used "
+            "or expired link; 409 `already-registered` when the address got its account another "
+            "way meanwhile."
         ),
         status_code=HTTP_201_CREATED,
         guards=[requires_json],
     )
-    async def register(
-        self, data: RegisterRequest, accounts: AccountService, identity: Identity
+    async def verify_email(
+        self, data: VerifyEmailRequest, accounts: AccountService, identity: Identity
     ) -> Response[SignedIn]:
-        issued = await accounts.register(data)
+        issued = await accounts.verify_email(data)
         return signed_in_response(issued, identity, HTTP_201_CREATED)
 
     @post(

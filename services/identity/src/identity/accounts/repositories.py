@@ -1,4 +1,4 @@
-"""Queries on users, sessions and password-reset tokens."""
+"""Queries on users, sessions, password-reset tokens and sign-ups waiting for their link."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from identity.models import ROLE_ADMIN, PasswordResetToken, Session, User
+from identity.models import ROLE_ADMIN, PasswordResetToken, Session, SignUp, User
 
 
 def _like_escape(text: str) -> str:
@@ -147,3 +147,34 @@ class ResetTokenRepository(SQLAlchemyAsyncRepository[PasswordResetToken]):
         await self.session.execute(
             delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id)
         )
+
+
+class SignUpRepository(SQLAlchemyAsyncRepository[SignUp]):
+    model_type = SignUp
+
+    async def consume(self, token_hash: str, now: dt.datetime) -> SignUp | None:
+        """Marks a live sign-up used and returns it; None if unknown, used or expired.
+
+        One conditional UPDATE: two requests racing with the same link cannot both win.
+        """
+        result = await self.session.execute(
+            update(SignUp)
+            .where(
+                SignUp.token_hash == token_hash, SignUp.used_at.is_(None), SignUp.expires_at > now
+            )
+            .values(used_at=now)
+            .returning(SignUp)
+        )
+        return result.scalar_one_or_none()
+
+    async def discard_stale(self, email: str, now: dt.datetime) -> None:
+        """Forgets the address's used and expired requests (nobody can open them any more)."""
+        await self.session.execute(
+            delete(SignUp).where(
+                SignUp.email == email, or_(SignUp.used_at.is_not(None), SignUp.expires_at <= now)
+            )
+        )
+
+    async def discard_for_email(self, email: str) -> None:
+        """The account exists: the address's other links must not make a second one."""
+        await self.session.execute(delete(SignUp).where(SignUp.email == email))

@@ -52,9 +52,20 @@ class ForgotPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
 
 
+EmailedToken = Annotated[
+    str, msgspec.Meta(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
+]
+
+
 class ResetPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
-    token: Annotated[str, msgspec.Meta(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
+    token: EmailedToken
     password: NewPassword
+
+
+class VerifyEmailRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The token of the link a sign-up mailed (``/verify-email?token=...``)."""
+
+    token: EmailedToken
 
 
 class UserOut(msgspec.Struct):

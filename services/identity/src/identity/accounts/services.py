@@ -1,8 +1,9 @@
-"""Registering, signing in and out, and resetting a forgotten password.
+"""Signing up, signing in and out, and resetting a forgotten password.
 
 Two rules from the architecture shape this module (invariant 7): the rate limiter runs before
 any Argon2 verify, and no answer tells whether an email belongs to an account. An unknown email
-is checked against a dummy hash, so it takes as long as a wrong password.
+is checked against a dummy hash, so it takes as long as a wrong password; a sign-up answers the
+same for a new and a known address, and the account is made only when the emailed link is opened.
 """
 
 from __future__ import annotations
@@ -11,23 +12,34 @@ import datetime as dt
 import uuid
 
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
-from ember_shared.events.contracts import PasswordChanged, PasswordResetRequested, UserRegistered
+from ember_shared.events.contracts import (
+    PasswordChanged,
+    PasswordResetRequested,
+    SignUpForExistingAccount,
+    SignUpRequested,
+    UserRegistered,
+)
 from ember_shared.problems import Problem
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.accounts.policy import check_password
-from identity.accounts.repositories import ResetTokenRepository, UserRepository
+from identity.accounts.repositories import (
+    ResetTokenRepository,
+    SignUpRepository,
+    UserRepository,
+)
 from identity.accounts.schemas import (
     ForgotPasswordRequest,
     LoginRequest,
     RegisterRequest,
     ResetPasswordRequest,
+    VerifyEmailRequest,
     normalize_email,
 )
 from identity.accounts.sessions import Issued, Sessions, new_secret, now_utc, token_hash
 from identity.audit.services import Actions, record, record_detached
 from identity.context import Identity, RequestMeta
-from identity.models import ROLE_CUSTOMER, User
+from identity.models import ROLE_CUSTOMER, SignUp, User
 
 INVALID_CREDENTIALS = "The email or password is not right."
 
@@ -60,6 +72,7 @@ class AccountService:
         self.meta = meta
         self.users = UserRepository(session=db)
         self.reset_tokens = ResetTokenRepository(session=db)
+        self.sign_ups = SignUpRepository(session=db)
         self.sessions = Sessions(db, identity)
 
     async def _limit_ip(self, bucket: str, limit: int) -> None:
@@ -69,29 +82,123 @@ class AccountService:
         if retry is not None:
             raise rate_limited(retry)
 
-    # --- register ------------------------------------------------------------------------
+    # --- sign up -------------------------------------------------------------------------
 
-    async def register(self, data: RegisterRequest) -> Issued:
-        await self._limit_ip("register-ip", self.identity.settings.sensitive_max_per_ip)
+    async def register(self, data: RegisterRequest) -> None:
+        """Mails the address a link that makes the account, or, when the address already has
+        one, a note saying so. The caller's answer is the same either way, and so is the work:
+        the password is hashed in both cases, so timing tells nothing either."""
+        settings = self.identity.settings
+        await self._limit_ip("register-ip", settings.sensitive_max_per_ip)
         email = normalize_email(data.email)
         await check_password(self.identity, data.password, email=email)
-        if await self.users.by_email(email) is not None:
-            raise _email_taken()
-        user = User(
+        password_hash = await self.identity.passwords.hash(data.password)
+        # Per address, quietly, like reset requests: the inbox is not flooded.
+        flooded = await self.identity.limiter.hit(
+            "sign-up-account", email, limit=5, window=settings.login_window_seconds
+        )
+        user = await self.users.by_email(email)
+        if flooded is not None or (user is not None and user.is_disabled):
+            await record(
+                self.db,
+                Actions.SIGN_UP_REQUESTED,
+                user_id=user.id if user else None,
+                email=email,
+                meta=self.meta,
+                sent=False,
+                reason="rate-limited" if flooded is not None else "disabled",
+            )
+            return
+        if user is not None:
+            await self.identity.outbox.add(
+                self.db,
+                SignUpForExistingAccount(
+                    user_id=user.id,
+                    email=user.email,
+                    name=user.name,
+                    sign_in_url=f"{self.identity.public_url}/signin",
+                    reset_url=f"{self.identity.public_url}/forgot-password",
+                ),
+            )
+            await record(
+                self.db,
+                Actions.SIGN_UP_REQUESTED,
+                user_id=user.id,
+                email=email,
+                meta=self.meta,
+                sent=True,
+                existing_account=True,
+            )
+            return
+        now = now_utc()
+        await self.sign_ups.discard_stale(email, now)
+        raw = new_secret()
+        expires_at = now + dt.timedelta(hours=settings.sign_up_ttl_hours)
+        await self.sign_ups.add(
+            SignUp(
+                email=email,
+                name=data.name.strip(),
+                password_hash=password_hash,
+                token_hash=token_hash(raw),
+                expires_at=expires_at,
+            )
+        )
+        await self.identity.outbox.add(
+            self.db,
+            SignUpRequested(
+                email=email,
+                name=data.name.strip(),
+                verify_url=f"{self.identity.public_url}/verify-email?token={raw}",
+                expires_at=expires_at.isoformat(),
+            ),
+        )
+        await record(
+            self.db,
+            Actions.SIGN_UP_REQUESTED,
             email=email,
-            name=data.name.strip(),
-            password_hash=await self.identity.passwords.hash(data.password),
+            meta=self.meta,
+            sent=True,
+            existing_account=False,
+        )
+
+    async def verify_email(self, data: VerifyEmailRequest) -> Issued:
+        """Opening the emailed link proves the mailbox: the account is made and signed in."""
+        await self._limit_ip("verify-ip", self.identity.settings.sensitive_max_per_ip)
+        sign_up = await self.sign_ups.consume(token_hash(data.token), now_utc())
+        if sign_up is None:
+            await record_detached(
+                self.identity.engine,
+                Actions.SIGN_UP_FAILED,
+                meta=self.meta,
+                reason="invalid-token",
+            )
+            raise Problem(
+                400,
+                "invalid-sign-up-link",
+                "This link is not valid: it may have expired or been used already. "
+                "Sign in if your account is ready, or sign up again.",
+                title="Sign-up link not valid",
+            )
+        if await self.users.by_email(sign_up.email) is not None:
+            # Only the mailbox owner holds the link, so saying this reveals nothing.
+            raise _already_registered()
+        user = User(
+            email=sign_up.email,
+            name=sign_up.name,
+            password_hash=sign_up.password_hash,
             role=ROLE_CUSTOMER,
+            email_verified=True,
         )
         try:
             await self.users.add(user)
         except (DuplicateKeyError, IntegrityError) as exc:
-            # Another request registered the same address between our check and our insert.
-            raise _email_taken() from exc
+            # Another link of the same address (or Google) made the account a moment ago.
+            raise _already_registered() from exc
+        await self.sign_ups.discard_for_email(user.email)
         await self.identity.outbox.add(
             self.db, UserRegistered(user_id=user.id, email=user.email, name=user.name)
         )
-        await record(self.db, Actions.REGISTERED, user_id=user.id, email=email, meta=self.meta)
+        await record(self.db, Actions.REGISTERED, user_id=user.id, email=user.email, meta=self.meta)
         return await self.sessions.start(user, method="password", meta=self.meta)
 
     # --- sign in -------------------------------------------------------------------------
@@ -242,10 +349,10 @@ class AccountService:
         return user
 
 
-def _email_taken() -> Problem:
+def _already_registered() -> Problem:
     return Problem(
         409,
-        "email-taken",
-        "An account with this email already exists. Sign in, or reset your password.",
-        title="Email already registered",
+        "already-registered",
+        "Your address is confirmed and its account is ready: sign in.",
+        title="Account already made",
     )

@@ -23,6 +23,8 @@ log = structlog.get_logger("identity.audit")
 
 class Actions:
     REGISTERED = "account.registered"
+    SIGN_UP_REQUESTED = "sign_up.requested"
+    SIGN_UP_FAILED = "sign_up.failed"
     SIGN_IN = "sign_in.succeeded"
     SIGN_IN_FAILED = "sign_in.failed"
     SIGN_IN_LIMITED = "sign_in.rate_limited"

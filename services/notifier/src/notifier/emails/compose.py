@@ -8,9 +8,13 @@ from typing import Any
 
 from ember_shared.events.contracts import (
     Address,
+    OrderDelivered,
     OrderShipped,
     PasswordResetRequested,
     PaymentSucceeded,
+    SignUpForExistingAccount,
+    SignUpRequested,
+    SubscriptionInvoicePaid,
     UserRegistered,
 )
 
@@ -46,7 +50,10 @@ def readable_time(value: str) -> str:
     return moment.astimezone(dt.UTC).strftime("%H:%M UTC on %d %b %Y")
 
 
-def order_confirmation(data: PaymentSucceeded, public_url: str) -> dict[str, Any]:
+def order_confirmation(
+    data: PaymentSucceeded | SubscriptionInvoicePaid, public_url: str
+) -> dict[str, Any]:
+    """A paid order, one-off or a subscription's delivery: the two events carry the same order."""
     return {
         "public_url": public_url,
         "customer_name": data.shipping_address.name,
@@ -95,4 +102,34 @@ def welcome(data: UserRegistered, public_url: str) -> dict[str, Any]:
         "public_url": public_url,
         "customer_name": data.name,
         "shop_url": f"{public_url.rstrip('/')}/",
+    }
+
+
+def delivered(data: OrderDelivered, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "order_number": order_number(data.order_id),
+        "order_url": order_url(public_url, data.order_id),
+        "carrier": data.carrier,
+        "tracking_number": data.tracking_number,
+        "delivered_at": readable_time(data.delivered_at),
+    }
+
+
+def sign_up(data: SignUpRequested, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "customer_name": data.name,
+        "verify_url": safe_link(data.verify_url, f"{public_url.rstrip('/')}/register"),
+        "expires_at": readable_time(data.expires_at),
+    }
+
+
+def existing_account(data: SignUpForExistingAccount, public_url: str) -> dict[str, Any]:
+    base = public_url.rstrip("/")
+    return {
+        "public_url": public_url,
+        "customer_name": data.name,
+        "sign_in_url": safe_link(data.sign_in_url, f"{base}/signin"),
+        "reset_url": safe_link(data.reset_url, f"{base}/forgot-password"),
     }

@@ -22,6 +22,9 @@ class Template(StrEnum):
     SHIPMENT = "shipment"
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a template name
     WELCOME = "welcome"
+    SIGN_UP = "sign_up"
+    EXISTING_ACCOUNT = "existing_account"
+    DELIVERED = "delivered"
 
 
 #: The storefront's design tokens, as mail can use them (hex colours, web-safe font stacks).
@@ -88,6 +91,9 @@ SUBJECTS: dict[Template, str] = {
     Template.SHIPMENT: "Your Ember order {order_number} is on its way",
     Template.PASSWORD_RESET: "Reset your Ember password",
     Template.WELCOME: "Welcome to Ember",
+    Template.SIGN_UP: "Confirm your email to finish signing up at Ember",
+    Template.EXISTING_ACCOUNT: "You already have an Ember account",
+    Template.DELIVERED: "Your Ember order {order_number} has arrived",
 }
 
 _env = Environment(

@@ -1,4 +1,5 @@
-"""Signing in and out, registering, and the password-reset pair, over identity's routes.
+"""Signing in and out, signing up (and opening the emailed link), and the password-reset pair,
+over identity's routes.
 
 Identity sets its cookies (access token, session, CSRF) on its answers; the storefront relays them
 to the browser unchanged, so a sign-in here is the same session every service sees.
@@ -15,7 +16,7 @@ from litestar.response import Redirect
 
 from storefront.api import CSRF_COOKIE, SESSION_COOKIE, Api, ApiProblem, Visitor
 from storefront.forms import Form
-from storefront.messages import friendly
+from storefront.messages import SIGN_UP_LINK_INVALID, friendly
 from storefront.web import redirect, render, safe_next
 
 Next = Annotated[str | None, Parameter(query="next", max_length=500)]
@@ -160,8 +161,54 @@ async def register(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
             },
             status=400,
         )
+    # The same page whether or not the address already has an account: the mail tells.
+    return render(
+        request,
+        "auth/check_email.html",
+        {"email": values["email"], "title": "Check your email"},
+    )
+
+
+@get("/verify-email", name="verify-email", include_in_schema=False, cache=False)
+async def verify_email_page(
+    request: Request[Any, Any, Any], token: Annotated[str, Parameter(max_length=200)] = ""
+) -> Response[str]:
+    """The link in the sign-up mail lands here. Only the button's POST uses the link, so a mail
+    scanner that fetches every link does not spend it."""
+    return render(
+        request, "auth/verify_email.html", {"token": token, "error": "", "title": "Confirm"}
+    )
+
+
+@post("/verify-email", name="verify-email-post", include_in_schema=False)
+async def verify_email(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
+    form = await Form.of(request)
+    token = form.text("token", 200)
+    error = ""
+    if not token:
+        error = "This page needs the link from your email. Sign up again if it is lost."
+    else:
+        try:
+            await api.post(
+                "identity",
+                "/api/auth/verify-email",
+                json={"token": token},
+                bearer=False,
+                cookies=(),
+            )
+        except ApiProblem as problem:
+            error = friendly(problem)
+            if problem.kind == "validation":
+                error = SIGN_UP_LINK_INVALID
+    if error:
+        return render(
+            request,
+            "auth/verify_email.html",
+            {"token": "", "error": error, "title": "Confirm"},
+            status=400,
+        )
     api.forget_visitor()
-    return redirect(request, target, flash="registered")
+    return redirect(request, "/account", flash="registered")
 
 
 @post("/signout", name="signout", include_in_schema=False)
@@ -294,6 +341,8 @@ ROUTES = [
     signin,
     register_page,
     register,
+    verify_email_page,
+    verify_email,
     signout,
     forgot_page,
     forgot,
