@@ -323,6 +323,38 @@ async def test_forgot_password_answers_the_same_for_any_address(
     ) - {"x-request-id", "x-correlation-id"}
 
 
+async def test_sign_up_takes_as_long_for_a_known_address_as_for_a_new_one(
+    identity: Identity, browsers: Callable[..., Browser]
+) -> None:
+    identity.settings = replace(identity.settings, sensitive_max_per_ip=1000)
+    warm, known = new_email(), new_email()
+    for address in (warm, known):
+        assert (await browsers().register(address)).status_code == 201
+    browser = browsers()
+    await browser.sign_up(warm)
+    await browser.sign_up(new_email())
+
+    fresh: list[float] = []
+    taken: list[float] = []
+    for _ in range(5):  # the quiet per-address cap is 5 mails per window
+        start = time.perf_counter()
+        assert (await browser.sign_up(new_email())).status_code == 202
+        fresh.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert (await browser.sign_up(known)).status_code == 202
+        taken.append(time.perf_counter() - start)
+
+    hash_time = []
+    for _ in range(3):
+        start = time.perf_counter()
+        await identity.passwords.hash("timing-probe-password")
+        hash_time.append(time.perf_counter() - start)
+    m_fresh, m_taken, m_hash = (statistics.median(v) for v in (fresh, taken, hash_time))
+    # Both answers include one Argon2 hash: the difference is far below its cost.
+    assert m_taken >= 0.7 * m_hash, (m_taken, m_hash)
+    assert abs(m_fresh - m_taken) <= max(0.35 * m_fresh, 0.010), (m_fresh, m_taken)
+
+
 async def test_sign_in_of_a_disabled_account_says_so_only_with_the_right_password(
     signed_in: tuple[Browser, Account], browsers: Callable[..., Browser], engine: AsyncEngine
 ) -> None:
