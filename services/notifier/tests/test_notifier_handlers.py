@@ -83,7 +83,10 @@ async def test_payment_succeeded_queues_one_confirmation_even_when_delivered_twi
     assert "$57.95" in email.html
     assert "$57.95" in email.text
     assert "$37.00" in email.html  # 2 x 18.50
-    assert f"{public_url()}/order/{data.order_id}" in email.html
+    # A guest's link carries the Stripe session that paid, so it opens on any device.
+    guest_link = f"{public_url()}/order/{data.order_id}?session_id={data.stripe_session_id}"
+    assert f'href="{guest_link}"' in email.html
+    assert guest_link in email.text
     assert "12 Roastery Lane" in email.text
     assert data.order_id.hex[-8:].upper() in email.subject
 
@@ -220,6 +223,7 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
     assert "House Blend" in confirmation.text
     assert "$32.00" in confirmation.text
     assert invoice.order_id.hex[-8:].upper() in confirmation.subject
+    assert "session_id" not in confirmation.text  # a member signs in to see it
     delivered = by_template["delivered"]
     assert "15:20 UTC on 04 Jan 2030" in delivered.text
     assert f"/order/{invoice.order_id}" in delivered.html

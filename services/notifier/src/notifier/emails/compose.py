@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from ember_shared.events.contracts import (
     Address,
@@ -54,11 +55,16 @@ def order_confirmation(
     data: PaymentSucceeded | SubscriptionInvoicePaid, public_url: str
 ) -> dict[str, Any]:
     """A paid order, one-off or a subscription's delivery: the two events carry the same order."""
+    link = order_url(public_url, data.order_id)
+    if isinstance(data, PaymentSucceeded) and data.user_id is None and data.stripe_session_id:
+        # A guest has no account to sign in to: the Stripe session that paid is what lets them
+        # see the order (as the success URL does), from any device the mail is opened on.
+        link = f"{link}?{urlencode({'session_id': data.stripe_session_id})}"
     return {
         "public_url": public_url,
         "customer_name": data.shipping_address.name,
         "order_number": order_number(data.order_id),
-        "order_url": order_url(public_url, data.order_id),
+        "order_url": link,
         "lines": [
             {
                 "name": line.name,
