@@ -137,7 +137,9 @@ class SignUp(EntityColumns, Base):
     name: Mapped[str] = mapped_column(String(120), nullable=False, server_default="")
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=False, index=True
+    )
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True))
 
 

@@ -167,13 +167,17 @@ class SignUpRepository(SQLAlchemyAsyncRepository[SignUp]):
         )
         return result.scalar_one_or_none()
 
-    async def discard_stale(self, email: str, now: dt.datetime) -> None:
-        """Forgets the address's used and expired requests (nobody can open them any more)."""
-        await self.session.execute(
-            delete(SignUp).where(
-                SignUp.email == email, or_(SignUp.used_at.is_not(None), SignUp.expires_at <= now)
-            )
+    async def prune(self, now: dt.datetime, *, limit: int = 100) -> None:
+        """Forgets a bounded batch of requests nobody can open any more (used or expired), so
+        sign-ups that are never confirmed do not pile up; each new sign-up does a little."""
+        stale = (
+            select(SignUp.id)
+            .where(or_(SignUp.used_at.is_not(None), SignUp.expires_at <= now))
+            .order_by(SignUp.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
+        await self.session.execute(delete(SignUp).where(SignUp.id.in_(stale.scalar_subquery())))
 
     async def discard_for_email(self, email: str) -> None:
         """The account exists: the address's other links must not make a second one."""

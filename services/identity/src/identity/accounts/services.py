@@ -131,7 +131,7 @@ class AccountService:
             )
             return
         now = now_utc()
-        await self.sign_ups.discard_stale(email, now)
+        await self.sign_ups.prune(now)
         raw = new_secret()
         expires_at = now + dt.timedelta(hours=settings.sign_up_ttl_hours)
         await self.sign_ups.add(
