@@ -7,8 +7,10 @@ already queued and adds nothing (the consumer's handled-events record says the s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from ember_shared.events import Envelope, EventHandlers
+from ember_shared.events import Envelope, EventData, EventHandlers
 from ember_shared.events.contracts import (
     OrderDelivered,
     OrderShipped,
@@ -27,6 +29,7 @@ from notifier.emails.rendering import Template
 from notifier.emails.services import Queued, queue_email
 
 handlers = EventHandlers("notifier")
+D = TypeVar("D", bound=EventData)
 
 
 def idempotency_key(event: Envelope, template: Template) -> str:
@@ -55,59 +58,57 @@ async def _queue(
     )
 
 
-@handlers.on(PaymentSucceeded)
-async def queue_order_confirmation(
-    event: Envelope, data: PaymentSucceeded, session: AsyncSession
-) -> None:
-    context = compose.order_confirmation(data, _public_url())
-    await _queue(session, event, Template.ORDER_CONFIRMATION, data.email, context)
+def recipient(data: EventData) -> str:
+    """Every event the notifier mails names the address it goes to in ``email``."""
+    email = getattr(data, "email", None)
+    if not isinstance(email, str):
+        raise TypeError(f"{type(data).__name__} names no email to mail")
+    return email
 
 
-@handlers.on(SubscriptionInvoicePaid)
-async def queue_subscription_order_confirmation(
-    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession
-) -> None:
-    context = compose.order_confirmation(data, _public_url())
-    await _queue(session, event, Template.ORDER_CONFIRMATION, data.email, context)
+def mail_on(
+    data_type: type[D], template: Template, context: Callable[[D, str], dict[str, Any]], name: str
+) -> Callable[[Envelope, D, AsyncSession], Awaitable[None]]:
+    """Registers the handler that queues ``template`` to ``data.email`` for each ``data_type``.
+
+    ``name`` is what the consumer records as done for each event: renaming it would mail again.
+    """
+
+    async def queue(event: Envelope, data: D, session: AsyncSession) -> None:
+        await _queue(session, event, template, recipient(data), context(data, _public_url()))
+
+    queue.__name__ = queue.__qualname__ = name
+    return handlers.on(data_type, name=f"{handlers.service}.{name}")(queue)
 
 
-@handlers.on(OrderShipped)
-async def queue_shipment_notice(event: Envelope, data: OrderShipped, session: AsyncSession) -> None:
-    context = compose.shipment(data, _public_url())
-    await _queue(session, event, Template.SHIPMENT, data.email, context)
-
-
-@handlers.on(OrderDelivered)
-async def queue_delivery_notice(
-    event: Envelope, data: OrderDelivered, session: AsyncSession
-) -> None:
-    context = compose.delivered(data, _public_url())
-    await _queue(session, event, Template.DELIVERED, data.email, context)
-
-
-@handlers.on(SignUpRequested)
-async def queue_sign_up_link(event: Envelope, data: SignUpRequested, session: AsyncSession) -> None:
-    context = compose.sign_up(data, _public_url())
-    await _queue(session, event, Template.SIGN_UP, data.email, context)
-
-
-@handlers.on(SignUpForExistingAccount)
-async def queue_existing_account_notice(
-    event: Envelope, data: SignUpForExistingAccount, session: AsyncSession
-) -> None:
-    context = compose.existing_account(data, _public_url())
-    await _queue(session, event, Template.EXISTING_ACCOUNT, data.email, context)
-
-
-@handlers.on(PasswordResetRequested)
-async def queue_password_reset(
-    event: Envelope, data: PasswordResetRequested, session: AsyncSession
-) -> None:
-    context = compose.password_reset(data, _public_url())
-    await _queue(session, event, Template.PASSWORD_RESET, data.email, context)
-
-
-@handlers.on(UserRegistered)
-async def queue_welcome(event: Envelope, data: UserRegistered, session: AsyncSession) -> None:
-    context = compose.welcome(data, _public_url())
-    await _queue(session, event, Template.WELCOME, data.email, context)
+queue_order_confirmation = mail_on(
+    PaymentSucceeded,
+    Template.ORDER_CONFIRMATION,
+    compose.order_confirmation,
+    "queue_order_confirmation",
+)
+queue_subscription_order_confirmation = mail_on(
+    SubscriptionInvoicePaid,
+    Template.ORDER_CONFIRMATION,
+    compose.order_confirmation,
+    "queue_subscription_order_confirmation",
+)
+queue_shipment_notice = mail_on(
+    OrderShipped, Template.SHIPMENT, compose.shipment, "queue_shipment_notice"
+)
+queue_delivery_notice = mail_on(
+    OrderDelivered, Template.DELIVERED, compose.delivered, "queue_delivery_notice"
+)
+queue_sign_up_link = mail_on(
+    SignUpRequested, Template.SIGN_UP, compose.sign_up, "queue_sign_up_link"
+)
+queue_existing_account_notice = mail_on(
+    SignUpForExistingAccount,
+    Template.EXISTING_ACCOUNT,
+    compose.existing_account,
+    "queue_existing_account_notice",
+)
+queue_password_reset = mail_on(
+    PasswordResetRequested, Template.PASSWORD_RESET, compose.password_reset, "queue_password_reset"
+)
+queue_welcome = mail_on(UserRegistered, Template.WELCOME, compose.welcome, "queue_welcome")
