@@ -24,6 +24,7 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    SubscriptionInvoicePaid,
 )
 from ember_shared.events.tables import event_tables
 from ember_shared.ids import new_id
@@ -151,6 +152,60 @@ class Checkout:
             currency=self.currency,
             fully_refunded=full,
             email=self.email,
+        )
+
+
+@dataclass
+class SubscriptionInvoice:
+    """One paid invoice of a customer's subscription, as checkout announces it."""
+
+    user_id: uuid.UUID = field(default_factory=new_id)
+    email: str = "subscriber@example.com"
+    lines: list[OrderLine] = field(default_factory=lambda: [line(1600, 2), line(2200, 1)])
+    shipping: int = 0
+    currency: str = "USD"
+    subscription_id: uuid.UUID = field(default_factory=new_id)
+    order_id: uuid.UUID = field(default_factory=new_id)
+    stripe_invoice_id: str = field(default_factory=lambda: f"in_test_{uuid.uuid4().hex[:24]}")
+    stripe_subscription_id: str = field(default_factory=lambda: f"sub_test_{uuid.uuid4().hex[:24]}")
+
+    @property
+    def subtotal(self) -> int:
+        return sum(item.unit_price * item.quantity for item in self.lines)
+
+    @property
+    def total(self) -> int:
+        return self.subtotal + self.shipping
+
+    @property
+    def address(self) -> Address:
+        return Address(
+            name="Grace Hopper",
+            line1="7 Roast Road",
+            line2="Unit 4",
+            city="Arlington",
+            state="VA",
+            postal_code="22201",
+            country="US",
+            phone="+1 703 555 0199",
+        )
+
+    def paid(self, *, order_id: uuid.UUID | None = None) -> SubscriptionInvoicePaid:
+        return SubscriptionInvoicePaid(
+            order_id=order_id or self.order_id,
+            subscription_id=self.subscription_id,
+            user_id=self.user_id,
+            email=self.email,
+            lines=list(self.lines),
+            subtotal=self.subtotal,
+            shipping=self.shipping,
+            total=self.total,
+            currency=self.currency,
+            shipping_address=self.address,
+            stripe_invoice_id=self.stripe_invoice_id,
+            stripe_subscription_id=self.stripe_subscription_id,
+            period_start="2026-12-01T00:00:00+00:00",
+            period_end="2027-01-01T00:00:00+00:00",
         )
 
 

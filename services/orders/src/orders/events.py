@@ -3,8 +3,9 @@ through :data:`orders.outbox.outbox`, from the services that make those changes.
 
 Orders are created from events only, never from a client: checkout.started makes the order
 ``pending_payment`` with its item snapshots; payment.succeeded makes it paid (creating it from
-its own payload when checkout.started has not arrived yet). The runtime records each handled
-event id, and every handler is also safe to run twice on its own.
+its own payload when checkout.started has not arrived yet). subscription.invoice_paid makes a
+subscription's delivery: an order paid already, one per Stripe invoice. The runtime records each
+handled event id, and every handler is also safe to run twice on its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    SubscriptionInvoicePaid,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,3 +49,10 @@ async def cancel_expired(event: Envelope, data: CheckoutExpired, session: AsyncS
 @handlers.on(PaymentRefunded)
 async def record_refund(event: Envelope, data: PaymentRefunded, session: AsyncSession) -> None:
     await OrderService(session).on_payment_refunded(event, data)
+
+
+@handlers.on(SubscriptionInvoicePaid)
+async def record_subscription_order(
+    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession
+) -> None:
+    await OrderService(session).on_subscription_invoice_paid(event, data)

@@ -66,6 +66,15 @@ class Order(EntityColumns, Base):
         CheckConstraint(
             "(tracking_number IS NULL) = (carrier IS NULL)", name="tracking_number_with_carrier"
         ),
+        # Every order comes from a checkout session or from a subscription's paid invoice.
+        CheckConstraint(
+            "checkout_session_id IS NOT NULL OR subscription_id IS NOT NULL",
+            name="from_checkout_or_subscription",
+        ),
+        CheckConstraint(
+            "(subscription_id IS NULL) = (stripe_invoice_id IS NULL)",
+            name="subscription_with_invoice",
+        ),
         Index("ix_orders_status_created", "status", "created_at"),
         Index("ix_orders_user_created", "user_id", "created_at"),
         Index("ix_orders_paid_at", "paid_at"),
@@ -81,6 +90,19 @@ class Order(EntityColumns, Base):
             unique=True,
             postgresql_where=text("stripe_session_id IS NOT NULL"),
         ),
+        # One order per paid invoice, whatever order id each delivery of the event carries.
+        Index(
+            "uq_orders_stripe_invoice",
+            "stripe_invoice_id",
+            unique=True,
+            postgresql_where=text("stripe_invoice_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_orders_subscription_created",
+            "subscription_id",
+            "created_at",
+            postgresql_where=text("subscription_id IS NOT NULL"),
+        ),
     )
 
     user_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
@@ -92,7 +114,8 @@ class Order(EntityColumns, Base):
     total: Mapped[int] = mapped_column(BigInteger)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
-    checkout_session_id: Mapped[uuid.UUID]
+    #: None for a subscription's delivery, which no checkout session made.
+    checkout_session_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     reservation_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     cart_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -100,6 +123,9 @@ class Order(EntityColumns, Base):
     payment_expires_at: Mapped[dt.datetime | None] = mapped_column(
         DateTimeUTC(timezone=True), nullable=True
     )
+    #: Set on a subscription's delivery: checkout's subscription id and the paid Stripe invoice.
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     # The shipping address as it was when the shopper paid; later address edits do not touch it.
     shipping_name: Mapped[str] = mapped_column(String(200))

@@ -31,6 +31,21 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         result = await self.session.execute(statement.returning(Order.id))
         return result.scalar_one_or_none() is not None
 
+    async def insert_unless_invoiced(self, values: dict[str, Any]) -> bool:
+        """Create a subscription's order unless its order id or its Stripe invoice already has
+        one; True when this call created it.
+
+        Every unique index decides (no conflict target), so two deliveries of one invoice under
+        different order ids, even at the same moment, still make one order.
+        """
+        statement = insert(Order).values(**values).on_conflict_do_nothing()
+        result = await self.session.execute(statement.returning(Order.id))
+        return result.scalar_one_or_none() is not None
+
+    async def get_by_invoice(self, stripe_invoice_id: str) -> Order | None:
+        statement = select(Order).where(Order.stripe_invoice_id == stripe_invoice_id)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
     async def get_for_update(self, order_id: uuid.UUID) -> Order | None:
         """The order, locked for this transaction, with its items."""
         statement = (

@@ -100,6 +100,8 @@ class OrderView(msgspec.Struct, kw_only=True):
     items: list[OrderItemView]
     shipping_address: AddressView
     shipment: ShipmentView | None
+    #: The customer's subscription this order delivers; None for a one-off order.
+    subscription_id: uuid.UUID | None
 
 
 class OrderPage(msgspec.Struct, kw_only=True):
@@ -121,8 +123,11 @@ class AdminOrderView(OrderView, kw_only=True):
     """An order as staff see it: payment references, notes and its history as well."""
 
     user_id: uuid.UUID | None
-    checkout_session_id: uuid.UUID
+    #: None for a subscription's delivery (no checkout session made it).
+    checkout_session_id: uuid.UUID | None
     reservation_id: uuid.UUID | None
+    #: The paid Stripe invoice when the order is a subscription's delivery.
+    stripe_invoice_id: str | None
     stripe_session_id: str | None
     payment_intent_id: str | None
     notes: str
@@ -147,6 +152,7 @@ class AdminOrderSummary(msgspec.Struct, kw_only=True):
     item_count: int
     carrier: str | None
     tracking_number: str | None
+    subscription_id: uuid.UUID | None
 
 
 class AdminOrderPage(msgspec.Struct, kw_only=True):

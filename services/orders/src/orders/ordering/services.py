@@ -20,6 +20,7 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    SubscriptionInvoicePaid,
 )
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,6 +66,14 @@ def fulfilment_rank(order: Order) -> int:
 
 
 _TARGET_RANK = {S.FULFILLED: 1, S.SHIPPED: 2, S.DELIVERED: 3}
+
+#: The events that carry a whole order: its lines, totals and shipping address.
+Placed = CheckoutStarted | PaymentSucceeded | SubscriptionInvoicePaid
+
+
+class OrderIdTakenError(RuntimeError):
+    """A subscription's invoice names an order id that another order already has. The event is
+    left to fail (and, after its retries, to be dead-lettered) rather than dropped."""
 
 
 class OrderService:
@@ -159,17 +168,61 @@ class OrderService:
                 reason = f"payment confirmed after the order was {current.value}"
                 log.warning("order_paid_after_close", order_id=str(order.id), was=current.value)
             self.move(order, S.PAID, actor=event_actor(event), reason=reason, at=event.occurred_at)
-            await outbox.add(
-                self.session,
-                OrderPaid(
-                    order_id=order.id,
-                    user_id=order.user_id,
-                    email=order.email,
-                    total=order.total,
-                    currency=order.currency,
-                ),
-            )
+            await self._announce_paid(order)
         await self._apply_deferred(order)
+
+    async def on_subscription_invoice_paid(
+        self, event: Envelope, data: SubscriptionInvoicePaid
+    ) -> None:
+        """A subscription's paid invoice becomes an order that is paid already and ready to
+        ship, like a paid one-off order. One per invoice, however often the event comes."""
+        created = await self.orders.insert_unless_invoiced(_subscription_order_values(event, data))
+        if not created:
+            existing = await self.orders.get_by_invoice(data.stripe_invoice_id)
+            if existing is None:
+                raise OrderIdTakenError(
+                    f"order {data.order_id} exists and is not invoice {data.stripe_invoice_id}"
+                )
+            if existing.id != data.order_id:
+                log.info(
+                    "subscription_invoice_already_ordered",
+                    order_id=str(existing.id),
+                    redelivered_as=str(data.order_id),
+                    stripe_invoice_id=data.stripe_invoice_id,
+                )
+            return
+        await self.items.add_snapshots(_item_rows(data))
+        self.history.record(
+            data.order_id,
+            None,
+            S.PAID.value,
+            actor=event_actor(event),
+            reason=f"subscription invoice {data.stripe_invoice_id} paid",
+        )
+        _check_totals(data)
+        order = await self.orders.get_for_update(data.order_id)
+        assert order is not None, "the order was just inserted"
+        log.info(
+            "subscription_order_created",
+            order_id=str(order.id),
+            subscription_id=str(data.subscription_id),
+            stripe_invoice_id=data.stripe_invoice_id,
+        )
+        await self._announce_paid(order)
+        await self._apply_deferred(order)
+
+    async def _announce_paid(self, order: Order) -> None:
+        """What every newly paid order publishes, however it was paid."""
+        await outbox.add(
+            self.session,
+            OrderPaid(
+                order_id=order.id,
+                user_id=order.user_id,
+                email=order.email,
+                total=order.total,
+                currency=order.currency,
+            ),
+        )
 
     async def on_payment_failed(self, event: Envelope, data: PaymentFailed) -> None:
         order = await self.orders.get_for_update(data.order_id)
@@ -376,23 +429,19 @@ def _parse_time(raw: str) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _order_values(event: Envelope, data: CheckoutStarted | PaymentSucceeded) -> dict[str, Any]:
+def _placed_values(event: Envelope, data: Placed) -> dict[str, Any]:
+    """The columns every order takes from the event that carries it."""
     address = data.shipping_address
     return {
         "id": data.order_id,
-        # The order was placed when checkout started (or, failing that, when it was paid).
         "created_at": event.occurred_at,
         "user_id": data.user_id,
         "email": data.email.strip()[:320],
-        "status": S.PENDING_PAYMENT.value,
         "currency": data.currency.upper(),
         "subtotal": data.subtotal,
         "shipping_total": data.shipping,
         "total": data.total,
         "amount_refunded": 0,
-        "checkout_session_id": data.checkout_session_id,
-        "reservation_id": data.reservation_id,
-        "cart_id": data.cart_id,
         "shipping_name": address.name[:200],
         "shipping_phone": address.phone[:40],
         "shipping_address": {
@@ -407,7 +456,27 @@ def _order_values(event: Envelope, data: CheckoutStarted | PaymentSucceeded) -> 
     }
 
 
-def _item_rows(data: CheckoutStarted | PaymentSucceeded) -> list[dict[str, Any]]:
+def _order_values(event: Envelope, data: CheckoutStarted | PaymentSucceeded) -> dict[str, Any]:
+    # The order was placed when checkout started (or, failing that, when it was paid).
+    return _placed_values(event, data) | {
+        "status": S.PENDING_PAYMENT.value,
+        "checkout_session_id": data.checkout_session_id,
+        "reservation_id": data.reservation_id,
+        "cart_id": data.cart_id,
+    }
+
+
+def _subscription_order_values(event: Envelope, data: SubscriptionInvoicePaid) -> dict[str, Any]:
+    # Placed and paid at once, when Stripe confirmed the invoice: there was no checkout.
+    return _placed_values(event, data) | {
+        "status": S.PAID.value,
+        "paid_at": event.occurred_at,
+        "subscription_id": data.subscription_id,
+        "stripe_invoice_id": data.stripe_invoice_id,
+    }
+
+
+def _item_rows(data: Placed) -> list[dict[str, Any]]:
     rows: dict[uuid.UUID, dict[str, Any]] = {}
     for position, line in enumerate(data.lines):
         existing = rows.get(line.product_id)
@@ -434,7 +503,7 @@ def _item_rows(data: CheckoutStarted | PaymentSucceeded) -> list[dict[str, Any]]
     return list(rows.values())
 
 
-def _check_totals(data: CheckoutStarted | PaymentSucceeded) -> None:
+def _check_totals(data: Placed) -> None:
     lines = sum(line.unit_price * line.quantity for line in data.lines)
     if lines != data.subtotal or data.subtotal + data.shipping != data.total:
         # Recorded as paid all the same (the payment is the truth), but staff must look.

@@ -80,6 +80,7 @@ def _base(order: Order, tracking: TrackingSettings) -> dict[str, Any]:
         "items": items,
         "shipping_address": _address(order),
         "shipment": _shipment(order, tracking),
+        "subscription_id": order.subscription_id,
     }
 
 
@@ -98,6 +99,7 @@ def admin_order_view(
         user_id=order.user_id,
         checkout_session_id=order.checkout_session_id,
         reservation_id=order.reservation_id,
+        stripe_invoice_id=order.stripe_invoice_id,
         stripe_session_id=order.stripe_session_id,
         payment_intent_id=order.payment_intent_id,
         notes=order.notes,
@@ -133,6 +135,7 @@ def admin_summary(order: Order) -> AdminOrderSummary:
         item_count=sum(i.quantity for i in order.items),
         carrier=order.carrier,
         tracking_number=order.tracking_number,
+        subscription_id=order.subscription_id,
     )
 
 
