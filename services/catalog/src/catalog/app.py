@@ -3,8 +3,8 @@
 Shoppers read products, categories and search results (served from Redis, invalidated at
 once by any write that changes what they see; availability is shown as in stock, low stock or
 sold out, never as counts). Admins manage the catalog, images and on-hand stock; every admin
-write is audited. Checkout reserves stock through the internal API: all lines of an order or
-none, never oversold.
+write is audited, and admins read the audit log. Checkout reserves stock through the internal
+API: all lines of an order or none, never oversold.
 
 Run: ``uvicorn --factory catalog.app:create_app``.
 """
@@ -23,6 +23,7 @@ from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from catalog import events
+from catalog.audit.controllers import AdminAuditLogController
 from catalog.cache import CatalogCache
 from catalog.categories import schemas as category_schemas
 from catalog.categories.controllers import AdminCategoryController, ShopperCategoryController
@@ -142,6 +143,7 @@ def create_app() -> Litestar:
                 AdminProductController,
                 AdminCategoryController,
                 AdminInventoryController,
+                AdminAuditLogController,
                 InternalCatalogController,
                 upload_image_handler(catalog.max_upload_bytes),
             ],

@@ -23,7 +23,7 @@ from ember_shared.settings import service_settings
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from catalog.audit import AuditLog
+from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
 from catalog.inventory.repositories import InventoryRepository
 from catalog.media.store import MediaStore, media_store

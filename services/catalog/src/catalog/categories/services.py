@@ -10,7 +10,7 @@ from ember_shared.problems import Problem, not_found
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit import AuditLog, snapshot
+from catalog.audit.recorder import AuditLog, snapshot
 from catalog.cache import CatalogCache
 from catalog.categories.repositories import CategoryRepository
 from catalog.categories.schemas import CategoryCreate, CategoryList, CategoryOut, CategoryUpdate

@@ -22,7 +22,7 @@ from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit import AuditLog
+from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
 from catalog.fields import availability_of
 from catalog.inventory.repositories import (

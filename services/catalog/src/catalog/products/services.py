@@ -15,7 +15,7 @@ from msgspec import UNSET
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit import AuditLog, snapshot
+from catalog.audit.recorder import AuditLog, snapshot
 from catalog.cache import CatalogCache
 from catalog.categories.repositories import CategoryRepository
 from catalog.fields import availability_of, slugify

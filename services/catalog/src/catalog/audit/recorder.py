@@ -7,7 +7,7 @@ change without its record, nor a record of a change that was rolled back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from ember_shared.auth import Principal
@@ -16,6 +16,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.models import AuditEntry
+
+#: What an entry is about: every value ``record`` is given (the audit log's ``entity`` filter
+#: offers exactly these). ``catalog`` is the demo seed, with entity id ``demo``.
+AuditEntity = Literal["catalog", "category", "inventory", "product", "product_image"]
 
 
 def snapshot(obj: Any, fields: Iterable[str]) -> dict[str, Any]:
@@ -32,7 +36,7 @@ class AuditLog:
         self,
         actor: Principal | None,
         action: str,
-        entity: str,
+        entity: AuditEntity,
         entity_id: object,
         *,
         before: dict[str, Any] | None = None,
