@@ -120,6 +120,7 @@ async def test_shipment_reset_and_welcome_are_queued_with_their_links(engine: As
         carrier="UPS",
         tracking_number="1Z999AA10123456784",
         tracking_url="https://track.example.com/1Z999AA10123456784?x=1&y=2",
+        order_url=f"https://shop.example.com/order/{order_id}?session_id=cs_test_guest",
     )
     reset = PasswordResetRequested(
         user_id=new_id(),
@@ -140,7 +141,8 @@ async def test_shipment_reset_and_welcome_are_queued_with_their_links(engine: As
     # The link is kept, with its ampersand escaped as HTML requires.
     assert 'href="https://track.example.com/1Z999AA10123456784?x=1&amp;y=2"' in shipment.html
     assert "https://track.example.com/1Z999AA10123456784?x=1&y=2" in shipment.text
-    assert f"/order/{order_id}" in shipment.html
+    # The order page orders named (a guest's carries the session that lets them in).
+    assert f"https://shop.example.com/order/{order_id}?session_id=cs_test_guest" in shipment.text
     password = by_template["password_reset"]
     assert "https://shop.example.com/account/reset?token=abc123" in password.text
     assert "12:30 UTC on 01 Jan 2030" in password.text

@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 import pytest
+from ember_shared.settings import service_settings
 from litestar import Litestar
 from orders.app import create_app
 from orders.settings import OrdersSettings
@@ -58,6 +59,9 @@ async def test_ship_marks_shipped_registers_and_emits(
     assert tracking_standin.carrier_of(tracking_number) == 100002
 
     emitted = await db.emitted("order.shipped.v1", checkout.order_id)
+    # A guest's order page in the mail carries the Stripe session that lets them in.
+    public_url = service_settings("orders").app.public_url.rstrip("/")
+    order_page = f"{public_url}/order/{checkout.order_id}"
     assert emitted == [
         {
             "order_id": str(checkout.order_id),
@@ -65,6 +69,7 @@ async def test_ship_marks_shipped_registers_and_emits(
             "carrier": "UPS",
             "tracking_number": tracking_number,
             "tracking_url": shipment["tracking_url"],
+            "order_url": f"{order_page}?session_id={checkout.stripe_session_id}",
         }
     ]
 
@@ -188,7 +193,10 @@ async def test_sync_stores_scans_and_delivers(
     order = await db.order(checkout.order_id)
     assert order.status == "delivered"
     assert order.delivered_at is not None
-    assert (await db.emitted("order.delivered.v1", checkout.order_id))[0]["carrier"] == "UPS"
+    (arrived,) = await db.emitted("order.delivered.v1", checkout.order_id)
+    assert arrived["carrier"] == "UPS"
+    # A member signs in to see it: no session in their link.
+    assert arrived["order_url"].endswith(f"/order/{checkout.order_id}")
 
     # The owner follows the parcel too; the scans are newest first.
     mine = await client.get(

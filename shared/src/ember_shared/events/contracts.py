@@ -176,6 +176,9 @@ class OrderShipped(EventData, frozen=True, kw_only=True):
     carrier: str
     tracking_number: str
     tracking_url: str = ""
+    #: The shopper's order page; a guest's carries the Stripe session that lets them in. Added
+    #: after the type was published: empty from older producers (mail then links the plain page).
+    order_url: str = ""
 
 
 class OrderDelivered(EventData, frozen=True, kw_only=True):
@@ -186,6 +189,8 @@ class OrderDelivered(EventData, frozen=True, kw_only=True):
     tracking_number: str
     #: ISO 8601, as the carrier reported it.
     delivered_at: str
+    #: As in :class:`OrderShipped`.
+    order_url: str = ""
 
 
 # --- subscriptions ----------------------------------------------------------------------

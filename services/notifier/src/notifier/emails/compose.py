@@ -83,7 +83,7 @@ def order_confirmation(
 
 
 def shipment(data: OrderShipped, public_url: str) -> dict[str, Any]:
-    link = order_url(public_url, data.order_id)
+    link = safe_link(data.order_url, order_url(public_url, data.order_id))
     return {
         "public_url": public_url,
         "order_number": order_number(data.order_id),
@@ -115,7 +115,7 @@ def delivered(data: OrderDelivered, public_url: str) -> dict[str, Any]:
     return {
         "public_url": public_url,
         "order_number": order_number(data.order_id),
-        "order_url": order_url(public_url, data.order_id),
+        "order_url": safe_link(data.order_url, order_url(public_url, data.order_id)),
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
         "delivered_at": readable_time(data.delivered_at),

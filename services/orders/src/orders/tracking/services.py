@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
 import structlog
 from ember_shared.events.contracts import OrderDelivered, OrderShipped
 from ember_shared.problems import Problem
+from ember_shared.settings import service_settings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.models import Order, TrackingEvent
@@ -34,6 +36,15 @@ S = OrderStatus
 def link_for(settings: TrackingSettings, carrier: str, number: str) -> str:
     template, forced = settings.link_template()
     return tracking_url(carrier, number, template, forced=forced)
+
+
+def order_page_url(order: Order) -> str:
+    """Where the mail about this order sends the shopper. A guest has no account to sign in
+    to: the Stripe session that paid is what lets them see it, as on the payment's return."""
+    page = f"{service_settings('orders').app.public_url.rstrip('/')}/order/{order.id}"
+    if order.user_id is None and order.stripe_session_id:
+        return f"{page}?{urlencode({'session_id': order.stripe_session_id})}"
+    return page
 
 
 def request_for(carrier: str, number: str) -> TrackRequest:
@@ -97,6 +108,7 @@ class TrackingService:
                 carrier=name,
                 tracking_number=number,
                 tracking_url=link_for(self.settings, name, number),
+                order_url=order_page_url(order),
             ),
         )
         return order, True
@@ -184,6 +196,7 @@ class TrackingService:
                     carrier=order.carrier or "",
                     tracking_number=number_of(order),
                     delivered_at=delivered_at.isoformat(),
+                    order_url=order_page_url(order),
                 ),
             )
 
