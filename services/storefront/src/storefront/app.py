@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 
 from storefront.api import Api, ApiClients, Visitor
 from storefront.errors import html_aware_handlers
-from storefront.pages import account, admin, auth, cart, checkout, reports, shop
+from storefront.pages import account, admin, auth, cart, checkout, reports, shop, subscriptions
 from storefront.settings import StorefrontSettings
 from storefront.web import STATIC_DIR, relay_cookies
 
@@ -47,6 +47,7 @@ def create_app() -> Litestar:
     settings = service_settings("storefront")
     storefront = StorefrontSettings()
     storefront.validate(settings.app.is_local)
+    subscriptions.install()
 
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:
@@ -92,6 +93,7 @@ def create_app() -> Litestar:
                 *checkout.ROUTES,
                 *auth.ROUTES,
                 *account.ROUTES,
+                *subscriptions.ROUTES,
                 *admin.ROUTES,
                 *reports.ROUTES,
             ],

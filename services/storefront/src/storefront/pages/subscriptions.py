@@ -1,0 +1,498 @@
+"""Coffee subscriptions: subscribing from a coffee's page, the shopper's list, one with its
+invoices, cancelling at the period's end, and the state shown after Stripe's page.
+
+Checkout owns them (``/api/subscriptions*``). Subscribing sends the browser to the payment
+provider's page (Stripe Checkout in subscription mode); coming back from it proves nothing: a
+subscription is shown active only when checkout says so, which only Stripe's verified webhook
+makes happen. Until then the page says the subscription starts once the payment is confirmed and
+asks again every few seconds (htmx), as the order page does for orders.
+
+Stripe returns the shopper to ``/account?subscription={id}``; the account page shows that
+subscription's state there (``returned_subscription`` and the ``/status`` fragment below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from ember_shared.settings import env_str
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Redirect
+
+from storefront.api import Api, ApiProblem, ApiUnavailable, Visitor
+from storefront.errors import error_response
+from storefront.forms import Form
+from storefront.messages import friendly
+from storefront.pages.checkout import ADDRESS_FIELDS, COUNTRIES, FIELD_LABELS, read_address
+from storefront.web import FLASHES, environment, redirect, render
+
+Page = Annotated[int, Parameter(ge=1, le=10_000)]
+CoffeeSlug = Annotated[
+    str, Parameter(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", query="coffee")
+]
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$")
+PAGE_SIZE = 20
+#: Bags per delivery: checkout's bounds (``Subscribe.quantity``).
+MAX_QUANTITY = 10
+#: The cadences offered, each one checkout accepts (``interval`` week|month, ``interval_count``
+#: 1..4). The form sends the code; anything else is refused before checkout is asked.
+CADENCES: dict[str, tuple[str, int]] = {
+    "1-week": ("week", 1),
+    "2-week": ("week", 2),
+    "3-week": ("week", 3),
+    "4-week": ("week", 4),
+    "1-month": ("month", 1),
+    "2-month": ("month", 2),
+}
+DEFAULT_CADENCE = "2-week"
+STATUS_LABELS = {
+    "incomplete": "Awaiting payment",
+    "incomplete_expired": "Not started",
+    "trialing": "Trial",
+    "active": "Active",
+    "past_due": "Payment overdue",
+    "unpaid": "Unpaid",
+    "paused": "Paused",
+    "canceled": "Cancelled",
+}
+#: Statuses checkout (Stripe) can still cancel.
+CANCELLABLE = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
+#: Statuses in which deliveries are under way (the period end is the next delivery).
+RUNNING = frozenset({"active", "trialing"})
+SUBSCRIPTION_FLASHES: dict[str, tuple[str, str]] = {
+    "subscription-cancelling": (
+        "success",
+        "Your subscription is cancelled from the end of the current period: "
+        "nothing more is charged or sent after that.",
+    ),
+}
+
+
+def cadence_label(interval: str, count: int) -> str:
+    unit = "week" if interval == "week" else "month"
+    return f"Every {unit}" if count == 1 else f"Every {count} {unit}s"
+
+
+CADENCE_CHOICES = [(code, cadence_label(*value)) for code, value in CADENCES.items()]
+
+
+def shop_currency() -> str:
+    """The one currency checkout charges (``CHECKOUT_CURRENCY``): a product priced in another
+    cannot be subscribed to."""
+    return env_str("CHECKOUT_CURRENCY", "USD").upper() or "USD"
+
+
+def can_subscribe(product: Mapping[str, Any]) -> bool:
+    """Whether checkout would take a subscription to ``product`` (a listed product, in the
+    shop's currency), and it is not sold out (each delivery is an order that needs stock)."""
+    return (
+        bool(product.get("id"))
+        and str(product.get("currency") or "").upper() == shop_currency()
+        and product.get("availability") != "sold_out"
+    )
+
+
+def subscription_offer(product: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the product page's "Subscribe" form offers, or None when it cannot be subscribed."""
+    if not can_subscribe(product):
+        return None
+    return {
+        "cadences": CADENCE_CHOICES,
+        "cadence": DEFAULT_CADENCE,
+        "quantities": range(1, MAX_QUANTITY + 1),
+    }
+
+
+def returned_subscription(request: Request[Any, Any, Any]) -> str:
+    """The subscription Stripe's success redirect names (``/account?subscription=``), if any."""
+    raw = request.query_params.get("subscription") or ""
+    try:
+        return str(uuid.UUID(str(raw)[:40]))
+    except ValueError:
+        return ""
+
+
+def install() -> None:
+    """Make this module's flashes and template helpers known to the page renderer."""
+    for code, flash in SUBSCRIPTION_FLASHES.items():
+        FLASHES.setdefault(code, flash)
+    environment().globals.update(
+        subscription_offer=subscription_offer, returned_subscription=returned_subscription
+    )
+
+
+def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
+    """A subscription as the pages show it: its cadence and status in words."""
+    status = str(subscription.get("status") or "")
+    ending = bool(subscription.get("cancel_at_period_end")) and status in CANCELLABLE
+    return {
+        **subscription,
+        "cadence": cadence_label(
+            str(subscription.get("interval") or ""), int(subscription.get("interval_count") or 1)
+        ),
+        "status_label": "Ends at period end"
+        if ending
+        else STATUS_LABELS.get(status, status.replace("_", " ").capitalize()),
+        "badge": "ending" if ending else status,
+        "ending": ending,
+        "running": status in RUNNING and not ending,
+        "cancellable": status in CANCELLABLE and not ending,
+        "short_id": str(subscription.get("id") or "")[-8:].upper(),
+    }
+
+
+def subscription_message(problem: ApiProblem) -> str:
+    """One sentence for a problem checkout answered about a subscription."""
+    if isinstance(problem, ApiUnavailable):
+        return friendly(problem)
+    match problem.kind:
+        case "product-unavailable":
+            return "Sorry, this coffee is no longer sold, so it cannot be subscribed to."
+        case "currency-mismatch":
+            return "This coffee is priced in a currency we cannot bill a subscription in."
+        case "subscription-not-active":
+            return (
+                "This subscription has not started or has already ended: "
+                "there is nothing to cancel."
+            )
+        case "email-required":
+            return "Your account needs an email address for receipts before you subscribe."
+        case "validation":
+            return "Some fields need another look."
+    return friendly(problem, "that subscription")
+
+
+def _problem_status(problem: ApiProblem) -> int:
+    return problem.status if 400 <= problem.status < 600 else 400
+
+
+def _signin(request: Request[Any, Any, Any], target: str) -> Response[Any]:
+    return redirect(request, f"/signin?next={target}", flash="signin-needed")
+
+
+def _not_found(request: Request[Any, Any, Any]) -> Response[Any]:
+    return error_response(
+        request,
+        404,
+        "We could not find that subscription",
+        "It may belong to another account. Your own are listed under Your subscriptions.",
+    )
+
+
+def _no_coffee(request: Request[Any, Any, Any]) -> Response[Any]:
+    return error_response(
+        request,
+        404,
+        "We could not find that coffee",
+        "It may be sold out for the season or renamed. Have a look at what we roast now.",
+    )
+
+
+async def _product(api: Api, slug: str) -> dict[str, Any] | None:
+    if not SLUG.fullmatch(slug):
+        return None
+    try:
+        product: dict[str, Any] = await api.get(
+            "catalog", f"/api/products/{slug}", bearer=False, cookies=()
+        )
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return None
+        raise
+    return product
+
+
+async def _addresses(api: Api) -> list[dict[str, Any]]:
+    body = await api.get("identity", "/api/user/addresses")
+    return [a for a in body.get("items", []) if isinstance(a, dict)]
+
+
+def _default_address(addresses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((a for a in addresses if a.get("is_default")), addresses[0] if addresses else None)
+
+
+def _form_context(
+    product: dict[str, Any],
+    addresses: list[dict[str, Any]],
+    *,
+    quantity: int | None = 1,
+    cadence: str = DEFAULT_CADENCE,
+    address_choice: str = "",
+    address: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    notice: str = "",
+) -> dict[str, Any]:
+    if not address_choice:
+        default = _default_address(addresses)
+        address_choice = f"saved:{default['id']}" if default else "new"
+    return {
+        "product": product,
+        "subscribable": can_subscribe(product),
+        "addresses": addresses,
+        "address_choice": address_choice,
+        "address": address or {"country": "US"},
+        "quantity": quantity,
+        "quantities": range(1, MAX_QUANTITY + 1),
+        "cadence": cadence,
+        "cadences": CADENCE_CHOICES,
+        "errors": errors or {},
+        "notice": notice,
+        "countries": COUNTRIES,
+        "title": f"Subscribe: {product.get('name', '')}",
+    }
+
+
+def _shipping_address(saved: Mapping[str, Any]) -> dict[str, str]:
+    """A saved address in the shape checkout takes (its own fields only, empty ones left out)."""
+    out = {name: str(saved.get(name) or "").strip() for name in ADDRESS_FIELDS}
+    return {k: v for k, v in out.items() if v}
+
+
+# --- subscribing ---------------------------------------------------------------------------
+
+
+@get("/account/subscriptions/new", name="subscription-new", include_in_schema=False, cache=False)
+async def subscription_new(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, coffee: CoffeeSlug
+) -> Response[Any]:
+    if not visitor.signed_in:
+        return _signin(request, f"/account/subscriptions/new?coffee={coffee}")
+    product, addresses = await asyncio.gather(_product(api, coffee), _addresses(api))
+    if product is None:
+        return _no_coffee(request)
+    context = _form_context(product, addresses)
+    if not context["subscribable"]:
+        context["notice"] = "Sorry, this coffee cannot be subscribed to right now."
+    return render(request, "subscriptions/new.html", context)
+
+
+@post("/account/subscriptions", name="subscribe", include_in_schema=False)
+async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
+    form = await Form.of(request)
+    slug = form.text("coffee", 200)
+    if not visitor.signed_in:
+        return _signin(request, f"/coffee/{slug}" if SLUG.fullmatch(slug) else "/shop")
+    product = await _product(api, slug)
+    if product is None:
+        return _no_coffee(request)
+    addresses = await _addresses(api)
+    quantity = form.integer("quantity", None, 1, MAX_QUANTITY)
+    cadence = form.text("cadence", 20)
+    choice = form.text("address_choice", 60)
+    errors: dict[str, str] = {}
+    if quantity is None:
+        errors["quantity"] = f"Choose 1 to {MAX_QUANTITY} bags per delivery."
+    if cadence not in CADENCES:
+        errors["cadence"] = "Choose how often we send it."
+    shipping: dict[str, str] | None = None
+    typed: dict[str, str] | None = None
+    if not choice:
+        # From the coffee's page: the default address, when there is one; else ask for one.
+        default = _default_address(addresses)
+        if default is not None:
+            shipping, choice = _shipping_address(default), f"saved:{default['id']}"
+        else:
+            choice = "new"
+            if not errors:
+                context = _form_context(product, addresses, quantity=quantity, cadence=cadence)
+                context["notice"] = "Where should we send it? Give a delivery address."
+                context["notice_kind"] = "info"
+                return render(request, "subscriptions/new.html", context)
+    elif choice.startswith("saved:"):
+        saved = next(
+            (a for a in addresses if f"saved:{a.get('id')}" == choice),
+            None,
+        )
+        if saved is None:
+            errors["address_choice"] = "Choose one of your addresses."
+        else:
+            shipping = _shipping_address(saved)
+    elif choice == "new":
+        typed, address_errors = read_address(form)
+        errors.update(address_errors)
+        shipping = {k: v for k, v in typed.items() if v}
+    else:
+        errors["address_choice"] = "Choose where we send it."
+    context = _form_context(
+        product,
+        addresses,
+        quantity=quantity,
+        cadence=cadence if cadence in CADENCES else DEFAULT_CADENCE,
+        address_choice=choice,
+        address=typed,
+        errors=errors,
+    )
+    if errors or shipping is None:
+        context["notice"] = "Some fields need another look."
+        return render(request, "subscriptions/new.html", context, status=400)
+    if not context["subscribable"]:
+        context["notice"] = "Sorry, this coffee cannot be subscribed to right now."
+        return render(request, "subscriptions/new.html", context, status=409)
+    interval, interval_count = CADENCES[cadence]
+    body = {
+        "product_id": str(product["id"]),
+        "quantity": quantity,
+        "interval": interval,
+        "interval_count": interval_count,
+        "shipping_address": shipping,
+    }
+    try:
+        started = await api.post("checkout", "/api/subscriptions", json=body)
+    except ApiProblem as problem:
+        if problem.status == 401:
+            raise
+        context["notice"] = subscription_message(problem)
+        context["errors"] = {
+            key: f"{FIELD_LABELS.get(key, key.replace('_', ' ').capitalize())}: {message}"
+            for key, message in problem.field_errors().items()
+        }
+        return render(request, "subscriptions/new.html", context, status=_problem_status(problem))
+    url = str(started.get("checkout_url") or "")
+    if not url.startswith(("https://", "http://")):
+        return error_response(request, 503)
+    # The payment page is the provider's (Stripe's): card data never reaches the shop.
+    return Redirect(url, status_code=303)
+
+
+# --- the shopper's subscriptions -------------------------------------------------------------
+
+
+@get("/account/subscriptions", name="account-subscriptions", include_in_schema=False, cache=False)
+async def subscriptions_page(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, page: Page = 1
+) -> Response[Any]:
+    if not visitor.signed_in:
+        return _signin(request, "/account/subscriptions")
+    listing = await api.get(
+        "checkout", "/api/subscriptions", params={"page": page, "page_size": PAGE_SIZE}
+    )
+    items = [shown(s) for s in listing.get("items", []) if isinstance(s, dict)]
+    pages = max(1, -(-int(listing.get("total", 0)) // PAGE_SIZE))
+    return render(
+        request,
+        "subscriptions/list.html",
+        {"subscriptions": items, "page": page, "pages": pages, "title": "Your subscriptions"},
+    )
+
+
+async def _subscription(api: Api, subscription_id: uuid.UUID) -> dict[str, Any] | None:
+    """The shopper's own subscription (checkout answers 404 for anyone else's)."""
+    try:
+        found: dict[str, Any] = await api.get("checkout", f"/api/subscriptions/{subscription_id}")
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return None
+        raise
+    return shown(found)
+
+
+def _detail_context(subscription: dict[str, Any], notice: str = "") -> dict[str, Any]:
+    return {
+        "subscription": subscription,
+        "invoices": subscription.get("invoices") or [],
+        "notice": notice,
+        "title": f"Subscription: {subscription['product'].get('name', '')}",
+    }
+
+
+@get(
+    "/account/subscriptions/{subscription_id:uuid}",
+    name="account-subscription",
+    include_in_schema=False,
+    cache=False,
+)
+async def subscription_page(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    if not visitor.signed_in:
+        return _signin(request, f"/account/subscriptions/{subscription_id}")
+    subscription = await _subscription(api, subscription_id)
+    if subscription is None:
+        return _not_found(request)
+    context = _detail_context(subscription)
+    context.update(_poll_context(request, subscription, 0))
+    return render(request, "subscriptions/detail.html", context)
+
+
+@post(
+    "/account/subscriptions/{subscription_id:uuid}/cancel",
+    name="subscription-cancel",
+    include_in_schema=False,
+)
+async def subscription_cancel(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    page = f"/account/subscriptions/{subscription_id}"
+    if not visitor.signed_in:
+        return _signin(request, page)
+    try:
+        await api.post("checkout", f"/api/subscriptions/{subscription_id}/cancel", json={})
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return _not_found(request)
+        if problem.status == 401:
+            raise
+        subscription = await _subscription(api, subscription_id)
+        if subscription is None:
+            return _not_found(request)
+        context = _detail_context(subscription, subscription_message(problem))
+        context.update(_poll_context(request, subscription, 0))
+        return render(
+            request, "subscriptions/detail.html", context, status=_problem_status(problem)
+        )
+    return redirect(request, page, flash="subscription-cancelling")
+
+
+# --- after Stripe's page: confirming ---------------------------------------------------------
+
+
+def _poll_context(
+    request: Request[Any, Any, Any], subscription: Mapping[str, Any], n: int
+) -> dict[str, Any]:
+    settings = request.app.state.storefront_settings
+    waiting = subscription.get("status") == "incomplete"
+    polling = waiting and n * settings.order_poll_seconds < settings.order_poll_limit_seconds
+    return {
+        "polling": polling,
+        "gave_up": waiting and not polling,
+        "poll_url": f"/account/subscriptions/{subscription.get('id')}/status?n={n + 1}",
+        "poll_seconds": settings.order_poll_seconds,
+    }
+
+
+@get(
+    "/account/subscriptions/{subscription_id:uuid}/status",
+    name="subscription-status",
+    include_in_schema=False,
+    cache=False,
+)
+async def subscription_status(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    *,
+    subscription_id: uuid.UUID,
+    n: Annotated[int, Parameter(ge=0, le=10_000)] = 0,
+) -> Response[Any]:
+    if not visitor.signed_in:
+        return _signin(request, f"/account/subscriptions/{subscription_id}")
+    subscription = await _subscription(api, subscription_id)
+    if subscription is None:
+        return _not_found(request)
+    context = {"subscription": subscription, **_poll_context(request, subscription, n)}
+    return render(request, "subscriptions/status.html", context)
+
+
+ROUTES = [
+    subscription_new,
+    subscribe,
+    subscriptions_page,
+    subscription_page,
+    subscription_cancel,
+    subscription_status,
+]
