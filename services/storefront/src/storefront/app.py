@@ -47,7 +47,6 @@ def create_app() -> Litestar:
     settings = service_settings("storefront")
     storefront = StorefrontSettings()
     storefront.validate(settings.app.is_local)
-    subscriptions.install()
 
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:

@@ -53,6 +53,11 @@ FLASHES: dict[str, tuple[str, str]] = {
     "order-updated": ("success", "The order is updated."),
     "email-retried": ("success", "The email is queued to be sent again."),
     "signin-needed": ("info", "Sign in to continue."),
+    "subscription-cancelling": (
+        "success",
+        "Your subscription is cancelled from the end of the current period: "
+        "nothing more is charged or sent after that.",
+    ),
 }
 
 ORDER_STATUS_LABELS = {

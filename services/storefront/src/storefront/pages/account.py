@@ -13,6 +13,7 @@ from storefront.api import Api, ApiProblem, Visitor
 from storefront.forms import Form
 from storefront.messages import friendly
 from storefront.pages.checkout import COUNTRIES, read_address
+from storefront.pages.subscriptions import returned_subscription
 from storefront.web import redirect, render
 
 Page = Annotated[int, Parameter(ge=1, le=10_000)]
@@ -48,7 +49,9 @@ async def account_page(
 ) -> Response[Any]:
     if (gate := needs_sign_in(request, visitor)) is not None:
         return gate
-    return render(request, "account/index.html", await _account_context(api))
+    context = await _account_context(api)
+    context["returned_subscription"] = returned_subscription(request)
+    return render(request, "account/index.html", context)
 
 
 @get("/account/orders", name="account-orders", include_in_schema=False, cache=False)

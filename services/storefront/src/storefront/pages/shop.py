@@ -13,6 +13,7 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 
 from storefront.api import Api, ApiProblem, ApiUnavailable, Visitor
+from storefront.pages.subscriptions import subscription_offer
 from storefront.web import render
 
 Sort = Literal["newest", "price", "price_desc", "name"]
@@ -140,6 +141,7 @@ async def product(
             "images": images,
             "related": related,
             "quantities": range(1, 11),
+            "offer": subscription_offer(item),
             "title": item.get("name", ""),
         },
     )

@@ -29,7 +29,7 @@ from storefront.errors import error_response
 from storefront.forms import Form
 from storefront.messages import friendly
 from storefront.pages.checkout import ADDRESS_FIELDS, COUNTRIES, FIELD_LABELS, read_address
-from storefront.web import FLASHES, environment, redirect, render
+from storefront.web import redirect, render
 
 Page = Annotated[int, Parameter(ge=1, le=10_000)]
 CoffeeSlug = Annotated[
@@ -64,13 +64,6 @@ STATUS_LABELS = {
 CANCELLABLE = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
 #: Statuses in which deliveries are under way (the period end is the next delivery).
 RUNNING = frozenset({"active", "trialing"})
-SUBSCRIPTION_FLASHES: dict[str, tuple[str, str]] = {
-    "subscription-cancelling": (
-        "success",
-        "Your subscription is cancelled from the end of the current period: "
-        "nothing more is charged or sent after that.",
-    ),
-}
 
 
 def cadence_label(interval: str, count: int) -> str:
@@ -115,15 +108,6 @@ def returned_subscription(request: Request[Any, Any, Any]) -> str:
         return str(uuid.UUID(str(raw)[:40]))
     except ValueError:
         return ""
-
-
-def install() -> None:
-    """Make this module's flashes and template helpers known to the page renderer."""
-    for code, flash in SUBSCRIPTION_FLASHES.items():
-        FLASHES.setdefault(code, flash)
-    environment().globals.update(
-        subscription_offer=subscription_offer, returned_subscription=returned_subscription
-    )
 
 
 def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
