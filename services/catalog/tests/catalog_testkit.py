@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
 import threading
 import time
@@ -13,8 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 import uvicorn
+from ember_shared.events import Envelope, EventData
+from ember_shared.ids import new_id
+from ember_shared.settings import DatabaseSettings
 from litestar import Litestar
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 
 @contextlib.asynccontextmanager
@@ -110,3 +117,57 @@ def assert_problem(
     if kind is not None:
         assert body["type"].endswith("/" + kind), body
     return body
+
+
+# --- stock and events ---------------------------------------------------------------
+
+
+async def reserve(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    lines: list[tuple[str, int]],
+    *,
+    order_id: uuid.UUID | None = None,
+    ttl: int = 600,
+) -> httpx.Response:
+    return await client.post(
+        "/internal/catalog/reservations",
+        json={
+            "order_id": str(order_id or uuid.uuid4()),
+            "lines": [{"product_id": p, "quantity": q} for p, q in lines],
+            "ttl_seconds": ttl,
+        },
+        headers=headers,
+    )
+
+
+async def stock(client: httpx.AsyncClient, kit: Kit, product_id: str) -> tuple[int, int]:
+    body = (await client.get(f"/api/admin/products/{product_id}", headers=kit.admin)).json()[
+        "stock"
+    ]
+    return body["on_hand"], body["reserved"]
+
+
+async def availability(client: httpx.AsyncClient, slug: str) -> str:
+    value: str = (await client.get(f"/api/products/{slug}")).json()["availability"]
+    return value
+
+
+async def query(sql: str, **params: Any) -> list[Any]:
+    engine = create_async_engine(DatabaseSettings().async_url)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(text(sql), params)).mappings())
+    finally:
+        await engine.dispose()
+
+
+def envelope(data: EventData, event_id: str | None = None) -> Envelope:
+    return Envelope(
+        id=event_id or str(new_id()),
+        type=data.TYPE,
+        occurred_at=dt.datetime.now(dt.UTC),
+        producer="checkout",
+        correlation_id=str(new_id()),
+        data=msgspec.Raw(msgspec.json.encode(data)),
+    )

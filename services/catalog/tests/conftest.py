@@ -1,5 +1,6 @@
 """Fixtures of the catalog's tests: the catalog app in-process on the real test database and
-Redis, admin and service credentials, and a small kit to make categories and products.
+Redis, admin and service credentials, a small kit to make categories and products, and
+``deliver``, which hands an event to the handlers as the event runtime does.
 
 Every test makes its own products (unique slugs), so tests do not depend on each other; the
 background sweeper is off in the shared app (tests drive it), and on in the one test of it.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 # The suite runs with --import-mode=importlib, which puts no test folder on sys.path: the
 # helpers module beside this file is found through this entry.
@@ -20,10 +23,16 @@ import httpx
 import pytest
 from catalog.app import create_app
 from catalog.cache import CatalogCache
-from catalog_testkit import Kit, running
+from catalog.events import handlers
+from catalog.models import Base
+from catalog_testkit import Kit, envelope, running
+from ember_shared.events import EventData
+from ember_shared.events.tables import event_tables
 from ember_shared.testing.plugin import TestEnv
 from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +75,37 @@ def service_headers(ember_env: TestEnv) -> dict[str, str]:
 @pytest.fixture
 def kit(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Kit:
     return Kit(client, admin_headers)
+
+
+@pytest.fixture
+def deliver(catalog_app: Litestar, client: httpx.AsyncClient) -> Any:
+    """Handle one event as the event runtime does: record (event id, handler) in
+    handled_events and run the handler in the same transaction; a repeat is skipped."""
+    _, handled = event_tables(Base.metadata)
+    sessions = async_sessionmaker(
+        catalog_app.state.db_engine, expire_on_commit=False, class_=AsyncSession
+    )
+
+    async def run(data: EventData, *, event_id: str | None = None) -> bool:
+        event = envelope(data, event_id)
+        ran = False
+        async with sessions() as session, session.begin():
+            for handler in handlers.handlers:
+                if handler.event_type != event.type:
+                    continue
+                inserted = await session.execute(
+                    pg_insert(handled)
+                    .values(
+                        event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(handled.c.event_id)
+                )
+                if inserted.first() is None:
+                    continue
+                await handler.fn(event, event.decode(handler.data_type), session)
+                ran = True
+        await catalog_app.state.catalog_cache.settle()
+        return ran
+
+    return run

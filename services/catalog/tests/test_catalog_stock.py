@@ -13,10 +13,17 @@ import httpx
 import msgspec
 import pytest
 from catalog.app import create_app
-from catalog.events import handlers
-from catalog.models import Base
 from catalog.sweeper import sweep_once
-from catalog_testkit import Kit, assert_problem, running
+from catalog_testkit import (
+    Kit,
+    assert_problem,
+    availability,
+    envelope,
+    query,
+    reserve,
+    running,
+    stock,
+)
 from ember_shared.events import Envelope, EventData, stream_for
 from ember_shared.events.contracts import (
     Address,
@@ -25,14 +32,12 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentSucceeded,
 )
-from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from ember_shared.settings import DatabaseSettings
 from litestar import Litestar
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 Client = httpx.AsyncClient
 
@@ -40,60 +45,9 @@ Client = httpx.AsyncClient
 # --- helpers ----------------------------------------------------------------------------
 
 
-async def reserve(
-    client: Client,
-    headers: dict[str, str],
-    lines: list[tuple[str, int]],
-    *,
-    order_id: uuid.UUID | None = None,
-    ttl: int = 600,
-) -> httpx.Response:
-    return await client.post(
-        "/internal/catalog/reservations",
-        json={
-            "order_id": str(order_id or uuid.uuid4()),
-            "lines": [{"product_id": p, "quantity": q} for p, q in lines],
-            "ttl_seconds": ttl,
-        },
-        headers=headers,
-    )
-
-
-async def stock(client: Client, kit: Kit, product_id: str) -> tuple[int, int]:
-    body = (await client.get(f"/api/admin/products/{product_id}", headers=kit.admin)).json()[
-        "stock"
-    ]
-    return body["on_hand"], body["reserved"]
-
-
-async def availability(client: Client, slug: str) -> str:
-    value: str = (await client.get(f"/api/products/{slug}")).json()["availability"]
-    return value
-
-
-async def query(sql: str, **params: Any) -> list[Any]:
-    engine = create_async_engine(DatabaseSettings().async_url)
-    try:
-        async with engine.connect() as connection:
-            return list((await connection.execute(text(sql), params)).mappings())
-    finally:
-        await engine.dispose()
-
-
 async def reservation_status(order_id: uuid.UUID) -> str | None:
     rows = await query("SELECT status FROM catalog.reservations WHERE order_id = :o", o=order_id)
     return rows[0]["status"] if rows else None
-
-
-def envelope(data: EventData, event_id: str | None = None) -> Envelope:
-    return Envelope(
-        id=event_id or str(new_id()),
-        type=data.TYPE,
-        occurred_at=dt.datetime.now(dt.UTC),
-        producer="checkout",
-        correlation_id=str(new_id()),
-        data=msgspec.Raw(msgspec.json.encode(data)),
-    )
 
 
 def paid(order_id: uuid.UUID, lines: list[tuple[str, int]]) -> PaymentSucceeded:
@@ -117,40 +71,6 @@ def paid(order_id: uuid.UUID, lines: list[tuple[str, int]]) -> PaymentSucceeded:
         reservation_id=uuid.uuid4(),
         stripe_session_id="cs_test_1",
     )
-
-
-@pytest.fixture
-def deliver(catalog_app: Litestar, client: Client) -> Any:
-    """Handle one event as the event runtime does: record (event id, handler) in
-    handled_events and run the handler in the same transaction; a repeat is skipped."""
-    _, handled = event_tables(Base.metadata)
-    sessions = async_sessionmaker(
-        catalog_app.state.db_engine, expire_on_commit=False, class_=AsyncSession
-    )
-
-    async def run(data: EventData, *, event_id: str | None = None) -> bool:
-        event = envelope(data, event_id)
-        ran = False
-        async with sessions() as session, session.begin():
-            for handler in handlers.handlers:
-                if handler.event_type != event.type:
-                    continue
-                inserted = await session.execute(
-                    pg_insert(handled)
-                    .values(
-                        event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(handled.c.event_id)
-                )
-                if inserted.first() is None:
-                    continue
-                await handler.fn(event, event.decode(handler.data_type), session)
-                ran = True
-        await catalog_app.state.catalog_cache.settle()
-        return ran
-
-    return run
 
 
 # --- reserving --------------------------------------------------------------------------

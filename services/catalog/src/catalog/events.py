@@ -2,10 +2,13 @@
 
 - ``payment.succeeded.v1``: the order's reservation becomes a sale.
 - ``payment.failed.v1`` and ``checkout.expired.v1``: the reservation is released.
+- ``subscription.invoice_paid.v1``: the delivery's units leave stock (it reserved none); what
+  is not there is recorded for staff, never refused.
 
 The runtime calls each handler in a transaction that also records the event id, so a
 redelivered event changes nothing; the handlers are also idempotent by themselves (each moves a
-reservation out of ``active`` with a conditional update). Cached shopper answers made stale
+reservation out of ``active`` with a conditional update; a delivery claims its order id and
+invoice first), so the same order under a new event id changes nothing either. Cached shopper answers made stale
 are invalidated once that transaction commits. Published: ``stock.released.v1``.
 """
 
@@ -15,7 +18,12 @@ from typing import Any
 
 import structlog
 from ember_shared.events import Envelope, EventHandlers
-from ember_shared.events.contracts import CheckoutExpired, PaymentFailed, PaymentSucceeded
+from ember_shared.events.contracts import (
+    CheckoutExpired,
+    PaymentFailed,
+    PaymentSucceeded,
+    SubscriptionInvoicePaid,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.cache import CatalogCache
@@ -50,6 +58,24 @@ async def sell_reserved_stock(
     outcome = await _keeper(session).sell(data.order_id)
     log.info(
         "payment_succeeded_handled", order_id=str(data.order_id), outcome=outcome, event_id=event.id
+    )
+
+
+@handlers.on(SubscriptionInvoicePaid)
+async def take_subscription_delivery(
+    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession
+) -> None:
+    outcome = await _keeper(session).deliver(
+        data.order_id,
+        data.subscription_id,
+        data.stripe_invoice_id,
+        [(line.product_id, line.quantity) for line in data.lines],
+    )
+    log.info(
+        "subscription_invoice_paid_handled",
+        order_id=str(data.order_id),
+        outcome=outcome,
+        event_id=event.id,
     )
 
 

@@ -175,6 +175,24 @@ class ReservationLine(Base):
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class SubscriptionDelivery(Base):
+    """Stock taken for one subscription delivery (a paid Stripe invoice): the row is claimed
+    before any stock moves, so one order, or one invoice, takes stock once however often and
+    under whatever event id it arrives."""
+
+    __tablename__ = "subscription_deliveries"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    #: Units paid for that the stock did not have, or that named an archived or unknown
+    #: product (each is in the audit log too, so staff know what to roast).
+    short: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class AuditEntry(Base):
     """Who changed what in the catalog, with the state before and after (one row per admin write)."""
 

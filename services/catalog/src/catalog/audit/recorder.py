@@ -1,4 +1,5 @@
-"""The catalog's audit trail: every admin write, who made it, the state before and after.
+"""The catalog's audit trail: every admin write, who made it, the state before and after (and
+the subscription deliveries the stock could not fill, with no actor, so staff see them).
 
 Rows are written in the same transaction as the write they describe, so there is never a
 change without its record, nor a record of a change that was rolled back.

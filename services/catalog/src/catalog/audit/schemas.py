@@ -16,10 +16,18 @@ class AuditEntryOut(msgspec.Struct, kw_only=True):
     at: Annotated[dt.datetime, msgspec.Meta(description="When the write's transaction began.")]
     actor_id: Annotated[
         uuid.UUID | None,
-        msgspec.Meta(description="The admin's user id; null for the demo seed."),
+        msgspec.Meta(
+            description=(
+                "The admin's user id; null for the demo seed and for what the catalog "
+                "recorded itself (a subscription delivery it could not fill)."
+            )
+        ),
     ]
     actor_email: Annotated[
-        str, msgspec.Meta(description="The admin's email when they wrote; empty for the seed.")
+        str,
+        msgspec.Meta(
+            description="The admin's email when they wrote; empty for the seed and the catalog."
+        ),
     ]
     action: Annotated[str, msgspec.Meta(examples=["product.updated", "inventory.set"])]
     entity: Annotated[

@@ -22,6 +22,7 @@ from catalog.models import (
     ProductImage,
     Reservation,
     ReservationLine,
+    SubscriptionDelivery,
 )
 
 
@@ -109,6 +110,15 @@ class InventoryRepository:
         }
         return {pid: found.get(pid, 0) for pid in product_ids}
 
+    async def active_of(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        """Whether each product is on sale (False: archived); unknown products are absent."""
+        if not product_ids:
+            return {}
+        rows = await self.session.execute(
+            select(Product.id, Product.active).where(Product.id.in_(product_ids))
+        )
+        return {row.id: row.active for row in rows}
+
     async def unreserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
         row = (
             await self.session.execute(
@@ -138,7 +148,8 @@ class InventoryRepository:
         return Stock(row.on_hand, row.reserved) if row else None
 
     async def sell_unreserved(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
-        """Sell units nobody holds (a payment that arrived after its reservation lapsed)."""
+        """Sell units nobody holds (a payment that arrived after its reservation lapsed, a
+        subscription delivery), or None when they are not there."""
         row = (
             await self.session.execute(
                 update(Inventory)
@@ -354,3 +365,38 @@ class ReservationRepository:
             .with_for_update(skip_locked=True)
         )
         return list(rows)
+
+
+class DeliveryRepository:
+    """Subscription deliveries: one per order and per Stripe invoice."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(
+        self, order_id: uuid.UUID, subscription_id: uuid.UUID, stripe_invoice_id: str
+    ) -> bool:
+        """Claim the delivery of ``order_id``; False when it, or its invoice under another
+        order id, was claimed already (a claim being made waits for its transaction on the
+        unique index, and then conflicts if that one commits)."""
+        row = (
+            await self.session.execute(
+                insert(SubscriptionDelivery)
+                .values(
+                    order_id=order_id,
+                    subscription_id=subscription_id,
+                    stripe_invoice_id=stripe_invoice_id,
+                )
+                .on_conflict_do_nothing()
+                .returning(SubscriptionDelivery.order_id)
+            )
+        ).first()
+        return row is not None
+
+    async def record_short(self, order_id: uuid.UUID, units: int) -> None:
+        await self.session.execute(
+            update(SubscriptionDelivery)
+            .execution_options(synchronize_session=False)
+            .where(SubscriptionDelivery.order_id == order_id)
+            .values(short=units)
+        )

@@ -1,10 +1,11 @@
 """Stock rules: reservations (all lines or none, once per order), sales, releases, the sweeper,
-and the admin's on-hand counts.
+subscription deliveries, and the admin's on-hand counts.
 
 Every change to ``inventory`` is one conditional UPDATE per product, in product-id order, so
-two transactions never wait on each other's rows in opposite orders (no deadlocks). A change
-that moves a product between "in stock", "low stock" and "sold out" invalidates what the
-shopper read path has cached for it, once the transaction commits.
+two transactions never wait on each other's rows in opposite orders (no deadlocks); an admin
+count and a subscription delivery first lock the row (in the same order) to learn what is
+there. A change that moves a product between "in stock", "low stock" and "sold out"
+invalidates what the shopper read path has cached for it, once the transaction commits.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
 from catalog.fields import availability_of
 from catalog.inventory.repositories import (
+    DeliveryRepository,
     InventoryRepository,
     ReservationRecord,
     ReservationRepository,
@@ -73,6 +75,8 @@ class StockKeeper:
         self.settings = settings
         self.inventory = InventoryRepository(session)
         self.reservations = ReservationRepository(session)
+        self.deliveries = DeliveryRepository(session)
+        self.audit = AuditLog(session)
 
     async def commit(self) -> None:
         """Commit the request's transaction, then invalidate what it made stale."""
@@ -237,6 +241,94 @@ class StockKeeper:
         await self.reservations.commit_sale(record.id, from_status=RESERVATION_RELEASED)
         self._stale(flipped)
         return "sold-late"
+
+    # --- subscription deliveries ---------------------------------------------------------
+
+    async def deliver(
+        self,
+        order_id: uuid.UUID,
+        subscription_id: uuid.UUID,
+        stripe_invoice_id: str,
+        lines: Iterable[tuple[uuid.UUID, int]],
+    ) -> str:
+        """Take a paid subscription invoice's delivery out of stock. Once per order and per
+        invoice, however often (and under whatever event id) it arrives.
+
+        The subscriber has paid, so nothing is refused: each line takes what is sellable (never
+        what checkouts hold, never below zero) and the rest is short; a line naming an archived
+        or unknown product takes nothing. Both are logged and put in the audit log, so staff
+        know what to roast. Answers ``delivered``, ``short`` or ``already-delivered``.
+        """
+        if not await self.deliveries.claim(order_id, subscription_id, stripe_invoice_id):
+            return "already-delivered"
+        about = {
+            "order_id": str(order_id),
+            "subscription_id": str(subscription_id),
+            "stripe_invoice_id": stripe_invoice_id,
+        }
+        merged = [(p, q) for p, q in _merged(lines) if q > 0]
+        active = await self.inventory.active_of([p for p, _ in merged])
+        missing = 0
+        flipped: list[uuid.UUID] = []
+        for product_id, quantity in merged:
+            before = await self.inventory.lock(product_id) if active.get(product_id) else None
+            if before is None:
+                missing += quantity
+                reason = "archived" if product_id in active else "unknown"
+                log.warning(
+                    "subscription_delivery_skipped",
+                    product_id=str(product_id),
+                    quantity=quantity,
+                    reason=reason,
+                    **about,
+                )
+                await self.audit.record(
+                    None,
+                    "inventory.subscription_skipped",
+                    "inventory",
+                    product_id,
+                    after={"quantity": quantity, "reason": reason, **about},
+                )
+                continue
+            taken = min(quantity, max(before.available, 0))
+            after = before
+            if taken:
+                # The row is locked: the units read as sellable are still there.
+                sold = await self.inventory.sell_unreserved(product_id, taken)
+                assert sold is not None
+                after = sold
+            if self._flipped(before.available, after):
+                flipped.append(product_id)
+            if taken < quantity:
+                missing += quantity - taken
+                log.warning(
+                    "subscription_delivery_short",
+                    product_id=str(product_id),
+                    quantity=quantity,
+                    taken=taken,
+                    short=quantity - taken,
+                    **about,
+                )
+                await self.audit.record(
+                    None,
+                    "inventory.subscription_short",
+                    "inventory",
+                    product_id,
+                    before={"on_hand": before.on_hand, "reserved": before.reserved},
+                    after={
+                        "on_hand": after.on_hand,
+                        "reserved": after.reserved,
+                        "quantity": quantity,
+                        "taken": taken,
+                        "short": quantity - taken,
+                        **about,
+                    },
+                )
+        self._stale(flipped)
+        if missing:
+            await self.deliveries.record_short(order_id, missing)
+            return "short"
+        return "delivered"
 
     # --- reads for services --------------------------------------------------------------
 
