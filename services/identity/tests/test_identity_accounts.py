@@ -208,23 +208,24 @@ async def test_a_later_sign_up_does_not_change_an_earlier_links_password(
 
 
 async def test_opening_two_links_of_one_address_at_once_makes_one_account(
-    browsers: Callable[..., Browser], engine: AsyncEngine
+    identity: Identity, browsers: Callable[..., Browser], engine: AsyncEngine
 ) -> None:
-    email = new_email()
-    tokens = []
-    for _ in range(3):
-        assert (await browsers().sign_up(email)).status_code == 202
-        tokens.append(await sign_up_token(engine, email))
-    responses = await asyncio.gather(*(browsers().verify(t) for t in tokens))
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(201) == 1, statuses
-    assert set(statuses) <= {201, 400, 409}
-    assert await user_count(engine, email) == 1
-    async with engine.connect() as connection:
-        left = await connection.scalar(
-            text("SELECT count(*) FROM identity.sign_ups WHERE email = :e"), {"e": email}
-        )
-    assert left == 0
+    identity.settings = replace(identity.settings, sensitive_max_per_ip=1000)
+    for _ in range(4):  # a race: several rounds, so a deadlock or a second account shows
+        email = new_email()
+        tokens = []
+        for _ in range(3):
+            assert (await browsers().sign_up(email)).status_code == 202
+            tokens.append(await sign_up_token(engine, email))
+        responses = await asyncio.gather(*(browsers().verify(t) for t in tokens))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses.count(201) == 1, statuses
+        assert set(statuses) <= {201, 400, 409}, [r.text for r in responses]
+        assert await user_count(engine, email) == 1
+        # Whatever link is left can only say the account is made.
+        for token in tokens:
+            again = await browsers().verify(token)
+            assert again.status_code in {400, 409}, again.text
 
 
 async def user_count(engine: AsyncEngine, email: str) -> int:

@@ -132,6 +132,10 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "EMBER_DATA_DIR": str(folder),
             # Tests never call out: identity checks passwords against its shipped list only.
             "HIBP_API_URL": "offline",
+            # Every flow test's shopper comes through Caddy from 127.0.0.1: the per-address
+            # limits (tested in identity's own suite) would refuse the suite's later sign-ups.
+            "AUTH_RATE_MAX_PER_IP": "100000",
+            "LOGIN_RATE_MAX_PER_IP": "100000",
             # Seven services share the test database with the in-process tests: small pools.
             "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
             "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),

@@ -180,5 +180,8 @@ class SignUpRepository(SQLAlchemyAsyncRepository[SignUp]):
         await self.session.execute(delete(SignUp).where(SignUp.id.in_(stale.scalar_subquery())))
 
     async def discard_for_email(self, email: str) -> None:
-        """The account exists: the address's other links must not make a second one."""
-        await self.session.execute(delete(SignUp).where(SignUp.email == email))
+        """The account exists: the address's other links go. One being opened at this very
+        moment is left to that request (waiting for its row would deadlock with it); it finds
+        the account made and answers 409."""
+        others = select(SignUp.id).where(SignUp.email == email).with_for_update(skip_locked=True)
+        await self.session.execute(delete(SignUp).where(SignUp.id.in_(others.scalar_subquery())))
