@@ -129,6 +129,15 @@ async def test_adding_to_the_cart_relays_the_cart_cookie(
     assert cart.count('data-testid="cart-line"') == 1
     count = assert_page(await browser.get("/cart/count"))
     assert 'data-count="2"' in count
+    assert "load delay" not in count
+    # Settling after a payment: while items show, the badge asks again, fewer times each time.
+    settling = assert_page(await browser.get("/cart/count", params={"settle": 3}))
+    assert 'hx-get="/cart/count?settle=2"' in settling
+    assert 'hx-trigger="load delay:1s, cart-changed from:body"' in settling
+    last = assert_page(await browser.get("/cart/count", params={"settle": 1}))
+    assert 'hx-get="/cart/count"' in last
+    assert "load delay" not in last
+    assert (await browser.get("/cart/count", params={"settle": 11})).status_code == 400
 
 
 async def test_one_shoppers_cart_never_reaches_another(
@@ -425,8 +434,15 @@ async def test_the_status_fragment_keeps_polling_until_paid_then_stops(
     paid_id, session_id = shop.buy(coffees[1]["id"], email=email)
     shop.wait_paid(paid_id)
     done = await browser.get(f"/order/{paid_id}/status", params={"session_id": session_id, "n": 2})
-    assert "hx-trigger" not in assert_page(done)
+    body = assert_page(done)
+    assert 'hx-trigger="every' not in body  # the order stops polling
     assert done.headers.get("HX-Trigger") == "cart-changed"
+    # ...and the header's cart badge is swapped for one that settles on the emptied cart.
+    assert 'id="cart-count"' in body
+    assert 'hx-swap-oob="true"' in body
+    assert 'hx-get="/cart/count?settle=8"' in body
+    page = assert_page(await browser.get(f"/order/{paid_id}", params={"session_id": session_id}))
+    assert 'hx-swap-oob="true"' not in page
 
 
 # --- accounts -------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ header's item count (loaded by htmx after the page, so browsing never waits on t
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
+from litestar.params import Parameter
 
 from storefront.api import Api, ApiProblem, Visitor
 from storefront.forms import Form
@@ -102,14 +103,23 @@ async def cart_page(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
 
 
 @get("/cart/count", name="cart-count", include_in_schema=False, cache=False)
-async def cart_count(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[str]:
+async def cart_count(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    settle: Annotated[int, Parameter(ge=0, le=10)] = 0,
+) -> Response[str]:
+    """The header's cart badge. ``settle``: the order page just saw a payment, and the cart
+    empties when the cart service handles the same event, maybe a moment later: while items
+    still show, the badge asks again (up to ``settle`` more times, a second apart)."""
     count = 0
     if api.has_cart:
         try:
             count = int((await api.get("cart", "/api/cart")).get("item_count") or 0)
         except ApiProblem:
             count = 0
-    return render(request, "partials/cart_count.html", {"count": count})
+    again = settle - 1 if settle and count else 0
+    return render(request, "partials/cart_count.html", {"count": count, "settle": again})
 
 
 def _cart_fragment(

@@ -331,12 +331,16 @@ async def order_status(
     found = await order_state(api, order_id, session_id)
     if found is None:
         found = {"state": "confirming", "order": None}
-    headers = {"HX-Trigger": "cart-changed"} if found["state"] == "paid" else {}
+    paid = found["state"] == "paid"
+    context = _order_context(request, order_id, session_id, found, n)
+    # The cart empties when the cart service handles the payment, which may come a moment
+    # after orders did: the badge keeps asking until it does.
+    context["settle_cart"] = paid
     return render(
         request,
         "partials/order_body.html",
-        _order_context(request, order_id, session_id, found, n),
-        headers=headers,
+        context,
+        headers={"HX-Trigger": "cart-changed"} if paid else {},
     )
 
 
