@@ -56,8 +56,23 @@ def line(
     )
 
 
+class Priced:
+    """Totals from the lines, as checkout computes them."""
+
+    lines: list[OrderLine]
+    shipping: int
+
+    @property
+    def subtotal(self) -> int:
+        return sum(item.unit_price * item.quantity for item in self.lines)
+
+    @property
+    def total(self) -> int:
+        return self.subtotal + self.shipping
+
+
 @dataclass
-class Checkout:
+class Checkout(Priced):
     """One shopper's checkout, from which every payment event about its order is built."""
 
     user_id: uuid.UUID | None = None
@@ -70,14 +85,6 @@ class Checkout:
     reservation_id: uuid.UUID = field(default_factory=new_id)
     cart_id: uuid.UUID | None = field(default_factory=new_id)
     stripe_session_id: str = field(default_factory=lambda: f"cs_test_{uuid.uuid4().hex}")
-
-    @property
-    def subtotal(self) -> int:
-        return sum(item.unit_price * item.quantity for item in self.lines)
-
-    @property
-    def total(self) -> int:
-        return self.subtotal + self.shipping
 
     @property
     def address(self) -> Address:
@@ -156,7 +163,7 @@ class Checkout:
 
 
 @dataclass
-class SubscriptionInvoice:
+class SubscriptionInvoice(Priced):
     """One paid invoice of a customer's subscription, as checkout announces it."""
 
     user_id: uuid.UUID = field(default_factory=new_id)
@@ -168,14 +175,6 @@ class SubscriptionInvoice:
     order_id: uuid.UUID = field(default_factory=new_id)
     stripe_invoice_id: str = field(default_factory=lambda: f"in_test_{uuid.uuid4().hex[:24]}")
     stripe_subscription_id: str = field(default_factory=lambda: f"sub_test_{uuid.uuid4().hex[:24]}")
-
-    @property
-    def subtotal(self) -> int:
-        return sum(item.unit_price * item.quantity for item in self.lines)
-
-    @property
-    def total(self) -> int:
-        return self.subtotal + self.shipping
 
     @property
     def address(self) -> Address:

@@ -37,6 +37,10 @@ class TestEnv:
     service_token: str
 
 
+#: The test stack's database is the session's with this suffix (see ``testing.stack``).
+STACK_DATABASE_SUFFIX = "_stack"
+
+
 def _sync_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgres://"):
         if url.startswith(prefix):
@@ -79,7 +83,8 @@ def _session_database(url: str) -> str:
             text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"), {"p": prefix}
         ).scalars()
         for stale in existing:
-            suffix = stale.removeprefix(prefix)
+            # ``<prefix><pid>`` and the test stack's ``<prefix><pid>_stack``.
+            suffix = stale.removeprefix(prefix).removesuffix(STACK_DATABASE_SUFFIX)
             if suffix.isdigit() and (int(suffix) == os.getpid() or not _pid_alive(int(suffix))):
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{session_name}"'))
@@ -87,7 +92,19 @@ def _session_database(url: str) -> str:
     return urlunsplit(parts._replace(path="/" + session_name))
 
 
-def _drop_database(url: str) -> None:
+def database_beside(url: str, suffix: str) -> str:
+    """A new, empty database on the server of ``url``, named after its database + ``suffix``."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") + suffix
+    engine = create_engine(_sync_url(url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(url: str) -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     engine = create_engine(
@@ -141,7 +158,7 @@ def ember_env() -> Iterator[TestEnv]:
         if embedded_redis is not None:
             embedded_redis.stop()
         with contextlib.suppress(Exception):  # a failure to tidy up must not fail the run
-            _drop_database(database_url)
+            drop_database(database_url)
 
 
 @pytest.fixture(scope="session")

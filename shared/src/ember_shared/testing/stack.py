@@ -1,15 +1,17 @@
 """The ``stack`` fixture: the whole shop as real processes behind Caddy, for flow tests.
 
 It is the supervisor ``make run`` uses (:mod:`ember_shared.devstack`), started once per test
-session the first time a test asks for it, on the test run's database and Redis, with every port
-shifted by 1000 (so it runs beside a ``make run``) and the test key pair, so tokens minted with the
-``tokens`` fixture verify everywhere. Migrations were applied by ``ember_env``; no demo data is
-loaded. The processes' output goes to ``stack.log`` in the stack's folder (``EMBER_STACK_LOG=-``
-streams it to stderr instead); a stack that does not come up fails with each laggard's last lines.
+session the first time a test asks for it, on the test run's Postgres server and Redis, with every
+port shifted by 1000 (so it runs beside a ``make run``) and the test key pair, so tokens minted with
+the ``tokens`` fixture verify everywhere. It has a database and a Redis database of its own (the
+session's with ``_stack``, and the next number), migrated when it starts; no demo data is loaded.
+The processes' output goes to ``stack.log`` in the stack's folder (``EMBER_STACK_LOG=-`` streams
+it to stderr instead); a stack that does not come up fails with each laggard's last lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -116,12 +118,18 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stream = os.environ.get("EMBER_STACK_LOG", "") == "-"
     log_path = None if stream else folder / "stack.log"
     sink = sys.__stderr__ if stream or log_path is None else log_path.open("a", encoding="utf-8")
+    from ember_shared.testing.plugin import STACK_DATABASE_SUFFIX, database_beside, drop_database
+
+    # A database of its own, like its Redis database: in-process apps of earlier tests stay
+    # alive for the session, and their outbox relays would otherwise publish the stack's
+    # events (a sign-up's mail, a payment) onto their own Redis, where the stack never sees them.
+    database_url = database_beside(ember_env.database_url, STACK_DATABASE_SUFFIX)
     options = StackOptions(
         offset=env_int("EMBER_TEST_STACK_OFFSET", STACK_PORT_OFFSET),
         data_dir=folder,
-        database_url=ember_env.database_url,
+        database_url=database_url,
         redis_url=_stack_redis_url(ember_env.redis_url),
-        migrate=False,
+        migrate=True,
         seed=False,
         overrides={
             "IDENTITY_SIGNING_KEY_PEM": ember_env.private_key_pem,
@@ -160,3 +168,5 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
         running.stop()
         if sink is not sys.__stderr__ and sink is not None:
             sink.close()
+        with contextlib.suppress(Exception):  # a failure to tidy up must not fail the run
+            drop_database(database_url)

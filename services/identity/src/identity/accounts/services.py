@@ -42,6 +42,8 @@ from identity.context import Identity, RequestMeta
 from identity.models import ROLE_CUSTOMER, SignUp, User
 
 INVALID_CREDENTIALS = "The email or password is not right."
+#: Sign-up and reset mails one address may receive per rate-limit window.
+MAILS_PER_ADDRESS = 5
 
 
 def invalid_credentials() -> Problem:
@@ -82,6 +84,16 @@ class AccountService:
         if retry is not None:
             raise rate_limited(retry)
 
+    async def _mail_flooded(self, bucket: str, email: str) -> bool:
+        """Per address, quietly: the answer stays the same, but the inbox is not flooded."""
+        retry = await self.identity.limiter.hit(
+            bucket,
+            email,
+            limit=MAILS_PER_ADDRESS,
+            window=self.identity.settings.login_window_seconds,
+        )
+        return retry is not None
+
     # --- sign up -------------------------------------------------------------------------
 
     async def register(self, data: RegisterRequest) -> None:
@@ -93,12 +105,9 @@ class AccountService:
         email = normalize_email(data.email)
         await check_password(self.identity, data.password, email=email)
         password_hash = await self.identity.passwords.hash(data.password)
-        # Per address, quietly, like reset requests: the inbox is not flooded.
-        flooded = await self.identity.limiter.hit(
-            "sign-up-account", email, limit=5, window=settings.login_window_seconds
-        )
+        flooded = await self._mail_flooded("sign-up-account", email)
         user = await self.users.by_email(email)
-        if flooded is not None or (user is not None and user.is_disabled):
+        if flooded or (user is not None and user.is_disabled):
             await record(
                 self.db,
                 Actions.SIGN_UP_REQUESTED,
@@ -106,7 +115,7 @@ class AccountService:
                 email=email,
                 meta=self.meta,
                 sent=False,
-                reason="rate-limited" if flooded is not None else "disabled",
+                reason="rate-limited" if flooded else "disabled",
             )
             return
         if user is not None:
@@ -262,12 +271,9 @@ class AccountService:
         settings = self.identity.settings
         await self._limit_ip("forgot-ip", settings.sensitive_max_per_ip)
         email = normalize_email(data.email)
-        # Per address, quietly: the answer must stay the same, but the inbox is not flooded.
-        flooded = await self.identity.limiter.hit(
-            "forgot-account", email, limit=5, window=settings.login_window_seconds
-        )
+        flooded = await self._mail_flooded("forgot-account", email)
         user = await self.users.by_email(email)
-        if flooded is not None or user is None or user.is_disabled:
+        if flooded or user is None or user.is_disabled:
             await record(
                 self.db,
                 Actions.RESET_REQUESTED,
@@ -275,7 +281,7 @@ class AccountService:
                 email=email,
                 meta=self.meta,
                 sent=False,
-                reason="rate-limited" if flooded is not None else "no-account",
+                reason="rate-limited" if flooded else "no-account",
             )
             return
         raw = new_secret()
