@@ -48,6 +48,9 @@ class Principal:
     roles: frozenset[str]
     session_id: str
     name: str = ""
+    #: Identity proved the mailbox (sign-up link, Google's verified claim). Only then may the
+    #: address stand for the person, e.g. to see guest orders placed with it.
+    email_verified: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -132,6 +135,7 @@ class TokenVerifier:
             roles=frozenset(str(r) for r in claims.get("roles", [])),
             session_id=sid,
             name=str(claims.get("name", "")),
+            email_verified=claims.get("email_verified") is True,
         )
 
 

@@ -71,6 +71,7 @@ class Sessions:
             name=user.name,
             roles=user.roles,
             session_id=session.id,
+            email_verified=user.email_verified,
         )
 
     async def start(self, user: User, *, method: str, meta: RequestMeta) -> Issued:

@@ -90,6 +90,7 @@ class TokenSigner:
         name: str,
         roles: list[str],
         session_id: uuid.UUID,
+        email_verified: bool = False,
         now: dt.datetime | None = None,
     ) -> AccessToken:
         issued = now or dt.datetime.now(dt.UTC)
@@ -99,6 +100,7 @@ class TokenSigner:
             "aud": self.audience,
             "sub": str(user_id),
             "email": email,
+            "email_verified": email_verified,
             "name": name,
             "roles": roles,
             "sid": str(session_id),
