@@ -31,7 +31,7 @@ from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
 from ember_shared.problems import document_problems, exception_handlers
-from ember_shared.settings import ServiceSettings, service_settings
+from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -57,6 +57,7 @@ def redis_client(settings: ServiceSettings) -> Redis:
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Litestar:
     settings = settings or service_settings(spec.name)
+    refuse_to_start(settings.production_problems())
     configure_logging(spec.name, settings.app.log_level, settings.app.log_format)
     engine = make_engine(settings)
     redis = redis_client(settings)

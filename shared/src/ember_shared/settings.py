@@ -13,6 +13,28 @@ from functools import cache
 from pathlib import Path
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+#: The only modes a process starts in. ``local`` and ``test`` may use the stand-ins and their
+#: public credentials; ``production`` never does.
+MODES = ("local", "test", "production")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing, out of range or unsafe: the process must not start with it."""
+
+
+def refuse_to_start(problems: list[str], mode: str = "production") -> None:
+    """Raise one error naming every problem, so an operator fixes them all in one go."""
+    if problems:
+        raise SettingsError(
+            f"Refusing to start in {mode} mode: " + "; ".join(dict.fromkeys(problems))
+        )
+
+
+def check_mode(mode: str) -> str:
+    # A typo must never fall back to local mode (stand-ins and their public secrets).
+    if mode not in MODES:
+        raise SettingsError(f"EMBER_MODE must be one of {', '.join(MODES)} (got {mode!r})")
+    return mode
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -79,16 +101,23 @@ def service_url(name: str) -> str:
 @dataclass(frozen=True)
 class AppSettings:
     name: str
-    #: ``local`` (plain HTTP, demo data, relaxed cookies) or ``production``.
-    mode: str = field(default_factory=lambda: env_str("EMBER_MODE", "local"))
+    #: ``local``/``test`` (plain HTTP, demo data, stand-ins) or ``production``; see :data:`MODES`.
+    mode: str = field(default_factory=lambda: check_mode(env_str("EMBER_MODE") or "local"))
     public_url: str = field(default_factory=lambda: env_str("PUBLIC_URL", "http://localhost:8080"))
     log_level: str = field(default_factory=lambda: env_str("LOG_LEVEL", "INFO"))
     log_format: str = field(default_factory=lambda: env_str("LOG_FORMAT", "json"))
     debug: bool = field(default_factory=lambda: env_bool("EMBER_DEBUG", False))
 
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+
     @property
     def is_local(self) -> bool:
         return self.mode != "production"
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode == "production"
 
 
 @dataclass(frozen=True)
@@ -186,6 +215,25 @@ class ServiceSettings:
     def schema(self) -> str:
         """Each service keeps its tables in a Postgres schema of its own name."""
         return self.app.name
+
+    def production_problems(self) -> list[str]:
+        """What production needs of every service and is missing (empty outside production)."""
+        if not self.app.is_production:
+            return []
+        problems = [
+            f"{name} must be set"
+            for name, value in (
+                ("DATABASE_URL", self.db.url),
+                ("REDIS_URL", self.redis.url),
+                ("PUBLIC_URL", env_str("PUBLIC_URL")),
+            )
+            if not value
+        ]
+        if len(self.auth.service_token) < 32:
+            problems.append("INTERNAL_SERVICE_TOKEN must be set (at least 32 characters)")
+        if self.app.debug:
+            problems.append("EMBER_DEBUG must be off")
+        return problems
 
 
 @cache
