@@ -38,6 +38,7 @@ class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
 
 class CheckoutStarted(EventData, frozen=True, kw_only=True):
     TYPE = "checkout.started.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     checkout_session_id: uuid.UUID
     user_id: uuid.UUID | None
@@ -55,6 +56,7 @@ class CheckoutStarted(EventData, frozen=True, kw_only=True):
 
 class PaymentSucceeded(EventData, frozen=True, kw_only=True):
     TYPE = "payment.succeeded.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     checkout_session_id: uuid.UUID
     user_id: uuid.UUID | None
@@ -73,6 +75,7 @@ class PaymentSucceeded(EventData, frozen=True, kw_only=True):
 
 class PaymentFailed(EventData, frozen=True, kw_only=True):
     TYPE = "payment.failed.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     checkout_session_id: uuid.UUID
     reservation_id: uuid.UUID
@@ -82,6 +85,7 @@ class PaymentFailed(EventData, frozen=True, kw_only=True):
 
 class CheckoutExpired(EventData, frozen=True, kw_only=True):
     TYPE = "checkout.expired.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     checkout_session_id: uuid.UUID
     reservation_id: uuid.UUID
@@ -90,6 +94,7 @@ class CheckoutExpired(EventData, frozen=True, kw_only=True):
 
 class PaymentRefunded(EventData, frozen=True, kw_only=True):
     TYPE = "payment.refunded.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     checkout_session_id: uuid.UUID
     amount_refunded: int
@@ -103,6 +108,7 @@ class PaymentRefunded(EventData, frozen=True, kw_only=True):
 
 class UserRegistered(EventData, frozen=True, kw_only=True):
     TYPE = "user.registered.v1"
+    PRODUCER = "identity"
     user_id: uuid.UUID
     email: str
     name: str = ""
@@ -113,6 +119,7 @@ class SignUpRequested(EventData, frozen=True, kw_only=True):
     that proves the mailbox and creates the account (nothing exists before it is opened)."""
 
     TYPE = "sign_up.requested.v1"
+    PRODUCER = "identity"
     email: str
     name: str = ""
     #: The raw single-use token travels only to the notifier, which puts it in the link.
@@ -125,6 +132,7 @@ class SignUpForExistingAccount(EventData, frozen=True, kw_only=True):
     request is the same as for a new address; only the mailbox owner learns the difference."""
 
     TYPE = "sign_up.existing_account.v1"
+    PRODUCER = "identity"
     user_id: uuid.UUID
     email: str
     name: str = ""
@@ -134,6 +142,7 @@ class SignUpForExistingAccount(EventData, frozen=True, kw_only=True):
 
 class PasswordResetRequested(EventData, frozen=True, kw_only=True):
     TYPE = "password_reset.requested.v1"
+    PRODUCER = "identity"
     user_id: uuid.UUID
     email: str
     #: The raw single-use token travels only to the notifier, which puts it in the link.
@@ -143,6 +152,7 @@ class PasswordResetRequested(EventData, frozen=True, kw_only=True):
 
 class PasswordChanged(EventData, frozen=True, kw_only=True):
     TYPE = "password.changed.v1"
+    PRODUCER = "identity"
     user_id: uuid.UUID
     email: str
 
@@ -152,6 +162,7 @@ class PasswordChanged(EventData, frozen=True, kw_only=True):
 
 class StockReleased(EventData, frozen=True, kw_only=True):
     TYPE = "stock.released.v1"
+    PRODUCER = "catalog"
     order_id: uuid.UUID
     reservation_id: uuid.UUID
     reason: str
@@ -162,6 +173,7 @@ class StockReleased(EventData, frozen=True, kw_only=True):
 
 class OrderPaid(EventData, frozen=True, kw_only=True):
     TYPE = "order.paid.v1"
+    PRODUCER = "orders"
     order_id: uuid.UUID
     user_id: uuid.UUID | None
     email: str
@@ -171,6 +183,7 @@ class OrderPaid(EventData, frozen=True, kw_only=True):
 
 class OrderShipped(EventData, frozen=True, kw_only=True):
     TYPE = "order.shipped.v1"
+    PRODUCER = "orders"
     order_id: uuid.UUID
     email: str
     carrier: str
@@ -183,6 +196,7 @@ class OrderShipped(EventData, frozen=True, kw_only=True):
 
 class OrderDelivered(EventData, frozen=True, kw_only=True):
     TYPE = "order.delivered.v1"
+    PRODUCER = "orders"
     order_id: uuid.UUID
     email: str
     carrier: str
@@ -201,6 +215,7 @@ class SubscriptionInvoicePaid(EventData, frozen=True, kw_only=True):
     each under a new order id, so that orders can turn it into an order to ship."""
 
     TYPE = "subscription.invoice_paid.v1"
+    PRODUCER = "checkout"
     order_id: uuid.UUID
     subscription_id: uuid.UUID
     user_id: uuid.UUID

@@ -17,6 +17,9 @@ class EventData(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     TYPE: ClassVar[str] = ""
+    #: The one service that publishes this type (its ``Outbox`` producer): the AsyncAPI
+    #: document names it, and an outbox of another service refuses the type.
+    PRODUCER: ClassVar[str] = ""
 
 
 DataT = TypeVar("DataT", bound=EventData)

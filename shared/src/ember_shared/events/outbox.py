@@ -31,6 +31,9 @@ class Outbox:
     def envelope(self, data: EventData, *, event_id: uuid.UUID | None = None) -> Envelope:
         if not data.TYPE:
             raise ValueError(f"{type(data).__name__} has no TYPE; every event needs one")
+        if data.PRODUCER and self.producer != data.PRODUCER:
+            # A second publisher of a type would be missing from the published contract.
+            raise ValueError(f"{data.TYPE} is published by {data.PRODUCER}, not {self.producer}")
         return Envelope(
             id=str(event_id or new_id()),
             type=data.TYPE,
