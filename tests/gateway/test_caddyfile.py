@@ -134,8 +134,12 @@ def routes_in_order(config: dict[str, Any]) -> list[tuple[list[str], str | None]
         kinds = {h["handler"]: h for h in handlers(route.get("handle"))}
         upstream = None
         if "reverse_proxy" in kinds:
-            dynamic = kinds["reverse_proxy"]["dynamic_upstreams"]
-            upstream = f"{dynamic['name']}:{dynamic['port']}"
+            proxy = kinds["reverse_proxy"]
+            if "dynamic_upstreams" in proxy:
+                dynamic = proxy["dynamic_upstreams"]
+                upstream = f"{dynamic['name']}:{dynamic['port']}"
+            else:
+                upstream = " ".join(u["dial"] for u in proxy["upstreams"])
         elif "static_response" in kinds:
             upstream = "gateway"
         elif "file_server" in kinds:
@@ -177,6 +181,26 @@ def test_upstreams_come_from_the_environment_for_compose() -> None:
     )
     assert route_for("/api/products", routes) == "catalog:8000"
     assert route_for("/api/cart", routes) == f"127.0.0.1:{SERVICE_PORTS['cart']}"
+
+
+def test_listed_replicas_are_each_an_upstream_probed_and_retried() -> None:
+    """`make run` with EMBER_REPLICAS lists every replica's address: each is an upstream, probed
+    on its service's liveness route, and a request is retried on another while one restarts."""
+    config = adapt(
+        EMBER_UPSTREAMS="list",
+        CATALOG_UPSTREAMS="127.0.0.1:8102 127.0.0.1:8112 127.0.0.1:8122",
+    )
+    routes = routes_in_order(config)
+    assert route_for("/api/products", routes) == "127.0.0.1:8102 127.0.0.1:8112 127.0.0.1:8122"
+    assert route_for("/api/cart", routes) == f"127.0.0.1:{SERVICE_PORTS['cart']}"
+    proxies = [h for h in handlers(server(config)["routes"]) if h["handler"] == "reverse_proxy"]
+    catalog = next(p for p in proxies if len(p["upstreams"]) == 3)
+    assert catalog["health_checks"]["active"]["uri"] == "/api/health/catalog/live"
+    assert catalog["health_checks"]["active"]["interval"] == 1_000_000_000
+    assert catalog["load_balancing"]["try_duration"] >= 5_000_000_000
+    for proxy in proxies:  # every service is probed on its own route
+        uri = proxy["health_checks"]["active"]["uri"]
+        assert uri.startswith("/api/health/") and uri.endswith("/live"), uri
 
 
 def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:
