@@ -31,6 +31,7 @@ from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
 from ember_shared.problems import document_problems, exception_handlers
+from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -52,7 +53,7 @@ class ServiceSpec:
 
 
 def redis_client(settings: ServiceSettings) -> Redis:
-    return Redis.from_url(settings.redis.url, decode_responses=False, health_check_interval=30)
+    return redis_from_url(settings.redis.url, decode_responses=False)
 
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Litestar:

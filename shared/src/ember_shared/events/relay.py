@@ -13,6 +13,8 @@ lost, the next pass does not append it a second time.
 The relay wakes on ``NOTIFY ember_outbox_<schema>`` (sent by :class:`~ember_shared.events.Outbox`
 on commit) and also polls every ``EVENTS_RELAY_INTERVAL_MS``, so a lost notification costs at
 most one interval.
+While it backs off after a failed pass, commits do not wake it: during an outage every new
+order would otherwise cut the wait short and the relay would hammer the dead server.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class OutboxRelay:
         self.stats = RelayStats()
         self._publish = redis.register_script(_PUBLISH_ONCE)
         self._wakeup = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._listener_retry_at = 0.0
         self._pruned_at = 0.0
@@ -208,6 +211,7 @@ class OutboxRelay:
         ceiling = max(self.events.relay_max_backoff_ms / 1000, interval)
         backoff = interval
         self._stopping = False
+        self._stop_requested.clear()
         try:
             while not self._stopping:
                 await self._ensure_listener()
@@ -224,7 +228,7 @@ class OutboxRelay:
                         retry_in_ms=int(backoff * 1000),
                     )
                     # Jitter keeps the replicas of a service from retrying in lockstep.
-                    await self._pause(backoff * random.uniform(0.8, 1.2))
+                    await self._pause(backoff * random.uniform(0.8, 1.2), wake_on_commit=False)
                     backoff = min(backoff * 2, ceiling)
                     continue
                 if self.stats.failed_passes and backoff > interval:
@@ -239,17 +243,19 @@ class OutboxRelay:
     def request_stop(self) -> None:
         """Finish the pass in hand (so no transaction is cut off) and return from :meth:`run`."""
         self._stopping = True
+        self._stop_requested.set()
         self._wakeup.set()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, unless a commit (NOTIFY) or a stop request comes first."""
+    async def _pause(self, seconds: float, *, wake_on_commit: bool = True) -> None:
+        """Sleep, unless a stop request (or, with ``wake_on_commit``, a NOTIFY) comes first."""
         if self._stopping:
             return
+        wakeup = self._wakeup if wake_on_commit else self._stop_requested
         # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that lands while the
         # wakeup is being set, and stop() would then hang until cancelled again.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
+                await wakeup.wait()
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()

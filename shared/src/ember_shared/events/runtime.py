@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 
 import structlog
-from redis.asyncio import Redis
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ember_shared.events.consumer import EventConsumer
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.events.relay import OutboxRelay
+from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings
 
 log = structlog.get_logger("ember.events")
@@ -47,12 +47,7 @@ class EventRuntime:
         self.metadata = metadata
         self.handlers = handlers
         # Short timeouts: a relay blocked on a dead Redis would hold its outbox row locks.
-        self.redis = Redis.from_url(
-            settings.redis.url,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            health_check_interval=30,
-        )
+        self.redis = redis_from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=5)
         self.relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
         if metadata is not None:
