@@ -18,7 +18,7 @@ TEST_DIRS = $(shell find $(TEST_PATHS) -type d -not -name __pycache__ -not -path
 PYTEST_ARGS ?=
 space := $(subst ,, )
 
-.PHONY: help uv install run test pytest lint format typecheck imports caddy-validate bench migrate clean clean-data
+.PHONY: help uv install run test pytest lint format typecheck imports caddy-validate bench migrate clean clean-data asyncapi contract-baselines
 
 help: ## Show this list.
 	@echo "Ember: make <target>"
@@ -64,6 +64,12 @@ typecheck: install ## mypy (strict) over the shared library, the services and th
 
 imports: install ## import-linter: no service imports another; shared imports no service.
 	$(RUN) lint-imports
+
+asyncapi: install ## Regenerate the AsyncAPI document of every event (after changing an event or a handler).
+	$(RUN) python tests/contract/published_contracts.py asyncapi
+
+contract-baselines: install ## Accept the current OpenAPI/AsyncAPI documents as the published contracts.
+	$(RUN) python tests/contract/published_contracts.py baselines
 
 bench: install ## Run the benchmarks (bench/).
 	$(RUN) python -m bench

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.asyncapi import asyncapi_document
 from ember_shared.auth import TokenVerifier
 from ember_shared.settings import service_settings
 from litestar import Litestar, Request
@@ -95,6 +96,8 @@ def create_app() -> Litestar:
                 *subscriptions.ROUTES,
                 *admin.ROUTES,
                 *reports.ROUTES,
+                # The events belong to no one service; the storefront serves their document.
+                asyncapi_document,
             ],
             dependencies={
                 "api": Provide(provide_api),
