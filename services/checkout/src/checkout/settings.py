@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ember_shared.settings import ServiceSettings, env_int, env_str, service_settings, service_url
+from ember_shared.settings import (
+    ServiceSettings,
+    SettingsError,
+    env_int,
+    env_str,
+    refuse_to_start,
+    service_settings,
+    service_url,
+)
 
 #: The key used against the stand-in when no Stripe key is configured.
 LOCAL_STRIPE_KEY = "sk_test_ember_local"
@@ -18,10 +26,6 @@ STRIPE_API = "https://api.stripe.com"
 #: Stripe refuses a Checkout Session that expires sooner than this after its creation.
 STRIPE_MIN_EXPIRY_SECONDS = 1800
 STRIPE_MAX_EXPIRY_SECONDS = 24 * 3600
-
-
-class SettingsError(RuntimeError):
-    """A checkout setting is missing or out of range: the service must not start with it."""
 
 
 def _default_api_base() -> str:
@@ -88,7 +92,23 @@ class CheckoutSettings:
     def stripe_expiry_s(self) -> int:
         return self.reservation_ttl_s - self.expiry_margin_s
 
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        problems: list[str] = []
+        if not env_str("STRIPE_SECRET_KEY") or self.stripe_secret_key == LOCAL_STRIPE_KEY:
+            problems.append("STRIPE_SECRET_KEY must be set to the shop's Stripe key")
+        if not env_str("STRIPE_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET in self.webhook_secrets:
+            problems.append(
+                "STRIPE_WEBHOOK_SECRET must be set to the endpoint's secret Stripe shows "
+                "(never the stand-in's)"
+            )
+        if self.uses_standin:
+            problems.append(f"STRIPE_API_BASE must be {STRIPE_API}, never a stand-in")
+        return problems
+
     def validate(self, *, local: bool) -> None:
+        if not local:
+            refuse_to_start(self.production_problems())
         if not self.stripe_secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
             raise SettingsError(
                 "STRIPE_SECRET_KEY must be a Stripe secret key (sk_test_... or sk_live_...)"
@@ -129,6 +149,9 @@ class CheckoutSettings:
 
 
 def load_checkout_settings(service: ServiceSettings | None = None) -> CheckoutSettings:
+    service = service or service_settings("checkout")
     settings = CheckoutSettings()
-    settings.validate(local=(service or service_settings("checkout")).app.is_local)
+    if service.app.is_production:
+        refuse_to_start(service.production_problems() + settings.production_problems())
+    settings.validate(local=service.app.is_local)
     return settings

@@ -19,6 +19,7 @@ from ember_shared.settings import (
     EventSettings,
     RedisSettings,
     ServiceSettings,
+    refuse_to_start,
 )
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -70,6 +71,8 @@ def create_app(
         auth=AuthSettings(),
         events=EventSettings(),
     )
+    if service.app.is_production:
+        refuse_to_start(service.production_problems() + settings.production_problems())
     signer = make_signer(settings, service)
     # Identity verifies its own tokens with its own key: no JWKS round trip to itself.
     service = replace(service, auth=replace(service.auth, public_key_pem=signer.public_key_pem))

@@ -85,6 +85,24 @@ class IdentitySettings:
     admin_email: str = field(default_factory=lambda: env_str("ADMIN_EMAIL"))
     admin_password: str = field(default_factory=lambda: env_str("ADMIN_PASSWORD"))
 
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        problems: list[str] = []
+        if not self.signing_key_pem:
+            problems.append("IDENTITY_SIGNING_KEY_PEM must be set")
+        if not env_str("GOOGLE_CLIENT_ID") or self.google_client_id == STANDIN_CLIENT_ID:
+            problems.append("GOOGLE_CLIENT_ID must be set to the shop's Google OAuth client")
+        if not env_str("GOOGLE_CLIENT_SECRET") or self.google_client_secret == (
+            STANDIN_CLIENT_SECRET
+        ):
+            problems.append("GOOGLE_CLIENT_SECRET must be set to the shop's Google OAuth secret")
+        standin = service_url("oidc-standin").rstrip("/")
+        if self.google_issuer == standin or not self.google_issuer.startswith("https://"):
+            problems.append("GOOGLE_ISSUER must be an https issuer, never the local stand-in")
+        if self.hibp_offline:
+            problems.append("HIBP_API_URL must not be offline (breached passwords go unseen)")
+        return problems
+
     @property
     def hibp_offline(self) -> bool:
         return self.hibp_api_url.strip().lower() in ("", HIBP_OFFLINE)

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from ember_shared.settings import (
     ServiceSettings,
+    SettingsError,
     env_int,
     env_str,
+    refuse_to_start,
     service_settings,
     service_url,
 )
@@ -23,10 +25,6 @@ STANDIN_API_KEY = "re_ember_local_standin"
 #: other.) Production must set ``RESEND_WEBHOOK_SECRET`` to the secret Resend shows.
 LOCAL_WEBHOOK_SECRET = "whsec_ZW1iZXItbG9jYWwtcmVzZW5kLXdlYmhvb2stc2VjcmV0"  # noqa: S105
 RESEND_API_URL = "https://api.resend.com"
-
-
-class SettingsError(RuntimeError):
-    """A notifier setting is missing or out of range; the process must not start with it."""
 
 
 def _api_key() -> str:
@@ -95,14 +93,31 @@ class NotifierSettings:
             "RESEND_API_KEY must start with re_": self.resend_api_key.startswith("re_"),
         }
         if not local:
-            checks["RESEND_WEBHOOK_SECRET must be set in production"] = bool(self.webhook_secret)
-            checks["RESEND_API_KEY must be set in production"] = not self.uses_standin
+            refuse_to_start(self.production_problems())
         for message, ok in checks.items():
             if not ok:
                 raise SettingsError(message)
 
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        problems: list[str] = []
+        if not self.webhook_secret or self.webhook_secret == LOCAL_WEBHOOK_SECRET:
+            problems.append("RESEND_WEBHOOK_SECRET must be set to the secret Resend shows")
+        if self.uses_standin:
+            problems.append("RESEND_API_KEY must be set to the shop's Resend key")
+        if self.resend_api_url == service_url("resend-standin").rstrip("/") or not (
+            self.resend_api_url.startswith("https://")
+        ):
+            problems.append(
+                f"RESEND_API_URL must be an https URL ({RESEND_API_URL}), never a stand-in"
+            )
+        return problems
+
 
 def load_notifier_settings(service: ServiceSettings | None = None) -> NotifierSettings:
+    service = service or service_settings("notifier")
     settings = NotifierSettings()
-    settings.validate(local=(service or service_settings("notifier")).app.is_local)
+    if service.app.is_production:
+        refuse_to_start(service.production_problems() + settings.production_problems())
+    settings.validate(local=service.app.is_local)
     return settings

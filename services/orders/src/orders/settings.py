@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ember_shared.settings import env_bool, env_int, env_str, service_settings, service_url
+from ember_shared.settings import (
+    SettingsError,
+    env_bool,
+    env_int,
+    env_str,
+    refuse_to_start,
+    service_settings,
+    service_url,
+)
 
 #: 17track accepts at most 40 numbers per register / gettrackinfo call.
 PROVIDER_MAX_BATCH = 40
-
-
-class SettingsError(RuntimeError):
-    """An orders setting is missing or out of range; the service must not start with it."""
 
 
 def _default_tracking_url() -> str:
@@ -73,8 +77,17 @@ class TrackingSettings:
             raise SettingsError("TRACKING_MAX_AGE_DAYS must be 1..365")
         if not 100 <= self.timeout_ms <= 60_000:
             raise SettingsError("TRACKING_TIMEOUT_MS must be 100..60000")
-        if not local and not self.api_key:
-            raise SettingsError("TRACKING_API_KEY must be set outside local mode")
+        if not local:
+            refuse_to_start(self.production_problems())
+
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        problems: list[str] = []
+        if not self.api_key:
+            problems.append("TRACKING_API_KEY must be set")
+        if self.uses_standin:
+            problems.append("TRACKING_API_URL must be set to 17track's API, never the stand-in")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,9 @@ class OrdersSettings:
 
 
 def load_orders_settings() -> OrdersSettings:
+    service = service_settings("orders")
     settings = OrdersSettings()
-    settings.validate(local=service_settings("orders").app.is_local)
+    if service.app.is_production:
+        refuse_to_start(service.production_problems() + settings.tracking.production_problems())
+    settings.validate(local=service.app.is_local)
     return settings
