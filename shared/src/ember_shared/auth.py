@@ -13,9 +13,11 @@ Redis for as long as its access tokens could live.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,8 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ember_shared.problems import Problem
 from ember_shared.settings import AuthSettings
@@ -37,6 +41,11 @@ ALGORITHMS = ["EdDSA"]
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name, not a secret
 REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
+#: Revocations remembered locally for while Redis is away: longer than any access token lives.
+REVOKED_MEMORY_S = 3600.0
+REVOKED_MEMORY_SIZE = 10_000
+#: After Redis failed a revocation check, ask it again only after this long.
+REVOCATION_RECHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +66,29 @@ class Principal:
         return "admin" in self.roles
 
 
+#: At most one JWKS fetch per this many seconds for a key id the set does not hold (a forged or
+#: garbled kid must not turn every request into a call to identity).
+JWKS_REFETCH_INTERVAL_S = 5.0
+#: While no key is known at all (identity unreachable at start), retry sooner than that.
+JWKS_EMPTY_RETRY_S = 0.5
+
+
 @dataclass
 class KeySet:
-    """Identity's public keys, fetched from JWKS (or one PEM key given in settings)."""
+    """Identity's public keys, fetched from JWKS (or one PEM key given in settings).
+
+    One fetch at a time (single flight): every request that needs a key while a fetch runs
+    waits for that fetch and uses its answer, so the burst right after a restart or a key
+    rotation makes one call to identity and no request is refused meanwhile.
+    """
 
     settings: AuthSettings
     keys: dict[str, Any] = field(default_factory=dict)
+    #: When the last fetch finished (monotonic), whatever its outcome.
     fetched_at: float = 0.0
     pem_key: Any = None
+    fetches: int = 0
+    _inflight: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.settings.public_key_pem:
@@ -73,16 +97,31 @@ class KeySet:
     async def key_for(self, kid: str | None) -> Any:
         if self.pem_key is not None:
             return self.pem_key
-        if kid not in self.keys and time.monotonic() - self.fetched_at > 5:
-            await self.refresh()
+        if not self._holds(kid):
+            await self._refresh_if_due()
         if kid is None and len(self.keys) == 1:
             return next(iter(self.keys.values()))
         if kid not in self.keys:
             raise jwt.InvalidKeyError("unknown key id")
         return self.keys[kid]
 
+    def _holds(self, kid: str | None) -> bool:
+        return kid in self.keys or (kid is None and len(self.keys) == 1)
+
+    async def _refresh_if_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        if task is None or task.done() or task.get_loop() is not loop:
+            pause = JWKS_REFETCH_INTERVAL_S if self.keys else JWKS_EMPTY_RETRY_S
+            if self.fetches and time.monotonic() - self.fetched_at < pause:
+                return
+            task = loop.create_task(self.refresh())
+            self._inflight = task
+        # Shielded: one waiter's cancelled request must not cancel the fetch the others await.
+        await asyncio.shield(task)
+
     async def refresh(self) -> None:
-        self.fetched_at = time.monotonic()
+        self.fetches += 1
         try:
             async with httpx.AsyncClient(timeout=3.0) as client:
                 response = await client.get(self.settings.jwks_url)
@@ -90,13 +129,16 @@ class KeySet:
         except httpx.HTTPError as exc:
             log.warning("jwks_fetch_failed", url=self.settings.jwks_url, error=str(exc))
             return
+        finally:
+            self.fetched_at = time.monotonic()
         keys: dict[str, Any] = {}
         for jwk in response.json().get("keys", []):
             try:
                 keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
             except jwt.PyJWTError:
                 continue
-        self.keys = keys
+        if keys:
+            self.keys = keys
 
 
 def _load_pem(pem: str) -> Any:
@@ -110,6 +152,34 @@ class TokenVerifier:
         self.settings = settings
         self.keys = KeySet(settings)
         self.redis = redis
+        # Sessions this process has seen revoked, for while Redis cannot be asked (oldest first).
+        self._revoked_seen: OrderedDict[str, float] = OrderedDict()
+        self._redis_down_until = 0.0
+
+    async def _revoked(self, sid: str) -> bool:
+        """Whether identity revoked this session. While Redis is unreachable the answer comes
+        from the revocations this process has already seen (docs/degradation.md): a signed-in
+        shopper keeps shopping, at the cost of a session revoked during the outage living on
+        here until its short-lived token expires."""
+        if self.redis is None:
+            return False
+        now = time.monotonic()
+        if now >= self._redis_down_until:
+            try:
+                revoked = bool(await self.redis.exists(REVOKED_SESSION_KEY.format(sid=sid)))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Skip Redis for a moment: every request waiting out its retries adds latency.
+                self._redis_down_until = now + REVOCATION_RECHECK_S
+                log.warning("revocation_check_unavailable", error=str(exc))
+            else:
+                if revoked:
+                    self._revoked_seen[sid] = now + REVOKED_MEMORY_S
+                    self._revoked_seen.move_to_end(sid)
+                    while len(self._revoked_seen) > REVOKED_MEMORY_SIZE:
+                        self._revoked_seen.popitem(last=False)
+                return revoked
+        until = self._revoked_seen.get(sid)
+        return until is not None and until > now
 
     async def verify(self, token: str) -> Principal:
         """The principal a token speaks for; ``jwt.PyJWTError`` when it speaks for no one."""
@@ -127,7 +197,7 @@ class TokenVerifier:
             leeway=5,
         )
         sid = str(claims["sid"])
-        if self.redis is not None and await self.redis.exists(REVOKED_SESSION_KEY.format(sid=sid)):
+        if await self._revoked(sid):
             raise jwt.InvalidTokenError("session revoked")
         return Principal(
             user_id=uuid.UUID(str(claims["sub"])),
