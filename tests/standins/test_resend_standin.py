@@ -312,6 +312,6 @@ def test_the_default_settings_point_at_the_notifier(monkeypatch: pytest.MonkeyPa
 def test_the_state_file_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EMBER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("RESEND_STANDIN_STATE_FILE", "")
-    assert ResendStandinSettings().state_file == str(tmp_path / "resend-standin" / "state.json")
+    assert ResendStandinSettings().state_file == str(tmp_path / "resend-standin" / "state.sqlite3")
     monkeypatch.setenv("RESEND_STANDIN_STATE_FILE", "memory")
     assert ResendStandinSettings().state_path is None

@@ -300,6 +300,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
             ],
         }
     )
+    first.close()  # a restart: the stand-in stops (its journal is written), then starts again
     second = Store(public_url="http://x", state_path=state)
     assert second.session(session["id"])["amount_total"] == 500
     assert second.session_line_items(session["id"])[0]["description"] == "Bag"

@@ -20,8 +20,9 @@ For people: ``GET /`` lists the inbox, ``GET /inbox/{id}`` shows one mail. For t
 ``/_standin/``: ``GET emails?to=`` (JSON), ``DELETE emails`` (forget everything), ``POST fail``
 (answer the next N sends with 500 or 429) and ``GET webhooks`` (the delivery log).
 
-State lives in memory and, unless ``RESEND_STANDIN_STATE_FILE`` is empty, in a JSON file under
-``EMBER_DATA_DIR`` so a restart keeps the inbox.
+State lives in memory and, unless ``RESEND_STANDIN_STATE_FILE`` says ``memory``, in a SQLite
+file under ``EMBER_DATA_DIR`` (each change written from a thread, see :mod:`standins.journal`) so
+a restart keeps the inbox. Webhooks go out a few at a time (``RESEND_STANDIN_DELIVERY_CONCURRENCY``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import Parameter
 
+from standins.journal import Journal
+
 log = structlog.get_logger("standins.resend")
 
 #: The webhook secret the stand-in and the notifier both use when none is configured.
@@ -85,7 +88,7 @@ def _state_file_from_env() -> str:
     value = env_str("RESEND_STANDIN_STATE_FILE")
     if value.strip().lower() == "memory":
         return ""
-    return value or str(data_dir() / "resend-standin" / "state.json")
+    return value or str(data_dir() / "resend-standin" / "state.sqlite3")
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,9 @@ class ResendStandinSettings:
     webhook_secret: str = field(
         default_factory=lambda: env_str("RESEND_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET
     )
-    #: JSON file keeping the inbox across restarts ("" keeps it in memory only; in the
-    #: environment, ``memory`` says that and an empty value means the default file).
+    #: SQLite file keeping the inbox across restarts ("" keeps it in memory only; in the
+    #: environment, ``memory`` says that and an empty value means the default file). An older
+    #: stand-in's JSON state found there (or as ``state.json`` beside it) is taken over.
     state_file: str = field(default_factory=_state_file_from_env)
     #: Pause before a mail's first webhook (Resend reports delivery a moment after accepting).
     webhook_delay_seconds: float = field(
@@ -109,6 +113,10 @@ class ResendStandinSettings:
         default_factory=lambda: _env_float("RESEND_STANDIN_RETRY_BASE_SECONDS", 1.0)
     )
     max_attempts: int = field(default_factory=lambda: env_int("RESEND_STANDIN_MAX_ATTEMPTS", 6))
+    #: Webhook deliveries in flight at once; more wait their turn.
+    delivery_concurrency: int = field(
+        default_factory=lambda: env_int("RESEND_STANDIN_DELIVERY_CONCURRENCY", 10)
+    )
 
     @property
     def state_path(self) -> Path | None:
@@ -175,6 +183,7 @@ class FailurePlan:
 class Store:
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.journal = Journal(path)
         self.emails: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: idempotency key -> {"fingerprint", "id", "at"}
         self.keys: dict[str, dict[str, Any]] = {}
@@ -183,32 +192,25 @@ class Store:
         self._load()
 
     def _load(self) -> None:
-        if self.path is None or not self.path.exists():
+        legacy = self.journal.legacy
+        if legacy is not None:
+            self.emails = OrderedDict((e["id"], e) for e in legacy.get("emails", []))
+            self.keys = dict(legacy.get("idempotency", {}))
+            self.journal.put_many("email", self.emails.items())
+            self.journal.put_many("key", self.keys.items())
             return
-        try:
-            state = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("state_unreadable", path=str(self.path), error=str(exc))
-            return
-        self.emails = OrderedDict((e["id"], e) for e in state.get("emails", []))
-        self.keys = dict(state.get("idempotency", {}))
+        self.emails = OrderedDict(self.journal.load("email"))
+        self.keys = dict(self.journal.load("key"))
 
-    def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"emails": list(self.emails.values()), "idempotency": self.keys})
-        )
-        temporary.replace(self.path)
+    def close(self) -> None:
+        self.journal.close()
 
     def clear(self) -> None:
         self.emails.clear()
         self.keys.clear()
         self.deliveries.clear()
         self.failures = FailurePlan()
-        self.save()
+        self.journal.clear()
 
     def take_failure(self) -> FailurePlan | None:
         if self.failures.remaining <= 0:
@@ -222,23 +224,26 @@ class Store:
         entry = self.keys.get(key)
         if entry is not None and time.time() - entry["at"] > IDEMPOTENCY_TTL_SECONDS:
             del self.keys[key]
+            self.journal.delete("key", key)
             return None
         return entry
 
     def add(self, email: dict[str, Any], key: str | None, fingerprint: str) -> None:
         self.emails[email["id"]] = email
+        self.journal.put("email", email["id"], email)
         while len(self.emails) > MAX_KEPT_EMAILS:
-            self.emails.popitem(last=False)
+            dropped, _ = self.emails.popitem(last=False)
+            self.journal.delete("email", dropped)
         if key is not None:
             self.keys[key] = {"fingerprint": fingerprint, "id": email["id"], "at": time.time()}
-        self.save()
+            self.journal.put("key", key, self.keys[key])
 
     def set_last_event(self, email_id: str, event: str) -> None:
         email = self.emails.get(email_id)
         if email is not None:
             email["last_event"] = event.removeprefix("email.")
             email.setdefault("events", []).append(event)
-            self.save()
+            self.journal.put("email", email_id, email)
 
     def matching(self, to: str | None) -> list[dict[str, Any]]:
         wanted = to.strip().lower() if to else None
@@ -290,8 +295,10 @@ class WebhookSender:
         self.store = store
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(1, settings.delivery_concurrency))
 
     async def start(self) -> None:
+        self._slots = asyncio.Semaphore(max(1, self.settings.delivery_concurrency))
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
 
     async def stop(self) -> None:
@@ -326,7 +333,10 @@ class WebhookSender:
         svix_id = "msg_" + secrets.token_urlsafe(18)
         body = json.dumps(webhook_payload(event_type, email)).encode()
         for attempt in range(1, self.settings.max_attempts + 1):
-            status, error = await self._post(svix_id, body)
+            # A burst of mails must not become a burst of timeouts at the notifier; the
+            # backoff below is spent outside a slot.
+            async with self._slots:
+                status, error = await self._post(svix_id, body)
             self.store.deliveries.append(
                 Delivery(svix_id, event_type, email["id"], attempt, status, error, time.time())
             )
@@ -747,6 +757,7 @@ def create_app(settings: ResendStandinSettings | None = None) -> Litestar:
             yield
         finally:
             await webhooks.stop()
+            await asyncio.to_thread(store.close)
 
     app = Litestar(
         route_handlers=[

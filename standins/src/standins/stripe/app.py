@@ -47,6 +47,7 @@ class StandinRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.deliverer.stop()
+        await asyncio.to_thread(self.store.close)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -110,6 +111,7 @@ def create_app(settings: StandinSettings | None = None) -> Litestar:
         secret=settings.webhook_secret,
         retry_base_seconds=settings.retry_base_seconds,
         max_attempts=settings.max_attempts,
+        concurrency=settings.delivery_concurrency,
     )
     if settings.delivers_webhooks:
         store.on_event(deliverer.on_event)

@@ -110,7 +110,7 @@ async def hold(
     else:
         store.state.held_sessions.discard(session_id)
         for event in store.events_for(session_id=session_id):
-            if not store.state.event_meta.get(event["id"], {}).get("delivered"):
+            if not store.state.event_meta.peek(event["id"], {}).get("delivered"):
                 _deliverer(request).schedule(event)
     store.save()
     return {"session_id": session_id, "held": data.held}

@@ -20,7 +20,7 @@ def _default_webhook_url() -> str:
 
 
 def _default_state_file() -> str:
-    return str(data_dir() / "stripe-standin" / "state.json")
+    return str(data_dir() / "stripe-standin" / "state.sqlite3")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -42,7 +42,8 @@ class StandinSettings:
     webhook_secret: str = field(
         default_factory=lambda: env_str("STRIPE_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET
     )
-    #: JSON file keeping sessions, payments and events across restarts ("memory": none).
+    #: SQLite file keeping sessions, payments and events across restarts ("memory": none). An
+    #: older stand-in's JSON state found there (or as ``state.json`` beside it) is taken over.
     state_file: str = field(
         default_factory=lambda: env_str("STRIPE_STANDIN_STATE_FILE") or _default_state_file()
     )
@@ -51,6 +52,10 @@ class StandinSettings:
         default_factory=lambda: _env_float("STRIPE_STANDIN_RETRY_BASE_SECONDS", 1.0)
     )
     max_attempts: int = field(default_factory=lambda: env_int("STRIPE_STANDIN_MAX_ATTEMPTS", 8))
+    #: Deliveries in flight to the endpoint at once; more wait their turn.
+    delivery_concurrency: int = field(
+        default_factory=lambda: env_int("STRIPE_STANDIN_DELIVERY_CONCURRENCY", 10)
+    )
     #: How often open sessions past ``expires_at`` are looked for.
     expiry_interval_seconds: float = field(
         default_factory=lambda: _env_float("STRIPE_STANDIN_EXPIRY_INTERVAL_SECONDS", 1.0)

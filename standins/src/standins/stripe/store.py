@@ -1,25 +1,25 @@
 """The stand-in's state: Checkout Sessions, PaymentIntents, Charges, Refunds and Events.
 
-Objects are kept in Stripe's own JSON shapes, in memory, and written to a JSON file after
-every change so a restart loses nothing. Every operation that Stripe would announce creates an
+Objects are kept in Stripe's own JSON shapes, in memory; after every change the objects it
+touched are journaled to SQLite from a thread (:mod:`standins.journal`), so a restart loses
+nothing and a burst never waits on a rewrite of the whole state. Every operation that Stripe would announce creates an
 Event (a snapshot of the object at that moment) and hands it to the webhook deliverer.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from stripe._api_version import _ApiVersion
 
+from standins.journal import Journal
 from standins.stripe.errors import StripeError, missing
 from standins.stripe.forms import as_int, as_metadata, as_str
 
@@ -27,8 +27,10 @@ API_VERSION = _ApiVersion.CURRENT
 MAX_LINE_ITEMS = 100
 MAX_EXPIRY_SECONDS = 24 * 3600
 #: Older events are dropped from memory (and the file) beyond this many.
-MAX_EVENTS = 2000
-MAX_IDEMPOTENCY_KEYS = 2000
+MAX_EVENTS = 5000
+MAX_IDEMPOTENCY_KEYS = 5000
+#: The journal's kind for held sessions (a set, not one of :data:`KINDS`).
+HELD = "held_sessions"
 
 
 def new_object_id(prefix: str) -> str:
@@ -76,64 +78,103 @@ class PayResult:
     redirect_url: str = ""
 
 
-@dataclass
-class StandinState:
-    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    line_items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+class Tracked(dict[str, V]):
+    """One kind of object by id, noting every id looked up, set or removed: the objects an
+    operation may have changed, which :meth:`Store.save` then journals (and nothing else)."""
+
+    def __init__(self, kind: str, touched: set[tuple[str, str]]) -> None:
+        super().__init__()
+        self.kind = kind
+        self._touched = touched
+
+    def __getitem__(self, key: str) -> V:
+        self._touched.add((self.kind, key))
+        return super().__getitem__(key)
+
+    @overload
+    def get(self, key: str, default: None = None, /) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V, /) -> V: ...
+    @overload
+    def get(self, key: str, default: T, /) -> V | T: ...
+    def get(self, key: str, default: Any = None, /) -> Any:
+        self._touched.add((self.kind, key))
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._touched.add((self.kind, key))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._touched.add((self.kind, key))
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._touched.add((self.kind, key))
+        return super().pop(key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._touched.add((self.kind, key))
+        return super().setdefault(key, default)
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """A lookup that changes nothing (so is not journaled)."""
+        return super().get(key, default)
+
+
+#: Every kind of object the stand-in keeps, by its attribute on :class:`StandinState`.
+KINDS = (
+    "sessions",
+    "line_items",
     #: Per session: what ``payment_intent_data`` asked for (metadata, shipping).
-    intent_data: dict[str, dict[str, Any]] = field(default_factory=dict)
-    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
-    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    "intent_data",
+    "payment_intents",
+    "charges",
+    "refunds",
+    "events",
     #: Per event: the session it concerns and whether a delivery has succeeded.
-    event_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Sessions whose webhooks are held back until delivered on request (tests of ordering).
-    held_sessions: set[str] = field(default_factory=set)
-    idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    "event_meta",
+    "idempotency",
     #: Billing: customers, subscriptions and their invoices (see :mod:`standins.stripe.billing`).
-    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    "customers",
+    "subscriptions",
+    "invoices",
     #: Per subscription: the Checkout Session that started it (holding its webhooks holds these).
-    subscription_sessions: dict[str, str] = field(default_factory=dict)
+    "subscription_sessions",
+)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sessions": self.sessions,
-            "line_items": self.line_items,
-            "intent_data": self.intent_data,
-            "payment_intents": self.payment_intents,
-            "charges": self.charges,
-            "refunds": self.refunds,
-            "events": self.events,
-            "event_meta": self.event_meta,
-            "held_sessions": sorted(self.held_sessions),
-            "idempotency": self.idempotency,
-            "customers": self.customers,
-            "subscriptions": self.subscriptions,
-            "invoices": self.invoices,
-            "subscription_sessions": self.subscription_sessions,
-        }
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> StandinState:
-        return cls(
-            sessions=dict(raw.get("sessions", {})),
-            line_items=dict(raw.get("line_items", {})),
-            intent_data=dict(raw.get("intent_data", {})),
-            payment_intents=dict(raw.get("payment_intents", {})),
-            charges=dict(raw.get("charges", {})),
-            refunds=dict(raw.get("refunds", {})),
-            events=dict(raw.get("events", {})),
-            event_meta=dict(raw.get("event_meta", {})),
-            held_sessions=set(raw.get("held_sessions", [])),
-            idempotency=dict(raw.get("idempotency", {})),
-            customers=dict(raw.get("customers", {})),
-            subscriptions=dict(raw.get("subscriptions", {})),
-            invoices=dict(raw.get("invoices", {})),
-            subscription_sessions=dict(raw.get("subscription_sessions", {})),
-        )
+class StandinState:
+    """The objects, in memory; each kind a :class:`Tracked` mapping of id to Stripe's JSON."""
+
+    sessions: Tracked[dict[str, Any]]
+    line_items: Tracked[list[dict[str, Any]]]
+    intent_data: Tracked[dict[str, Any]]
+    payment_intents: Tracked[dict[str, Any]]
+    charges: Tracked[dict[str, Any]]
+    refunds: Tracked[dict[str, Any]]
+    events: Tracked[dict[str, Any]]
+    event_meta: Tracked[dict[str, Any]]
+    idempotency: Tracked[dict[str, Any]]
+    customers: Tracked[dict[str, Any]]
+    subscriptions: Tracked[dict[str, Any]]
+    invoices: Tracked[dict[str, Any]]
+    subscription_sessions: Tracked[str]
+
+    def __init__(self) -> None:
+        self.touched: set[tuple[str, str]] = set()
+        for kind in KINDS:
+            setattr(self, kind, Tracked(kind, self.touched))
+        #: Sessions whose webhooks are held back until delivered on request (tests of ordering).
+        self.held_sessions: set[str] = set()
+
+    def kind(self, name: str) -> Tracked[Any]:
+        found: Tracked[Any] = getattr(self, name)
+        return found
 
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -152,27 +193,51 @@ class Store:
         self.public_url = public_url.rstrip("/")
         self.state_path = state_path
         self.min_expiry_seconds = min_expiry_seconds
+        self.journal = Journal(state_path)
         self.state = self._load()
+        self._held_saved = set(self.state.held_sessions)
         self._sinks: list[EventSink] = []
 
     # --- persistence --------------------------------------------------------------------
 
     def _load(self) -> StandinState:
-        if self.state_path is None or not self.state_path.exists():
-            return StandinState()
-        try:
-            return StandinState.from_json(json.loads(self.state_path.read_text()))
-        except (OSError, ValueError):
-            return StandinState()
+        state = StandinState()
+        legacy = self.journal.legacy
+        for kind in KINDS:
+            mapping = state.kind(kind)
+            if legacy is not None:
+                dict.update(mapping, legacy.get(kind) or {})
+                self.journal.put_many(kind, dict.items(mapping))
+            else:
+                dict.update(mapping, self.journal.load(kind))
+        if legacy is not None:
+            state.held_sessions = set(legacy.get("held_sessions") or [])
+            self.journal.put_many(HELD, ((s, True) for s in state.held_sessions))
+        else:
+            state.held_sessions = {key for key, _ in self.journal.load(HELD)}
+        return state
 
     def save(self) -> None:
-        if self.state_path is None:
-            return
+        """Journal what the last operations touched; the disk is written from a thread."""
         self._trim()
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state.to_json()))
-        os.replace(tmp, self.state_path)
+        touched = self.state.touched
+        while touched:
+            kind, key = touched.pop()
+            mapping = self.state.kind(kind)
+            if key in mapping:
+                self.journal.put(kind, key, dict.__getitem__(mapping, key))
+            else:
+                self.journal.delete(kind, key)
+        held = self.state.held_sessions
+        for session_id in held - self._held_saved:
+            self.journal.put(HELD, session_id, True)
+        for session_id in self._held_saved - held:
+            self.journal.delete(HELD, session_id)
+        self._held_saved = set(held)
+
+    def close(self) -> None:
+        self.save()
+        self.journal.close()
 
     def _trim(self) -> None:
         for mapping, limit in (
@@ -229,7 +294,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         found = []
         for event_id, event in self.state.events.items():
-            meta = self.state.event_meta.get(event_id, {})
+            meta = self.state.event_meta.peek(event_id, {})
             if session_id is not None and meta.get("session_id") != session_id:
                 continue
             if type_ is not None and event["type"] != type_:
@@ -238,7 +303,7 @@ class Store:
         return found
 
     def is_held(self, event_id: str) -> bool:
-        session_id = self.state.event_meta.get(event_id, {}).get("session_id")
+        session_id = self.state.event_meta.peek(event_id, {}).get("session_id")
         return session_id is not None and session_id in self.state.held_sessions
 
     def mark_delivered(self, event_id: str) -> None:

@@ -2,7 +2,9 @@
 
 ``Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" keyed with the
 endpoint secret>``. A delivery answered with anything but 2xx (or not answered) is tried again
-with exponential backoff, as Stripe does (faster here, and configurable). Tests can also ask for
+with exponential backoff, as Stripe does (faster here, and configurable). Like Stripe, the
+stand-in keeps only a few deliveries in flight to one endpoint at a time; the rest wait their
+turn (a burst of payments must not become a burst of timeouts at the shop). Tests can also ask for
 a delivery on the spot, several times, in a given order, or deliberately signed wrongly.
 """
 
@@ -57,6 +59,8 @@ class Delivery:
     at: float
     duration_ms: int
     response_body: str = ""
+    #: From the event's creation to the end of this attempt (automatic deliveries only).
+    since_event_ms: int | None = None
 
 
 @dataclass
@@ -75,19 +79,31 @@ class WebhookDeliverer:
         secret: str,
         retry_base_seconds: float,
         max_attempts: int,
+        concurrency: int = 10,
     ) -> None:
         self.store = store
         self.url = url
         self.secret = secret
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
+        self.concurrency = max(1, concurrency)
         self.log: deque[Delivery] = deque(maxlen=MAX_DELIVERY_LOG)
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        #: When each event still being delivered automatically was first scheduled (monotonic).
+        self._since: dict[str, float] = {}
         self._started = False
 
     async def start(self, *, resume: bool = True) -> None:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=3.0),
+            # Manual deliveries (test controls) get room beside the automatic ones.
+            limits=httpx.Limits(
+                max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency
+            ),
+        )
         self._started = True
         if resume:
             # Deliveries that never succeeded before a restart are owed still.
@@ -111,7 +127,13 @@ class WebhookDeliverer:
         if self._started and not self.store.is_held(event["id"]):
             self.schedule(event)
 
+    @property
+    def pending(self) -> int:
+        """Automatic deliveries not finished yet (waiting for a slot, in flight or to retry)."""
+        return len(self._tasks)
+
     def schedule(self, event: dict[str, Any], attempt: int = 1, delay: float = 0.0) -> None:
+        self._since.setdefault(event["id"], time.monotonic())
         task = asyncio.get_running_loop().create_task(
             self._deliver_with_retries(event, attempt, delay)
         )
@@ -123,17 +145,22 @@ class WebhookDeliverer:
     ) -> None:
         if delay:
             await asyncio.sleep(delay)
-        while True:
-            delivery = await self.deliver(event, attempt=attempt)
-            if delivery.status_code is not None and 200 <= delivery.status_code < 300:
-                self.store.mark_delivered(event["id"])
-                return
-            if attempt >= self.max_attempts:
-                log.warning("webhook_gave_up", event_id=event["id"], attempts=attempt)
-                return
-            wait = min(self.retry_base_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY)
-            attempt += 1
-            await asyncio.sleep(wait)
+        try:
+            while True:
+                async with self._slots:
+                    delivery = await self.deliver(event, attempt=attempt, automatic=True)
+                if delivery.status_code is not None and 200 <= delivery.status_code < 300:
+                    self.store.mark_delivered(event["id"])
+                    return
+                if attempt >= self.max_attempts:
+                    log.warning("webhook_gave_up", event_id=event["id"], attempts=attempt)
+                    return
+                # The wait is spent outside a slot: a failing delivery holds back no other.
+                wait = min(self.retry_base_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+                attempt += 1
+                await asyncio.sleep(wait)
+        finally:
+            self._since.pop(event["id"], None)
 
     # --- one delivery -------------------------------------------------------------------
 
@@ -169,6 +196,7 @@ class WebhookDeliverer:
         attempt: int = 1,
         signature: str = SignatureMode.VALID,
         timestamp_offset: int = 0,
+        automatic: bool = False,
     ) -> Delivery:
         request = self.signed_request(event, signature=signature, timestamp_offset=timestamp_offset)
         client = self._client or httpx.AsyncClient(timeout=10.0)
@@ -198,6 +226,9 @@ class WebhookDeliverer:
             duration_ms=int((time.monotonic() - started) * 1000),
             response_body=body,
         )
+        since = self._since.get(event["id"]) if automatic else None
+        if since is not None:
+            delivery.since_event_ms = int((time.monotonic() - since) * 1000)
         self.log.append(delivery)
         log.info(
             "webhook_delivered",
