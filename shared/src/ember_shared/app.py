@@ -30,6 +30,7 @@ from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
+from ember_shared.metrics import MetricsProbe, metrics_controller, prometheus_config
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
@@ -50,6 +51,8 @@ class ServiceSpec:
     #: Called with the finished AppConfig, for what a service must add by hand.
     configure: Callable[[AppConfig], None] | None = None
     version: str = "1.0.0"
+    #: The service's own gauges, set when /metrics is scraped (:mod:`ember_shared.metrics`).
+    metrics: Sequence[MetricsProbe] = ()
 
 
 def redis_client(settings: ServiceSettings) -> Redis:
@@ -87,9 +90,14 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
 
     docs_path = f"/api/docs/{spec.name}"
     config = AppConfig(
-        route_handlers=[health_controller(spec.name), *spec.route_handlers],
+        route_handlers=[
+            health_controller(spec.name),
+            metrics_controller(spec.metrics),
+            *spec.route_handlers,
+        ],
         plugins=[sqlalchemy_plugin(settings, engine)],
         middleware=[
+            prometheus_config(spec.name).middleware,
             RequestContextMiddleware,
             DefineMiddleware(AuthenticationMiddleware, verifier=verifier),
         ],

@@ -31,6 +31,7 @@ from catalog.deps import dependencies
 from catalog.inventory import schemas as inventory_schemas
 from catalog.inventory.controllers import AdminInventoryController, InternalCatalogController
 from catalog.media.store import CloudinaryStore, media_store
+from catalog.metrics import reservations_probe
 from catalog.models import Base
 from catalog.products import schemas as product_schemas
 from catalog.products.controllers import (
@@ -152,6 +153,7 @@ def create_app() -> Litestar:
             dependencies=dependencies(),
             lifespans=[catalog_resources, sweeper_lifespan],
             configure=_configure,
+            metrics=[reservations_probe],
         ),
         settings,
     )

@@ -16,6 +16,7 @@ from litestar import Litestar
 from notifier.dead_letters.controllers import DeadLetterController
 from notifier.emails.controllers import AdminEmailController
 from notifier.events import handlers
+from notifier.metrics import mail_probe
 from notifier.models import Base
 from notifier.settings import NotifierSettings, load_notifier_settings
 from notifier.suppressions.controllers import SuppressionController
@@ -44,5 +45,6 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             base=Base,
             events=handlers,
             lifespans=[notifier_state],
+            metrics=[mail_probe],
         )
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from ember_shared.metrics import record_webhook
+from ember_shared.problems import Problem
 from litestar import Request, Response, post
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,9 +45,14 @@ async def stripe_webhook(
     request: Request[Any, Any, Any], db_session: AsyncSession, state: State
 ) -> Response[WebhookReceived]:
     payload = await request.body()
-    received = await WebhookService(db_session, state.stripe).receive(
-        payload, request.headers.get("stripe-signature")
-    )
+    try:
+        received = await WebhookService(db_session, state.stripe).receive(
+            payload, request.headers.get("stripe-signature")
+        )
+    except Problem:
+        record_webhook("checkout", "stripe", "rejected")
+        raise
+    record_webhook("checkout", "stripe", received.outcome)
     return Response(
         WebhookReceived(
             received=True,

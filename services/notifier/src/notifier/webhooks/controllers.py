@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ember_shared.metrics import record_webhook
 from ember_shared.problems import Problem
 from litestar import Controller, Request, post
 from litestar.openapi.spec import Example
@@ -62,13 +63,17 @@ class ResendWebhookController(Controller):
                 tolerance_s=settings.webhook_tolerance_s,
             )
         except svix.SignatureError as exc:
+            record_webhook("notifier", "resend", "rejected")
             raise Problem(
                 400, "webhook-signature", f"The webhook signature is not valid: {exc}."
             ) from exc
         try:
             event, raw = parse(body)
         except InvalidPayload as exc:
+            record_webhook("notifier", "resend", "rejected")
             raise Problem(
                 400, "webhook-payload", "The webhook body is not a Resend event."
             ) from exc
-        return await WebhookService(db_session).receive(msg_id, event, raw)
+        receipt = await WebhookService(db_session).receive(msg_id, event, raw)
+        record_webhook("notifier", "resend", "duplicate" if receipt.duplicate else "applied")
+        return receipt
