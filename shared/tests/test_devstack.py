@@ -201,6 +201,81 @@ def test_the_environment_follows_the_port_offset(tmp_path: Path) -> None:
     assert env["MEDIA_ROOT"] == str(tmp_path / "media")
 
 
+def test_replicas_each_get_a_port_caddy_lists_them_and_peers_go_through_the_mesh(
+    tmp_path: Path,
+) -> None:
+    given = {"EMBER_REPLICAS": "2", "CATALOG_REPLICAS": "3"}
+    counts = {name: layout.replicas(name, given) for name in layout.SERVICES}
+    assert counts["catalog"] == 3
+    assert counts["cart"] == 2
+    env = stack_environment(
+        offset=3000,
+        data_dir=tmp_path,
+        database_url="postgresql://db/ember",
+        redis_url="redis://cache/0",
+        given=given,
+        local_secrets={},
+        replicas={**counts, "cart": 1},
+    )
+    assert env["EMBER_UPSTREAMS"] == "list"
+    assert env["CATALOG_UPSTREAMS"] == "127.0.0.1:11102 127.0.0.1:11112 127.0.0.1:11122"
+    assert env["CART_UPSTREAMS"] == "127.0.0.1:11103"
+    # Peers reach a replicated service through the mesh, a lone one directly.
+    assert env["CATALOG_URL"] == f"http://127.0.0.1:{layout.mesh_port('catalog', 3000)}"
+    assert env["CART_URL"] == "http://127.0.0.1:11103"
+    for bad in ("0", "11", "two"):
+        with pytest.raises(ValueError, match="CATALOG_REPLICAS"):
+            layout.replicas("catalog", {"CATALOG_REPLICAS": bad})
+    from ember_shared.devstack.mesh import mesh_caddyfile
+
+    mesh = mesh_caddyfile({**counts, "cart": 1}, 3000)
+    assert "127.0.0.1:11102 127.0.0.1:11112 127.0.0.1:11122" in mesh
+    assert "health_uri /api/health/catalog/live" in mesh
+    assert "11103" not in mesh  # a lone cart needs no mesh
+    result = subprocess.run(
+        [layout.caddy_binary(), "adapt", "--adapter", "caddyfile", "--config", "-"],
+        input=mesh,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_restart_stops_gracefully_then_starts_again_without_counting_a_death(
+    tmp_path: Path,
+) -> None:
+    """One step of a rolling restart: SIGTERM (the child finishes what it was doing), a new
+    process at once, ready before restart() returns; a SIGKILL is a death, restarted too."""
+    marks = tmp_path / "marks"
+    code = f"""
+        import os, signal, sys, time
+        def bye(*_):
+            open({str(marks)!r}, 'a').write('graceful\\n')
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        open({str(marks)!r}, 'a').write(f'start {{os.getpid()}}\\n')
+        time.sleep(60)
+    """
+    supervisor = Supervisor(io.StringIO(), colours=False)
+    try:
+        supervisor.add(ProcessSpec("web-2", python(code), dict(os.environ), ready=marks.exists))
+        supervisor.wait_ready(10)
+        first = supervisor.pids()["web-2"]
+        supervisor.restart("web-2")
+        second = supervisor.pids()["web-2"]
+        assert second != first
+        assert marks.read_text().splitlines()[1] == "graceful"
+        assert supervisor.exited() == []
+        wait_for(lambda: marks.read_text().count("start") == 2)
+        supervisor.kill("web-2")
+        wait_for(lambda: supervisor.pids()["web-2"] != second)
+        assert supervisor.exited() == ["web-2"]
+        wait_for(lambda: marks.read_text().count("start") == 3)
+    finally:
+        supervisor.stop()
+
+
 def test_stripe_goes_to_the_stand_in_only_without_a_key(tmp_path: Path) -> None:
     common = {
         "offset": 0,

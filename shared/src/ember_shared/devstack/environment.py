@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ember_shared.devstack.layout import SERVICES, port
+from ember_shared.devstack.layout import SERVICES, mesh_port, port
 from ember_shared.settings import SERVICE_PORTS
 
 
@@ -96,8 +96,13 @@ def stack_environment(
     given: Mapping[str, str],
     local_secrets: Mapping[str, str],
     log_format: str = "console",
+    replicas: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """The environment of every child: ``given`` (os.environ and .env) completed for this stack."""
+    """The environment of every child: ``given`` (os.environ and .env) completed for this stack.
+
+    ``replicas`` (service -> count): a service run as more than one process is reached by its
+    peers through the mesh's address for it, and by Caddy at each replica's own address."""
+    replicas = replicas or {}
     gateway = port("gateway", offset)
     public_url = f"http://localhost:{gateway}"
     derived: dict[str, str] = {
@@ -127,9 +132,10 @@ def stack_environment(
     )
     env["NO_PROXY"] = env["no_proxy"] = bypass
     for name in SERVICE_PORTS:
-        env[f"{env_name(name)}_URL"] = f"http://127.0.0.1:{port(name, offset)}"
+        listens = mesh_port(name, offset) if replicas.get(name, 1) > 1 else port(name, offset)
+        env[f"{env_name(name)}_URL"] = f"http://127.0.0.1:{listens}"
     env.update(_provider_defaults(env, offset))
-    env.update(_gateway_environment(env, offset))
+    env.update(_gateway_environment(env, offset, replicas))
     return env
 
 
@@ -150,17 +156,24 @@ def _provider_defaults(env: Mapping[str, str], offset: int) -> dict[str, str]:
     return out
 
 
-def _gateway_environment(env: Mapping[str, str], offset: int) -> dict[str, str]:
-    """What the Caddyfile reads: the site address and where each service listens."""
+def _gateway_environment(
+    env: Mapping[str, str], offset: int, replicas: Mapping[str, int]
+) -> dict[str, str]:
+    """What the Caddyfile reads: the site address and where each service listens (every
+    replica listed, so that Caddy probes each one and retries another while one restarts)."""
     out = {
         "EMBER_SITE_ADDRESS": env.get("EMBER_SITE_ADDRESS") or f"http://:{port('gateway', offset)}",
         "STRIPE_STANDIN_ORIGIN": env.get("STRIPE_STANDIN_ORIGIN", ""),
         "CADDY_BIND": env.get("CADDY_BIND") or "127.0.0.1",
         "CADDY_LOG_LEVEL": env.get("CADDY_LOG_LEVEL") or "ERROR",
     }
+    out["EMBER_UPSTREAMS"] = "list"
     for name in SERVICES:
         out[f"{env_name(name)}_HOST"] = "127.0.0.1"
         out[f"{env_name(name)}_PORT"] = str(port(name, offset))
+        out[f"{env_name(name)}_UPSTREAMS"] = " ".join(
+            f"127.0.0.1:{port(name, offset, replica)}" for replica in range(replicas.get(name, 1))
+        )
     return out
 
 

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,45 @@ SERVICES = ("identity", "catalog", "cart", "checkout", "orders", "notifier", "st
 STANDINS = ("stripe", "resend", "oidc", "tracking")
 
 
-def port(name: str, offset: int) -> int:
+#: Replica ``i`` (from 0) of a service listens on its port + ``i * REPLICA_PORT_STEP``; the
+#: services' ports are consecutive, so ten replicas of each fit below the stand-ins' ports.
+REPLICA_PORT_STEP = 10
+MAX_REPLICAS = 10
+#: With replicas, services reach each other through the mesh (see :mod:`.mesh`): one address per
+#: service, its port shifted by this, balanced over the replicas as a Kubernetes Service is.
+MESH_PORT_SHIFT = 200
+
+
+def port(name: str, offset: int, replica: int = 0) -> int:
     """A process's port in a stack shifted by ``offset`` (``gateway`` is Caddy)."""
-    return (GATEWAY_PORT if name == "gateway" else SERVICE_PORTS[name]) + offset
+    base = GATEWAY_PORT if name == "gateway" else SERVICE_PORTS[name]
+    return base + offset + replica * REPLICA_PORT_STEP
+
+
+def mesh_port(name: str, offset: int) -> int:
+    """Where a service's peers reach it when it runs as replicas."""
+    return SERVICE_PORTS[name] + offset + MESH_PORT_SHIFT
+
+
+def replica_name(name: str, replica: int) -> str:
+    """``catalog``, ``catalog-2``, ``catalog-3``: the first keeps the plain name."""
+    return name if replica == 0 else f"{name}-{replica + 1}"
+
+
+def replicas(process: str, env: Mapping[str, str]) -> int:
+    """How many copies of ``process`` (a service or ``<service>-worker``) to run:
+    ``<PROCESS>_REPLICAS`` (as docker-compose.yml reads it), else ``EMBER_REPLICAS``, else 1."""
+    key = process.upper().replace("-", "_") + "_REPLICAS"
+    raw = env.get(key) or env.get("EMBER_REPLICAS") or "1"
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError(f"{key} / EMBER_REPLICAS must be a whole number, not {raw!r}") from None
+    if not 1 <= count <= MAX_REPLICAS:
+        raise ValueError(
+            f"{key} / EMBER_REPLICAS must be between 1 and {MAX_REPLICAS}, not {count}"
+        )
+    return count
 
 
 def module_exists(name: str) -> bool:
@@ -40,7 +77,7 @@ def module_exists(name: str) -> bool:
 
 @dataclass(frozen=True)
 class App:
-    """An HTTP process of the stack: a service or a stand-in."""
+    """An HTTP process of the stack: a service (or one replica of it) or a stand-in."""
 
     name: str
     #: ``module:factory`` for uvicorn.
@@ -48,9 +85,18 @@ class App:
     port_name: str
     #: Path answering 2xx once the process can serve; ``None`` for "any HTTP answer".
     ready_path: str | None
+    replica: int = 0
+
+    @property
+    def process(self) -> str:
+        """The supervised process's name (``catalog-2`` for the second replica)."""
+        return replica_name(self.name, self.replica)
+
+    def port(self, offset: int) -> int:
+        return port(self.port_name, offset, self.replica)
 
     def url(self, offset: int) -> str:
-        return f"http://127.0.0.1:{port(self.port_name, offset)}"
+        return f"http://127.0.0.1:{self.port(offset)}"
 
 
 def services() -> list[App]:

@@ -25,6 +25,7 @@ from ember_shared.devstack.environment import (
     read_dotenv,
     stack_environment,
 )
+from ember_shared.devstack.mesh import mesh_caddyfile
 from ember_shared.devstack.supervisor import (
     Probe,
     ProcessSpec,
@@ -84,6 +85,8 @@ class DevStack:
         self.env: dict[str, str] = {}
         self.apps: list[layout.App] = []
         self.workers: list[str] = []
+        #: How many processes run each service and worker (``catalog``, ``notifier-worker``).
+        self.replicas: dict[str, int] = {}
         self._postgres: EmbeddedPostgres | None = None
         self._redis: EmbeddedRedis | None = None
         self._started = False
@@ -109,19 +112,33 @@ class DevStack:
         began = time.monotonic()
         options = self.options
         options.data_dir.mkdir(parents=True, exist_ok=True)
-        self.apps = [*layout.standins(), *layout.services()]
+        given = self._given_environment()
         self.workers = layout.workers()
+        try:
+            self.replicas = {
+                name: layout.replicas(name, given)
+                for name in [*layout.SERVICES, *(f"{w}-worker" for w in self.workers)]
+            }
+        except ValueError as error:
+            raise StackError(str(error)) from None
+        self.apps = [
+            *layout.standins(),
+            *(
+                layout.App(app.name, app.target, app.port_name, app.ready_path, replica)
+                for app in layout.services()
+                for replica in range(self.replicas[app.name])
+            ),
+        ]
         seeds = layout.seeds() if options.seed else []
         self.supervisor.reserve(
             [
-                *(a.name for a in self.apps),
-                *(f"{w}-worker" for w in self.workers),
+                *(a.process for a in self.apps),
+                *(name for name, _ in self._worker_processes()),
                 *(f"seed {s}" for s in seeds),
             ]
         )
         try:
             self._check_ports()
-            given = self._given_environment()
             database_url = self._database(given.get("DATABASE_URL", ""))
             redis_url = self._redis_url(given.get("REDIS_URL", ""))
             self.env = stack_environment(
@@ -132,6 +149,7 @@ class DevStack:
                 given=given,
                 local_secrets=load_secrets(options.data_dir, given),
                 log_format=given.get("LOG_FORMAT") or options.log_format,
+                replicas=self.replicas,
             )
             Path(self.env["MEDIA_ROOT"]).mkdir(parents=True, exist_ok=True)
             if options.migrate:
@@ -150,6 +168,25 @@ class DevStack:
             self.stop()
             raise
         self.say(f"everything is ready in {time.monotonic() - began:.1f}s")
+
+    def _worker_processes(self) -> list[tuple[str, str]]:
+        """(process name, service) of every worker process."""
+        return [
+            (layout.replica_name(f"{service}-worker", replica), service)
+            for service in self.workers
+            for replica in range(self.replicas.get(f"{service}-worker", 1))
+        ]
+
+    @property
+    def mesh(self) -> bool:
+        """Whether some service runs as replicas (its peers then call it through the mesh)."""
+        return any(self.replicas.get(name, 1) > 1 for name in layout.SERVICES)
+
+    def processes(self, service: str) -> list[str]:
+        """The supervised processes of a service (``catalog``, ``catalog-2``...) or worker."""
+        if service.endswith("-worker"):
+            return [name for name, _ in self._worker_processes() if name.startswith(service)]
+        return [app.process for app in self.apps if app.name == service]
 
     def _given_environment(self) -> dict[str, str]:
         options = self.options
@@ -209,10 +246,13 @@ class DevStack:
         options = self.options
         busy = [
             f"{name} ({number})"
-            for name, number in [
-                (a.name, layout.port(a.port_name, options.offset)) for a in self.apps
-            ]
+            for name, number in [(a.process, a.port(options.offset)) for a in self.apps]
             + [("caddy", layout.port("gateway", options.offset))]
+            + [
+                (f"mesh for {service}", layout.mesh_port(service, options.offset))
+                for service in layout.SERVICES
+                if self.replicas.get(service, 1) > 1
+            ]
             if port_in_use(number)
         ]
         if busy:
@@ -223,6 +263,31 @@ class DevStack:
 
     def _start_processes(self) -> None:
         options = self.options
+        # First, so that a service calling a peer as it starts finds the peer's address.
+        if self.mesh:
+            config = options.data_dir / "caddy" / "mesh.Caddyfile"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(mesh_caddyfile(self.replicas, options.offset))
+            replicated = [s for s in layout.SERVICES if self.replicas.get(s, 1) > 1]
+            self.supervisor.add(
+                ProcessSpec(
+                    name="mesh",
+                    argv=[
+                        layout.caddy_binary(),
+                        "run",
+                        "--config",
+                        str(config),
+                        "--adapter",
+                        "caddyfile",
+                    ],
+                    env=child_env_for_caddy(self.env, options.data_dir),
+                    cwd=options.root,
+                    ready=Probe(
+                        f"http://127.0.0.1:{layout.mesh_port(replicated[0], options.offset)}/",
+                        answers_http,
+                    ),
+                )
+            )
         for app in self.apps:
             is_service = app.name in layout.SERVICES
             ready = (
@@ -232,17 +297,17 @@ class DevStack:
             )
             self.supervisor.add(
                 ProcessSpec(
-                    name=app.name,
+                    name=app.process,
                     argv=uvicorn_argv(app, options.offset, options.workers if is_service else 1),
                     env=self.env,
                     cwd=options.root,
                     ready=ready,
                 )
             )
-        for service in self.workers:
+        for name, service in self._worker_processes():
             self.supervisor.add(
                 ProcessSpec(
-                    name=f"{service}-worker",
+                    name=name,
                     argv=[sys.executable, "-m", f"{service}.worker"],
                     env=self.env,
                     cwd=options.root,
@@ -289,8 +354,11 @@ class DevStack:
     def summary(self) -> list[tuple[str, str]]:
         rows = [("shop", self.url + "/")]
         for app in self.apps:
-            if app.name in layout.SERVICES:
+            if app.name in layout.SERVICES and app.replica == 0:
                 rows.append((f"{app.name} API docs", f"{self.url}/api/docs/{app.name}"))
+        if self.mesh:
+            counts = ", ".join(f"{name} x{n}" for name, n in self.replicas.items() if n > 1)
+            rows.append(("replicas", counts))
         pages = {
             "resend-standin": ("mail inbox (Resend stand-in)", "/"),
             "stripe-standin": ("payments (Stripe stand-in)", "/"),
@@ -325,7 +393,7 @@ def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
         "--host",
         "127.0.0.1",
         "--port",
-        str(layout.port(app.port_name, offset)),
+        str(app.port(offset)),
         # Caddy, on loopback, says who the client is.
         "--proxy-headers",
         "--forwarded-allow-ips",

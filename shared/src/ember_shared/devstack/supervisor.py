@@ -302,6 +302,38 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.process.pid, signal.SIGKILL)
 
+    def _child(self, name: str) -> _Child:
+        with self._lock:
+            for child in self._children:
+                if child.spec.name == name:
+                    return child
+        raise KeyError(f"no process named {name!r}")
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Send ``signum`` to a process (and its uvicorn workers); the monitor restarts it as it
+        would any process that died on its own."""
+        process = self._child(name).process
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+
+    def restart(self, name: str, ready_timeout: float = 60.0) -> None:
+        """Stop a process gracefully (SIGTERM: it stops taking requests and finishes those in
+        flight), start it again at once, and wait until its probe answers: one step of a
+        rolling restart. Not counted among the processes that died (:meth:`exited`)."""
+        child = self._child(name)
+        with self._lock:
+            # The monitor must neither report this stop nor schedule a restart of its own.
+            child.restart_at = float("inf")
+        self._terminate([child])
+        if child.pump is not None:
+            child.pump.join(2)
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._spawn(child)
+        self.wait_ready(ready_timeout, [name])
+
     def pids(self) -> dict[str, int]:
         with self._lock:
             return {c.spec.name: c.process.pid for c in self._children if c.process is not None}

@@ -66,7 +66,20 @@ class RunningStack:
         """Names of the services running (each has probes and an OpenAPI document)."""
         from ember_shared.devstack.layout import SERVICES
 
-        return [app.name for app in self._stack.apps if app.name in SERVICES]
+        return list(dict.fromkeys(app.name for app in self._stack.apps if app.name in SERVICES))
+
+    def processes(self, service: str) -> list[str]:
+        """A service's (or ``notifier-worker``'s) processes: ``["catalog", "catalog-2"]`` with
+        ``EMBER_REPLICAS=2``."""
+        return self._stack.processes(service)
+
+    def kill(self, process: str) -> None:
+        """SIGKILL one process (``"catalog-2"``); the supervisor starts it again, as a crash."""
+        self._stack.supervisor.kill(process)
+
+    def restart(self, process: str) -> None:
+        """Stop one process gracefully and start it again, waiting until it is ready."""
+        self._stack.supervisor.restart(process)
 
     @property
     def standins(self) -> list[str]:
