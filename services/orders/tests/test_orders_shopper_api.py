@@ -189,3 +189,43 @@ async def test_shoppers_cannot_write_orders(client, tokens) -> None:
     token, _ = tokens.customer()
     response = await client.post("/api/orders", json={}, headers=tokens.bearer(token))
     problem(response, 405)
+
+
+async def test_guest_orders_of_a_verified_address_are_the_account_holders(
+    client, tokens, place
+) -> None:
+    """A guest's orders appear in the account later made (or signed into) with the same address,
+    but only when identity proved that mailbox: an unproved address claims nothing."""
+    email = f"Guest-{uuid.uuid4().hex[:8]}@Example.com"
+    before = await place(Checkout(email=email))  # as a guest, before the account existed
+    other_guest = await place(Checkout(email=f"other-{uuid.uuid4().hex[:8]}@example.com"))
+    user_id = uuid.uuid4()
+    verified = tokens.mint(user_id, email=email.lower(), email_verified=True)
+    signed_in = await place(Checkout(user_id=user_id, email=email.lower()))
+    after = await place(Checkout(email=email.upper()))  # signed out, later
+
+    page = (await client.get("/api/orders/my-orders", headers=tokens.bearer(verified))).json()
+    assert {o["id"] for o in page["items"]} == {str(c.order_id) for c in (before, signed_in, after)}
+    assert page["total"] == 3
+    shown = await client.get(f"/api/orders/{before.order_id}", headers=tokens.bearer(verified))
+    assert shown.status_code == 200, shown.text
+    problem(
+        await client.get(f"/api/orders/{other_guest.order_id}", headers=tokens.bearer(verified)),
+        404,
+    )
+
+    # Someone else's guest order under that address, once it belongs to an account, stays theirs.
+    owner_id = uuid.uuid4()
+    owned = await place(Checkout(user_id=owner_id, email=email))
+    assert (
+        str(owned.order_id)
+        not in (await client.get("/api/orders/my-orders", headers=tokens.bearer(verified))).text
+    )
+
+    # The same address without identity's proof: only the order placed signed in.
+    unproved = tokens.mint(user_id, email=email.lower())
+    page = (await client.get("/api/orders/my-orders", headers=tokens.bearer(unproved))).json()
+    assert [o["id"] for o in page["items"]] == [str(signed_in.order_id)]
+    problem(
+        await client.get(f"/api/orders/{before.order_id}", headers=tokens.bearer(unproved)), 404
+    )

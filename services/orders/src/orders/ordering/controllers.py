@@ -61,7 +61,7 @@ async def _customer_page(
     page: int,
     page_size: int,
 ) -> OrderPage:
-    rows, total = await orders.page_for_customer(principal.user_id, page=page, page_size=page_size)
+    rows, total = await orders.page_for_customer(principal, page=page, page_size=page_size)
     return OrderPage(
         items=[order_view(o, settings.tracking) for o in rows],
         total=total,

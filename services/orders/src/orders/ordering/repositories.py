@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, String, cast, delete, func, or_, select
+from sqlalchemy import Select, String, and_, cast, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -67,9 +67,9 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def page_for_user(
-        self, user_id: uuid.UUID, *, offset: int, limit: int
+        self, user_id: uuid.UUID, *, verified_email: str | None, offset: int, limit: int
     ) -> tuple[Sequence[Order], int]:
-        base = select(Order).where(Order.user_id == user_id)
+        base = select(Order).where(owned_by(user_id, verified_email))
         return await self._page(base, offset=offset, limit=limit, with_items=True)
 
     async def search(
@@ -95,6 +95,18 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
             statement = statement.options(selectinload(Order.items))
         rows: Sequence[Order] = (await self.session.execute(statement)).scalars().all()
         return rows, int(total)
+
+
+def owned_by(user_id: uuid.UUID, verified_email: str | None) -> Any:
+    """The person's orders: those placed signed in, and, when identity proved their mailbox,
+    the guest orders placed with that address (before the account existed, or signed out).
+    Both sides are indexed (``ix_orders_user_created``, ``ix_orders_email_lower``)."""
+    if not verified_email:
+        return Order.user_id == user_id
+    return or_(
+        Order.user_id == user_id,
+        and_(Order.user_id.is_(None), func.lower(Order.email) == verified_email.strip().lower()),
+    )
 
 
 def _matches(query: str) -> Any:

@@ -14,8 +14,10 @@ import structlog
 from ember_shared.auth import Principal
 from ember_shared.events import Envelope, EventData
 from ember_shared.events.contracts import (
+    Address,
     CheckoutExpired,
     CheckoutStarted,
+    OrderLine,
     OrderPaid,
     PaymentFailed,
     PaymentRefunded,
@@ -212,7 +214,9 @@ class OrderService:
         await self._apply_deferred(order)
 
     async def _announce_paid(self, order: Order) -> None:
-        """What every newly paid order publishes, however it was paid."""
+        """What every newly paid order publishes, however it was paid. It carries what the
+        confirmation mail shows: the notifier mails the order, never the raw payment."""
+        address = order.shipping_address or {}
         await outbox.add(
             self.session,
             OrderPaid(
@@ -221,6 +225,30 @@ class OrderService:
                 email=order.email,
                 total=order.total,
                 currency=order.currency,
+                lines=[
+                    OrderLine(
+                        product_id=item.product_id,
+                        slug=item.slug,
+                        name=item.name,
+                        unit_price=item.unit_price,
+                        quantity=item.quantity,
+                        image_url=item.image_url,
+                    )
+                    for item in await self.items.for_order(order.id)
+                ],
+                subtotal=order.subtotal,
+                shipping=order.shipping_total,
+                shipping_address=Address(
+                    name=order.shipping_name,
+                    phone=order.shipping_phone,
+                    line1=str(address.get("line1", "")),
+                    line2=str(address.get("line2", "")),
+                    city=str(address.get("city", "")),
+                    state=str(address.get("state", "")),
+                    postal_code=str(address.get("postal_code", "")),
+                    country=str(address.get("country", "")),
+                ),
+                stripe_session_id=order.stripe_session_id or "",
             ),
         )
 
@@ -334,10 +362,13 @@ class OrderService:
         return order
 
     async def page_for_customer(
-        self, user_id: uuid.UUID, *, page: int, page_size: int
+        self, principal: Principal, *, page: int, page_size: int
     ) -> tuple[Sequence[Order], int]:
         return await self.orders.page_for_user(
-            user_id, offset=(page - 1) * page_size, limit=page_size
+            principal.user_id,
+            verified_email=verified_email(principal),
+            offset=(page - 1) * page_size,
+            limit=page_size,
         )
 
     # --- staff ------------------------------------------------------------------------
@@ -395,9 +426,18 @@ _DEFERRABLE: dict[str, tuple[type[EventData], _Handler]] = {
 }
 
 
+def verified_email(principal: Principal) -> str | None:
+    """The address a guest order must carry to be this person's: only one identity proved."""
+    return principal.email if principal.email_verified and principal.email else None
+
+
 def may_read(order: Order, principal: Principal | None, session_id: str | None) -> bool:
-    if principal is not None and order.user_id is not None and order.user_id == principal.user_id:
-        return True
+    if principal is not None:
+        if order.user_id is not None and order.user_id == principal.user_id:
+            return True
+        email = verified_email(principal)
+        if order.user_id is None and email and order.email.lower() == email.strip().lower():
+            return True
     if session_id and order.stripe_session_id:
         return hmac.compare_digest(session_id.encode(), order.stripe_session_id.encode())
     return False

