@@ -55,15 +55,48 @@ class Category(EntityColumns, Base):
     display_order: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
+_LISTING_ORDERS: dict[str, tuple[Any, ...]] = {
+    "newest": (text("created_at DESC"), text("id DESC")),
+    "price": ("price", "id"),
+    "price_desc": (text("price DESC"), "id"),
+    "name": (func.lower(text("name")), "id"),
+}
+
+
+def _listing_indexes() -> list[Index]:
+    where = text("active")
+    indexes = []
+    for order, columns in _LISTING_ORDERS.items():
+        # Postgres reads an expression (lower(name)) from an index only if it also holds the
+        # column itself.
+        include = ["name"] if order == "name" else []
+        for name, keys in (
+            (f"ix_products_list_{order}", columns),
+            (f"ix_products_list_category_{order}", ("category_id", *columns)),
+        ):
+            indexes.append(Index(name, *keys, postgresql_where=where, postgresql_include=include))
+    return indexes
+
+
 class Product(EntityColumns, Base):
     __tablename__ = "products"
     __table_args__ = (
         CheckConstraint("price >= 0 AND price <= 100000000", name="price_range"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_code"),
         Index("uq_products_slug_lower", func.lower(text("slug")), unique=True),
-        Index("ix_products_active_created", "active", "created_at"),
         Index("ix_products_category", "category_id"),
+        # One index per listing order, whole catalog and per category, holding only what is
+        # sold: a page is read off the index (an index-only scan for its ids) whatever its depth
+        # or the catalog's size. The columns follow ``ProductReads``' orderings exactly.
+        *_listing_indexes(),
         Index("ix_products_search_vector", "search_vector", postgresql_using="gin"),
+        # Name matches first: a broad search ranks the products named after it.
+        Index(
+            "ix_products_search_name",
+            func.to_tsvector(text("'english'::regconfig"), text("name")),
+            postgresql_using="gin",
+            postgresql_where=text("active"),
+        ),
     )
 
     slug: Mapped[str] = mapped_column(String(120), nullable=False)
@@ -90,6 +123,17 @@ class Product(EntityColumns, Base):
     weight_grams: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: Kept by a trigger from name, origin, notes, category and descriptions (weights A-C).
     search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
+
+
+class ProductCount(Base):
+    """How many products are sold, in the whole catalog (``scope`` = the nil UUID) and per
+    category: a listing's total without counting its rows. Kept exactly by statement triggers
+    on ``products`` (see the migration that made it)."""
+
+    __tablename__ = "product_counts"
+
+    scope: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    active: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 class ProductImage(EntityColumns, Base):

@@ -21,17 +21,22 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import Text
+from sqlalchemy.types import Float, Integer, Text
 
-from catalog.models import Category, Inventory, Product, ProductImage
+from catalog.models import Category, Inventory, Product, ProductCount, ProductImage
 
 #: Fuzzy matches kept per query word, and the similarity they need (0..1, Jaccard on trigrams).
 FUZZY_PER_WORD = 4
 FUZZY_THRESHOLD = 0.3
+#: Matches a search ranks at most (twice: among name matches, and among all): a word most
+#: products have (a category, "coffee") would otherwise rank the whole catalog on every such
+#: query. The total says how many were ranked, which is what can be paged through.
+SEARCH_CANDIDATES = 400
 
 
 def _primary_image() -> Any:
@@ -81,6 +86,18 @@ _ORDERINGS: dict[str, tuple[Any, ...]] = {
 }
 
 
+#: ``product_counts``' scope for the whole catalog.
+EVERY_CATEGORY = uuid.UUID(int=0)
+
+
+def _listing_total(category_id: uuid.UUID | None) -> Any:
+    """How many products a listing has, from the counts the triggers keep (no row counted)."""
+    scope = EVERY_CATEGORY if category_id is None else category_id
+    return func.coalesce(
+        select(ProductCount.active).where(ProductCount.scope == scope).scalar_subquery(), 0
+    )
+
+
 @dataclass(frozen=True)
 class SearchPlan:
     """A search's words, each with the catalog words that look like it (typo tolerance)."""
@@ -94,6 +111,8 @@ class SearchPlan:
 
 
 _ENGLISH: Any = literal_column("'english'::regconfig")
+#: A product name's words, as ``ix_products_search_name`` indexes them (the same expression).
+NAME_VECTOR: Any = func.to_tsvector(_ENGLISH, Product.name)
 
 
 def _typed(word: str) -> Any:
@@ -133,22 +152,34 @@ class ProductReads:
     async def listing(
         self, *, category_id: uuid.UUID | None, sort: str, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        image = _primary_image()
-        where: list[Any] = [Product.active.is_(True)]
+        """A page of a listing and the listing's total, at a cost that does not grow with the
+        catalog: the total is read from ``product_counts``; the page's ids come off the index
+        of its order (an index-only scan, deep pages included, and nothing read past the last
+        product); only those ids are joined to their category, stock and picture."""
+        total = _listing_total(category_id)
+        # Plain ``active`` (not ``IS TRUE``): the listing indexes are partial on it. The offset
+        # test is a one-time filter: a page past the last reads no index at all.
+        where: list[Any] = [Product.active, bindparam("offset", offset) < total]
         if category_id is not None:
             where.append(Product.category_id == category_id)
-        stmt = (
-            _with_joins(select(*_summary_columns(image), func.count().over().label("total")), image)
+        ids = (
+            select(Product.id)
             .where(*where)
             .order_by(*_ORDERINGS[sort])
             .limit(limit)
             .offset(offset)
+            .subquery("page")
+        )
+        image = _primary_image()
+        stmt = (
+            _with_joins(select(*_summary_columns(image), total.label("total")), image)
+            .join(ids, ids.c.id == Product.id)
+            .order_by(*_ORDERINGS[sort])
         )
         rows = (await self.session.execute(stmt)).all()
         if rows:
             return rows, int(rows[0].total)
-        total = await self.session.scalar(select(func.count()).select_from(Product).where(*where))
-        return rows, int(total or 0)
+        return rows, int(await self.session.scalar(select(total)) or 0)
 
     async def detail(
         self, *, slug: str | None = None, product_id: uuid.UUID | None = None
@@ -204,9 +235,10 @@ class ProductReads:
     async def fuzzy_words(self, words: Sequence[str]) -> dict[str, list[str]]:
         """For each query word, the catalog words that look like it (typos), best first.
 
-        Postgres finds the candidates (words sharing a trigram, through the GIN index); their
-        similarity (Jaccard over trigram sets, as pg_trgm defines it) is computed here, where
-        it costs microseconds instead of a SQL function call per candidate.
+        Candidates share a trigram with the word (through the GIN index); their similarity is
+        the Jaccard index of the two trigram sets, as pg_trgm defines it. Only the best few a
+        word keeps leave the database, however large the lexicon has grown: a word whose size
+        alone rules the threshold out is not even compared.
         """
         if not words:
             return {}
@@ -214,23 +246,48 @@ class ProductReads:
             """
             WITH q AS MATERIALIZED (
                 SELECT w AS word, catalog.word_trigrams(w) AS trigrams FROM unnest(:words) AS w
+            ),
+            scored AS (
+                SELECT q.word AS query_word, sw.word AS candidate,
+                       shared.n::float8
+                       / (cardinality(q.trigrams) + cardinality(sw.trigrams) - shared.n)
+                       AS similarity
+                FROM q
+                JOIN catalog.search_words AS sw
+                  ON sw.trigrams && q.trigrams
+                 AND sw.word <> q.word
+                 AND cardinality(sw.trigrams)
+                     BETWEEN cardinality(q.trigrams) * :threshold
+                         AND cardinality(q.trigrams) / :threshold
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS n FROM unnest(sw.trigrams) AS t WHERE t = ANY (q.trigrams)
+                ) AS shared
+            ),
+            ranked AS (
+                SELECT query_word, candidate,
+                       row_number() OVER (
+                           PARTITION BY query_word ORDER BY similarity DESC, candidate
+                       ) AS place
+                FROM scored
+                WHERE similarity >= :threshold
             )
-            SELECT q.word AS query_word, q.trigrams AS query_trigrams,
-                   sw.word AS candidate, sw.trigrams AS trigrams
-            FROM q JOIN catalog.search_words AS sw ON sw.trigrams && q.trigrams
+            SELECT query_word, candidate FROM ranked WHERE place <= :per_word
+            ORDER BY query_word, place
             """
-        ).bindparams(bindparam("words", type_=ARRAY(Text)))
-        scored: dict[str, list[tuple[float, str]]] = {}
-        for row in await self.session.execute(stmt, {"words": list(words)}):
-            if row.candidate == row.query_word:
-                continue
-            mine, theirs = set(row.query_trigrams), set(row.trigrams)
-            similarity = len(mine & theirs) / len(mine | theirs)
-            if similarity >= FUZZY_THRESHOLD:
-                scored.setdefault(row.query_word, []).append((-similarity, row.candidate))
-        return {
-            word: [w for _, w in sorted(found)[:FUZZY_PER_WORD]] for word, found in scored.items()
+        ).bindparams(
+            bindparam("words", type_=ARRAY(Text)),
+            bindparam("threshold", type_=Float),
+            bindparam("per_word", type_=Integer),
+        )
+        found: dict[str, list[str]] = {}
+        parameters = {
+            "words": list(words),
+            "threshold": FUZZY_THRESHOLD,
+            "per_word": FUZZY_PER_WORD,
         }
+        for row in await self.session.execute(stmt, parameters):
+            found.setdefault(row.query_word, []).append(row.candidate)
+        return found
 
     async def search(
         self, plan: SearchPlan, *, limit: int, offset: int
@@ -246,31 +303,53 @@ class ProductReads:
     async def _search(
         self, query: Any, exact_query: Any, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        image = _primary_image()
+        """One page of the best matches, at a bounded cost: at most ``SEARCH_CANDIDATES``
+        matches are ranked (a word every product has would otherwise rank the catalog), only
+        the page's ones are joined to their category, stock and picture, and the total is the
+        number of ranked matches (what can be paged through)."""
         # Words as typed rank above the typo-corrected alternatives they were widened with.
         rank = func.ts_rank_cd(Product.search_vector, query) + 2 * func.ts_rank_cd(
             Product.search_vector, exact_query
         )
-        where = and_(Product.active.is_(True), Product.search_vector.op("@@")(query))
-        stmt = (
-            _with_joins(
-                select(
-                    *_summary_columns(image), rank.label("rank"), func.count().over().label("total")
-                ),
-                image,
-            )
-            .where(where)
-            .order_by(rank.desc(), func.lower(Product.name), Product.id)
+        where = and_(Product.active, Product.search_vector.op("@@")(query))
+        # Candidates: the first matches the index yields, and first those whose name matches
+        # (their own index), so a broad query still ranks the products named after it.
+        by_name = (
+            select(Product.id)
+            .where(Product.active, NAME_VECTOR.op("@@")(query))
+            .limit(SEARCH_CANDIDATES)
+        )
+        anywhere = select(Product.id).where(where).limit(SEARCH_CANDIDATES)
+        candidates = union(by_name, anywhere).subquery("candidates")
+        # The rank is computed only for the candidates.
+        hits = (
+            select(Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
+            .join(candidates, candidates.c.id == Product.id)
+            .cte("hits")
+            .prefix_with("MATERIALIZED")
+        )
+        page = (
+            select(hits.c.id, hits.c.rank)
+            .order_by(hits.c.rank.desc(), hits.c.sort_name, hits.c.id)
             .limit(limit)
             .offset(offset)
+            .subquery("page")
+        )
+        total = select(func.count()).select_from(hits).scalar_subquery()
+        image = _primary_image()
+        stmt = (
+            _with_joins(select(*_summary_columns(image), page.c.rank, total.label("total")), image)
+            .join(page, page.c.id == Product.id)
+            .order_by(page.c.rank.desc(), func.lower(Product.name), Product.id)
         )
         rows = (await self.session.execute(stmt)).all()
         if rows:
             return rows, int(rows[0].total)
         if offset == 0:
             return rows, 0
-        total = await self.session.scalar(select(func.count()).select_from(Product).where(where))
-        return rows, int(total or 0)
+        matches = select(Product.id).where(where).limit(SEARCH_CANDIDATES).subquery()
+        counted = select(func.count()).select_from(matches)
+        return rows, int(await self.session.scalar(counted) or 0)
 
 
 class ProductRepository(SQLAlchemyAsyncRepository[Product]):
