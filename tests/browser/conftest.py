@@ -11,8 +11,10 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from ember_shared.devstack.layout import standins
 from ember_shared.testing.stack import RunningStack
 from ember_shared.testing.tokens import TokenFactory
 from playwright.async_api import Browser, async_playwright
@@ -62,11 +64,20 @@ def chromium_path() -> str:
     return executable
 
 
+def _stack_ports(stack: RunningStack) -> str:
+    """Every port the browser opens (Caddy and the stand-ins' pages). Chromium refuses a few
+    ports outright (10080, 6000, ...), which a shifted ``EMBER_TEST_STACK_OFFSET`` can land on."""
+    urls = [stack.url]
+    urls += [stack.service_url(app.name) for app in standins()]
+    return ",".join(sorted({str(urlsplit(url).port) for url in urls if urlsplit(url).port}))
+
+
 @pytest.fixture(scope="session")
-async def chromium(chromium_path: str) -> AsyncIterator[Browser]:
+async def chromium(chromium_path: str, stack: RunningStack) -> AsyncIterator[Browser]:
     executable = chromium_path
+    args = [*CHROMIUM_ARGS, f"--explicitly-allowed-ports={_stack_ports(stack)}"]
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(executable_path=executable, args=args)
         try:
             yield browser
         finally:

@@ -269,7 +269,28 @@ async def test_cancelling_at_the_provider(
         headers={"accept": "text/html"},
     )
     assert response.status_code == 303
+    # The shopper lands back on the sign-in page with the reason and the page they came from.
+    assert response.headers["location"] == "/sign-in?error=google-cancelled&next=%2Forders"
+    # That sign-in is over: its state does not work again.
+    assert browser.cookie("ember_oidc_state") is None
+
+
+async def test_a_cancel_with_a_state_of_another_browser_tells_nothing(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp
+) -> None:
+    owner, other = browsers(), browsers()
+    authorize = await start(owner, oidc_standin, new_email("cancel-other"), "/secret/path")
+    state = parse_qs(urlsplit(authorize).query)["state"][0]
+    response = await other.get(
+        "/api/auth/google/callback",
+        params={"error": "access_denied", "state": state},
+        headers={"accept": "text/html"},
+    )
     assert response.headers["location"] == "/sign-in?error=google-cancelled"
+    # ...and the owner's sign-in still works.
+    finished = await back_to_shop(owner, await at_provider(authorize))
+    assert finished.status_code == 303
+    assert finished.headers["location"] == "/secret/path"
 
 
 async def test_a_disabled_account_cannot_sign_in_with_google(
@@ -342,6 +363,23 @@ async def test_login_with_an_unreachable_provider(
         page = await browser.get("/api/auth/google/login", headers={"accept": "text/html"})
         assert page.status_code == 303
         assert page.headers["location"] == "/sign-in?error=google-provider-unavailable"
+        kept = await browser.get(
+            "/api/auth/google/login",
+            params={"next": "/checkout"},
+            headers={"accept": "text/html"},
+        )
+        assert kept.headers["location"] == (
+            "/sign-in?error=google-provider-unavailable&next=%2Fcheckout"
+        )
+        # Only a path on this site is carried back.
+        foreign = await browser.get(
+            "/api/auth/google/login",
+            params={"next": "//evil.example/"},
+            headers={"accept": "text/html"},
+        )
+        assert foreign.headers["location"] == (
+            "/sign-in?error=google-provider-unavailable&next=%2Faccount"
+        )
 
 
 async def test_registering_with_google_does_not_need_a_password(

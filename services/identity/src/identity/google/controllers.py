@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from ember_shared.problems import problem_response
 from litestar import Controller, MediaType, Request, Response, get
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from identity.accounts.cookies import sign_in_cookies
 from identity.context import Identity, RequestMeta
 from identity.google.client import OIDCError
-from identity.google.services import STATE_COOKIE, STATE_TTL, GoogleSignIn
+from identity.google.services import STATE_COOKIE, STATE_TTL, GoogleSignIn, safe_next
 
 CALLBACK_PATH = "/api/auth/google"
 #: HTTP status of each refusal when the caller wants JSON (a browser is sent back to sign-in).
@@ -41,10 +42,20 @@ def _state_cookie(identity: Identity, value: str, max_age: int) -> Cookie:
     )
 
 
-def _refusal(request: Request[Any, Any, Any], identity: Identity, exc: OIDCError) -> Response[Any]:
+def _refusal(
+    request: Request[Any, Any, Any],
+    identity: Identity,
+    exc: OIDCError,
+    next_path: str | None = None,
+) -> Response[Any]:
+    """A browser goes back to the sign-in page with the reason and, when this sign-in's own
+    ``next`` is known, that too (only ever a path on this site)."""
     cleared = _state_cookie(identity, "", 0)
     if "text/html" in request.headers.get("accept", ""):
-        return Redirect(f"/sign-in?error=google-{exc.reason}", status_code=303, cookies=[cleared])
+        params = {"error": f"google-{exc.reason}"}
+        if next_path:
+            params["next"] = safe_next(next_path)
+        return Redirect(f"/sign-in?{urlencode(params)}", status_code=303, cookies=[cleared])
     response = problem_response(
         request,
         STATUS_OF.get(exc.reason, 400),
@@ -86,7 +97,7 @@ class GoogleController(Controller):
         try:
             started = await google.start(next_path=next_path, login_hint=login_hint or "")
         except OIDCError as exc:
-            return _refusal(request, identity, exc)
+            return _refusal(request, identity, exc, next_path)
         return Redirect(
             started.authorization_url,
             status_code=302,
@@ -119,16 +130,16 @@ class GoogleController(Controller):
         oauth_state: Annotated[str | None, Parameter(query="state", max_length=256)] = None,
         error: Annotated[str | None, Parameter(max_length=256)] = None,
     ) -> Response[Any]:
-        if error:
-            return _refusal(
-                request, identity, OIDCError("cancelled", "Google sign-in was cancelled.")
+        if error or not code:
+            await google.abandon(
+                state=oauth_state or "", state_cookie=request.cookies.get(STATE_COOKIE, "")
             )
-        if not code:
-            return _refusal(
-                request,
-                identity,
-                OIDCError("bad-request", "The provider sent no authorization code."),
+            refused = (
+                OIDCError("cancelled", "Google sign-in was cancelled.")
+                if error
+                else OIDCError("bad-request", "The provider sent no authorization code.")
             )
+            return _refusal(request, identity, refused, google.next_path)
         try:
             issued, next_path = await google.finish(
                 code=code,
@@ -136,7 +147,7 @@ class GoogleController(Controller):
                 state_cookie=request.cookies.get(STATE_COOKIE, ""),
             )
         except OIDCError as exc:
-            return _refusal(request, identity, exc)
+            return _refusal(request, identity, exc, google.next_path)
         # The request owns its transaction, and the shared autocommit only commits 2xx answers:
         # this one is a redirect, so it commits here.
         await db_session.commit()

@@ -71,6 +71,9 @@ class GoogleSignIn:
         self.meta = meta
         self.users = UserRepository(session=db)
         self.links = LinkRepository(session=db)
+        #: Where this sign-in was to land, once known: a refusal sends the browser back to the
+        #: sign-in page with it, so the shopper does not lose the page they came from.
+        self.next_path: str | None = None
 
     @property
     def redirect_uri(self) -> str:
@@ -97,6 +100,21 @@ class GoogleSignIn:
         await self.identity.redis.set(_state_key(state), msgspec.json.encode(pending), ex=STATE_TTL)
         return Started(authorization_url=url, state=state)
 
+    async def abandon(self, *, state: str, state_cookie: str) -> None:
+        """The provider sent the browser back without a code (cancelled, or an error): drop the
+        pending sign-in and learn where it was headed. Only this browser's own state counts, so
+        a forged callback learns nothing and spends nobody's sign-in."""
+        if (
+            not state
+            or not state_cookie
+            or not hmac.compare_digest(state.encode(), state_cookie.encode())
+        ):
+            return
+        assert self.identity.redis is not None
+        raw = await self.identity.redis.getdel(_state_key(state))
+        if raw is not None:
+            self.next_path = safe_next(msgspec.json.decode(raw, type=PendingSignIn).next)
+
     async def finish(self, *, code: str, state: str, state_cookie: str) -> tuple[Issued, str]:
         try:
             return await self._finish(code=code, state=state, state_cookie=state_cookie)
@@ -120,6 +138,7 @@ class GoogleSignIn:
                 "bad-state", "This sign-in has expired or was already used. Start again."
             )
         pending = msgspec.json.decode(raw, type=PendingSignIn)
+        self.next_path = pending.next
         tokens = await self.provider.exchange(
             code=code, redirect_uri=pending.redirect_uri, code_verifier=pending.code_verifier
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
@@ -20,6 +21,7 @@ from storefront.messages import SIGN_UP_LINK_INVALID, friendly
 from storefront.web import redirect, render, safe_next
 
 Next = Annotated[str | None, Parameter(query="next", max_length=500)]
+Refusal = Annotated[str | None, Parameter(query="error", max_length=100)]
 MIN_PASSWORD = 10
 FORGOT_DONE = (
     "If an account exists for that address, we have sent it a link to choose a new password. "
@@ -27,15 +29,39 @@ FORGOT_DONE = (
 )
 
 
-def _google_url(next_path: str) -> str:
-    from urllib.parse import urlencode
+#: Why identity sent a Google sign-in back (``/sign-in?error=google-<reason>``), as a shopper reads
+#: it. Anything else in ``error`` is shown as the generic sentence, never echoed.
+GOOGLE_REFUSALS = {
+    "cancelled": "You cancelled signing in with Google. Sign in another way, or try Google again.",
+    "account-disabled": "This account has been disabled. Write to us if you think that is a mistake.",
+    "email-not-verified": (
+        "Google has not verified that email address yet, so we cannot sign you in with it."
+    ),
+    "bad-email": "Google did not tell us a usable email address. Sign in another way.",
+    "bad-state": "That Google sign-in took too long or was started elsewhere. Please try again.",
+    "provider-unavailable": (
+        "Google sign-in is not available just now. Sign in with your password, or try again soon."
+    ),
+    "provider-mismatch": (
+        "Google sign-in is not available just now. Sign in with your password, or try again soon."
+    ),
+}
+GOOGLE_FAILED = "Google could not sign you in. Please try again, or sign in another way."
 
+
+def google_refusal(error: str | None) -> str:
+    if not error or not error.startswith("google-"):
+        return ""
+    return GOOGLE_REFUSALS.get(error.removeprefix("google-"), GOOGLE_FAILED)
+
+
+def _google_url(next_path: str) -> str:
     return "/api/auth/google/login?" + urlencode({"next": next_path})
 
 
 @get("/signin", name="signin", include_in_schema=False, cache=False)
 async def signin_page(
-    request: Request[Any, Any, Any], visitor: Visitor, next_path: Next = None
+    request: Request[Any, Any, Any], visitor: Visitor, next_path: Next = None, error: Refusal = None
 ) -> Response[Any]:
     target = safe_next(next_path)
     if visitor.signed_in:
@@ -46,7 +72,7 @@ async def signin_page(
         {
             "next": target,
             "email": "",
-            "error": "",
+            "error": google_refusal(error),
             "google_url": _google_url(target),
             "title": "Sign in",
         },
@@ -54,9 +80,13 @@ async def signin_page(
 
 
 @get(["/sign-in", "/login"], name="signin-alias", include_in_schema=False, cache=False)
-async def signin_alias(request: Request[Any, Any, Any], next_path: Next = None) -> Response[Any]:
-    """Older links (and identity's seed message) say /sign-in."""
-    return Redirect(f"/signin?next={safe_next(next_path)}", status_code=301)
+async def signin_alias(next_path: Next = None, error: Refusal = None) -> Redirect:
+    """``make run`` prints /sign-in and identity sends refused Google sign-ins there: one page,
+    with where the shopper was going and why Google sent them back."""
+    params = {"next": safe_next(next_path)}
+    if error:
+        params["error"] = error
+    return Redirect(f"/signin?{urlencode(params)}", status_code=302)
 
 
 @post("/signin", name="signin-post", include_in_schema=False)
@@ -338,6 +368,7 @@ async def reset(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
 
 ROUTES = [
     signin_page,
+    signin_alias,
     signin,
     register_page,
     register,
