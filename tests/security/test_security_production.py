@@ -24,6 +24,8 @@ PROVIDERS = {
     "RESEND_WEBHOOK_SECRET": "whsec_c2hvcC1yZXNlbmQtc2VjcmV0",
     "TRACKING_API_URL": "https://api.17track.net/track/v2",
     "TRACKING_API_KEY": "shop-tracking-key",
+    "MAIL_SEAL_PRIVATE_KEY": "qPnvX0kE4M883MHZ-4AKXRUMeqnnESdVTlICeirAPH4",
+    "MAIL_SEAL_PUBLIC_KEY": "M6qQg83ZGHZeeEepDAHQR1XxVg58CtJ6eX91JuhAWg0",
 }
 LOCAL_RESEND_SECRET = "whsec_ZW1iZXItbG9jYWwtcmVzZW5kLXdlYmhvb2stc2VjcmV0"
 #: Provider settings a developer's shell or the test plugin may carry; a case starts clean.
@@ -155,6 +157,8 @@ def test_a_fully_configured_production_builds(production: Callable[..., None]) -
         ("identity", {"GOOGLE_ISSUER": "http://127.0.0.1:8203"}, "GOOGLE_ISSUER"),
         ("notifier", {"RESEND_WEBHOOK_SECRET": LOCAL_RESEND_SECRET}, "RESEND_WEBHOOK_SECRET"),
         ("notifier", {"RESEND_API_KEY": None}, "RESEND_API_KEY"),
+        ("notifier", {"MAIL_SEAL_PRIVATE_KEY": None}, "MAIL_SEAL_PRIVATE_KEY"),
+        ("identity", {"MAIL_SEAL_PUBLIC_KEY": None}, "MAIL_SEAL_PUBLIC_KEY"),
         ("orders", {"TRACKING_API_URL": None}, "TRACKING_API_URL"),
         ("catalog", {"EMBER_MODE": "prodution"}, "EMBER_MODE"),
         ("catalog", {"EMBER_MODE": "Production"}, "EMBER_MODE"),

@@ -16,6 +16,7 @@ from identity_helpers import (
     Browser,
     audit_actions,
     new_email,
+    opened_link,
     outbox_events,
     strong_password,
 )
@@ -33,7 +34,7 @@ async def request_reset(browsers: Callable[..., Browser], engine: AsyncEngine, e
         e for e in await outbox_events(engine, RESET_EVENT) if e["data"]["email"] == email.lower()
     ]
     assert events, "no reset event"
-    url = events[-1]["data"]["reset_url"]
+    url = opened_link(events[-1]["data"]["reset_url"])
     # The shop's address comes from PUBLIC_URL (other suites in the same run may set it).
     public_url = AppSettings(name="identity").public_url
     assert url.startswith(f"{public_url}/reset-password?token=")

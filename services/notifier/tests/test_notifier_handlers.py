@@ -17,7 +17,9 @@ from ember_shared.events.contracts import (
     UserRegistered,
 )
 from ember_shared.ids import new_id
+from ember_shared.sealing import private_key, unseal
 from ember_shared.settings import service_settings
+from notifier.emails.rendering import SEALED_LINK
 from notifier.events import (
     handlers,
     queue_delivery_notice,
@@ -29,7 +31,7 @@ from notifier.events import (
     queue_subscription_order_confirmation,
     queue_welcome,
 )
-from notifier.models import Suppression
+from notifier.models import PendingEmail, Suppression
 from notifier_testkit import (
     emails_to,
     envelope,
@@ -38,6 +40,11 @@ from notifier_testkit import (
     unique_address,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+
+def opened_link(email: PendingEmail) -> str:
+    assert email.sealed_link is not None
+    return unseal(email.sealed_link, private_key(local=True))
 
 
 def public_url() -> str:
@@ -144,7 +151,10 @@ async def test_shipment_reset_and_welcome_are_queued_with_their_links(engine: As
     # The order page orders named (a guest's carries the session that lets them in).
     assert f"https://shop.example.com/order/{order_id}?session_id=cs_test_guest" in shipment.text
     password = by_template["password_reset"]
-    assert "https://shop.example.com/account/reset?token=abc123" in password.text
+    # The live link rests sealed, never in the stored body (the worker fills it in to send).
+    assert "abc123" not in password.text + password.html
+    assert SEALED_LINK in password.text
+    assert opened_link(password) == "https://shop.example.com/account/reset?token=abc123"
     assert "12:30 UTC on 01 Jan 2030" in password.text
     assert "Grace" in by_template["welcome"].html
 
@@ -173,8 +183,9 @@ async def test_sign_up_mails_carry_the_link_or_say_the_account_exists(
 
     links = await emails_to(engine, newcomer)
     assert [row.template for row in links] == ["sign_up", "sign_up"]
-    assert "https://shop.example.com/verify-email?token=tok_abc123" in links[0].text
-    assert 'href="https://shop.example.com/verify-email?token=tok_abc123"' in links[0].html
+    assert "tok_abc123" not in links[0].text + links[0].html
+    assert f'href="{SEALED_LINK}"' in links[0].html
+    assert opened_link(links[0]) == "https://shop.example.com/verify-email?token=tok_abc123"
     assert "08:00 UTC on 02 Jan 2030" in links[0].text
     (notice,) = await emails_to(engine, customer)
     assert notice.template == "existing_account"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ember_shared.sealing import PUBLIC_KEY_VAR
 from ember_shared.settings import env_int, env_str, service_url
 
 #: The local Google stand-in's client credentials (standins.oidc accepts these by default).
@@ -99,6 +100,8 @@ class IdentitySettings:
         standin = service_url("oidc-standin").rstrip("/")
         if self.google_issuer == standin or not self.google_issuer.startswith("https://"):
             problems.append("GOOGLE_ISSUER must be an https issuer, never the local stand-in")
+        if not env_str(PUBLIC_KEY_VAR):
+            problems.append(f"{PUBLIC_KEY_VAR} must be set (the notifier's mail sealing key)")
         if self.hibp_offline:
             problems.append("HIBP_API_URL must not be offline (breached passwords go unseen)")
         return problems

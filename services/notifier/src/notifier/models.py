@@ -130,6 +130,9 @@ class PendingEmail(EntityColumns, Base):
     )
     source_event_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     source_event_type: Mapped[str | None] = mapped_column(String(120), default=None)
+    #: A live link (sign-up, reset, a guest's order) sealed with the notifier's key; the body
+    #: holds a placeholder in its place. The worker opens it only to send, and drops it once sent.
+    sealed_link: Mapped[str | None] = mapped_column(Text, default=None)
 
     delivery_attempts: Mapped[list[DeliveryAttempt]] = relationship(
         back_populates="email",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ember_shared.sealing import PRIVATE_KEY_VAR
 from ember_shared.settings import (
     ServiceSettings,
     SettingsError,
@@ -105,6 +106,8 @@ class NotifierSettings:
             problems.append("RESEND_WEBHOOK_SECRET must be set to the secret Resend shows")
         if self.uses_standin:
             problems.append("RESEND_API_KEY must be set to the shop's Resend key")
+        if not env_str(PRIVATE_KEY_VAR):
+            problems.append(f"{PRIVATE_KEY_VAR} must be set (opens the mails' sealed links)")
         if self.resend_api_url == service_url("resend-standin").rstrip("/") or not (
             self.resend_api_url.startswith("https://")
         ):

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmailRepository
 from notifier.emails.sender import ResendSender, SendResult
+from notifier.emails.services import mail_key, opened
 from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
 from notifier.settings import NotifierSettings, load_notifier_settings
 from notifier.suppressions.repositories import SuppressionRepository
@@ -74,6 +75,7 @@ class EmailWorker:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
         self._limit = asyncio.Semaphore(settings.concurrency)
+        self.mail_key = mail_key()
 
     async def run_once(self) -> int:
         """Claim and send one batch; how many mails it handled."""
@@ -107,9 +109,18 @@ class EmailWorker:
                 suppressed=True,
             )
             return
+        to_send = opened(email, self.mail_key)
+        if to_send is None:
+            await self._finish(
+                email,
+                claim_token,
+                started,
+                SendResult(ok=False, error="The mail's sealed link does not open with our key."),
+            )
+            return
         async with self._limit:
             try:
-                result = await self.sender.send(email)
+                result = await self.sender.send(to_send)
             except Exception as exc:
                 # A bug or an SDK surprise must cost one attempt, not the worker.
                 log.exception("email_send_crashed", email_id=str(email.id))
@@ -137,6 +148,8 @@ class EmailWorker:
                 "provider_message_id": result.message_id,
                 "sent_at": now,
                 "last_error": None,
+                # Sent: the live link has done its work and must not rest even sealed.
+                "sealed_link": None,
             }
         elif (
             result.retryable

@@ -20,6 +20,7 @@ from ember_shared.events.contracts import (
     UserRegistered,
 )
 from ember_shared.problems import Problem
+from ember_shared.sealing import public_key, seal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.accounts.policy import check_password
@@ -76,6 +77,11 @@ class AccountService:
         self.reset_tokens = ResetTokenRepository(session=db)
         self.sign_ups = SignUpRepository(session=db)
         self.sessions = Sessions(db, identity)
+
+    def _sealed(self, link: str) -> str:
+        # A live link never rests in clear (outbox, streams, dead letters, the notifier's
+        # tables): only the notifier's key opens it, while the mail is being sent.
+        return seal(link, public_key(local=self.identity.is_local))
 
     async def _limit_ip(self, bucket: str, limit: int) -> None:
         retry = await self.identity.limiter.hit(
@@ -157,7 +163,7 @@ class AccountService:
             SignUpRequested(
                 email=email,
                 name=data.name.strip(),
-                verify_url=f"{self.identity.public_url}/verify-email?token={raw}",
+                verify_url=self._sealed(f"{self.identity.public_url}/verify-email?token={raw}"),
                 expires_at=expires_at.isoformat(),
             ),
         )
@@ -297,7 +303,7 @@ class AccountService:
             PasswordResetRequested(
                 user_id=user.id,
                 email=user.email,
-                reset_url=f"{self.identity.public_url}/reset-password?token={raw}",
+                reset_url=self._sealed(f"{self.identity.public_url}/reset-password?token={raw}"),
                 expires_at=expires_at.isoformat(),
             ),
         )

@@ -19,7 +19,7 @@ from ember_shared.events.contracts import (
     UserRegistered,
 )
 
-from notifier.emails.rendering import safe_link
+from notifier.emails.rendering import SEALED_CONTEXT_KEY, SEALED_LINK, safe_link
 
 
 def order_number(order_id: uuid.UUID) -> str:
@@ -98,7 +98,9 @@ def shipment(data: OrderShipped, public_url: str) -> dict[str, Any]:
 def password_reset(data: PasswordResetRequested, public_url: str) -> dict[str, Any]:
     return {
         "public_url": public_url,
-        "reset_url": safe_link(data.reset_url, f"{public_url.rstrip('/')}/account/reset"),
+        # The live link rests sealed; the stored body holds a placeholder (see rendering).
+        "reset_url": SEALED_LINK,
+        SEALED_CONTEXT_KEY: data.reset_url,
         "expires_at": readable_time(data.expires_at),
     }
 
@@ -126,7 +128,8 @@ def sign_up(data: SignUpRequested, public_url: str) -> dict[str, Any]:
     return {
         "public_url": public_url,
         "customer_name": data.name,
-        "verify_url": safe_link(data.verify_url, f"{public_url.rstrip('/')}/register"),
+        "verify_url": SEALED_LINK,
+        SEALED_CONTEXT_KEY: data.verify_url,
         "expires_at": readable_time(data.expires_at),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -125,6 +126,17 @@ class Rendered:
 def one_line(value: str, limit: int = 300) -> str:
     """A header-safe single line (a shopper's name must not add lines to a subject)."""
     return _CONTROL.sub(" ", value).strip()[:limit]
+
+
+#: Stands in the stored body for a live link; only the copy handed to Resend has the link.
+SEALED_LINK = "https://link-sent-by-mail-only.invalid/"
+#: The context key under which a compose function hands over the live link to seal.
+SEALED_CONTEXT_KEY = "_sealed_link"
+
+
+def fill_sealed_link(html: str, text: str, link: str) -> tuple[str, str]:
+    """The bodies to send: the placeholder replaced by the opened link (escaped in HTML)."""
+    return html.replace(SEALED_LINK, escape(link, quote=True)), text.replace(SEALED_LINK, link)
 
 
 def safe_link(url: str, fallback: str) -> str:

@@ -13,10 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ember_shared.problems import Problem, not_found
+from ember_shared.sealing import SealError, is_sealed, private_key, seal, unseal
+from ember_shared.settings import service_settings
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifier.emails.rendering import Template, render
+from notifier.emails.rendering import (
+    SEALED_CONTEXT_KEY,
+    Template,
+    fill_sealed_link,
+    render,
+    safe_link,
+)
 from notifier.emails.repositories import PendingEmailRepository
 from notifier.models import ADDRESS_PATTERN, MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
 from notifier.suppressions.repositories import SuppressionRepository
@@ -32,6 +41,31 @@ RETRYABLE_STATUSES = (
 
 def valid_address(address: str) -> bool:
     return len(address) <= MAX_EMAIL_LENGTH and bool(_ADDRESS.match(address))
+
+
+def mail_key() -> X25519PrivateKey:
+    return private_key(local=service_settings("notifier").app.is_local)
+
+
+def sealed_link(link: str) -> str:
+    """A producer's sealed link as it came, or a clear one sealed now: none rests in clear."""
+    return link if is_sealed(link) else seal(link, mail_key().public_key())
+
+
+def opened(email: PendingEmail, key: X25519PrivateKey) -> PendingEmail | None:
+    """A transient copy of ``email`` with its live link in the bodies, to hand to Resend (the
+    stored row keeps the placeholder); None when the link does not open or is not http(s)."""
+    if not email.sealed_link:
+        return email
+    try:
+        link = safe_link(unseal(email.sealed_link, key), "")
+    except SealError:
+        return None
+    if not link:
+        return None
+    html, text = fill_sealed_link(email.html, email.text, link)
+    columns = {c.key: getattr(email, c.key) for c in PendingEmail.__table__.columns}
+    return PendingEmail(**{**columns, "html": html, "text": text})
 
 
 @dataclass(frozen=True)
@@ -62,6 +96,8 @@ async def queue_email(
     if existing is not None:
         return Queued(existing.id, existing.status, created=False)
     address = to.strip()
+    context = dict(context)
+    live_link = context.pop(SEALED_CONTEXT_KEY, None)
     rendered = render(template, context)
     status, error = EmailStatus.QUEUED.value, None
     if not valid_address(address):
@@ -83,6 +119,7 @@ async def queue_email(
             "last_error": error,
             "source_event_id": source_event_id,
             "source_event_type": source_event_type,
+            "sealed_link": sealed_link(live_link) if live_link else None,
         }
     )
     if email_id is None:
