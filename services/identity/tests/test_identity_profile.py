@@ -6,9 +6,19 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import httpx
 import pytest
-from identity_helpers import Account, Browser, audit_actions, outbox_events, strong_password
+from identity_helpers import (
+    Account,
+    Browser,
+    ServedApp,
+    audit_actions,
+    new_email,
+    outbox_events,
+    strong_password,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -284,3 +294,83 @@ async def test_unknown_address_ids(signed_in: tuple[Browser, Account]) -> None:
     browser, _ = signed_in
     assert (await browser.get(f"/api/user/addresses/{uuid.uuid4()}")).status_code == 404
     assert (await browser.get("/api/user/addresses/not-a-uuid")).status_code in (400, 404)
+
+
+# --- a first password for a Google account ----------------------------------------------
+
+
+async def _google_account(browser: Browser, standin: ServedApp, email: str) -> str:
+    """Signs ``browser`` in with Google through the OIDC stand-in; the new account's id."""
+    started = await browser.get(
+        "/api/auth/google/login", params={"next": "/account", "login_hint": email}
+    )
+    assert started.status_code == 302, started.text
+    parts = urlsplit(started.headers["location"])
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()} | {"standin_approve": "1"}
+    async with httpx.AsyncClient() as http:
+        approved = await http.get(urlunsplit(parts._replace(query=urlencode(query))))
+    assert approved.status_code == 302, approved.text
+    back = urlsplit(approved.headers["location"])
+    signed_in = await browser.get(f"{back.path}?{back.query}")
+    assert signed_in.status_code == 303, signed_in.text
+    return str((await browser.get("/api/user/profile")).json()["id"])
+
+
+async def test_an_account_made_through_google_sets_a_first_password(
+    browsers: Callable[..., Browser], oidc_standin: ServedApp, engine: AsyncEngine
+) -> None:
+    browser = browsers()
+    email = new_email("google-pw")
+    user_id = await _google_account(browser, oidc_standin, email)
+    assert (await browser.get("/api/user/profile")).json()["has_password"] is False
+    password = strong_password()
+
+    weak = await browser.put("/api/user/set-password", {"new_password": "password123"})
+    assert weak.status_code == 422
+    assert weak.headers["content-type"].startswith(PROBLEM)
+    unknown = await browser.put("/api/user/set-password", {"new_password": password, "x": 1})
+    assert unknown.status_code == 400
+    assert unknown.headers["content-type"].startswith(PROBLEM)
+    assert (
+        await browsers().put("/api/user/set-password", {"new_password": password})
+    ).status_code == 401
+
+    # A sign-in of long ago (a borrowed laptop) cannot add a password without a fresh one.
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE identity.sessions SET created_at = now() - interval '20 minutes' "
+                "WHERE user_id = :u"
+            ),
+            {"u": uuid.UUID(user_id)},
+        )
+    stale = await browser.put("/api/user/set-password", {"new_password": password})
+    assert stale.status_code == 403
+    assert stale.json()["type"].endswith("/recent-sign-in-required")
+    assert (await browsers().login(email, password)).status_code == 401
+
+    await _google_account(browser, oidc_standin, email)  # signs in again: a fresh session
+    done = await browser.put("/api/user/set-password", {"new_password": password})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "set"
+    assert (await browser.get("/api/user/profile")).json()["has_password"] is True
+    assert (await browsers().login(email, password)).status_code == 200
+    again = await browser.put("/api/user/set-password", {"new_password": strong_password()})
+    assert again.status_code == 409
+    assert again.json()["type"].endswith("/has-password")
+    assert (await browsers().login(email, password)).status_code == 200
+    actions = [a["action"] for a in await audit_actions(engine, user_id=uuid.UUID(user_id))]
+    assert "password.set" in actions
+    assert any(
+        e["data"]["user_id"] == user_id for e in await outbox_events(engine, "password.changed.v1")
+    )
+
+
+async def test_an_account_with_a_password_cannot_set_another_one_without_the_current(
+    signed_in: tuple[Browser, Account],
+) -> None:
+    browser, account = signed_in
+    refused = await browser.put("/api/user/set-password", {"new_password": strong_password()})
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("/has-password")
+    assert (await browser.login(account.email, account.password)).status_code == 200

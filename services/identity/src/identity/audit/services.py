@@ -32,6 +32,7 @@ class Actions:
     SESSION_REUSE = "session.refresh_reused"
     PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an action name
     PASSWORD_CHANGE_FAILED = "password.change_failed"  # noqa: S105
+    PASSWORD_SET = "password.set"  # noqa: S105 - an action name
     RESET_REQUESTED = "password.reset_requested"
     RESET_DONE = "password.reset"
     RESET_FAILED = "password.reset_failed"

@@ -29,6 +29,7 @@ from identity.profile.schemas import (
     ProfileUpdate,
     SessionItem,
     SessionList,
+    SetPasswordRequest,
 )
 from identity.profile.services import ProfileService
 
@@ -102,6 +103,23 @@ class ProfileController(Controller):
     ) -> PasswordChangedOut:
         ended = await profile.change_password(data)
         return PasswordChangedOut(status="changed", other_sessions_ended=ended)
+
+    @put(
+        "/set-password",
+        summary="Set a first password on an account made through Google",
+        description=(
+            "For an account with no password yet (made by signing in with Google): from then on "
+            "it signs in with either. Needs a sign-in of the last 15 minutes (403 "
+            "`recent-sign-in-required`), answers 409 `has-password` when there is one already "
+            "(use change-password), 422 `weak-password` for a weak one. Ends every other "
+            "session; the owner is mailed."
+        ),
+    )
+    async def set_password(
+        self, data: SetPasswordRequest, profile: ProfileService
+    ) -> PasswordChangedOut:
+        ended = await profile.set_password(data)
+        return PasswordChangedOut(status="set", other_sessions_ended=ended)
 
     @get("/sessions", summary="Where this account is signed in", cache=False)
     async def list_sessions(self, profile: ProfileService, principal: Principal) -> SessionList:

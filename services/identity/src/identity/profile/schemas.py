@@ -49,6 +49,10 @@ class ChangePasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
     new_password: NewPassword
 
 
+class SetPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    new_password: NewPassword
+
+
 class PasswordChangedOut(msgspec.Struct):
     status: str
     other_sessions_ended: int

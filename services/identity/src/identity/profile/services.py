@@ -6,6 +6,7 @@ not found (invariant 11).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -23,7 +24,15 @@ from identity.context import Identity, RequestMeta
 from identity.models import Address, Session, User
 from identity.profile.countries import ISO_COUNTRIES
 from identity.profile.repositories import MAX_ADDRESSES, AddressRepository, LinkRepository
-from identity.profile.schemas import AddressIn, ChangePasswordRequest, ProfileUpdate
+from identity.profile.schemas import (
+    AddressIn,
+    ChangePasswordRequest,
+    ProfileUpdate,
+    SetPasswordRequest,
+)
+
+#: How fresh a sign-in must be to set a first password (there is no current one to ask for).
+RECENT_SIGN_IN = dt.timedelta(minutes=15)
 
 
 class ProfileService:
@@ -119,6 +128,57 @@ class ProfileService:
         await record(
             self.db,
             Actions.PASSWORD_CHANGED,
+            user_id=user.id,
+            actor_id=user.id,
+            email=user.email,
+            meta=self.meta,
+            other_sessions_ended=len(ended),
+        )
+        return len(ended)
+
+    async def set_password(self, data: SetPasswordRequest) -> int:
+        """A first password for an account made through Google.
+
+        With no current password to ask for, a fresh sign-in stands in for it: a session older
+        than :data:`RECENT_SIGN_IN` (a borrowed laptop, a stolen cookie) cannot add a way in.
+        """
+        settings = self.identity.settings
+        retry = await self.identity.limiter.hit(
+            "change-password",
+            str(self.principal.user_id),
+            limit=settings.login_max_per_account,
+            window=settings.login_window_seconds,
+        )
+        if retry is not None:
+            raise rate_limited(retry)
+        user = await self.user(lock=True)
+        if user.password_hash is not None:
+            raise Problem(
+                409,
+                "has-password",
+                "This account has a password already: change it with the current one.",
+                title="Password already set",
+            )
+        sid = _sid(self.principal)
+        session = await SessionRepository(session=self.db).by_id(sid) if sid else None
+        if session is None or now_utc() - session.created_at > RECENT_SIGN_IN:
+            raise Problem(
+                403,
+                "recent-sign-in-required",
+                "Sign in again (with Google), then set your password within "
+                f"{int(RECENT_SIGN_IN.total_seconds() // 60)} minutes.",
+                title="Sign in again first",
+            )
+        await check_password(self.identity, data.new_password, email=user.email)
+        user.password_hash = await self.identity.passwords.hash(data.new_password)
+        ended = await Sessions(self.db, self.identity).revoke_all(
+            user.id, reason="password-set", keep=sid
+        )
+        # The owner hears of every new way into their account, as for a changed password.
+        await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
+        await record(
+            self.db,
+            Actions.PASSWORD_SET,
             user_id=user.id,
             actor_id=user.id,
             email=user.email,
