@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 #: The only modes a process starts in. ``local`` and ``test`` may use the stand-ins and their
@@ -104,6 +105,9 @@ class AppSettings:
     #: ``local``/``test`` (plain HTTP, demo data, stand-ins) or ``production``; see :data:`MODES`.
     mode: str = field(default_factory=lambda: check_mode(env_str("EMBER_MODE") or "local"))
     public_url: str = field(default_factory=lambda: env_str("PUBLIC_URL", "http://localhost:8080"))
+    #: Other origins the shop is served on (``PUBLIC_URL_ALIASES``, comma-separated, e.g. a LAN
+    #: address). Outside production PUBLIC_URL's localhost/127.0.0.1 twin counts too.
+    public_url_aliases: str = field(default_factory=lambda: env_str("PUBLIC_URL_ALIASES"))
     log_level: str = field(default_factory=lambda: env_str("LOG_LEVEL", "INFO"))
     log_format: str = field(default_factory=lambda: env_str("LOG_FORMAT", "json"))
     debug: bool = field(default_factory=lambda: env_bool("EMBER_DEBUG", False))
@@ -118,6 +122,29 @@ class AppSettings:
     @property
     def is_production(self) -> bool:
         return self.mode == "production"
+
+    @property
+    def public_origins(self) -> dict[str, str]:
+        """Every origin the shop is served on, by its ``host[:port]``."""
+        urls = [self.public_url, *(u for u in self.public_url_aliases.split(",") if u.strip())]
+        if self.is_local:
+            twins = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
+            main = urlsplit(self.public_url)
+            if main.hostname in twins:
+                urls.append(self.public_url.replace(main.hostname, twins[main.hostname], 1))
+        origins: dict[str, str] = {}
+        for url in urls:
+            parts = urlsplit(url.strip().rstrip("/"))
+            if parts.scheme in ("http", "https") and parts.netloc:
+                origins.setdefault(parts.netloc.lower(), f"{parts.scheme}://{parts.netloc}")
+        return origins
+
+    def origin_for(self, host: str | None) -> str:
+        """The origin a shopper on ``host`` (the request's Host) is sent back to after a trip to
+        a provider: that host when it is one of :attr:`public_origins`, else PUBLIC_URL (an
+        unlisted or forged Host never becomes a redirect target)."""
+        found = self.public_origins.get((host or "").strip().lower())
+        return found or self.public_url.rstrip("/")
 
 
 @dataclass(frozen=True)
