@@ -41,3 +41,39 @@ async def test_a_guests_order_appears_in_the_account_made_later_with_that_addres
     await page.wait_for_url(re.compile(rf".*/order/{order_id}$"))
     await expect(page.get_by_test_id("order-status")).to_have_text("Paid")
     assert person.csp_violations() == []
+
+
+async def test_an_account_made_through_google_sets_a_password_and_signs_in_with_it(
+    person: Person,
+) -> None:
+    page = person.page
+    email = f"google-pw-{uuid.uuid4().hex[:8]}@example.com"
+    await person.open("/signin?next=/account")
+    await page.get_by_test_id("google").click()
+    await page.wait_for_url(re.compile(r".*/authorize\?.*"))
+    await page.fill("#email", email)
+    await page.fill("#name", "Annie Easley")
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_url(re.compile(r".*/account$"))
+
+    form = page.get_by_test_id("set-password")
+    await form.locator("#f-new_password").fill("short")
+    await form.locator("#f-confirm_password").fill("short")
+    await form.get_by_role("button", name="Set password").click()
+    await expect(page.get_by_test_id("password-error")).to_contain_text("at least 10")
+    await form.locator("#f-new_password").fill(PASSWORD)
+    await form.locator("#f-confirm_password").fill(PASSWORD)
+    await form.get_by_role("button", name="Set password").click()
+    await expect(page.get_by_text("Your password is set")).to_be_visible()
+    # Now a password account: the change form, no more set form.
+    await expect(page.get_by_test_id("set-password")).to_have_count(0)
+    await expect(page.locator("#f-current_password")).to_be_visible()
+
+    await page.get_by_test_id("signout").click()
+    await expect(page.get_by_test_id("signin-link")).to_be_visible()
+    await person.open("/signin?next=/account")
+    await page.fill("#f-email", email)
+    await page.fill("#f-password", PASSWORD)
+    await page.get_by_test_id("signin-submit").click()
+    await expect(page.get_by_test_id("account-heading")).to_have_text("Hello, Annie Easley")
+    assert person.csp_violations() == []

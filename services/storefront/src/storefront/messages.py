@@ -102,6 +102,13 @@ def friendly(problem: ApiProblem, what: str = "") -> str:
             return "Your current password is not right."
         case "no-password":
             return "Your account signs in with Google: it has no password to change."
+        case "has-password":
+            return "Your account has a password already: change it with the current one."
+        case "recent-sign-in-required":
+            return (
+                "For your safety, sign in with Google again, then set your password "
+                "within 15 minutes."
+            )
         case "account-disabled":
             return "This account is disabled. Contact us if you think that is a mistake."
         case "too-many-addresses":

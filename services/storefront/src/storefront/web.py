@@ -37,6 +37,7 @@ FLASHES: dict[str, tuple[str, str]] = {
     "signed-out": ("info", "You are signed out. See you soon."),
     "password-reset": ("success", "Your password has been changed. Sign in with it."),
     "password-changed": ("success", "Your password has been changed."),
+    "password-set": ("success", "Your password is set: sign in with it or with Google."),
     "profile-saved": ("success", "Your details are saved."),
     "address-saved": ("success", "The address is saved."),
     "address-deleted": ("info", "The address is deleted."),

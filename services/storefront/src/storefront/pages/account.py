@@ -121,6 +121,33 @@ async def account_password(
     return redirect(request, "/account", flash="password-changed")
 
 
+@post("/account/set-password", name="account-set-password", include_in_schema=False)
+async def account_set_password(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor
+) -> Response[Any]:
+    """A first password for an account made through Google (identity asks for a fresh
+    sign-in instead of a current password)."""
+    if (gate := needs_sign_in(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    new = form.text("new_password", 1024)
+    error = ""
+    if len(new) < MIN_PASSWORD:
+        error = f"Use at least {MIN_PASSWORD} characters for the password."
+    elif new != form.text("confirm_password", 1024):
+        error = "The two passwords are not the same."
+    else:
+        try:
+            await api.put("identity", "/api/user/set-password", json={"new_password": new})
+        except ApiProblem as problem:
+            error = friendly(problem)
+    if error:
+        context = await _account_context(api)
+        context["password_error"] = error
+        return render(request, "account/index.html", context, status=400)
+    return redirect(request, "/account", flash="password-set")
+
+
 def _address_form(
     address: dict[str, Any] | None, errors: dict[str, str], error: str = ""
 ) -> dict[str, Any]:
@@ -218,6 +245,7 @@ ROUTES = [
     account_orders,
     account_profile,
     account_password,
+    account_set_password,
     address_new,
     address_edit,
     address_create,
