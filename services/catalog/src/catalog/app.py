@@ -11,6 +11,7 @@ Run: ``uvicorn --factory catalog.app:create_app``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from catalog import events
 from catalog.audit.controllers import AdminAuditLogController
-from catalog.cache import CatalogCache
+from catalog.cache import REDIS_DOWN, CatalogCache
 from catalog.categories import schemas as category_schemas
 from catalog.categories.controllers import AdminCategoryController, ShopperCategoryController
 from catalog.deps import dependencies
@@ -124,9 +125,18 @@ def create_app() -> Litestar:
         app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
         app.state.media_store = store
         app.state.catalog_bypass_allowed = settings.app.is_local
+        # Checked against Redis before the first request, then watched (see catalog.cache).
+        try:
+            await cache.resync()
+        except REDIS_DOWN as exc:
+            cache.unreachable(exc)
+        guard = asyncio.create_task(cache.guard(catalog.cache_guard_interval_ms / 1000))
         try:
             yield
         finally:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
             events.context.cache, events.context.settings = previous
             await cache.settle()
             if isinstance(store, CloudinaryStore):

@@ -15,6 +15,15 @@ answer computed from data older than the commit is either refused or deleted.
 
 Stampede safety on a cold key: one build per process at a time (single flight), and one per
 cluster through a short Redis lock (``SET NX PX``); the others poll the key for the fresh value.
+
+While Redis is unreachable (docs/degradation.md): the first Redis error makes this process stop
+trusting the cache, and reads go to Postgres; an invalidation that fails is kept (merged) and
+replayed. A guard (:meth:`CatalogCache.guard`, one task per process) gives the cache back only
+once Redis answers again, the kept invalidations are replayed and the cache is checked against
+the Redis server's ``run_id``: a restarted Redis reloads entries written before its outage,
+which invalidations lost meanwhile (perhaps by a process that has died since) should have
+removed, so on a new ``run_id`` everything is invalidated, once for all replicas
+(``catalog:cache:run-id`` remembers the run the cache was last checked against).
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -40,6 +51,7 @@ PREFIX = "catalog:cache:"
 GEN_KEY = PREFIX + "gen"
 LISTS_SET = PREFIX + "keys:lists"
 PAGES_SET = PREFIX + "keys:pages"
+RUN_KEY = PREFIX + "run-id"
 ETAG_LENGTH = 16
 
 _FILL = """
@@ -65,6 +77,25 @@ for i = 2, #KEYS do
 end
 return deleted
 """
+
+#: Invalidates everything unless the cache was already checked against this Redis run.
+#: KEYS: run-id key, gen, then the key sets. ARGV: the server's run_id.
+_RESYNC = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('INCR', KEYS[2])
+for i = 3, #KEYS do
+  local members = redis.call('SMEMBERS', KEYS[i])
+  for j = 1, #members, 500 do
+    redis.call('UNLINK', unpack(members, j, math.min(j + 499, #members)))
+  end
+  redis.call('UNLINK', KEYS[i])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: What "Redis is unreachable" looks like to a client (not a refused command or a bad script).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -122,6 +153,9 @@ class CacheStats:
     builds: int = 0
     fills_refused: int = 0
     invalidations: int = 0
+    #: Invalidations that failed (kept and replayed) and whole-cache resyncs after a restart.
+    invalidations_failed: int = 0
+    resyncs: int = 0
 
 
 class CatalogCache:
@@ -135,6 +169,21 @@ class CatalogCache:
         self._fill = redis.register_script(_FILL)
         self._invalidate = redis.register_script(_INVALIDATE)
         self._unlock = redis.register_script(_UNLOCK)
+        self._resync = redis.register_script(_RESYNC)
+        #: False from the first Redis error until the guard has put the cache right again.
+        self.trusted = True
+        self._lost = Invalidation()
+
+    @property
+    def usable(self) -> bool:
+        """Whether reads may use the cache now (else they go to Postgres)."""
+        return self.trusted
+
+    def unreachable(self, exc: BaseException) -> None:
+        """Redis failed a call: stop trusting the cache until the guard has checked it."""
+        if self.trusted:
+            log.warning("cache_unreachable", error=str(exc))
+        self.trusted = False
 
     # --- reading -----------------------------------------------------------------------
 
@@ -265,7 +314,50 @@ class CatalogCache:
         try:
             await self.invalidate(what)
         except Exception as exc:
-            log.exception("cache_invalidation_failed", error=str(exc), sets=what.sets())
+            # Kept, never dropped: the guard replays it before the cache is used again.
+            self.stats.invalidations_failed += 1
+            self._lost.merge(what)
+            self.unreachable(exc)
+            log.warning("cache_invalidation_failed", error=str(exc), sets=what.sets())
+
+    # --- surviving a Redis outage ------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Replay the invalidations kept during an outage and, if Redis restarted since the
+        cache was last checked, invalidate everything; then trust the cache again. Raises
+        the Redis error when Redis is still away."""
+        lost, self._lost = self._lost, Invalidation()
+        try:
+            info = await self.redis.info("server")
+            run_id = str(info.get("run_id", ""))
+            flushed = await self._resync(
+                keys=[RUN_KEY, GEN_KEY, LISTS_SET, PAGES_SET], args=[run_id]
+            )
+            if lost.sets():
+                await self.invalidate(lost)
+        except BaseException:
+            self._lost.merge(lost)
+            raise
+        if flushed:
+            self.stats.resyncs += 1
+            log.info("cache_resynced", run_id=run_id)
+        if not self.trusted:
+            log.info("cache_trusted_again")
+        # An invalidation that failed while this pass ran waits for the next one.
+        self.trusted = not self._lost.sets()
+
+    async def guard(self, every_s: float = 1.0) -> None:
+        """Check the cache against Redis every ``every_s`` (four times as often while it is
+        not trusted), for ever; run it as a task and cancel it on shutdown."""
+        while True:
+            try:
+                await self.resync()
+            except REDIS_DOWN as exc:
+                self.unreachable(exc)
+            except Exception as exc:  # the guard must outlive anything Redis answers
+                self.unreachable(exc)
+                log.exception("cache_guard_failed", error=str(exc))
+            await asyncio.sleep(every_s if self.trusted else every_s / 4)
 
     async def settle(self) -> None:
         """Wait for invalidations started by commits elsewhere (event handlers, the sweeper)."""

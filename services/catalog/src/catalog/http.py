@@ -9,7 +9,14 @@ from litestar import Request, Response
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.cache import CatalogCache, body_of, cache_headers, etag_of, with_etag
+from catalog.cache import (
+    REDIS_DOWN,
+    CatalogCache,
+    body_of,
+    cache_headers,
+    etag_of,
+    with_etag,
+)
 from catalog.settings import CatalogSettings
 
 #: Honoured only when EMBER_MODE=local: the benchmark's way to measure the uncached path.
@@ -31,12 +38,21 @@ async def cached_json(request: Request[Any, Any, State], key: str, build: Build)
     if state.catalog_bypass_allowed and request.headers.get(BYPASS_HEADER) == "1":
         body, _ = await run()
         value = with_etag(body)
+    elif not cache.usable:
+        # Redis is away or not yet checked after an outage: Postgres answers (it is the truth).
+        body, _ = await run()
+        value = with_etag(body)
     else:
-        cached = await cache.get(key)
-        if cached is not None:
-            value, hit = cached, True
-        else:
-            value = await cache.get_or_build(key, run)
+        try:
+            cached = await cache.get(key)
+            if cached is not None:
+                value, hit = cached, True
+            else:
+                value = await cache.get_or_build(key, run)
+        except REDIS_DOWN as exc:
+            cache.unreachable(exc)
+            body, _ = await run()
+            value = with_etag(body)
     headers = cache_headers(value, hit)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and etag_of(value) in if_none_match:

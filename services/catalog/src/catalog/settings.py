@@ -23,6 +23,11 @@ class CatalogSettings:
     )
     #: How long one request may hold the rebuild lock of a cold key before others rebuild too.
     cache_lock_ms: int = field(default_factory=lambda: env_int("CATALOG_CACHE_LOCK_MS", 3000))
+    #: How often each process checks its cache against Redis (replays invalidations an outage
+    #: kept, notices a restarted Redis); a quarter of it while the cache is not trusted.
+    cache_guard_interval_ms: int = field(
+        default_factory=lambda: env_int("CATALOG_CACHE_GUARD_INTERVAL_MS", 1000)
+    )
     max_upload_bytes: int = field(
         default_factory=lambda: env_int("CATALOG_MAX_UPLOAD_BYTES", 5 * 1024 * 1024)
     )
