@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 from ember_shared.events import Envelope
-from ember_shared.events.contracts import Address, OrderLine, PaymentSucceeded
+from ember_shared.events.contracts import Address, OrderLine, OrderPaid
 from ember_shared.events.envelope import EventData, encode
 from ember_shared.ids import new_id
 from notifier.models import DeliveryAttempt, PendingEmail
@@ -37,14 +37,11 @@ def unique_address(label: str = "shopper") -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}@example.com"
 
 
-def payment_succeeded(
-    email: str, *, name: str = "Ada Lovelace", **changes: Any
-) -> PaymentSucceeded:
+def order_paid(email: str, *, name: str = "Ada Lovelace", **changes: Any) -> OrderPaid:
+    """A guest's one-off order, as orders announces it once paid (what the confirmation mails)."""
     values: dict[str, Any] = {
         "order_id": new_id(),
-        "checkout_session_id": new_id(),
         "user_id": None,
-        "cart_id": None,
         "email": email,
         "lines": [
             OrderLine(
@@ -69,11 +66,10 @@ def payment_succeeded(
         "shipping_address": Address(
             name=name, line1="12 Roastery Lane", city="Portland", postal_code="97201", country="US"
         ),
-        "reservation_id": new_id(),
         "stripe_session_id": "cs_test_123",
     }
     values.update(changes)
-    return PaymentSucceeded(**values)
+    return OrderPaid(**values)
 
 
 Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from ember_shared.events import DEAD_LETTER_STREAM, Envelope, stream_for
-from ember_shared.events.contracts import PasswordResetRequested
+from ember_shared.events.contracts import Address, PasswordResetRequested, PaymentSucceeded
 from ember_shared.events.dead_letters import write_dead_letter
 from ember_shared.events.envelope import encode
 from ember_shared.events.wire import entry_fields
@@ -18,7 +18,7 @@ from ember_shared.ids import new_id
 from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from notifier_testkit import emails_to, envelope, payment_succeeded, unique_address, until
+from notifier_testkit import emails_to, envelope, order_paid, unique_address, until
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -80,7 +80,7 @@ async def test_an_event_on_its_stream_queues_one_mail_even_when_delivered_twice(
     redis: Redis, engine: AsyncEngine, notifier_url: str
 ) -> None:
     to = unique_address("stream")
-    event = envelope(payment_succeeded(to))
+    event = envelope(order_paid(to))
 
     await publish(redis, event)
     await publish(redis, event)  # the producer's relay sent it again
@@ -96,9 +96,50 @@ async def test_an_event_on_its_stream_queues_one_mail_even_when_delivered_twice(
     ]
 
 
+async def test_a_payment_that_made_no_order_mails_nobody(
+    redis: Redis, engine: AsyncEngine, notifier_url: str
+) -> None:
+    """A payment event that orders refused (and dead-lettered) made no order: the confirmation
+    follows orders' order.paid, so the payment alone queues nothing, and the order does."""
+    refused_to, order_to = unique_address("refused"), unique_address("ordered")
+    order = order_paid(order_to)
+    refused = PaymentSucceeded(
+        order_id=new_id(),
+        checkout_session_id=new_id(),
+        user_id=None,
+        cart_id=None,
+        email=refused_to,
+        lines=list(order.lines),
+        subtotal=order.subtotal,
+        shipping=order.shipping,
+        total=order.total,
+        currency=order.currency,
+        shipping_address=order.shipping_address
+        or Address(name="A", line1="1 Way", city="Town", postal_code="1", country="US"),
+        reservation_id=new_id(),
+        stripe_session_id="cs_test_refused",
+    )
+
+    await publish(redis, envelope(refused))
+    await publish(redis, envelope(order))
+
+    async def order_mailed() -> bool:
+        return len(await emails_to(engine, order_to)) == 1
+
+    await until(order_mailed)
+    await until(lambda: _settled(redis))
+    # The notifier reads no payment stream at all: no group of its own there to take one from.
+    groups = await redis.xinfo_groups(stream_for(PaymentSucceeded.TYPE))
+    assert "notifier" not in {g["name"].decode() for g in groups}
+    assert await emails_to(engine, refused_to) == []
+    mail = (await emails_to(engine, order_to))[0]
+    assert mail.source_event_type == "order.paid.v1"
+    assert "Ethiopia Guji" in mail.text
+
+
 async def _settled(redis: Redis) -> bool:
     """True once the notifier group has nothing pending on the payment stream."""
-    summary = await redis.xpending(stream_for("payment.succeeded.v1"), "notifier")
+    summary = await redis.xpending(stream_for("order.paid.v1"), "notifier")
     return int(summary["pending"]) == 0
 
 
@@ -127,9 +168,7 @@ async def test_staff_see_dead_letters_with_secrets_redacted(
         )
     )
     letter_id = await dead_letter(redis, reset)
-    other_id = await dead_letter(
-        redis, envelope(payment_succeeded("x@example.com")), service="orders"
-    )
+    other_id = await dead_letter(redis, envelope(order_paid("x@example.com")), service="orders")
 
     mine = (await client.get(BASE, params={"service": "notifier"}, headers=admin)).json()
     everyone = (await client.get(BASE, headers=admin)).json()
@@ -157,7 +196,7 @@ async def test_staff_see_dead_letters_with_secrets_redacted(
 async def test_dead_letters_page_with_before(
     client: AsyncTestClient[Litestar], redis: Redis, admin: dict[str, str]
 ) -> None:
-    ids = [await dead_letter(redis, envelope(payment_succeeded("p@example.com"))) for _ in range(3)]
+    ids = [await dead_letter(redis, envelope(order_paid("p@example.com"))) for _ in range(3)]
 
     # Only the notifier's: other services' consumers may add letters of their own meanwhile.
     query = {"limit": 2, "service": "notifier"}
@@ -190,7 +229,7 @@ async def test_a_replayed_dead_letter_is_handled_by_the_notifier(
     notifier_url: str,
 ) -> None:
     to = unique_address("replay")
-    event = envelope(payment_succeeded(to))
+    event = envelope(order_paid(to))
     letter_id = await dead_letter(redis, event)
     assert await emails_to(engine, to) == []
 
@@ -200,7 +239,7 @@ async def test_a_replayed_dead_letter_is_handled_by_the_notifier(
     body = response.json()
     assert body["dead_letter_id"] == letter_id
     assert body["service"] == "notifier"
-    assert body["stream"] == "ember.events.payment.succeeded.v1"
+    assert body["stream"] == "ember.events.order.paid.v1"
 
     async def queued() -> bool:
         return len(await emails_to(engine, to)) == 1
@@ -216,7 +255,7 @@ async def test_a_replayed_dead_letter_is_handled_by_the_notifier(
 async def test_a_dead_letter_can_be_discarded(
     client: AsyncTestClient[Litestar], redis: Redis, admin: dict[str, str]
 ) -> None:
-    letter_id = await dead_letter(redis, envelope(payment_succeeded("d@example.com")))
+    letter_id = await dead_letter(redis, envelope(order_paid("d@example.com")))
     before = await redis.xlen(DEAD_LETTER_STREAM)
 
     assert (await client.delete(f"{BASE}/{letter_id}", headers=admin)).status_code == 204

@@ -13,7 +13,6 @@ from ember_shared.events.contracts import (
     PasswordResetRequested,
     SignUpForExistingAccount,
     SignUpRequested,
-    SubscriptionInvoicePaid,
     UserRegistered,
 )
 from ember_shared.ids import new_id
@@ -28,7 +27,6 @@ from notifier.events import (
     queue_password_reset,
     queue_shipment_notice,
     queue_sign_up_link,
-    queue_subscription_order_confirmation,
     queue_welcome,
 )
 from notifier.models import PendingEmail, Suppression
@@ -36,7 +34,7 @@ from notifier_testkit import (
     emails_to,
     envelope,
     handle,
-    payment_succeeded,
+    order_paid,
     unique_address,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -55,8 +53,7 @@ def test_the_notifier_handles_every_mail_event() -> None:
     assert handlers.service == "notifier"
     assert handlers.event_types == sorted(
         [
-            "payment.succeeded.v1",
-            "subscription.invoice_paid.v1",
+            "order.paid.v1",
             "order.shipped.v1",
             "order.delivered.v1",
             "password_reset.requested.v1",
@@ -65,13 +62,16 @@ def test_the_notifier_handles_every_mail_event() -> None:
             "user.registered.v1",
         ]
     )
+    # The confirmation follows the order, not the payment (a refused payment makes no order).
+    assert "payment.succeeded.v1" not in handlers.event_types
+    assert "subscription.invoice_paid.v1" not in handlers.event_types
 
 
-async def test_payment_succeeded_queues_one_confirmation_even_when_delivered_twice(
+async def test_order_paid_queues_one_confirmation_even_when_delivered_twice(
     engine: AsyncEngine,
 ) -> None:
     to = unique_address()
-    data = payment_succeeded(to)
+    data = order_paid(to)
     event = envelope(data)
 
     await handle(engine, queue_order_confirmation, event, data)
@@ -84,7 +84,7 @@ async def test_payment_succeeded_queues_one_confirmation_even_when_delivered_twi
     assert email.template == "order_confirmation"
     assert email.idempotency_key == f"{event.id}:order_confirmation"
     assert str(email.source_event_id) == event.id
-    assert email.source_event_type == "payment.succeeded.v1"
+    assert email.source_event_type == "order.paid.v1"
     assert email.attempts == 0
     # Totals are formatted from minor units; the order link goes to the public order page.
     assert "$57.95" in email.html
@@ -100,7 +100,7 @@ async def test_payment_succeeded_queues_one_confirmation_even_when_delivered_twi
 
 async def test_concurrent_deliveries_of_one_event_queue_one_mail(engine: AsyncEngine) -> None:
     to = unique_address()
-    data = payment_succeeded(to)
+    data = order_paid(to)
     event = envelope(data)
 
     await asyncio.gather(*(handle(engine, queue_order_confirmation, event, data) for _ in range(5)))
@@ -110,7 +110,7 @@ async def test_concurrent_deliveries_of_one_event_queue_one_mail(engine: AsyncEn
 
 async def test_a_new_event_for_the_same_order_is_a_new_mail(engine: AsyncEngine) -> None:
     to = unique_address()
-    data = payment_succeeded(to)
+    data = order_paid(to)
 
     await handle(engine, queue_order_confirmation, envelope(data), data)
     await handle(engine, queue_order_confirmation, envelope(data), data)
@@ -196,12 +196,10 @@ async def test_sign_up_mails_carry_the_link_or_say_the_account_exists(
 
 async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEngine) -> None:
     to = unique_address("subscriber")
-    paid = payment_succeeded(to)
-    invoice = SubscriptionInvoicePaid(
-        order_id=new_id(),
-        subscription_id=new_id(),
+    # What orders announces for the order a paid subscription invoice became (a member's).
+    invoice = order_paid(
+        to,
         user_id=new_id(),
-        email=to,
         lines=[
             OrderLine(
                 product_id=new_id(), slug="house", name="House Blend", unit_price=1600, quantity=2
@@ -210,12 +208,7 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
         subtotal=3200,
         shipping=0,
         total=3200,
-        currency="USD",
-        shipping_address=paid.shipping_address,
-        stripe_invoice_id="in_123",
-        stripe_subscription_id="sub_123",
-        period_start="2030-01-01T00:00:00Z",
-        period_end="2030-02-01T00:00:00Z",
+        stripe_session_id="",
     )
     arrived = OrderDelivered(
         order_id=invoice.order_id,
@@ -226,8 +219,8 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
     )
     event = envelope(invoice)
 
-    await handle(engine, queue_subscription_order_confirmation, event, invoice)
-    await handle(engine, queue_subscription_order_confirmation, event, invoice)  # redelivered
+    await handle(engine, queue_order_confirmation, event, invoice)
+    await handle(engine, queue_order_confirmation, event, invoice)  # redelivered
     await handle(engine, queue_delivery_notice, envelope(arrived), arrived)
 
     by_template = {row.template: row for row in await emails_to(engine, to)}
@@ -268,7 +261,7 @@ async def test_an_unmailable_address_is_recorded_dead_not_dropped(engine: AsyncE
 
 async def test_a_failing_handler_leaves_nothing_behind(engine: AsyncEngine) -> None:
     to = unique_address()
-    data = payment_succeeded(to)
+    data = order_paid(to)
 
     class Boom(Exception):
         pass

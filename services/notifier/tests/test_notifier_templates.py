@@ -16,14 +16,14 @@ from ember_shared.events.contracts import (
 from ember_shared.ids import new_id
 from notifier.emails import compose
 from notifier.emails.rendering import TOKENS, Template, render
-from notifier_testkit import payment_succeeded
+from notifier_testkit import order_paid
 
 PUBLIC = "https://shop.example.com"
 NASTY = '<script>alert("x")</script> & <b onmouseover=alert(1)>'
 
 
 def all_rendered() -> list[tuple[Template, str, str, str]]:
-    data = payment_succeeded("a@example.com", name=NASTY)
+    data = order_paid("a@example.com", name=NASTY)
     order = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
     shipped = OrderShipped(
         order_id=new_id(), email="a@example.com", carrier=NASTY, tracking_number=NASTY
@@ -103,7 +103,7 @@ def test_every_template_has_html_and_text() -> None:
 
 
 def test_names_are_escaped_in_html_and_kept_in_text() -> None:
-    data = payment_succeeded("a@example.com", name=NASTY)
+    data = order_paid("a@example.com", name=NASTY)
     rendered = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
 
     assert "<script>" not in rendered.html
@@ -117,8 +117,8 @@ def test_names_are_escaped_in_html_and_kept_in_text() -> None:
 
 
 def test_product_names_and_carrier_are_escaped() -> None:
-    line = payment_succeeded("a@example.com").lines[0]
-    data = payment_succeeded(
+    line = order_paid("a@example.com").lines[0]
+    data = order_paid(
         "a@example.com", lines=[type(line)(**{**_fields(line), "name": "<img src=x onerror=1>"})]
     )
     order = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
@@ -160,7 +160,7 @@ def test_a_name_cannot_add_lines_to_the_subject() -> None:
     rendered = render(
         Template.ORDER_CONFIRMATION,
         {
-            **compose.order_confirmation(payment_succeeded("a@example.com"), PUBLIC),
+            **compose.order_confirmation(order_paid("a@example.com"), PUBLIC),
             "order_number": "ABC\r\nBcc: victim@example.com",
         },
     )
@@ -181,7 +181,7 @@ def test_styles_use_design_tokens_only() -> None:
 
 
 def test_money_is_formatted_from_minor_units() -> None:
-    data = payment_succeeded("a@example.com", subtotal=100, shipping=5, total=105, lines=[])
+    data = order_paid("a@example.com", subtotal=100, shipping=5, total=105, lines=[])
     rendered = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
     assert "$1.00" in rendered.text
     assert "$0.05" in rendered.text

@@ -24,7 +24,7 @@ from notifier_testkit import (
     emails_to,
     envelope,
     handle,
-    payment_succeeded,
+    order_paid,
     until,
 )
 from sqlalchemy import func, select
@@ -216,7 +216,7 @@ async def test_the_stand_ins_bounce_suppresses_and_a_later_mail_is_not_sent(
 ) -> None:
     """End to end over HTTP: worker -> SDK -> stand-in -> signed webhook -> served notifier."""
     to = "bounced@resend.dev"
-    first = payment_succeeded(to)
+    first = order_paid(to)
     await handle(engine, queue_order_confirmation, envelope(first), first)
 
     await worker.run_once()
@@ -237,7 +237,7 @@ async def test_the_stand_ins_bounce_suppresses_and_a_later_mail_is_not_sent(
 
     await until(marked)
 
-    later = payment_succeeded(to)
+    later = order_paid(to)
     await handle(engine, queue_order_confirmation, envelope(later), later)
     rows = await emails_to(engine, to)
     assert [r.status for r in rows] == ["sent", "suppressed"]

@@ -23,7 +23,7 @@ from notifier_testkit import (
     emails_to,
     envelope,
     handle,
-    payment_succeeded,
+    order_paid,
     unique_address,
     until,
 )
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("fresh")
 
 
 async def queue_confirmation(engine: AsyncEngine, to: str) -> PendingEmail:
-    data = payment_succeeded(to)
+    data = order_paid(to)
     await handle(engine, queue_order_confirmation, envelope(data), data)
     (email,) = await emails_to(engine, to)
     return email

@@ -59,6 +59,7 @@ async def test_payment_succeeded_marks_paid_and_emits_order_paid_once(deliver, d
     assert order.stripe_session_id == checkout.stripe_session_id
     assert order.payment_intent_id == paid.payment_intent_id
     emitted = await db.emitted("order.paid.v1", checkout.order_id)
+    # It carries the whole order: the confirmation mail follows it, not the payment event.
     assert emitted == [
         {
             "order_id": str(checkout.order_id),
@@ -66,6 +67,11 @@ async def test_payment_succeeded_marks_paid_and_emits_order_paid_once(deliver, d
             "email": "shopper@example.com",
             "total": checkout.total,
             "currency": "USD",
+            "lines": [msgspec.to_builtins(line) for line in checkout.lines],
+            "subtotal": checkout.subtotal,
+            "shipping": checkout.shipping,
+            "shipping_address": msgspec.to_builtins(checkout.address),
+            "stripe_session_id": checkout.stripe_session_id,
         }
     ]
     history = await db.rows(

@@ -97,6 +97,11 @@ async def test_the_new_order_announces_itself_paid_once(deliver, db) -> None:
             "email": "subscriber@example.com",
             "total": invoice.total,
             "currency": "USD",
+            "lines": [msgspec.to_builtins(line) for line in invoice.lines],
+            "subtotal": invoice.subtotal,
+            "shipping": invoice.shipping,
+            "shipping_address": msgspec.to_builtins(invoice.address),
+            "stripe_session_id": "",
         }
     ]
 

@@ -13,12 +13,11 @@ from typing import Any, TypeVar
 from ember_shared.events import Envelope, EventData, EventHandlers
 from ember_shared.events.contracts import (
     OrderDelivered,
+    OrderPaid,
     OrderShipped,
     PasswordResetRequested,
-    PaymentSucceeded,
     SignUpForExistingAccount,
     SignUpRequested,
-    SubscriptionInvoicePaid,
     UserRegistered,
 )
 from ember_shared.settings import service_settings
@@ -81,17 +80,14 @@ def mail_on(
     return handlers.on(data_type, name=f"{handlers.service}.{name}")(queue)
 
 
+# The confirmation follows the order (orders' order.paid, one per paid order, a one-off or a
+# subscription's delivery), never the payment: a payment event that orders refused and
+# dead-lettered made no order, and must mail nobody.
 queue_order_confirmation = mail_on(
-    PaymentSucceeded,
+    OrderPaid,
     Template.ORDER_CONFIRMATION,
     compose.order_confirmation,
     "queue_order_confirmation",
-)
-queue_subscription_order_confirmation = mail_on(
-    SubscriptionInvoicePaid,
-    Template.ORDER_CONFIRMATION,
-    compose.order_confirmation,
-    "queue_subscription_order_confirmation",
 )
 queue_shipment_notice = mail_on(
     OrderShipped, Template.SHIPMENT, compose.shipment, "queue_shipment_notice"

@@ -172,6 +172,9 @@ class StockReleased(EventData, frozen=True, kw_only=True):
 
 
 class OrderPaid(EventData, frozen=True, kw_only=True):
+    """An order became paid (once per order, however it was paid): what the confirmation mail
+    follows, so that a payment the orders service refused mails nobody."""
+
     TYPE = "order.paid.v1"
     PRODUCER = "orders"
     order_id: uuid.UUID
@@ -179,6 +182,13 @@ class OrderPaid(EventData, frozen=True, kw_only=True):
     email: str
     total: int
     currency: str
+    # Added after the type was published (empty from older producers): what the mail shows.
+    lines: list[OrderLine] = msgspec.field(default_factory=list)
+    subtotal: int = 0
+    shipping: int = 0
+    shipping_address: Address | None = None
+    #: The Stripe Checkout Session that paid (none for a subscription's invoice): a guest's key.
+    stripe_session_id: str = ""
 
 
 class OrderShipped(EventData, frozen=True, kw_only=True):

@@ -10,12 +10,11 @@ from urllib.parse import urlencode
 from ember_shared.events.contracts import (
     Address,
     OrderDelivered,
+    OrderPaid,
     OrderShipped,
     PasswordResetRequested,
-    PaymentSucceeded,
     SignUpForExistingAccount,
     SignUpRequested,
-    SubscriptionInvoicePaid,
     UserRegistered,
 )
 
@@ -51,18 +50,16 @@ def readable_time(value: str) -> str:
     return moment.astimezone(dt.UTC).strftime("%H:%M UTC on %d %b %Y")
 
 
-def order_confirmation(
-    data: PaymentSucceeded | SubscriptionInvoicePaid, public_url: str
-) -> dict[str, Any]:
-    """A paid order, one-off or a subscription's delivery: the two events carry the same order."""
+def order_confirmation(data: OrderPaid, public_url: str) -> dict[str, Any]:
+    """A paid order, one-off or a subscription's delivery."""
     link = order_url(public_url, data.order_id)
-    if isinstance(data, PaymentSucceeded) and data.user_id is None and data.stripe_session_id:
+    if data.user_id is None and data.stripe_session_id:
         # A guest has no account to sign in to: the Stripe session that paid is what lets them
         # see the order (as the success URL does), from any device the mail is opened on.
         link = f"{link}?{urlencode({'session_id': data.stripe_session_id})}"
     return {
         "public_url": public_url,
-        "customer_name": data.shipping_address.name,
+        "customer_name": data.shipping_address.name if data.shipping_address else "",
         "order_number": order_number(data.order_id),
         "order_url": link,
         "lines": [
@@ -78,7 +75,7 @@ def order_confirmation(
         "shipping": data.shipping,
         "total": data.total,
         "currency": data.currency,
-        "address_lines": address_lines(data.shipping_address),
+        "address_lines": address_lines(data.shipping_address) if data.shipping_address else [],
     }
 
 
