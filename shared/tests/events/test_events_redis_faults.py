@@ -60,6 +60,10 @@ async def test_pooled_connections_survive_a_redis_restart(
             assert await runtime.relay_once() == 1
 
             server.stop()
+            ready = await client.get("/api/health/evtest/ready")
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "degraded"
+            assert ready.json()["checks"]["redis"].startswith("down")
             server.start()  # same port, empty
 
             burst = await asyncio.gather(*(client.get("/api/evtest/touch") for _ in range(72)))
