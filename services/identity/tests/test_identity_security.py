@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import statistics
@@ -193,7 +194,7 @@ class SpyPasswords(Passwords):
         return await super().verify(password_hash, password)
 
 
-async def test_rate_limit_per_account_runs_before_argon2(
+async def test_guesses_per_account_and_client_stop_before_argon2_but_not_the_owner(
     identity: Identity,
     signed_in: tuple[Browser, Account],
     browsers: Callable[..., Browser],
@@ -212,8 +213,8 @@ async def test_rate_limit_per_account_runs_before_argon2(
 
     spy.forbidden = True
     for password in ("wrong-password-123", account.password):
-        # From another address too: the account's own counter is full.
-        limited = await browsers(ip="198.51.100.9").login(account.email, password)
+        # The guesser's own (account, address) counter is full, even for the right password.
+        limited = await attacker.login(account.email, password)
         assert limited.status_code == 429
         assert limited.headers["content-type"].startswith(PROBLEM)
         assert 0 < int(limited.headers["retry-after"]) <= identity.settings.login_window_seconds
@@ -221,9 +222,78 @@ async def test_rate_limit_per_account_runs_before_argon2(
     assert spy.calls == 3  # no hash was computed for the limited requests
     assert spy.verifications - before == 3  # the service's own counter agrees
 
+    # The owner, from their own address, is not locked out by someone else's guesses.
+    spy.forbidden = False
+    owner = await browsers(ip="198.51.100.9").login(account.email, account.password)
+    assert owner.status_code == 200, owner.text
+
     actions = [a["action"] for a in await audit_actions(engine, email=account.email)]
     assert actions.count("sign_in.failed") >= 3
     assert "sign_in.rate_limited" in actions
+
+
+async def test_guessing_from_many_addresses_only_slows_the_account_down(
+    identity: Identity, signed_in: tuple[Browser, Account], browsers: Callable[..., Browser]
+) -> None:
+    """Eleven wrong passwords from a mix of addresses used to lock the account for 15 minutes
+    even against the right password; now they cost the owner a wait of seconds at most."""
+    _, account = signed_in
+    cap = 2
+    identity.settings = replace(
+        identity.settings, login_max_per_account=3, login_max_per_ip=100, login_delay_cap_s=cap
+    )
+    answers = [
+        (await browsers(ip=f"203.0.113.{10 + i}").login(account.email, "wrong-guess-1")).status_code
+        for i in range(11)
+    ]
+    assert answers[:3] == [401, 401, 401]
+    # Past the free failures every further guess must wait: most of the burst is refused.
+    assert answers.count(429) >= 7
+    owner = browsers(ip="198.51.100.20")
+    first = await owner.login(account.email, account.password)
+    if first.status_code == 429:
+        wait = int(first.headers["retry-after"])
+        assert wait <= cap
+        await asyncio.sleep(wait)  # the refusal's own Retry-After, then the owner gets in
+        first = await owner.login(account.email, account.password)
+    assert first.status_code == 200, first.text
+
+
+async def test_a_password_reset_clears_the_failures(
+    identity: Identity,
+    signed_in: tuple[Browser, Account],
+    browsers: Callable[..., Browser],
+    engine: AsyncEngine,
+) -> None:
+    from test_identity_reset import request_reset
+
+    _, account = signed_in
+    identity.settings = replace(identity.settings, login_max_per_account=3, login_max_per_ip=100)
+    browser = browsers(ip="198.51.100.30")
+    for _ in range(3):
+        assert (await browser.login(account.email, "forgot-it-again")).status_code == 401
+    assert (await browser.login(account.email, account.password)).status_code == 429
+    token = await request_reset(browsers, engine, account.email)
+    new_password = strong_password()
+    done = await browser.post(
+        "/api/auth/reset-password", {"token": token, "password": new_password}
+    )
+    assert done.status_code == 200, done.text
+    assert (await browser.login(account.email, new_password)).status_code == 200
+
+
+async def test_successes_do_not_count_against_a_shared_address(
+    identity: Identity, signed_in: tuple[Browser, Account], browsers: Callable[..., Browser]
+) -> None:
+    """An office behind one address: its shoppers' sign-ins never use up its failures."""
+    _, account = signed_in
+    identity.settings = replace(identity.settings, login_max_per_ip=3, login_max_per_account=100)
+    office = "198.51.100.40"
+    for _ in range(6):
+        assert (await browsers(ip=office).login(account.email, account.password)).status_code == 200
+    for _ in range(3):
+        assert (await browsers(ip=office).login(new_email(), "guess-guess-1")).status_code == 401
+    assert (await browsers(ip=office).login(new_email(), "guess-guess-1")).status_code == 429
 
 
 async def test_rate_limit_per_address(identity: Identity, browsers: Callable[..., Browser]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import httpx
 from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.sealing import public_key
 from ember_shared.settings import (
     AppSettings,
     AuthSettings,
@@ -86,6 +87,7 @@ def create_app(
             timeout_ms=settings.hibp_timeout_ms,
         ),
         signer=signer,
+        mail_seal=public_key(local=service.app.is_local),
     )
     oidc = OIDCProvider(
         settings.google_issuer, settings.google_client_id, settings.google_client_secret

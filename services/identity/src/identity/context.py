@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from ember_shared.events import Outbox
 from ember_shared.settings import ServiceSettings
 from litestar import Request
@@ -21,6 +22,7 @@ from identity.models import Base
 from identity.security.breached import BreachedPasswords
 from identity.security.passwords import Passwords
 from identity.security.ratelimit import RateLimiter
+from identity.security.signin_limits import SignInLimits
 from identity.security.tokens import TokenSigner
 from identity.settings import IdentitySettings
 
@@ -38,6 +40,8 @@ class Identity:
     engine: AsyncEngine | None = None
     http: httpx.AsyncClient | None = None
     _limiter: RateLimiter | None = None
+    #: The notifier's public key that seals mailed links (set when the app is built).
+    mail_seal: X25519PublicKey | None = None
 
     @property
     def limiter(self) -> RateLimiter:
@@ -45,6 +49,11 @@ class Identity:
             assert self.redis is not None, "the app has not started"
             self._limiter = RateLimiter(self.redis)
         return self._limiter
+
+    @property
+    def signin_limits(self) -> SignInLimits:
+        assert self.redis is not None, "the app has not started"
+        return SignInLimits(self.limiter, self.redis, self.settings)
 
     @property
     def is_local(self) -> bool:

@@ -68,6 +68,13 @@ class IdentitySettings:
     login_max_per_account: int = field(
         default_factory=lambda: env_int("LOGIN_RATE_MAX_PER_ACCOUNT", 10)
     )
+    #: Failures per account from all addresses together before the account is refused for the
+    #: rest of the window: a backstop far above what the growing delays let through.
+    login_account_ceiling: int = field(
+        default_factory=lambda: env_int("LOGIN_RATE_ACCOUNT_CEILING", 100)
+    )
+    #: Longest wait between two tries on an account past its free failures (seconds).
+    login_delay_cap_s: int = field(default_factory=lambda: env_int("LOGIN_DELAY_CAP_SECONDS", 30))
     #: Registration, password-reset requests and resets, per client address and window.
     sensitive_max_per_ip: int = field(default_factory=lambda: env_int("AUTH_RATE_MAX_PER_IP", 20))
 

@@ -81,7 +81,8 @@ class AccountService:
     def _sealed(self, link: str) -> str:
         # A live link never rests in clear (outbox, streams, dead letters, the notifier's
         # tables): only the notifier's key opens it, while the mail is being sent.
-        return seal(link, public_key(local=self.identity.is_local))
+        key = self.identity.mail_seal or public_key(local=self.identity.is_local)
+        return seal(link, key)
 
     async def _limit_ip(self, bucket: str, limit: int) -> None:
         retry = await self.identity.limiter.hit(
@@ -219,35 +220,29 @@ class AccountService:
     # --- sign in -------------------------------------------------------------------------
 
     async def login(self, data: LoginRequest) -> Issued:
-        settings = self.identity.settings
-        limiter = self.identity.limiter
         email = normalize_email(data.email)
-        window = settings.login_window_seconds
-        # Both counters move on every attempt, before the account is even looked up: a
-        # refused attempt costs no Argon2 work and says nothing about the account.
-        by_ip = await limiter.hit(
-            "login-ip", self.meta.ip, limit=settings.login_max_per_ip, window=window
-        )
-        by_account = await limiter.hit(
-            "login-account", email, limit=settings.login_max_per_account, window=window
-        )
-        if by_ip is not None or by_account is not None:
-            retry = max(by_ip or 0, by_account or 0)
+        limits = self.identity.signin_limits
+        # Counted before the account is even looked up: a refused attempt costs no Argon2 work
+        # and says nothing about the account (see identity.security.signin_limits).
+        attempt = await limits.admit(email, self.meta.ip)
+        if attempt.refused is not None:
             await record_detached(
                 self.identity.engine,
                 Actions.SIGN_IN_LIMITED,
                 email=email,
                 meta=self.meta,
-                scope="ip" if by_ip is not None else "account",
+                scope=attempt.refused.scope,
             )
-            raise rate_limited(retry)
+            raise rate_limited(attempt.refused.retry_after)
 
         user = await self.users.by_email(email)
         if user is None or user.password_hash is None:
             await self.identity.passwords.verify_dummy(data.password)
+            await limits.failed(attempt)
             await self._failed(email, user, "unknown-email" if user is None else "no-password")
             raise invalid_credentials()
         if not await self.identity.passwords.verify(user.password_hash, data.password):
+            await limits.failed(attempt)
             await self._failed(email, user, "wrong-password")
             raise invalid_credentials()
         if user.is_disabled:
@@ -258,7 +253,7 @@ class AccountService:
             )
         if self.identity.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.identity.passwords.hash(data.password)
-        await limiter.reset("login-account", email)
+        await limits.succeeded(attempt)
         return await self.sessions.start(user, method="password", meta=self.meta)
 
     async def _failed(self, email: str, user: User | None, reason: str) -> None:
@@ -349,6 +344,8 @@ class AccountService:
         # Only the owner of the mailbox could follow the link.
         user.email_verified = True
         ended = await self.sessions.revoke_all(user.id, reason="password-reset")
+        # The owner proved the mailbox: failed guesses no longer stand between them and sign-in.
+        await self.identity.signin_limits.clear(user.email)
         await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
         await record(
             self.db,

@@ -34,6 +34,14 @@ end
 return {count, ttl}
 """
 
+# Never below zero, and never a key without its window's expiry.
+_REFUND = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
+
 KEY_PREFIX = "identity:rate"
 #: After Redis failed a check, the local counter answers for this long before Redis is tried.
 REDIS_RECHECK_S = 1.0
@@ -50,6 +58,7 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(_HIT)
+        self._refund = redis.register_script(_REFUND)
         #: key -> (count, monotonic end of its window)
         self._local: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._redis_down_until = 0.0
@@ -82,6 +91,17 @@ class RateLimiter:
         if count > limit:
             return max(1, int(ends - now))
         return None
+
+    async def refund(self, bucket: str, subject: str) -> None:
+        """Take back one counted attempt (a sign-in that succeeded is not held against anyone)."""
+        key = limiter_key(bucket, subject)
+        count, ends = self._local.get(key, (0, 0.0))
+        if count > 0:
+            self._local[key] = (count - 1, ends)
+        try:
+            await self._refund(keys=[key])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("rate_limit_refund_skipped", error=str(exc))
 
     async def reset(self, bucket: str, subject: str) -> None:
         key = limiter_key(bucket, subject)
