@@ -292,6 +292,23 @@ def test_stripe_goes_to_the_stand_in_only_without_a_key(tmp_path: Path) -> None:
     assert real["STRIPE_STANDIN_ORIGIN"] == ""
 
 
+def test_the_csp_allows_the_media_origin_of_the_configured_store(tmp_path: Path) -> None:
+    common = {
+        "offset": 0,
+        "data_dir": tmp_path,
+        "database_url": "postgresql://db/ember",
+        "redis_url": "redis://cache/0",
+        "local_secrets": {},
+    }
+    assert stack_environment(given={}, **common)["MEDIA_ORIGIN"] == ""  # type: ignore[arg-type]
+    cloudinary = stack_environment(given={"MEDIA_STORE": "cloudinary"}, **common)  # type: ignore[arg-type]
+    assert cloudinary["MEDIA_ORIGIN"] == "https://res.cloudinary.com"
+    chosen = stack_environment(  # type: ignore[arg-type]
+        given={"MEDIA_STORE": "cloudinary", "MEDIA_ORIGIN": "https://img.example.com"}, **common
+    )
+    assert chosen["MEDIA_ORIGIN"] == "https://img.example.com"
+
+
 def test_every_service_of_the_shop_is_found() -> None:
     assert [app.name for app in layout.services()] == list(layout.SERVICES)
     assert "notifier" in layout.workers()

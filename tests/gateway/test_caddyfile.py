@@ -200,7 +200,8 @@ def test_listed_replicas_are_each_an_upstream_probed_and_retried() -> None:
     assert catalog["load_balancing"]["try_duration"] >= 5_000_000_000
     for proxy in proxies:  # every service is probed on its own route
         uri = proxy["health_checks"]["active"]["uri"]
-        assert uri.startswith("/api/health/") and uri.endswith("/live"), uri
+        assert uri.startswith("/api/health/"), uri
+        assert uri.endswith("/live"), uri
 
 
 def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:
@@ -232,6 +233,7 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         **os.environ,
         "EMBER_MODE": "production",
         "EMBER_SITE_ADDRESS": f"http://:{port}",
+        "MEDIA_ORIGIN": "https://res.cloudinary.com",
         "CADDY_BIND": "127.0.0.1",
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
@@ -262,8 +264,25 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         assert hidden.status_code == 404
         assert hidden.json()["request_id"] == hidden.headers["x-request-id"]
         for response in (down, hidden):
-            assert response.headers["strict-transport-security"].startswith("max-age=63072000")
+            # Two years, subdomains and preload: what the HSTS preload list requires.
+            assert response.headers["strict-transport-security"] == (
+                "max-age=63072000; includeSubDomains; preload"
+            )
             assert response.headers["x-frame-options"] == "DENY"
+        # Product images delivered by Cloudinary are allowed by the pages' policy (else every
+        # product image would be blank with MEDIA_STORE=cloudinary).
+        directives = dict(
+            part.strip().split(" ", 1)
+            for part in hidden.headers["content-security-policy"].split(";")
+            if " " in part.strip()
+        )
+        assert directives["img-src"].split() == [
+            "'self'",
+            "data:",
+            "blob:",
+            "https://*.stripe.com",
+            "https://res.cloudinary.com",
+        ]
     finally:
         caddy.terminate()
         caddy.wait(10)

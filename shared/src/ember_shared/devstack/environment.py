@@ -164,6 +164,9 @@ def _gateway_environment(
     out = {
         "EMBER_SITE_ADDRESS": env.get("EMBER_SITE_ADDRESS") or f"http://:{port('gateway', offset)}",
         "STRIPE_STANDIN_ORIGIN": env.get("STRIPE_STANDIN_ORIGIN", ""),
+        # The CSP's img-src must allow wherever product images are delivered from.
+        "MEDIA_ORIGIN": env.get("MEDIA_ORIGIN")
+        or ("https://res.cloudinary.com" if env.get("MEDIA_STORE") == "cloudinary" else ""),
         "CADDY_BIND": env.get("CADDY_BIND") or "127.0.0.1",
         "CADDY_LOG_LEVEL": env.get("CADDY_LOG_LEVEL") or "ERROR",
     }
