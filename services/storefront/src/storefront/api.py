@@ -183,6 +183,9 @@ class Api:
     jar: dict[str, str]
     client_ip: str = ""
     user_agent: str = ""
+    #: The Host the browser asked for: checkout returns the shopper from Stripe to it (when it is
+    #: one of the shop's configured origins), where their cookies are.
+    host: str = ""
     #: Cookies to send back to the browser, by name (the last one set wins).
     outgoing: dict[str, Cookie] = field(default_factory=dict)
     _visitor: Visitor | None = None
@@ -202,6 +205,7 @@ class Api:
             jar=jar,
             client_ip=request.client.host if request.client else "",
             user_agent=request.headers.get("user-agent", "")[:255],
+            host=request.headers.get("host", "")[:255],
         )
 
     # --- who is asking ------------------------------------------------------------------
@@ -270,6 +274,8 @@ class Api:
             headers["X-Forwarded-For"] = self.client_ip
         if self.user_agent:
             headers["User-Agent"] = self.user_agent
+        if self.host:
+            headers["X-Forwarded-Host"] = self.host
         token = self.jar.get(ACCESS_COOKIE, "")
         if bearer and token and self._visitor is not None and self._visitor.signed_in:
             headers["Authorization"] = f"Bearer {token}"

@@ -42,13 +42,23 @@ def refuses_failed_credentials(
         requires_signed_in(connection, handler)
 
 
-async def provide_checkout_service(db_session: AsyncSession, state: State) -> CheckoutService:
+def shopper_origin(request: Request[Any, Any, Any], state: State) -> str:
+    """Where Stripe sends the shopper back: the configured origin they used (Caddy passes their
+    Host; the storefront, calling directly, names it in X-Forwarded-Host), so the cart and
+    sign-in cookies of that host are there when they return. Any other host gets PUBLIC_URL."""
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host") or ""
+    return str(state.settings.app.origin_for(host.split(",")[0]))
+
+
+async def provide_checkout_service(
+    db_session: AsyncSession, state: State, request: Request[Any, Any, Any]
+) -> CheckoutService:
     return CheckoutService(
         db_session,
         state.checkout_settings,
         state.upstream,
         state.stripe,
-        state.settings.app.public_url,
+        shopper_origin(request, state),
     )
 
 

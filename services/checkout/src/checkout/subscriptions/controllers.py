@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from ember_shared.auth import Principal, provide_principal, requires_signed_in
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import Subscription, SubscriptionInvoice
+from checkout.sessions.controllers import shopper_origin
 from checkout.sessions.schemas import AddressOut
 from checkout.subscriptions.schemas import (
     InvoiceView,
@@ -30,14 +31,14 @@ PageSize = Annotated[int, Parameter(ge=1, le=50, description="Subscriptions per 
 
 
 async def provide_subscription_service(
-    db_session: AsyncSession, state: State
+    db_session: AsyncSession, state: State, request: Request[Any, Any, Any]
 ) -> SubscriptionService:
     return SubscriptionService(
         db_session,
         state.checkout_settings,
         state.upstream,
         state.stripe,
-        state.settings.app.public_url,
+        shopper_origin(request, state),
     )
 
 
