@@ -17,12 +17,14 @@ from orders.events import handlers
 from orders.models import Base
 from orders.ordering.controllers import AdminOrderController, ShopperOrderController
 from orders.ordering.schemas import AdminOrderUpdate, ShipRequest
+from orders.refunds.controllers import AdminRefundController
+from orders.refunds.schemas import RefundOrder
 from orders.settings import OrdersSettings, load_orders_settings
 from orders.stats.controllers import StatsController
 from orders.tracking.poller import tracking_lifespan
 
 #: Request bodies that refuse unknown members; their documents must say so.
-STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (AdminOrderUpdate, ShipRequest)
+STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (AdminOrderUpdate, ShipRequest, RefundOrder)
 
 
 def _document_strict_bodies(app: Litestar) -> None:
@@ -49,7 +51,12 @@ def create_app(settings: OrdersSettings | None = None) -> Litestar:
             name="orders",
             title="Ember orders",
             description=__doc__ or "",
-            route_handlers=[ShopperOrderController, AdminOrderController, StatsController],
+            route_handlers=[
+                ShopperOrderController,
+                AdminOrderController,
+                AdminRefundController,
+                StatsController,
+            ],
             base=Base,
             events=handlers,
             lifespans=[tracking_lifespan(orders_settings)],

@@ -269,3 +269,41 @@ class DeferredEvent(Base):
     received_at: Mapped[dt.datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now()
     )
+
+
+class RefundRequest(Base):
+    """A refund staff asked Stripe for. It changes nothing by itself: the order's refunded
+    amount and status move when Stripe's ``charge.refunded`` comes back (as ``payment.refunded``),
+    which is also when a chosen restock is announced. UNIQUE(order, idempotency key): a form
+    sent twice asks once."""
+
+    __tablename__ = "refund_requests"
+    __table_args__ = (
+        UniqueConstraint("order_id", "idempotency_key", name="uq_refund_requests_order_key"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('requested', 'refunded')", name="status_known"),
+        Index("ix_refund_requests_order_created", "order_id", "created_at"),
+        # At most one request per order puts its items back on the shelf.
+        Index(
+            "uq_refund_requests_one_restock",
+            "order_id",
+            unique=True,
+            postgresql_where=text("restock"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    restock: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    actor: Mapped[str] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(16), default="requested", server_default="requested")
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), nullable=True
+    )

@@ -241,3 +241,32 @@ class SubscriptionInvoicePaid(EventData, frozen=True, kw_only=True):
     #: The billed period, ISO 8601.
     period_start: str
     period_end: str
+
+
+# --- refunds ----------------------------------------------------------------------------
+
+
+class RestockLine(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: uuid.UUID
+    quantity: int
+
+
+class OrderRefunded(EventData, frozen=True, kw_only=True):
+    """Stripe confirmed a refund of an order (its verified ``charge.refunded``, through
+    checkout's ``payment.refunded``): once per increase of the refunded amount. Catalog puts
+    ``restock`` back on the shelf; the notifier mails the shopper."""
+
+    TYPE = "order.refunded.v1"
+    PRODUCER = "orders"
+    order_id: uuid.UUID
+    email: str
+    #: This refund, in minor units; ``amount_refunded`` is the order's running total.
+    amount: int
+    amount_refunded: int
+    total: int
+    currency: str
+    fully_refunded: bool
+    #: What staff chose to put back in stock with this refund (empty: nothing).
+    restock: list[RestockLine] = msgspec.field(default_factory=list)
+    #: As in :class:`OrderShipped`.
+    order_url: str = ""

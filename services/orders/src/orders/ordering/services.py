@@ -296,20 +296,26 @@ class OrderService:
             return
         # amount_refunded is the running total Stripe reports: the largest one seen wins, so
         # replays and reordering of refund events cannot lower it or count it twice.
-        refunded = max(order.amount_refunded, min(max(data.amount_refunded, 0), order.total))
+        before = order.amount_refunded
+        refunded = max(before, min(max(data.amount_refunded, 0), order.total))
         order.amount_refunded = refunded
         full = data.fully_refunded or refunded >= order.total
         target = S.REFUNDED if full else S.PARTIALLY_REFUNDED
         current = S(order.status)
-        if current in {target, S.REFUNDED}:
-            return
-        self.move(
-            order,
-            target,
-            actor=event_actor(event),
-            reason=f"refunded {refunded} of {order.total} {order.currency}",
-            at=event.occurred_at,
-        )
+        if current not in {target, S.REFUNDED}:
+            self.move(
+                order,
+                target,
+                actor=event_actor(event),
+                reason=f"refunded {refunded} of {order.total} {order.currency}",
+                at=event.occurred_at,
+            )
+        if refunded > before:
+            # Imported here: refunds builds the order's link with tracking, which needs this
+            # module first.
+            from orders.refunds.services import announce_refund
+
+            await announce_refund(self.session, order, refunded - before, event.occurred_at)
 
     async def _create(
         self, event: Envelope, data: CheckoutStarted | PaymentSucceeded
