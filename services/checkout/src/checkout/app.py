@@ -7,6 +7,8 @@ state, and the events that tell orders, catalog, cart and the notifier what happ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from litestar import Litestar
 from checkout.internal.controllers import InternalCheckoutController
 from checkout.models import Base
 from checkout.payments import StripeGateway
+from checkout.reconciliation.services import reconcile_forever
 from checkout.sessions.controllers import CheckoutController
 from checkout.settings import CheckoutSettings, load_checkout_settings
 from checkout.subscriptions.controllers import SubscriptionController
@@ -44,9 +47,20 @@ def create_app(
         log.info(
             "stripe_configured", api_base=checkout.stripe_api_base, standin=checkout.uses_standin
         )
+        reconciler = (
+            asyncio.create_task(
+                reconcile_forever(app.state.db_engine, gateway, checkout), name="reconciler"
+            )
+            if checkout.reconcile_interval_s > 0
+            else None
+        )
         try:
             yield
         finally:
+            if reconciler is not None:
+                reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler
             await gateway.aclose()
             await upstream.aclose()
 

@@ -86,6 +86,18 @@ class StripeGateway:
             raise _provider_error("retrieve_checkout_session", exc) from exc
         return str(session.status)
 
+    async def retrieve_session(self, session_id: str) -> dict[str, Any]:
+        """The Checkout Session as Stripe knows it now (its PaymentIntent expanded), in the shape
+        a webhook carries it."""
+        try:
+            session = await self.client.v1.checkout.sessions.retrieve_async(
+                session_id, params={"expand": ["payment_intent"]}
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error("retrieve_checkout_session", exc) from exc
+        found: dict[str, Any] = session.to_dict()
+        return found
+
     async def expire_session(self, session_id: str) -> str:
         """Close an open session; answers the status the session ends up in."""
         try:

@@ -79,6 +79,17 @@ class CheckoutSettings:
     catalog_url: str = field(default_factory=lambda: service_url("catalog"))
     cart_url: str = field(default_factory=lambda: service_url("cart"))
     identity_url: str = field(default_factory=lambda: service_url("identity"))
+    #: How often each replica looks for checkouts whose webhook never came (0: never).
+    reconcile_interval_s: int = field(
+        default_factory=lambda: env_int("CHECKOUT_RECONCILE_INTERVAL_S", 30)
+    )
+    #: A checkout open or pending this long with no news is asked about at Stripe (and again
+    #: this long after each look).
+    reconcile_after_s: int = field(
+        default_factory=lambda: env_int("CHECKOUT_RECONCILE_AFTER_S", 120)
+    )
+    #: Most checkouts one replica asks about in one pass.
+    reconcile_batch: int = field(default_factory=lambda: env_int("CHECKOUT_RECONCILE_BATCH", 100))
 
     @property
     def uses_standin(self) -> bool:
@@ -136,6 +147,15 @@ class CheckoutSettings:
             )
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise SettingsError("CHECKOUT_CURRENCY must be an ISO 4217 code")
+        if (
+            not 0 <= self.reconcile_interval_s <= 86_400
+            or not 1 <= self.reconcile_after_s <= 86_400
+            or not 1 <= self.reconcile_batch <= 10_000
+        ):
+            raise SettingsError(
+                "CHECKOUT_RECONCILE_INTERVAL_S (0..86400), CHECKOUT_RECONCILE_AFTER_S (1..86400) "
+                "or CHECKOUT_RECONCILE_BATCH (1..10000) out of range"
+            )
         if (
             not 100 <= self.upstream_timeout_ms <= 60_000
             or not 100 <= self.stripe_timeout_ms <= 120_000

@@ -163,6 +163,9 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             # In-process apps of earlier tests still belong to the same consumer groups, and
             # their loop is idle while a synchronous test waits: reclaim what they strand soon.
             "EVENTS_RECLAIM_IDLE_MS": os.environ.get("EMBER_STACK_RECLAIM_IDLE_MS", "2000"),
+            # A withheld webhook's payment is found within seconds, not minutes.
+            "CHECKOUT_RECONCILE_INTERVAL_S": "1",
+            "CHECKOUT_RECONCILE_AFTER_S": "3",
         },
         standins_only=True,
         environ=_ENVIRON_AT_START,
