@@ -4,6 +4,7 @@
 - ``payment.failed.v1`` and ``checkout.expired.v1``: the reservation is released.
 - ``subscription.invoice_paid.v1``: the delivery's units leave stock (it reserved none); what
   is not there is recorded for staff, never refused.
+- ``order.refunded.v1``: the units staff chose to restock with a refund go back on the shelf.
 
 The runtime calls each handler in a transaction that also records the event id, so a
 redelivered event changes nothing; the handlers are also idempotent by themselves (each moves a
@@ -20,6 +21,7 @@ import structlog
 from ember_shared.events import Envelope, EventHandlers
 from ember_shared.events.contracts import (
     CheckoutExpired,
+    OrderRefunded,
     PaymentFailed,
     PaymentSucceeded,
     SubscriptionInvoicePaid,
@@ -101,4 +103,18 @@ async def _release(session: AsyncSession, order_id: Any, reason: str, event: Env
         reason=reason,
         status=record.status if record else "none",
         event_id=event.id,
+    )
+
+
+@handlers.on(OrderRefunded)
+async def restock_refunded_order(
+    event: Envelope, data: OrderRefunded, session: AsyncSession
+) -> None:
+    if not data.restock:
+        return
+    units = await _keeper(session).restock(
+        data.order_id, [(line.product_id, line.quantity) for line in data.restock]
+    )
+    log.info(
+        "order_refunded_restocked", order_id=str(data.order_id), units=units, event_id=event.id
     )

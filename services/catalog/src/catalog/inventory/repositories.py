@@ -78,6 +78,20 @@ class InventoryRepository:
         ).first()
         return Stock(row.on_hand, row.reserved) if row else None
 
+    async def restock(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+        """Put ``quantity`` units back on the shelf (a refunded order's return); None when the
+        product has no stock row."""
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(Inventory.product_id == product_id)
+                .values(on_hand=Inventory.on_hand + quantity, updated_at=func.now())
+                .returning(Inventory.on_hand, Inventory.reserved)
+            )
+        ).first()
+        return Stock(row.on_hand, row.reserved) if row else None
+
     async def reserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
         """Hold ``quantity`` units of an active product, or None when they are not there."""
         row = (

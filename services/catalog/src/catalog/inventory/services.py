@@ -330,6 +330,41 @@ class StockKeeper:
             return "short"
         return "delivered"
 
+    # --- returns -------------------------------------------------------------------------
+
+    async def restock(self, order_id: uuid.UUID, lines: Iterable[tuple[uuid.UUID, int]]) -> int:
+        """Put a refunded order's returned units back in stock (staff chose to, with the
+        refund); the units put back. Orders announces a restock once per order and the event
+        runtime handles each event once. A product without stock is logged and skipped."""
+        flipped: list[uuid.UUID] = []
+        restocked = 0
+        for product_id, quantity in _merged(lines):
+            if quantity <= 0:
+                continue
+            before = await self.inventory.lock(product_id)
+            after = await self.inventory.restock(product_id, quantity) if before else None
+            if before is None or after is None:
+                log.warning("restock_skipped", order_id=str(order_id), product_id=str(product_id))
+                continue
+            restocked += quantity
+            if self._flipped(before.available, after):
+                flipped.append(product_id)
+            await self.audit.record(
+                None,
+                "inventory.restocked",
+                "inventory",
+                product_id,
+                before={"on_hand": before.on_hand, "reserved": before.reserved},
+                after={
+                    "on_hand": after.on_hand,
+                    "reserved": after.reserved,
+                    "quantity": quantity,
+                    "order_id": str(order_id),
+                },
+            )
+        self._stale(flipped)
+        return restocked
+
     # --- reads for services --------------------------------------------------------------
 
     async def lookup(self, product_ids: Sequence[uuid.UUID]) -> list[LookupProduct]:
