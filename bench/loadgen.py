@@ -38,6 +38,8 @@ class Outcome:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     window_s: float = 0.0
+    #: Latencies per path (its index in the paths given), for scenarios that mix variants.
+    by_path: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -130,7 +132,8 @@ async def _connection(
                 await asyncio.sleep(0.05)
                 continue
         assert reader is not None
-        request = requests[n % len(requests)]
+        index = n % len(requests)
+        request = requests[index]
         n += 1
         started = clock()
         try:
@@ -147,6 +150,7 @@ async def _connection(
             outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
             if 200 <= status < 400:
                 outcome.latencies_ns.append(finished - started)
+                outcome.by_path.setdefault(index, []).append(finished - started)
             else:
                 outcome.errors += 1
         if not keep_alive:

@@ -3,6 +3,7 @@ and the admin repository."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ FUZZY_THRESHOLD = 0.3
 #: Matches a search ranks at most (twice: among name matches, and among all): a word most
 #: products have (a category, "coffee") would otherwise rank the whole catalog on every such
 #: query. The total says how many were ranked, which is what can be paged through.
-SEARCH_CANDIDATES = 400
+SEARCH_CANDIDATES = 200
 
 
 def _primary_image() -> Any:
@@ -90,12 +91,37 @@ _ORDERINGS: dict[str, tuple[Any, ...]] = {
 EVERY_CATEGORY = uuid.UUID(int=0)
 
 
-def _listing_total(category_id: uuid.UUID | None) -> Any:
-    """How many products a listing has, from the counts the triggers keep (no row counted)."""
-    scope = EVERY_CATEGORY if category_id is None else category_id
-    return func.coalesce(
-        select(ProductCount.active).where(ProductCount.scope == scope).scalar_subquery(), 0
+@functools.cache
+def _listing_statements(sort: str, *, by_category: bool) -> tuple[Select[Any], Select[Any]]:
+    """A listing page's query and its total's, built once per shape (values are bound at
+    execution), so a request neither rebuilds nor re-keys a statement of this size."""
+    total = func.coalesce(
+        select(ProductCount.active)
+        .where(ProductCount.scope == bindparam("scope"))
+        .scalar_subquery(),
+        0,
     )
+    offset = bindparam("offset", type_=Integer)
+    # Plain ``active`` (not ``IS TRUE``): the listing indexes are partial on it. The offset
+    # test is a one-time filter: a page past the last reads no index at all.
+    where: list[Any] = [Product.active, offset < total]
+    if by_category:
+        where.append(Product.category_id == bindparam("category_id"))
+    ids = (
+        select(Product.id)
+        .where(*where)
+        .order_by(*_ORDERINGS[sort])
+        .limit(bindparam("limit", type_=Integer))
+        .offset(offset)
+        .subquery("page")
+    )
+    image = _primary_image()
+    page = (
+        _with_joins(select(*_summary_columns(image), total.label("total")), image)
+        .join(ids, ids.c.id == Product.id)
+        .order_by(*_ORDERINGS[sort])
+    )
+    return page, select(total)
 
 
 @dataclass(frozen=True)
@@ -115,20 +141,31 @@ _ENGLISH: Any = literal_column("'english'::regconfig")
 NAME_VECTOR: Any = func.to_tsvector(_ENGLISH, Product.name)
 
 
-def _typed(word: str) -> Any:
-    """A typed word, matched as a prefix both stemmed ("coffees" -> coffe:*) and as the very
-    lexeme (Postgres may split a lone "5599e84aa9" that it indexed whole inside a name).
-    A stop word stays empty, so it constrains nothing."""
-    stemmed = func.to_tsquery(_ENGLISH, f"{word}:*")
-    exact = cast(f"'{word}':*", TSQUERY)
+def _typed(i: int) -> Any:
+    """Typed word ``i``, matched as a prefix both stemmed ("coffees" -> coffe:*, bound as
+    ``p<i>``) and as the very lexeme (``e<i>``: Postgres may split a lone "5599e84aa9" that it
+    indexed whole inside a name). A stop word stays empty, so it constrains nothing."""
+    stemmed = func.to_tsquery(_ENGLISH, bindparam(f"p{i}", type_=Text))
+    exact = cast(bindparam(f"e{i}", type_=Text), TSQUERY)
     return case((func.numnode(stemmed) == 0, stemmed), else_=stemmed.op("||")(exact))
 
 
-def _group(word: str, alternatives: Sequence[str]) -> Any:
-    query = _typed(word)
-    for alternative in alternatives:
-        query = query.op("||")(func.to_tsquery(_ENGLISH, alternative))
+def _group(i: int, alternatives: int) -> Any:
+    """Word ``i`` or any of its typo alternatives (bound as ``a<i>_<j>``)."""
+    query = _typed(i)
+    for j in range(alternatives):
+        query = query.op("||")(func.to_tsquery(_ENGLISH, bindparam(f"a{i}_{j}", type_=Text)))
     return query
+
+
+def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
+    values: dict[str, Any] = {"limit": limit, "offset": offset}
+    for i, word in enumerate(plan.words):
+        values[f"p{i}"] = f"{word}:*"
+        values[f"e{i}"] = f"'{word}':*"
+        for j, alternative in enumerate(plan.fuzzy.get(word, [])):
+            values[f"a{i}_{j}"] = alternative
+    return values
 
 
 def _combine(queries: Sequence[Any], operator: str) -> Any:
@@ -154,32 +191,19 @@ class ProductReads:
     ) -> tuple[Sequence[Row[Any]], int]:
         """A page of a listing and the listing's total, at a cost that does not grow with the
         catalog: the total is read from ``product_counts``; the page's ids come off the index
-        of its order (an index-only scan, deep pages included, and nothing read past the last
-        product); only those ids are joined to their category, stock and picture."""
-        total = _listing_total(category_id)
-        # Plain ``active`` (not ``IS TRUE``): the listing indexes are partial on it. The offset
-        # test is a one-time filter: a page past the last reads no index at all.
-        where: list[Any] = [Product.active, bindparam("offset", offset) < total]
-        if category_id is not None:
-            where.append(Product.category_id == category_id)
-        ids = (
-            select(Product.id)
-            .where(*where)
-            .order_by(*_ORDERINGS[sort])
-            .limit(limit)
-            .offset(offset)
-            .subquery("page")
-        )
-        image = _primary_image()
-        stmt = (
-            _with_joins(select(*_summary_columns(image), total.label("total")), image)
-            .join(ids, ids.c.id == Product.id)
-            .order_by(*_ORDERINGS[sort])
-        )
-        rows = (await self.session.execute(stmt)).all()
+        of its order (an index-only scan, deep pages included, and no index read at all past
+        the last product); only those ids are joined to their category, stock and picture."""
+        page, total = _listing_statements(sort, by_category=category_id is not None)
+        values = {
+            "scope": EVERY_CATEGORY if category_id is None else category_id,
+            "category_id": category_id,
+            "limit": limit,
+            "offset": offset,
+        }
+        rows = (await self.session.execute(page, values)).all()
         if rows:
             return rows, int(rows[0].total)
-        return rows, int(await self.session.scalar(select(total)) or 0)
+        return rows, int(await self.session.scalar(total, values) or 0)
 
     async def detail(
         self, *, slug: str | None = None, product_id: uuid.UUID | None = None
@@ -292,64 +316,74 @@ class ProductReads:
     async def search(
         self, plan: SearchPlan, *, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        groups = [_group(word, plan.fuzzy.get(word, [])) for word in plan.words]
-        exact = _combine([_typed(word) for word in plan.words], "||")
-        rows, total = await self._search(_combine(groups, "&&"), exact, limit, offset)
-        if total == 0 and len(groups) > 1:
+        shape = tuple(len(plan.fuzzy.get(word, [])) for word in plan.words)
+        values = _search_values(plan, limit, offset)
+        rows, total = await self._search(_search_statements(shape, "&&"), values, offset)
+        if total == 0 and len(shape) > 1:
             # No product has every word: fall back to products with any of them, ranked.
-            rows, total = await self._search(_combine(groups, "||"), exact, limit, offset)
+            rows, total = await self._search(_search_statements(shape, "||"), values, offset)
         return rows, total
 
     async def _search(
-        self, query: Any, exact_query: Any, limit: int, offset: int
+        self, statements: tuple[Select[Any], Select[Any]], values: dict[str, Any], offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        """One page of the best matches, at a bounded cost: at most ``SEARCH_CANDIDATES``
-        matches are ranked (a word every product has would otherwise rank the catalog), only
-        the page's ones are joined to their category, stock and picture, and the total is the
-        number of ranked matches (what can be paged through)."""
-        # Words as typed rank above the typo-corrected alternatives they were widened with.
-        rank = func.ts_rank_cd(Product.search_vector, query) + 2 * func.ts_rank_cd(
-            Product.search_vector, exact_query
-        )
-        where = and_(Product.active, Product.search_vector.op("@@")(query))
-        # Candidates: the first matches the index yields, and first those whose name matches
-        # (their own index), so a broad query still ranks the products named after it.
-        by_name = (
-            select(Product.id)
-            .where(Product.active, NAME_VECTOR.op("@@")(query))
-            .limit(SEARCH_CANDIDATES)
-        )
-        anywhere = select(Product.id).where(where).limit(SEARCH_CANDIDATES)
-        candidates = union(by_name, anywhere).subquery("candidates")
-        # The rank is computed only for the candidates.
-        hits = (
-            select(Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
-            .join(candidates, candidates.c.id == Product.id)
-            .cte("hits")
-            .prefix_with("MATERIALIZED")
-        )
-        page = (
-            select(hits.c.id, hits.c.rank)
-            .order_by(hits.c.rank.desc(), hits.c.sort_name, hits.c.id)
-            .limit(limit)
-            .offset(offset)
-            .subquery("page")
-        )
-        total = select(func.count()).select_from(hits).scalar_subquery()
-        image = _primary_image()
-        stmt = (
-            _with_joins(select(*_summary_columns(image), page.c.rank, total.label("total")), image)
-            .join(page, page.c.id == Product.id)
-            .order_by(page.c.rank.desc(), func.lower(Product.name), Product.id)
-        )
-        rows = (await self.session.execute(stmt)).all()
+        page, counted = statements
+        rows = (await self.session.execute(page, values)).all()
         if rows:
             return rows, int(rows[0].total)
         if offset == 0:
             return rows, 0
-        matches = select(Product.id).where(where).limit(SEARCH_CANDIDATES).subquery()
-        counted = select(func.count()).select_from(matches)
-        return rows, int(await self.session.scalar(counted) or 0)
+        return rows, int(await self.session.scalar(counted, values) or 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[Any], Select[Any]]:
+    """A search page's query and its count's, for queries of one shape (how many words, how
+    many typo alternatives each; the words are bound at execution), built once.
+
+    The cost is bounded: at most ``SEARCH_CANDIDATES`` matches are ranked (a word every
+    product has would otherwise rank the catalog), only the page's ones are joined to their
+    category, stock and picture, and the total is the number of ranked matches (what can be
+    paged through)."""
+    query = _combine([_group(i, alternatives) for i, alternatives in enumerate(shape)], operator)
+    exact_query = _combine([_typed(i) for i in range(len(shape))], "||")
+    # Words as typed rank above the typo-corrected alternatives they were widened with.
+    rank = func.ts_rank_cd(Product.search_vector, query) + 2 * func.ts_rank_cd(
+        Product.search_vector, exact_query
+    )
+    where = and_(Product.active, Product.search_vector.op("@@")(query))
+    # Candidates: the first matches the index yields, and first those whose name matches
+    # (their own index), so a broad query still ranks the products named after it.
+    by_name = (
+        select(Product.id)
+        .where(Product.active, NAME_VECTOR.op("@@")(query))
+        .limit(SEARCH_CANDIDATES)
+    )
+    anywhere = select(Product.id).where(where).limit(SEARCH_CANDIDATES)
+    candidates = union(by_name, anywhere).subquery("candidates")
+    # The rank is computed only for the candidates.
+    hits = (
+        select(Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
+        .join(candidates, candidates.c.id == Product.id)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    page = (
+        select(hits.c.id, hits.c.rank)
+        .order_by(hits.c.rank.desc(), hits.c.sort_name, hits.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+        .subquery("page")
+    )
+    total = select(func.count()).select_from(hits).scalar_subquery()
+    image = _primary_image()
+    stmt = (
+        _with_joins(select(*_summary_columns(image), page.c.rank, total.label("total")), image)
+        .join(page, page.c.id == Product.id)
+        .order_by(page.c.rank.desc(), func.lower(Product.name), Product.id)
+    )
+    matches = select(Product.id).where(where).limit(SEARCH_CANDIDATES).subquery()
+    return stmt, select(func.count()).select_from(matches)
 
 
 class ProductRepository(SQLAlchemyAsyncRepository[Product]):

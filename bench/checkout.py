@@ -1,0 +1,236 @@
+"""``bench checkout``: the write path, N guest buyers, C at a time, each a whole purchase.
+
+Each buyer, with its own cookie jar, through Caddy: ``POST /api/cart/items`` -> ``POST
+/api/checkout/session`` -> pays on the Stripe stand-in (its no-browser control route, the same
+store and webhook as its hosted page) -> waits until ``GET /api/checkout/session/{order}`` says
+``paid`` (the stand-in's signed webhook reached checkout) -> waits until the Resend stand-in
+holds the confirmation mail (orders and the notifier reacted to the events). Reported: paid
+orders per second over the whole run, session creation p50/p99, pay->paid and pay->mail
+p50/p95, and, from each service's own Prometheus histograms (the ``/metrics`` on its own port,
+never through Caddy), the mean time Ember spent in each route, apart from the stand-ins'.
+
+At the end it checks that every order was paid and mailed exactly once, and that the stock
+moved by exactly the units sold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+ADDRESS = {
+    "name": "Bench Buyer",
+    "line1": "1 Roastery Lane",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+#: The services a purchase goes through: each one's routes are timed by its own histograms.
+SERVICES = ("cart", "checkout", "catalog", "orders", "notifier")
+_SAMPLE = re.compile(r"^(ember_request_duration_seconds_(?:sum|count))\{([^}]*)\} ([0-9.e+-]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+@dataclass
+class Buyer:
+    cart_s: float = 0.0
+    session_s: float = 0.0
+    pay_s: float = 0.0
+    paid_after_pay_s: float = 0.0
+    mail_after_pay_s: float = 0.0
+    error: str = ""
+    email: str = ""
+
+
+@dataclass
+class Run:
+    buyers: list[Buyer] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, every_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every_s)
+    return False
+
+
+async def one_purchase(
+    url: str, stripe: httpx.AsyncClient, resend: httpx.AsyncClient, product_id: str
+) -> Buyer:
+    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    buyer = Buyer(email=email)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as browser:
+        began = time.monotonic()
+        added = await browser.post(
+            "/api/cart/items", json={"product_id": product_id, "quantity": 1}
+        )
+        buyer.cart_s = time.monotonic() - began
+        if added.status_code not in (200, 201):
+            buyer.error = f"cart {added.status_code}"
+            return buyer
+        began = time.monotonic()
+        started = await browser.post(
+            "/api/checkout/session", json={"email": email, "shipping_address": ADDRESS}
+        )
+        buyer.session_s = time.monotonic() - began
+        if started.status_code != 201:
+            buyer.error = f"session {started.status_code}: {started.text[:120]}"
+            return buyer
+        body = started.json()
+        order_id, session_id = body["order_id"], body["checkout_url"].rstrip("/").rsplit("/", 1)[-1]
+        began = time.monotonic()
+        paid = await stripe.post(f"/_standin/sessions/{session_id}/pay", json={})
+        buyer.pay_s = time.monotonic() - began
+        if paid.status_code not in (200, 201):
+            buyer.error = f"pay {paid.status_code}"
+            return buyer
+        paid_at = time.monotonic()
+
+        async def is_paid() -> bool:
+            answer = await browser.get(f"/api/checkout/session/{order_id}")
+            return answer.status_code == 200 and answer.json().get("status") == "paid"
+
+        if not await eventually(is_paid, 60, 0.05):
+            buyer.error = "never paid"
+            return buyer
+        buyer.paid_after_pay_s = time.monotonic() - paid_at
+
+        async def mailed() -> bool:
+            answer = await resend.get("/_standin/emails", params={"to": email})
+            return answer.status_code == 200 and bool(answer.json()["data"])
+
+        if not await eventually(mailed, 60, 0.05):
+            buyer.error = "never mailed"
+            return buyer
+        buyer.mail_after_pay_s = time.monotonic() - paid_at
+    return buyer
+
+
+async def route_times(
+    service_urls: dict[str, str],
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(sum of seconds, count) per (service, method, route) from each service's histograms."""
+    found: dict[tuple[str, str, str], tuple[float, float]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for service in SERVICES:
+            try:
+                text = (await client.get(service_urls[service] + "/metrics")).text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                match = _SAMPLE.match(line)
+                if not match:
+                    continue
+                labels = dict(_LABEL.findall(match.group(2)))
+                key = (service, labels.get("method", ""), labels.get("path", ""))
+                total, count = found.get(key, (0.0, 0.0))
+                if match.group(1).endswith("_sum"):
+                    total += float(match.group(3))
+                else:
+                    count += float(match.group(3))
+                found[key] = (total, count)
+    return found
+
+
+async def run(
+    url: str,
+    *,
+    stripe_url: str,
+    resend_url: str,
+    service_urls: dict[str, str],
+    admin: dict[str, str],
+    buyers: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60, headers=admin) as staff,
+        httpx.AsyncClient(base_url=stripe_url, timeout=60) as stripe,
+        httpx.AsyncClient(base_url=resend_url, timeout=60) as resend,
+    ):
+        name = f"Bench Beans {uuid.uuid4().hex[:8]}"
+        made = await staff.post(
+            "/api/admin/products/",
+            json={"name": name, "price": 1500, "currency": "USD", "on_hand": buyers + 10},
+        )
+        made.raise_for_status()
+        product_id = str(made.json()["id"])
+        before = await route_times(service_urls)
+        gate = asyncio.Semaphore(concurrency)
+        outcome = Run()
+
+        async def guarded() -> Buyer:
+            async with gate:
+                try:
+                    return await one_purchase(url, stripe, resend, product_id)
+                except httpx.HTTPError as exc:
+                    return Buyer(error=f"{type(exc).__name__}: {exc}")
+
+        began = time.monotonic()
+        outcome.buyers = list(await asyncio.gather(*(guarded() for _ in range(buyers))))
+        outcome.wall_s = time.monotonic() - began
+        after = await route_times(service_urls)
+        stock = await staff.get("/api/admin/inventory/", params={"q": name})
+        row = next((r for r in stock.json().get("items", []) if r["product_id"] == product_id), {})
+        mails = await resend.get("/_standin/emails")
+    done = [b for b in outcome.buyers if not b.error]
+    errors: dict[str, int] = {}
+    for b in outcome.buyers:
+        if b.error:
+            errors[b.error] = errors.get(b.error, 0) + 1
+    ours = {b.email for b in outcome.buyers}
+    bench_mails: dict[str, int] = {}
+    for mail in mails.json().get("data", []):
+        for to in mail.get("to", []):
+            if to in ours:
+                bench_mails[to] = bench_mails.get(to, 0) + 1
+    ms = 1000.0
+
+    def stat(values: list[float], *ps: int) -> dict[str, float]:
+        return {f"p{p}_ms": round(percentile(values, p) * ms, 1) for p in ps}
+
+    ember: dict[str, Any] = {}
+    for key, (total1, count1) in sorted(after.items()):
+        total0, count0 = before.get(key, (0.0, 0.0))
+        if count1 > count0 and not key[2].startswith(("/metrics", "/api/health")):
+            ember[" ".join(key)] = {
+                "requests": int(count1 - count0),
+                "mean_ms": round((total1 - total0) / (count1 - count0) * ms, 1),
+            }
+    sold = int(row.get("on_hand", -1))
+    return {
+        "buyers": buyers,
+        "concurrency": concurrency,
+        "paid_and_mailed": len(done),
+        "errors": errors,
+        "wall_s": round(outcome.wall_s, 1),
+        "paid_orders_per_s": round(len(done) / outcome.wall_s, 2) if outcome.wall_s else 0.0,
+        "cart_add": stat([b.cart_s for b in done], 50, 99),
+        "session_creation": stat([b.session_s for b in done], 50, 99),
+        "standin_pay": stat([b.pay_s for b in done], 50, 99),
+        "pay_to_paid": stat([b.paid_after_pay_s for b in done], 50, 95),
+        "pay_to_mail": stat([b.mail_after_pay_s for b in done], 50, 95),
+        "ember_route_means": ember,
+        "exactly_once": {
+            "mails_per_buyer": sorted(set(bench_mails.values())),
+            "buyers_mailed": len(bench_mails),
+            "stock_taken": (buyers + 10 - sold) if sold >= 0 else None,
+            "stock_reserved_left": row.get("reserved"),
+        },
+    }
