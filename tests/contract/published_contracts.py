@@ -104,7 +104,8 @@ def _envelope_schema(data_ref: str) -> Document:
             properties["data"] = {"$ref": data_ref}
         else:
             properties[field.name] = msgspec.json.schema(field.type)
-        required.append(field.name)
+        if field.required:
+            required.append(field.name)
     return {"type": "object", "properties": properties, "required": required}
 
 

@@ -34,6 +34,7 @@ from ember_shared.metrics import MetricsProbe, metrics_controller, prometheus_co
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
+from ember_shared.tracing import instrument_engine, litestar_middleware, setup_tracing
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -63,7 +64,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
     settings = settings or service_settings(spec.name)
     refuse_to_start(settings.production_problems())
     configure_logging(spec.name, settings.app.log_level, settings.app.log_format)
+    setup_tracing(spec.name)
     engine = make_engine(settings)
+    instrument_engine(engine)
     redis = redis_client(settings)
     verifier = TokenVerifier(settings.auth, redis)
 
@@ -97,6 +100,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         ],
         plugins=[sqlalchemy_plugin(settings, engine)],
         middleware=[
+            *[m for m in [litestar_middleware()] if m is not None],
             prometheus_config(spec.name).middleware,
             RequestContextMiddleware,
             DefineMiddleware(AuthenticationMiddleware, verifier=verifier),

@@ -133,6 +133,8 @@ class PendingEmail(EntityColumns, Base):
     #: A live link (sign-up, reset, a guest's order) sealed with the notifier's key; the body
     #: holds a placeholder in its place. The worker opens it only to send, and drops it once sent.
     sealed_link: Mapped[str | None] = mapped_column(Text, default=None)
+    #: W3C trace context of the handler that queued it: the send shows in the event's trace.
+    traceparent: Mapped[str | None] = mapped_column(String(100), default=None)
 
     delivery_attempts: Mapped[list[DeliveryAttempt]] = relationship(
         back_populates="email",

@@ -28,6 +28,8 @@ import structlog
 from ember_shared.db import make_engine
 from ember_shared.logging import configure_logging
 from ember_shared.settings import service_settings
+from ember_shared.tracing import instrument_engine, setup_tracing, span_from
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmailRepository
@@ -119,12 +121,23 @@ class EmailWorker:
             )
             return
         async with self._limit:
-            try:
-                result = await self.sender.send(to_send)
-            except Exception as exc:
-                # A bug or an SDK surprise must cost one attempt, not the worker.
-                log.exception("email_send_crashed", email_id=str(email.id))
-                result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", retryable=True)
+            with span_from(
+                email.traceparent or "",
+                "send mail",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "ember.mail.template": email.template,
+                    "ember.mail.attempt": email.attempts,
+                },
+            ):
+                try:
+                    result = await self.sender.send(to_send)
+                except Exception as exc:
+                    # A bug or an SDK surprise must cost one attempt, not the worker.
+                    log.exception("email_send_crashed", email_id=str(email.id))
+                    result = SendResult(
+                        ok=False, error=f"{type(exc).__name__}: {exc}", retryable=True
+                    )
         await self._finish(email, claim_token, started, result)
 
     async def _finish(
@@ -225,8 +238,10 @@ class EmailWorker:
 async def serve() -> None:
     service = service_settings("notifier")
     configure_logging("notifier-worker", service.app.log_level, service.app.log_format)
+    setup_tracing("notifier-worker")
     settings = load_notifier_settings(service)
     engine = make_engine(service)
+    instrument_engine(engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -39,6 +39,7 @@ import structlog
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -56,6 +57,7 @@ from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import REPLAY_FOR_FIELD
 from ember_shared.logging import correlation_id_var
 from ember_shared.settings import EventSettings
+from ember_shared.tracing import span_from, tracer
 
 log = structlog.get_logger("ember.events.consumer")
 faststream_log = structlog.get_logger("faststream")
@@ -348,7 +350,19 @@ class EventConsumer:
                     attempts=attempts,
                 )
                 return
-            await self._handle(message, stream, envelope, payloads, attempts)
+            with span_from(
+                envelope.traceparent,
+                f"{self.group} handle {envelope.type}",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.destination.name": stream,
+                    "messaging.consumer.group.name": self.group,
+                    "messaging.message.id": envelope.id,
+                    "ember.delivery": attempts,
+                },
+            ):
+                await self._handle(message, stream, envelope, payloads, attempts)
         except Exception as exc:  # left pending; the reclaimer retries it
             log.exception(
                 "event_processing_failed", stream=stream, message_id=message_id, error=repr(exc)
@@ -448,7 +462,8 @@ class EventConsumer:
                 )
                 if inserted.first() is None:
                     continue
-                await handler.fn(envelope, data, session)
+                with tracer().start_as_current_span(handler.name):
+                    await handler.fn(envelope, data, session)
                 ran.append(handler.name)
         return ran
 

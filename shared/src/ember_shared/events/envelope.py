@@ -32,6 +32,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     producer: str
     correlation_id: str
     data: msgspec.Raw = msgspec.Raw(b"{}")
+    #: W3C trace context of the span that wrote the event ("" when not traced): the relay and
+    #: every consumer continue that trace.
+    traceparent: str = ""
 
     def decode(self, data_type: builtins.type[DataT]) -> DataT:
         return msgspec.json.decode(self.data, type=data_type)

@@ -18,6 +18,7 @@ from ember_shared.events.relay import notify_channel
 from ember_shared.events.tables import event_tables
 from ember_shared.ids import new_id
 from ember_shared.logging import current_correlation_id
+from ember_shared.tracing import current_traceparent
 
 
 class Outbox:
@@ -41,6 +42,7 @@ class Outbox:
             producer=self.producer,
             correlation_id=current_correlation_id(),
             data=msgspec.Raw(encode(data)),
+            traceparent=current_traceparent(),
         )
 
     async def add(

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from sqlalchemy import MetaData, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +39,7 @@ from ember_shared.events.envelope import Envelope
 from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import entry_fields
 from ember_shared.settings import EventSettings
+from ember_shared.tracing import span_from
 
 log = structlog.get_logger("ember.events.relay")
 
@@ -159,9 +161,10 @@ class OutboxRelay:
     async def _append(
         self, pipe: Any, event_id: Any, event_type: str, stream: str, envelope: bytes
     ) -> None:
-        correlation_id = ""
+        correlation_id = traceparent = ""
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            correlation_id = msgspec.json.decode(envelope, type=Envelope).correlation_id
+            decoded = msgspec.json.decode(envelope, type=Envelope)
+            correlation_id, traceparent = decoded.correlation_id, decoded.traceparent
         fields = await entry_fields(
             envelope,
             event_id=str(event_id),
@@ -172,9 +175,21 @@ class OutboxRelay:
         args: list[Any] = [self.events.stream_maxlen, self.events.publish_dedupe_ttl_s * 1000]
         for key, value in fields.items():
             args += [key, value]
-        await self._publish(
-            keys=[stream, dedupe_key(stream, str(event_id))], args=args, client=pipe
+        # The relay's step shows in the trace that wrote the event (none for untraced events).
+        step = (
+            span_from(
+                traceparent,
+                f"publish {event_type}",
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "redis", "messaging.destination.name": stream},
+            )
+            if traceparent
+            else contextlib.nullcontext()
         )
+        with step:
+            await self._publish(
+                keys=[stream, dedupe_key(stream, str(event_id))], args=args, client=pipe
+            )
 
     async def prune(self) -> int:
         """Delete published rows older than ``EVENTS_OUTBOX_RETENTION_HOURS``; return how many."""

@@ -27,6 +27,7 @@ import redis
 
 from ember_shared.devstack import DevStack, StackError, StackOptions
 from ember_shared.settings import env_int
+from ember_shared.testing.traces import SpanStore
 
 if TYPE_CHECKING:
     from ember_shared.testing.plugin import TestEnv
@@ -43,9 +44,13 @@ STACK_PORT_OFFSET = 1000
 class RunningStack:
     """What a flow test sees of the stack."""
 
-    def __init__(self, stack: DevStack, log_path: Path | None) -> None:
+    def __init__(
+        self, stack: DevStack, log_path: Path | None, traces: SpanStore | None = None
+    ) -> None:
         self._stack = stack
         self.log_path = log_path
+        #: Spans the stack exported (only of requests sent with ``traces.traceparent()``).
+        self.traces = traces or SpanStore()
 
     @property
     def url(self) -> str:
@@ -77,9 +82,13 @@ class RunningStack:
         """SIGKILL one process (``"catalog-2"``); the supervisor starts it again, as a crash."""
         self._stack.supervisor.kill(process)
 
-    def restart(self, process: str) -> None:
+    def restart(self, process: str, timeout: float = 120) -> None:
         """Stop one process gracefully and start it again, waiting until it is ready."""
-        self._stack.supervisor.restart(process)
+        self._stack.supervisor.restart(process, timeout)
+
+    def wait_ready(self, process: str, timeout: float = 60) -> None:
+        """Wait until a (killed, restarting) process answers its probe again."""
+        self._stack.supervisor.wait_ready(timeout, [process])
 
     @property
     def standins(self) -> list[str]:
@@ -137,6 +146,8 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # alive for the session, and their outbox relays would otherwise publish the stack's
     # events (a sign-up's mail, a payment) onto their own Redis, where the stack never sees them.
     database_url = database_beside(ember_env.database_url, STACK_DATABASE_SUFFIX)
+    traces = SpanStore()
+    traces_url = traces.start()
     options = StackOptions(
         offset=env_int("EMBER_TEST_STACK_OFFSET", STACK_PORT_OFFSET),
         data_dir=folder,
@@ -145,6 +156,11 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
         migrate=True,
         seed=False,
         overrides={
+            # Traces go to the test's span store; only requests that ask (a sampled
+            # traceparent) are traced, so the other tests pay next to nothing.
+            "OTEL_EXPORTER_OTLP_ENDPOINT": traces_url,
+            "OTEL_TRACES_SAMPLER_ARG": "0",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
             "IDENTITY_SIGNING_KEY_PEM": ember_env.private_key_pem,
             "AUTH_PUBLIC_KEY_PEM": ember_env.public_key_pem,
             "INTERNAL_SERVICE_TOKEN": ember_env.service_token,
@@ -157,6 +173,9 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             # limits (tested in identity's own suite) would refuse the suite's later sign-ups.
             "AUTH_RATE_MAX_PER_IP": "100000",
             "LOGIN_RATE_MAX_PER_IP": "100000",
+            # ... and so would checkout's stock-hold budgets per address (tested in checkout's).
+            "CHECKOUT_MAX_OPEN_PER_CLIENT": "100",
+            "CHECKOUT_MAX_OPEN_PER_EMAIL": "100",
             # Seven services share the test database with the in-process tests: small pools.
             "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
             "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),
@@ -179,9 +198,10 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     except StackError as error:
         pytest.fail(f"the test stack did not come up (log: {log_path}):\n{error}", pytrace=False)
     try:
-        yield RunningStack(running, log_path)
+        yield RunningStack(running, log_path, traces)
     finally:
         running.stop()
+        traces.stop()
         if sink is not sys.__stderr__ and sink is not None:
             sink.close()
         with contextlib.suppress(Exception):  # a failure to tidy up must not fail the run

@@ -18,6 +18,7 @@ import msgspec
 import stripe
 import structlog
 from ember_shared.problems import Problem
+from ember_shared.tracing import linked_root
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout import events
@@ -83,7 +84,17 @@ class WebhookService:
             event = msgspec.json.decode(payload, type=StripeEvent)
         except msgspec.DecodeError:
             raise Problem(400, "invalid-event", "The body is not a Stripe event.") from None
-        return await self._receive(event, event.data.object)
+        obj = event.data.object
+        # A new trace, linked to the checkout's (its traceparent rode in the Stripe metadata):
+        # what the payment sets off (relay, consumers, mail) hangs under it.
+        metadata = obj.get("metadata")
+        traceparent = metadata.get("traceparent", "") if isinstance(metadata, dict) else ""
+        with linked_root(
+            str(traceparent)[:100],
+            f"stripe {event.type}",
+            attributes={"stripe.event_id": event.id, "stripe.event_type": event.type},
+        ):
+            return await self._receive(event, obj)
 
     async def reconcile(self, session: dict[str, Any], current_status: str) -> Received | None:
         """Apply what Stripe says of a Checkout Session whose webhook never came, as the webhook

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ember_shared.problems import Problem, not_found
 from ember_shared.sealing import SealError, is_sealed, private_key, seal, unseal
 from ember_shared.settings import service_settings
+from ember_shared.tracing import current_traceparent
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails.rendering import (
@@ -120,6 +121,7 @@ async def queue_email(
             "source_event_id": source_event_id,
             "source_event_type": source_event_type,
             "sealed_link": sealed_link(live_link) if live_link else None,
+            "traceparent": current_traceparent()[:100] or None,
         }
     )
     if email_id is None:

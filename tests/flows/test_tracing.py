@@ -1,0 +1,85 @@
+"""One guest purchase, traced through the stack: the checkout's trace shows the session request,
+catalog's reservation and the call to Stripe; the payment's webhook starts a trace linked to it
+that shows the relay, every consuming service's handler and the mail being sent.
+
+The stack exports real OTLP to the test's in-memory span store (ember_shared.testing.traces).
+"""
+
+from __future__ import annotations
+
+import pytest
+from ember_shared.testing.stack import RunningStack
+from ember_shared.testing.tokens import TokenFactory
+from ember_shared.testing.traces import ReceivedSpan
+from opentelemetry.trace import SpanKind
+from test_checkout_flow import CARD_OK, Shop, add_to_cart, start_checkout
+
+pytestmark = pytest.mark.stack
+
+
+def names(spans: list[ReceivedSpan], service: str) -> set[str]:
+    return {s.name for s in spans if s.service == service}
+
+
+def test_a_guest_purchase_is_one_trace_from_checkout_to_the_mail(
+    stack: RunningStack, tokens: TokenFactory
+) -> None:
+    store = stack.traces
+    traceparent, checkout_trace = store.traceparent()
+    shop = Shop(stack, tokens)
+    try:
+        product_id, _ = shop.product(price=1300, on_hand=4)
+        with shop.browser() as browser:
+            browser.headers["traceparent"] = traceparent
+            add_to_cart(browser, product_id, 1)
+            started = start_checkout(browser, email="traced@example.com")
+            assert started.status_code == 201, started.text
+            order_id = started.json()["order_id"]
+            assert shop.pay(started.json()["checkout_url"], CARD_OK).status_code == 303
+            del browser.headers["traceparent"]
+            shop.wait_status(browser, order_id, "paid")
+    finally:
+        shop.close()
+
+    # The checkout: the request, its calls to catalog and cart (their server spans in the same
+    # trace) and to Stripe.
+    def checkout_spans() -> list[ReceivedSpan] | None:
+        spans = store.trace(checkout_trace)
+        return spans if "POST /api/checkout/session" in names(spans, "checkout") else None
+
+    spans = store.wait_for(checkout_spans, "the checkout's spans")
+    services = {s.service for s in spans}
+    assert {"cart", "checkout", "catalog"} <= services, services
+    server = [s for s in spans if s.kind == SpanKind.SERVER.value + 1 and s.service == "catalog"]
+    assert server, "catalog's reservation is not in the checkout's trace"
+    assert any(
+        s.service == "checkout"
+        and s.kind == SpanKind.CLIENT.value + 1
+        and str(s.attributes.get("url.full", s.attributes.get("http.url", ""))).startswith(
+            stack.service_url("stripe-standin")
+        )
+        for s in spans
+    ), "no call to Stripe in the checkout's trace"
+    # One tree: every span's parent is in the trace, or is the test's own (unexported) span.
+    ids = {s.span_id for s in spans} | {traceparent.split("-")[2]}
+    orphans = [s.name for s in spans if s.parent_span_id not in ids]
+    assert not orphans, orphans
+
+    # The payment: a trace linked to the checkout's, from the webhook to the mail.
+    def payment_trace() -> list[ReceivedSpan] | None:
+        for trace_id in store.linked_to(checkout_trace):
+            found = store.trace(trace_id)
+            if any(s.name == "send mail" for s in found):
+                return found
+        return None
+
+    paid = store.wait_for(payment_trace, "the payment's trace to reach the mail send", 60)
+    by_service = {s.service for s in paid}
+    assert "stripe checkout.session.completed" in names(paid, "checkout")
+    assert "publish payment.succeeded.v1" in names(paid, "checkout")
+    for group in ("orders", "catalog", "cart", "notifier"):
+        handled = {n for n in names(paid, group) if n.startswith(f"{group} handle ")}
+        assert handled, f"{group} handled nothing in the payment's trace ({by_service})"
+    mail = next(s for s in paid if s.name == "send mail")
+    assert mail.service == "notifier-worker"
+    assert mail.attributes.get("ember.mail.template")
