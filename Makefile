@@ -14,11 +14,13 @@ RUN := $(UV) run --frozen --no-sync
 PY_SOURCES := shared services standins tests
 TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
 TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
+#: The fault suite: its own stack and Redis server, run by `make chaos` (and .ci/run), not `make pytest`.
+CHAOS_PATHS := tests/chaos
 TEST_DIRS = $(shell find $(TEST_PATHS) -type d -not -name __pycache__ -not -path '*/.*' 2>/dev/null)
 PYTEST_ARGS ?=
 space := $(subst ,, )
 
-.PHONY: help uv install run test pytest lint format typecheck imports caddy-validate bench migrate clean clean-data asyncapi contract-baselines
+.PHONY: help uv install run test pytest chaos lint format typecheck imports caddy-validate bench migrate clean clean-data asyncapi contract-baselines
 
 help: ## Show this list.
 	@echo "Ember: make <target>"
@@ -47,7 +49,11 @@ test: install lint typecheck imports pytest ## Everything CI checks: lint, types
 # so that a folder's helper modules (uniquely named too) import as they do in pytest's default mode.
 pytest: install ## Only the tests (PYTEST_ARGS="-k cart -x" narrows them).
 	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
-		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) $(PYTEST_ARGS)
+		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) --ignore=$(CHAOS_PATHS) $(PYTEST_ARGS)
+
+chaos: install ## The fault suite (a few minutes): Redis restart, kill -9, poison events under traffic; the books must balance.
+	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
+		$(RUN) pytest --import-mode=importlib $(CHAOS_PATHS) $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check.
 	$(RUN) ruff check $(PY_SOURCES)
