@@ -9,6 +9,7 @@ from typing import Any
 from ember_shared.events.contracts import (
     OrderDelivered,
     OrderLine,
+    OrderRefunded,
     OrderShipped,
     PasswordResetRequested,
     SignUpForExistingAccount,
@@ -25,6 +26,7 @@ from notifier.events import (
     queue_existing_account_notice,
     queue_order_confirmation,
     queue_password_reset,
+    queue_refund_notice,
     queue_shipment_notice,
     queue_sign_up_link,
     queue_welcome,
@@ -56,6 +58,7 @@ def test_the_notifier_handles_every_mail_event() -> None:
             "order.paid.v1",
             "order.shipped.v1",
             "order.delivered.v1",
+            "order.refunded.v1",
             "password_reset.requested.v1",
             "sign_up.requested.v1",
             "sign_up.existing_account.v1",
@@ -234,6 +237,52 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
     assert "15:20 UTC on 04 Jan 2030" in delivered.text
     assert f"/order/{invoice.order_id}" in delivered.html
     assert delivered.subject.endswith("has arrived")
+
+
+async def test_a_confirmed_refund_is_mailed_once_with_the_amount_and_the_order_link(
+    engine: AsyncEngine,
+) -> None:
+    to = unique_address("refunded")
+    order_id = new_id()
+    link = f"{public_url()}/order/{order_id}?session_id=cs_test_abc"
+    partial = OrderRefunded(
+        order_id=order_id,
+        email=to,
+        amount=1250,
+        amount_refunded=1250,
+        total=5850,
+        currency="USD",
+        fully_refunded=False,
+        order_url=link,
+    )
+    event = envelope(partial)
+    await handle(engine, queue_refund_notice, event, partial)
+    await handle(engine, queue_refund_notice, event, partial)  # redelivered
+
+    (mail,) = await emails_to(engine, to)
+    assert mail.template == "refunded"
+    assert (
+        mail.subject == f"We have refunded $12.50 of your Ember order {order_id.hex[-8:].upper()}"
+    )
+    assert "$12.50 of $58.50 is refunded" in mail.text
+    assert link in mail.text
+    assert "cs_test_abc" in mail.html
+
+    rest = OrderRefunded(
+        order_id=order_id,
+        email=to,
+        amount=4600,
+        amount_refunded=5850,
+        total=5850,
+        currency="USD",
+        fully_refunded=True,
+    )
+    await handle(engine, queue_refund_notice, envelope(rest), rest)
+    latest = [m for m in await emails_to(engine, to) if "$46.00" in m.subject]
+    assert len(latest) == 1
+    assert "The whole order is refunded." in latest[0].text
+    # Without the producer's link, the plain order page (a member signs in to see it).
+    assert f"/order/{order_id}" in latest[0].text
 
 
 async def test_a_suppressed_address_is_queued_as_suppressed(engine: AsyncEngine) -> None:

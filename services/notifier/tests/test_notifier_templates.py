@@ -7,6 +7,7 @@ import re
 import pytest
 from ember_shared.events.contracts import (
     OrderDelivered,
+    OrderRefunded,
     OrderShipped,
     PasswordResetRequested,
     SignUpForExistingAccount,
@@ -80,7 +81,24 @@ def all_rendered() -> list[tuple[Template, str, str, str]]:
             PUBLIC,
         ),
     )
+    refund = render(
+        Template.REFUNDED,
+        compose.refunded(
+            OrderRefunded(
+                order_id=new_id(),
+                email="a@example.com",
+                amount=1250,
+                amount_refunded=1250,
+                total=5000,
+                currency="USD",
+                fully_refunded=False,
+                order_url="javascript:alert(1)",
+            ),
+            PUBLIC,
+        ),
+    )
     return [
+        (Template.REFUNDED, refund.subject, refund.html, refund.text),
         (Template.DELIVERED, arrived.subject, arrived.html, arrived.text),
         (Template.SIGN_UP, link.subject, link.html, link.text),
         (Template.EXISTING_ACCOUNT, existing.subject, existing.html, existing.text),

@@ -14,6 +14,7 @@ from ember_shared.events import Envelope, EventData, EventHandlers
 from ember_shared.events.contracts import (
     OrderDelivered,
     OrderPaid,
+    OrderRefunded,
     OrderShipped,
     PasswordResetRequested,
     SignUpForExistingAccount,
@@ -94,6 +95,10 @@ queue_shipment_notice = mail_on(
 )
 queue_delivery_notice = mail_on(
     OrderDelivered, Template.DELIVERED, compose.delivered, "queue_delivery_notice"
+)
+# Sent when Stripe confirmed the refund (orders' order.refunded), never when staff asked.
+queue_refund_notice = mail_on(
+    OrderRefunded, Template.REFUNDED, compose.refunded, "queue_refund_notice"
 )
 queue_sign_up_link = mail_on(
     SignUpRequested, Template.SIGN_UP, compose.sign_up, "queue_sign_up_link"

@@ -11,6 +11,7 @@ from ember_shared.events.contracts import (
     Address,
     OrderDelivered,
     OrderPaid,
+    OrderRefunded,
     OrderShipped,
     PasswordResetRequested,
     SignUpForExistingAccount,
@@ -18,7 +19,7 @@ from ember_shared.events.contracts import (
     UserRegistered,
 )
 
-from notifier.emails.rendering import SEALED_CONTEXT_KEY, SEALED_LINK, safe_link
+from notifier.emails.rendering import SEALED_CONTEXT_KEY, SEALED_LINK, money, safe_link
 
 
 def order_number(order_id: uuid.UUID) -> str:
@@ -118,6 +119,20 @@ def delivered(data: OrderDelivered, public_url: str) -> dict[str, Any]:
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
         "delivered_at": readable_time(data.delivered_at),
+    }
+
+
+def refunded(data: OrderRefunded, public_url: str) -> dict[str, Any]:
+    return {
+        "public_url": public_url,
+        "order_number": order_number(data.order_id),
+        "order_url": safe_link(data.order_url, order_url(public_url, data.order_id)),
+        "refund": money(data.amount, data.currency),
+        "amount": data.amount,
+        "amount_refunded": data.amount_refunded,
+        "total": data.total,
+        "currency": data.currency,
+        "fully_refunded": data.fully_refunded,
     }
 
 

@@ -26,6 +26,7 @@ class Template(StrEnum):
     SIGN_UP = "sign_up"
     EXISTING_ACCOUNT = "existing_account"
     DELIVERED = "delivered"
+    REFUNDED = "refunded"
 
 
 #: The storefront's design tokens, as mail can use them (hex colours, web-safe font stacks).
@@ -95,6 +96,7 @@ SUBJECTS: dict[Template, str] = {
     Template.SIGN_UP: "Confirm your email to finish signing up at Ember",
     Template.EXISTING_ACCOUNT: "You already have an Ember account",
     Template.DELIVERED: "Your Ember order {order_number} has arrived",
+    Template.REFUNDED: "We have refunded {refund} of your Ember order {order_number}",
 }
 
 _env = Environment(
