@@ -23,7 +23,18 @@ from litestar.static_files import create_static_files_router
 
 from storefront.api import Api, ApiClients, Visitor
 from storefront.errors import html_aware_handlers
-from storefront.pages import account, admin, auth, cart, checkout, reports, shop, subscriptions
+from storefront.pages import (
+    account,
+    admin,
+    auth,
+    cart,
+    checkout,
+    reports,
+    seo,
+    shop,
+    subscriptions,
+)
+from storefront.pages import system as system_page
 from storefront.settings import StorefrontSettings
 from storefront.web import STATIC_DIR, relay_cookies
 
@@ -52,6 +63,8 @@ def create_app() -> Litestar:
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:
         app.state.storefront_settings = storefront
+        # Canonical links, the sitemap and structured data name the shop's one public address.
+        app.state.public_url = settings.app.public_url.rstrip("/")
         app.state.api_clients = ApiClients(storefront.api_timeout_ms)
         app.state.token_verifier = TokenVerifier(settings.auth, app.state.redis)
         try:
@@ -96,6 +109,8 @@ def create_app() -> Litestar:
                 *subscriptions.ROUTES,
                 *admin.ROUTES,
                 *reports.ROUTES,
+                *system_page.ROUTES,
+                *seo.ROUTES,
                 # The events belong to no one service; the storefront serves their document.
                 asyncapi_document,
             ],

@@ -209,6 +209,11 @@ def render_html(
         "is_htmx": is_htmx(request),
         "has_cart": bool(api and api.has_cart),
         "title": "",
+        # Search engines: one address per page (PUBLIC_URL's, without the query: pages whose
+        # query names another page, such as a category, say so themselves) and a description.
+        "canonical": f"{getattr(request.app.state, 'public_url', '')}{request.url.path}",
+        "description": "",
+        "structured_data": None,
     }
     if flash_code:
         request.state.clear_flash = True

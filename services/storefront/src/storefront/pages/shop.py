@@ -13,8 +13,9 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 
 from storefront.api import Api, ApiProblem, ApiUnavailable, Visitor
+from storefront.pages.seo import product_structured_data
 from storefront.pages.subscriptions import subscription_offer
-from storefront.web import render
+from storefront.web import query, render
 
 Sort = Literal["newest", "price", "price_desc", "name"]
 SORTS: dict[str, str] = {
@@ -100,6 +101,16 @@ async def shop(
             "listing": listing,
             "params": {"category": category, "sort": sort if sort != "newest" else None},
             "title": current["name"] if current else "Shop all coffee",
+            # A sort is the same page in another order; a category and a page number are not.
+            "canonical": query(
+                f"{request.app.state.public_url}/shop",
+                {"category": current["slug"] if current else None, "page": page},
+            ),
+            "description": _describe(
+                (current or {}).get("description")
+                or "Every coffee we roast, with brewing gear: single origins, blends and decaf, "
+                "roasted to order and sent to your door."
+            ),
         },
     )
 
@@ -143,6 +154,9 @@ async def product(
             "quantities": range(1, 11),
             "offer": subscription_offer(item),
             "title": item.get("name", ""),
+            "canonical": f"{request.app.state.public_url}/coffee/{item.get('slug', slug)}",
+            "description": _describe(item.get("summary") or item.get("description") or ""),
+            "structured_data": product_structured_data(request, item),
         },
     )
 
@@ -176,6 +190,14 @@ async def search(
             "title": f"Search: {query}" if query else "Search",
         },
     )
+
+
+def _describe(text: str, limit: int = 160) -> str:
+    """A meta description: one line, cut at a word near what search results show."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 async def _not_found(request: Request[Any, Any, Any]) -> Response[str]:

@@ -1,0 +1,73 @@
+"""Browsing pages as a search engine and a phone see them: descriptions, canonical addresses,
+the sitemap, robots.txt and a coffee's Product/Offer structured data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from browser_testkit import Person
+from playwright.async_api import expect
+from storefront_testkit import DEMO_SLUGS, Shop
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+
+async def test_pages_tell_search_engines_what_they_are(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    browser_shop.product(DEMO_SLUGS[0])
+    coffee = browser_shop.http.get(f"/api/products/{DEMO_SLUGS[0]}").json()
+    category = coffee["category"]
+    base = browser_shop.stack.url
+
+    await person.open(f"/coffee/{coffee['slug']}?utm_source=mail")
+    await expect(page.locator("link[rel=canonical]")).to_have_attribute(
+        "href", f"{base}/coffee/{coffee['slug']}"
+    )
+    description = await page.locator("meta[name=description]").get_attribute("content")
+    assert description == coffee["summary"]
+    (ld,) = [
+        json.loads(text)
+        for text in await page.locator("script[type='application/ld+json']").all_text_contents()
+    ]
+    assert ld["@type"] == "Product"
+    assert ld["name"] == coffee["name"]
+    assert ld["url"] == f"{base}/coffee/{coffee['slug']}"
+    assert ld["offers"]["@type"] == "Offer"
+    assert ld["offers"]["price"] == f"{coffee['price'] // 100}.{coffee['price'] % 100:02d}"
+    assert ld["offers"]["priceCurrency"] == "USD"
+    assert ld["offers"]["availability"] == "https://schema.org/InStock"
+    assert all(url.startswith(("http://", "https://")) for url in ld["image"])
+
+    # A category is a page of its own; a sort of it is not.
+    await person.open(f"/shop?category={category['slug']}&sort=price")
+    await expect(page.locator("link[rel=canonical]")).to_have_attribute(
+        "href", f"{base}/shop?category={category['slug']}"
+    )
+    shop_description = await page.locator("meta[name=description]").get_attribute("content")
+    await person.open("/")
+    home_description = await page.locator("meta[name=description]").get_attribute("content")
+    assert shop_description
+    assert home_description
+    assert shop_description != home_description
+    await expect(page.locator("link[rel=canonical]")).to_have_attribute("href", f"{base}/")
+    assert person.csp_violations() == []
+
+    async with httpx.AsyncClient(base_url=base, timeout=20) as crawler:
+        robots = await crawler.get("/robots.txt")
+        sitemap = await crawler.get("/sitemap.xml")
+    assert robots.status_code == 200
+    assert f"Sitemap: {base}/sitemap.xml" in robots.text
+    assert re.search(r"^Disallow: /checkout$", robots.text, re.M)
+    assert re.search(r"^Disallow: /account$", robots.text, re.M)
+    assert sitemap.status_code == 200
+    assert sitemap.headers["content-type"].startswith("application/xml")
+    locations = re.findall(r"<loc>([^<]+)</loc>", sitemap.text)
+    assert f"{base}/coffee/{coffee['slug']}" in locations
+    assert f"{base}/shop?category={category['slug']}" in locations
+    assert f"{base}/" in locations
