@@ -52,6 +52,49 @@ async def test_listing_pages_filters_and_shows_only_active_products(
     assert listed == {p["id"] for p in made}
 
 
+async def test_listing_totals_follow_archive_restore_and_category_moves(
+    client: Client, kit: Kit
+) -> None:
+    """Totals come from counts kept by triggers, not from counting rows: every way a product
+    starts or stops being listed (create, archive, restore, a move between categories) keeps
+    each listing's total equal to what it lists."""
+    first, second = await kit.category(), await kit.category()
+
+    async def totals() -> tuple[int, int, int]:
+        found = []
+        for slug in (first["slug"], second["slug"], None):
+            params = {"page_size": 100, **({"category": slug} if slug else {})}
+            body = (await client.get("/api/products", params=params)).json()
+            found.append(body["total"])
+        return found[0], found[1], found[2]
+
+    everything = (await totals())[2]
+    made = [await kit.product(category_id=first["id"]) for _ in range(3)]
+    assert await totals() == (3, 0, everything + 3)
+
+    archived = await client.post(f"/api/admin/products/{made[0]['id']}/archive", headers=kit.admin)
+    assert archived.status_code == 200, archived.text
+    moved = await client.patch(
+        f"/api/admin/products/{made[1]['id']}",
+        json={"category_id": second["id"], "name": unique("Moved")},
+        headers=kit.admin,
+    )
+    assert moved.status_code == 200, moved.text
+    assert await totals() == (1, 1, everything + 2)
+
+    restored = await client.post(f"/api/admin/products/{made[0]['id']}/restore", headers=kit.admin)
+    assert restored.status_code == 200, restored.text
+    assert await totals() == (2, 1, everything + 3)
+    listed = (
+        await client.get("/api/products", params={"category": first["slug"], "page_size": 100})
+    ).json()
+    assert {i["id"] for i in listed["items"]} == {made[0]["id"], made[2]["id"]}
+    past_the_end = (
+        await client.get("/api/products", params={"category": first["slug"], "page": 2})
+    ).json()
+    assert (past_the_end["items"], past_the_end["total"]) == ([], 2)
+
+
 async def test_listing_sorts_by_price_and_name(client: Client, kit: Kit) -> None:
     category = await kit.category()
     await kit.product(category_id=category["id"], name=unique("Bravo"), price=2000)
