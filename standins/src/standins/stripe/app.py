@@ -112,6 +112,7 @@ def create_app(settings: StandinSettings | None = None) -> Litestar:
         retry_base_seconds=settings.retry_base_seconds,
         max_attempts=settings.max_attempts,
         concurrency=settings.delivery_concurrency,
+        enabled_events=settings.enabled_event_types,
     )
     if settings.delivers_webhooks:
         store.on_event(deliverer.on_event)

@@ -52,6 +52,11 @@ class StandinSettings:
         default_factory=lambda: _env_float("STRIPE_STANDIN_RETRY_BASE_SECONDS", 1.0)
     )
     max_attempts: int = field(default_factory=lambda: env_int("STRIPE_STANDIN_MAX_ATTEMPTS", 8))
+    #: The event types the endpoint listens for, comma-separated, as a Stripe endpoint's
+    #: ``enabled_events`` ("*": every type). Others are recorded but never delivered.
+    enabled_events: str = field(
+        default_factory=lambda: env_str("STRIPE_STANDIN_ENABLED_EVENTS") or "*"
+    )
     #: Deliveries in flight to the endpoint at once; more wait their turn.
     delivery_concurrency: int = field(
         default_factory=lambda: env_int("STRIPE_STANDIN_DELIVERY_CONCURRENCY", 10)
@@ -74,6 +79,12 @@ class StandinSettings:
         if self.state_file.strip().lower() in ("", "memory"):
             return None
         return Path(self.state_file)
+
+    @property
+    def enabled_event_types(self) -> frozenset[str] | None:
+        """None: every type."""
+        types = frozenset(t.strip() for t in self.enabled_events.split(",") if t.strip())
+        return None if not types or "*" in types else types
 
     @property
     def delivers_webhooks(self) -> bool:

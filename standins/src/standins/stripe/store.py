@@ -306,11 +306,12 @@ class Store:
         session_id = self.state.event_meta.peek(event_id, {}).get("session_id")
         return session_id is not None and session_id in self.state.held_sessions
 
-    def mark_delivered(self, event_id: str) -> None:
+    def mark_delivered(self, event_id: str, *, save: bool = True) -> None:
         meta = self.state.event_meta.get(event_id)
         if meta is not None and not meta.get("delivered"):
             meta["delivered"] = True
-            self.save()
+            if save:
+                self.save()
 
     def undelivered(self) -> list[dict[str, Any]]:
         return [

@@ -80,6 +80,7 @@ class WebhookDeliverer:
         retry_base_seconds: float,
         max_attempts: int,
         concurrency: int = 10,
+        enabled_events: frozenset[str] | None = None,
     ) -> None:
         self.store = store
         self.url = url
@@ -87,6 +88,7 @@ class WebhookDeliverer:
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
         self.concurrency = max(1, concurrency)
+        self.enabled_events = enabled_events
         self.log: deque[Delivery] = deque(maxlen=MAX_DELIVERY_LOG)
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,7 +125,12 @@ class WebhookDeliverer:
     # --- automatic delivery -------------------------------------------------------------
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Store sink: deliver every new event unless its session's webhooks are held."""
+        """Store sink: deliver every new event the endpoint listens for, unless its session's
+        webhooks are held."""
+        if self.enabled_events is not None and event["type"] not in self.enabled_events:
+            # Nothing is owed to this endpoint (the operation that made the event saves it).
+            self.store.mark_delivered(event["id"], save=False)
+            return
         if self._started and not self.store.is_held(event["id"]):
             self.schedule(event)
 
