@@ -49,6 +49,12 @@ class EmbeddedPostgres:
             server.psql(f'CREATE DATABASE "{self.database}";')
         return self.url
 
+    def restart(self) -> None:
+        """Restart the running server (a fast shutdown: every client is disconnected), as an
+        operator's restart or a crash recovery does; the fault suite uses it."""
+        assert self._server is not None, "start() it first"
+        self._restart(self._server)
+
     def _restart(self, server: object) -> None:
         from pgserver._commands import pg_ctl  # type: ignore[attr-defined,unused-ignore]
 
