@@ -34,6 +34,7 @@ from ember_shared.metrics import MetricsProbe, metrics_controller, prometheus_co
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
+from ember_shared.system import system_controller
 from ember_shared.tracing import instrument_engine, litestar_middleware, setup_tracing
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -96,6 +97,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         route_handlers=[
             health_controller(spec.name),
             metrics_controller(spec.metrics),
+            system_controller(spec.version),
             *spec.route_handlers,
         ],
         plugins=[sqlalchemy_plugin(settings, engine)],

@@ -20,7 +20,6 @@ the truth of that moment and nothing polls in between. A service adds its own fi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,10 +28,8 @@ from litestar import Controller, Litestar, Request, get
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
-from sqlalchemy import func, select
 
-from ember_shared.events.envelope import DEAD_LETTER_STREAM
-from ember_shared.events.tables import event_tables
+from ember_shared.system import consumer_status, dead_letter_count, outbox_status
 
 log = structlog.get_logger("ember.metrics")
 
@@ -41,8 +38,6 @@ MetricsProbe = Callable[[Litestar], Awaitable[None]]
 METRICS_PATH = "/metrics"
 #: A source that does not answer within this is skipped (its gauges keep their last value).
 PROBE_TIMEOUT_S = 2.0
-#: Dead-letter entries looked through per scrape at most.
-DEAD_LETTER_SCAN = 10_000
 
 OUTBOX_BACKLOG = Gauge(
     "ember_outbox_backlog", "Outbox rows not yet published to Redis.", ["service"]
@@ -96,62 +91,25 @@ def record_webhook(service: str, provider: str, outcome: str) -> None:
 
 
 async def outbox_probe(app: Litestar) -> None:
-    runtime = app.state.events
-    if runtime.metadata is None:
+    status = await outbox_status(app)
+    if status is None:
         return
     service = app.state.settings.app.name
-    outbox, _ = event_tables(runtime.metadata)
-    query = select(func.count(), func.min(outbox.c.created_at)).where(
-        outbox.c.published_at.is_(None)
-    )
-    async with app.state.db_engine.connect() as connection:
-        backlog, oldest = (await connection.execute(query)).one()
-    OUTBOX_BACKLOG.labels(service=service).set(backlog)
-    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest is not None else 0.0
-    OUTBOX_OLDEST.labels(service=service).set(max(age, 0.0))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    OUTBOX_BACKLOG.labels(service=service).set(status.backlog)
+    OUTBOX_OLDEST.labels(service=service).set(status.oldest_unpublished_s)
 
 
 async def consumer_probe(app: Litestar) -> None:
-    consumer = app.state.events.consumer
-    if consumer is None:
-        return
     service = app.state.settings.app.name
-    redis = app.state.redis
-    for stream in sorted(consumer.streams):
-        try:
-            groups: list[dict[Any, Any]] = await redis.xinfo_groups(stream)
-        except Exception:  # the stream does not exist yet: nothing published, nothing owed
-            groups = []
-        mine = [g for g in groups if _text(g.get("name", b"")) == consumer.group]
-        lag = pending = 0
-        if mine:
-            # Redis 7 knows the lag; None means it cannot tell (entries deleted under the group).
-            lag = int(mine[0].get("lag") or 0)
-            pending = int(mine[0].get("pending") or 0)
-        CONSUMER_LAG.labels(service=service, group=consumer.group, stream=stream).set(lag)
-        CONSUMER_PENDING.labels(service=service, group=consumer.group, stream=stream).set(pending)
+    for c in await consumer_status(app):
+        CONSUMER_LAG.labels(service=service, group=c.group, stream=c.stream).set(c.lag)
+        CONSUMER_PENDING.labels(service=service, group=c.group, stream=c.stream).set(c.pending)
 
 
 async def dead_letter_probe(app: Litestar) -> None:
-    consumer = app.state.events.consumer
-    if consumer is None:
-        return
-    redis = app.state.redis
-    count, scanned, start = 0, 0, "-"
-    while scanned < DEAD_LETTER_SCAN:
-        entries = await redis.xrange(DEAD_LETTER_STREAM, min=start, max="+", count=500)
-        if not entries:
-            break
-        for entry_id, fields in entries:
-            if _text(fields.get(b"service", b"")) == consumer.group:
-                count += 1
-            start = "(" + _text(entry_id)
-        scanned += len(entries)
-    DEAD_LETTERS.labels(service=app.state.settings.app.name).set(count)
+    count = await dead_letter_count(app)
+    if count is not None:
+        DEAD_LETTERS.labels(service=app.state.settings.app.name).set(count)
 
 
 SHARED_PROBES: tuple[MetricsProbe, ...] = (outbox_probe, consumer_probe, dead_letter_probe)
