@@ -46,6 +46,10 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
         "STRIPE_STANDIN_MAX_ATTEMPTS": "6",
         "STRIPE_STANDIN_ASYNC_SETTLE_SECONDS": "0",
         "PUBLIC_URL": "http://shop.test",
+        # Every shopper here is 127.0.0.1 and most guests share one address: the hold budgets
+        # are lifted (test_checkout_budgets sets them back on the running app).
+        "CHECKOUT_MAX_OPEN_PER_CLIENT": "100",
+        "CHECKOUT_MAX_OPEN_PER_EMAIL": "100",
         "EVENTS_RELAY_INTERVAL_MS": "50",
         "CART_SWEEP_INTERVAL_S": "0",
         # These tests withhold and order webhooks by hand: no reconciler may answer for them.

@@ -68,6 +68,17 @@ class CheckoutSession(EntityColumns, Base):
             "ix_checkout_sessions_cart_open", "cart_id", postgresql_where=text("status = 'open'")
         ),
         Index("ix_checkout_sessions_user", "user_id", "created_at"),
+        # The hold budgets count a client's and an address's open checkouts.
+        Index(
+            "ix_checkout_sessions_client_open",
+            "client_ip",
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index(
+            "ix_checkout_sessions_email_open",
+            text("lower(email)"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(unique=True)
@@ -98,6 +109,8 @@ class CheckoutSession(EntityColumns, Base):
     status_reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
     #: Something staff must look at (an amount that differs, a payment after expiry...).
     attention: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The shopper's address when it started (the storefront forwards it): budgets stock holds.
+    client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class ProviderEvent(Base):

@@ -65,6 +65,16 @@ class CheckoutSettings:
     #: The Stripe session closes this long before the reservation lapses, so a payment can
     #: never land on stock that is no longer held.
     expiry_margin_s: int = field(default_factory=lambda: env_int("CHECKOUT_EXPIRY_MARGIN_S", 120))
+    #: Stock held without paying, per client address and per email: open checkouts at once,
+    #: and units across them (also the most one checkout may hold). One client cannot hold more
+    #: than this of any product, however many carts or addresses it makes up.
+    max_open_per_client: int = field(
+        default_factory=lambda: env_int("CHECKOUT_MAX_OPEN_PER_CLIENT", 3)
+    )
+    max_open_per_email: int = field(
+        default_factory=lambda: env_int("CHECKOUT_MAX_OPEN_PER_EMAIL", 2)
+    )
+    max_held_units: int = field(default_factory=lambda: env_int("CHECKOUT_MAX_HELD_UNITS", 24))
     shipping_flat_rate: int = field(
         default_factory=lambda: env_int("CHECKOUT_SHIPPING_FLAT_RATE", 600)
     )
@@ -144,6 +154,15 @@ class CheckoutSettings:
         ):
             raise SettingsError(
                 "CHECKOUT_SHIPPING_FLAT_RATE / CHECKOUT_FREE_SHIPPING_THRESHOLD out of range"
+            )
+        if not (
+            1 <= self.max_open_per_client <= 100
+            and 1 <= self.max_open_per_email <= 100
+            and 1 <= self.max_held_units <= 10_000
+        ):
+            raise SettingsError(
+                "CHECKOUT_MAX_OPEN_PER_CLIENT / CHECKOUT_MAX_OPEN_PER_EMAIL (1..100) or "
+                "CHECKOUT_MAX_HELD_UNITS (1..10000) out of range"
             )
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise SettingsError("CHECKOUT_CURRENCY must be an ISO 4217 code")

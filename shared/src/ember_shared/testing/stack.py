@@ -169,6 +169,9 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             # limits (tested in identity's own suite) would refuse the suite's later sign-ups.
             "AUTH_RATE_MAX_PER_IP": "100000",
             "LOGIN_RATE_MAX_PER_IP": "100000",
+            # ... and so would checkout's stock-hold budgets per address (tested in checkout's).
+            "CHECKOUT_MAX_OPEN_PER_CLIENT": "100",
+            "CHECKOUT_MAX_OPEN_PER_EMAIL": "100",
             # Seven services share the test database with the in-process tests: small pools.
             "DATABASE_POOL_SIZE": os.environ.get("EMBER_STACK_POOL_SIZE", "3"),
             "DATABASE_MAX_OVERFLOW": os.environ.get("EMBER_STACK_MAX_OVERFLOW", "7"),

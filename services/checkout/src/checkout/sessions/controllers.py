@@ -76,6 +76,7 @@ def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
         principal=principal,
         cart_token=token[:4096] if token else None,
         access_token=access_token,
+        client_ip=(request.client.host[:64] if request.client else None) or None,
     )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 
 from checkout.models import CheckoutSession, CheckoutStatus
 
@@ -30,6 +31,31 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             )
             .order_by(CheckoutSession.created_at.desc())
             .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
+    async def lock_budget(self, *subjects: str) -> None:
+        """Serialises checkouts of one client address or email, so two at once cannot both
+        pass the budget (released when the transaction ends)."""
+        for subject in sorted({s for s in subjects if s}):
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"checkout-budget:{subject}"},
+            )
+
+    async def open_holds(
+        self, *, client_ip: str | None, email: str, other_than: uuid.UUID, now: dt.datetime
+    ) -> list[CheckoutSession]:
+        """Open, unexpired checkouts of this client address or email, but for ``other_than``'s
+        (that cart's are being replaced)."""
+        who = func.lower(CheckoutSession.email) == email.lower()
+        if client_ip:
+            who = or_(who, CheckoutSession.client_ip == client_ip)
+        statement = select(CheckoutSession).where(
+            CheckoutSession.status == CheckoutStatus.OPEN.value,
+            CheckoutSession.expires_at > now,
+            or_(CheckoutSession.cart_id.is_(None), CheckoutSession.cart_id != other_than),
+            who,
         )
         return list((await self.session.execute(statement)).scalars())
 

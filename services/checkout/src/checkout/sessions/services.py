@@ -58,6 +58,8 @@ class Buyer:
     cart_token: str | None
     #: The shopper's raw access token, relayed to identity to read a saved address.
     access_token: str | None = None
+    #: The shopper's address (Caddy's or the storefront's X-Forwarded-For): budgets holds.
+    client_ip: str | None = None
 
     @property
     def user_id(self) -> uuid.UUID | None:
@@ -228,6 +230,7 @@ class CheckoutService:
         existing = await self._settle_open_sessions(priced.cart_id, content)
         if existing is not None:
             return existing, False
+        await self._within_budget(buyer, email, priced)
 
         order_id = new_id()
         row_id = new_id()
@@ -282,6 +285,7 @@ class CheckoutService:
                 currency=priced.currency,
                 shipping_address=msgspec.to_builtins(address),
                 reservation_id=reservation.reservation_id,
+                client_ip=buyer.client_ip,
                 expires_at=unix_to_datetime(opened.expires_at),
                 stripe_session_id=opened.id,
                 checkout_url=opened.url,
@@ -301,6 +305,46 @@ class CheckoutService:
             lines=len(priced.lines),
         )
         return row, True
+
+    async def _within_budget(self, buyer: Buyer, email: str, priced: Priced) -> None:
+        """Stock held without paying is bounded per client address and per email, so that no
+        one client can make a product "sold out" for everyone by opening checkouts."""
+        units = sum(line.quantity for line in priced.lines)
+        limit = self.settings.max_held_units
+        if units > limit:
+            raise Problem(
+                422,
+                "checkout-too-large",
+                f"One checkout can hold at most {limit} items. Remove some, or contact us for "
+                "a larger order.",
+                limit=limit,
+            )
+        await self.repo.lock_budget(buyer.client_ip or "", email.lower())
+        now = dt.datetime.now(dt.UTC)
+        held = await self.repo.open_holds(
+            client_ip=buyer.client_ip, email=email, other_than=priced.cart_id, now=now
+        )
+        for rows, most in (
+            (
+                [r for r in held if buyer.client_ip and r.client_ip == buyer.client_ip],
+                self.settings.max_open_per_client,
+            ),
+            (
+                [r for r in held if r.email.lower() == email.lower()],
+                self.settings.max_open_per_email,
+            ),
+        ):
+            held_units = sum(int(line["quantity"]) for r in rows for line in r.lines)
+            if rows and (len(rows) >= most or held_units + units > limit):
+                wait = max(1, int((min(r.expires_at for r in rows) - now).total_seconds()))
+                raise Problem(
+                    429,
+                    "too-many-checkouts",
+                    "Other checkouts of yours are still waiting for payment. Pay or leave one "
+                    "of them (or wait until it lapses) before starting another.",
+                    title="Too many open checkouts",
+                    headers={"Retry-After": str(wait)},
+                )
 
     async def _address(self, buyer: Buyer, data: StartCheckout) -> Address:
         if (data.shipping_address is None) == (data.saved_address_id is None):
