@@ -47,9 +47,16 @@ async def reconcile_once(
         try:
             session = await gateway.retrieve_session(checkout.stripe_session_id)
         except PaymentProviderError as exc:
-            # Stripe is unreachable: the rest waits for the next pass (their lease lapses).
-            log.warning("reconcile_stripe_unavailable", error=str(exc)[:200])
-            break
+            if exc.retryable:
+                # Stripe is unreachable: the rest waits for the next pass (their lease lapses).
+                log.warning("reconcile_stripe_unavailable", error=str(exc)[:200])
+                break
+            log.warning(
+                "reconcile_session_unknown",
+                stripe_session_id=checkout.stripe_session_id,
+                error=str(exc)[:200],
+            )
+            continue
         asked += 1
         async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
             received = await WebhookService(db, gateway).reconcile(session, checkout.status)
