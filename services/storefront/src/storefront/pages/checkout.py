@@ -87,7 +87,28 @@ def _valid_email(email: str) -> bool:
     return bool(local) and "." in domain and " " not in email and len(email) <= 254
 
 
-async def _checkout_context(api: Api, visitor: Visitor) -> dict[str, Any]:
+#: The order id of this browser's last checkout, so that coming back from a declined card (or
+#: a "Back" on Stripe's page) finds the email and address already filled in. Only the id: the
+#: details come from checkout, which shows them only to the same cart (or account).
+LAST_CHECKOUT_COOKIE = "ember_last_checkout"
+
+
+async def _last_checkout(api: Api, request: Request[Any, Any, Any]) -> dict[str, Any] | None:
+    raw = request.cookies.get(LAST_CHECKOUT_COOKIE, "")
+    try:
+        order_id = uuid.UUID(raw[:36])
+    except ValueError:
+        return None
+    try:
+        found: dict[str, Any] = await api.get("checkout", f"/api/checkout/session/{order_id}")
+    except ApiProblem:
+        return None
+    return found
+
+
+async def _checkout_context(
+    api: Api, visitor: Visitor, request: Request[Any, Any, Any] | None = None
+) -> dict[str, Any]:
     cart = await load_cart(api)
     quote: dict[str, Any] | None = None
     problem: ApiProblem | None = None
@@ -105,13 +126,21 @@ async def _checkout_context(api: Api, visitor: Visitor) -> dict[str, Any]:
     default = next(
         (a for a in addresses if a.get("is_default")), addresses[0] if addresses else None
     )
+    address: dict[str, Any] = {"country": "US"}
+    email = visitor.email
+    earlier = await _last_checkout(api, request) if request and cart.get("lines") else None
+    if earlier is not None and earlier.get("status") != "paid":
+        if not default:
+            given = {k: v for k, v in (earlier.get("shipping_address") or {}).items() if v}
+            address |= given
+        email = email or str(earlier.get("email") or "")
     return {
         "cart": cart,
         "quote": quote,
         "addresses": addresses,
         "address_choice": f"saved:{default['id']}" if default else "new",
-        "address": {"country": "US"},
-        "email": visitor.email,
+        "address": address,
+        "email": email,
         "errors": {},
         "notice": friendly(problem) if problem else "",
         "unavailable": _unavailable(problem),
@@ -131,7 +160,7 @@ def _unavailable(problem: ApiProblem | None) -> list[dict[str, Any]]:
 async def checkout_page(
     request: Request[Any, Any, Any], api: Api, visitor: Visitor
 ) -> Response[str]:
-    return render(request, "checkout.html", await _checkout_context(api, visitor))
+    return render(request, "checkout.html", await _checkout_context(api, visitor, request))
 
 
 @post("/checkout", name="checkout-pay", include_in_schema=False)
@@ -186,7 +215,19 @@ async def checkout_pay(
     if not url.startswith(("https://", "http://")):
         return error_response(request, 503)
     # The payment page is the provider's (Stripe's): card data never reaches the shop.
-    return Redirect(url, status_code=303)
+    response = Redirect(url, status_code=303)
+    order_id = str(started.get("order_id") or "")
+    if order_id:
+        response.set_cookie(
+            LAST_CHECKOUT_COOKIE,
+            order_id,
+            max_age=86_400,
+            path="/checkout",
+            httponly=True,
+            secure=request.url.scheme == "https",
+            samesite="lax",
+        )
+    return response
 
 
 def _field_errors(problem: ApiProblem) -> dict[str, str]:
@@ -229,7 +270,7 @@ async def order_state(
             state = "cancelled"
         else:
             state = "paid"
-        return {"state": state, "order": order}
+        return {"state": state, "order": order, "tracking": await _tracking(api, order, params)}
     try:
         checkout = await api.get("checkout", f"/api/checkout/session/{order_id}", params=params)
     except ApiProblem as problem:
@@ -250,6 +291,22 @@ async def order_state(
     else:
         state = "open"
     return {"state": state, "checkout": checkout, "order": None}
+
+
+async def _tracking(
+    api: Api, order: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The carrier's scans of a shipped order (newest first), or None before it ships. The page
+    still shows the order when tracking cannot be read just now."""
+    if not (order.get("shipment") or {}).get("tracking_number"):
+        return None
+    try:
+        tracking: dict[str, Any] = await api.get(
+            "orders", f"/api/orders/{order['id']}/tracking", params=params
+        )
+    except ApiProblem:
+        return None
+    return tracking
 
 
 def _order_from_checkout(checkout: dict[str, Any]) -> dict[str, Any]:
