@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from browser_testkit import Person
 from playwright.async_api import expect
-from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop
+from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
@@ -76,4 +77,72 @@ async def test_an_account_made_through_google_sets_a_password_and_signs_in_with_
     await page.fill("#f-password", PASSWORD)
     await page.get_by_test_id("signin-submit").click()
     await expect(page.get_by_test_id("account-heading")).to_have_text("Hello, Annie Easley")
+    assert person.csp_violations() == []
+
+
+async def _staff_sign_in(person: Person, browser_shop: Shop, next_path: str) -> None:
+    staff = browser_shop.register_admin()
+    page = person.page
+    await person.open(next_path)
+    await page.wait_for_url(re.compile(rf".*/signin\?next={re.escape(next_path)}$"))
+    await page.fill("#f-email", staff["email"])
+    await page.fill("#f-password", staff["password"])
+    await page.get_by_test_id("signin-submit").click()
+    await page.wait_for_url(re.compile(rf".*{re.escape(next_path)}$"))
+
+
+async def test_staff_refund_part_of_an_order_through_stripe_and_restock_it(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    coffee = browser_shop.product(DEMO_SLUGS[2])
+    customer = f"refund-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, _ = browser_shop.buy(coffee["id"], email=customer, quantity=2)
+    browser_shop.wait_paid(order_id)
+    on_hand = browser_shop.admin_product(coffee["id"])["stock"]["on_hand"]
+
+    await _staff_sign_in(person, browser_shop, f"/admin/orders/{order_id}")
+    form = page.get_by_test_id("refund-form")
+    # More than was paid: the page says so, nothing is refunded.
+    await form.locator("#f-refund-amount").fill("999.00")
+    await form.get_by_test_id("refund").click()
+    await expect(page.get_by_test_id("order-error")).to_contain_text("can still be refunded")
+    await expect(page.get_by_test_id("refund-row")).to_have_count(0)
+
+    await form.locator("#f-refund-amount").fill("5.00")
+    await form.locator("#f-refund-reason").fill("One bag arrived torn")
+    await form.locator("#f-refund-restock").check()
+    await form.get_by_test_id("refund").click()
+    await expect(page.get_by_text("The refund is asked of Stripe")).to_be_visible()
+    await expect(page.get_by_test_id("refund-row")).to_have_count(1)
+    await expect(page.get_by_test_id("refund-row")).to_contain_text("$5.00")
+
+    # The order moves only when Stripe's charge.refunded has come back through checkout.
+    def refunded() -> dict | None:
+        order = browser_shop.admin_order(order_id)
+        return order if order and order["status"] == "partially_refunded" else None
+
+    order = wait_for(refunded, timeout=45)
+    assert order["amount_refunded"] == 500
+    await page.reload()
+    await expect(page.get_by_test_id("order-status")).to_have_text("Partly refunded")
+    await expect(page.get_by_test_id("refund-row")).to_contain_text("Refunded")
+    await page.screenshot(path=screenshots / "admin-refund.png", full_page=True)
+
+    # Restocked by catalog, mailed by the notifier, counted in the sales figures.
+    wait_for(
+        lambda: browser_shop.admin_product(coffee["id"])["stock"]["on_hand"] >= on_hand + 2,
+        timeout=30,
+    )
+    mails = wait_for(
+        lambda: [m for m in browser_shop.emails_to(customer) if "refunded" in m["subject"]],
+        timeout=40,
+    )
+    assert "$5.00" in mails[0]["subject"]
+    assert f"/order/{order_id}?session_id=" in mails[0]["text"]  # a guest's way in
+    stats = browser_shop.http.get("/api/admin/stats", headers=browser_shop.admin).json()
+    usd = next(r for r in stats["revenue"] if r["currency"] == "USD")
+    assert usd["refunded"] >= 500
+    await person.open("/admin")
+    await expect(page.get_by_test_id("stat-refunded").first).to_be_visible()
     assert person.csp_violations() == []

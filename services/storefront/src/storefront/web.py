@@ -52,6 +52,10 @@ FLASHES: dict[str, tuple[str, str]] = {
     "stock-saved": ("success", "Stock is updated."),
     "order-shipped": ("success", "The order is marked shipped; the customer is emailed."),
     "order-updated": ("success", "The order is updated."),
+    "refund-requested": (
+        "success",
+        "The refund is asked of Stripe: the order shows it once Stripe confirms.",
+    ),
     "email-retried": ("success", "The email is queued to be sent again."),
     "signin-needed": ("info", "Sign in to continue."),
     "subscription-cancelling": (

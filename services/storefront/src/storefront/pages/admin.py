@@ -539,14 +539,23 @@ async def _order_page(
     *,
     error: str = "",
     ship: dict[str, str] | None = None,
+    refund: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response[Any]:
-    order = await api.get("orders", f"/api/admin/orders/{order_id}")
+    order, refunds = await asyncio.gather(
+        api.get("orders", f"/api/admin/orders/{order_id}"),
+        api.get("orders", f"/api/admin/orders/{order_id}/refunds"),
+    )
     return render(
         request,
         "admin/order.html",
         {
             "order": order,
+            "refunds": refunds.get("items", []),
+            # A new key per page view: the form sent twice (a double click, a resend) asks
+            # Stripe once; a fresh page asks anew.
+            "refund_key": f"sf-{uuid.uuid4().hex}",
+            "refund": refund or {},
             "carriers": CARRIERS,
             "ship": ship or {},
             "error": error,
@@ -616,6 +625,38 @@ async def order_update(
             request, api, order_id, error=friendly(problem, "that order"), status=400
         )
     return redirect(request, f"/admin/orders/{order_id}", flash="order-updated")
+
+
+@post("/admin/orders/{order_id:uuid}/refund", name="admin-order-refund", include_in_schema=False)
+async def order_refund(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, order_id: uuid.UUID
+) -> Response[Any]:
+    """Ask Stripe for a refund; the order changes when Stripe's webhook confirms it."""
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    typed = form.text("amount", 20)
+    refund = {"amount": typed, "reason": form.text("reason", 300)}
+    body: dict[str, Any] = {
+        "idempotency_key": form.text("idempotency_key", 200),
+        "restock": form.flag("restock"),
+        "reason": refund["reason"],
+    }
+    error = ""
+    if typed:
+        amount = parse_money(typed)
+        if amount is None or amount <= 0:
+            error = "Give the amount to refund, like 12.50, or leave it empty to refund the rest."
+        else:
+            body["amount"] = amount
+    if not error:
+        try:
+            await api.post("orders", f"/api/admin/orders/{order_id}/refunds", json=body)
+        except ApiProblem as problem:
+            error = friendly(problem, "that order")
+    if error:
+        return await _order_page(request, api, order_id, error=error, refund=refund, status=400)
+    return redirect(request, f"/admin/orders/{order_id}", flash="refund-requested")
 
 
 # --- emails ---------------------------------------------------------------------------------
@@ -704,6 +745,7 @@ ROUTES = [
     order_detail,
     order_ship,
     order_update,
+    order_refund,
     emails,
     email_detail,
     email_retry,
