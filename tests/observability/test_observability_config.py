@@ -149,5 +149,6 @@ def test_grafana_is_provisioned_with_a_dashboard_of_real_series(compose: dict[st
         "ember_webhooks_total",
         "ember_reservations_held",
         "ember_mails",
+        "ember_reconciliations_total",
     ):
         assert wanted in charted, wanted

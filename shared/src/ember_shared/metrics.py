@@ -10,7 +10,8 @@ What every service exports, with a ``service`` label:
 - ``ember_outbox_backlog`` and ``ember_outbox_oldest_unpublished_seconds``;
 - ``ember_consumer_lag`` and ``ember_consumer_pending`` per consumer group and stream;
 - ``ember_dead_letters`` (letters of the service's consumer group);
-- ``ember_webhooks_total`` (``provider``, ``outcome``), counted by :func:`record_webhook`.
+- ``ember_webhooks_total`` (``provider``, ``outcome``), counted by :func:`record_webhook`;
+- ``ember_reconciliations_total`` (``result``), counted by :func:`record_reconciliation`.
 
 The gauges are read when Prometheus scrapes (each source bounded by a timeout), so a scrape is
 the truth of that moment and nothing polls in between. A service adds its own figures with
@@ -65,6 +66,11 @@ WEBHOOKS = Counter(
     "Provider webhook deliveries by outcome.",
     ["service", "provider", "outcome"],
 )
+RECONCILIATIONS = Counter(
+    "ember_reconciliations",
+    "Checkouts the reconciler asked the payment provider about, by result.",
+    ["service", "result"],
+)
 SCRAPE_ERRORS = Counter(
     "ember_metrics_probe_errors",
     "Metric sources that failed or timed out during a scrape.",
@@ -88,6 +94,12 @@ def record_webhook(service: str, provider: str, outcome: str) -> None:
     ids): a label with free text would make a series per event."""
     kind = (outcome.split(":", 1)[0].split() or ["unknown"])[0].lower()[:30]
     WEBHOOKS.labels(service=service, provider=provider, outcome=kind).inc()
+
+
+def record_reconciliation(service: str, result: str) -> None:
+    """``applied`` (the net caught a lost webhook), ``unchanged``, ``unknown`` (the provider
+    does not know the session) or ``unavailable`` (the provider did not answer)."""
+    RECONCILIATIONS.labels(service=service, result=result).inc()
 
 
 async def outbox_probe(app: Litestar) -> None:

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 
 import structlog
+from ember_shared.metrics import record_reconciliation
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout.payments import PaymentProviderError, StripeGateway
@@ -50,17 +51,21 @@ async def reconcile_once(
             if exc.retryable:
                 # Stripe is unreachable: the rest waits for the next pass (their lease lapses).
                 log.warning("reconcile_stripe_unavailable", error=str(exc)[:200])
+                record_reconciliation("checkout", "unavailable")
                 break
             log.warning(
                 "reconcile_session_unknown",
                 stripe_session_id=checkout.stripe_session_id,
                 error=str(exc)[:200],
             )
+            record_reconciliation("checkout", "unknown")
             continue
         asked += 1
         async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
             received = await WebhookService(db, gateway).reconcile(session, checkout.status)
-        if received is not None and not received.duplicate:
+        applied_now = received is not None and not received.duplicate
+        record_reconciliation("checkout", "applied" if applied_now else "unchanged")
+        if received is not None and applied_now:
             applied += 1
             log.warning(
                 "checkout_reconciled",
