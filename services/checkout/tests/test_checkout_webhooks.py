@@ -156,6 +156,8 @@ async def test_the_same_webhook_five_times_pays_once(world: World) -> None:
         ("wrong_secret", 0),  # forged: signed with another secret
         ("old_timestamp", 0),  # a replay of a delivery captured an hour ago
         ("valid", -301),  # just outside the 300 s tolerance
+        ("valid", 86400),  # signed a day ahead: replayable until then otherwise
+        ("valid", 301),  # ahead by more than the tolerance allows for clock skew
         ("missing", 0),
         ("tampered", 0),  # body changed after signing
     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,11 +162,29 @@ class StripeGateway:
                 event: stripe.Event = stripe.Webhook.construct_event(
                     payload, signature, secret, tolerance=self.settings.stripe_webhook_tolerance
                 )
-                return event
             except stripe.SignatureVerificationError as exc:
                 error = exc
+                continue
+            _not_from_the_future(signature or "", self.settings.stripe_webhook_tolerance)
+            return event
         assert error is not None
         raise error
+
+
+def _not_from_the_future(header: str, tolerance: int) -> None:
+    """The SDK refuses only old timestamps; one signed far ahead would stay replayable until
+    then, so it is refused too (a little clock skew is allowed, as much as the tolerance)."""
+    stamps = [p[2:] for p in header.split(",") if p.strip().startswith("t=")]
+    try:
+        signed_at = int(stamps[0].strip())
+    except (IndexError, ValueError):
+        raise stripe.SignatureVerificationError(  # type: ignore[no-untyped-call]
+            "No timestamp in the header", header
+        ) from None
+    if signed_at > time.time() + tolerance:
+        raise stripe.SignatureVerificationError(  # type: ignore[no-untyped-call]
+            "Timestamp in the future", header
+        )
 
 
 def _provider_error(operation: str, exc: stripe.StripeError) -> PaymentProviderError:
