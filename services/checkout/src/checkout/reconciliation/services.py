@@ -63,7 +63,12 @@ async def reconcile_once(
         asked += 1
         async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
             received = await WebhookService(db, gateway).reconcile(session, checkout.status)
-        applied_now = received is not None and not received.duplicate
+        # An "ignored" outcome: the webhook came meanwhile, and this changed nothing.
+        applied_now = (
+            received is not None
+            and not received.duplicate
+            and not received.outcome.startswith("ignored")
+        )
         record_reconciliation("checkout", "applied" if applied_now else "unchanged")
         if received is not None and applied_now:
             applied += 1
