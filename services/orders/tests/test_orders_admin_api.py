@@ -191,3 +191,32 @@ async def test_update_with_a_broken_json_body(client, admin, place) -> None:
         headers={**admin, "content-type": "application/json"},
     )
     problem(response, 400)
+
+
+async def test_staff_list_one_customers_orders_with_their_guest_orders(
+    client, admin, place
+) -> None:
+    user_id = uuid.uuid4()
+    email = f"member-{uuid.uuid4().hex[:8]}@example.com"
+    signed_in = await place(Checkout(user_id=user_id, email=email))
+    as_guest = await place(Checkout(email=email.upper()))
+    someone_else = await place(Checkout(user_id=uuid.uuid4(), email=email))
+
+    found = (
+        await client.get(
+            "/api/admin/orders",
+            params={"user_id": str(user_id), "verified_email": email},
+            headers=admin,
+        )
+    ).json()
+    assert {o["id"] for o in found["items"]} == {str(signed_in.order_id), str(as_guest.order_id)}
+    only_account = (
+        await client.get("/api/admin/orders", params={"user_id": str(user_id)}, headers=admin)
+    ).json()
+    assert [o["id"] for o in only_account["items"]] == [str(signed_in.order_id)]
+    assert str(someone_else.order_id) not in str(found)
+    problem(
+        await client.get("/api/admin/orders", params={"verified_email": email}, headers=admin),
+        400,
+    )
+    problem(await client.get("/api/admin/orders", params={"user_id": "nope"}, headers=admin), 400)

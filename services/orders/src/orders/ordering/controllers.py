@@ -176,9 +176,10 @@ class AdminOrderController(Controller):
         "principal": Provide(provide_principal),
     }
 
-    @get("/", summary="Find orders: by status, by email, order id or tracking number")
+    @get("/", summary="Find orders: by status, customer, email, order id or tracking number")
     async def list_orders(
         self,
+        *,
         orders: OrderService,
         status: Annotated[
             OrderStatus | None, Parameter(description="Only orders in this status.")
@@ -192,14 +193,32 @@ class AdminOrderController(Controller):
                 "tracking number.",
             ),
         ] = None,
+        user_id: Annotated[
+            uuid.UUID | None,
+            Parameter(
+                description="Only this customer's orders (with `verified_email`, also "
+                "the guest orders placed with that address)."
+            ),
+        ] = None,
+        verified_email: Annotated[
+            str | None,
+            Parameter(
+                min_length=3,
+                max_length=320,
+                description="The customer's address, when identity has proved it.",
+            ),
+        ] = None,
         page: Page = 1,
         page_size: AdminPageSize = 25,
     ) -> AdminOrderPage:
+        if verified_email is not None and user_id is None:
+            raise Problem(400, "user-id-required", "verified_email goes with user_id.")
         rows, total = await orders.admin_page(
             status=status.value if status else None,
             query=q.strip() if q and q.strip() else None,
             page=page,
             page_size=page_size,
+            customer=(user_id, verified_email) if user_id is not None else None,
         )
         return AdminOrderPage(
             items=[admin_summary(o) for o in rows], total=total, page=page, page_size=page_size

@@ -73,9 +73,17 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         return await self._page(base, offset=offset, limit=limit, with_items=True)
 
     async def search(
-        self, *, status: str | None, query: str | None, offset: int, limit: int
+        self,
+        *,
+        status: str | None,
+        query: str | None,
+        offset: int,
+        limit: int,
+        customer: tuple[uuid.UUID, str | None] | None = None,
     ) -> tuple[Sequence[Order], int]:
         base = select(Order)
+        if customer is not None:
+            base = base.where(owned_by(*customer))
         if status:
             base = base.where(Order.status == status)
         if query:

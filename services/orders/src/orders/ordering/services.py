@@ -380,10 +380,20 @@ class OrderService:
     # --- staff ------------------------------------------------------------------------
 
     async def admin_page(
-        self, *, status: str | None, query: str | None, page: int, page_size: int
+        self,
+        *,
+        status: str | None,
+        query: str | None,
+        page: int,
+        page_size: int,
+        customer: tuple[uuid.UUID, str | None] | None = None,
     ) -> tuple[Sequence[Order], int]:
         return await self.orders.search(
-            status=status, query=query, offset=(page - 1) * page_size, limit=page_size
+            status=status,
+            query=query,
+            offset=(page - 1) * page_size,
+            limit=page_size,
+            customer=customer,
         )
 
     async def admin_get(self, order_id: uuid.UUID) -> tuple[Order, Sequence[OrderStatusChange]]:
