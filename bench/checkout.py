@@ -155,12 +155,12 @@ async def run(
     stripe_url: str,
     resend_url: str,
     service_urls: dict[str, str],
-    admin: dict[str, str],
+    admin: Callable[[], dict[str, str]],
     buyers: int,
     concurrency: int,
 ) -> dict[str, Any]:
     async with (
-        httpx.AsyncClient(base_url=url, timeout=60, headers=admin) as staff,
+        httpx.AsyncClient(base_url=url, timeout=60, headers=admin()) as staff,
         httpx.AsyncClient(base_url=stripe_url, timeout=60) as stripe,
         httpx.AsyncClient(base_url=resend_url, timeout=60) as resend,
     ):
@@ -186,7 +186,8 @@ async def run(
         outcome.buyers = list(await asyncio.gather(*(guarded() for _ in range(buyers))))
         outcome.wall_s = time.monotonic() - began
         after = await route_times(service_urls)
-        stock = await staff.get("/api/admin/inventory/", params={"q": name})
+        # A fresh token: the run may outlast the first one.
+        stock = await staff.get("/api/admin/inventory/", params={"q": name}, headers=admin())
         row = next((r for r in stock.json().get("items", []) if r["product_id"] == product_id), {})
         mails = await resend.get("/_standin/emails")
     done = [b for b in outcome.buyers if not b.error]

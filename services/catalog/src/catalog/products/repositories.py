@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
     true,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
@@ -102,19 +103,33 @@ def _listing_statements(sort: str, *, by_category: bool) -> tuple[Select[Any], S
         0,
     )
     offset = bindparam("offset", type_=Integer)
+    limit = bindparam("limit", type_=Integer)
     # Plain ``active`` (not ``IS TRUE``): the listing indexes are partial on it. The offset
-    # test is a one-time filter: a page past the last reads no index at all.
+    # tests are one-time filters: a page past the last reads no index at all, and a page in
+    # the second half of the listing is read from its end (the same index backwards), so no
+    # page skips more than half the listing.
     where: list[Any] = [Product.active, offset < total]
     if by_category:
         where.append(Product.category_id == bindparam("category_id"))
-    ids = (
+    from_start = (
         select(Product.id)
-        .where(*where)
+        .where(*where, offset * 2 <= total)
         .order_by(*_ORDERINGS[sort])
-        .limit(bindparam("limit", type_=Integer))
+        .limit(limit)
         .offset(offset)
-        .subquery("page")
     )
+    from_end = (
+        select(Product.id)
+        .where(*where, offset * 2 > total)
+        .order_by(*_REVERSED[sort])
+        # Evaluated even when the branch's filter is false: never negative.
+        .limit(func.greatest(func.least(limit, total - offset), 0))
+        .offset(func.greatest(total - offset - limit, 0))
+    )
+    # Only one branch runs; the outer limit tells the planner how few ids come out (else it
+    # guesses thousands from the second branch's computed limit and hash-joins whole tables).
+    either = union_all(from_start, from_end).subquery("either")
+    ids = select(either.c.id).limit(limit).subquery("page")
     image = _primary_image()
     page = (
         _with_joins(select(*_summary_columns(image), total.label("total")), image)
@@ -122,6 +137,15 @@ def _listing_statements(sort: str, *, by_category: bool) -> tuple[Select[Any], S
         .order_by(*_ORDERINGS[sort])
     )
     return page, select(total)
+
+
+#: Each listing order read backwards (the same index, scanned from its end).
+_REVERSED: dict[str, tuple[Any, ...]] = {
+    "newest": (Product.created_at.asc(), Product.id.asc()),
+    "price": (Product.price.desc(), Product.id.desc()),
+    "price_desc": (Product.price.asc(), Product.id.desc()),
+    "name": (func.lower(Product.name).desc(), Product.id.desc()),
+}
 
 
 @dataclass(frozen=True)
