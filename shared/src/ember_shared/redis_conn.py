@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Tries after the first: enough to get past every stale connection of a restart (each retry
 #: reconnects), few enough that a request during an outage gives up in well under a second.
@@ -26,10 +25,12 @@ HEALTH_CHECK_INTERVAL_S = 10
 
 
 def redis_retry(retries: int = RETRIES) -> Retry:
+    # Connection errors only: a command that timed out may have run, and sending an INCR, an
+    # XADD or a dead letter again would count or append it twice.
     return Retry(
         ExponentialWithJitterBackoff(base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S),
         retries,
-        supported_errors=(RedisConnectionError, RedisTimeoutError),
+        supported_errors=(RedisConnectionError,),
     )
 
 
@@ -44,7 +45,7 @@ def redis_from_url(
     return Redis.from_url(
         url,
         retry=redis_retry(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry_on_error=[RedisConnectionError],
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         socket_connect_timeout=socket_connect_timeout,
         socket_timeout=socket_timeout,
