@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 from checkout_testkit import ADDRESS, Shopper, World, eventually
 from sqlalchemy import text
 
@@ -442,3 +443,25 @@ async def test_forged_subscription_webhooks_change_nothing(world: World) -> None
     await world.deliver(ids)
     assert (await _row(world, active["id"]))["status"] == "past_due"
     assert len(await _invoices(world, active["id"])) == 2
+
+
+async def test_staff_read_a_customers_subscriptions(world: World) -> None:
+    active = await _active(world)
+    user_id = str((await _row(world, active["id"]))["user_id"])
+    url = f"{world.checkout_url}/api/admin/subscriptions"
+    async with httpx.AsyncClient(timeout=10) as http:
+        listed = await http.get(url, params={"user_id": user_id}, headers=world.admin_headers())
+        assert listed.status_code == 200, listed.text
+        assert [s["id"] for s in listed.json()["items"]] == [active["id"]]
+        assert listed.json()["items"][0]["status"] == "active"
+        nobody = await http.get(
+            url, params={"user_id": str(uuid.uuid4())}, headers=world.admin_headers()
+        )
+        assert nobody.json()["total"] == 0
+        for params in ({}, {"user_id": "nope"}, {"user_id": user_id, "page_size": 500}):
+            bad = await http.get(url, params=params, headers=world.admin_headers())
+            assert bad.status_code == 400, params
+            assert bad.headers["content-type"].startswith("application/problem+json")
+        customer = world.customer()
+        refused = await http.get(url, params={"user_id": user_id}, headers=customer._auth())
+        assert refused.status_code == 403

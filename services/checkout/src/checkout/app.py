@@ -23,7 +23,7 @@ from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_forever
 from checkout.sessions.controllers import CheckoutController
 from checkout.settings import CheckoutSettings, load_checkout_settings
-from checkout.subscriptions.controllers import SubscriptionController
+from checkout.subscriptions.controllers import AdminSubscriptionController, SubscriptionController
 from checkout.upstream import Upstream
 from checkout.webhooks.controllers import stripe_webhook
 
@@ -72,6 +72,7 @@ def create_app(
             route_handlers=[
                 CheckoutController,
                 SubscriptionController,
+                AdminSubscriptionController,
                 stripe_webhook,
                 InternalCheckoutController,
             ],

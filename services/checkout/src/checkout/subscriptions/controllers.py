@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from ember_shared.auth import Principal, provide_principal, requires_signed_in
+from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from checkout.models import Subscription, SubscriptionInvoice
 from checkout.sessions.controllers import shopper_origin
 from checkout.sessions.schemas import AddressOut
+from checkout.subscriptions.repositories import SubscriptionRepository
 from checkout.subscriptions.schemas import (
     InvoiceView,
     Subscribe,
@@ -178,3 +179,34 @@ class SubscriptionController(Controller):
     ) -> Response[SubscriptionView]:
         row = await subscriptions.cancel(principal, subscription_id)
         return Response(subscription_view(row), status_code=202, headers=NO_STORE)
+
+
+class AdminSubscriptionController(Controller):
+    """Staff read a customer's subscriptions (the customer screen); they change none here."""
+
+    path = "/api/admin/subscriptions"
+    tags = ["admin: subscriptions"]
+    guards = [requires_admin]
+    security = [{"BearerToken": []}]
+
+    @get("/", summary="A customer's subscriptions, newest first", cache=False)
+    async def list_subscriptions(
+        self,
+        db_session: AsyncSession,
+        user_id: Annotated[uuid.UUID, Parameter(description="The customer's account id.")],
+        page: Page = 1,
+        page_size: PageSize = 20,
+    ) -> Response[SubscriptionPage]:
+        repo = SubscriptionRepository(session=db_session, auto_commit=False, auto_expunge=False)
+        rows, total = await repo.page_for_user(
+            user_id, offset=(page - 1) * page_size, limit=page_size
+        )
+        return Response(
+            SubscriptionPage(
+                items=[subscription_view(row) for row in rows],
+                total=total,
+                page=page,
+                page_size=page_size,
+            ),
+            headers=NO_STORE,
+        )
