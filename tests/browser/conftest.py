@@ -94,3 +94,22 @@ async def person(chromium: Browser, stack: RunningStack) -> AsyncIterator[Person
         yield someone
     finally:
         await context.close()
+
+
+@pytest.fixture
+async def phone(chromium: Browser, stack: RunningStack) -> AsyncIterator[Person]:
+    """A shopper (or staff) on a phone: 390 x 844 CSS pixels, touch, a phone's user agent."""
+    context = await chromium.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+        locale="en-US",
+    )
+    context.set_default_timeout(15_000)
+    page = await context.new_page()
+    someone = Person(context, page, stack.url)
+    try:
+        yield someone
+    finally:
+        await context.close()

@@ -71,3 +71,26 @@ async def test_pages_tell_search_engines_what_they_are(
     assert f"{base}/coffee/{coffee['slug']}" in locations
     assert f"{base}/shop?category={category['slug']}" in locations
     assert f"{base}/" in locations
+
+
+async def test_pictures_come_in_the_size_the_page_shows_them(
+    person: Person, browser_shop: Shop
+) -> None:
+    """A card in the grid loads the 320-px copy made at upload; the gallery asks for a size this
+    (600-px) picture never had and gets the full picture instead of a broken image."""
+    page = person.page
+    coffee = browser_shop.product(DEMO_SLUGS[1])
+    await person.open(f"/search?q={coffee['name']}")
+    card = page.locator(f"a[href='/coffee/{coffee['slug']}'] img").first
+    await expect(card).to_have_attribute("srcset", re.compile(r"-w320\.webp 320w"))
+    await expect(card).to_have_js_property("complete", True)
+    assert (await card.evaluate("img => img.currentSrc")).endswith("-w320.webp")
+    assert await card.evaluate("img => img.naturalWidth") == 320
+
+    await person.open(f"/coffee/{coffee['slug']}")
+    main = page.get_by_test_id("gallery-main")
+    await expect(main).to_have_js_property("complete", True)
+    current = await main.evaluate("img => img.currentSrc")
+    assert re.search(r"-w(640|960)\.webp$", current), current
+    assert await main.evaluate("img => img.naturalWidth") == 600
+    assert person.csp_violations() == []

@@ -132,6 +132,13 @@ async def test_a_declined_card_shows_the_decline_and_the_order_is_never_paid(
     await page.click("#cancel")
     await page.wait_for_url(re.compile(r".*/cart$"))
     await expect(page.get_by_test_id("cart-line")).to_have_count(1)
+    # Back at checkout the guest types nothing again: email and address are as they gave them.
+    await page.get_by_test_id("checkout-link").click()
+    await expect(page.locator("#f-email")).to_have_value(email)
+    await expect(page.locator("#f-name")).to_have_value("Ada Lovelace")
+    await expect(page.locator("#f-line1")).to_have_value("12 Roastery Lane")
+    await expect(page.locator("#f-city")).to_have_value("Portland")
+    await expect(page.locator("#f-postal_code")).to_have_value("97201")
     listing = browser_shop.http.get(
         "/api/admin/orders", params={"q": email}, headers=browser_shop.admin
     ).json()

@@ -234,11 +234,16 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         "EMBER_MODE": "production",
         "EMBER_SITE_ADDRESS": f"http://:{port}",
         "MEDIA_ORIGIN": "https://res.cloudinary.com",
+        "MEDIA_ROOT": str(tmp_path / "media"),
         "CADDY_BIND": "127.0.0.1",
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         **{f"{name.upper()}_PORT": str(dead) for name in ROUTES},
     }
+    pictures = tmp_path / "media" / "products"
+    pictures.mkdir(parents=True)
+    (pictures / "bag.webp").write_bytes(b"RIFF-full")
+    (pictures / "bag-w320.webp").write_bytes(b"RIFF-320")
     caddy = subprocess.Popen(
         [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
         env=env,
@@ -269,6 +274,13 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
                 "max-age=63072000; includeSubDomains; preload"
             )
             assert response.headers["x-frame-options"] == "DENY"
+        # A size made at upload is served; one never made (an older upload) is the full picture.
+        sized = {
+            w: httpx.get(f"{base}/media/products/bag-w{w}.webp", timeout=5) for w in (320, 640)
+        }
+        assert sized[320].content == b"RIFF-320"
+        assert sized[640].content == b"RIFF-full"
+        assert httpx.get(f"{base}/media/products/none-w640.webp", timeout=5).status_code == 404
         # Product images delivered by Cloudinary are allowed by the pages' policy (else every
         # product image would be blank with MEDIA_STORE=cloudinary).
         directives = dict(

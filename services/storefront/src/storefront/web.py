@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -56,6 +57,10 @@ FLASHES: dict[str, tuple[str, str]] = {
         "success",
         "The refund is asked of Stripe: the order shows it once Stripe confirms.",
     ),
+    "category-saved": ("success", "The category is saved."),
+    "category-deleted": ("info", "The category is deleted."),
+    "customer-disabled": ("info", "The account is disabled: it is signed out everywhere."),
+    "customer-enabled": ("success", "The account is enabled again."),
     "email-retried": ("success", "The email is queued to be sent again."),
     "signin-needed": ("info", "Sign in to continue."),
     "subscription-cancelling": (
@@ -134,6 +139,32 @@ def availability_label(value: str | None) -> str:
     return AVAILABILITY_LABELS.get(value or "", "")
 
 
+#: Widths the catalog makes of every uploaded picture (``catalog.media.images.VARIANT_WIDTHS``),
+#: and the width the full picture is taken to have (uploads are scaled to at most this side).
+IMAGE_WIDTHS = (320, 640, 960)
+FULL_IMAGE_WIDTH = 2000
+CLOUDINARY_UPLOAD = re.compile(r"^(https://res\.cloudinary\.com/[^/]+/image/upload/)(.+)$")
+
+
+def srcset(url: str | None) -> str:
+    """The ``srcset`` of a product picture: the sizes made at upload (on local disk, named
+    ``-w<width>``; the gateway answers a size an older upload lacks with the full picture), or
+    Cloudinary's own resizing. Empty for any other address."""
+    if not url:
+        return ""
+    if url.startswith("/media/") and url.endswith(".webp"):
+        stem = url.removesuffix(".webp")
+        sizes = [f"{stem}-w{width}.webp {width}w" for width in IMAGE_WIDTHS]
+        return ", ".join([*sizes, f"{url} {FULL_IMAGE_WIDTH}w"])
+    if found := CLOUDINARY_UPLOAD.match(url):
+        head, tail = found.groups()
+        return ", ".join(
+            f"{head}c_limit,w_{width},f_auto,q_auto/{tail} {width}w"
+            for width in (*IMAGE_WIDTHS, FULL_IMAGE_WIDTH)
+        )
+    return ""
+
+
 @cache
 def static_version(name: str) -> str:
     """A short hash of a static file, so its URL changes whenever it does (it is cached long)."""
@@ -176,6 +207,7 @@ def environment() -> Environment:
         availability=availability_label,
         minor_to_text=minor_to_text,
         country=country_name,
+        srcset=srcset,
     )
     env.globals.update(static=static_url, query=query, roasts=ROASTS)
     return env

@@ -17,6 +17,15 @@ MAX_PIXELS = 40_000_000
 OUTPUT_FORMAT = "WEBP"
 OUTPUT_CONTENT_TYPE = "image/webp"
 OUTPUT_EXTENSION = "webp"
+#: Narrower copies made at upload beside the full picture, for the pages' ``srcset``: a phone's
+#: two-up grid, a desktop card, a phone's full-width gallery.
+VARIANT_WIDTHS = (320, 640, 960)
+
+
+def variant_key(key: str, width: int) -> str:
+    """``products/<digest>.webp`` -> ``products/<digest>-w640.webp``: the storefront derives the
+    same names (and the gateway answers a size never made with the full picture)."""
+    return f"{key.removesuffix('.' + OUTPUT_EXTENSION)}-w{width}.{OUTPUT_EXTENSION}"
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,8 @@ class ProcessedImage:
     height: int
     content_type: str
     digest: str
+    #: (width, WebP bytes) of each narrower copy; none wider than the picture itself.
+    variants: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def key(self) -> str:
@@ -54,7 +65,24 @@ def _probe(data: bytes) -> tuple[str, int, int]:
         raise Problem(415, "unsupported-image", "That file is not an image we can read.") from None
 
 
-def _reencode(data: bytes, max_side: int) -> tuple[bytes, int, int]:
+def _encode(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    # Saving without exif=/icc_profile= drops the source's metadata (GPS included).
+    image.save(out, OUTPUT_FORMAT, quality=85, method=4)
+    return out.getvalue()
+
+
+def _variants(image: Image.Image) -> tuple[tuple[int, bytes], ...]:
+    made = []
+    for width in VARIANT_WIDTHS:
+        if width >= image.width:
+            break
+        height = max(1, round(image.height * width / image.width))
+        made.append((width, _encode(image.resize((width, height), Image.Resampling.LANCZOS))))
+    return tuple(made)
+
+
+def _reencode(data: bytes, max_side: int) -> tuple[bytes, int, int, tuple[tuple[int, bytes], ...]]:
     try:
         with Image.open(io.BytesIO(data)) as checked:
             checked.verify()
@@ -65,10 +93,7 @@ def _reencode(data: bytes, max_side: int) -> tuple[bytes, int, int]:
                 has_alpha = "A" in image.getbands() or "transparency" in image.info
                 image = image.convert("RGBA" if has_alpha else "RGB")
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            # Saving without exif=/icc_profile= drops the source's metadata (GPS included).
-            image.save(out, OUTPUT_FORMAT, quality=85, method=4)
-            return out.getvalue(), image.width, image.height
+            return _encode(image), image.width, image.height, _variants(image)
     except _decoding_errors():
         raise Problem(400, "invalid-image", "The image is damaged or truncated.") from None
 
@@ -87,11 +112,12 @@ def process_image(data: bytes, *, max_side: int) -> ProcessedImage:
             )
         if width * height > MAX_PIXELS:
             raise Problem(413, "image-too-large", "The image has too many pixels.")
-        encoded, width, height = _reencode(data, max_side)
+        encoded, width, height, variants = _reencode(data, max_side)
     return ProcessedImage(
         data=encoded,
         width=width,
         height=height,
         content_type=OUTPUT_CONTENT_TYPE,
         digest=hashlib.sha256(encoded).hexdigest(),
+        variants=variants,
     )

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from catalog.cache import LISTS_SET, PAGES_SET, CatalogCache, product_set, value_key
 from catalog.fields import DEFAULT_PAGE_SIZE, MAX_PAGE, MAX_PAGE_SIZE, SLUG_PATTERN
 from catalog.http import cached_json, catalog_settings_of
-from catalog.media.images import process_image
+from catalog.media.images import process_image, variant_key
 from catalog.media.store import MediaStore
 from catalog.products.schemas import (
     AdminProduct,
@@ -359,6 +359,10 @@ def upload_image_handler(max_upload_bytes: int) -> HTTPRouteHandler:
         image = await asyncio.to_thread(process_image, raw, max_side=settings.max_image_side)
         store: MediaStore = request.app.state.media_store
         stored = await store.put(image.key, image.data, image.content_type)
+        if store.name == "local":
+            # Cloudinary makes its sizes itself from the URL; on disk they are made here once.
+            for width, smaller in image.variants:
+                await store.put(variant_key(image.key, width), smaller, image.content_type)
         return UploadedImage(
             url=stored.url,
             key=stored.key,
