@@ -90,6 +90,10 @@ async def test_product_page_shows_price_availability_and_add_form(
 async def test_unknown_product_and_page_are_friendly_404s(browser: Browser) -> None:
     page = assert_page(await browser.get("/coffee/no-such-coffee-anywhere"), 404)
     assert "We could not find that coffee" in page
+    # A slug that would reshape the catalog URL (a query, a NUL, a path) is just not found.
+    for odd in ("/coffee/search%3Fq%3Dx", "/coffee/%00", "/coffee/%23x", "/coffee/a%20b"):
+        page = assert_page(await browser.get(odd), 404)
+        assert "We could not find that coffee" in page
     page = assert_page(await browser.get("/no/such/page"), 404)
     assert "We could not find that page" in page
     # Anything that is not a browser still gets RFC 9457.

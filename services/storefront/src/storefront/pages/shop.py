@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from litestar import Request, Response, get
 from litestar.params import Parameter
@@ -122,7 +123,9 @@ async def product(
     if len(slug) > 200:
         return await _not_found(request)
     try:
-        item = await api.get("catalog", f"/api/products/{slug}", bearer=False, cookies=())
+        # Encoded whole: a slug holding "?", "/", "#" or a NUL must not reshape the catalog URL.
+        path = f"/api/products/{quote(slug, safe='')}"
+        item = await api.get("catalog", path, bearer=False, cookies=())
     except ApiProblem as problem:
         if problem.status in (400, 404):
             return await _not_found(request)
