@@ -146,3 +146,56 @@ async def test_staff_refund_part_of_an_order_through_stripe_and_restock_it(
     await person.open("/admin")
     await expect(page.get_by_test_id("stat-refunded").first).to_be_visible()
     assert person.csp_violations() == []
+
+
+async def test_staff_manage_categories_and_find_disable_a_customer_with_their_orders(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    coffee = browser_shop.product(DEMO_SLUGS[0])
+    customer = browser_shop.register(name="Dorothy Vaughan")
+    # Bought as a guest with the account's (proved) address: it is the customer's order too.
+    order_id, _ = browser_shop.buy(coffee["id"], email=customer["email"])
+    browser_shop.wait_paid(order_id)
+
+    await _staff_sign_in(person, browser_shop, "/admin/categories")
+    name = f"Decaf {uuid.uuid4().hex[:6]}"
+    form = page.get_by_test_id("category-form")
+    await form.locator("#f-name").fill("x")
+    await form.locator("#f-name").evaluate("el => el.removeAttribute('minlength')")
+    await form.get_by_role("button", name="Add category").click()
+    await expect(page.get_by_test_id("category-error")).to_contain_text("name")
+    await page.get_by_test_id("category-form").locator("#f-name").fill(name)
+    await page.get_by_test_id("category-form").locator("#f-description").fill("Gentle nights.")
+    await page.get_by_test_id("category-form").get_by_role("button", name="Add category").click()
+    await expect(page.get_by_text("The category is saved.")).to_be_visible()
+    await page.fill("#q", name)
+    await page.get_by_role("button", name="Find").click()
+    await expect(page.get_by_test_id("admin-category")).to_have_count(1)
+    await page.get_by_test_id("admin-category").get_by_role("link").click()
+    await page.locator("#f-name").fill(f"{name} Swiss Water")
+    await page.get_by_role("button", name="Save category").click()
+    await expect(
+        page.get_by_test_id("admin-category").filter(has_text="Swiss Water")
+    ).to_have_count(1)
+    await page.screenshot(path=screenshots / "admin-categories.png", full_page=True)
+
+    await page.get_by_role("link", name="Customers", exact=True).click()
+    await page.fill("#q", customer["email"])
+    await page.get_by_role("button", name="Find").click()
+    await expect(page.get_by_test_id("admin-customer")).to_have_count(1)
+    await page.get_by_test_id("admin-customer").get_by_role("link").click()
+    await expect(page.get_by_role("heading", name="Dorothy Vaughan")).to_be_visible()
+    await expect(page.get_by_test_id("customer-order")).to_contain_text(order_id[-8:].upper())
+    await expect(page.get_by_text("No subscriptions.")).to_be_visible()
+    await page.screenshot(path=screenshots / "admin-customer.png", full_page=True)
+    await page.get_by_test_id("customer-toggle").click()
+    await expect(page.get_by_test_id("customer-state")).to_have_text("Disabled")
+    refused = browser_shop.http.post(
+        "/api/auth/login", json={"email": customer["email"], "password": customer["password"]}
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    await page.get_by_test_id("customer-toggle").click()
+    await expect(page.get_by_test_id("customer-state")).to_have_text("Active")
+    assert person.csp_violations() == []

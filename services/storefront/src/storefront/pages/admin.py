@@ -659,6 +659,245 @@ async def order_refund(
     return redirect(request, f"/admin/orders/{order_id}", flash="refund-requested")
 
 
+# --- categories -----------------------------------------------------------------------------
+
+
+def _category_form(form: Form) -> tuple[dict[str, Any], str]:
+    values: dict[str, Any] = {
+        "name": form.text("name", 120),
+        "slug": form.text("slug", 120).lower(),
+        "description": form.text("description", 4000),
+    }
+    order = form.text("display_order", 6)
+    error = ""
+    if len(values["name"]) < 2:
+        error = "Give the category a name."
+    elif order:
+        if not order.isdigit():
+            error = "The position is a whole number."
+        else:
+            values["display_order"] = int(order)
+    return values, error
+
+
+@get("/admin/categories", name="admin-categories", include_in_schema=False, cache=False)
+async def categories(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    q: Annotated[str, Parameter(max_length=120)] = "",
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    return await _categories_page(request, api, q=q)
+
+
+async def _categories_page(
+    request: Request[Any, Any, Any],
+    api: Api,
+    *,
+    q: str = "",
+    new: dict[str, Any] | None = None,
+    error: str = "",
+    status: int = 200,
+) -> Response[Any]:
+    listed = await _categories(api)
+    needle = q.strip().lower()
+    shown = [c for c in listed if not needle or needle in c["name"].lower() or needle in c["slug"]]
+    return render(
+        request,
+        "admin/categories.html",
+        {
+            "categories": shown,
+            "q": q,
+            "new": new or {},
+            "error": error,
+            "title": "Categories",
+            "section": "categories",
+        },
+        status=status,
+    )
+
+
+@post("/admin/categories", name="admin-category-create", include_in_schema=False)
+async def category_create(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    values, error = _category_form(await Form.of(request))
+    if not error:
+        body = {k: v for k, v in values.items() if v not in ("", None)}
+        try:
+            await api.post("catalog", "/api/admin/categories", json=body)
+        except ApiProblem as problem:
+            error = friendly(problem, "that category")
+    if error:
+        return await _categories_page(request, api, new=values, error=error, status=400)
+    return redirect(request, "/admin/categories", flash="category-saved")
+
+
+@get(
+    "/admin/categories/{category_id:uuid}",
+    name="admin-category",
+    include_in_schema=False,
+    cache=False,
+)
+async def category_edit(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, category_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    category = await api.get("catalog", f"/api/admin/categories/{category_id}")
+    return render(
+        request,
+        "admin/category.html",
+        {"category": category, "error": "", "title": category["name"], "section": "categories"},
+    )
+
+
+@post(
+    "/admin/categories/{category_id:uuid}",
+    name="admin-category-update",
+    include_in_schema=False,
+)
+async def category_update(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, category_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    if form.flag("delete"):
+        try:
+            await api.delete("catalog", f"/api/admin/categories/{category_id}")
+        except ApiProblem as problem:
+            category = await api.get("catalog", f"/api/admin/categories/{category_id}")
+            return render(
+                request,
+                "admin/category.html",
+                {
+                    "category": category,
+                    "error": friendly(problem, "that category"),
+                    "title": category["name"],
+                    "section": "categories",
+                },
+                status=409,
+            )
+        return redirect(request, "/admin/categories", flash="category-deleted")
+    values, error = _category_form(form)
+    if not error:
+        body = {k: v for k, v in values.items() if k != "slug" or v}
+        try:
+            await api.patch("catalog", f"/api/admin/categories/{category_id}", json=body)
+        except ApiProblem as problem:
+            error = friendly(problem, "that category")
+    if error:
+        return render(
+            request,
+            "admin/category.html",
+            {
+                "category": {"id": str(category_id), **values},
+                "error": error,
+                "title": "Edit category",
+                "section": "categories",
+            },
+            status=400,
+        )
+    return redirect(request, "/admin/categories", flash="category-saved")
+
+
+# --- customers ------------------------------------------------------------------------------
+
+
+@get("/admin/customers", name="admin-customers", include_in_schema=False, cache=False)
+async def customers(
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    *,
+    q: Annotated[str, Parameter(max_length=200)] = "",
+    page: Page = 1,
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    listing = await api.get(
+        "identity",
+        "/api/admin/users",
+        params={"q": q.strip(), "page": page, "page_size": PAGE_SIZE},
+    )
+    return render(
+        request,
+        "admin/customers.html",
+        {
+            "listing": listing,
+            "q": q,
+            "page": page,
+            "pages": _pages(listing.get("total", 0), PAGE_SIZE),
+            "params": {"q": q or None},
+            "title": "Customers",
+            "section": "customers",
+        },
+    )
+
+
+@get(
+    "/admin/customers/{user_id:uuid}",
+    name="admin-customer",
+    include_in_schema=False,
+    cache=False,
+)
+async def customer_detail(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, user_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    user = await api.get("identity", f"/api/admin/users/{user_id}")
+    params: dict[str, Any] = {"user_id": str(user_id), "page_size": PAGE_SIZE}
+    if user.get("email_verified"):
+        # Guest orders of a proved address are the customer's too (as on their account page).
+        params["verified_email"] = user["email"]
+    orders, subscriptions = await asyncio.gather(
+        api.get("orders", "/api/admin/orders", params=params),
+        _optional(
+            api.get(
+                "checkout",
+                "/api/admin/subscriptions",
+                params={"user_id": str(user_id), "page_size": 50},
+            )
+        ),
+    )
+    return render(
+        request,
+        "admin/customer.html",
+        {
+            "customer": user,
+            "orders": orders,
+            "subscriptions": (subscriptions or {}).get("items", []),
+            "title": user.get("name") or user["email"],
+            "section": "customers",
+        },
+    )
+
+
+@post(
+    "/admin/customers/{user_id:uuid}/{action:str}",
+    name="admin-customer-action",
+    include_in_schema=False,
+)
+async def customer_action(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, user_id: uuid.UUID, action: str
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    if action not in {"disable", "enable"}:
+        return error_response(request, 404, "Not found", "There is no such action.")
+    try:
+        await api.post("identity", f"/api/admin/users/{user_id}/{action}")
+    except ApiProblem as problem:
+        return error_response(request, 409, "Not changed", friendly(problem, "that account"))
+    return redirect(request, f"/admin/customers/{user_id}", flash=f"customer-{action}d")
+
+
 # --- emails ---------------------------------------------------------------------------------
 
 
@@ -746,6 +985,13 @@ ROUTES = [
     order_ship,
     order_update,
     order_refund,
+    categories,
+    category_create,
+    category_edit,
+    category_update,
+    customers,
+    customer_detail,
+    customer_action,
     emails,
     email_detail,
     email_retry,
