@@ -69,9 +69,14 @@ async def _prepare(base: str, product_id: str, email: str, number: int) -> tuple
     async with httpx.AsyncClient(base_url=base, timeout=60, transport=transport) as guest:
         added = await guest.post("/api/cart/items", json={"product_id": product_id, "quantity": 1})
         added.raise_for_status()
-        started = await guest.post(
-            "/api/checkout/session", json={"email": email, "shipping_address": ADDRESS}
-        )
+        for _ in range(3):  # as a shopper would, once the shop answers again
+            started = await guest.post(
+                "/api/checkout/session", json={"email": email, "shipping_address": ADDRESS}
+            )
+            if started.status_code < 500:
+                break
+            print(f"checkout answered {started.status_code}: {started.text[:200]}", flush=True)
+            await asyncio.sleep(2)
         started.raise_for_status()
         body = started.json()
         return str(body["order_id"]), str(body["checkout_url"]).rstrip("/").rsplit("/", 1)[-1]

@@ -86,7 +86,7 @@ async def main(sessions: int, port: int) -> int:
         base = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(timeout=120) as http:
-                for _ in range(200):
+                for _ in range(1200):  # a loaded machine takes a while to start it
                     with contextlib.suppress(httpx.HTTPError):
                         if (await http.get(f"{base}/_standin/health")).status_code == 200:
                             break
