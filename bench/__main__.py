@@ -1,29 +1,21 @@
-"""``make bench`` (``uv run python -m bench``): the catalog's read path, measured through Caddy.
-
-What it does:
+"""``make bench`` (``uv run python -m bench [all|read|checkout]``): Ember measured through Caddy.
 
 1. Finds the shop: ``BENCH_URL`` if set; else a stack already answering on this machine's
-   gateway port (``EMBER_PORT_OFFSET`` shifts it); else it starts one itself with the devstack
-   (``ember_shared.devstack``), with its data in ``.data/bench`` so that your ``make run`` data
-   is left alone, and stops it at the end. A stack it starts seeds the 20-product demo catalog.
-2. Runs each scenario for ``BENCH_DURATION`` seconds (10) in all, over ``BENCH_CONNECTIONS``
-   keep-alive connections (16), with the raw asyncio client in :mod:`bench.loadgen`, after
-   ``BENCH_WARMUP`` seconds (2) of warm-up; the time is split into ``BENCH_ROUNDS`` (5) rounds
-   that interleave the scenarios, so a machine whose load drifts weighs on all of them alike:
-
-   - ``floor``: ``GET /api/health/catalog/live``, a trivial route of the same service behind the
-     same middleware: what Litestar + uvicorn + Caddy cost before the catalog does anything;
-   - ``listing``, ``product`` and ``search``, each **cached** (answered from Redis) and
-     **uncached**. Uncached requests carry ``X-Cache-Bypass: 1``, which the catalog honours only
-     when ``EMBER_MODE=local``: it then builds the answer from Postgres and does not touch Redis.
-     (When the header is not honoured the uncached rows say so instead of measuring the cache.)
-
-3. Prints a table (requests per second, p50 and p99 latency, errors) and saves it as JSON in
+   gateway port (``EMBER_PORT_OFFSET`` shifts it); else it starts one itself with the devstack,
+   with data of its own (``.data/bench[-N]``, or a ``<db>_bench[_N]`` database beside
+   ``DATABASE_URL``) so that your ``make run`` data is left alone, and stops it at the end.
+   ``BENCH_PRODUCTS=N`` grows the catalog of a stack it starts to N products (``bench.grow``).
+2. The read path (``read``): the floor (``GET /api/health/catalog/live``), listing variants,
+   product pages and searches, each cached and uncached (``X-Cache-Bypass: 1``, honoured only
+   with ``EMBER_MODE=local``), ``BENCH_DURATION`` seconds each over ``BENCH_CONNECTIONS``
+   keep-alive connections in interleaved rounds; then a cold-cache window (an admin edit every
+   second while listing and search are read through the cache).
+3. The write path (``checkout``, :mod:`bench.checkout`): ``BENCH_BUYERS`` guest buyers,
+   ``BENCH_BUYERS_CONCURRENT`` at a time, each a whole purchase to the confirmation mail.
+4. Prints the figures and the targets' verdicts and saves them as JSON in
    ``bench/results/<timestamp>.json`` and ``bench/results/latest.json``.
 
-The target: the cached listing answers at least 500 requests a second and at least half of the
-floor's throughput. The exit status is 0 whether or not it is met (the JSON says); 2 when the
-run itself failed.
+The exit status is 0 whether or not the targets are met (the JSON says); 2 when the run failed.
 """
 
 from __future__ import annotations
