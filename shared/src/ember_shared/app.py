@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.stores.redis import RedisStore
-from litestar.types import ControllerRouterHandler
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 from redis.asyncio import Redis
 from sqlalchemy.orm import DeclarativeBase
 
@@ -55,6 +56,30 @@ class ServiceSpec:
     version: str = "1.0.0"
     #: The service's own gauges, set when /metrics is scraped (:mod:`ember_shared.metrics`).
     metrics: Sequence[MetricsProbe] = ()
+
+
+class NoStoreByDefault:
+    """``Cache-Control: no-store`` on every answer that sets no policy of its own: profiles,
+    carts, orders and errors are personal and must not be kept by a browser or a proxy. Routes
+    that may be cached (the catalog's) say so themselves."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
 
 
 def redis_client(settings: ServiceSettings) -> Redis:
@@ -102,6 +127,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         ],
         plugins=[sqlalchemy_plugin(settings, engine)],
         middleware=[
+            NoStoreByDefault,
             *[m for m in [litestar_middleware()] if m is not None],
             prometheus_config(spec.name).middleware,
             RequestContextMiddleware,

@@ -188,6 +188,22 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[di
     )
 
 
+def _on_undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A body that is not UTF-8, or nested deeper than the decoder goes: the client's fault.
+
+    msgspec raises these as UnicodeDecodeError and RecursionError, which Litestar does not turn
+    into its own 400 as it does other decode errors."""
+    if isinstance(exc, RecursionError) and "deserializ" not in str(exc):
+        return _on_unexpected(request, exc)  # a recursion of our own is a bug, not bad input
+    return problem_response(
+        request,
+        400,
+        "invalid-body",
+        "The request body is not valid JSON: it must be UTF-8 and not nested too deeply.",
+        title="Invalid request body",
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # The stack trace goes to the log, bound to the request id; never into the response.
     log.exception("unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
@@ -209,6 +225,8 @@ def exception_handlers() -> ExceptionHandlersMap:
         SQLAlchemyError: _on_database,
         RedisConnectionError: _unavailable,
         RedisTimeoutError: _unavailable,
+        UnicodeDecodeError: _on_undecodable,
+        RecursionError: _on_undecodable,
         Exception: _on_unexpected,
     }
 
