@@ -7,6 +7,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -295,12 +296,20 @@ async def test_an_address_suppressed_after_queueing_is_not_sent(
 
 
 async def test_the_worker_loop_wakes_promptly_and_stops_on_request(
-    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin, tmp_path: Path
 ) -> None:
     stop = asyncio.Event()
-    loop = asyncio.create_task(worker.run(stop))
+    heartbeat = tmp_path / "heartbeat"
+    loop = asyncio.create_task(worker.run(stop, heartbeat))
     try:
         await asyncio.sleep(0.1)
+        # Touched on every pass (the Kubernetes liveness probe reads its age).
+        first = heartbeat.stat().st_mtime_ns
+
+        async def beat_again() -> bool:
+            return heartbeat.stat().st_mtime_ns > first
+
+        await until(beat_again, within=2.0)
         to = unique_address()
         data = UserRegistered(user_id=new_id(), email=to, name="Loop")
         await handle(engine, queue_welcome, envelope(data), data)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import random
 import signal
 import uuid
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -43,6 +45,8 @@ log = structlog.get_logger("notifier.worker")
 
 #: How the devstack (and docker-compose) start this process: ``python -m notifier.worker``.
 ENTRYPOINT = "notifier.worker:main"
+#: A file the worker touches before every pass (deploy/kubernetes probes its age); unset: none.
+HEARTBEAT_ENV = "NOTIFIER_WORKER_HEARTBEAT_FILE"
 
 
 class Sender(Protocol):
@@ -212,12 +216,17 @@ class EmailWorker:
             claim_kept=kept,
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Send until ``stop`` is set; a full batch is followed at once by the next."""
+    async def run(self, stop: asyncio.Event, heartbeat: Path | None = None) -> None:
+        """Send until ``stop`` is set; a full batch is followed at once by the next.
+
+        ``heartbeat`` is touched before every pass: the worker serves no HTTP, so a liveness
+        probe (Kubernetes) tells a stuck worker from a busy one by the file's age."""
         pause = self.settings.poll_interval_ms / 1000
         failures = 0
         log.info("worker_started", worker=self.name, api_url=self.settings.resend_api_url)
         while not stop.is_set():
+            if heartbeat is not None:
+                await asyncio.to_thread(heartbeat.touch)
             try:
                 handled = await self.run_once()
                 failures = 0
@@ -247,8 +256,9 @@ async def serve() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    heartbeat = os.environ.get(HEARTBEAT_ENV)
     try:
-        await EmailWorker(settings, engine).run(stop)
+        await EmailWorker(settings, engine).run(stop, Path(heartbeat) if heartbeat else None)
     finally:
         await engine.dispose()
 
