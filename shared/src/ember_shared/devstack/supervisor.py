@@ -312,7 +312,11 @@ class Supervisor:
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         """Send ``signum`` to a process (and its uvicorn workers); the monitor restarts it as it
         would any process that died on its own."""
-        process = self._child(name).process
+        child = self._child(name)
+        with self._lock:
+            # Until its successor answers its probe (wait_ready() waits for that).
+            child.ready = False
+            process = child.process
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signum)

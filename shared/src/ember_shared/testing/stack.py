@@ -82,9 +82,13 @@ class RunningStack:
         """SIGKILL one process (``"catalog-2"``); the supervisor starts it again, as a crash."""
         self._stack.supervisor.kill(process)
 
-    def restart(self, process: str) -> None:
+    def restart(self, process: str, timeout: float = 120) -> None:
         """Stop one process gracefully and start it again, waiting until it is ready."""
-        self._stack.supervisor.restart(process)
+        self._stack.supervisor.restart(process, timeout)
+
+    def wait_ready(self, process: str, timeout: float = 60) -> None:
+        """Wait until a (killed, restarting) process answers its probe again."""
+        self._stack.supervisor.wait_ready(timeout, [process])
 
     @property
     def standins(self) -> list[str]:
