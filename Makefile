@@ -16,11 +16,14 @@ TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
 TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
 #: The fault suite: its own stack and Redis server, run by `make chaos` (and .ci/run), not `make pytest`.
 CHAOS_PATHS := tests/chaos
+#: The replica profile: the flow tests and tests/replicas on a stack with two processes of each
+#: service, run by `make test-replicas` (and .ci/run), not `make pytest`.
+REPLICA_PATHS := tests/replicas
 TEST_DIRS = $(shell find $(TEST_PATHS) -type d -not -name __pycache__ -not -path '*/.*' 2>/dev/null)
 PYTEST_ARGS ?=
 space := $(subst ,, )
 
-.PHONY: help uv install run test pytest chaos lint format typecheck imports caddy-validate bench migrate clean clean-data asyncapi contract-baselines
+.PHONY: help uv install run test pytest chaos test-replicas lint format typecheck imports caddy-validate bench migrate clean clean-data asyncapi contract-baselines
 
 help: ## Show this list.
 	@echo "Ember: make <target>"
@@ -49,11 +52,17 @@ test: install lint typecheck imports pytest ## Everything CI checks: lint, types
 # so that a folder's helper modules (uniquely named too) import as they do in pytest's default mode.
 pytest: install ## Only the tests (PYTEST_ARGS="-k cart -x" narrows them).
 	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
-		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) --ignore=$(CHAOS_PATHS) $(PYTEST_ARGS)
+		$(RUN) pytest --import-mode=importlib $(TEST_PATHS) --ignore=$(CHAOS_PATHS) --ignore=$(REPLICA_PATHS) $(PYTEST_ARGS)
 
 chaos: install ## The fault suite (a few minutes): Redis restart, kill -9, poison events under traffic; the books must balance.
 	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
 		$(RUN) pytest --import-mode=importlib $(CHAOS_PATHS) $(PYTEST_ARGS)
+
+# Smaller pools: twice the processes share one Postgres.
+test-replicas: install ## The flow tests, a rolling restart and a crash-ridden burst with 2 processes of every service.
+	PYTHONPATH="$(subst $(space),:,$(strip $(TEST_DIRS)))$${PYTHONPATH:+:$$PYTHONPATH}" \
+		EMBER_REPLICAS=2 EMBER_STACK_POOL_SIZE=2 EMBER_STACK_MAX_OVERFLOW=4 \
+		$(RUN) pytest --import-mode=importlib tests/flows $(REPLICA_PATHS) -m "not browser" $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check.
 	$(RUN) ruff check $(PY_SOURCES)
