@@ -465,3 +465,77 @@ async def test_staff_read_a_customers_subscriptions(world: World) -> None:
         customer = world.customer()
         refused = await http.get(url, params={"user_id": user_id}, headers=customer._auth())
         assert refused.status_code == 403
+
+
+async def _act(world: World, shopper: Shopper, subscription_id: str, action: str) -> Any:
+    return await shopper.http.post(
+        f"{world.checkout_url}/api/subscriptions/{subscription_id}/{action}",
+        headers=shopper._auth(),
+    )
+
+
+async def _moved_on(
+    world: World, subscription_id: str, period_end: dt.datetime, *, periods: int = 1
+) -> None:
+    """Waits until Stripe's ``periods`` renewals (their updated period end) reached checkout."""
+
+    async def check() -> bool:
+        row = await _row(world, subscription_id)
+        days = (7 if row["interval"] == "week" else 28) * row["interval_count"]
+        return bool(
+            row["current_period_end"] > period_end + dt.timedelta(days=days * (periods - 1))
+        )
+
+    await eventually(check, what=f"{periods} renewal(s) recorded")
+
+
+async def test_pause_skip_and_resume_change_deliveries_only_when_stripe_says_so(
+    world: World,
+) -> None:
+    active = await _active(world)
+    shopper, sub_id = active["shopper"], active["id"]
+
+    # Skip the next delivery: Stripe's pause_collection until just past the next renewal.
+    skipped = await _act(world, shopper, sub_id, "skip-next")
+    assert skipped.status_code == 202, skipped.text
+    assert skipped.json()["paused"] is False  # as it is now: the webhook has not come yet
+    row = await _until(world, sub_id, paused=True)
+    assert row["paused_until"] > row["current_period_end"]
+    # The renewal it covers bills nothing: no invoice, no order for that period.
+    await _renew(world, active["stripe_id"])
+    await _moved_on(world, sub_id, row["current_period_end"])
+    assert (await _row(world, sub_id))["paused"] is True
+    assert len(await _invoice_paid_events(world, sub_id)) == 1
+    # The next one bills again (the pause ran its course).
+    await _renew(world, active["stripe_id"])
+    await _until(world, sub_id, paused=False)
+    await _paid_invoices(world, sub_id, 2)
+    assert len(await _invoice_paid_events(world, sub_id)) == 2
+
+    # Pause until resumed: renewals bill nothing until the shopper resumes.
+    paused = await _act(world, shopper, sub_id, "pause")
+    assert paused.status_code == 202, paused.text
+    row = await _until(world, sub_id, paused=True)
+    assert row["paused_until"] is None
+    await _renew(world, active["stripe_id"])
+    await _renew(world, active["stripe_id"])
+    await _moved_on(world, sub_id, row["current_period_end"], periods=2)
+    assert len(await _invoice_paid_events(world, sub_id)) == 2
+    shown = (await _get(world, shopper, f"/{sub_id}")).json()
+    assert (shown["paused"], shown["paused_until"]) == (True, None)
+    resumed = await _act(world, shopper, sub_id, "resume")
+    assert resumed.status_code == 202, resumed.text
+    await _until(world, sub_id, paused=False)
+    await _renew(world, active["stripe_id"])
+    await _paid_invoices(world, sub_id, 3)
+
+    # Someone else's, a guest, an ending one: refused with problems.
+    other = world.customer()
+    assert (await _act(world, other, sub_id, "pause")).status_code == 404
+    assert (await _act(world, world.guest(), sub_id, "pause")).status_code == 401
+    assert (await _cancel(world, shopper, sub_id)).status_code == 202
+    await _until(world, sub_id, cancel_at_period_end=True)
+    ending = await _act(world, shopper, sub_id, "skip-next")
+    assert ending.status_code == 409
+    assert ending.headers["content-type"].startswith("application/problem+json")
+    assert ending.json()["type"].endswith("/subscription-not-active")

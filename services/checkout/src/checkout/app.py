@@ -23,7 +23,11 @@ from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_forever
 from checkout.sessions.controllers import CheckoutController
 from checkout.settings import CheckoutSettings, load_checkout_settings
-from checkout.subscriptions.controllers import AdminSubscriptionController, SubscriptionController
+from checkout.subscriptions.controllers import (
+    AdminSubscriptionController,
+    SubscriptionController,
+    SubscriptionPauseController,
+)
 from checkout.upstream import Upstream
 from checkout.webhooks.controllers import stripe_webhook
 
@@ -73,6 +77,7 @@ def create_app(
                 CheckoutController,
                 SubscriptionController,
                 AdminSubscriptionController,
+                SubscriptionPauseController,
                 stripe_webhook,
                 InternalCheckoutController,
             ],

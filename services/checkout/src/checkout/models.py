@@ -198,6 +198,12 @@ class Subscription(EntityColumns, Base):
     )
     #: Something staff must look at (an invoice amount that differs from the price...).
     attention: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: Stripe's ``pause_collection`` as its webhook last reported it: no delivery is billed
+    #: while paused; ``paused_until`` None with ``paused`` means until the shopper resumes.
+    paused: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    paused_until: Mapped[dt.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
 
 
 class SubscriptionInvoice(EntityColumns, Base):

@@ -150,6 +150,42 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _provider_error("cancel_subscription", exc).problem() from exc
 
+    async def pause_subscription(
+        self, subscription_id: str, resumes_at: int | None, idempotency_key: str
+    ) -> None:
+        """Ask Stripe to stop collecting (``pause_collection`` with ``void``: no invoice, no
+        delivery) until ``resumes_at`` (None: until resumed). Our state changes when Stripe's
+        ``customer.subscription.updated`` webhook says so, not here."""
+        pause: dict[str, Any] = {"behavior": "void"}
+        if resumes_at is not None:
+            pause["resumes_at"] = resumes_at
+        await self._update_subscription(
+            subscription_id, {"pause_collection": pause}, idempotency_key, "pause"
+        )
+
+    async def resume_subscription(self, subscription_id: str, idempotency_key: str) -> None:
+        await self._update_subscription(
+            subscription_id, {"pause_collection": ""}, idempotency_key, "resume"
+        )
+
+    async def _update_subscription(
+        self, subscription_id: str, params: dict[str, Any], idempotency_key: str, what: str
+    ) -> None:
+        try:
+            await self.client.v1.subscriptions.update_async(
+                subscription_id,
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.InvalidRequestError as exc:
+            raise Problem(
+                409,
+                f"{what}-refused",
+                exc.user_message or f"Stripe refused to {what} this subscription.",
+            ) from exc
+        except stripe.StripeError as exc:
+            raise _provider_error(f"{what}_subscription", exc).problem() from exc
+
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event, if ``payload`` is signed by one of our endpoint secrets within the tolerance.
 

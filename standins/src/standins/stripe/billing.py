@@ -124,6 +124,7 @@ def start_subscription(store: Store, session: dict[str, Any], *, last4: str) -> 
         "latest_invoice": None,
         "livemode": False,
         "metadata": metadata,
+        "pause_collection": None,
         "start_date": created,
         "status": "active",
         "_card_last4": last4,
@@ -250,7 +251,9 @@ def retrieve(store: Store, subscription_id: str) -> dict[str, Any]:
 
 def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[str, Any]:
     sub = subscription(store, subscription_id)
-    unknown = sorted(set(params) - {"cancel_at_period_end", "metadata", "expand"})
+    unknown = sorted(
+        set(params) - {"cancel_at_period_end", "metadata", "expand", "pause_collection"}
+    )
     if unknown:
         raise StripeError(
             400,
@@ -276,6 +279,11 @@ def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[s
             sub["cancel_at_period_end"] = wanted
             sub["cancel_at"] = _current_end(sub) if wanted else None
             sub["canceled_at"] = now() if wanted else None
+    if "pause_collection" in params:
+        wanted_pause = _pause_collection(params["pause_collection"])
+        if wanted_pause != sub.get("pause_collection"):
+            previous["pause_collection"] = sub.get("pause_collection")
+            sub["pause_collection"] = wanted_pause
     if "metadata" in params:
         previous["metadata"] = dict(sub["metadata"])
         sub["metadata"].update(as_metadata(params))
@@ -284,6 +292,42 @@ def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[s
         _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
     store.save()
     return _public(sub)
+
+
+def _pause_collection(raw: Any) -> dict[str, Any] | None:
+    """Stripe's ``pause_collection``: ``""`` resumes; ``{behavior, resumes_at?}`` pauses. The
+    stand-in knows ``void`` (no invoice is collected while paused), the one Ember uses."""
+    if raw in ("", None):
+        return None
+    if not isinstance(raw, dict):
+        raise StripeError(400, "Invalid object", param="pause_collection")
+    behavior = raw.get("behavior")
+    if behavior not in ("void", "keep_as_draft", "mark_uncollectible"):
+        raise StripeError(
+            400, "Invalid pause_collection[behavior].", param="pause_collection[behavior]"
+        )
+    resumes_at: int | None = None
+    if raw.get("resumes_at") not in (None, ""):
+        try:
+            resumes_at = int(raw["resumes_at"])
+        except (TypeError, ValueError):
+            raise StripeError(
+                400, "Invalid integer.", param="pause_collection[resumes_at]"
+            ) from None
+        if resumes_at <= now():
+            raise StripeError(
+                400,
+                "pause_collection[resumes_at] must be in the future.",
+                param="pause_collection[resumes_at]",
+            )
+    return {"behavior": behavior, "resumes_at": resumes_at}
+
+
+def _paused_at(sub: dict[str, Any], moment: int) -> bool:
+    pause = sub.get("pause_collection")
+    if not pause:
+        return False
+    return pause.get("resumes_at") is None or moment < int(pause["resumes_at"])
 
 
 def cancel(store: Store, subscription_id: str) -> dict[str, Any]:
@@ -335,16 +379,28 @@ def renew(store: Store, subscription_id: str, *, fail: bool) -> dict[str, Any]:
         item["current_period_start"] = start
         item["current_period_end"] = end
     session_id = _session_of(store, sub["id"])
+    if _paused_at(sub, start):
+        # Collection paused with "void": the period passes, nothing is billed or sent.
+        _emit_subscription(
+            store, "customer.subscription.updated", _public(sub), {"items": previous_period}
+        )
+        store.save()
+        return {"subscription": _public(sub), "invoice": None}
+    resumed: dict[str, Any] = {}
+    if sub.get("pause_collection"):
+        # The pause has run its course: Stripe clears it and bills again.
+        resumed["pause_collection"] = sub["pause_collection"]
+        sub["pause_collection"] = None
     bill = _invoice(store, sub, start, end, "subscription_cycle", paid=not fail)
     if fail:
         bill["last_finalization_error"] = None
         bill["next_payment_attempt"] = now() + 3 * 86400
         store.emit("invoice.payment_failed", bill, session_id=session_id)
-        previous = {"status": sub["status"], "items": previous_period}
+        previous = {"status": sub["status"], "items": previous_period, **resumed}
         sub["status"] = "past_due"
         _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
     else:
-        previous = {"items": previous_period}
+        previous = {"items": previous_period, **resumed}
         if sub["status"] != "active":
             previous["status"] = sub["status"]
             sub["status"] = "active"

@@ -93,6 +93,8 @@ def subscription_view(
         checkout_url=row.checkout_url if row.status == "incomplete" else None,
         created_at=row.created_at,
         invoices=[invoice_view(i) for i in invoices] if invoices is not None else None,
+        paused=row.paused,
+        paused_until=row.paused_until,
     )
 
 
@@ -178,6 +180,65 @@ class SubscriptionController(Controller):
         self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
     ) -> Response[SubscriptionView]:
         row = await subscriptions.cancel(principal, subscription_id)
+        return Response(subscription_view(row), status_code=202, headers=NO_STORE)
+
+
+PAUSE_DESCRIPTION = (
+    "Asks Stripe to {what} and answers 202 with the state as it is now: ``paused`` and "
+    "``paused_until`` change only when Stripe's verified webhook arrives. Repeating it is "
+    "harmless. 409 ``subscription-not-active`` for one that is not active or ends at the "
+    "period's end."
+)
+
+
+class SubscriptionPauseController(Controller):
+    """Self-service: pause, skip the next delivery, resume (Stripe's ``pause_collection``)."""
+
+    path = "/api/subscriptions/{subscription_id:uuid}"
+    tags = ["subscriptions"]
+    guards = [requires_signed_in]
+    dependencies = {
+        "principal": Provide(provide_principal),
+        "subscriptions": Provide(provide_subscription_service),
+    }
+    security = [{"BearerToken": []}]
+
+    @post(
+        "/pause",
+        summary="Pause deliveries until resumed",
+        description=PAUSE_DESCRIPTION.format(what="stop billing (and so sending) deliveries"),
+        status_code=202,
+    )
+    async def pause(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.pause(principal, subscription_id, skip_one=False)
+        return Response(subscription_view(row), status_code=202, headers=NO_STORE)
+
+    @post(
+        "/skip-next",
+        summary="Skip the next delivery",
+        description=PAUSE_DESCRIPTION.format(
+            what="bill nothing at the next renewal, then go on as before"
+        ),
+        status_code=202,
+    )
+    async def skip_next(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.pause(principal, subscription_id, skip_one=True)
+        return Response(subscription_view(row), status_code=202, headers=NO_STORE)
+
+    @post(
+        "/resume",
+        summary="Resume a paused subscription",
+        description=PAUSE_DESCRIPTION.format(what="collect again from the next renewal"),
+        status_code=202,
+    )
+    async def resume(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.resume(principal, subscription_id)
         return Response(subscription_view(row), status_code=202, headers=NO_STORE)
 
 

@@ -93,6 +93,10 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
     #: The latest invoices first (at most 24); only on ``GET /api/subscriptions/{id}``.
     invoices: list[InvoiceView] | None = None
+    #: No delivery is billed while paused (as Stripe's webhook last said); until
+    #: ``paused_until``, or until resumed when that is null.
+    paused: bool = False
+    paused_until: dt.datetime | None = None
 
 
 class SubscriptionPage(msgspec.Struct, kw_only=True):

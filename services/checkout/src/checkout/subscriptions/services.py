@@ -211,3 +211,54 @@ class SubscriptionService:
             stripe_subscription_id=row.stripe_subscription_id,
         )
         return row
+
+    async def pause(
+        self, principal: Principal, subscription_id: uuid.UUID, *, skip_one: bool
+    ) -> Subscription:
+        """Ask Stripe to bill nothing: until resumed, or (``skip_one``) for the next renewal
+        only (collection resumes just after it). The row changes when the webhook arrives."""
+        row = await self._pausable(principal, subscription_id)
+        assert row.stripe_subscription_id is not None
+        resumes_at: int | None = None
+        if skip_one:
+            if row.current_period_end is None:
+                raise Problem(
+                    409, "no-next-delivery", "This subscription has no next delivery to skip."
+                )
+            # Just past the renewal that would bill the next delivery: that one is skipped.
+            resumes_at = int(row.current_period_end.timestamp()) + 3600
+        await self.stripe.pause_subscription(
+            row.stripe_subscription_id,
+            resumes_at,
+            idempotency_key=f"ember-subscription-pause:{row.id}:{resumes_at or 'open'}",
+        )
+        log.info("subscription_pause_requested", subscription_id=str(row.id), resumes_at=resumes_at)
+        return row
+
+    async def resume(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:
+        row = await self._pausable(principal, subscription_id)
+        assert row.stripe_subscription_id is not None
+        if not row.paused:
+            return row
+        stamp = int(row.last_event_created.timestamp()) if row.last_event_created else 0
+        await self.stripe.resume_subscription(
+            row.stripe_subscription_id,
+            idempotency_key=f"ember-subscription-resume:{row.id}:{stamp}",
+        )
+        log.info("subscription_resume_requested", subscription_id=str(row.id))
+        return row
+
+    async def _pausable(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:
+        row = await self.get(principal, subscription_id)
+        if (
+            row.stripe_subscription_id is None
+            or row.status != SubscriptionStatus.ACTIVE
+            or row.cancel_at_period_end
+        ):
+            raise Problem(
+                409,
+                "subscription-not-active",
+                "Only an active subscription that is not ending can be paused or resumed.",
+                status_now=row.status,
+            )
+        return row

@@ -151,6 +151,9 @@ class SubscriptionWebhooks:
         row.stripe_customer_id = _object_id(obj.get("customer")) or row.stripe_customer_id
         row.status = str(status)
         row.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
+        pause = obj.get("pause_collection") or None
+        row.paused = isinstance(pause, dict)
+        row.paused_until = _time(pause.get("resumes_at")) if isinstance(pause, dict) else None
         period_end = _period_end(obj)
         if period_end is not None:
             row.current_period_end = period_end
