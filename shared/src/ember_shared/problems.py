@@ -8,9 +8,11 @@ OpenAPI document say so, so that clients and schemathesis know every error's sha
 
 from __future__ import annotations
 
+import traceback
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
 from advanced_alchemy.exceptions import (
@@ -174,7 +176,32 @@ def _on_database(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Respo
         )
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return _unavailable(request, exc)
+    if _database_unreachable(exc):
+        return _unavailable(request, exc)
     return _on_unexpected(request, exc)
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """Postgres restarting or gone: asyncpg's "the database system is starting up", a connection
+    cut mid-query, or the socket not there. They reach us as a bare ``DBAPIError`` or even as the
+    driver's own ``OSError``: an outage, not a bug (503, not 500)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: BaseException | None = exc
+    for _ in range(5):  # the driver's error sits a few causes down
+        if seen is None:
+            return False
+        if isinstance(seen, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError):
+            return True
+        if isinstance(seen, OSError) and _raised_in_driver(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    # Only the database driver's socket errors: an OSError of our own code stays a 500.
+    return any("/asyncpg/" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -205,6 +232,8 @@ def _on_undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if _database_unreachable(exc):
+        return _unavailable(request, exc)
     # The stack trace goes to the log, bound to the request id; never into the response.
     log.exception("unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
     return problem_response(
