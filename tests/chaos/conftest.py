@@ -1,14 +1,14 @@
-"""The fault suite's own stack (``make chaos``): the whole shop behind Caddy on a Redis server
-of its own, which the tests stop and start, and with every service verifying tokens through
-identity's JWKS (no public key handed to them), as in production.
+"""The fault suite's own stack (``make chaos``): the whole shop behind Caddy on a Postgres and a
+Redis server of its own (embedded, in the suite's folder), which the tests restart, and with
+every service verifying tokens through identity's JWKS (no public key handed to them), as in
+production.
 
 Its ports are the usual ones plus ``EMBER_CHAOS_STACK_OFFSET`` (default 2000), so it runs beside
-``make run`` and the flow tests' stack; its database is the session's with ``_chaos``.
+``make run`` and the flow tests' stack.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from ember_shared.devstack import DevStack, StackError, StackOptions
-from ember_shared.embedded import EmbeddedRedis
+from ember_shared.devstack.stack import stop_postgres
+from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from ember_shared.settings import env_int
-from ember_shared.testing.plugin import TestEnv, database_beside, drop_database
+from ember_shared.testing.plugin import TestEnv
 from ember_shared.testing.stack import RunningStack
 from ember_shared.testing.tokens import TEST_KEY_ID
 
@@ -28,9 +29,20 @@ CHAOS_PORT_OFFSET = 2000
 class ChaosStack(RunningStack):
     """The stack, and the Redis server it runs on (``stop_redis()`` / ``start_redis()``)."""
 
-    def __init__(self, stack: DevStack, log_path: Path | None, redis: EmbeddedRedis) -> None:
+    def __init__(
+        self,
+        stack: DevStack,
+        log_path: Path | None,
+        redis: EmbeddedRedis,
+        postgres: EmbeddedPostgres,
+    ) -> None:
         super().__init__(stack, log_path)
         self.redis = redis
+        self.postgres = postgres
+
+    def restart_postgres(self) -> None:
+        """pg_ctl restart (fast): every connection of every service is cut."""
+        self.postgres.restart()
 
     @property
     def redis_url(self) -> str:
@@ -51,9 +63,10 @@ def chaos_stack(
     folder = tmp_path_factory.mktemp("chaos")
     redis = EmbeddedRedis(folder / "redis", persist=True)
     redis.start()
+    postgres = EmbeddedPostgres(folder / "pg", database="ember")
+    database_url = postgres.start(stop_at_exit=False)
     log_path = folder / "stack.log"
     sink = log_path.open("a", encoding="utf-8")
-    database_url = database_beside(ember_env.database_url, "_chaos")
     options = StackOptions(
         offset=env_int("EMBER_CHAOS_STACK_OFFSET", CHAOS_PORT_OFFSET),
         data_dir=folder,
@@ -74,9 +87,8 @@ def chaos_stack(
             "HIBP_API_URL": "offline",
             "AUTH_RATE_MAX_PER_IP": "100000",
             "LOGIN_RATE_MAX_PER_IP": "100000",
-            # Killed processes' connections linger on the server for a while: small pools.
-            "DATABASE_POOL_SIZE": "2",
-            "DATABASE_MAX_OVERFLOW": "4",
+            "DATABASE_POOL_SIZE": "3",
+            "DATABASE_MAX_OVERFLOW": "5",
             # A killed consumer's messages are claimed again soon, and poison goes to the
             # dead letters after a few tries: the suite's books settle in seconds.
             "EVENTS_RECLAIM_IDLE_MS": "2000",
@@ -95,13 +107,13 @@ def chaos_stack(
     except StackError as error:
         running.stop()
         redis.stop()
+        stop_postgres(postgres)
         pytest.fail(f"the chaos stack did not come up (log: {log_path}):\n{error}", pytrace=False)
     try:
-        yield ChaosStack(running, log_path, redis)
+        yield ChaosStack(running, log_path, redis, postgres)
     finally:
         running.stop()
         redis.stop()
+        stop_postgres(postgres)
         sink.close()
-        with contextlib.suppress(Exception):
-            drop_database(database_url)
         print(f"chaos stack log: {log_path}", file=sys.stderr)
