@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -76,16 +77,27 @@ async def test_pages_tell_search_engines_what_they_are(
 async def test_pictures_come_in_the_size_the_page_shows_them(
     person: Person, browser_shop: Shop
 ) -> None:
-    """A card in the grid loads the 320-px copy made at upload; the gallery asks for a size this
-    (600-px) picture never had and gets the full picture instead of a broken image."""
+    """A card in the grid loads the 320-px copy made at upload, and shows the coffee's second
+    picture while the pointer rests on it; the gallery asks for a size this (600-px) picture
+    never had and gets the full picture instead of a broken image."""
     page = person.page
     coffee = browser_shop.product(DEMO_SLUGS[1])
+    if len(coffee["images"]) < 2:
+        second = resources.files("catalog.demo").joinpath("images", "beans-dark.webp")
+        browser_shop.add_image(coffee["id"], second.read_bytes(), "The beans")
     await person.open(f"/search?q={coffee['name']}")
-    card = page.locator(f"a[href='/coffee/{coffee['slug']}'] img").first
+    link = page.locator(f"a[href='/coffee/{coffee['slug']}']").first
+    card = link.locator("img.product-card__image").first
     await expect(card).to_have_attribute("srcset", re.compile(r"-w320\.webp 320w"))
     await expect(card).to_have_js_property("complete", True)
     assert (await card.evaluate("img => img.currentSrc")).endswith("-w320.webp")
     assert await card.evaluate("img => img.naturalWidth") == 320
+    hover = link.get_by_test_id("hover-image")
+    await expect(hover).to_have_css("opacity", "0")
+    await link.hover()
+    await expect(hover).to_have_css("opacity", "1")
+    await expect(hover).to_have_js_property("complete", True)
+    assert await hover.evaluate("img => img.naturalWidth") == 320
 
     await person.open(f"/coffee/{coffee['slug']}")
     main = page.get_by_test_id("gallery-main")

@@ -41,14 +41,23 @@ FUZZY_THRESHOLD = 0.3
 SEARCH_CANDIDATES = 200
 
 
-def _primary_image() -> Any:
+def _primary_image(nth: int = 0, name: str = "primary_image") -> Any:
     return (
         select(ProductImage.url, ProductImage.alt)
         .where(ProductImage.product_id == Product.id)
         .order_by(ProductImage.is_primary.desc(), ProductImage.position, ProductImage.id)
+        .offset(nth)
         .limit(1)
-        .lateral("primary_image")
+        .lateral(name)
     )
+
+
+def _hover_image() -> Any:
+    """The picture after the primary one: a listing shows it when the pointer rests on a card."""
+    return _primary_image(1, "hover_image")
+
+
+_HOVER = _hover_image()
 
 
 def _summary_columns(image: Any) -> list[Any]:
@@ -68,6 +77,8 @@ def _summary_columns(image: Any) -> list[Any]:
         func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
         image.c.url.label("image_url"),
         image.c.alt.label("image_alt"),
+        _HOVER.c.url.label("hover_url"),
+        _HOVER.c.alt.label("hover_alt"),
     ]
 
 
@@ -77,6 +88,7 @@ def _with_joins(stmt: Select[Any], image: Any) -> Select[Any]:
         .outerjoin(Category, Category.id == Product.category_id)
         .outerjoin(Inventory, Inventory.product_id == Product.id)
         .outerjoin(image, true())
+        .outerjoin(_HOVER, true())
     )
 
 

@@ -75,6 +75,8 @@ class ProductSummary(msgspec.Struct, kw_only=True):
     origin: str
     roast: str
     tasting_notes: list[str]
+    #: The next picture after ``image`` (a listing shows it on hover); null with one picture.
+    hover_image: ImageRef | None = None
 
 
 class ProductPage(msgspec.Struct, kw_only=True):

@@ -95,6 +95,7 @@ def summary_from(row: Row[Any], low_stock: int) -> ProductSummary:
         origin=row.origin,
         roast=row.roast,
         tasting_notes=list(row.tasting_notes or []),
+        hover_image=ImageRef(url=row.hover_url, alt=row.hover_alt) if row.hover_url else None,
     )
 
 
