@@ -86,3 +86,17 @@ async def test_answers_are_not_stored_unless_a_route_says_so(
     assert problem.headers["cache-control"] == "no-store"
     public_ = await client.get("/api/edges/public")
     assert public_.headers["cache-control"] == "public, max-age=60"
+
+
+@pytest.mark.parametrize(
+    "given", ["<script>alert(1)</script>", "a b c", "x" * 65, "id;DROP", '{"json": 1}']
+)
+async def test_a_client_correlation_id_is_taken_only_when_it_looks_like_an_id(
+    client: AsyncTestClient[Litestar], given: str
+) -> None:
+    odd = await client.get("/api/edges/me", headers={"X-Correlation-Id": given})
+    assert odd.headers["x-correlation-id"] != given
+    assert odd.headers["x-correlation-id"] == odd.headers["x-request-id"]
+    fine = "01a243ad-612c-7173-a13c-4303a4969a13"
+    kept = await client.get("/api/edges/me", headers={"X-Correlation-Id": fine})
+    assert kept.headers["x-correlation-id"] == fine

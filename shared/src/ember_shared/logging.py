@@ -9,6 +9,7 @@ that handles the event. Request bodies and cookies are never logged (they hold t
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from typing import Any
@@ -63,6 +64,16 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: What a client-given id may look like (a UUID, a ULID, Caddy's request ids): anything else is
+#: replaced, so no one writes markup, spaces or megabytes into our logs and events.
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _id_or_none(raw: bytes | None) -> str | None:
+    value = (raw or b"").decode("latin-1")
+    return value if _ID.fullmatch(value) else None
+
+
 class RequestContextMiddleware:
     """Binds the request and correlation ids to the log context and echoes them back."""
 
@@ -74,12 +85,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = (headers.get(REQUEST_ID_HEADER.encode()) or b"").decode("latin-1")[:64] or str(
-            new_id()
-        )
-        correlation_id = (headers.get(CORRELATION_ID_HEADER.encode()) or b"").decode("latin-1")[
-            :64
-        ] or request_id
+        request_id = _id_or_none(headers.get(REQUEST_ID_HEADER.encode())) or str(new_id())
+        correlation_id = _id_or_none(headers.get(CORRELATION_ID_HEADER.encode())) or request_id
         scope.setdefault("state", {})["request_id"] = request_id
         token = correlation_id_var.set(correlation_id)
         structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
