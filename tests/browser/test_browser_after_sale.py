@@ -7,10 +7,11 @@ import re
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from browser_testkit import Person
 from playwright.async_api import expect
-from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop, wait_for
+from storefront_testkit import CARD_OK, DEMO_SLUGS, PASSWORD, Shop, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
@@ -198,4 +199,79 @@ async def test_staff_manage_categories_and_find_disable_a_customer_with_their_or
     assert refused.headers["content-type"].startswith("application/problem+json")
     await page.get_by_test_id("customer-toggle").click()
     await expect(page.get_by_test_id("customer-state")).to_have_text("Active")
+    assert person.csp_violations() == []
+
+
+async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    coffee = browser_shop.product(DEMO_SLUGS[3])
+    member = browser_shop.register(name="Katherine Coleman")
+    async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
+        signed = await api.post(
+            "/api/auth/login", json={"email": member["email"], "password": member["password"]}
+        )
+        assert signed.status_code == 200, signed.text
+        bearer = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        started = await api.post(
+            "/api/subscriptions",
+            json={
+                "product_id": coffee["id"],
+                "interval": "week",
+                "interval_count": 2,
+                "quantity": 1,
+                "shipping_address": {
+                    "name": "Katherine Coleman",
+                    "line1": "12 Roastery Lane",
+                    "city": "Portland",
+                    "postal_code": "97201",
+                    "country": "US",
+                },
+            },
+            headers=bearer,
+        )
+        assert started.status_code == 201, started.text
+        paid = await api.post(
+            started.json()["checkout_url"],
+            data={
+                "card_number": CARD_OK,
+                "exp": "12 / 34",
+                "cvc": "123",
+                "email": member["email"],
+            },
+        )
+    assert paid.status_code == 303, paid.text
+    detail = f"/account/subscriptions/{started.json()['subscription_id']}"
+
+    await person.open(f"/signin?next={detail}")
+    await page.fill("#f-email", member["email"])
+    await page.fill("#f-password", member["password"])
+    await page.get_by_test_id("signin-submit").click()
+    await page.wait_for_url(re.compile(rf".*{detail}$"))
+
+    async def reload_until(test_id: str, present: bool) -> None:
+        # The change is Stripe's webhook's to make: the page shows it once it has arrived.
+        for _ in range(60):
+            if (await page.get_by_test_id(test_id).count() > 0) == present:
+                return
+            await page.wait_for_timeout(500)
+            await page.reload()
+        raise AssertionError(f"{test_id} never {'appeared' if present else 'went'}")
+
+    await reload_until("skip-next", True)  # active once Stripe's webhooks arrived
+    await page.get_by_test_id("skip-next").click()
+    await expect(page.get_by_text("your next delivery is skipped")).to_be_visible()
+    await reload_until("subscription-paused", True)
+    await expect(page.get_by_test_id("subscription-paused")).to_contain_text(
+        "Next delivery skipped"
+    )
+    await page.screenshot(path=screenshots / "subscription-skipped.png", full_page=True)
+    await page.get_by_test_id("resume-subscription").click()
+    await reload_until("subscription-paused", False)
+    await page.get_by_test_id("pause-subscription").click()
+    await reload_until("subscription-paused", True)
+    await expect(page.get_by_test_id("subscription-paused")).to_contain_text(
+        "No deliveries until you resume"
+    )
     assert person.csp_violations() == []

@@ -63,6 +63,18 @@ FLASHES: dict[str, tuple[str, str]] = {
     "customer-enabled": ("success", "The account is enabled again."),
     "email-retried": ("success", "The email is queued to be sent again."),
     "signin-needed": ("info", "Sign in to continue."),
+    "subscription-pausing": (
+        "success",
+        "Asked: your deliveries pause as soon as Stripe confirms (reload in a moment).",
+    ),
+    "subscription-skipping": (
+        "success",
+        "Asked: your next delivery is skipped as soon as Stripe confirms (reload in a moment).",
+    ),
+    "subscription-resuming": (
+        "success",
+        "Asked: your deliveries start again as soon as Stripe confirms (reload in a moment).",
+    ),
     "subscription-cancelling": (
         "success",
         "Your subscription is cancelled from the end of the current period: "

@@ -126,6 +126,9 @@ def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
         "ending": ending,
         "running": status in RUNNING and not ending,
         "cancellable": status in CANCELLABLE and not ending,
+        # Stripe's pause_collection, as its webhook last said: no delivery is billed.
+        "paused": bool(subscription.get("paused")),
+        "pausable": status == "active" and not ending,
         "short_id": str(subscription.get("id") or "")[-8:].upper(),
     }
 
@@ -432,6 +435,55 @@ async def subscription_cancel(
     return redirect(request, page, flash="subscription-cancelling")
 
 
+#: What a shopper may ask of an active subscription, and the flash that says it was asked.
+PAUSE_ACTIONS = {
+    "pause": "subscription-pausing",
+    "skip-next": "subscription-skipping",
+    "resume": "subscription-resuming",
+}
+
+
+@post(
+    [
+        "/account/subscriptions/{subscription_id:uuid}/pause",
+        "/account/subscriptions/{subscription_id:uuid}/skip-next",
+        "/account/subscriptions/{subscription_id:uuid}/resume",
+    ],
+    name="subscription-pause",
+    include_in_schema=False,
+)
+async def subscription_pause(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    """Pause, skip the next delivery or resume: asked of Stripe through checkout; the page
+    shows the change once Stripe's webhook has confirmed it."""
+    page = f"/account/subscriptions/{subscription_id}"
+    if not visitor.signed_in:
+        return _signin(request, page)
+    action = request.url.path.rsplit("/", 1)[-1]
+    try:
+        await api.post("checkout", f"/api/subscriptions/{subscription_id}/{action}", json={})
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return _not_found(request)
+        if problem.status == 401:
+            raise
+        subscription = await _subscription(api, subscription_id)
+        if subscription is None:
+            return _not_found(request)
+        notice = (
+            "Only an active subscription that is not ending can be paused, skipped or resumed."
+            if problem.kind == "subscription-not-active"
+            else subscription_message(problem)
+        )
+        context = _detail_context(subscription, notice)
+        context.update(_poll_context(request, subscription, 0))
+        return render(
+            request, "subscriptions/detail.html", context, status=_problem_status(problem)
+        )
+    return redirect(request, page, flash=PAUSE_ACTIONS[action])
+
+
 # --- after Stripe's page: confirming ---------------------------------------------------------
 
 
@@ -478,5 +530,6 @@ ROUTES = [
     subscriptions_page,
     subscription_page,
     subscription_cancel,
+    subscription_pause,
     subscription_status,
 ]
