@@ -29,15 +29,18 @@ class Template(StrEnum):
     REFUNDED = "refunded"
 
 
-#: The storefront's design tokens, as mail can use them (hex colours, web-safe font stacks).
+#: The storefront's design tokens, as mail can use them (hex colours, web-safe font stacks): mail
+#: clients ignore CSS custom properties. Each colour is the value of the storefront token named
+#: beside it (services/storefront/src/storefront/static/tokens.css); a lint in
+#: tests/invariants/test_invariants.py refuses any other (invariant 13).
 TOKENS: dict[str, str] = {
-    "color_page": "#f6f1ea",
-    "color_surface": "#ffffff",
-    "color_ink": "#2b1d14",
-    "color_muted": "#6f5c4f",
-    "color_accent": "#b4532a",
-    "color_on_accent": "#ffffff",
-    "color_border": "#e6dccf",
+    "color_page": "#faf6f0",  # --color-bg
+    "color_surface": "#ffffff",  # --color-surface
+    "color_ink": "#2a1d15",  # --color-ink
+    "color_muted": "#75655a",  # --color-ink-muted
+    "color_accent": "#b4451f",  # --color-accent
+    "color_on_accent": "#ffffff",  # --color-accent-ink
+    "color_border": "#e4d9cb",  # --color-line
     "font_body": "Georgia, 'Times New Roman', serif",
     "font_ui": "-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
     "size_body": "16px",
