@@ -69,7 +69,8 @@ def start(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         check=False,
         capture_output=True,
         text=True,
-        timeout=60,
+        # A refused start exits at once; the margin is for a loaded machine importing the app.
+        timeout=180,
     )
 
 
