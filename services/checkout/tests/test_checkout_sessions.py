@@ -100,6 +100,7 @@ async def test_quote_prices_the_cart_without_reserving(world: World) -> None:
         ({"shipping_address": None}, "address-required"),
         ({"saved_address_id": str(uuid.uuid4())}, "address-required"),
         ({"shipping_address": {**ADDRESS, "country": "Britain"}}, "validation"),
+        ({"shipping_address": {**ADDRESS, "country": "ZZ"}}, "validation"),  # no such country
         ({"shipping_address": {**ADDRESS, "name": ""}}, "validation"),
         ({"email": "not-an-email"}, "validation"),
         ({"expected_total": -1}, "validation"),

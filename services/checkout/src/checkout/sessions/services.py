@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import structlog
 from ember_shared.auth import Principal
+from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
@@ -355,6 +356,21 @@ class CheckoutService:
                 errors=[{"key": "shipping_address", "message": "exactly one of the two"}],
             )
         if data.shipping_address is not None:
+            if data.shipping_address.country not in ISO_COUNTRIES:
+                # The pattern lets through any two letters; identity's address book refuses
+                # codes that name no country, and so must the order that ships there.
+                raise Problem(
+                    400,
+                    "validation",
+                    "The request is not valid: see errors.",
+                    title="Invalid request",
+                    errors=[
+                        {
+                            "key": "shipping_address.country",
+                            "message": "not an ISO 3166-1 country code",
+                        }
+                    ],
+                )
             return msgspec.convert(msgspec.to_builtins(data.shipping_address), Address)
         if buyer.principal is None or not buyer.access_token:
             raise Problem(
