@@ -539,3 +539,96 @@ async def test_pause_skip_and_resume_change_deliveries_only_when_stripe_says_so(
     assert ending.status_code == 409
     assert ending.headers["content-type"].startswith("application/problem+json")
     assert ending.json()["type"].endswith("/subscription-not-active")
+
+
+PAYMENT_FAILED = "subscription.payment_failed.v1"
+CARD_FAILS_LATER = "4000 0000 0000 0341"
+
+
+async def _payment_failed_events(world: World, subscription_id: str) -> list[dict[str, Any]]:
+    async with world.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT envelope FROM checkout.outbox_events WHERE type = :t"),
+                {"t": PAYMENT_FAILED},
+            )
+        ).all()
+    envelopes = [json.loads(bytes(row.envelope)) for row in rows]
+    return [e for e in envelopes if e["data"]["subscription_id"] == subscription_id]
+
+
+async def _portal(world: World, shopper: Shopper, subscription_id: str) -> httpx.Response:
+    response: httpx.Response = await shopper.http.post(
+        f"{world.checkout_url}/api/subscriptions/{subscription_id}/payment-method-session",
+        headers=shopper._auth(),
+    )
+    return response
+
+
+async def _save_card(world: World, portal_url: str, card: str) -> httpx.Response:
+    response: httpx.Response = await world.http.post(
+        portal_url, data={"card_number": card, "exp": "12 / 34", "cvc": "123"}
+    )
+    return response
+
+
+async def test_a_failed_renewal_is_announced_once_and_a_card_saved_in_the_portal_pays_the_next(
+    world: World,
+) -> None:
+    active = await _active(world)
+    shopper, stripe_id = active["shopper"], active["stripe_id"]
+
+    missing = await _portal(world, shopper, str(uuid.uuid4()))
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    stranger = await _portal(world, world.customer(), active["id"])
+    assert stranger.status_code == 404
+
+    opened = await _portal(world, shopper, active["id"])
+    assert opened.status_code == 201, opened.text
+    portal_url = opened.json()["url"]
+    assert portal_url.startswith(f"{world.standin_url}/billing/bps_")
+    page = await world.http.get(portal_url)
+    assert page.status_code == 200
+    assert "•••• 4242" in page.text
+    declined = await _save_card(world, portal_url, "4000 0000 0000 0002")
+    assert declined.status_code == 402
+    assert "declined" in declined.text
+    # A card Stripe saves but every charge of which fails: the next renewal fails by itself.
+    saved = await _save_card(world, portal_url, CARD_FAILS_LATER)
+    assert saved.status_code == 303, saved.text
+    assert saved.headers["location"].endswith(f"/account/subscriptions/{active['id']}")
+
+    failed = await _renew(world, stripe_id)
+    assert failed["invoice"]["status"] == "open"
+    await _until(world, active["id"], status="past_due")
+
+    async def announced() -> list[dict[str, Any]] | None:
+        found = await _payment_failed_events(world, active["id"])
+        return found or None
+
+    events = await eventually(announced, what="the payment failure announced")
+    assert len(events) == 1
+    data = events[0]["data"]
+    assert data["stripe_invoice_id"] == failed["invoice"]["id"]
+    assert data["email"] == (await _row(world, active["id"]))["email"]
+    assert (data["amount_due"], data["currency"]) == (3000, "USD")
+    # Stripe telling it again (or its retry failing again) announces nothing more.
+    stripe_events = [
+        e
+        for e in await world.events(active["session_id"], "invoice.payment_failed")
+        if e["data"]["object"]["id"] == failed["invoice"]["id"]
+    ]
+    await world.deliver([stripe_events[0]["id"]])
+    assert len(await _payment_failed_events(world, active["id"])) == 1
+    shown = (await _get(world, shopper, f"/{active['id']}")).json()
+    assert shown["status"] == "past_due"
+    assert shown["invoices"][0]["status"] == "payment_failed"
+
+    again = await _portal(world, shopper, active["id"])
+    assert again.status_code == 201, again.text
+    assert (await _save_card(world, again.json()["url"], CARD_OK)).status_code == 303
+    paid = await _renew(world, stripe_id)
+    assert paid["invoice"]["status"] == "paid"
+    await _until(world, active["id"], status="active")
+    await _paid_invoices(world, active["id"], 2)

@@ -12,6 +12,7 @@ from ember_shared.events.contracts import (
     PasswordResetRequested,
     SignUpForExistingAccount,
     SignUpRequested,
+    SubscriptionPaymentFailed,
     UserRegistered,
 )
 from ember_shared.ids import new_id
@@ -97,7 +98,12 @@ def all_rendered() -> list[tuple[Template, str, str, str]]:
             PUBLIC,
         ),
     )
+    failed = render(
+        Template.SUBSCRIPTION_PAYMENT_FAILED,
+        compose.subscription_payment_failed(payment_failed(NASTY), PUBLIC),
+    )
     return [
+        (Template.SUBSCRIPTION_PAYMENT_FAILED, failed.subject, failed.html, failed.text),
         (Template.REFUNDED, refund.subject, refund.html, refund.text),
         (Template.DELIVERED, arrived.subject, arrived.html, arrived.text),
         (Template.SIGN_UP, link.subject, link.html, link.text),
@@ -107,6 +113,33 @@ def all_rendered() -> list[tuple[Template, str, str, str]]:
         (Template.PASSWORD_RESET, password.subject, password.html, password.text),
         (Template.WELCOME, welcome.subject, welcome.html, welcome.text),
     ]
+
+
+def payment_failed(product_name: str) -> SubscriptionPaymentFailed:
+    return SubscriptionPaymentFailed(
+        subscription_id=new_id(),
+        user_id=new_id(),
+        email="a@example.com",
+        product_name=product_name,
+        amount_due=3000,
+        currency="USD",
+        stripe_invoice_id="in_1",
+    )
+
+
+def test_a_failed_renewal_mail_links_to_the_subscription_page_to_update_the_card() -> None:
+    data = payment_failed(NASTY)
+    mail = render(
+        Template.SUBSCRIPTION_PAYMENT_FAILED, compose.subscription_payment_failed(data, PUBLIC)
+    )
+    page = f"{PUBLIC}/account/subscriptions/{data.subscription_id}"
+    assert "update your card" in mail.subject
+    assert f'href="{page}"' in mail.html
+    assert "Update your card" in mail.html
+    assert f"Update your card: {page}" in mail.text
+    assert "$30.00" in mail.text
+    assert "<script>" not in mail.html
+    assert NASTY in mail.text
 
 
 def test_every_template_has_html_and_text() -> None:

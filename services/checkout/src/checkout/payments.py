@@ -79,6 +79,21 @@ class StripeGateway:
             id=session.id, url=str(session.url), expires_at=int(session.expires_at)
         )
 
+    async def open_billing_portal(self, customer_id: str, return_url: str) -> str:
+        """Stripe's customer portal for ``customer_id`` (where the card is updated): its URL,
+        good for a few minutes, so it is made on demand and never mailed."""
+        try:
+            portal = await self.client.v1.billing_portal.sessions.create_async(
+                params={"customer": customer_id, "return_url": return_url}
+            )
+        except stripe.InvalidRequestError as exc:
+            raise Problem(
+                409, "portal-refused", exc.user_message or "Stripe refused to open the portal."
+            ) from exc
+        except stripe.StripeError as exc:
+            raise _provider_error("create_billing_portal_session", exc).problem() from exc
+        return str(portal.url)
+
     async def session_status(self, session_id: str) -> str:
         """``open``, ``complete`` or ``expired``, as Stripe knows it now."""
         try:

@@ -19,6 +19,7 @@ from ember_shared.events.contracts import (
     PasswordResetRequested,
     SignUpForExistingAccount,
     SignUpRequested,
+    SubscriptionPaymentFailed,
     UserRegistered,
 )
 from ember_shared.settings import service_settings
@@ -99,6 +100,12 @@ queue_delivery_notice = mail_on(
 # Sent when Stripe confirmed the refund (orders' order.refunded), never when staff asked.
 queue_refund_notice = mail_on(
     OrderRefunded, Template.REFUNDED, compose.refunded, "queue_refund_notice"
+)
+queue_subscription_payment_failed = mail_on(
+    SubscriptionPaymentFailed,
+    Template.SUBSCRIPTION_PAYMENT_FAILED,
+    compose.subscription_payment_failed,
+    "queue_subscription_payment_failed",
 )
 queue_sign_up_link = mail_on(
     SignUpRequested, Template.SIGN_UP, compose.sign_up, "queue_sign_up_link"

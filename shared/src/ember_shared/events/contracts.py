@@ -243,6 +243,22 @@ class SubscriptionInvoicePaid(EventData, frozen=True, kw_only=True):
     period_end: str
 
 
+class SubscriptionPaymentFailed(EventData, frozen=True, kw_only=True):
+    """A subscription's renewal could not be charged (Stripe's verified
+    ``invoice.payment_failed``): once per invoice, so the subscriber is mailed a link to the
+    subscription's page, where they update their card."""
+
+    TYPE = "subscription.payment_failed.v1"
+    PRODUCER = "checkout"
+    subscription_id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+    product_name: str
+    amount_due: int
+    currency: str
+    stripe_invoice_id: str
+
+
 # --- refunds ----------------------------------------------------------------------------
 
 

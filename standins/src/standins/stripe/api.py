@@ -212,6 +212,12 @@ async def cancel_subscription(
     return await _idempotent(request, lambda _params: billing.cancel(store, subscription_id))
 
 
+@post("/billing_portal/sessions", summary="Create a customer portal session")
+async def create_portal_session(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: billing.open_portal(store, params))
+
+
 @get("/invoices/{invoice_id:str}", summary="Retrieve an invoice")
 async def retrieve_invoice(request: Request[Any, Any, Any], invoice_id: str) -> Response[Any]:
     authorize(request)
@@ -251,6 +257,7 @@ api_router = Router(
         retrieve_subscription,
         update_subscription,
         cancel_subscription,
+        create_portal_session,
         retrieve_invoice,
         retrieve_event,
         list_events,

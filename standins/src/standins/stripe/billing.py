@@ -11,6 +11,11 @@ subscription under ``parent.subscription_details`` (with the subscription's meta
   ``customer.subscription.updated`` (the new period) and ``invoice.paid``; or, when payment
   fails, ``invoice.payment_failed`` and ``customer.subscription.updated`` to ``past_due``. A
   subscription set to cancel at the period's end ends instead (``customer.subscription.deleted``).
+- ``open_portal`` (``POST /v1/billing_portal/sessions``) makes a customer portal session;
+  its hosted page (:mod:`standins.stripe.pages`) takes a test card and makes it the customer's
+  default payment method (``invoice_settings.default_payment_method``) and their
+  subscriptions'. A renewal fails when asked to (``renew?fail=1``) or when that card is
+  Stripe's 4000 0000 0000 0341 (attaches, every charge fails); with a good card it is paid.
 - ``update`` (``cancel_at_period_end``, ``metadata``) announces ``customer.subscription.updated``;
   ``cancel`` (``DELETE``) ends it now with ``customer.subscription.deleted``.
 """
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from standins.stripe.errors import StripeError, missing
 from standins.stripe.forms import as_metadata, as_str
-from standins.stripe.store import new_object_id, now
+from standins.stripe.store import TEST_CARDS, CardOutcome, new_object_id, now
 
 if TYPE_CHECKING:
     from standins.stripe.store import Store
@@ -391,6 +396,7 @@ def renew(store: Store, subscription_id: str, *, fail: bool) -> dict[str, Any]:
         # The pause has run its course: Stripe clears it and bills again.
         resumed["pause_collection"] = sub["pause_collection"]
         sub["pause_collection"] = None
+    fail = fail or bool(sub.get("_card_fails"))
     bill = _invoice(store, sub, start, end, "subscription_cycle", paid=not fail)
     if fail:
         bill["last_finalization_error"] = None
@@ -408,3 +414,88 @@ def renew(store: Store, subscription_id: str, *, fail: bool) -> dict[str, Any]:
         store.emit("invoice.paid", bill, session_id=session_id)
     store.save()
     return {"subscription": _public(sub), "invoice": bill}
+
+
+#: How long a portal session's URL works (Stripe's are short-lived too).
+PORTAL_TTL_SECONDS = 300
+#: The one card Stripe attaches but every later charge declines.
+FAILS_LATER = "4000000000000341"
+
+
+def open_portal(store: Store, params: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/billing_portal/sessions``: Stripe's ``billing_portal.session`` object."""
+    customer_id = as_str(params, "customer")
+    if not customer_id:
+        raise StripeError(400, "Missing required param: customer.", param="customer")
+    if customer_id not in store.state.customers:
+        raise missing("customer", customer_id, param="customer")
+    return_url = as_str(params, "return_url")
+    if return_url is not None and not return_url.startswith(("http://", "https://")):
+        raise StripeError(400, "Not a valid URL", param="return_url")
+    portal_id = new_object_id("bps")
+    portal: dict[str, Any] = {
+        "id": portal_id,
+        "object": "billing_portal.session",
+        "configuration": "bpc_standin",
+        "created": now(),
+        "customer": customer_id,
+        "flow": None,
+        "livemode": False,
+        "locale": None,
+        "on_behalf_of": None,
+        "return_url": return_url,
+        "url": f"{store.public_url}/billing/{portal_id}",
+    }
+    store.state.portal_sessions[portal_id] = portal
+    store.save()
+    return portal
+
+
+def portal_session(store: Store, portal_id: str) -> dict[str, Any] | None:
+    """The portal session, while its URL still works."""
+    portal = store.state.portal_sessions.get(portal_id)
+    if portal is None or int(portal["created"]) + PORTAL_TTL_SECONDS < now():
+        return None
+    return portal
+
+
+def customer_card(store: Store, customer_id: str) -> str:
+    """The last four digits of the card the customer's subscriptions are charged to."""
+    for sub in store.state.subscriptions.values():
+        if sub["customer"] == customer_id and sub["status"] not in ("canceled",):
+            return str(sub.get("_card_last4") or "")
+    return ""
+
+
+def update_card(store: Store, portal: dict[str, Any], card_number: str) -> str:
+    """Saves the card as the portal customer's default; answers an error to show, or ""."""
+    digits = "".join(ch for ch in card_number if ch.isdigit())
+    card = TEST_CARDS.get(digits)
+    if card is None:
+        return "Your card number is incorrect. Use a Stripe test card."
+    if card[0] != CardOutcome.SUCCEEDS and digits != FAILS_LATER:
+        return card[2]
+    customer = store.state.customers[portal["customer"]]
+    method = new_object_id("pm")
+    previous = customer.get("invoice_settings") or {}
+    customer["invoice_settings"] = {**previous, "default_payment_method": method}
+    store.state.customers[customer["id"]] = customer
+    theirs = [
+        sub_id
+        for sub_id, sub in store.state.subscriptions.items()
+        if sub["customer"] == portal["customer"] and sub["status"] != "canceled"
+    ]
+    for sub_id in theirs:
+        sub = subscription(store, sub_id)
+        previous_method = sub["default_payment_method"]
+        sub["default_payment_method"] = method
+        sub["_card_last4"] = digits[-4:]
+        sub["_card_fails"] = digits == FAILS_LATER
+        _emit_subscription(
+            store,
+            "customer.subscription.updated",
+            _public(sub),
+            {"default_payment_method": previous_method},
+        )
+    store.save()
+    return ""

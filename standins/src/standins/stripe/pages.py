@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from litestar import Request, Response, Router, get, post
 from litestar.response import Redirect
 
+from standins.stripe import billing
 from standins.stripe.errors import StripeError
 from standins.stripe.store import Store
 
@@ -206,6 +207,80 @@ async def pay_submit(request: Request[Any, Any, Any], session_id: str) -> Respon
     return render_pay_page(store, store.session(session_id), result.message, 402)
 
 
+def _portal_page(
+    store: Store, portal: dict[str, Any] | None, error: str = "", status: int = 200
+) -> Response[str]:
+    """The customer portal, in miniature: the card on file and a form to replace it."""
+    if portal is None:
+        return _page(
+            "Expired",
+            "<main><section><h1 id='expired'>This portal session has expired.</h1>"
+            "<p>Go back to the shop and open it again.</p></section></main>",
+            410,
+        )
+    last4 = billing.customer_card(store, portal["customer"])
+    back = (
+        f"<p><a href='{escape(str(portal['return_url']), quote=True)}' id='return'>"
+        "← Return to the shop</a></p>"
+        if portal.get("return_url")
+        else ""
+    )
+    error_html = (
+        f"<div class='error' role='alert' id='card-errors'>{escape(error)}</div>" if error else ""
+    )
+    body = f"""
+<main>
+  <section>
+    {back}
+    <h1>Ember: payment method</h1>
+    <p id='current-card'>{"Card on file: •••• " + escape(last4) if last4 else "No card on file."}</p>
+  </section>
+  <section>
+    <form method='post' action='/billing/{escape(portal["id"], quote=True)}' id='card-form'>
+      {error_html}
+      <label for='cardNumber'>New card number</label>
+      <input id='cardNumber' name='card_number' inputmode='numeric' autocomplete='cc-number'
+             placeholder='1234 1234 1234 1234' required>
+      <div class='row'>
+        <div><label for='cardExpiry'>Expiry</label>
+          <input id='cardExpiry' name='exp' placeholder='MM / YY' value='12 / 34'></div>
+        <div><label for='cardCvc'>CVC</label>
+          <input id='cardCvc' name='cvc' placeholder='CVC' value='123'></div>
+      </div>
+      <button type='submit' id='submit'>Update card</button>
+    </form>
+  </section>
+</main>"""
+    return _page("Ember: payment method", body, status)
+
+
+@get("/billing/{portal_id:str}", summary="Hosted customer portal")
+async def portal_page(request: Request[Any, Any, Any], portal_id: str) -> Response[str]:
+    store = _store(request)
+    return _portal_page(store, billing.portal_session(store, portal_id))
+
+
+@post("/billing/{portal_id:str}", summary="Save a new card in the portal", status_code=200)
+async def portal_submit(request: Request[Any, Any, Any], portal_id: str) -> Response[Any]:
+    store = _store(request)
+    portal = billing.portal_session(store, portal_id)
+    if portal is None:
+        return _portal_page(store, None)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return _portal_page(store, portal, "The form is too large.", 413)
+    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    cvc = "".join(ch for ch in form.get("cvc", "") if ch.isdigit())
+    if len(cvc) not in (3, 4):
+        return _portal_page(store, portal, "Your card's security code is incomplete.", 402)
+    error = billing.update_card(store, portal, form.get("card_number", ""))
+    if error:
+        return _portal_page(store, portal, error, 402)
+    if portal.get("return_url"):
+        return Redirect(str(portal["return_url"]), status_code=303)
+    return _portal_page(store, portal)
+
+
 def _when(timestamp: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(timestamp or 0)))
 
@@ -245,5 +320,7 @@ async def dashboard(request: Request[Any, Any, Any]) -> Response[str]:
 
 
 pages_router = Router(
-    path="/", route_handlers=[dashboard, pay_page, pay_submit], include_in_schema=False
+    path="/",
+    route_handlers=[dashboard, pay_page, pay_submit, portal_page, portal_submit],
+    include_in_schema=False,
 )

@@ -65,6 +65,9 @@ TEST_CARDS: dict[str, tuple[str, str, str, str]] = {
         "visa",
     ),
     "4000000000000069": (CardOutcome.DECLINED, "expired_card", "Your card has expired.", "visa"),
+    # Stripe's "attaches, then every charge fails": saved in the customer portal, a
+    # subscription's next renewal fails with it (billing.renew).
+    "4000000000000341": (CardOutcome.DECLINED, "card_declined", "Your card was declined.", "visa"),
     # The stand-in's stand-in for a delayed payment method (bank debit): the session completes
     # unpaid and the money arrives (or does not) later.
     "4000000000003220": (CardOutcome.DELAYED, "", "", "visa"),
@@ -145,6 +148,8 @@ KINDS = (
     "invoices",
     #: Per subscription: the Checkout Session that started it (holding its webhooks holds these).
     "subscription_sessions",
+    #: Customer portal sessions (``/v1/billing_portal/sessions``), where a card is updated.
+    "portal_sessions",
 )
 
 
@@ -164,6 +169,7 @@ class StandinState:
     subscriptions: Tracked[dict[str, Any]]
     invoices: Tracked[dict[str, Any]]
     subscription_sessions: Tracked[str]
+    portal_sessions: Tracked[dict[str, Any]]
 
     def __init__(self) -> None:
         self.touched: set[tuple[str, str]] = set()

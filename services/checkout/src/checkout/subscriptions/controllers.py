@@ -18,6 +18,7 @@ from checkout.sessions.schemas import AddressOut
 from checkout.subscriptions.repositories import SubscriptionRepository
 from checkout.subscriptions.schemas import (
     InvoiceView,
+    PaymentMethodSession,
     Subscribe,
     SubscribedProduct,
     SubscriptionPage,
@@ -240,6 +241,23 @@ class SubscriptionPauseController(Controller):
     ) -> Response[SubscriptionView]:
         row = await subscriptions.resume(principal, subscription_id)
         return Response(subscription_view(row), status_code=202, headers=NO_STORE)
+
+    @post(
+        "/payment-method-session",
+        summary="Open Stripe's customer portal to update the card",
+        description=(
+            "Answers the URL of Stripe's customer portal, where the subscriber updates the card "
+            "their renewals are charged to; the portal returns to the subscription's page. "
+            "Made on demand (it expires within minutes). 409 ``subscription-not-active`` for "
+            "one never paid or already ended."
+        ),
+        status_code=201,
+    )
+    async def payment_method_session(
+        self, subscription_id: uuid.UUID, principal: Principal, subscriptions: SubscriptionService
+    ) -> Response[PaymentMethodSession]:
+        url = await subscriptions.payment_method_session(principal, subscription_id)
+        return Response(PaymentMethodSession(url=url), status_code=201, headers=NO_STORE)
 
 
 class AdminSubscriptionController(Controller):

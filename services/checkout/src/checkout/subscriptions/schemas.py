@@ -104,3 +104,9 @@ class SubscriptionPage(msgspec.Struct, kw_only=True):
     total: int
     page: int
     page_size: int
+
+
+class PaymentMethodSession(msgspec.Struct, kw_only=True):
+    """Send the subscriber to ``url`` (Stripe's customer portal) to update their card."""
+
+    url: str

@@ -248,6 +248,21 @@ class SubscriptionService:
         log.info("subscription_resume_requested", subscription_id=str(row.id))
         return row
 
+    async def payment_method_session(self, principal: Principal, subscription_id: uuid.UUID) -> str:
+        """Stripe's customer portal, where the subscriber updates the card the next renewal
+        (and Stripe's retry of a failed one) is charged to; it returns to the subscription."""
+        row = await self.get(principal, subscription_id)
+        if row.stripe_customer_id is None or row.status not in CANCELLABLE:
+            raise Problem(
+                409,
+                "subscription-not-active",
+                "This subscription has not started (or has ended): it has no card to update.",
+                status_now=row.status,
+            )
+        return await self.stripe.open_billing_portal(
+            row.stripe_customer_id, f"{self.public_url}/account/subscriptions/{row.id}"
+        )
+
     async def _pausable(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:
         row = await self.get(principal, subscription_id)
         if (

@@ -11,7 +11,9 @@ and the event id claimed UNIQUE, in the same transaction:
   recorded and ignored, and ``canceled`` is final.
 - ``invoice.paid`` / ``invoice.payment_failed``: the invoice is recorded (UNIQUE Stripe id);
   the first time one is known paid it gets a new order id and ``SubscriptionInvoicePaid`` goes
-  to the outbox, so each paid invoice becomes one order, however often Stripe tells us.
+  to the outbox, so each paid invoice becomes one order, however often Stripe tells us. The
+  first time a failed one is recorded, ``SubscriptionPaymentFailed`` (the notifier mails the
+  subscriber a link to update their card).
 
 Every event finds our row by Stripe's subscription id or, before the link exists (Stripe does
 not promise an order), by the ``subscription_id`` we put in the subscription's metadata.
@@ -25,7 +27,12 @@ from typing import Any
 
 import msgspec
 import structlog
-from ember_shared.events.contracts import Address, OrderLine, SubscriptionInvoicePaid
+from ember_shared.events.contracts import (
+    Address,
+    OrderLine,
+    SubscriptionInvoicePaid,
+    SubscriptionPaymentFailed,
+)
 from ember_shared.ids import new_id
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -200,6 +207,9 @@ class SubscriptionWebhooks:
                 period_end=end,
             )
             await self.invoices.add(invoice)
+            if not paid:
+                # Once per invoice: Stripe's retries of the same invoice mail nobody again.
+                await outbox.add(self.db, _payment_failed(row, invoice))
         invoice.amount_due = amount_due
         if not paid:
             return row.id, f"invoice {invoice_id} payment_failed"
@@ -247,6 +257,18 @@ def _invoice_paid(row: Subscription, invoice: SubscriptionInvoice) -> Subscripti
         stripe_subscription_id=row.stripe_subscription_id,
         period_start=_iso(invoice.period_start),
         period_end=_iso(invoice.period_end),
+    )
+
+
+def _payment_failed(row: Subscription, invoice: SubscriptionInvoice) -> SubscriptionPaymentFailed:
+    return SubscriptionPaymentFailed(
+        subscription_id=row.id,
+        user_id=row.user_id,
+        email=row.email,
+        product_name=row.product_name,
+        amount_due=invoice.amount_due,
+        currency=invoice.currency,
+        stripe_invoice_id=invoice.stripe_invoice_id,
     )
 
 

@@ -16,6 +16,7 @@ from ember_shared.events.contracts import (
     PasswordResetRequested,
     SignUpForExistingAccount,
     SignUpRequested,
+    SubscriptionPaymentFailed,
     UserRegistered,
 )
 
@@ -119,6 +120,17 @@ def delivered(data: OrderDelivered, public_url: str) -> dict[str, Any]:
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
         "delivered_at": readable_time(data.delivered_at),
+    }
+
+
+def subscription_payment_failed(data: SubscriptionPaymentFailed, public_url: str) -> dict[str, Any]:
+    # The link is the subscription's page, not Stripe's portal: a portal session expires in
+    # minutes and opens the card form to whoever holds it; the page makes one for the owner.
+    return {
+        "public_url": public_url,
+        "product_name": data.product_name,
+        "amount": money(data.amount_due, data.currency),
+        "subscription_url": f"{public_url.rstrip('/')}/account/subscriptions/{data.subscription_id}",
     }
 
 

@@ -27,6 +27,7 @@ class Template(StrEnum):
     EXISTING_ACCOUNT = "existing_account"
     DELIVERED = "delivered"
     REFUNDED = "refunded"
+    SUBSCRIPTION_PAYMENT_FAILED = "subscription_payment_failed"
 
 
 #: The storefront's design tokens, as mail can use them (hex colours, web-safe font stacks): mail
@@ -100,6 +101,7 @@ SUBJECTS: dict[Template, str] = {
     Template.EXISTING_ACCOUNT: "You already have an Ember account",
     Template.DELIVERED: "Your Ember order {order_number} has arrived",
     Template.REFUNDED: "We have refunded {refund} of your Ember order {order_number}",
+    Template.SUBSCRIPTION_PAYMENT_FAILED: "Your Ember subscription payment failed: update your card",
 }
 
 _env = Environment(
