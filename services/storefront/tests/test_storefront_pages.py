@@ -532,6 +532,29 @@ async def test_an_expired_access_token_is_renewed_from_the_session_cookie(
     assert browser.cookies.get("ember_access"), "the renewed token reached the browser"
 
 
+async def test_signing_in_again_ends_the_browsers_previous_session(
+    browser: Browser, shop: Shop
+) -> None:
+    first, second = shop.register(name="Lise Meitner"), shop.register(name="Otto Hahn")
+    signed = await browser.form(
+        "/signin", "/signin", {"email": first["email"], "password": PASSWORD}
+    )
+    assert signed.status_code == 303
+    old = browser.cookies.get("ember_session")
+    assert old
+    # A signed-in browser is sent on from /signin; a second tab's form still posts.
+    again = await browser.form(
+        "/account", "/signin", {"email": second["email"], "password": PASSWORD}
+    )
+    assert again.status_code == 303
+    assert browser.cookies.get("ember_session") not in (None, old)
+    # Whoever kept a copy of the old cookie can no longer renew the first person's access.
+    with httpx.Client(base_url=shop.stack.url, timeout=20) as stale:
+        stale.cookies.set("ember_session", old)
+        refreshed = stale.post("/api/auth/refresh", json={})
+    assert refreshed.status_code == 401, refreshed.text
+
+
 async def test_sign_in_never_redirects_off_site(browser: Browser, shop: Shop) -> None:
     person = shop.register()
     page = (await browser.get("/signin", params={"next": "//evil.example/steal"})).text

@@ -105,7 +105,8 @@ async def signin(request: Request[Any, Any, Any], api: Api) -> Response[Any]:
                 "/api/auth/login",
                 json={"email": email, "password": password},
                 bearer=False,
-                cookies=(),
+                # Identity ends the session this browser held before (as the API sign-in does).
+                cookies=(SESSION_COOKIE,),
             )
         except ApiProblem as problem:
             error = friendly(problem)
