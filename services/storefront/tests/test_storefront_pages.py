@@ -549,9 +549,9 @@ async def test_signing_in_again_ends_the_browsers_previous_session(
     assert again.status_code == 303
     assert browser.cookies.get("ember_session") not in (None, old)
     # Whoever kept a copy of the old cookie can no longer renew the first person's access.
-    with httpx.Client(base_url=shop.stack.url, timeout=20) as stale:
+    async with httpx.AsyncClient(base_url=shop.stack.url, timeout=20) as stale:
         stale.cookies.set("ember_session", old)
-        refreshed = stale.post("/api/auth/refresh", json={})
+        refreshed = await stale.post("/api/auth/refresh", json={})
     assert refreshed.status_code == 401, refreshed.text
 
 
