@@ -3,6 +3,7 @@ they make later, a Google account sets a password, staff refund, customers and s
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_testkit import Person
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 from storefront_testkit import CARD_OK, DEMO_SLUGS, PASSWORD, Shop, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
@@ -202,12 +203,10 @@ async def test_staff_manage_categories_and_find_disable_a_customer_with_their_or
     assert person.csp_violations() == []
 
 
-async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
-    person: Person, browser_shop: Shop, screenshots: Path
-) -> None:
-    page = person.page
+async def _subscribed(browser_shop: Shop, name: str) -> tuple[dict, str, str]:
+    """A member with an active (paid) subscription: the member, its page and Stripe's page."""
     coffee = browser_shop.product(DEMO_SLUGS[3])
-    member = browser_shop.register(name="Katherine Coleman")
+    member = browser_shop.register(name=name)
     async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
         signed = await api.post(
             "/api/auth/login", json={"email": member["email"], "password": member["password"]}
@@ -222,7 +221,7 @@ async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
                 "interval_count": 2,
                 "quantity": 1,
                 "shipping_address": {
-                    "name": "Katherine Coleman",
+                    "name": name,
                     "line1": "12 Roastery Lane",
                     "city": "Portland",
                     "postal_code": "97201",
@@ -242,22 +241,90 @@ async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
             },
         )
     assert paid.status_code == 303, paid.text
-    detail = f"/account/subscriptions/{started.json()['subscription_id']}"
+    return (
+        member,
+        f"/account/subscriptions/{started.json()['subscription_id']}",
+        (started.json()["checkout_url"]),
+    )
 
-    await person.open(f"/signin?next={detail}")
-    await page.fill("#f-email", member["email"])
-    await page.fill("#f-password", member["password"])
-    await page.get_by_test_id("signin-submit").click()
-    await page.wait_for_url(re.compile(rf".*{detail}$"))
 
-    async def reload_until(test_id: str, present: bool) -> None:
-        # The change is Stripe's webhook's to make: the page shows it once it has arrived.
-        for _ in range(60):
-            if (await page.get_by_test_id(test_id).count() > 0) == present:
-                return
-            await page.wait_for_timeout(500)
-            await page.reload()
-        raise AssertionError(f"{test_id} never {'appeared' if present else 'went'}")
+async def _sign_in_to(person: Person, member: dict, path: str) -> None:
+    await person.open(f"/signin?next={path}")
+    await person.page.fill("#f-email", member["email"])
+    await person.page.fill("#f-password", member["password"])
+    await person.page.get_by_test_id("signin-submit").click()
+    await person.page.wait_for_url(re.compile(rf".*{path}$"))
+
+
+async def _reload_until(page: Page, test_id: str, present: bool) -> None:
+    # The change is Stripe's webhook's to make: the page shows it once it has arrived.
+    for _ in range(60):
+        if (await page.get_by_test_id(test_id).count() > 0) == present:
+            return
+        await page.wait_for_timeout(500)
+        await page.reload()
+    raise AssertionError(f"{test_id} never {'appeared' if present else 'went'}")
+
+
+def _renew(browser_shop: Shop, checkout_url: str) -> None:
+    """The end of the period, now (Stripe's clock): the stand-in bills the next one."""
+    control = browser_shop.stack.service_url("stripe-standin") + "/_standin"
+    session_id = checkout_url.rsplit("/pay/", 1)[1]
+    held = httpx.get(f"{control}/sessions/{session_id}", timeout=10)
+    assert held.status_code == 200, held.text
+    stripe_id = held.json()["session"]["subscription"]
+    renewed = httpx.post(f"{control}/subscriptions/{stripe_id}/renew", timeout=10)
+    assert renewed.status_code == 201, renewed.text
+
+
+async def _portal_card(page: Page, card: str, back_to: str) -> None:
+    await expect(page.locator("#current-card")).to_be_visible()
+    await page.fill("#cardNumber", card)
+    await page.click("#submit")
+    await page.wait_for_url(re.compile(rf".*{back_to}$"))
+
+
+async def test_a_failed_renewal_is_mailed_and_shown_and_the_card_is_updated_in_the_portal(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    member, detail, checkout_url = await _subscribed(browser_shop, "Grace Hopper")
+    await _sign_in_to(person, member, detail)
+    await _reload_until(page, "change-card", True)  # active once Stripe's webhooks arrived
+
+    # A card Stripe saves but cannot charge: the next renewal fails.
+    await page.get_by_test_id("change-card").click()
+    await _portal_card(page, "4000 0000 0000 0341", detail)
+    _renew(browser_shop, checkout_url)
+    await _reload_until(page, "payment-failed", True)
+    await expect(page.get_by_test_id("payment-failed")).to_contain_text(
+        "Your last payment failed — update your card"
+    )
+    await page.screenshot(path=screenshots / "subscription-payment-failed.png", full_page=True)
+    mails = wait_for(
+        lambda: [
+            m for m in browser_shop.emails_to(member["email"]) if "update your card" in m["subject"]
+        ],
+        timeout=60,
+    )
+    assert f"{detail}" in mails[0]["text"]
+
+    await page.get_by_test_id("update-card").click()
+    await _portal_card(page, "4242 4242 4242 4242", detail)
+    _renew(browser_shop, checkout_url)
+    await _reload_until(page, "payment-failed", False)
+    await expect(page.get_by_test_id("subscription-status-badge")).to_have_text("Active")
+    assert person.csp_violations() == []
+
+
+async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
+    person: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    page = person.page
+    member, detail, _ = await _subscribed(browser_shop, "Katherine Coleman")
+
+    await _sign_in_to(person, member, detail)
+    reload_until = functools.partial(_reload_until, page)
 
     await reload_until("skip-next", True)  # active once Stripe's webhooks arrived
     await page.get_by_test_id("skip-next").click()

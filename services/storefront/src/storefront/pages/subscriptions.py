@@ -129,6 +129,9 @@ def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
         # Stripe's pause_collection, as its webhook last said: no delivery is billed.
         "paused": bool(subscription.get("paused")),
         "pausable": status == "active" and not ending,
+        # Stripe could not take the last renewal (it retries): the card wants updating.
+        "payment_failed": status in ("past_due", "unpaid"),
+        "card_updatable": status in CANCELLABLE,
         "short_id": str(subscription.get("id") or "")[-8:].upper(),
     }
 
@@ -484,6 +487,48 @@ async def subscription_pause(
     return redirect(request, page, flash=PAUSE_ACTIONS[action])
 
 
+@post(
+    "/account/subscriptions/{subscription_id:uuid}/card",
+    name="subscription-card",
+    include_in_schema=False,
+)
+async def subscription_card(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    """Update the card: a fresh Stripe customer portal session (it expires within minutes, so
+    it is made on the click), which returns to the subscription's page."""
+    page = f"/account/subscriptions/{subscription_id}"
+    if not visitor.signed_in:
+        return _signin(request, page)
+    try:
+        opened = await api.post(
+            "checkout", f"/api/subscriptions/{subscription_id}/payment-method-session", json={}
+        )
+    except ApiProblem as problem:
+        if problem.status in (400, 404):
+            return _not_found(request)
+        if problem.status == 401:
+            raise
+        subscription = await _subscription(api, subscription_id)
+        if subscription is None:
+            return _not_found(request)
+        notice = (
+            "This subscription has ended: it has no card to update."
+            if problem.kind == "subscription-not-active"
+            else subscription_message(problem)
+        )
+        context = _detail_context(subscription, notice)
+        context.update(_poll_context(request, subscription, 0))
+        return render(
+            request, "subscriptions/detail.html", context, status=_problem_status(problem)
+        )
+    url = str(opened.get("url") or "")
+    if not url.startswith(("https://", "http://")):
+        return error_response(request, 503)
+    # The card form is the provider's (Stripe's portal): card data never reaches the shop.
+    return Redirect(url, status_code=303)
+
+
 # --- after Stripe's page: confirming ---------------------------------------------------------
 
 
@@ -531,5 +576,6 @@ ROUTES = [
     subscription_page,
     subscription_cancel,
     subscription_pause,
+    subscription_card,
     subscription_status,
 ]
