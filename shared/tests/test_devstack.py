@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -262,7 +263,11 @@ def test_restart_stops_gracefully_then_starts_again_without_counting_a_death(
         supervisor.add(ProcessSpec("web-2", python(code), dict(os.environ), ready=marks.exists))
         supervisor.wait_ready(10)
         first = supervisor.pids()["web-2"]
-        supervisor.restart("web-2")
+        # From a thread that ends at once: the new process must outlive it (a deploy script's
+        # thread is not the stack's).
+        step = threading.Thread(target=supervisor.restart, args=("web-2",))
+        step.start()
+        step.join(30)
         second = supervisor.pids()["web-2"]
         assert second != first
         assert marks.read_text().splitlines()[1] == "graceful"
@@ -272,6 +277,7 @@ def test_restart_stops_gracefully_then_starts_again_without_counting_a_death(
         wait_for(lambda: supervisor.pids()["web-2"] != second)
         assert supervisor.exited() == ["web-2"]
         wait_for(lambda: marks.read_text().count("start") == 3)
+        assert marks.read_text().count("graceful") == 1  # the second was killed, never stopped
     finally:
         supervisor.stop()
 

@@ -329,13 +329,14 @@ class Supervisor:
         with self._lock:
             # The monitor must neither report this stop nor schedule a restart of its own.
             child.restart_at = float("inf")
+            child.ready = False
         self._terminate([child])
         if child.pump is not None:
             child.pump.join(2)
         with self._lock:
-            if self._stopping.is_set():
-                return
-            self._spawn(child)
+            # The monitor thread starts it: a child dies with the thread that forked it
+            # (PR_SET_PDEATHSIG is per thread), and the caller's thread may end before the stack.
+            child.restart_at = time.monotonic()
         self.wait_ready(ready_timeout, [name])
 
     def pids(self) -> dict[str, int]:
