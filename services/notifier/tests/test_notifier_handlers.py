@@ -14,6 +14,7 @@ from ember_shared.events.contracts import (
     PasswordResetRequested,
     SignUpForExistingAccount,
     SignUpRequested,
+    SubscriptionPaymentFailed,
     UserRegistered,
 )
 from ember_shared.ids import new_id
@@ -29,6 +30,7 @@ from notifier.events import (
     queue_refund_notice,
     queue_shipment_notice,
     queue_sign_up_link,
+    queue_subscription_payment_failed,
     queue_welcome,
 )
 from notifier.models import PendingEmail, Suppression
@@ -62,6 +64,7 @@ def test_the_notifier_handles_every_mail_event() -> None:
             "password_reset.requested.v1",
             "sign_up.requested.v1",
             "sign_up.existing_account.v1",
+            "subscription.payment_failed.v1",
             "user.registered.v1",
         ]
     )
@@ -237,6 +240,31 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
     assert "15:20 UTC on 04 Jan 2030" in delivered.text
     assert f"/order/{invoice.order_id}" in delivered.html
     assert delivered.subject.endswith("has arrived")
+
+
+async def test_a_failed_renewal_is_mailed_once_with_the_subscription_page_to_update_the_card(
+    engine: AsyncEngine,
+) -> None:
+    to = unique_address("renewal-failed")
+    failed = SubscriptionPaymentFailed(
+        subscription_id=new_id(),
+        user_id=new_id(),
+        email=to,
+        product_name="Brazil Cerrado",
+        amount_due=3000,
+        currency="USD",
+        stripe_invoice_id="in_test_1",
+    )
+    event = envelope(failed)
+    await handle(engine, queue_subscription_payment_failed, event, failed)
+    await handle(engine, queue_subscription_payment_failed, event, failed)  # redelivered
+
+    (mail,) = await emails_to(engine, to)
+    assert mail.template == "subscription_payment_failed"
+    assert "update your card" in mail.subject
+    assert "$30.00" in mail.text
+    assert "Brazil Cerrado" in mail.text
+    assert f"{public_url()}/account/subscriptions/{failed.subscription_id}" in mail.text
 
 
 async def test_a_confirmed_refund_is_mailed_once_with_the_amount_and_the_order_link(
