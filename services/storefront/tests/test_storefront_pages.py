@@ -555,6 +555,15 @@ async def test_signing_in_again_ends_the_browsers_previous_session(
     assert refreshed.status_code == 401, refreshed.text
 
 
+async def test_a_form_route_refuses_a_large_body_before_reading_it(browser: Browser) -> None:
+    token = csrf_of((await browser.get("/signin")).text)
+    big = await browser.post(
+        "/signin", {"email": "a@b.co", "password": "x" * 300_000, "_csrf_token": token}
+    )
+    assert big.status_code == 413, big.status_code
+    assert "Traceback" not in big.text
+
+
 async def test_sign_in_never_redirects_off_site(browser: Browser, shop: Shop) -> None:
     person = shop.register()
     page = (await browser.get("/signin", params={"next": "//evil.example/steal"})).text

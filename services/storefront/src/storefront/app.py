@@ -55,6 +55,10 @@ async def provide_visitor(api: Api) -> Visitor:
     return await api.visitor()
 
 
+#: The largest body a storefront route takes unless it says otherwise (bytes).
+FORM_MAX_BODY = 256 * 1024
+
+
 def create_app() -> Litestar:
     settings = service_settings("storefront")
     storefront = StorefrontSettings()
@@ -65,6 +69,7 @@ def create_app() -> Litestar:
         app.state.storefront_settings = storefront
         # Canonical links, the sitemap and structured data name the shop's one public address.
         app.state.public_url = settings.app.public_url.rstrip("/")
+        app.state.cookie_secure = not settings.app.is_local
         app.state.api_clients = ApiClients(storefront.api_timeout_ms)
         app.state.token_verifier = TokenVerifier(settings.auth, app.state.redis)
         try:
@@ -85,8 +90,9 @@ def create_app() -> Litestar:
         )
         config.exception_handlers = html_aware_handlers(dict(config.exception_handlers))
         config.before_send = [*config.before_send, relay_cookies]
-        # Staff upload product images through the admin pages.
-        config.request_max_body_size = 12 * 1024 * 1024
+        # Forms only: the longest (a product's 20,000-character description, percent-encoded)
+        # fits well inside. The image upload route sets its own, larger limit.
+        config.request_max_body_size = FORM_MAX_BODY
 
     return create_service_app(
         ServiceSpec(

@@ -298,7 +298,14 @@ def redirect(
     if flash:
         response.set_cookie(
             Cookie(
-                key=FLASH_COOKIE, value=flash, max_age=60, path="/", httponly=True, samesite="lax"
+                key=FLASH_COOKIE,
+                value=flash,
+                max_age=60,
+                path="/",
+                httponly=True,
+                samesite="lax",
+                # Plain http only on a developer's machine; unset means a deployed shop.
+                secure=bool(request.app.state.get("cookie_secure", True)),
             )
         )
     return response
