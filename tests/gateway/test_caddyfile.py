@@ -224,10 +224,27 @@ def free_port() -> int:
 def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) -> None:
     """Caddy by itself, every service down, in production mode on plain HTTP (no certificate
     needed): its own answers carry the security headers, HSTS included, and are problems."""
+    import threading
     import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import httpx
 
+    class Catalog(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"items":[]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    # One live service behind the gateway: what Caddy adds to a proxied answer shows.
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Catalog)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port, dead = free_port(), free_port()
     env = {
         **os.environ,
@@ -239,6 +256,7 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         **{f"{name.upper()}_PORT": str(dead) for name in ROUTES},
+        "CATALOG_PORT": str(upstream.server_port),
     }
     pictures = tmp_path / "media" / "products"
     pictures.mkdir(parents=True)
@@ -260,7 +278,13 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "caddy did not start"
                 time.sleep(0.1)
-        down = httpx.get(base + "/api/products", timeout=20)
+        proxied = httpx.get(base + "/api/products", timeout=20)
+        assert proxied.status_code == 200, proxied.text
+        assert proxied.json() == {"items": []}
+        # Neither the gateway's make nor the upstream's software is told to the client.
+        assert "via" not in proxied.headers, proxied.headers["via"]
+        assert "server" not in proxied.headers, proxied.headers["server"]
+        down = httpx.get(base + "/api/cart", timeout=20)
         assert down.status_code == 502
         assert down.headers["content-type"] == "application/problem+json"
         assert down.json()["status"] == 502
@@ -298,3 +322,5 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
     finally:
         caddy.terminate()
         caddy.wait(10)
+        upstream.shutdown()
+        upstream.server_close()
