@@ -632,3 +632,39 @@ async def test_a_failed_renewal_is_announced_once_and_a_card_saved_in_the_portal
     assert paid["invoice"]["status"] == "paid"
     await _until(world, active["id"], status="active")
     await _paid_invoices(world, active["id"], 2)
+
+
+async def test_the_next_delivery_goes_to_the_address_the_subscriber_changed_to(
+    world: World,
+) -> None:
+    active = await _active(world)
+    shopper = active["shopper"]
+    url = f"{world.checkout_url}/api/subscriptions/{active['id']}/shipping-address"
+    moved = {**ADDRESS, "name": "Ada Byron", "line1": "9 New Street", "city": "Boston"}
+
+    for bad in ({**moved, "country": "ZZ"}, {**moved, "name": ""}, {**moved, "extra": "x"}):
+        refused = await shopper.http.put(url, json=bad, headers=shopper._auth())
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    stranger = world.customer()
+    other = await stranger.http.put(url, json=moved, headers=stranger._auth())
+    assert other.status_code == 404
+    assert (await _row(world, active["id"]))["shipping_address"]["line1"] == ADDRESS["line1"]
+
+    changed = await shopper.http.put(url, json=moved, headers=shopper._auth())
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["shipping_address"]["line1"] == "9 New Street"
+
+    await _renew(world, active["stripe_id"])
+    await _paid_invoices(world, active["id"], 2)
+    events = await eventually(
+        lambda: _events_at_least(world, active["id"], 2), what="the renewal's order event"
+    )
+    assert events[0]["data"]["shipping_address"]["line1"] == ADDRESS["line1"]
+    assert events[1]["data"]["shipping_address"]["line1"] == "9 New Street"
+    assert events[1]["data"]["shipping_address"]["name"] == "Ada Byron"
+
+
+async def _events_at_least(world: World, subscription_id: str, count: int) -> Any:
+    found = await _invoice_paid_events(world, subscription_id)
+    return found if len(found) >= count else None

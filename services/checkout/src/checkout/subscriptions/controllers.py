@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import Subscription, SubscriptionInvoice
 from checkout.sessions.controllers import shopper_origin
-from checkout.sessions.schemas import AddressOut
+from checkout.sessions.schemas import AddressIn, AddressOut
 from checkout.subscriptions.repositories import SubscriptionRepository
 from checkout.subscriptions.schemas import (
     InvoiceView,
@@ -258,6 +258,24 @@ class SubscriptionPauseController(Controller):
     ) -> Response[PaymentMethodSession]:
         url = await subscriptions.payment_method_session(principal, subscription_id)
         return Response(PaymentMethodSession(url=url), status_code=201, headers=NO_STORE)
+
+    @put(
+        "/shipping-address",
+        summary="Change where the next deliveries go",
+        description=(
+            "Every delivery billed from now on ships to this address (checkout keeps it; "
+            "Stripe never sees it). 409 ``subscription-not-active`` for one that has ended."
+        ),
+    )
+    async def change_address(
+        self,
+        subscription_id: uuid.UUID,
+        data: AddressIn,
+        principal: Principal,
+        subscriptions: SubscriptionService,
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.change_address(principal, subscription_id, data)
+        return Response(subscription_view(row), headers=NO_STORE)
 
 
 class AdminSubscriptionController(Controller):

@@ -20,12 +20,14 @@ import uuid
 import msgspec
 import structlog
 from ember_shared.auth import Principal
+from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import Subscription, SubscriptionInvoice, SubscriptionStatus
 from checkout.payments import PaymentProviderError, StripeGateway
+from checkout.sessions.schemas import AddressIn
 from checkout.settings import CheckoutSettings
 from checkout.subscriptions.repositories import (
     SubscriptionInvoiceRepository,
@@ -262,6 +264,31 @@ class SubscriptionService:
         return await self.stripe.open_billing_portal(
             row.stripe_customer_id, f"{self.public_url}/account/subscriptions/{row.id}"
         )
+
+    async def change_address(
+        self, principal: Principal, subscription_id: uuid.UUID, address: AddressIn
+    ) -> Subscription:
+        """Where the next deliveries go. Checkout keeps the address (Stripe never sees it): each
+        paid renewal's order takes it from the row, so the change is ours to make at once."""
+        row = await self.get(principal, subscription_id)
+        if address.country not in ISO_COUNTRIES:
+            raise Problem(
+                400,
+                "validation",
+                "The request is not valid: see errors.",
+                title="Invalid request",
+                errors=[{"key": "country", "message": "not an ISO 3166-1 country code"}],
+            )
+        if row.status in (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED):
+            raise Problem(
+                409,
+                "subscription-not-active",
+                "This subscription has ended: nothing more is delivered.",
+                status_now=row.status,
+            )
+        row.shipping_address = msgspec.to_builtins(address)
+        log.info("subscription_address_changed", subscription_id=str(row.id))
+        return row
 
     async def _pausable(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:
         row = await self.get(principal, subscription_id)
