@@ -85,6 +85,7 @@ async def payment_succeeded(session: AsyncSession, row: CheckoutSession) -> None
             reservation_id=row.reservation_id,
             stripe_session_id=row.stripe_session_id,
             payment_intent_id=row.stripe_payment_intent_id or "",
+            attention=row.attention,
         ),
     )
 

@@ -71,6 +71,9 @@ class PaymentSucceeded(EventData, frozen=True, kw_only=True):
     reservation_id: uuid.UUID
     stripe_session_id: str
     payment_intent_id: str = ""
+    #: Why staff should look before shipping (a charge of another amount, money taken after the
+    #: checkout closed); empty for an ordinary payment.
+    attention: str = ""
 
 
 class PaymentFailed(EventData, frozen=True, kw_only=True):
