@@ -162,6 +162,19 @@ async def test_payment_after_expiry_still_makes_the_order_paid(deliver, db) -> N
     assert len(await db.emitted("order.paid.v1", checkout.order_id)) == 1
 
 
+async def test_a_payment_checkout_flagged_says_so_in_the_orders_history(deliver, db) -> None:
+    checkout = Checkout()
+    await deliver(checkout.started())
+    note = "Stripe charged 1 USD; the checkout expected 2400 USD."
+    await deliver(msgspec.structs.replace(checkout.succeeded(), attention=note))
+    assert (await db.order(checkout.order_id)).status == "paid"
+    reasons = await db.rows(
+        "SELECT reason FROM orders.order_status_changes WHERE order_id = :id AND to_status = 'paid'",
+        id=checkout.order_id,
+    )
+    assert [r.reason for r in reasons] == [f"payment confirmed by Stripe; needs attention: {note}"]
+
+
 async def test_outcomes_before_the_order_exists_are_applied_when_it_does(deliver, db) -> None:
     failed = Checkout()
     await deliver(failed.failed())

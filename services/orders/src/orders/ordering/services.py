@@ -169,6 +169,10 @@ class OrderService:
                 # The money was taken after all: the order must say so; staff ship or refund.
                 reason = f"payment confirmed after the order was {current.value}"
                 log.warning("order_paid_after_close", order_id=str(order.id), was=current.value)
+            if data.attention:
+                # Checkout saw something off (another amount, paid after closing): the order's
+                # history, which staff read before shipping, says so.
+                reason = f"{reason}; needs attention: {data.attention}"[:300]
             self.move(order, S.PAID, actor=event_actor(event), reason=reason, at=event.occurred_at)
             await self._announce_paid(order)
         await self._apply_deferred(order)
