@@ -394,6 +394,7 @@ async def test_bad_subscriptions_are_refused_with_problems(world: World) -> None
         ({"interval_count": 5}, 400),
         ({"unit_price": 1}, 400),
         ({"shipping_address": {**ADDRESS, "country": "Britain"}}, 400),
+        ({"shipping_address": {**ADDRESS, "country": "ZZ"}}, 400),  # two letters, no country
         ({"product_id": "not-a-uuid"}, 400),
         ({"product_id": str(uuid.uuid4())}, 409),
     ):

@@ -76,6 +76,8 @@ class SubscriptionService:
                 "email-required",
                 "Your account has no email address for receipts; add one and try again.",
             )
+        # Two letters are not enough: identity and the order's shipping need a real country.
+        _require_country(data.shipping_address, "shipping_address.country")
         product = (await self.upstream.lookup_products([data.product_id])).get(data.product_id)
         if product is None or not product.active:
             raise Problem(
@@ -271,14 +273,7 @@ class SubscriptionService:
         """Where the next deliveries go. Checkout keeps the address (Stripe never sees it): each
         paid renewal's order takes it from the row, so the change is ours to make at once."""
         row = await self.get(principal, subscription_id)
-        if address.country not in ISO_COUNTRIES:
-            raise Problem(
-                400,
-                "validation",
-                "The request is not valid: see errors.",
-                title="Invalid request",
-                errors=[{"key": "country", "message": "not an ISO 3166-1 country code"}],
-            )
+        _require_country(address, "country")
         if row.status in (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED):
             raise Problem(
                 409,
@@ -304,3 +299,14 @@ class SubscriptionService:
                 status_now=row.status,
             )
         return row
+
+
+def _require_country(address: AddressIn, key: str) -> None:
+    if address.country not in ISO_COUNTRIES:
+        raise Problem(
+            400,
+            "validation",
+            "The request is not valid: see errors.",
+            title="Invalid request",
+            errors=[{"key": key, "message": "not an ISO 3166-1 country code"}],
+        )
