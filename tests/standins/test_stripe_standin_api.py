@@ -504,3 +504,92 @@ async def test_a_recurring_price_in_payment_mode_is_refused(client: stripe.Strip
     with pytest.raises(stripe.InvalidRequestError) as caught:
         await client.v1.checkout.sessions.create_async(params=session_params(line_items=items))  # type: ignore[arg-type]
     assert caught.value.param == "line_items"
+
+
+async def test_subscription_items_change_quantity_and_price_like_stripe(
+    client: stripe.StripeClient, standin: str
+) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=subscription_params())  # type: ignore[arg-type]
+    await _control(standin, "POST", f"/sessions/{session.id}/pay", json={})
+    sub_id = str((await client.v1.checkout.sessions.retrieve_async(session.id)).subscription)
+    sub = (await client.v1.subscriptions.retrieve_async(sub_id)).to_dict()
+    item = sub["items"]["data"][0]
+    old_price, product = item["price"]["id"], item["price"]["product"]
+    anchor, first_end = sub["billing_cycle_anchor"], item["current_period_end"]
+
+    # Stripe's default would prorate: the stand-in models only what Ember asks for.
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.subscriptions.update_async(
+            sub_id, params={"items": [{"id": item["id"], "quantity": 3}]}
+        )
+    assert caught.value.param == "proration_behavior"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.subscriptions.update_async(
+            sub_id,
+            params={"items": [{"id": "si_nope", "quantity": 3}], "proration_behavior": "none"},
+        )
+    assert (caught.value.http_status, caught.value.param) == (404, "items[0][id]")
+
+    # The quantity, in Stripe's own form encoding: the period and the price stay.
+    async with httpx.AsyncClient() as http:
+        raw = await http.post(
+            f"{standin}/v1/subscriptions/{sub_id}",
+            content=f"items[0][id]={item['id']}&items[0][quantity]=3&proration_behavior=none",
+            headers={
+                "Authorization": "Bearer sk_test_api_tests",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+    assert raw.status_code == 200, raw.text
+    changed = raw.json()
+    assert changed["object"] == "subscription"
+    assert changed["items"]["data"][0]["quantity"] == 3
+    assert changed["items"]["data"][0]["price"]["id"] == old_price
+    assert changed["items"]["data"][0]["current_period_end"] == first_end
+    assert changed["billing_cycle_anchor"] == anchor
+    events = (await _control(standin, "GET", "/events", params={"session_id": session.id}))["data"]
+    assert events[-1]["type"] == "customer.subscription.updated"
+    assert events[-1]["data"]["object"]["items"]["data"][0]["quantity"] == 3
+    assert events[-1]["data"]["previous_attributes"]["items"]["data"][0]["quantity"] == 2
+
+    # Another cadence: a price of the same product, then the item moved onto it.
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.prices.create_async(
+            params={"product": "prod_nope", "currency": "usd", "unit_amount": 1500}
+        )
+    assert caught.value.param == "product"
+    monthly = await client.v1.prices.create_async(
+        params={
+            "product": product,
+            "currency": "usd",
+            "unit_amount": 1500,
+            "recurring": {"interval": "month", "interval_count": 1},
+        }
+    )
+    assert (monthly.object, monthly.type, monthly.product) == ("price", "recurring", product)
+    moved = await client.v1.subscriptions.update_async(
+        sub_id,
+        params={
+            "items": [{"id": item["id"], "price": monthly.id, "quantity": 4}],
+            "proration_behavior": "none",
+        },
+    )
+    moved_item = moved.to_dict()["items"]["data"][0]
+    assert moved_item["price"]["id"] == monthly.id
+    assert moved_item["price"]["recurring"]["interval"] == "month"
+    assert moved_item["quantity"] == 4
+    # Another billing period restarts the cycle now and bills the new one at once.
+    assert moved.billing_cycle_anchor >= anchor
+    assert moved_item["current_period_start"] == moved.billing_cycle_anchor
+    assert moved_item["current_period_end"] - moved_item["current_period_start"] >= 28 * 86400
+    events = (await _control(standin, "GET", "/events", params={"session_id": session.id}))["data"]
+    assert [e["type"] for e in events[-2:]] == ["customer.subscription.updated", "invoice.paid"]
+    bill = events[-1]["data"]["object"]
+    assert bill["billing_reason"] == "subscription_update"
+    assert bill["amount_paid"] == 4 * 1500
+    assert bill["lines"]["data"][0]["quantity"] == 4
+    assert bill["lines"]["data"][0]["pricing"]["price_details"]["price"] == monthly.id
+
+    renewed = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
+    assert renewed["invoice"]["amount_paid"] == 6000
+    assert renewed["invoice"]["billing_reason"] == "subscription_cycle"

@@ -212,6 +212,12 @@ async def cancel_subscription(
     return await _idempotent(request, lambda _params: billing.cancel(store, subscription_id))
 
 
+@post("/prices", summary="Create a price")
+async def create_price(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: billing.create_price(store, params))
+
+
 @post("/billing_portal/sessions", summary="Create a customer portal session")
 async def create_portal_session(request: Request[Any, Any, Any]) -> Response[Any]:
     store = _store(request)
@@ -257,6 +263,7 @@ api_router = Router(
         retrieve_subscription,
         update_subscription,
         cancel_subscription,
+        create_price,
         create_portal_session,
         retrieve_invoice,
         retrieve_event,

@@ -16,8 +16,13 @@ subscription under ``parent.subscription_details`` (with the subscription's meta
   default payment method (``invoice_settings.default_payment_method``) and their
   subscriptions'. A renewal fails when asked to (``renew?fail=1``) or when that card is
   Stripe's 4000 0000 0000 0341 (attaches, every charge fails); with a good card it is paid.
-- ``update`` (``cancel_at_period_end``, ``metadata``) announces ``customer.subscription.updated``;
-  ``cancel`` (``DELETE``) ends it now with ``customer.subscription.deleted``.
+- ``update`` (``cancel_at_period_end``, ``metadata``, ``pause_collection``, and ``items`` with
+  ``proration_behavior=none``) announces ``customer.subscription.updated``; ``cancel``
+  (``DELETE``) ends it now with ``customer.subscription.deleted``.
+- ``items[0][quantity]`` bills the next renewal for the new quantity. ``items[0][price]`` (a
+  price made with ``POST /v1/prices``) of another billing period does what Stripe does when the
+  period changes: the billing cycle restarts now and the new period is invoiced at once
+  (``invoice.paid``, ``billing_reason=subscription_update``), with no proration credit.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from standins.stripe.errors import StripeError, missing
-from standins.stripe.forms import as_metadata, as_str
-from standins.stripe.store import TEST_CARDS, CardOutcome, new_object_id, now
+from standins.stripe.forms import as_int, as_metadata, as_str
+from standins.stripe.store import (
+    TEST_CARDS,
+    CardOutcome,
+    new_object_id,
+    now,
+    parse_recurring,
+)
 
 if TYPE_CHECKING:
     from standins.stripe.store import Store
@@ -257,7 +268,15 @@ def retrieve(store: Store, subscription_id: str) -> dict[str, Any]:
 def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[str, Any]:
     sub = subscription(store, subscription_id)
     unknown = sorted(
-        set(params) - {"cancel_at_period_end", "metadata", "expand", "pause_collection"}
+        set(params)
+        - {
+            "cancel_at_period_end",
+            "metadata",
+            "expand",
+            "pause_collection",
+            "items",
+            "proration_behavior",
+        }
     )
     if unknown:
         raise StripeError(
@@ -271,6 +290,7 @@ def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[s
             "A canceled subscription can only update its cancellation_details and metadata.",
             param="cancel_at_period_end" if "cancel_at_period_end" in params else None,
         )
+    planned = _plan_items(store, sub, params) if "items" in params else []
     previous: dict[str, Any] = {}
     raw = as_str(params, "cancel_at_period_end")
     if raw is not None:
@@ -293,10 +313,210 @@ def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[s
         previous["metadata"] = dict(sub["metadata"])
         sub["metadata"].update(as_metadata(params))
         sub["metadata"] = {k: v for k, v in sub["metadata"].items() if v != ""}
+    period_changed = _apply_items(sub, planned, previous)
     if previous:
         _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
+    if period_changed:
+        _bill_now(store, sub)
     store.save()
     return _public(sub)
+
+
+PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
+
+
+Planned = list[tuple[dict[str, Any], int | None, dict[str, Any] | None]]
+
+
+def _plan_items(store: Store, sub: dict[str, Any], params: dict[str, Any]) -> Planned:
+    """``items[i][id|quantity|price]``, checked before anything changes: the items that change,
+    each with its new quantity and price (None: unchanged)."""
+    behavior = params.get("proration_behavior")
+    if behavior is not None and behavior not in PRORATION_BEHAVIORS:
+        raise StripeError(
+            400,
+            f"Invalid proration_behavior: must be one of {', '.join(PRORATION_BEHAVIORS)}",
+            param="proration_behavior",
+        )
+    raw_items = params["items"]
+    if not isinstance(raw_items, list) or not raw_items:
+        raise StripeError(400, "Invalid array", param="items")
+    by_id = {item["id"]: item for item in sub["items"]["data"]}
+    wanted: Planned = []
+    for index, raw in enumerate(raw_items):
+        where = f"items[{index}]"
+        if not isinstance(raw, dict):
+            raise StripeError(400, "Invalid object", param=where)
+        extra = sorted(set(raw) - {"id", "quantity", "price"})
+        if extra:
+            raise StripeError(
+                400,
+                f"The Stripe stand-in cannot change a subscription item's {extra[0]}.",
+                param=f"{where}[{extra[0]}]",
+            )
+        item_id = as_str(raw, "id", param=f"{where}[id]")
+        if item_id is None:
+            raise StripeError(
+                400,
+                "The Stripe stand-in cannot add items to a subscription: name the item's id.",
+                param=f"{where}[id]",
+            )
+        item = by_id.get(item_id)
+        if item is None:
+            raise missing("subscription_item", item_id, param=f"{where}[id]")
+        quantity = as_int(raw, "quantity", minimum=0, param=f"{where}[quantity]")
+        price_id = as_str(raw, "price", param=f"{where}[price]")
+        price = _known_price(store, price_id, f"{where}[price]") if price_id else None
+        if price is not None:
+            if price["currency"] != sub["currency"]:
+                raise StripeError(
+                    400,
+                    "The price's currency must match the subscription's currency "
+                    f"({sub['currency']}).",
+                    param=f"{where}[price]",
+                )
+            if not price.get("recurring"):
+                raise StripeError(
+                    400,
+                    "The price specified is set to `type=one_time` but this field only accepts "
+                    "prices with `type=recurring`.",
+                    param=f"{where}[price]",
+                )
+        wanted.append((item, quantity, price))
+    changes = [
+        (item, quantity, price)
+        for item, quantity, price in wanted
+        if (quantity is not None and quantity != item["quantity"])
+        or (price is not None and price["id"] != item["price"]["id"])
+    ]
+    if changes and behavior != "none":
+        # Stripe would prorate (its default); Ember never asks for it, so it is not modelled.
+        raise StripeError(
+            400,
+            "The Stripe stand-in changes items only with proration_behavior=none.",
+            param="proration_behavior",
+        )
+    return changes
+
+
+def _apply_items(sub: dict[str, Any], changes: Planned, previous: dict[str, Any]) -> bool:
+    """Applies planned item changes; answers whether the billing period changed (Stripe then
+    restarts the cycle now and invoices the new period at once)."""
+    if not changes:
+        return False
+    before = copy.deepcopy(sub["items"])
+    old_period = _cadence(sub["items"]["data"])
+    names: dict[str, str] = sub.setdefault("_names", {})
+    for item, quantity, price in changes:
+        if quantity is not None:
+            item["quantity"] = quantity
+        if price is not None and price["id"] != item["price"]["id"]:
+            names[price["id"]] = names.get(item["price"]["id"], "Item")
+            item["price"] = copy.deepcopy(price)
+    previous["items"] = before
+    new_period = _cadence(sub["items"]["data"])
+    if new_period == old_period:
+        return False
+    # Another billing period: the cycle restarts now (Stripe resets billing_cycle_anchor).
+    start = now()
+    end = period_end(start, *new_period)
+    previous["billing_cycle_anchor"] = sub["billing_cycle_anchor"]
+    sub["billing_cycle_anchor"] = start
+    for item in sub["items"]["data"]:
+        item["current_period_start"] = start
+        item["current_period_end"] = end
+    return True
+
+
+def _bill_now(store: Store, sub: dict[str, Any]) -> None:
+    """The invoice of a period that restarted now (``billing_reason=subscription_update``)."""
+    item = sub["items"]["data"][0]
+    start, end = int(item["current_period_start"]), int(item["current_period_end"])
+    session_id = _session_of(store, sub["id"])
+    fail = bool(sub.get("_card_fails"))
+    bill = _invoice(store, sub, start, end, "subscription_update", paid=not fail)
+    if fail:
+        bill["next_payment_attempt"] = now() + 3 * 86400
+        store.emit("invoice.payment_failed", bill, session_id=session_id)
+        previous = {"status": sub["status"]}
+        sub["status"] = "past_due"
+        _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
+    else:
+        store.emit("invoice.paid", bill, session_id=session_id)
+
+
+def _known_price(store: Store, price_id: str, param: str) -> dict[str, Any]:
+    found = store.state.prices.get(price_id)
+    if found is not None:
+        return found
+    for sub in store.state.subscriptions.values():
+        for item in sub["items"]["data"]:
+            if item["price"]["id"] == price_id:
+                return dict(item["price"])
+    raise missing("price", price_id, param=param)
+
+
+def _known_product(store: Store, product_id: str) -> bool:
+    if any(price["product"] == product_id for price in store.state.prices.values()):
+        return True
+    return any(
+        item["price"]["product"] == product_id
+        for sub in store.state.subscriptions.values()
+        for item in sub["items"]["data"]
+    )
+
+
+def create_price(store: Store, params: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/prices`` for an existing product (Stripe's ``price`` object)."""
+    unknown = sorted(
+        set(params)
+        - {"product", "currency", "unit_amount", "recurring", "metadata", "nickname", "expand"}
+    )
+    if unknown:
+        raise StripeError(
+            400, f"The Stripe stand-in cannot make a price with {unknown[0]}.", param=unknown[0]
+        )
+    product = as_str(params, "product", param="product")
+    if product is None:
+        raise StripeError(
+            400,
+            "You must specify either `product` or `product_data` when creating a price.",
+            param="product",
+            code="parameter_missing",
+        )
+    if not _known_product(store, product):
+        raise missing("product", product, param="product")
+    currency = (as_str(params, "currency", required=True) or "").lower()
+    if len(currency) != 3 or not currency.isalpha():
+        raise StripeError(400, f"Invalid currency: {currency}", param="currency")
+    unit_amount = as_int(params, "unit_amount", minimum=0, required=True)
+    assert unit_amount is not None
+    if unit_amount > 99_999_999:
+        raise StripeError(
+            400,
+            "Amount must be no more than $999,999.99",
+            param="unit_amount",
+            code="amount_too_large",
+        )
+    recurring = parse_recurring(params.get("recurring"), "recurring")
+    price: dict[str, Any] = {
+        "id": new_object_id("price"),
+        "object": "price",
+        "active": True,
+        "billing_scheme": "per_unit",
+        "created": now(),
+        "currency": currency,
+        "livemode": False,
+        "metadata": as_metadata(params),
+        "nickname": as_str(params, "nickname", max_length=250),
+        "product": product,
+        "recurring": recurring,
+        "type": "recurring" if recurring else "one_time",
+        "unit_amount": unit_amount,
+    }
+    store.state.prices[price["id"]] = price
+    store.save()
+    return price
 
 
 def _pause_collection(raw: Any) -> dict[str, Any] | None:

@@ -150,6 +150,8 @@ KINDS = (
     "subscription_sessions",
     #: Customer portal sessions (``/v1/billing_portal/sessions``), where a card is updated.
     "portal_sessions",
+    #: Prices made with ``POST /v1/prices`` (a subscription's item changed to another cadence).
+    "prices",
 )
 
 
@@ -170,6 +172,7 @@ class StandinState:
     invoices: Tracked[dict[str, Any]]
     subscription_sessions: Tracked[str]
     portal_sessions: Tracked[dict[str, Any]]
+    prices: Tracked[dict[str, Any]]
 
     def __init__(self) -> None:
         self.touched: set[tuple[str, str]] = set()
@@ -987,6 +990,11 @@ class Store:
 
 
 INTERVALS = ("day", "week", "month", "year")
+
+
+def parse_recurring(raw: Any, where: str) -> dict[str, Any] | None:
+    """A price's ``recurring`` as Stripe reads it (None when absent)."""
+    return _recurring(raw, where)
 
 
 def _recurring(raw: Any, where: str) -> dict[str, Any] | None:
