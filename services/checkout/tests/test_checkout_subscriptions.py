@@ -669,3 +669,144 @@ async def test_the_next_delivery_goes_to_the_address_the_subscriber_changed_to(
 async def _events_at_least(world: World, subscription_id: str, count: int) -> Any:
     found = await _invoice_paid_events(world, subscription_id)
     return found if len(found) >= count else None
+
+
+async def _change(world: World, shopper: Shopper, subscription_id: str, **body: Any) -> Any:
+    return await shopper.http.patch(
+        f"{world.checkout_url}/api/subscriptions/{subscription_id}",
+        json=body,
+        headers=shopper._auth(),
+    )
+
+
+async def _stripe_item(world: World, stripe_id: str) -> dict[str, Any]:
+    state = await world.control("GET", f"/subscriptions/{stripe_id}")
+    item: dict[str, Any] = state["subscription"]["items"]["data"][0]
+    return item
+
+
+async def test_a_subscriber_changes_quantity_and_cadence_and_the_record_follows_stripe(
+    world: World,
+) -> None:
+    active = await _active(world)  # 2 bags every 2 weeks at 15.00
+    shopper, sub_id, stripe_id = active["shopper"], active["id"], active["stripe_id"]
+
+    # Someone else's, a guest, a bad change: refused with problems, nothing asked of Stripe.
+    assert (await _change(world, world.customer(), sub_id, quantity=3)).status_code == 404
+    assert (await _change(world, world.guest(), sub_id, quantity=3)).status_code == 401
+    for bad in (
+        {},
+        {"quantity": 0},
+        {"quantity": 11},
+        {"quantity": 2.5},
+        {"interval": "year"},
+        {"interval_count": 5},
+        {"unit_price": 1},
+    ):
+        refused = await _change(world, shopper, sub_id, **bad)
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await _stripe_item(world, stripe_id))["quantity"] == 2
+    assert (await _row(world, sub_id))["quantity"] == 2
+
+    # Another quantity: asked of Stripe; the record changes when Stripe's webhook says so.
+    asked = await _change(world, shopper, sub_id, quantity=3)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["quantity"] == 2  # as it is now
+    assert (await _stripe_item(world, stripe_id))["quantity"] == 3
+    row = await _until(world, sub_id, quantity=3)
+    assert (row["interval"], row["interval_count"]) == ("week", 2)
+    # The next renewal bills and ships three bags.
+    renewed = await _renew(world, stripe_id)
+    assert renewed["invoice"]["amount_paid"] == 4500
+    events = await eventually(lambda: _events_at_least(world, sub_id, 2), what="the renewal")
+    assert events[1]["data"]["lines"][0]["quantity"] == 3
+    assert events[1]["data"]["total"] == 4500
+
+    # Another cadence: a monthly price at Stripe; it starts today (billed and sent at once).
+    session_events = len(await world.events(active["session_id"]))
+    monthly = await _change(world, shopper, sub_id, interval="month", interval_count=1)
+    assert monthly.status_code == 202, monthly.text
+    item = await _stripe_item(world, stripe_id)
+    assert item["price"]["recurring"]["interval"] == "month"
+    assert (item["quantity"], item["price"]["unit_amount"]) == (3, 1500)
+    row = await _until(world, sub_id, interval="month", interval_count=1)
+    assert (row["quantity"], row["unit_price"]) == (3, 1500)
+    events = await eventually(lambda: _events_at_least(world, sub_id, 3), what="the new cadence")
+    assert (events[2]["data"]["lines"][0]["quantity"], events[2]["data"]["total"]) == (3, 4500)
+    shown = (await _get(world, shopper, f"/{sub_id}")).json()
+    assert (shown["interval"], shown["interval_count"], shown["amount"]) == ("month", 1, 4500)
+    # Asking for what Stripe already bills asks Stripe nothing.
+    asked_events = len(await world.events(active["session_id"]))
+    assert asked_events > session_events
+    again = await _change(world, shopper, sub_id, interval="month", interval_count=1, quantity=3)
+    assert again.status_code == 202
+    assert len(await world.events(active["session_id"])) == asked_events
+
+    # Stripe is the truth: a change made there (its dashboard) reaches the record too, and one
+    # this shop does not sell is noted for staff instead of applied.
+    stripe_api = f"{world.standin_url}/v1/subscriptions/{stripe_id}"
+    auth = {"Authorization": "Bearer sk_test_dashboard"}
+    for quantity in (5, 12):
+        made = await world.http.post(
+            stripe_api,
+            data={
+                "items[0][id]": item["id"],
+                "items[0][quantity]": str(quantity),
+                "proration_behavior": "none",
+            },
+            headers=auth,
+        )
+        assert made.status_code == 200, made.text
+    await _until(world, sub_id, quantity=5)
+
+    async def noted() -> dict[str, Any] | None:
+        found = await _row(world, sub_id)
+        return found if "12" in found["attention"] else None
+
+    row = await eventually(noted, what="the unsold quantity noted")
+    assert row["quantity"] == 5
+
+
+async def test_a_change_stripe_cannot_take_changes_nothing(world: World) -> None:
+    from dataclasses import replace
+
+    from checkout.payments import StripeGateway
+
+    active = await _active(world)
+    shopper, sub_id = active["shopper"], active["id"]
+    state = world.apps["checkout"].state
+    working = state.stripe
+    unreachable = StripeGateway(
+        replace(
+            state.checkout_settings,
+            stripe_api_base="http://127.0.0.1:9",
+            stripe_max_network_retries=0,
+            stripe_timeout_ms=2000,
+        )
+    )
+    state.stripe = unreachable
+    try:
+        down = await _change(world, shopper, sub_id, quantity=4)
+    finally:
+        state.stripe = working
+        await unreachable.aclose()
+    assert down.status_code == 503, down.text
+    assert down.headers["content-type"].startswith("application/problem+json")
+    assert down.json()["type"].endswith("/payment-provider-unavailable")
+    assert "Retry-After" in down.headers
+    assert (await _row(world, sub_id))["quantity"] == 2
+    assert (await _stripe_item(world, active["stripe_id"]))["quantity"] == 2
+
+    # An ending subscription, or a new cadence while paused, is refused.
+    assert (await _act(world, shopper, sub_id, "pause")).status_code == 202
+    await _until(world, sub_id, paused=True)
+    paused = await _change(world, shopper, sub_id, interval="month")
+    assert paused.status_code == 409
+    assert paused.json()["type"].endswith("/subscription-paused")
+    assert (await _cancel(world, shopper, sub_id)).status_code == 202
+    await _until(world, sub_id, cancel_at_period_end=True)
+    ending = await _change(world, shopper, sub_id, quantity=4)
+    assert ending.status_code == 409
+    assert ending.json()["type"].endswith("/subscription-not-active")
+    assert (await _stripe_item(world, active["stripe_id"]))["quantity"] == 2

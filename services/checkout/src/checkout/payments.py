@@ -183,6 +183,72 @@ class StripeGateway:
             subscription_id, {"pause_collection": ""}, idempotency_key, "resume"
         )
 
+    async def change_subscription(
+        self,
+        subscription_id: str,
+        *,
+        quantity: int,
+        interval: str,
+        interval_count: int,
+        idempotency_key: str,
+    ) -> bool:
+        """Ask Stripe to bill ``quantity`` bags at the cadence ``interval_count`` x ``interval``
+        from now on; answers False when Stripe has it so already (nothing was asked).
+
+        The quantity changes on the subscription's item; another cadence is another price of
+        the same Stripe product (at the unit amount the subscriber pays now). No proration:
+        a new quantity is billed at the next renewal, and another cadence restarts the cycle
+        (Stripe bills the first period of the new cadence at once). Our record changes when
+        Stripe's ``customer.subscription.updated`` webhook says so, not here."""
+        try:
+            found = await self.client.v1.subscriptions.retrieve_async(subscription_id)
+        except stripe.StripeError as exc:
+            raise _provider_error("retrieve_subscription", exc).problem() from exc
+        current: dict[str, Any] = found.to_dict()
+        items = (current.get("items") or {}).get("data") or []
+        if not items:
+            raise Problem(409, "change-refused", "Stripe knows no item on this subscription.")
+        item: dict[str, Any] = items[0]
+        price: dict[str, Any] = item.get("price") or {}
+        recurring: dict[str, Any] = price.get("recurring") or {}
+        change: dict[str, Any] = {"id": item["id"]}
+        if item.get("quantity") != quantity:
+            change["quantity"] = quantity
+        if (recurring.get("interval"), recurring.get("interval_count")) != (
+            interval,
+            interval_count,
+        ):
+            try:
+                new_price = await self.client.v1.prices.create_async(
+                    params={
+                        "product": str(price.get("product")),
+                        "currency": str(price.get("currency")),
+                        "unit_amount": int(price.get("unit_amount") or 0),
+                        "recurring": {
+                            "interval": interval,  # type: ignore[typeddict-item]
+                            "interval_count": interval_count,
+                        },
+                    },
+                    options={"idempotency_key": f"{idempotency_key}:price"},
+                )
+            except stripe.InvalidRequestError as exc:
+                raise Problem(
+                    409, "change-refused", exc.user_message or "Stripe refused the new cadence."
+                ) from exc
+            except stripe.StripeError as exc:
+                raise _provider_error("create_price", exc).problem() from exc
+            change["price"] = new_price.id
+            change["quantity"] = quantity
+        if len(change) == 1:
+            return False
+        await self._update_subscription(
+            subscription_id,
+            {"items": [change], "proration_behavior": "none"},
+            idempotency_key,
+            "change",
+        )
+        return True
+
     async def _update_subscription(
         self, subscription_id: str, params: dict[str, Any], idempotency_key: str, what: str
     ) -> None:

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -17,6 +17,7 @@ from checkout.sessions.controllers import shopper_origin
 from checkout.sessions.schemas import AddressIn, AddressOut
 from checkout.subscriptions.repositories import SubscriptionRepository
 from checkout.subscriptions.schemas import (
+    ChangeSubscription,
     InvoiceView,
     PaymentMethodSession,
     Subscribe,
@@ -165,6 +166,31 @@ class SubscriptionController(Controller):
         row = await subscriptions.get(principal, subscription_id)
         invoices = await subscriptions.invoices_of(row)
         return Response(subscription_view(row, invoices), headers=NO_STORE)
+
+    @patch(
+        "/{subscription_id:uuid}",
+        summary="Change the bags per delivery and the cadence",
+        description=(
+            "Asks Stripe to bill the new quantity and/or cadence (no proration) and answers 202 "
+            "with the state as it is now: ``quantity``, ``interval`` and ``interval_count`` "
+            "change only when Stripe's verified webhook arrives. A new quantity is billed from "
+            "the next delivery; another cadence starts today (Stripe bills the first period of "
+            "the new cadence, and so sends a delivery, at once). Repeating it is harmless. "
+            "400 for an empty or bad change; 409 ``subscription-not-active`` for one that is "
+            "not active or ends at the period's end, ``subscription-paused`` for a new cadence "
+            "while paused."
+        ),
+        status_code=202,
+    )
+    async def change(
+        self,
+        subscription_id: uuid.UUID,
+        data: ChangeSubscription,
+        principal: Principal,
+        subscriptions: SubscriptionService,
+    ) -> Response[SubscriptionView]:
+        row = await subscriptions.change(principal, subscription_id, data)
+        return Response(subscription_view(row), status_code=202, headers=NO_STORE)
 
     @post(
         "/{subscription_id:uuid}/cancel",

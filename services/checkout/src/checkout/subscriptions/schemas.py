@@ -40,6 +40,23 @@ class Subscribe(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 1
 
 
+class ChangeSubscription(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What to change: the bags per delivery and/or the cadence; what is left out stays.
+
+    ``interval`` without ``interval_count`` keeps the count (every 2 weeks -> every 2 months).
+    """
+
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=10, description="Bags per delivery.")] | None = (
+        None
+    )
+    interval: (
+        Annotated[Interval, msgspec.Meta(description="Billing and delivery cadence.")] | None
+    ) = None
+    interval_count: (
+        Annotated[int, msgspec.Meta(ge=1, le=4, description="Every 1 to 4 weeks or months.")] | None
+    ) = None
+
+
 class SubscriptionStarted(msgspec.Struct, kw_only=True):
     """A subscription to pay for: send the shopper to ``checkout_url`` (Stripe's hosted page)."""
 

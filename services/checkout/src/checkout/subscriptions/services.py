@@ -33,7 +33,7 @@ from checkout.subscriptions.repositories import (
     SubscriptionInvoiceRepository,
     SubscriptionRepository,
 )
-from checkout.subscriptions.schemas import Subscribe
+from checkout.subscriptions.schemas import ChangeSubscription, Subscribe
 from checkout.upstream import Upstream
 
 log = structlog.get_logger("checkout.subscriptions")
@@ -283,6 +283,49 @@ class SubscriptionService:
             )
         row.shipping_address = msgspec.to_builtins(address)
         log.info("subscription_address_changed", subscription_id=str(row.id))
+        return row
+
+    async def change(
+        self, principal: Principal, subscription_id: uuid.UUID, data: ChangeSubscription
+    ) -> Subscription:
+        """Ask Stripe for another quantity and/or cadence. Stripe bills it, so Stripe's state is
+        the truth: the row follows its ``customer.subscription.updated`` webhook (and each paid
+        invoice's order carries the quantity Stripe billed), not this request."""
+        if data.quantity is None and data.interval is None and data.interval_count is None:
+            raise Problem(
+                400,
+                "validation",
+                "The request is not valid: see errors.",
+                title="Invalid request",
+                errors=[{"key": "quantity", "message": "give a quantity, a cadence or both"}],
+            )
+        row = await self._pausable(principal, subscription_id)
+        assert row.stripe_subscription_id is not None
+        quantity = data.quantity if data.quantity is not None else row.quantity
+        interval = data.interval or row.interval
+        interval_count = data.interval_count or row.interval_count
+        if row.paused and (interval, interval_count) != (row.interval, row.interval_count):
+            # Another cadence bills its first period at once, which a pause must not do.
+            raise Problem(
+                409,
+                "subscription-paused",
+                "Resume this subscription before changing how often it comes.",
+            )
+        asked = await self.stripe.change_subscription(
+            row.stripe_subscription_id,
+            quantity=quantity,
+            interval=interval,
+            interval_count=interval_count,
+            # One request, one key (the SDK's retries reuse it); asking again is a new change.
+            idempotency_key=f"ember-subscription-change:{row.id}:{new_id()}",
+        )
+        log.info(
+            "subscription_change_requested",
+            subscription_id=str(row.id),
+            quantity=quantity,
+            cadence=f"{interval_count} {interval}",
+            asked=asked,
+        )
         return row
 
     async def _pausable(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:

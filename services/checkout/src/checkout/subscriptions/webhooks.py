@@ -7,7 +7,8 @@ and the event id claimed UNIQUE, in the same transaction:
   customer to our row. ``checkout.session.expired``: an unpaid one becomes
   ``incomplete_expired``.
 - ``customer.subscription.created/updated/deleted``: status, current period end,
-  ``cancel_at_period_end``. Never backwards: an event created before the last one applied is
+  ``cancel_at_period_end``, pause, and what the item bills (``items.data[0]``: quantity, the
+  price's unit amount and cadence: the shopper changes them through Stripe). Never backwards: an event created before the last one applied is
   recorded and ignored, and ``canceled`` is final.
 - ``invoice.paid`` / ``invoice.payment_failed``: the invoice is recorded (UNIQUE Stripe id);
   the first time one is known paid it gets a new order id and ``SubscriptionInvoicePaid`` goes
@@ -56,6 +57,10 @@ SUBSCRIPTION_TYPES = frozenset(
     }
 )
 KNOWN_STATUSES = frozenset(s.value for s in S)
+#: What a subscription may be (the table's CHECKs): anything else Stripe reports is noted.
+INTERVALS = frozenset({"week", "month"})
+MAX_QUANTITY = 10
+MAX_INTERVAL_COUNT = 4
 
 
 def concerns_subscriptions(type_: str, obj: dict[str, Any]) -> bool:
@@ -164,6 +169,7 @@ class SubscriptionWebhooks:
         period_end = _period_end(obj)
         if period_end is not None:
             row.current_period_end = period_end
+        _follow_item(row, obj)
         if status == S.CANCELED:
             row.canceled_at = _time(obj.get("ended_at")) or _time(obj.get("canceled_at")) or _now()
         else:
@@ -217,7 +223,8 @@ class SubscriptionWebhooks:
         invoice.amount_paid = amount_paid
         invoice.order_id = new_id()
         invoice.paid_at = _time((obj.get("status_transitions") or {}).get("paid_at")) or _now()
-        expected = row.unit_price * row.quantity
+        quantity = _invoice_quantity(obj) or row.quantity
+        expected = row.unit_price * quantity
         if amount_paid != expected or currency != row.currency:
             note = (
                 f"Invoice {invoice_id} charged {amount_paid} {currency}; the subscription costs "
@@ -225,11 +232,67 @@ class SubscriptionWebhooks:
             )
             row.attention = _append(row.attention, note)
             log.error("invoice_amount_differs", subscription_id=str(row.id), invoice=invoice_id)
-        await outbox.add(self.db, _invoice_paid(row, invoice))
+        await outbox.add(self.db, _invoice_paid(row, invoice, quantity))
         return row.id, f"invoice {invoice_id} paid: order {invoice.order_id}"
 
 
-def _invoice_paid(row: Subscription, invoice: SubscriptionInvoice) -> SubscriptionInvoicePaid:
+def _follow_item(row: Subscription, obj: dict[str, Any]) -> None:
+    """The quantity, unit price and cadence Stripe bills (its first item), when they are ones
+    we sell; anything else is left as it was and noted for staff."""
+    items = ((obj.get("items") or {}).get("data")) or []
+    item = items[0] if items and isinstance(items[0], dict) else None
+    if item is None:
+        return
+    price: Any = item.get("price") if isinstance(item.get("price"), dict) else {}
+    recurring: Any = price.get("recurring") if isinstance(price.get("recurring"), dict) else {}
+    quantity: Any = item.get("quantity")
+    interval: Any = recurring.get("interval")
+    count: Any = recurring.get("interval_count")
+    unit_amount: Any = price.get("unit_amount")
+    if (
+        not _is_int(quantity, 1, MAX_QUANTITY)
+        or interval not in INTERVALS
+        or not _is_int(count, 1, MAX_INTERVAL_COUNT)
+        or not _is_int(unit_amount, 0, None)
+    ):
+        note = (
+            f"Stripe bills {quantity!r} x {unit_amount!r} every {count!r} {interval!r}, "
+            "which this shop does not sell; the subscription was left as it was."
+        )
+        if note not in row.attention:
+            row.attention = _append(row.attention, note)
+        log.error("subscription_item_unexpected", subscription_id=str(row.id))
+        return
+    row.quantity = int(quantity)
+    row.unit_price = int(unit_amount)
+    row.interval = str(interval)
+    row.interval_count = int(count)
+
+
+def _invoice_quantity(obj: dict[str, Any]) -> int | None:
+    """The bags a paid invoice billed (its subscription line): what the order ships, even when
+    the invoice's webhook arrives before the subscription's own update."""
+    lines = ((obj.get("lines") or {}).get("data")) or []
+    quantities: list[Any] = [
+        line.get("quantity")
+        for line in lines
+        if isinstance(line, dict) and _is_int(line.get("quantity"), 1, MAX_QUANTITY)
+    ]
+    return int(quantities[0]) if quantities else None
+
+
+def _is_int(value: Any, low: int, high: int | None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+
+
+def _invoice_paid(
+    row: Subscription, invoice: SubscriptionInvoice, quantity: int
+) -> SubscriptionInvoicePaid:
     assert invoice.order_id is not None
     assert row.stripe_subscription_id is not None
     return SubscriptionInvoicePaid(
@@ -243,7 +306,7 @@ def _invoice_paid(row: Subscription, invoice: SubscriptionInvoice) -> Subscripti
                 slug=row.product_slug,
                 name=row.product_name,
                 unit_price=row.unit_price,
-                quantity=row.quantity,
+                quantity=quantity,
                 image_url=row.image_url,
             )
         ],
