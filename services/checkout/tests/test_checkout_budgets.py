@@ -1,16 +1,129 @@
 """Stock held without paying has a budget per client address and per email (issue 10, finding
-3): one anonymous client opening checkout after checkout can no longer make a product sold out."""
+3): one anonymous client opening checkout after checkout can no longer make a product sold out.
+
+The budget is decided in a short transaction of its own that claims a place (issue 12), never
+under a lock held across catalog's or Stripe's call: checkouts from one address (everyone behind
+one NAT) run side by side, many at once still never pass the budget, and a start that fails
+after its claim gives the place back. Slow or failing peers are real HTTP servers here: an
+interposer in front of the Stripe stand-in or catalog, or a port nobody answers on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
-from checkout_testkit import World
+from checkout.payments import StripeGateway
+from checkout.upstream import Upstream
+from checkout_testkit import World, free_port, serve
+from sqlalchemy import text
 
 PROBLEM = "application/problem+json"
+#: What an interposer runs before forwarding a request: (method, path, body).
+Before = Callable[[str, str, bytes], Awaitable[None]]
+
+
+class Interposer:
+    """A real HTTP server between checkout and one of its peers: each request is forwarded as
+    it came, once ``before`` has run (which may hold it, or change the world first)."""
+
+    def __init__(self, target: str, before: Before) -> None:
+        self.target = target.rstrip("/")
+        self.before = before
+        self.http = httpx.AsyncClient(timeout=30.0)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.http.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await self.before(scope["method"], scope["path"], body)
+        query = scope.get("query_string", b"").decode()
+        answer = await self.http.request(
+            scope["method"],
+            self.target + scope["path"] + (f"?{query}" if query else ""),
+            headers=[
+                (k.decode(), v.decode())
+                for k, v in scope["headers"]
+                if k.lower() not in (b"host", b"content-length")
+            ],
+            content=body,
+        )
+        headers = [
+            (k.encode(), v.encode())
+            for k, v in answer.headers.items()
+            if k.lower()
+            not in ("content-length", "content-encoding", "transfer-encoding", "connection")
+        ]
+        headers.append((b"content-length", str(len(answer.content)).encode()))
+        await send(
+            {"type": "http.response.start", "status": answer.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+@contextlib.asynccontextmanager
+async def interposed(target: str, before: Before) -> AsyncIterator[str]:
+    server, task = await serve(Interposer(target, before), port := free_port())
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def stripe_at(world: World, api_base: str, **changes: Any) -> AsyncIterator[None]:
+    """Checkout's Stripe client talks to ``api_base`` for a while."""
+    state = world.apps["checkout"].state
+    usual = state.stripe
+    gateway = StripeGateway(replace(usual.settings, stripe_api_base=api_base, **changes))
+    state.stripe = gateway
+    try:
+        yield
+    finally:
+        state.stripe = usual
+        await gateway.aclose()
+
+
+@contextlib.asynccontextmanager
+async def catalog_at(world: World, url: str) -> AsyncIterator[None]:
+    """Checkout's calls to catalog go to ``url`` for a while."""
+    state = world.apps["checkout"].state
+    usual = state.upstream
+    upstream = Upstream(state.checkout_settings.upstream_timeout_ms)
+    upstream.catalog.base_url = httpx.URL(url)
+    state.upstream = upstream
+    try:
+        yield
+    finally:
+        state.upstream = usual
+        await upstream.aclose()
+
+
+async def claims_of(world: World, ip: str) -> int:
+    async with world.engine.connect() as connection:
+        found = await connection.scalar(
+            text("SELECT count(*) FROM checkout.hold_claims WHERE client_ip = :ip"), {"ip": ip}
+        )
+    return int(found or 0)
 
 
 @pytest.fixture
@@ -61,3 +174,136 @@ async def test_one_email_from_many_addresses_and_one_big_cart_are_bounded(world:
     assert too_big.status_code == 422
     assert too_big.json()["type"].endswith("/checkout-too-large")
     assert (await world.stock(product_id))["available"] == 48
+
+
+async def guest_with(world: World, product_id: uuid.UUID, quantity: int, ip: str) -> Any:
+    shopper = world.guest()
+    shopper.http.headers["X-Forwarded-For"] = ip
+    await shopper.add(product_id, quantity)
+    return shopper
+
+
+@pytest.mark.usefixtures("budgets")
+async def test_many_checkouts_at_once_from_one_address_never_pass_its_budget(
+    world: World,
+) -> None:
+    product_id = await world.product(on_hand=100)
+    # Carts first, so that the checkouts themselves race.
+    ip = f"203.0.113.{uuid.uuid4().int % 200 + 20}"
+    shoppers = [await guest_with(world, product_id, 1, ip) for _ in range(10)]
+    answers = await asyncio.gather(
+        *(
+            s.checkout(email=f"racer-{i}-{uuid.uuid4().hex[:6]}@example.com")
+            for i, s in enumerate(shoppers)
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [201] * 2 + [429] * 8
+    # One email from many addresses: 2 open checkouts.
+    email = f"racer-{uuid.uuid4().hex[:8]}@example.com"
+    shoppers = [await guest_with(world, product_id, 1, f"198.18.{i}.{i + 1}") for i in range(8)]
+    answers = await asyncio.gather(*(s.checkout(email=email) for s in shoppers))
+    assert sorted(a.status_code for a in answers) == [201] * 2 + [429] * 6
+    # Units across one address's checkouts: 4, so of six carts of 3 only one is held.
+    units_ip = "192.0.2.200"
+    shoppers = [await guest_with(world, product_id, 3, units_ip) for _ in range(6)]
+    answers = await asyncio.gather(
+        *(s.checkout(email=f"units-{uuid.uuid4().hex[:8]}@example.com") for s in shoppers)
+    )
+    assert sorted(a.status_code for a in answers) == [201] + [429] * 5
+    assert (await world.stock(product_id))["available"] == 100 - 2 - 2 - 3
+    # Every claim became a session or was given back.
+    assert await claims_of(world, ip) == 0
+    assert await claims_of(world, units_ip) == 0
+
+
+@pytest.mark.usefixtures("budgets")
+async def test_checkouts_from_one_address_run_side_by_side(world: World) -> None:
+    """One shopper's checkout waiting on a slow Stripe does not hold up another's from the same
+    address: no budget lock is held across the call."""
+    product_id = await world.product(on_hand=10)
+    ip = "203.0.113.10"
+    arrived, go = asyncio.Event(), asyncio.Event()
+
+    async def stall(method: str, path: str, body: bytes) -> None:
+        if method == "POST" and path == "/v1/checkout/sessions" and b"slow-buyer" in body:
+            arrived.set()
+            await go.wait()
+
+    slow_shopper = await guest_with(world, product_id, 1, ip)
+    quick_shopper = await guest_with(world, product_id, 1, ip)
+    async with (
+        interposed(world.standin_url, stall) as slow_stripe,
+        stripe_at(world, slow_stripe),
+    ):
+        slow = asyncio.create_task(slow_shopper.checkout(email="slow-buyer@example.com"))
+        try:
+            await asyncio.wait_for(arrived.wait(), 15)
+            # The slow checkout now sits inside Stripe's call, its stock reserved.
+            quick = await asyncio.wait_for(quick_shopper.checkout(email="quick@example.com"), 15)
+            assert quick.status_code == 201, quick.text
+            assert not slow.done()
+        finally:
+            go.set()
+        answer = await slow
+    assert answer.status_code == 201, answer.text
+    assert (await world.stock(product_id))["available"] == 8
+    assert await claims_of(world, ip) == 0
+
+
+@pytest.mark.usefixtures("budgets")
+async def test_a_start_failing_after_its_claim_gives_the_claim_back(world: World) -> None:
+    product_id = await world.product(on_hand=10)
+    ip = "203.0.113.11"
+    # Stripe down (nobody answers on its port): three refused starts from an address whose
+    # budget is two open checkouts...
+    async with stripe_at(world, f"http://127.0.0.1:{free_port()}", stripe_max_network_retries=0):
+        for i in range(3):
+            shopper = await guest_with(world, product_id, 1, ip)
+            answer = await shopper.checkout(email=f"down-{i}@example.com")
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["type"].endswith("/payment-provider-unavailable")
+    assert await claims_of(world, ip) == 0
+    assert (await world.stock(product_id))["available"] == 10
+
+    # ... and catalog refusing the reservation (the stock went between pricing and reserving).
+    async def sell_out(method: str, path: str, body: bytes) -> None:
+        if path == "/internal/catalog/reservations":
+            await world.set_stock(product_id, 0)
+
+    async with interposed(world.catalog_url, sell_out) as catalog, catalog_at(world, catalog):
+        for i in range(3):
+            await world.set_stock(product_id, 10)
+            shopper = await guest_with(world, product_id, 1, ip)
+            answer = await shopper.checkout(email=f"gone-{i}@example.com")
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["type"].endswith("/lines-unavailable")
+    assert await claims_of(world, ip) == 0
+    await world.set_stock(product_id, 10)
+    # The address still has its whole budget.
+    assert [await start(world, product_id, 1, ip, f"after-{i}@example.com") for i in range(3)] == [
+        201,
+        201,
+        429,
+    ]
+
+
+@pytest.mark.usefixtures("budgets")
+async def test_a_claim_whose_request_died_lapses(world: World) -> None:
+    product_id = await world.product(on_hand=10)
+    ip = "203.0.113.12"
+    async with world.engine.begin() as connection:
+        for _ in range(2):
+            await connection.execute(
+                text(
+                    "INSERT INTO checkout.hold_claims (id, cart_id, client_ip, email, units, "
+                    "expires_at) VALUES (:id, :cart, :ip, 'crashed@example.com', 1, :at)"
+                ),
+                {
+                    "id": uuid.uuid4(),
+                    "cart": uuid.uuid4(),
+                    "ip": ip,
+                    "at": datetime.now(UTC) - timedelta(seconds=1),
+                },
+            )
+    assert await start(world, product_id, 1, ip, "next@example.com") == 201
+    assert await claims_of(world, ip) == 0

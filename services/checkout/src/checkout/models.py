@@ -8,6 +8,8 @@
   each of their invoices (a paid one carries the order id it becomes).
 - ``provider_events``: every Stripe event id handled, UNIQUE, written in the same transaction as
   the event's effect, so a redelivery changes nothing.
+- ``hold_claims``: a checkout being started, admitted within its client's and email's stock-hold
+  budget, until its session row is written.
 """
 
 from __future__ import annotations
@@ -111,6 +113,32 @@ class CheckoutSession(EntityColumns, Base):
     attention: Mapped[str] = mapped_column(Text, default="", server_default="")
     #: The shopper's address when it started (the storefront forwards it): budgets stock holds.
     client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class HoldClaim(Base):
+    """A checkout admitted within its client address's and email's budget of held stock, while it
+    is being started: written and committed in a short transaction of its own (the budget is
+    decided under a per-subject lock held only for that), deleted in the transaction that writes
+    the checkout's session row (which counts from then on), deleted at once when the start fails,
+    and ignored after ``expires_at`` should its request have died between the two.
+    """
+
+    __tablename__ = "hold_claims"
+    __table_args__ = (
+        CheckConstraint("units > 0", name="units_positive"),
+        Index("ix_hold_claims_client_ip", "client_ip"),
+        Index("ix_hold_claims_email", text("lower(email)")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    cart_id: Mapped[uuid.UUID]
+    client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    email: Mapped[str] = mapped_column(String(320))
+    units: Mapped[int]
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now()
+    )
 
 
 class ProviderEvent(Base):

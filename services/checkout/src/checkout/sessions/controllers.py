@@ -59,6 +59,7 @@ async def provide_checkout_service(
         state.upstream,
         state.stripe,
         shopper_origin(request, state),
+        engine=state.db_engine,
     )
 
 

@@ -1,14 +1,89 @@
-"""Every query on ``checkout_sessions``. Nothing here commits: the request or handler does."""
+"""Every query on ``checkout_sessions`` and ``hold_claims``. Nothing here commits: the request,
+the handler or the service's own short budget transaction does."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.models import CheckoutSession, CheckoutStatus
+from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Stock held, or about to be, by an open checkout or an admitted one being started."""
+
+    client_ip: str | None
+    email: str  # lower case
+    units: int
+    expires_at: dt.datetime
+
+
+#: Open unexpired checkouts and live claims of a client address or an email, but for one cart's
+#: (that cart's checkout replaces them, one at a time under its cart lock). A session's units are
+#: summed here, so its line snapshot never leaves Postgres.
+_HOLDS = text(
+    """
+    SELECT s.client_ip, lower(s.email) AS email,
+           (SELECT coalesce(sum((l ->> 'quantity')::int), 0)
+              FROM jsonb_array_elements(s.lines) AS l) AS units,
+           s.expires_at
+      FROM checkout.checkout_sessions AS s
+     WHERE s.status = 'open' AND s.expires_at > :now
+       AND (s.cart_id IS NULL OR s.cart_id <> :cart)
+       AND (lower(s.email) = :email OR s.client_ip = :ip)
+    UNION ALL
+    SELECT c.client_ip, lower(c.email), c.units, c.expires_at
+      FROM checkout.hold_claims AS c
+     WHERE c.expires_at > :now AND c.cart_id <> :cart
+       AND (lower(c.email) = :email OR c.client_ip = :ip)
+    """
+)
+
+
+class HoldBudgetRepository:
+    """The stock-hold budget's queries, in whichever transaction the caller gives."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_subjects(self, *subjects: str) -> None:
+        """Serialises budget decisions of one client address or email until this transaction
+        ends (across replicas too). Taken only in the short transaction that admits a claim,
+        never across a call to another service."""
+        for subject in sorted({s for s in subjects if s}):
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"checkout-budget:{subject}"},
+            )
+
+    async def holds(
+        self, *, client_ip: str | None, email: str, other_than: uuid.UUID, now: dt.datetime
+    ) -> list[Hold]:
+        rows = await self.session.execute(
+            _HOLDS,
+            {"now": now, "cart": other_than, "email": email.lower(), "ip": client_ip},
+        )
+        return [Hold(r.client_ip, r.email, int(r.units), r.expires_at) for r in rows]
+
+    async def forget_lapsed(self, *, client_ip: str | None, email: str, now: dt.datetime) -> None:
+        """Claims of these subjects whose request died before settling them."""
+        who = func.lower(HoldClaim.email) == email.lower()
+        if client_ip:
+            who = or_(who, HoldClaim.client_ip == client_ip)
+        await self.session.execute(delete(HoldClaim).where(HoldClaim.expires_at <= now, who))
+
+    async def add_claim(self, claim: HoldClaim) -> None:
+        self.session.add(claim)
+        await self.session.flush()
+
+    async def drop_claim(self, claim_id: uuid.UUID) -> None:
+        await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
 
 class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
@@ -31,31 +106,6 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             )
             .order_by(CheckoutSession.created_at.desc())
             .execution_options(populate_existing=True)
-        )
-        return list((await self.session.execute(statement)).scalars())
-
-    async def lock_budget(self, *subjects: str) -> None:
-        """Serialises checkouts of one client address or email, so two at once cannot both
-        pass the budget (released when the transaction ends)."""
-        for subject in sorted({s for s in subjects if s}):
-            await self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                {"k": f"checkout-budget:{subject}"},
-            )
-
-    async def open_holds(
-        self, *, client_ip: str | None, email: str, other_than: uuid.UUID, now: dt.datetime
-    ) -> list[CheckoutSession]:
-        """Open, unexpired checkouts of this client address or email, but for ``other_than``'s
-        (that cart's are being replaced)."""
-        who = func.lower(CheckoutSession.email) == email.lower()
-        if client_ip:
-            who = or_(who, CheckoutSession.client_ip == client_ip)
-        statement = select(CheckoutSession).where(
-            CheckoutSession.status == CheckoutStatus.OPEN.value,
-            CheckoutSession.expires_at > now,
-            or_(CheckoutSession.cart_id.is_(None), CheckoutSession.cart_id != other_than),
-            who,
         )
         return list((await self.session.execute(statement)).scalars())
 

@@ -7,10 +7,16 @@ The rules, in order:
    together in one problem naming them.
 2. If the client says which total it showed the shopper (``expected_total``) and catalog's
    prices now make another, nothing is reserved: 409 ``price-changed`` with the new lines.
-3. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
+3. Stock held without paying has a budget per client address and per email. It is decided in a
+   short transaction of its own (per-subject advisory locks, the open checkouts and claims
+   counted, a ``hold_claims`` row written, committed) before anything is reserved, so no lock of
+   a budget is ever held across a call to catalog or Stripe: checkouts from one address (a
+   shared NAT) run side by side. The claim is deleted in the transaction that writes the
+   session row, or at once when the start fails; a claim whose request died lapses by itself.
+4. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
    same checkout (same lines, prices, address and email) answers the session already open; a
    changed one closes the previous session at Stripe and gives its stock back first.
-4. Catalog reserves every line or none, under a new order id. Then Stripe opens a Checkout
+5. Catalog reserves every line or none, under a new order id. Then Stripe opens a Checkout
    Session that closes a little before the reservation lapses. Then the session row and its
    ``checkout.started`` event are written in the request's transaction. If Stripe fails, the
    reservation is released and the shopper gets a 502/503 problem.
@@ -34,12 +40,12 @@ from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
 from ember_shared.tracing import current_traceparent
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout import events
-from checkout.models import CheckoutSession, CheckoutStatus
+from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
 from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datetime
-from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.sessions.repositories import CheckoutSessionRepository, HoldBudgetRepository
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
 from checkout.settings import CheckoutSettings
 from checkout.upstream import CartLineRef, ResolvedCart, StockUnavailable, Upstream
@@ -100,8 +106,12 @@ class CheckoutService:
         upstream: Upstream,
         stripe: StripeGateway,
         public_url: str,
+        *,
+        engine: AsyncEngine,
     ) -> None:
         self.db = db
+        #: For the budget's own short transactions, apart from the request's.
+        self.engine = engine
         self.repo = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
         self.settings = settings
         self.upstream = upstream
@@ -226,12 +236,36 @@ class CheckoutService:
                 **msgspec.to_builtins(priced.quote()),
             )
         content = _content_hash(buyer, email, address, priced)
+        claim_id = await self._claim_budget(buyer, email, priced)
+        try:
+            return await self._start_claimed(
+                buyer,
+                email=email,
+                address=address,
+                priced=priced,
+                content=content,
+                claim_id=claim_id,
+            )
+        except BaseException:
+            await self._release_claim(claim_id)
+            raise
 
+    async def _start_claimed(
+        self,
+        buyer: Buyer,
+        *,
+        email: str,
+        address: Address,
+        priced: Priced,
+        content: str,
+        claim_id: uuid.UUID,
+    ) -> tuple[CheckoutSession, bool]:
+        budget = HoldBudgetRepository(self.db)
         await self.repo.lock_cart(priced.cart_id)
         existing = await self._settle_open_sessions(priced.cart_id, content)
         if existing is not None:
+            await budget.drop_claim(claim_id)
             return existing, False
-        await self._within_budget(buyer, email, priced)
 
         order_id = new_id()
         row_id = new_id()
@@ -292,6 +326,8 @@ class CheckoutService:
                 checkout_url=opened.url,
             )
             await self.repo.add(row)
+            # The session row counts against the budget from this commit on, the claim no more.
+            await budget.drop_claim(claim_id)
             await events.checkout_started(self.db, row)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
@@ -307,9 +343,23 @@ class CheckoutService:
         )
         return row, True
 
-    async def _within_budget(self, buyer: Buyer, email: str, priced: Priced) -> None:
+    def _claim_ttl(self) -> dt.timedelta:
+        """Longer than any start can run after its claim (the calls it makes, each bounded by its
+        timeout and retries, and a wait for another start of the same cart): a claim outliving
+        its request (a crash between the claim and its settling) stops counting after this."""
+        upstream_s = self.settings.upstream_timeout_ms / 1000
+        stripe_s = (
+            (self.settings.stripe_max_network_retries + 1) * self.settings.stripe_timeout_ms / 1000
+        )
+        return dt.timedelta(seconds=60 + 2 * (3 * upstream_s + 2 * stripe_s))
+
+    async def _claim_budget(self, buyer: Buyer, email: str, priced: Priced) -> uuid.UUID:
         """Stock held without paying is bounded per client address and per email, so that no
-        one client can make a product "sold out" for everyone by opening checkouts."""
+        one client can make a product "sold out" for everyone by opening checkouts.
+
+        Decided and claimed in a short transaction of its own, committed before any stock is
+        reserved: the per-subject lock that makes two concurrent starts see each other's claims
+        is held for a few milliseconds, never across a call to catalog or Stripe."""
         units = sum(line.quantity for line in priced.lines)
         limit = self.settings.max_held_units
         if units > limit:
@@ -320,32 +370,58 @@ class CheckoutService:
                 "a larger order.",
                 limit=limit,
             )
-        await self.repo.lock_budget(buyer.client_ip or "", email.lower())
+        claim_id = new_id()
         now = dt.datetime.now(dt.UTC)
-        held = await self.repo.open_holds(
-            client_ip=buyer.client_ip, email=email, other_than=priced.cart_id, now=now
-        )
-        for rows, most in (
-            (
-                [r for r in held if buyer.client_ip and r.client_ip == buyer.client_ip],
-                self.settings.max_open_per_client,
-            ),
-            (
-                [r for r in held if r.email.lower() == email.lower()],
-                self.settings.max_open_per_email,
-            ),
-        ):
-            held_units = sum(int(line["quantity"]) for r in rows for line in r.lines)
-            if rows and (len(rows) >= most or held_units + units > limit):
-                wait = max(1, int((min(r.expires_at for r in rows) - now).total_seconds()))
-                raise Problem(
-                    429,
-                    "too-many-checkouts",
-                    "Other checkouts of yours are still waiting for payment. Pay or leave one "
-                    "of them (or wait until it lapses) before starting another.",
-                    title="Too many open checkouts",
-                    headers={"Retry-After": str(wait)},
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            budget = HoldBudgetRepository(session)
+            await budget.lock_subjects(buyer.client_ip or "", email.lower())
+            await budget.forget_lapsed(client_ip=buyer.client_ip, email=email, now=now)
+            held = await budget.holds(
+                client_ip=buyer.client_ip, email=email, other_than=priced.cart_id, now=now
+            )
+            for rows, most in (
+                (
+                    [h for h in held if buyer.client_ip and h.client_ip == buyer.client_ip],
+                    self.settings.max_open_per_client,
+                ),
+                (
+                    [h for h in held if h.email == email.lower()],
+                    self.settings.max_open_per_email,
+                ),
+            ):
+                held_units = sum(h.units for h in rows)
+                if rows and (len(rows) >= most or held_units + units > limit):
+                    wait = max(1, int((min(h.expires_at for h in rows) - now).total_seconds()))
+                    raise Problem(
+                        429,
+                        "too-many-checkouts",
+                        "Other checkouts of yours are still waiting for payment. Pay or leave "
+                        "one of them (or wait until it lapses) before starting another.",
+                        title="Too many open checkouts",
+                        headers={"Retry-After": str(wait)},
+                    )
+            await budget.add_claim(
+                HoldClaim(
+                    id=claim_id,
+                    cart_id=priced.cart_id,
+                    client_ip=buyer.client_ip,
+                    email=email,
+                    units=units,
+                    expires_at=now + self._claim_ttl(),
                 )
+            )
+        return claim_id
+
+    async def _release_claim(self, claim_id: uuid.UUID) -> None:
+        """A start that failed after its claim gives the claim back at once. The request's own
+        transaction (its cart lock, nothing of this checkout) is ended first: the request fails
+        anyway, and this way it never holds two connections at once."""
+        try:
+            await self.db.rollback()
+            async with AsyncSession(self.engine) as session, session.begin():
+                await HoldBudgetRepository(session).drop_claim(claim_id)
+        except Exception:  # the claim lapses by itself; the start's own error is the answer
+            log.warning("hold_claim_release_failed", claim_id=str(claim_id), exc_info=True)
 
     async def _address(self, buyer: Buyer, data: StartCheckout) -> Address:
         if (data.shipping_address is None) == (data.saved_address_id is None):
