@@ -7,6 +7,8 @@ Playwright never downloads a browser here: it launches the one at ``EMBER_CHROMI
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -76,12 +78,15 @@ def _stack_ports(stack: RunningStack) -> str:
 async def chromium(chromium_path: str, stack: RunningStack) -> AsyncIterator[Browser]:
     executable = chromium_path
     args = [*CHROMIUM_ARGS, f"--explicitly-allowed-ports={_stack_ports(stack)}"]
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=args)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    playwright = await async_playwright().start()
+    browser = await playwright.chromium.launch(executable_path=executable, args=args)
+    try:
+        yield browser
+    finally:
+        # Bounded: a Chromium that does not answer its close must not hold the run's end.
+        for closing in (browser.close, playwright.stop):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closing(), 30)
 
 
 @pytest.fixture

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import gc
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -181,3 +185,58 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             1 if item.get_closest_marker("stack") or "tests/flows" in item.nodeid else 0
         )
     )
+
+
+#: How long the session's last teardown (every session fixture: in-process apps, Chromium, the
+#: stack, the event loop) may take before the run is ended for it.
+TEARDOWN_WATCHDOG_S = float(os.environ.get("EMBER_TEARDOWN_WATCHDOG_S", "240"))
+
+
+class _Outcome:
+    failed = False
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _Outcome.failed = True
+
+
+def _end_hung_session(config: pytest.Config) -> None:
+    # pytest captures fds 1 and 2 during a teardown: give them back, or nothing would be seen.
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        with contextlib.suppress(Exception):
+            capture.suspend_global_capture(in_=True)
+    out = sys.__stderr__ or sys.stderr
+    out.write(
+        f"\n!!! the session's teardown did not finish in {TEARDOWN_WATCHDOG_S:.0f}s;"
+        " every thread's stack follows, then the run ends with its tests' outcome\n"
+    )
+    faulthandler.dump_traceback(file=out, all_threads=True)
+    # The thread stacks end in the loop's poll; what it waits for is in its tasks.
+    with contextlib.suppress(Exception):
+        for loop in (o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)):
+            if loop.is_running():
+                for task in list(asyncio.all_tasks(loop)):
+                    task.print_stack(file=out)
+    out.flush()
+    sys.stdout.flush()
+    os._exit(1 if _Outcome.failed else 0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    """After the last test every session fixture is torn down. pytest-timeout's SIGALRM cannot
+    interrupt a wait inside an idle uvloop (libuv retries the interrupted poll), so a teardown
+    that never returns (a browser that does not close, a task that ignores its cancellation)
+    would hang the run until CI kills it, with no word of why. A plain thread watches instead:
+    it prints every stack, so the cause can be fixed, and ends the run with its real outcome."""
+    if nextitem is not None or TEARDOWN_WATCHDOG_S <= 0:
+        return (yield)
+    watchdog = threading.Timer(TEARDOWN_WATCHDOG_S, _end_hung_session, args=(item.config,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return (yield)
+    finally:
+        watchdog.cancel()
