@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
@@ -26,9 +26,14 @@ class Hold:
 
 #: Open unexpired checkouts and live claims of a client address or an email, but for one cart's
 #: (that cart's checkout replaces them, one at a time under its cart lock). A session's units are
-#: summed here, so its line snapshot never leaves Postgres.
+#: summed here, so its line snapshot never leaves Postgres. The same statement deletes those
+#: subjects' lapsed claims (of requests that died before settling them): one round trip.
 _HOLDS = text(
     """
+    WITH lapsed AS (
+        DELETE FROM checkout.hold_claims
+         WHERE expires_at <= :now AND (lower(email) = :email OR client_ip = :ip)
+    )
     SELECT s.client_ip, lower(s.email) AS email,
            (SELECT coalesce(sum((l ->> 'quantity')::int), 0)
               FROM jsonb_array_elements(s.lines) AS l) AS units,
@@ -55,12 +60,11 @@ class HoldBudgetRepository:
     async def lock_subjects(self, *subjects: str) -> None:
         """Serialises budget decisions of one client address or email until this transaction
         ends (across replicas too). Taken only in the short transaction that admits a claim,
-        never across a call to another service."""
-        for subject in sorted({s for s in subjects if s}):
-            await self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                {"k": f"checkout-budget:{subject}"},
-            )
+        never across a call to another service. One statement, the locks in a fixed order."""
+        keys = {f"k{i}": f"checkout-budget:{s}" for i, s in enumerate(sorted(set(subjects) - {""}))}
+        if keys:
+            locks = ", ".join(f"pg_advisory_xact_lock(hashtextextended(:{k}, 0))" for k in keys)
+            await self.session.execute(text(f"SELECT {locks}"), keys)
 
     async def holds(
         self, *, client_ip: str | None, email: str, other_than: uuid.UUID, now: dt.datetime
@@ -71,16 +75,26 @@ class HoldBudgetRepository:
         )
         return [Hold(r.client_ip, r.email, int(r.units), r.expires_at) for r in rows]
 
-    async def forget_lapsed(self, *, client_ip: str | None, email: str, now: dt.datetime) -> None:
-        """Claims of these subjects whose request died before settling them."""
-        who = func.lower(HoldClaim.email) == email.lower()
-        if client_ip:
-            who = or_(who, HoldClaim.client_ip == client_ip)
-        await self.session.execute(delete(HoldClaim).where(HoldClaim.expires_at <= now, who))
-
-    async def add_claim(self, claim: HoldClaim) -> None:
-        self.session.add(claim)
-        await self.session.flush()
+    async def add_claim(
+        self,
+        *,
+        claim_id: uuid.UUID,
+        cart_id: uuid.UUID,
+        client_ip: str | None,
+        email: str,
+        units: int,
+        expires_at: dt.datetime,
+    ) -> None:
+        await self.session.execute(
+            insert(HoldClaim).values(
+                id=claim_id,
+                cart_id=cart_id,
+                client_ip=client_ip,
+                email=email,
+                units=units,
+                expires_at=expires_at,
+            )
+        )
 
     async def drop_claim(self, claim_id: uuid.UUID) -> None:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))

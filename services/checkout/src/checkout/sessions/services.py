@@ -43,7 +43,7 @@ from ember_shared.tracing import current_traceparent
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout import events
-from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
+from checkout.models import CheckoutSession, CheckoutStatus
 from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datetime
 from checkout.sessions.repositories import CheckoutSessionRepository, HoldBudgetRepository
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
@@ -375,7 +375,6 @@ class CheckoutService:
         async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
             budget = HoldBudgetRepository(session)
             await budget.lock_subjects(buyer.client_ip or "", email.lower())
-            await budget.forget_lapsed(client_ip=buyer.client_ip, email=email, now=now)
             held = await budget.holds(
                 client_ip=buyer.client_ip, email=email, other_than=priced.cart_id, now=now
             )
@@ -401,14 +400,12 @@ class CheckoutService:
                         headers={"Retry-After": str(wait)},
                     )
             await budget.add_claim(
-                HoldClaim(
-                    id=claim_id,
-                    cart_id=priced.cart_id,
-                    client_ip=buyer.client_ip,
-                    email=email,
-                    units=units,
-                    expires_at=now + self._claim_ttl(),
-                )
+                claim_id=claim_id,
+                cart_id=priced.cart_id,
+                client_ip=buyer.client_ip,
+                email=email,
+                units=units,
+                expires_at=now + self._claim_ttl(),
             )
         return claim_id
 
