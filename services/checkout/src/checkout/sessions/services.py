@@ -325,7 +325,8 @@ class CheckoutService:
                 stripe_session_id=opened.id,
                 checkout_url=opened.url,
             )
-            await self.repo.add(row)
+            # The INSERT's RETURNING brings the server's defaults back: no reading it again.
+            await self.repo.add(row, auto_refresh=False)
             # The session row counts against the budget from this commit on, the claim no more.
             await budget.drop_claim(claim_id)
             await events.checkout_started(self.db, row)
