@@ -327,3 +327,78 @@ async def test_another_shopper_cannot_open_or_cancel_your_subscription(
     assert_page(await other_browser.post(f"{page}/cancel", {"_csrf_token": token}), 404)
     assert await listed(other_browser) == []
     assert (await other_browser.get(f"/account/subscriptions/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_the_subscriber_changes_bags_cadence_and_address_from_the_page(
+    browser: Browser, other_browser: Browser, shop: Shop, coffee: dict[str, Any]
+) -> None:
+    _, subscription_id = await active_subscription(browser, shop, coffee)
+    page = f"/account/subscriptions/{subscription_id}"
+    detail = assert_page(await browser.get(page))
+    assert 'data-testid="plan-form"' in detail
+    assert '<option value="2" selected>2</option>' in detail
+    assert '<option value="2-week" selected>Every 2 weeks</option>' in detail
+    assert 'data-testid="address-form"' in detail
+    assert 'value="12 Roastery Lane"' in detail
+
+    # Bad input: a page saying what to fix, nothing asked of checkout.
+    zero = assert_page(
+        await browser.form(page, f"{page}/plan", {"quantity": "0", "cadence": "1-month"}), 400
+    )
+    assert "Choose 1 to 10 bags per delivery." in zero
+    yearly = assert_page(
+        await browser.form(page, f"{page}/plan", {"quantity": "3", "cadence": "1-year"}), 400
+    )
+    assert "Choose how often we send it." in yearly
+    no_street = assert_page(
+        await browser.form(page, f"{page}/address", {**ADDRESS, "line1": ""}), 400
+    )
+    assert "Address is needed." in no_street
+    # A country code that names no country: checkout's refusal, as a sentence by the field.
+    nowhere = assert_page(
+        await browser.form(page, f"{page}/address", {**ADDRESS, "country": "ZZ"}), 400
+    )
+    assert "not an ISO 3166-1 country code" in nowhere
+    assert "Every 2 weeks" in assert_page(await browser.get(page))
+
+    # Three bags every month: asked of Stripe; the page shows it once Stripe confirms.
+    changed = await browser.form(page, f"{page}/plan", {"quantity": "3", "cadence": "1-month"})
+    assert changed.status_code == 303, changed.text
+    assert changed.headers["location"] == page
+    assert "your delivery changes as soon as Stripe confirms" in assert_page(
+        await browser.get(page)
+    )
+
+    async def followed() -> str | None:
+        shown = assert_page(await browser.get(page))
+        return shown if '<option value="1-month" selected>' in shown else None
+
+    shown = await eventually(followed)
+    assert '<option value="3" selected>3</option>' in shown
+    assert "Every month" in shown
+    total = coffee["price"] * 3
+    assert f"${total // 100}.{total % 100:02d}" in shown
+
+    moved = await browser.form(
+        page, f"{page}/address", {**ADDRESS, "line1": "9 Kettle Street", "city": "Salem"}
+    )
+    assert moved.status_code == 303, moved.text
+    after = assert_page(await browser.get(page))
+    assert "Your next deliveries go to the new address." in after
+    assert "9 Kettle Street" in after
+    assert "Salem" in after
+
+    # Another shopper: the subscription does not exist for them.
+    await sign_in(other_browser, shop, name="Mallory")
+    token = await form_token(other_browser)
+    for action, data in (
+        ("plan", {"quantity": "1", "cadence": "1-week"}),
+        ("address", {**ADDRESS, "line1": "1 Evil Way"}),
+    ):
+        refused = assert_page(
+            await other_browser.post(f"{page}/{action}", {**data, "_csrf_token": token}), 404
+        )
+        assert "We could not find that subscription" in refused
+    mine = assert_page(await browser.get(page))
+    assert "9 Kettle Street" in mine
+    assert '<option value="3" selected>3</option>' in mine

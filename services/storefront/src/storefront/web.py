@@ -75,6 +75,14 @@ FLASHES: dict[str, tuple[str, str]] = {
         "success",
         "Asked: your deliveries start again as soon as Stripe confirms (reload in a moment).",
     ),
+    "subscription-changing": (
+        "success",
+        "Asked: your delivery changes as soon as Stripe confirms (reload in a moment).",
+    ),
+    "subscription-address-changed": (
+        "success",
+        "Your next deliveries go to the new address.",
+    ),
     "subscription-cancelling": (
         "success",
         "Your subscription is cancelled from the end of the current period: "

@@ -64,6 +64,8 @@ STATUS_LABELS = {
 CANCELLABLE = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
 #: Statuses in which deliveries are under way (the period end is the next delivery).
 RUNNING = frozenset({"active", "trialing"})
+#: Statuses after which nothing more is delivered (no address to change).
+ENDED = frozenset({"canceled", "incomplete_expired"})
 
 
 def cadence_label(interval: str, count: int) -> str:
@@ -132,8 +134,21 @@ def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
         # Stripe could not take the last renewal (it retries): the card wants updating.
         "payment_failed": status in ("past_due", "unpaid"),
         "card_updatable": status in CANCELLABLE,
+        # Checkout takes a new quantity or cadence for an active one that is not ending.
+        "changeable": status == "active" and not ending,
+        "addressable": status not in ENDED,
+        "cadence_code": cadence_code(subscription),
         "short_id": str(subscription.get("id") or "")[-8:].upper(),
     }
+
+
+def cadence_code(subscription: Mapping[str, Any]) -> str:
+    """The form's code of the subscription's cadence ("" for one the form does not offer)."""
+    current = (
+        str(subscription.get("interval") or ""),
+        int(subscription.get("interval_count") or 1),
+    )
+    return next((code for code, value in CADENCES.items() if value == current), "")
 
 
 def subscription_message(problem: ApiProblem) -> str:
@@ -382,11 +397,25 @@ async def _subscription(api: Api, subscription_id: uuid.UUID) -> dict[str, Any] 
 
 
 def _detail_context(subscription: dict[str, Any], notice: str = "") -> dict[str, Any]:
+    cadences = CADENCE_CHOICES
+    if not subscription.get("cadence_code"):
+        # A cadence the form does not offer stays selected (and unchanged) unless another is.
+        cadences = [("", f"{subscription.get('cadence', '')} (as now)"), *CADENCE_CHOICES]
     return {
         "subscription": subscription,
         "invoices": subscription.get("invoices") or [],
         "notice": notice,
         "title": f"Subscription: {subscription['product'].get('name', '')}",
+        "quantities": range(1, MAX_QUANTITY + 1),
+        "cadences": cadences,
+        "plan": {
+            "quantity": subscription.get("quantity"),
+            "cadence": subscription.get("cadence_code", ""),
+        },
+        "plan_errors": {},
+        "address": dict(subscription.get("shipping_address") or {}),
+        "errors": {},
+        "countries": COUNTRIES,
     }
 
 
@@ -529,6 +558,149 @@ async def subscription_card(
     return Redirect(url, status_code=303)
 
 
+def _change_message(problem: ApiProblem) -> str:
+    match problem.kind:
+        case "subscription-not-active":
+            return "Only an active subscription that is not ending can be changed."
+        case "subscription-paused":
+            return "Resume your deliveries before changing how often they come."
+        case "change-refused":
+            return "The payment provider refused this change. Nothing was changed."
+        case "payment-provider-unavailable" | "payment-provider-error":
+            return (
+                "We could not reach the payment provider, so nothing was changed. "
+                "Try again in a moment."
+            )
+    return subscription_message(problem)
+
+
+async def _refused(
+    request: Request[Any, Any, Any],
+    api: Api,
+    subscription_id: uuid.UUID,
+    notice: str,
+    status: int,
+    **context: Any,
+) -> Response[Any]:
+    """The subscription's page again, saying why the form was refused (what was typed kept)."""
+    subscription = await _subscription(api, subscription_id)
+    if subscription is None:
+        return _not_found(request)
+    page = _detail_context(subscription, notice)
+    page.update(_poll_context(request, subscription, 0))
+    page.update(context)
+    return render(request, "subscriptions/detail.html", page, status=status)
+
+
+@post(
+    "/account/subscriptions/{subscription_id:uuid}/plan",
+    name="subscription-plan",
+    include_in_schema=False,
+)
+async def subscription_plan(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    """Bags per delivery and cadence: asked of Stripe through checkout; the page shows the
+    change once Stripe's webhook has confirmed it."""
+    page = f"/account/subscriptions/{subscription_id}"
+    if not visitor.signed_in:
+        return _signin(request, page)
+    form = await Form.of(request)
+    quantity = form.integer("quantity", None, 1, MAX_QUANTITY)
+    cadence = form.text("cadence", 20)
+    errors: dict[str, str] = {}
+    if quantity is None:
+        errors["quantity"] = f"Choose 1 to {MAX_QUANTITY} bags per delivery."
+    if cadence and cadence not in CADENCES:
+        errors["cadence"] = "Choose how often we send it."
+    typed = {"quantity": quantity, "cadence": cadence if cadence in CADENCES else ""}
+    if errors:
+        return await _refused(
+            request,
+            api,
+            subscription_id,
+            "Some fields need another look.",
+            400,
+            plan=typed,
+            plan_errors=errors,
+        )
+    body: dict[str, Any] = {"quantity": quantity}
+    if cadence:
+        body["interval"], body["interval_count"] = CADENCES[cadence]
+    try:
+        await api.patch("checkout", f"/api/subscriptions/{subscription_id}", json=body)
+    except ApiProblem as problem:
+        if problem.status == 404:
+            return _not_found(request)
+        if problem.status == 401:
+            raise
+        return await _refused(
+            request,
+            api,
+            subscription_id,
+            _change_message(problem),
+            _problem_status(problem),
+            plan=typed,
+        )
+    return redirect(request, page, flash="subscription-changing")
+
+
+@post(
+    "/account/subscriptions/{subscription_id:uuid}/address",
+    name="subscription-address",
+    include_in_schema=False,
+)
+async def subscription_address(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
+) -> Response[Any]:
+    """Where the next deliveries go (checkout keeps it: the change holds at once)."""
+    page = f"/account/subscriptions/{subscription_id}"
+    if not visitor.signed_in:
+        return _signin(request, page)
+    form = await Form.of(request)
+    typed, errors = read_address(form)
+    if errors:
+        return await _refused(
+            request,
+            api,
+            subscription_id,
+            "Some fields need another look.",
+            400,
+            address=typed,
+            errors=errors,
+        )
+    try:
+        await api.put(
+            "checkout",
+            f"/api/subscriptions/{subscription_id}/shipping-address",
+            json={k: v for k, v in typed.items() if v},
+        )
+    except ApiProblem as problem:
+        if problem.status == 404:
+            return _not_found(request)
+        if problem.status == 401:
+            raise
+        field_errors = {
+            key: f"{FIELD_LABELS.get(key, key.replace('_', ' ').capitalize())}: {message}"
+            for key, message in problem.field_errors().items()
+        }
+        notice = (
+            "This subscription has ended: nothing more is delivered."
+            if problem.kind == "subscription-not-active"
+            else subscription_message(problem)
+        )
+        return await _refused(
+            request,
+            api,
+            subscription_id,
+            notice,
+            _problem_status(problem),
+            address=typed,
+            errors=field_errors,
+        )
+    return redirect(request, page, flash="subscription-address-changed")
+
+
 # --- after Stripe's page: confirming ---------------------------------------------------------
 
 
@@ -577,5 +749,7 @@ ROUTES = [
     subscription_cancel,
     subscription_pause,
     subscription_card,
+    subscription_plan,
+    subscription_address,
     subscription_status,
 ]
