@@ -31,7 +31,12 @@ from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
-from ember_shared.metrics import MetricsProbe, metrics_controller, prometheus_config
+from ember_shared.metrics import (
+    MetricsProbe,
+    mark_worker_dead,
+    metrics_controller,
+    prometheus_config,
+)
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
@@ -137,6 +142,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         dependencies=dict(spec.dependencies),
         lifespan=[resources, *spec.lifespans],
         on_startup=[document_problems],
+        # With several workers sharing a metrics directory, this one's gauges leave with it.
+        on_shutdown=[mark_worker_dead],
         stores={"rate_limit": RedisStore(redis, namespace=f"{spec.name}:rate-limit")},
         openapi_config=OpenAPIConfig(
             title=spec.title,

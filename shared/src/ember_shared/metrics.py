@@ -15,12 +15,25 @@ What every service exports, with a ``service`` label:
 
 The gauges are read when Prometheus scrapes (each source bounded by a timeout), so a scrape is
 the truth of that moment and nothing polls in between. A service adds its own figures with
-``ServiceSpec(metrics=[probe])``: ``async def probe(app: Litestar) -> None`` sets its gauges.
+``ServiceSpec(metrics=[probe])``: ``async def probe(app: Litestar) -> None`` sets its gauges
+(made with :func:`scrape_gauge`).
+
+Several uvicorn workers (``EMBER_WORKERS``, ``WEB_CONCURRENCY``): a scrape reaches one of them,
+so each worker's own counters would be a different, smaller figure at every scrape. With
+``PROMETHEUS_MULTIPROC_DIR`` set (an empty directory per service process, shared by its workers:
+the dev stack and the image's command make it) prometheus_client keeps every value in files
+there and ``/metrics`` answers the sum of all workers' counters and histograms, each gauge's
+value as the last worker that set it saw it (``livemostrecent``), and the requests in progress
+summed over the live workers (Litestar's ``livesum``). A worker that stops says so
+(:func:`mark_worker_dead`) so that its gauges leave; its counts stay in the totals. Without the
+variable (one worker) everything stays in the process, as before. Process figures
+(``process_*``, ``python_*``) are not exported in that mode: prometheus_client cannot sum them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +41,15 @@ import structlog
 from litestar import Controller, Litestar, Request, get
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    multiprocess,
+)
 
 from ember_shared.system import consumer_status, dead_letter_count, outbox_status
 
@@ -39,26 +60,54 @@ MetricsProbe = Callable[[Litestar], Awaitable[None]]
 METRICS_PATH = "/metrics"
 #: A source that does not answer within this is skipped (its gauges keep their last value).
 PROBE_TIMEOUT_S = 2.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-OUTBOX_BACKLOG = Gauge(
+
+def scrape_gauge(name: str, documentation: str, labelnames: Sequence[str]) -> Gauge:
+    """A gauge set by a scrape probe. With several workers only the scraped one sets it, so
+    the value to export is the one set last, not every worker's (the default, with a ``pid``
+    label) nor their sum."""
+    return Gauge(name, documentation, labelnames, multiprocess_mode="livemostrecent")
+
+
+def multiprocess_dir() -> str:
+    return os.environ.get(MULTIPROC_ENV, "")
+
+
+def mark_worker_dead() -> None:
+    """On a worker's shutdown: its live gauges leave the aggregate (its counts stay)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def exposition() -> bytes:
+    """What ``/metrics`` answers: every worker's figures when they share a directory."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+OUTBOX_BACKLOG = scrape_gauge(
     "ember_outbox_backlog", "Outbox rows not yet published to Redis.", ["service"]
 )
-OUTBOX_OLDEST = Gauge(
+OUTBOX_OLDEST = scrape_gauge(
     "ember_outbox_oldest_unpublished_seconds",
     "Age of the oldest unpublished outbox row (0 when none).",
     ["service"],
 )
-CONSUMER_LAG = Gauge(
+CONSUMER_LAG = scrape_gauge(
     "ember_consumer_lag",
     "Stream entries the consumer group has not read yet.",
     ["service", "group", "stream"],
 )
-CONSUMER_PENDING = Gauge(
+CONSUMER_PENDING = scrape_gauge(
     "ember_consumer_pending",
     "Entries delivered to the group and not yet acknowledged.",
     ["service", "group", "stream"],
 )
-DEAD_LETTERS = Gauge(
+DEAD_LETTERS = scrape_gauge(
     "ember_dead_letters", "Dead letters waiting for staff (this service's group).", ["service"]
 )
 WEBHOOKS = Counter(
@@ -146,8 +195,6 @@ def metrics_controller(probes: Sequence[MetricsProbe]) -> type[Controller]:
         @get(cache=False, exclude_from_auth=True)
         async def scrape(self, request: Request[Any, Any, Any]) -> Response[bytes]:
             await refresh(request.app, probes)
-            return Response(
-                generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST, status_code=200
-            )
+            return Response(exposition(), media_type=CONTENT_TYPE_LATEST, status_code=200)
 
     return MetricsController

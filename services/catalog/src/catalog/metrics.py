@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from ember_shared.metrics import scrape_gauge
 from litestar import Litestar
-from prometheus_client import Gauge
 from sqlalchemy import func, select
 
 from catalog.models import Inventory, Reservation
 
-RESERVATIONS_HELD = Gauge(
+RESERVATIONS_HELD = scrape_gauge(
     "ember_reservations_held", "Active stock reservations (checkouts not yet paid).", ["service"]
 )
-UNITS_RESERVED = Gauge("ember_units_reserved", "Units held by active reservations.", ["service"])
+UNITS_RESERVED = scrape_gauge(
+    "ember_units_reserved", "Units held by active reservations.", ["service"]
+)
 
 
 async def reservations_probe(app: Litestar) -> None:

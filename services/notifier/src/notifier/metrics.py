@@ -3,16 +3,18 @@ table, not a counter in this one, is the truth) and the suppression list."""
 
 from __future__ import annotations
 
+from ember_shared.metrics import scrape_gauge
 from litestar import Litestar
-from prometheus_client import Gauge
 from sqlalchemy import func, select
 
 from notifier.models import EmailStatus, PendingEmail, Suppression
 
-MAILS = Gauge(
+MAILS = scrape_gauge(
     "ember_mails", "Mails by state (sent, failed, dead, suppressed, ...).", ["service", "status"]
 )
-SUPPRESSIONS = Gauge("ember_mail_suppressions", "Addresses on the suppression list.", ["service"])
+SUPPRESSIONS = scrape_gauge(
+    "ember_mail_suppressions", "Addresses on the suppression list.", ["service"]
+)
 
 
 async def mail_probe(app: Litestar) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -151,6 +152,8 @@ class DevStack:
                 log_format=given.get("LOG_FORMAT") or options.log_format,
                 replicas=self.replicas,
             )
+            # Only a service with several workers gets a metrics directory, its own.
+            self.env.pop(MULTIPROC_ENV, None)
             Path(self.env["MEDIA_ROOT"]).mkdir(parents=True, exist_ok=True)
             if options.migrate:
                 self._run_step(
@@ -295,11 +298,12 @@ class DevStack:
                 if app.ready_path
                 else Probe(app.url(options.offset) + "/", answers_http)
             )
+            workers = options.workers if is_service else 1
             self.supervisor.add(
                 ProcessSpec(
                     name=app.process,
-                    argv=uvicorn_argv(app, options.offset, options.workers if is_service else 1),
-                    env=self.env,
+                    argv=uvicorn_argv(app, options.offset, workers),
+                    env=metrics_environment(self.env, app.process, workers, options.data_dir),
                     cwd=options.root,
                     ready=ready,
                 )
@@ -381,6 +385,26 @@ class DevStack:
         rows.append(("database", _redact(self.env.get("DATABASE_URL", ""))))
         rows.append(("redis", _redact(self.env.get("REDIS_URL", ""))))
         return rows
+
+
+#: prometheus_client's multiprocess mode (:mod:`ember_shared.metrics`).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_environment(
+    env: dict[str, str], process: str, workers: int, data_dir: Path
+) -> dict[str, str]:
+    """A service process's environment: with several uvicorn workers, a metrics directory of
+    its own (one per replica), emptied now, that its workers share so that ``/metrics`` sums
+    them all; with one worker none (a directory shared by two processes would mix them)."""
+    own = dict(env)
+    own.pop(MULTIPROC_ENV, None)
+    if workers > 1:
+        folder = data_dir / "prometheus" / process
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        own[MULTIPROC_ENV] = str(folder)
+    return own
 
 
 def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:

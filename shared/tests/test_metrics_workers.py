@@ -1,0 +1,153 @@
+"""``/metrics`` of a service run with several uvicorn workers: every scrape reaches one worker,
+and still answers the figures of all of them (prometheus_client's multiprocess mode, with the
+directory the dev stack gives each service process).
+
+A real catalog (migrated into a database of its own) runs under uvicorn with two workers, as
+``EMBER_WORKERS=2 make run`` runs it, on a port of this session's offset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from ember_shared.devstack import layout
+from ember_shared.devstack.stack import MULTIPROC_ENV, metrics_environment, uvicorn_argv
+from ember_shared.settings import env_int
+from ember_shared.testing.plugin import TestEnv, database_beside, drop_database
+
+REQUESTS = 40
+SCRAPES = 6
+LISTING = re.compile(
+    r'^ember_requests_total\{(?=[^}]*path="/api/products")(?=[^}]*method="GET")'
+    r'(?=[^}]*status_code="200")[^}]*\} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+def listing_count(text: str) -> float:
+    return sum(float(value) for value in LISTING.findall(text))
+
+
+def wait_ready(
+    url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the catalog exited ({server.returncode}): {tail(log)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the catalog did not answer {url} within {timeout} s: {tail(log)}")
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def catalog_database(ember_env: TestEnv) -> object:
+    url = database_beside(ember_env.database_url, "_metrics_workers")
+    env = {**os.environ, "DATABASE_URL": url}
+    migrated = subprocess.run(
+        [sys.executable, "-m", "ember_shared.migrations", "upgrade", "catalog"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield url
+    drop_database(url)
+
+
+def test_every_scrape_counts_the_requests_of_every_worker(
+    catalog_database: str, tmp_path: Path
+) -> None:
+    offset = env_int("EMBER_TEST_STACK_OFFSET", 0)
+    catalog = next(app for app in layout.services() if app.name == "catalog")
+    # A replica slot no stack of this offset uses: this process's own port.
+    app = layout.App(catalog.name, catalog.target, catalog.port_name, catalog.ready_path, 9)
+    env = metrics_environment(
+        {
+            **os.environ,
+            "DATABASE_URL": catalog_database,
+            "CATALOG_SWEEP_INTERVAL_SECONDS": "0",
+            "MEDIA_ROOT": str(tmp_path / "media"),
+        },
+        app.process,
+        2,
+        tmp_path,
+    )
+    folder = Path(env[MULTIPROC_ENV])
+    assert folder.is_dir()
+    assert not any(folder.iterdir())
+    log = tmp_path / "catalog.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            uvicorn_argv(app, offset, 2), env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    base = app.url(offset)
+    try:
+        wait_ready(base + "/api/health/catalog/ready", server, log)
+        # A new connection per request, several at once: both workers take some.
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(
+                    lambda _: httpx.get(base + "/api/products", timeout=30).status_code,
+                    range(REQUESTS),
+                )
+            )
+        assert statuses == [200] * REQUESTS
+        counted_by = {p.name.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+        assert len(counted_by) == 2, f"both workers should have served: {counted_by}"
+
+        seen: list[float] = []
+        for _ in range(SCRAPES):
+            text = httpx.get(base + "/metrics", timeout=30).text
+            seen.append(listing_count(text))
+            # A scrape probe's gauge: one series, the value the scraped worker set last, not
+            # one per worker (``pid`` label).
+            held = re.findall(r"^ember_reservations_held\{([^}]*)\} (\S+)$", text, re.MULTILINE)
+            assert held == [('service="catalog"', "0.0")], held
+        assert all(count >= REQUESTS for count in seen), seen
+        assert seen == sorted(seen), f"a counter went down between scrapes: {seen}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    # Each worker left: its live gauges are gone, its counts are kept.
+    assert not list(folder.glob("gauge_live*.db"))
+    assert len(list(folder.glob("counter_*.db"))) == 2
+
+
+def test_the_dev_stack_gives_each_service_process_its_own_empty_directory(
+    tmp_path: Path,
+) -> None:
+    given = {"PATH": "/bin", MULTIPROC_ENV: "/somewhere/shared"}
+    first = metrics_environment(given, "catalog", 2, tmp_path)
+    second = metrics_environment(given, "catalog-2", 2, tmp_path)
+    assert first[MULTIPROC_ENV] != second[MULTIPROC_ENV]
+    left = Path(first[MULTIPROC_ENV]) / "counter_123.db"
+    left.write_bytes(b"stale")
+    again = metrics_environment(given, "catalog", 2, tmp_path)
+    assert again[MULTIPROC_ENV] == first[MULTIPROC_ENV]
+    assert not left.exists()  # a new start never adds the last run's counts
+    # One worker: no directory, even one given by the environment (two services would share it).
+    assert MULTIPROC_ENV not in metrics_environment(given, "cart", 1, tmp_path)
+    assert given[MULTIPROC_ENV] == "/somewhere/shared"
