@@ -1,0 +1,109 @@
+"""A subscriber changes their delivery in a real browser through Caddy: the bags, the cadence
+(shown once Stripe's webhook confirms; a new cadence bills its first delivery at once) and the
+address, at desktop and phone widths."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from browser_testkit import Person
+from playwright.async_api import Page, expect
+from storefront_testkit import CARD_OK, DEMO_SLUGS, Shop
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+
+async def _subscribed(browser_shop: Shop, name: str) -> tuple[dict[str, str], str]:
+    """A member with an active (paid) 1 bag every 2 weeks: the member and the page."""
+    coffee = browser_shop.product(DEMO_SLUGS[3])
+    member = browser_shop.register(name=name)
+    async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
+        signed = await api.post(
+            "/api/auth/login", json={"email": member["email"], "password": member["password"]}
+        )
+        assert signed.status_code == 200, signed.text
+        started = await api.post(
+            "/api/subscriptions",
+            json={
+                "product_id": coffee["id"],
+                "interval": "week",
+                "interval_count": 2,
+                "quantity": 1,
+                "shipping_address": {
+                    "name": name,
+                    "line1": "12 Roastery Lane",
+                    "city": "Portland",
+                    "postal_code": "97201",
+                    "country": "US",
+                },
+            },
+            headers={"Authorization": f"Bearer {signed.json()['access_token']}"},
+        )
+        assert started.status_code == 201, started.text
+        paid = await api.post(
+            started.json()["checkout_url"],
+            data={"card_number": CARD_OK, "exp": "12 / 34", "cvc": "123", "email": member["email"]},
+        )
+    assert paid.status_code == 303, paid.text
+    return member, f"/account/subscriptions/{started.json()['subscription_id']}"
+
+
+async def _sign_in_to(person: Person, member: dict[str, str], path: str) -> None:
+    await person.open(f"/signin?next={path}")
+    await person.page.fill("#f-email", member["email"])
+    await person.page.fill("#f-password", member["password"])
+    await person.page.get_by_test_id("signin-submit").click()
+    await person.page.wait_for_url(re.compile(rf".*{path}$"))
+
+
+async def _reload_until_text(page: Page, test_id: str, text: str) -> None:
+    # The change is Stripe's webhook's to make: the page shows it once it has arrived.
+    for _ in range(60):
+        found = page.get_by_test_id(test_id)
+        if await found.count() > 0 and text in (await found.first.inner_text()):
+            return
+        await page.wait_for_timeout(500)
+        await page.reload()
+    raise AssertionError(f"{test_id} never said {text!r}")
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+async def test_a_subscriber_changes_bags_cadence_and_address(
+    width: str, person: Person, phone: Person, browser_shop: Shop, screenshots: Path
+) -> None:
+    someone = person if width == "desktop" else phone
+    page = someone.page
+    member, detail = await _subscribed(browser_shop, f"Dorothy Vaughan {uuid.uuid4().hex[:4]}")
+    await _sign_in_to(someone, member, detail)
+    await _reload_until_text(page, "subscription-status-badge", "Active")
+    await expect(page.get_by_test_id("subscription-cadence")).to_have_text("Every 2 weeks")
+
+    await page.select_option("#p-quantity", "3")
+    await page.select_option("#p-cadence", "1-month")
+    await page.get_by_test_id("change-plan").click()
+    await page.wait_for_url(re.compile(rf".*{detail}$"))
+    await expect(
+        page.get_by_text("your delivery changes as soon as Stripe confirms")
+    ).to_be_visible()
+    await _reload_until_text(page, "subscription-cadence", "Every month")
+    await expect(page.get_by_test_id("subscription-bags")).to_contain_text("3 \u00d7")
+    # Another cadence starts today: Stripe bills its first delivery at once (an order).
+    await expect(page.get_by_test_id("subscription-invoice")).to_have_count(2)
+
+    await page.fill("#f-line1", "")
+    await page.get_by_test_id("change-address").click()
+    await expect(page.get_by_text("Address is needed.")).to_be_visible()
+    await page.fill("#f-line1", "9 Kettle Street")
+    await page.fill("#f-city", "Salem")
+    await page.get_by_test_id("change-address").click()
+    await page.wait_for_url(re.compile(rf".*{detail}$"))
+    await expect(page.get_by_test_id("subscription-address")).to_contain_text("9 Kettle Street")
+    await expect(page.get_by_test_id("subscription-address")).to_contain_text("Salem")
+    wide = await page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= (1280 if width == "desktop" else 390), wide
+    await page.screenshot(path=screenshots / f"subscription-changed-{width}.png", full_page=True)
+    assert someone.csp_violations() == []
