@@ -160,6 +160,7 @@ def test_a_fully_configured_production_builds(production: Callable[..., None]) -
         ("notifier", {"RESEND_API_KEY": None}, "RESEND_API_KEY"),
         ("notifier", {"MAIL_SEAL_PRIVATE_KEY": None}, "MAIL_SEAL_PRIVATE_KEY"),
         ("identity", {"MAIL_SEAL_PUBLIC_KEY": None}, "MAIL_SEAL_PUBLIC_KEY"),
+        ("orders", {"MAIL_SEAL_PUBLIC_KEY": None}, "MAIL_SEAL_PUBLIC_KEY"),
         ("orders", {"TRACKING_API_URL": None}, "TRACKING_API_URL"),
         ("catalog", {"EMBER_MODE": "prodution"}, "EMBER_MODE"),
         ("catalog", {"EMBER_MODE": "Production"}, "EMBER_MODE"),

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from checkout_testkit import ADDRESS, World
+from sqlalchemy import text
 
 
 async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: World) -> None:
@@ -250,6 +251,26 @@ async def test_status_is_for_its_owner_only(world: World) -> None:
     # Stripe's redirect carries the session id: that holder may look.
     assert (await stranger.status(order_id, session_id=stripe_id)).status_code == 200
     assert (await stranger.status(str(uuid.uuid4()))).status_code == 404
+
+    # But only for the success page: the id rests in clear (we talk to Stripe with it), so an
+    # hour after the payment, or after the session's expiry while unpaid, it opens nothing.
+    async def moved(column: str, minutes_ago: int) -> None:
+        async with world.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    f"UPDATE checkout.checkout_sessions SET {column} = now() - make_interval("
+                    "mins => :m) WHERE order_id = :o"
+                ),
+                {"m": minutes_ago, "o": order_id},
+            )
+
+    await moved("expires_at", 61)
+    assert (await stranger.status(order_id, session_id=stripe_id)).status_code == 404
+    await moved("paid_at", 59)
+    assert (await stranger.status(order_id, session_id=stripe_id)).status_code == 200
+    await moved("paid_at", 61)
+    assert (await stranger.status(order_id, session_id=stripe_id)).status_code == 404
+    assert (await shopper.status(order_id)).status_code == 200
 
 
 async def test_signed_in_owner_reads_their_checkout(world: World) -> None:

@@ -17,6 +17,7 @@ from ember_shared.events import Envelope
 from ember_shared.events.contracts import Address, OrderLine, OrderPaid
 from ember_shared.events.envelope import EventData, encode
 from ember_shared.ids import new_id
+from ember_shared.sealing import public_key, seal
 from notifier.models import DeliveryAttempt, PendingEmail
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -37,10 +38,16 @@ def unique_address(label: str = "shopper") -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}@example.com"
 
 
+def guest_order_link(order_id: uuid.UUID) -> str:
+    """The link a guest's order opens with (the token is the capability)."""
+    return f"https://shop.example.com/order/{order_id}?token=tok_guest_{order_id.hex}"
+
+
 def order_paid(email: str, *, name: str = "Ada Lovelace", **changes: Any) -> OrderPaid:
     """A guest's one-off order, as orders announces it once paid (what the confirmation mails)."""
+    order_id = changes.pop("order_id", None) or new_id()
     values: dict[str, Any] = {
-        "order_id": new_id(),
+        "order_id": order_id,
         "user_id": None,
         "email": email,
         "lines": [
@@ -66,7 +73,8 @@ def order_paid(email: str, *, name: str = "Ada Lovelace", **changes: Any) -> Ord
         "shipping_address": Address(
             name=name, line1="12 Roastery Lane", city="Portland", postal_code="97201", country="US"
         ),
-        "stripe_session_id": "cs_test_123",
+        # Orders seals a guest's link (its token) for the notifier.
+        "sealed_order_url": seal(guest_order_link(order_id), public_key(local=True)),
     }
     values.update(changes)
     return OrderPaid(**values)

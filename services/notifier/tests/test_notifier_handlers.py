@@ -37,6 +37,7 @@ from notifier.models import PendingEmail, Suppression
 from notifier_testkit import (
     emails_to,
     envelope,
+    guest_order_link,
     handle,
     order_paid,
     unique_address,
@@ -96,10 +97,10 @@ async def test_order_paid_queues_one_confirmation_even_when_delivered_twice(
     assert "$57.95" in email.html
     assert "$57.95" in email.text
     assert "$37.00" in email.html  # 2 x 18.50
-    # A guest's link carries the Stripe session that paid, so it opens on any device.
-    guest_link = f"{public_url()}/order/{data.order_id}?session_id={data.stripe_session_id}"
-    assert f'href="{guest_link}"' in email.html
-    assert guest_link in email.text
+    # A guest's link (its token opens the order on any device) rests sealed, never in the body.
+    assert "tok_guest_" not in email.html + email.text
+    assert f'href="{SEALED_LINK}"' in email.html
+    assert opened_link(email) == guest_order_link(data.order_id)
     assert "12 Roastery Lane" in email.text
     assert data.order_id.hex[-8:].upper() in email.subject
 
@@ -215,6 +216,7 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
         shipping=0,
         total=3200,
         stripe_session_id="",
+        sealed_order_url="",
     )
     arrived = OrderDelivered(
         order_id=invoice.order_id,
@@ -235,7 +237,9 @@ async def test_a_subscription_delivery_and_an_arrival_are_mailed(engine: AsyncEn
     assert "House Blend" in confirmation.text
     assert "$32.00" in confirmation.text
     assert invoice.order_id.hex[-8:].upper() in confirmation.subject
-    assert "session_id" not in confirmation.text  # a member signs in to see it
+    # A member signs in to see it: no link with a key, nothing sealed.
+    assert f"{public_url()}/order/{invoice.order_id}\n" in confirmation.text
+    assert confirmation.sealed_link is None
     delivered = by_template["delivered"]
     assert "15:20 UTC on 04 Jan 2030" in delivered.text
     assert f"/order/{invoice.order_id}" in delivered.html

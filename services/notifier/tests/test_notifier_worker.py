@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from ember_shared.events.contracts import UserRegistered
 from ember_shared.ids import new_id
+from ember_shared.sealing import private_key, unseal
+from notifier.emails.rendering import fill_sealed_link
 from notifier.events import queue_order_confirmation, queue_welcome
 from notifier.models import PendingEmail
 from notifier.settings import NotifierSettings
@@ -74,8 +76,13 @@ async def test_a_queued_mail_is_sent_once_with_its_idempotency_key(
     (received,) = resend_standin.emails(to)
     assert received["id"] == sent.provider_message_id
     assert received["subject"] == email.subject
-    assert received["html"] == email.html
-    assert received["text"] == email.text
+    # The stored bodies, with the guest's order link (sealed at rest) filled in.
+    assert email.sealed_link
+    html, text = fill_sealed_link(
+        email.html, email.text, unseal(email.sealed_link, private_key(local=True))
+    )
+    assert received["html"] == html
+    assert received["text"] == text
     assert received["from"] == worker.settings.from_email
     assert received["headers"]["X-Entity-Ref-ID"] == str(email.id)
     (attempt,) = await attempts_of(engine, email.id)

@@ -311,3 +311,10 @@ def deliver_with(app: Litestar) -> Callable[..., Awaitable[bool]]:
         return ran
 
     return run
+
+
+def opened_order_link(sealed: str) -> str:
+    """A guest's sealed order link as only the notifier can open it (the test stack's key)."""
+    from ember_shared.sealing import private_key, unseal
+
+    return unseal(sealed, private_key(local=True))

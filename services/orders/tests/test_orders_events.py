@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import uuid
 
 import msgspec
 from ember_shared.events import stream_for
 from ember_shared.events.wire import entry_fields
+from ember_shared.settings import service_settings
 from litestar import Litestar
-from orders_testkit import Checkout, envelope, line
+from orders_testkit import Checkout, envelope, line, opened_order_link
 
 
 async def test_checkout_started_creates_a_pending_order_with_snapshots(deliver, db) -> None:
@@ -71,9 +73,20 @@ async def test_payment_succeeded_marks_paid_and_emits_order_paid_once(deliver, d
             "subtotal": checkout.subtotal,
             "shipping": checkout.shipping,
             "shipping_address": msgspec.to_builtins(checkout.address),
-            "stripe_session_id": checkout.stripe_session_id,
+            "stripe_session_id": "",
+            "sealed_order_url": order.sealed_order_url,
         }
     ]
+    # A guest's link: a secret of ours (only its hash kept), sealed for the notifier; Stripe's
+    # session id is in neither the event nor the link.
+    assert order.sealed_order_url.startswith("sealed.v1.")
+    assert checkout.stripe_session_id not in order.sealed_order_url
+    public_url = service_settings("orders").app.public_url.rstrip("/")
+    link = opened_order_link(order.sealed_order_url)
+    assert link.startswith(f"{public_url}/order/{checkout.order_id}?token=")
+    token = link.split("?token=", 1)[1]
+    assert len(token) >= 40
+    assert order.guest_link_hash == hashlib.sha256(token.encode()).hexdigest()
     history = await db.rows(
         "SELECT from_status, to_status FROM orders.order_status_changes WHERE order_id = :id "
         "ORDER BY created_at, id",

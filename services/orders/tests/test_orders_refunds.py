@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from orders_testkit import Checkout, problem
+from orders_testkit import Checkout, opened_order_link, problem
 
 
 @pytest.fixture
@@ -120,7 +120,11 @@ async def test_the_webhook_settles_the_request_and_announces_it_once(
     assert sorted((r["product_id"], r["quantity"]) for r in announced["restock"]) == sorted(
         (str(line.product_id), line.quantity) for line in checkout.lines
     )
-    assert f"/order/{checkout.order_id}?session_id=" in announced["order_url"]
+    # The plain page; a guest's link only sealed for the notifier.
+    assert announced["order_url"].endswith(f"/order/{checkout.order_id}")
+    assert opened_order_link(announced["sealed_order_url"]).startswith(
+        f"{announced['order_url']}?token="
+    )
 
     # The same event again, or an older total, announces nothing more.
     await deliver(checkout.refunded(1000))

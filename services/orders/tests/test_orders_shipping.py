@@ -15,7 +15,7 @@ from orders.app import create_app
 from orders.settings import OrdersSettings
 from orders.tracking.client import TrackingClient
 from orders.tracking.poller import TrackingPoller
-from orders_testkit import Checkout, problem, run_app, tracking_settings
+from orders_testkit import Checkout, opened_order_link, problem, run_app, tracking_settings
 
 
 @pytest.fixture
@@ -59,9 +59,11 @@ async def test_ship_marks_shipped_registers_and_emits(
     assert tracking_standin.carrier_of(tracking_number) == 100002
 
     emitted = await db.emitted("order.shipped.v1", checkout.order_id)
-    # A guest's order page in the mail carries the Stripe session that lets them in.
+    # A guest's order link (the one the confirmation mailed) goes sealed for the notifier; the
+    # plain page beside it opens nothing by itself.
     public_url = service_settings("orders").app.public_url.rstrip("/")
     order_page = f"{public_url}/order/{checkout.order_id}"
+    sealed = (await db.order(checkout.order_id)).sealed_order_url
     assert emitted == [
         {
             "order_id": str(checkout.order_id),
@@ -69,9 +71,11 @@ async def test_ship_marks_shipped_registers_and_emits(
             "carrier": "UPS",
             "tracking_number": tracking_number,
             "tracking_url": shipment["tracking_url"],
-            "order_url": f"{order_page}?session_id={checkout.stripe_session_id}",
+            "order_url": order_page,
+            "sealed_order_url": sealed,
         }
     ]
+    assert opened_order_link(sealed).startswith(f"{order_page}?token=")
 
     # Shipping again with the same number changes nothing and tells nobody twice.
     again = await ship(client, admin, checkout.order_id, "UPS", tracking_number)

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 
 import pytest
-from orders_testkit import Checkout, line, problem
+from orders_testkit import Checkout, line, opened_order_link, problem
 
 
 async def test_my_orders_lists_only_mine_newest_first(client, tokens, place) -> None:
@@ -121,6 +121,49 @@ async def test_guest_reads_the_order_with_the_stripe_session_id(client, deliver)
     problem(await client.get(f"{path}?session_id=cs_test_somebody_else"), 404)
     other = await client.get(f"/api/orders/{uuid.uuid4()}?session_id={checkout.stripe_session_id}")
     problem(other, 404)
+
+
+async def test_guest_reads_the_order_with_the_mailed_links_token(client, place, db) -> None:
+    checkout = await place(Checkout(user_id=None, email="guest@example.com"))
+    other = await place(Checkout(user_id=None, email="guest@example.com"))
+    path = f"/api/orders/{checkout.order_id}"
+    order = await db.order(checkout.order_id)
+    token = opened_order_link(order.sealed_order_url).split("?token=", 1)[1]
+
+    response = await client.get(f"{path}?token={token}")
+    assert response.status_code == 200, response.text
+    assert response.json()["email"] == "guest@example.com"
+    # Only its hash rests; the hash itself, another order's token or a guess open nothing.
+    problem(await client.get(f"{path}?token={order.guest_link_hash}"), 404)
+    other_token = opened_order_link((await db.order(other.order_id)).sealed_order_url)
+    problem(await client.get(f"{path}?token={other_token.split('?token=', 1)[1]}"), 404)
+    problem(await client.get(f"{path}?token={'A' * 43}"), 404)
+    problem(await client.get(f"/api/orders/{other.order_id}?token={token}"), 404)
+    problem(await client.get(f"{path}/tracking?token={token}"), 404, "not-shipped")
+
+
+async def test_the_stripe_session_id_opens_a_guest_order_only_briefly(client, place, db) -> None:
+    """Stripe's session id rests in clear (checkout needs it), so it is no lasting key: it
+    opens the order for the success page only, an hour after paying at most."""
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=61)
+    paid_long_ago = await place(Checkout(user_id=None), occurred_at=long_ago)
+    path = f"/api/orders/{paid_long_ago.order_id}"
+    problem(await client.get(f"{path}?session_id={paid_long_ago.stripe_session_id}"), 404)
+    # The mailed link still opens it.
+    sealed = (await db.order(paid_long_ago.order_id)).sealed_order_url
+    token = opened_order_link(sealed).split("?token=", 1)[1]
+    assert (await client.get(f"{path}?token={token}")).status_code == 200
+
+    just_paid = await place(
+        Checkout(user_id=None), occurred_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=59)
+    )
+    fresh = f"/api/orders/{just_paid.order_id}?session_id={just_paid.stripe_session_id}"
+    assert (await client.get(fresh)).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["short", "a" * 101, "bad%20token" + "a" * 20])
+async def test_a_malformed_token_is_a_problem(client, token) -> None:
+    problem(await client.get(f"/api/orders/{uuid.uuid4()}?token={token}"), 400)
 
 
 async def test_signed_in_shopper_reads_a_guest_order_they_paid_with_the_session(

@@ -102,6 +102,8 @@ async def test_the_new_order_announces_itself_paid_once(deliver, db) -> None:
             "shipping": invoice.shipping,
             "shipping_address": msgspec.to_builtins(invoice.address),
             "stripe_session_id": "",
+            # A customer's order: they sign in to see it, no link opens it.
+            "sealed_order_url": "",
         }
     ]
 

@@ -119,6 +119,11 @@ class Order(EntityColumns, Base):
     reservation_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     cart_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: A guest's order opens with a random secret of ours (the mailed link's ``token``); only
+    #: its SHA-256 rests here, and the link itself only sealed for the notifier, which alone can
+    #: open it to mail it (``ember_shared.sealing``). Both None for a customer's order.
+    guest_link_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sealed_order_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     payment_expires_at: Mapped[dt.datetime | None] = mapped_column(
         DateTimeUTC(timezone=True), nullable=True

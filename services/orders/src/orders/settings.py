@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ember_shared.sealing import PUBLIC_KEY_VAR
 from ember_shared.settings import (
     SettingsError,
     env_bool,
@@ -108,6 +109,13 @@ def load_orders_settings() -> OrdersSettings:
     service = service_settings("orders")
     settings = OrdersSettings()
     if service.app.is_production:
-        refuse_to_start(service.production_problems() + settings.tracking.production_problems())
+        sealing = (
+            []
+            if env_str(PUBLIC_KEY_VAR)
+            else [f"{PUBLIC_KEY_VAR} must be set (the notifier's key for guests' order links)"]
+        )
+        refuse_to_start(
+            service.production_problems() + settings.tracking.production_problems() + sealing
+        )
     settings.validate(local=service.app.is_local)
     return settings

@@ -190,8 +190,12 @@ class OrderPaid(EventData, frozen=True, kw_only=True):
     subtotal: int = 0
     shipping: int = 0
     shipping_address: Address | None = None
-    #: The Stripe Checkout Session that paid (none for a subscription's invoice): a guest's key.
+    #: The Stripe Checkout Session that paid (none for a subscription's invoice). No longer a
+    #: guest's key (it opens the order only briefly after paying) and left empty by orders now.
     stripe_session_id: str = ""
+    #: A guest's order link with its capability, sealed for the notifier (``ember_shared.sealing``):
+    #: only the notifier opens it, while it sends the mail. Empty for a customer's order.
+    sealed_order_url: str = ""
 
 
 class OrderShipped(EventData, frozen=True, kw_only=True):
@@ -202,9 +206,11 @@ class OrderShipped(EventData, frozen=True, kw_only=True):
     carrier: str
     tracking_number: str
     tracking_url: str = ""
-    #: The shopper's order page; a guest's carries the Stripe session that lets them in. Added
-    #: after the type was published: empty from older producers (mail then links the plain page).
+    #: The shopper's order page, never with a capability in it. Added after the type was
+    #: published: empty from older producers (mail then links the plain page).
     order_url: str = ""
+    #: As in :class:`OrderPaid`: a guest's link that opens the order, sealed for the notifier.
+    sealed_order_url: str = ""
 
 
 class OrderDelivered(EventData, frozen=True, kw_only=True):
@@ -218,6 +224,7 @@ class OrderDelivered(EventData, frozen=True, kw_only=True):
     delivered_at: str
     #: As in :class:`OrderShipped`.
     order_url: str = ""
+    sealed_order_url: str = ""
 
 
 # --- subscriptions ----------------------------------------------------------------------
@@ -289,3 +296,4 @@ class OrderRefunded(EventData, frozen=True, kw_only=True):
     restock: list[RestockLine] = msgspec.field(default_factory=list)
     #: As in :class:`OrderShipped`.
     order_url: str = ""
+    sealed_order_url: str = ""

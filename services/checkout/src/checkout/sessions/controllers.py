@@ -178,7 +178,8 @@ class CheckoutController(Controller):
         summary="A checkout's status",
         description=(
             "For the shopper who started it (signed in, or holding the same cart cookie), or for "
-            "whoever holds Stripe's ``session_id`` from the success redirect. ``paid`` comes only "
+            "whoever holds Stripe's ``session_id`` from the success redirect (for an hour after "
+            "paying, or after the session's expiry while unpaid). ``paid`` comes only "
             "from Stripe's verified webhook, never from the redirect."
         ),
         cache=False,

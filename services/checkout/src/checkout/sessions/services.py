@@ -588,6 +588,10 @@ class CheckoutService:
         return row
 
 
+#: How long after paying (or the payment deadline) Stripe's session id still opens a checkout.
+REDIRECT_GRACE = dt.timedelta(hours=1)
+
+
 def _may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None) -> bool:
     if buyer.principal is not None and (
         row.user_id == buyer.principal.user_id or buyer.principal.is_admin
@@ -599,9 +603,14 @@ def _may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None)
         and hmac.compare_digest(token_hash(buyer.cart_token), row.cart_token_hash)
     ):
         return True
-    return bool(stripe_session_id) and hmac.compare_digest(
-        (stripe_session_id or "").encode(), row.stripe_session_id.encode()
-    )
+    if not stripe_session_id:
+        return False
+    # Stripe's session id rests in clear (we talk to Stripe with it), so it opens the checkout
+    # only for the page Stripe's success redirect lands on: for an hour after the payment, or
+    # after the session's expiry while unpaid. A guest comes back later by the mailed link.
+    if dt.datetime.now(dt.UTC) > (row.paid_at or row.expires_at) + REDIRECT_GRACE:
+        return False
+    return hmac.compare_digest(stripe_session_id.encode(), row.stripe_session_id.encode())
 
 
 def lines_unavailable(lines: list[dict[str, Any]]) -> Problem:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 from ember_shared.events.contracts import (
     Address,
@@ -32,6 +31,14 @@ def order_url(public_url: str, order_id: uuid.UUID) -> str:
     return f"{public_url.rstrip('/')}/order/{order_id}"
 
 
+def order_link(sealed: str, plain: str) -> dict[str, Any]:
+    """The context that links the order: a guest's sealed link rests sealed (the stored body
+    holds the placeholder, see rendering) and opens only as the mail is sent; else ``plain``."""
+    if sealed:
+        return {"order_url": SEALED_LINK, SEALED_CONTEXT_KEY: sealed}
+    return {"order_url": plain}
+
+
 def address_lines(address: Address) -> list[str]:
     if address.state:  # "Portland, OR 97201"
         region = " ".join(p for p in (address.state, address.postal_code) if p)
@@ -54,16 +61,13 @@ def readable_time(value: str) -> str:
 
 def order_confirmation(data: OrderPaid, public_url: str) -> dict[str, Any]:
     """A paid order, one-off or a subscription's delivery."""
-    link = order_url(public_url, data.order_id)
-    if data.user_id is None and data.stripe_session_id:
-        # A guest has no account to sign in to: the Stripe session that paid is what lets them
-        # see the order (as the success URL does), from any device the mail is opened on.
-        link = f"{link}?{urlencode({'session_id': data.stripe_session_id})}"
+    # A guest has no account to sign in to: the sealed link is what lets them see the order,
+    # from any device the mail is opened on.
     return {
         "public_url": public_url,
         "customer_name": data.shipping_address.name if data.shipping_address else "",
         "order_number": order_number(data.order_id),
-        "order_url": link,
+        **order_link(data.sealed_order_url, order_url(public_url, data.order_id)),
         "lines": [
             {
                 "name": line.name,
@@ -82,15 +86,17 @@ def order_confirmation(data: OrderPaid, public_url: str) -> dict[str, Any]:
 
 
 def shipment(data: OrderShipped, public_url: str) -> dict[str, Any]:
-    link = safe_link(data.order_url, order_url(public_url, data.order_id))
+    linked = order_link(
+        data.sealed_order_url, safe_link(data.order_url, order_url(public_url, data.order_id))
+    )
     return {
         "public_url": public_url,
         "order_number": order_number(data.order_id),
-        "order_url": link,
+        **linked,
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
         # Without a carrier link the order page shows the tracking events.
-        "tracking_url": safe_link(data.tracking_url, link),
+        "tracking_url": safe_link(data.tracking_url, linked["order_url"]),
     }
 
 
@@ -116,7 +122,9 @@ def delivered(data: OrderDelivered, public_url: str) -> dict[str, Any]:
     return {
         "public_url": public_url,
         "order_number": order_number(data.order_id),
-        "order_url": safe_link(data.order_url, order_url(public_url, data.order_id)),
+        **order_link(
+            data.sealed_order_url, safe_link(data.order_url, order_url(public_url, data.order_id))
+        ),
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
         "delivered_at": readable_time(data.delivered_at),
@@ -138,7 +146,9 @@ def refunded(data: OrderRefunded, public_url: str) -> dict[str, Any]:
     return {
         "public_url": public_url,
         "order_number": order_number(data.order_id),
-        "order_url": safe_link(data.order_url, order_url(public_url, data.order_id)),
+        **order_link(
+            data.sealed_order_url, safe_link(data.order_url, order_url(public_url, data.order_id))
+        ),
         "refund": money(data.amount, data.currency),
         "amount": data.amount,
         "amount_refunded": data.amount_refunded,

@@ -46,7 +46,20 @@ StripeSessionId = Annotated[
         pattern=r"^cs_[A-Za-z0-9_]+$",
         description=(
             "The Stripe Checkout Session id from the success URL: lets a guest who paid read "
-            "the order without an account."
+            "the order without an account, for an hour after paying only (then use `token`)."
+        ),
+    ),
+]
+GuestToken = Annotated[
+    str | None,
+    Parameter(
+        query="token",
+        min_length=20,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description=(
+            "The secret of the order link mailed to a guest: lets them read the order without "
+            "an account, from any device."
         ),
     ),
 ]
@@ -121,21 +134,24 @@ class ShopperOrderController(Controller):
         summary="One order, for its owner or the guest who paid for it",
         description=(
             "Signed in, a customer reads their own orders. A guest reads the order they paid "
-            "for with the `session_id` of the Stripe session that paid it (the success URL "
-            "carries it). The status stays `pending_payment` until the payment webhook has "
+            "for with the `token` of the link mailed to them, or, for an hour after paying, the "
+            "`session_id` of the Stripe session that paid it (the success URL carries it). The "
+            "status stays `pending_payment` until the payment webhook has "
             "been processed: the redirect from Stripe is never proof of payment. Any other "
             "order answers 404."
         ),
     )
     async def get_order(
         self,
+        *,
         order_id: uuid.UUID,
         principal: Principal | None,
         orders: OrderService,
         settings: OrdersSettings,
         session_id: StripeSessionId = None,
+        token: GuestToken = None,
     ) -> OrderView:
-        order = await orders.get_for_shopper(order_id, principal, session_id)
+        order = await orders.get_for_shopper(order_id, principal, session_id, token)
         return order_view(order, settings.tracking)
 
     @get(
@@ -155,8 +171,9 @@ class ShopperOrderController(Controller):
         tracking: TrackingService,
         settings: OrdersSettings,
         session_id: StripeSessionId = None,
+        token: GuestToken = None,
     ) -> TrackingView:
-        order = await orders.get_for_shopper(order_id, principal, session_id)
+        order = await orders.get_for_shopper(order_id, principal, session_id, token)
         if not order.tracking_number:
             raise Problem(404, "not-shipped", "This order has not been shipped yet.")
         return tracking_view(order, await tracking.scans(order.id), settings.tracking)

@@ -4,7 +4,6 @@ backwards. Services never commit; the event handler or the request owns the tran
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.models import Order, OrderStatusChange
+from orders.ordering.links import issue_guest_link, redirect_opens, token_opens
 from orders.ordering.repositories import (
     DeferredEventRepository,
     OrderItemRepository,
@@ -221,6 +221,7 @@ class OrderService:
         """What every newly paid order publishes, however it was paid. It carries what the
         confirmation mail shows: the notifier mails the order, never the raw payment."""
         address = order.shipping_address or {}
+        issue_guest_link(order)
         await outbox.add(
             self.session,
             OrderPaid(
@@ -252,7 +253,7 @@ class OrderService:
                     postal_code=str(address.get("postal_code", "")),
                     country=str(address.get("country", "")),
                 ),
-                stripe_session_id=order.stripe_session_id or "",
+                sealed_order_url=order.sealed_order_url or "",
             ),
         )
 
@@ -362,12 +363,17 @@ class OrderService:
     # --- shopper ----------------------------------------------------------------------
 
     async def get_for_shopper(
-        self, order_id: uuid.UUID, principal: Principal | None, session_id: str | None
+        self,
+        order_id: uuid.UUID,
+        principal: Principal | None,
+        session_id: str | None,
+        token: str | None = None,
     ) -> Order:
-        """The order if this shopper may read it: its owner, or whoever came back from the
-        Stripe session that paid for it (a guest). Anyone else learns nothing: 404."""
+        """The order if this shopper may read it: its owner, the guest holding the mailed
+        link's token, or (briefly) whoever came back from the Stripe session that paid for it.
+        Anyone else learns nothing: 404."""
         order = await self.orders.get_with_items(order_id)
-        if order is None or not may_read(order, principal, session_id):
+        if order is None or not may_read(order, principal, session_id, token):
             raise not_found("order")
         return order
 
@@ -451,16 +457,16 @@ def verified_email(principal: Principal) -> str | None:
     return principal.email if principal.email_verified and principal.email else None
 
 
-def may_read(order: Order, principal: Principal | None, session_id: str | None) -> bool:
+def may_read(
+    order: Order, principal: Principal | None, session_id: str | None, token: str | None = None
+) -> bool:
     if principal is not None:
         if order.user_id is not None and order.user_id == principal.user_id:
             return True
         email = verified_email(principal)
         if order.user_id is None and email and order.email.lower() == email.strip().lower():
             return True
-    if session_id and order.stripe_session_id:
-        return hmac.compare_digest(session_id.encode(), order.stripe_session_id.encode())
-    return False
+    return token_opens(order, token) or redirect_opens(order, session_id, utcnow())
 
 
 def _envelope_meta(event: Envelope) -> dict[str, Any]:

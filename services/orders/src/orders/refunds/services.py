@@ -20,13 +20,13 @@ from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.models import Order, RefundRequest
+from orders.ordering.links import order_page_url, sealed_guest_url
 from orders.ordering.repositories import OrderRepository
 from orders.ordering.status import PAID_STATUSES, OrderStatus
 from orders.outbox import outbox
 from orders.refunds.checkout import ask_checkout_to_refund
 from orders.refunds.repositories import RefundRepository
 from orders.refunds.schemas import RefundOrder
-from orders.tracking.services import order_page_url
 
 
 class RefundService:
@@ -132,5 +132,6 @@ async def announce_refund(
             fully_refunded=order.amount_refunded >= order.total,
             restock=restock,
             order_url=order_page_url(order),
+            sealed_order_url=sealed_guest_url(order),
         ),
     )

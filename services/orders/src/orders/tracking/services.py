@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from urllib.parse import urlencode
 
 import structlog
 from ember_shared.events.contracts import OrderDelivered, OrderShipped
 from ember_shared.problems import Problem
-from ember_shared.settings import service_settings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.models import Order, TrackingEvent
+from orders.ordering.links import order_page_url, sealed_guest_url
 from orders.ordering.services import OrderService, utcnow
 from orders.ordering.status import SHIPPABLE, OrderStatus
 from orders.outbox import outbox
@@ -36,15 +35,6 @@ S = OrderStatus
 def link_for(settings: TrackingSettings, carrier: str, number: str) -> str:
     template, forced = settings.link_template()
     return tracking_url(carrier, number, template, forced=forced)
-
-
-def order_page_url(order: Order) -> str:
-    """Where the mail about this order sends the shopper. A guest has no account to sign in
-    to: the Stripe session that paid is what lets them see it, as on the payment's return."""
-    page = f"{service_settings('orders').app.public_url.rstrip('/')}/order/{order.id}"
-    if order.user_id is None and order.stripe_session_id:
-        return f"{page}?{urlencode({'session_id': order.stripe_session_id})}"
-    return page
 
 
 def request_for(carrier: str, number: str) -> TrackRequest:
@@ -109,6 +99,7 @@ class TrackingService:
                 tracking_number=number,
                 tracking_url=link_for(self.settings, name, number),
                 order_url=order_page_url(order),
+                sealed_order_url=sealed_guest_url(order),
             ),
         )
         return order, True
@@ -197,6 +188,7 @@ class TrackingService:
                     tracking_number=number_of(order),
                     delivered_at=delivered_at.isoformat(),
                     order_url=order_page_url(order),
+                    sealed_order_url=sealed_guest_url(order),
                 ),
             )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
@@ -27,6 +28,10 @@ from storefront.pages.cart import load_cart
 from storefront.web import render
 
 SessionId = Annotated[str | None, Parameter(max_length=255, pattern=r"^[A-Za-z0-9_]+$")]
+#: The secret of the order link mailed to a guest (orders keeps only its hash).
+OrderToken = Annotated[
+    str | None, Parameter(query="token", max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
+]
 COUNTRIES: dict[str, str] = {
     "US": "United States",
     "CA": "Canada",
@@ -245,7 +250,7 @@ def _status(problem: ApiProblem) -> int:
 
 
 async def order_state(
-    api: Api, order_id: uuid.UUID, session_id: str | None
+    api: Api, order_id: uuid.UUID, session_id: str | None, token: str | None = None
 ) -> dict[str, Any] | None:
     """What the shopper may know of ``order_id`` now; None when it is not theirs (or not at all).
 
@@ -253,7 +258,8 @@ async def order_state(
     perhaps, not confirmed by its webhook yet), ``open`` (not paid yet), ``failed``,
     ``expired``, ``cancelled``.
     """
-    params = {"session_id": session_id}
+    # Stripe's session id (the success redirect, for a short while) or the mailed link's token.
+    params = {"session_id": session_id, "token": token}
     try:
         order = await api.get("orders", f"/api/orders/{order_id}", params=params)
     except ApiProblem as problem:
@@ -272,7 +278,9 @@ async def order_state(
             state = "paid"
         return {"state": state, "order": order, "tracking": await _tracking(api, order, params)}
     try:
-        checkout = await api.get("checkout", f"/api/checkout/session/{order_id}", params=params)
+        checkout = await api.get(
+            "checkout", f"/api/checkout/session/{order_id}", params={"session_id": session_id}
+        )
     except ApiProblem as problem:
         if problem.status in (400, 404):
             return None
@@ -333,18 +341,20 @@ def _order_context(
     session_id: str | None,
     found: dict[str, Any],
     n: int,
+    *,
+    token: str | None = None,
 ) -> dict[str, Any]:
     settings = request.app.state.storefront_settings
     waited = n * settings.order_poll_seconds
     polling = (
         found["state"] in ("confirming", "open") and waited < settings.order_poll_limit_seconds
     )
-    poll_url = f"/order/{order_id}/status?n={n + 1}"
-    if session_id:
-        poll_url += f"&session_id={session_id}"
+    keys = {k: v for k, v in (("session_id", session_id), ("token", token)) if v}
+    poll_url = f"/order/{order_id}/status?{urlencode({'n': n + 1, **keys})}"
     return {
         **found,
         "order_id": str(order_id),
+        "order_query": f"?{urlencode(keys)}" if keys else "",
         "short_id": str(order_id).split("-")[-1][-8:].upper(),
         "polling": polling,
         "poll_url": poll_url,
@@ -360,10 +370,12 @@ async def order_page(
     request: Request[Any, Any, Any],
     api: Api,
     visitor: Visitor,
+    *,
     order_id: uuid.UUID,
     session_id: SessionId = None,
+    token: OrderToken = None,
 ) -> Response[str]:
-    found = await order_state(api, order_id, session_id)
+    found = await order_state(api, order_id, session_id, token)
     if found is None:
         return error_response(
             request,
@@ -372,7 +384,8 @@ async def order_page(
             "An order shows in the browser it was bought in, or to the account that placed it. "
             "Sign in to see your orders, or check the link in your confirmation email.",
         )
-    return render(request, "order.html", _order_context(request, order_id, session_id, found, 0))
+    context = _order_context(request, order_id, session_id, found, 0, token=token)
+    return render(request, "order.html", context)
 
 
 @get("/order/{order_id:uuid}/status", name="order-status", include_in_schema=False, cache=False)
@@ -383,13 +396,14 @@ async def order_status(
     *,
     order_id: uuid.UUID,
     session_id: SessionId = None,
+    token: OrderToken = None,
     n: Annotated[int, Parameter(ge=0, le=10_000)] = 0,
 ) -> Response[str]:
-    found = await order_state(api, order_id, session_id)
+    found = await order_state(api, order_id, session_id, token)
     if found is None:
         found = {"state": "confirming", "order": None}
     paid = found["state"] == "paid"
-    context = _order_context(request, order_id, session_id, found, n)
+    context = _order_context(request, order_id, session_id, found, n, token=token)
     # The cart empties when the cart service handles the payment, which may come a moment
     # after orders did: the badge keeps asking until it does.
     context["settle_cart"] = paid
