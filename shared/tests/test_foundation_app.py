@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import pytest
 from ember_shared.app import ServiceSpec, create_service_app
@@ -10,6 +11,8 @@ from ember_shared.auth import Principal, provide_principal, requires_admin, requ
 from ember_shared.problems import Problem
 from ember_shared.testing.tokens import KeyPair, TokenFactory
 from litestar import Litestar, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 from litestar.testing import AsyncTestClient
 
 
@@ -20,6 +23,13 @@ async def hello() -> dict[str, str]:
 
 @post("/api/foundation/echo")
 async def echo(data: dict[str, int]) -> dict[str, int]:
+    return data
+
+
+@post("/api/foundation/form")
+async def form(
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> dict[str, str]:
     return data
 
 
@@ -57,7 +67,7 @@ def app(ember_env: object) -> Litestar:
             name="foundationtest",
             title="Foundation test",
             description="A bare service for the factory's tests.",
-            route_handlers=[hello, echo, teapot, boom, me, admin_only, cookie_write],
+            route_handlers=[hello, echo, form, teapot, boom, me, admin_only, cookie_write],
         )
     )
 
@@ -176,13 +186,85 @@ async def test_cookie_writes_need_the_csrf_header(
     client: AsyncTestClient[Litestar], tokens: TokenFactory
 ) -> None:
     token, _ = tokens.customer()
-    cookies = {"ember_access": token, "ember_csrf": "abc123"}
+    csrf = tokens.csrf(token)
+    cookies = {"ember_access": token, "ember_csrf": csrf}
     refused = await client.post("/api/foundation/cookie-write", cookies=cookies)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/csrf")
     allowed = await client.post(
-        "/api/foundation/cookie-write", cookies=cookies, headers={"X-CSRF-Token": "abc123"}
+        "/api/foundation/cookie-write", cookies=cookies, headers={"X-CSRF-Token": csrf}
     )
     assert allowed.status_code == 201
     bearer = await client.post("/api/foundation/cookie-write", headers=tokens.bearer(token))
     assert bearer.status_code == 201
+
+
+async def test_a_csrf_pair_not_bound_to_the_session_is_refused(
+    client: AsyncTestClient[Litestar], tokens: TokenFactory
+) -> None:
+    """An equal cookie and header pair someone planted (or another session's token) does not
+    pass: the token must be the one of the access token's own session."""
+    token, _ = tokens.customer()
+    other, _ = tokens.customer()
+    for planted in ("abc123", tokens.csrf(other)):
+        forged = await client.post(
+            "/api/foundation/cookie-write",
+            cookies={"ember_access": token, "ember_csrf": planted},
+            headers={"X-CSRF-Token": planted},
+        )
+        assert forged.status_code == 403, planted
+        assert forged.json()["type"].endswith("/csrf")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+async def test_a_json_body_is_taken_only_as_json(
+    client: AsyncTestClient[Litestar], content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post("/api/foundation/echo", content=b'{"a": 1}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/unsupported-media-type")
+    for json_type in ("application/json", "application/json; charset=utf-8", "application/x+json"):
+        ok = await client.post(
+            "/api/foundation/echo", content=b'{"a": 1}', headers={"content-type": json_type}
+        )
+        assert ok.status_code == 201, (json_type, ok.text)
+
+
+async def test_a_route_that_reads_another_media_type_takes_only_that(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    ok = await client.post("/api/foundation/form", data={"a": "1"})
+    assert ok.status_code == 201, ok.text
+    assert ok.json() == {"a": "1"}
+    refused = await client.post("/api/foundation/form", json={"a": "1"})
+    assert refused.status_code == 415
+    assert refused.json()["detail"] == "Send this request as application/x-www-form-urlencoded."
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "https://evil.example", "sec-fetch-site": "cross-site"},
+    ],
+)
+async def test_cross_site_changes_are_refused_whoever_sends_them(
+    client: AsyncTestClient[Litestar], tokens: TokenFactory, headers: dict[str, str]
+) -> None:
+    token, _ = tokens.customer()
+    for extra in ({}, tokens.bearer(token)):
+        response = await client.post("/api/foundation/echo", json={"a": 1}, headers=headers | extra)
+        assert response.status_code == 403, response.text
+        assert response.json()["type"].endswith("/cross-site")
+    # Reading is never refused; the shop's own pages (same origin) change things as before.
+    assert (await client.get("/api/foundation/hello", headers=headers)).status_code == 200
+    same_site = {"origin": "http://testserver.local", "sec-fetch-site": "same-origin"}
+    ok = await client.post("/api/foundation/echo", json={"a": 1}, headers=same_site)
+    assert ok.status_code == 201, ok.text

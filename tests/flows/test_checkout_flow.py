@@ -355,3 +355,72 @@ def test_a_browser_pays_on_the_hosted_page(shop: Shop) -> None:
             lambda: row if (row := shop.inventory(product_id, name))["on_hand"] == 2 else None,
             "the sale in catalog",
         )
+
+
+def test_a_cross_site_page_cannot_change_or_wipe_a_guests_cart(shop: Shop) -> None:
+    """What a page on another site can make a guest's browser send to the shop, with the guest's
+    cart cookie: a form post (urlencoded, multipart or text/plain, the last carrying JSON) or a
+    no-preflight fetch. Each is refused at the services behind Caddy and the cart keeps its
+    line; the shop's own pages (same origin, JSON) go on working."""
+    product_id, _ = shop.product(price=1200, on_hand=10)
+    with shop.browser() as browser:
+        add_to_cart(browser, product_id, 2)
+        assert browser.cookies.get("ember_cart")
+        as_json = json.dumps({"lines": [{"product_id": product_id, "quantity": 0}]})
+        one_line = json.dumps({"product_id": product_id, "quantity": 5})
+        cross_site = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+        forgeries: list[tuple[str, str, str | None, dict[str, str]]] = [
+            ("DELETE", "/api/cart", None, cross_site),
+            ("DELETE", f"/api/cart/items/{product_id}", None, cross_site),
+            ("PATCH", "/api/cart", as_json, {**cross_site, "Content-Type": "text/plain"}),
+            ("POST", "/api/cart/items", one_line, {**cross_site, "Content-Type": "text/plain"}),
+            (
+                "POST",
+                "/api/cart/items",
+                f"product_id={product_id}&quantity=5",
+                {**cross_site, "Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            # An older browser that marks nothing: the Origin alone gives it away.
+            ("DELETE", "/api/cart", None, {"Origin": "https://evil.example"}),
+            ("DELETE", "/api/cart", None, {"Sec-Fetch-Site": "cross-site"}),
+        ]
+        for method, path, body, headers in forgeries:
+            response = browser.request(method, path, content=body, headers=headers)
+            assert response.status_code == 403, (method, path, headers, response.text)
+            assert response.headers["content-type"].startswith(PROBLEM)
+            assert response.json()["type"].endswith("/cross-site")
+        # And with no mark at all, JSON in a form's content type is still not taken as JSON.
+        for content_type in (
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ):
+            for method, path, body in (
+                ("PATCH", "/api/cart", as_json),
+                ("PATCH", f"/api/cart/items/{product_id}", json.dumps({"quantity": 0})),
+                ("POST", "/api/cart/items", one_line),
+            ):
+                response = browser.request(
+                    method, path, content=body, headers={"Content-Type": content_type}
+                )
+                assert response.status_code == 415, (method, path, content_type, response.text)
+                assert response.json()["type"].endswith("/unsupported-media-type")
+            checkout = browser.post(
+                "/api/checkout/session",
+                content=json.dumps({"email": "flow@example.com", "shipping_address": ADDRESS}),
+                headers={"Content-Type": content_type},
+            )
+            assert checkout.status_code == 415, (content_type, checkout.text)
+        cart = browser.get("/api/cart").json()
+        assert [(line["product_id"], line["quantity"]) for line in cart["lines"]] == [
+            (product_id, 2)
+        ]
+        # The shop's own page: same origin, JSON.
+        own = browser.patch(
+            f"/api/cart/items/{product_id}",
+            json={"quantity": 3},
+            headers={"Origin": shop.stack.url, "Sec-Fetch-Site": "same-origin"},
+        )
+        assert own.status_code == 200, own.text
+        assert own.json()["lines"][0]["quantity"] == 3

@@ -136,10 +136,11 @@ async def test_csrf_cookie_authenticated_writes_need_the_header_bearer_does_not(
     browsers, catalog, tokens
 ):
     token, _ = tokens.customer()
+    csrf = tokens.csrf(token)
     product = catalog.add()
     browser = browsers()
     browser.client.cookies.set("ember_access", token, domain="shop.test")
-    browser.client.cookies.set("ember_csrf", "csrf-secret-value", domain="shop.test")
+    browser.client.cookies.set("ember_csrf", csrf, domain="shop.test")
     # Reading needs no CSRF header.
     assert (await browser.get()).status_code == 200
     body = problem(await browser.add(product, 1), 403, "csrf")
@@ -154,11 +155,16 @@ async def test_csrf_cookie_authenticated_writes_need_the_header_bearer_does_not(
         "csrf",
     )
     problem(await browser.delete(), 403, "csrf")
+    # A cookie and header pair planted by someone else (equal, but not this session's token).
+    planted = browsers()
+    planted.client.cookies.set("ember_access", token, domain="shop.test")
+    planted.client.cookies.set("ember_csrf", "planted-value", domain="shop.test")
+    problem(await planted.delete(headers={"X-CSRF-Token": "planted-value"}), 403, "csrf")
     assert browser.cart_cookie is None  # refused, not turned into a guest cart
     ok = await browser.post(
         "/api/cart/items",
         {"product_id": str(product), "quantity": 1},
-        headers={"X-CSRF-Token": "csrf-secret-value"},
+        headers={"X-CSRF-Token": csrf},
     )
     assert ok.status_code == 201
     # The same shopper by bearer token: no CSRF header needed, same cart.

@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 import pytest
 from ember_shared.auth import TokenVerifier
+from ember_shared.csrf import session_csrf_token
 from ember_shared.settings import AuthSettings
 from ember_shared.testing.tokens import KeyPair, TokenFactory
 from identity.app import create_app
@@ -174,6 +175,39 @@ async def test_cookie_authenticated_changes_need_the_csrf_echo(
     assert (
         await api.put("/api/user/profile", {"name": "Ada L"}, headers=bearer)
     ).status_code == 200
+
+
+async def test_a_planted_csrf_pair_is_not_the_sessions_and_is_refused(
+    signed_in: tuple[Browser, Account],
+) -> None:
+    """Someone who can set cookies for the shop (a sibling subdomain, a plain-HTTP hop) plants
+    ``ember_csrf`` and sends the same value as the header: it names no session, so nothing
+    changes (profile, sign out, refresh). The token identity hands out is the session's own."""
+    browser, account = signed_in
+    sid = jwt.decode(account.access_token, options={"verify_signature": False})["sid"]
+    issued = browser.cookie("ember_csrf")
+    assert issued == session_csrf_token(AuthSettings().csrf_key, sid)
+    session_before = browser.cookie("ember_session")
+    browser.client.cookies.set("ember_csrf", "planted-by-mallory", domain="shop.test")
+    for method, path, body in (
+        ("PUT", "/api/user/profile", {"name": "Mallory"}),
+        ("POST", "/api/auth/logout", None),
+        ("POST", "/api/auth/refresh", None),
+    ):
+        forged = await browser.request(method, path, json=body)  # echoes the planted cookie
+        assert forged.status_code == 403, (path, forged.text)
+        assert forged.json()["type"].endswith("/csrf")
+    assert browser.cookie("ember_session") == session_before  # not rotated, not cleared
+    profile = await browser.get("/api/user/profile")
+    assert profile.status_code == 200
+    assert profile.json()["name"] == "Ada Roaster"
+    # The session's own token still works for each (refresh last: it keeps the same token).
+    browser.client.cookies.set("ember_csrf", issued, domain="shop.test")
+    assert (await browser.put("/api/user/profile", {"name": "Ada"})).status_code == 200
+    refreshed = await browser.post("/api/auth/refresh")
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["csrf_token"] == issued
+    assert (await browser.post("/api/auth/logout")).status_code == 200
 
 
 # --- brute force ------------------------------------------------------------------------

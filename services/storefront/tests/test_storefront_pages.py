@@ -249,6 +249,29 @@ async def test_a_token_from_another_browser_does_not_work(
     assert forged.status_code == 403
 
 
+async def test_a_planted_form_token_pair_posted_from_another_site_is_refused(
+    browser: Browser, other_browser: Browser, coffees: list[dict]
+) -> None:
+    """Mallory's own valid pair (her form-token cookie and its token), planted in the shopper's
+    browser (a sibling subdomain can set cookies) and posted by her page: the browser names the
+    page's site, and the shop refuses a change from any site but its own."""
+    coffee = coffees[0]
+    token = csrf_of((await other_browser.get(f"/coffee/{coffee['slug']}")).text)
+    await browser.get("/")
+    browser.cookies.delete("ember_form_csrf")
+    browser.cookies.set("ember_form_csrf", other_browser.cookies["ember_form_csrf"])
+    form = {"product_id": coffee["id"], "quantity": "1", "_csrf_token": token}
+    for headers in (
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://mallory.shop.example", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        forged = await browser.post("/cart/items", form, headers=headers)
+        assert forged.status_code == 403, (headers, forged.status_code)
+    assert not browser.cookies.get("ember_cart"), "nothing was added"
+
+
 # --- checkout -------------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 A service describes itself with a :class:`ServiceSpec` (its routes, its models' base, its
 event handlers, its own dependencies) and :func:`create_service_app` adds what every service
 has: settings, JSON logs with request ids, problem details, the database session, Redis, token
-verification, probes, its OpenAPI document and the event runtime (outbox relay and consumers).
+verification, the cross-site checks (:mod:`ember_shared.csrf`), probes, its OpenAPI document
+and the event runtime (outbox relay and consumers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 from sqlalchemy.orm import DeclarativeBase
 
 from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
+from ember_shared.csrf import refuses_cross_site
 from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
@@ -139,6 +141,8 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             DefineMiddleware(AuthenticationMiddleware, verifier=verifier),
         ],
         exception_handlers=exception_handlers(),
+        # Every state change: none from another site, a JSON body only as application/json.
+        guards=[refuses_cross_site],
         dependencies=dict(spec.dependencies),
         lifespan=[resources, *spec.lifespans],
         on_startup=[document_problems],

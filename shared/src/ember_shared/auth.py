@@ -3,8 +3,10 @@
 Identity signs short-lived access tokens (EdDSA) and publishes its public keys as JWKS. Every
 service verifies them here, locally: the key set is fetched once and cached, refreshed when a
 token names a key id it does not know. A token arrives as ``Authorization: Bearer`` or in the
-``ember_access`` cookie; a state-changing request authenticated by cookie must also echo the
-``ember_csrf`` cookie in the ``X-CSRF-Token`` header (double submit), or it is refused.
+``ember_access`` cookie; a state-changing request authenticated by cookie must also send the
+session's CSRF token (the ``ember_csrf`` cookie) in the ``X-CSRF-Token`` header, or it is
+refused. The token is bound to the session (:mod:`ember_shared.csrf`): an equal cookie and
+header pair of someone else's making does not pass.
 
 A request without a valid token is anonymous; guards decide who may pass. A revoked session
 (sign out, password change, disabled account) is refused at once: identity lists its id in
@@ -32,13 +34,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ember_shared.csrf import UNSAFE_METHODS, csrf_matches
 from ember_shared.problems import Problem
 from ember_shared.settings import AuthSettings
 
 log = structlog.get_logger("ember.auth")
 
 ALGORITHMS = ["EdDSA"]
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name, not a secret
 REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
 #: Revocations remembered locally for while Redis is away: longer than any access token lives.
@@ -216,6 +218,7 @@ class AuthenticationMiddleware:
     def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
         self.app = app
         self.verifier = verifier
+        self.csrf_key = verifier.settings.csrf_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -234,9 +237,10 @@ class AuthenticationMiddleware:
             except (jwt.PyJWTError, ValueError) as exc:
                 auth_error = _describe(exc)
         if principal is not None and from_cookie and scope.get("method") in UNSAFE_METHODS:
-            expected = cookies.get(self.verifier.settings.csrf_cookie, "")
+            # The session's own token, not merely the cookie's value: a planted cookie and a
+            # header equal to it name no session.
             given = headers.get(self.verifier.settings.csrf_header.lower(), "")
-            if not expected or not hmac.compare_digest(expected, given):
+            if not csrf_matches(self.csrf_key, principal.session_id, given):
                 principal = None
                 auth_error = "csrf"
         scope["user"] = principal
@@ -272,7 +276,7 @@ def _unauthenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Problem:
     reason = connection.scope.get("auth")
     if reason == "csrf":
         return Problem(
-            403, "csrf", "The CSRF token is missing or does not match the ember_csrf cookie."
+            403, "csrf", "The CSRF token is missing or is not this session's (ember_csrf cookie)."
         )
     if reason == "expired":
         return Problem(

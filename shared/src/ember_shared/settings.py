@@ -191,6 +191,15 @@ class AuthSettings:
     csrf_header: str = "X-CSRF-Token"
     #: Shared secret a service presents on ``/internal/...`` routes of another.
     service_token: str = field(default_factory=lambda: env_str("INTERNAL_SERVICE_TOKEN"))
+    #: Key of the session-bound CSRF tokens (:mod:`ember_shared.csrf`), the same in every
+    #: service; when unset, one derived from the service token.
+    csrf_secret: str = field(default_factory=lambda: env_str("AUTH_CSRF_SECRET"))
+
+    @property
+    def csrf_key(self) -> bytes:
+        from ember_shared.csrf import derive_csrf_key
+
+        return derive_csrf_key(self.service_token, self.csrf_secret)
 
 
 @dataclass(frozen=True)

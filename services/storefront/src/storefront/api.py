@@ -29,6 +29,7 @@ import httpx
 import jwt
 import structlog
 from ember_shared.auth import Principal, TokenVerifier
+from ember_shared.csrf import CSRF_COOKIE
 from ember_shared.logging import CORRELATION_ID_HEADER, current_correlation_id
 from ember_shared.settings import service_url
 from litestar import Request
@@ -38,7 +39,6 @@ log = structlog.get_logger("storefront.api")
 
 ACCESS_COOKIE = "ember_access"
 SESSION_COOKIE = "ember_session"
-CSRF_COOKIE = "ember_csrf"
 CART_COOKIE = "ember_cart"
 #: The cookies the storefront reads and relays; any other a service sets is relayed as well.
 MANAGED_COOKIES = (ACCESS_COOKIE, SESSION_COOKIE, CSRF_COOKIE, CART_COOKIE)

@@ -11,6 +11,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ember_shared.csrf import session_csrf_token
 from ember_shared.settings import AuthSettings
 
 TEST_KEY_ID = "ember-test-key"
@@ -84,6 +85,11 @@ class TokenFactory:
     def admin(self, **kwargs: Any) -> tuple[str, uuid.UUID]:
         user_id = uuid.uuid4()
         return self.mint(user_id, roles=("customer", "admin"), **kwargs), user_id
+
+    def csrf(self, token: str) -> str:
+        """The CSRF token identity would hand out with ``token``'s session."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return session_csrf_token(self.settings.csrf_key, str(claims["sid"]))
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:

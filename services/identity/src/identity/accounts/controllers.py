@@ -16,8 +16,8 @@ from litestar.status_codes import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.accounts.cookies import (
-    CSRF_COOKIE,
     SESSION_COOKIE,
+    check_session_csrf,
     cleared_cookies,
     requires_json,
     requires_json_or_csrf,
@@ -133,9 +133,7 @@ class AuthController(Controller):
     ) -> Response[Any]:
         raw = request.cookies.get(SESSION_COOKIE, "")
         try:
-            issued = await Sessions(db_session, identity).refresh(
-                raw, meta=meta, csrf_token=request.cookies.get(CSRF_COOKIE, "")[:100]
-            )
+            issued = await Sessions(db_session, identity).refresh(raw, meta=meta)
         except SessionRefused:
             # The request owns the transaction, and this error answer must still keep what
             # was decided: a session ended because its old refresh token was replayed.
@@ -151,6 +149,8 @@ class AuthController(Controller):
             for cookie in cleared_cookies(identity):
                 response.set_cookie(cookie)
             return response
+        # Refused here rolls the rotation back: the request's transaction commits only on 2xx.
+        check_session_csrf(request, identity, str(issued.session.id))
         return signed_in_response(issued, identity)
 
     @post(
@@ -175,6 +175,7 @@ class AuthController(Controller):
         raw = request.cookies.get(SESSION_COOKIE, "")
         session = await sessions.find(raw) if raw and len(raw) <= 200 else None
         if session is not None:
+            check_session_csrf(request, identity, str(session.id))
             await sessions.revoke([session], reason="sign-out")
             await record(
                 db_session,

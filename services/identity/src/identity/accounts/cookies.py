@@ -2,7 +2,8 @@
 
 - ``ember_session``: the refresh token. httpOnly, SameSite=Lax, Secure outside local mode.
 - ``ember_access``: the short-lived access token, httpOnly, read by every service.
-- ``ember_csrf``: readable by the page, echoed in ``X-CSRF-Token`` (double submit).
+- ``ember_csrf``: the session's CSRF token (:mod:`ember_shared.csrf`, bound to the session),
+  readable by the page, echoed in ``X-CSRF-Token``.
 
 Routes that act before anyone is signed in (register, sign-in, password reset) cannot use the
 double-submit check, so they accept only ``application/json`` bodies: a cross-site form cannot
@@ -12,9 +13,9 @@ session cookie off cross-site POSTs as well.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
+from ember_shared.csrf import CSRF_COOKIE, CSRF_HEADER, csrf_matches, is_json
 from ember_shared.problems import Problem
 from litestar import Response
 from litestar.connection import ASGIConnection
@@ -28,8 +29,6 @@ from identity.models import User
 
 SESSION_COOKIE = "ember_session"
 ACCESS_COOKIE = "ember_access"
-CSRF_COOKIE = "ember_csrf"
-CSRF_HEADER = "x-csrf-token"
 
 
 def user_out(user: User) -> UserOut:
@@ -122,10 +121,7 @@ def signed_in_response(issued: Issued, identity: Identity, status: int = 200) ->
 
 
 def _is_json(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    media_type = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
+    return is_json(connection.headers.get("content-type", ""))
 
 
 def requires_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -138,21 +134,38 @@ def requires_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
         )
 
 
+def _csrf_refused() -> Problem:
+    return Problem(
+        403,
+        "csrf",
+        "Send this request as application/json or with this session's X-CSRF-Token header.",
+        title="Cross-site request refused",
+    )
+
+
+def needs_csrf_echo(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """A body-less session route sent neither as JSON nor with a bearer token: only the
+    session's own CSRF token in the header shows it came from the shop's pages."""
+    return not _is_json(connection) and not connection.headers.get(
+        "authorization", ""
+    ).lower().startswith("bearer ")
+
+
 def requires_json_or_csrf(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
-    """For body-less session routes (refresh, sign out): JSON, a bearer token, or the CSRF echo."""
-    if _is_json(connection) or connection.headers.get("authorization", "").lower().startswith(
-        "bearer "
+    """For body-less session routes (refresh, sign out): JSON, a bearer token, or the CSRF echo
+    (whose session the handler checks with :func:`check_session_csrf` once it knows it)."""
+    if needs_csrf_echo(connection) and not connection.headers.get(CSRF_HEADER, ""):
+        raise _csrf_refused()
+
+
+def check_session_csrf(
+    connection: ASGIConnection[Any, Any, Any, Any], identity: Identity, session_id: str
+) -> None:
+    """The echoed token must be this session's: an equal cookie and header of someone else's
+    making are refused."""
+    if needs_csrf_echo(connection) and not csrf_matches(
+        identity.service.auth.csrf_key, session_id, connection.headers.get(CSRF_HEADER, "")
     ):
-        return
-    expected = connection.cookies.get(CSRF_COOKIE, "")
-    given = connection.headers.get(CSRF_HEADER, "")
-    if expected and hmac.compare_digest(expected.encode(), given.encode()):
-        return
-    raise Problem(
-        403,
-        "csrf",
-        "Send this request as application/json or with the X-CSRF-Token header.",
-        title="Cross-site request refused",
-    )
+        raise _csrf_refused()

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ember_shared.auth import REVOKED_SESSION_KEY
+from ember_shared.csrf import session_csrf_token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.accounts.repositories import SessionRepository, UserRepository
@@ -101,9 +102,14 @@ class Sessions:
             method=method,
             session_id=str(session.id),
         )
-        return Issued(user, session, self._mint(user, session), refresh, new_secret())
+        return Issued(user, session, self._mint(user, session), refresh, self.csrf_token(session))
 
-    async def refresh(self, raw: str, *, meta: RequestMeta, csrf_token: str) -> Issued:
+    def csrf_token(self, session: Session) -> str:
+        """The session's CSRF token: bound to it, so every service can check it against the
+        access token's ``sid`` and a token made up by someone else never passes."""
+        return session_csrf_token(self.identity.service.auth.csrf_key, str(session.id))
+
+    async def refresh(self, raw: str, *, meta: RequestMeta) -> Issued:
         if not raw or len(raw) > 200:
             raise SessionRefused
         now = now_utc()
@@ -140,7 +146,7 @@ class Sessions:
         session.last_used_at = now
         session.expires_at = now + dt.timedelta(seconds=self.identity.settings.session_ttl_seconds)
         return Issued(
-            user, session, self._mint(user, session), new_refresh, csrf_token or new_secret()
+            user, session, self._mint(user, session), new_refresh, self.csrf_token(session)
         )
 
     @staticmethod

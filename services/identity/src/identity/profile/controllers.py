@@ -1,7 +1,7 @@
 """``/api/user/*``: the signed-in customer's profile, password, sessions and addresses.
 
 Every unsafe route here is cookie- or bearer-authenticated; the shared middleware refuses a
-cookie-authenticated one whose ``X-CSRF-Token`` does not match the ``ember_csrf`` cookie.
+cookie-authenticated one whose ``X-CSRF-Token`` is not its session's CSRF token (``ember_csrf``).
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ import contextlib
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+from ember_shared.csrf import CSRF_COOKIE
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Redirect
 
-from storefront.api import CSRF_COOKIE, SESSION_COOKIE, Api, ApiProblem, Visitor
+from storefront.api import SESSION_COOKIE, Api, ApiProblem, Visitor
 from storefront.forms import Form
 from storefront.messages import SIGN_UP_LINK_INVALID, friendly
 from storefront.web import redirect, render, safe_next
