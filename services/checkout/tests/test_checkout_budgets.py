@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from checkout.payments import StripeGateway
+from checkout.reconciliation.services import reconcile_once
 from checkout.upstream import Upstream
 from checkout_testkit import World, free_port, serve
 from sqlalchemy import text
@@ -307,3 +308,24 @@ async def test_a_claim_whose_request_died_lapses(world: World) -> None:
             )
     assert await start(world, product_id, 1, ip, "next@example.com") == 201
     assert await claims_of(world, ip) == 0
+    # Those of an address that never comes back go with the reconciler's next pass.
+    gone_ip = "203.0.113.13"
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO checkout.hold_claims (id, cart_id, client_ip, email, units, "
+                "expires_at) VALUES (:id, :cart, :ip, 'gone@example.com', 1, :at)"
+            ),
+            {
+                "id": uuid.uuid4(),
+                "cart": uuid.uuid4(),
+                "ip": gone_ip,
+                "at": datetime.now(UTC) - timedelta(seconds=1),
+            },
+        )
+    state = world.apps["checkout"].state
+    # (A batch of none: earlier tests' checkouts are not asked about at Stripe here.)
+    await reconcile_once(
+        world.engine, state.stripe, replace(state.checkout_settings, reconcile_batch=0)
+    )
+    assert await claims_of(world, gone_ip) == 0

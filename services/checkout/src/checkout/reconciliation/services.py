@@ -7,7 +7,8 @@ or pending and have not been heard of for ``CHECKOUT_RECONCILE_AFTER_S`` (see
 Stripe for each Checkout Session, and hands what it learns to
 :meth:`WebhookService.reconcile`: the webhook's own claim-and-move path, in a transaction of its
 own, so the order is paid, the stock sold and the mail sent exactly as if the webhook had come,
-and the webhook that comes after all changes nothing.
+and the webhook that comes after all changes nothing. Each pass also deletes lapsed stock-hold
+claims (:class:`checkout.models.HoldClaim`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout.payments import PaymentProviderError, StripeGateway
 from checkout.reconciliation.repositories import ReconciliationRepository
+from checkout.sessions.repositories import HoldBudgetRepository
 from checkout.settings import CheckoutSettings
 from checkout.webhooks.services import WebhookService
 
@@ -39,10 +41,13 @@ async def reconcile_once(
     engine: AsyncEngine, gateway: StripeGateway, settings: CheckoutSettings
 ) -> Pass:
     async with AsyncSession(engine, expire_on_commit=False) as db, db.begin():
-        quiet_since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settings.reconcile_after_s)
+        now = dt.datetime.now(dt.UTC)
+        quiet_since = now - dt.timedelta(seconds=settings.reconcile_after_s)
         due = await ReconciliationRepository(db).lease_due(
             quiet_since=quiet_since, limit=settings.reconcile_batch
         )
+        # Stock-hold claims left by starts that died (a crash between claim and settling).
+        await HoldBudgetRepository(db).forget_lapsed(now)
     asked = applied = 0
     for checkout in due:
         try:

@@ -96,6 +96,11 @@ class HoldBudgetRepository:
             )
         )
 
+    async def forget_lapsed(self, now: dt.datetime) -> int:
+        """Every lapsed claim (each subject's are also deleted when it next checks out)."""
+        result = await self.session.execute(delete(HoldClaim).where(HoldClaim.expires_at <= now))
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def drop_claim(self, claim_id: uuid.UUID) -> None:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
