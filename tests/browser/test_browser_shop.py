@@ -105,7 +105,7 @@ async def test_a_guest_browses_buys_and_is_confirmed_by_the_webhook_not_the_redi
     (confirmation,) = [m for m in mails if m["subject"].endswith("is confirmed")]
     assert order_id[-8:].upper() in confirmation["subject"]
     # Opened on another device, with none of this browser's cookies: the link alone shows it.
-    link = re.search(r"https?://\S+/order/[0-9a-f-]+\?session_id=\S+", confirmation["text"])
+    link = re.search(r"https?://\S+/order/[0-9a-f-]+\?token=\S+", confirmation["text"])
     assert link, confirmation["text"]
     assert link.group(0).startswith(browser_shop.stack.url + "/order/")
     async with httpx.AsyncClient(timeout=20) as elsewhere:
