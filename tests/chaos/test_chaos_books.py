@@ -4,9 +4,10 @@ books must balance.
 
 Books: every Stripe session a shopper paid has exactly one paid order and one confirmation mail,
 the stock sold is the stock paid for, every outbox is drained, and the dead letters hold the
-poison and nothing else. Along the way: browsing answers through the Redis outage, every route
-answers once Redis has been back 5 s (Postgres 10 s), and no valid token is ever answered 401 (the services learn
-identity's key from its JWKS, again after each kill).
+poison and nothing else. Along the way: browsing and guest checkout answer (99 %) through the
+Redis outage (``EMBER_CHAOS_REDIS_OUTAGE_S``, 8 s by default, 30 s in the issue's measure),
+every route answers once Redis has been back 5 s (Postgres 10 s), and no valid token is ever
+answered 401 (the services learn identity's key from its JWKS, again after each kill).
 
 Key rotation is proven in ``shared/tests/test_auth_faults.py`` (one JWKS fetch for a burst with a
 new key id). Prints its figures. Run with ``make chaos`` (``.ci/run`` runs it too).
@@ -14,6 +15,7 @@ new key id). Prints its figures. Run with ``make chaos`` (``.ci/run`` runs it to
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -45,6 +47,8 @@ ADDRESS = {
 STOCK = 400
 #: The money path's services and the mail worker (orders also serves the signed-in traffic).
 KILLED = ("checkout", "orders", "notifier-worker")
+#: How long Redis stays down (the issue's measure is 30 s; CI keeps the suite short).
+REDIS_OUTAGE_S = float(os.environ.get("EMBER_CHAOS_REDIS_OUTAGE_S", "8"))
 #: How long every route has to be whole again once Redis is back (the issue's promise).
 SETTLE_AFTER_REDIS_S = 5.0
 #: Pools drop the connections the restart cut (pre-ping) and relays and consumers reconnect.
@@ -67,7 +71,7 @@ class Tally:
             if isinstance(outcome, Exception):
                 self.failed.append((phase, route, f"{type(outcome).__name__}: {outcome}"))
             elif outcome.status_code >= 400:
-                self.failed.append((phase, route, f"{outcome.status_code} {outcome.text[:120]}"))
+                self.failed.append((phase, route, f"{outcome.status_code} {outcome.text[:400]}"))
             else:
                 self.ok[phase, route] += 1
 
@@ -92,15 +96,26 @@ class Purchase:
     error: str = ""
 
 
-def _retrying(call: Callable[[], httpx.Response], ok: tuple[int, ...]) -> httpx.Response:
-    """A shopper presses again when the shop stumbles (a 5xx or a dropped connection)."""
+def _retrying(
+    call: Callable[[], httpx.Response],
+    ok: tuple[int, ...],
+    tally: Tally | None = None,
+    route: str = "",
+) -> httpx.Response:
+    """A shopper presses again when the shop stumbles (a 5xx or a dropped connection); every
+    press is counted in ``tally`` under the phase it was made in."""
     last: httpx.Response | Exception | None = None
     for _ in range(6):
+        phase = tally.phase if tally else ""
         try:
             response = call()
         except httpx.HTTPError as error:
             last = error
+            if tally:
+                tally.record(phase, route, error)
         else:
+            if tally:
+                tally.record(phase, route, response)
             if response.status_code in ok:
                 return response
             last = response
@@ -114,15 +129,22 @@ def _retrying(call: Callable[[], httpx.Response], ok: tuple[int, ...]) -> httpx.
     )
 
 
-def _buy(stack: Any, product_id: str, purchase: Purchase) -> None:
+#: The guest purchase's own routes, counted like the browsing traffic.
+GUEST_CHECKOUT = ("POST /api/cart/items (guest)", "POST /api/checkout/session (guest)")
+
+
+def _buy(stack: Any, product_id: str, purchase: Purchase, tally: Tally) -> None:
     with (
         httpx.Client(base_url=stack.url, timeout=30) as browser,
         httpx.Client(base_url=stack.service_url("stripe-standin"), timeout=30) as stripe,
     ):
         line = {"product_id": product_id, "quantity": 1}
-        _retrying(lambda: browser.post("/api/cart/items", json=line), (200, 201))
+        add, start = GUEST_CHECKOUT
+        _retrying(lambda: browser.post("/api/cart/items", json=line), (200, 201), tally, add)
         body = {"email": purchase.email, "shipping_address": ADDRESS}
-        started = _retrying(lambda: browser.post("/api/checkout/session", json=body), (201,))
+        started = _retrying(
+            lambda: browser.post("/api/checkout/session", json=body), (201,), tally, start
+        )
         checkout_url = started.json()["checkout_url"]
         purchase.session_id = checkout_url.rstrip("/").rsplit("/", 1)[-1]
         card = {"card_number": CARD_OK, "exp": "12 / 34", "cvc": "123", "name": "Grace"}
@@ -222,7 +244,7 @@ def test_the_books_balance_through_redis_and_postgres_restarts_kills_and_poison(
             with plock:
                 purchases.append(purchase)
             try:
-                _buy(stack, product_id, purchase)
+                _buy(stack, product_id, purchase, tally)
             except AssertionError as error:
                 purchase.error = str(error)
 
@@ -238,7 +260,7 @@ def test_the_books_balance_through_redis_and_postgres_restarts_kills_and_poison(
 
         tally.phase = "redis down"
         stack.stop_redis()
-        time.sleep(8)
+        time.sleep(REDIS_OUTAGE_S)
         tally.phase = "redis back"
         stack.start_redis()
         time.sleep(SETTLE_AFTER_REDIS_S)
@@ -288,13 +310,20 @@ def test_the_books_balance_through_redis_and_postgres_restarts_kills_and_poison(
     )
 
     browse = tuple(route for route, _ in browsing())
-    ok, bad = tally.count("redis down", browse)
-    assert ok
-    assert len(bad) <= (ok + len(bad)) // 100, bad[:10]
+    for during in (browse, GUEST_CHECKOUT):
+        ok, bad = tally.count("redis down", during)
+        print(f"redis down, {during[0]}...: {ok} answered, {len(bad)} failed")
+        assert ok, during
+        assert len(bad) <= (ok + len(bad)) // 100, bad[:10]
+    # Every route the steady traffic calls is whole again once Redis (Postgres) has settled.
+    # The buyers' own presses are counted and printed, not asserted here: a press that stumbles
+    # on a busy machine is pressed again, and the books below judge the purchases.
+    steady = (*browse, *(route for route, _ in signed_in()))
     for phase in ("calm", "redis settled", "postgres settled", "after"):
-        ok, bad = tally.count(phase)
+        ok, bad = tally.count(phase, steady)
         assert ok, phase
         assert not bad, (phase, bad[:10])
+        print(f"{phase}, guest checkout: {tally.count(phase, GUEST_CHECKOUT)[1][:3]}")
     unauthorised = [f for f in tally.failed if f[2].startswith("401")]
     assert not unauthorised, unauthorised[:10]
     # An outage is a 503 (or Caddy's 502 while a lone process restarts), never a 500.
