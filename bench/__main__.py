@@ -9,7 +9,9 @@
    product pages and searches, each cached and uncached (``X-Cache-Bypass: 1``, honoured only
    with ``EMBER_MODE=local``), ``BENCH_DURATION`` seconds each over ``BENCH_CONNECTIONS``
    keep-alive connections in interleaved rounds; then a cold-cache window (an admin edit every
-   second while listing and search are read through the cache).
+   second while listing and search are read through the cache); beside a stack it started, the
+   cached listing on an untraced and a traced catalog (10 % sampled, OTLP to a local sink) in
+   the same rounds (:mod:`bench.tracing`).
 3. The write path (``checkout``, :mod:`bench.checkout`): ``BENCH_BUYERS`` guest buyers,
    ``BENCH_BUYERS_CONCURRENT`` at a time, each a whole purchase to the confirmation mail.
 4. Prints the figures and the targets' verdicts and saves them as JSON in
@@ -41,6 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BYPASS = {"X-Cache-Bypass": "1"}
 MIN_RPS = 500
 MIN_RATIO = 0.5
+#: Tracing on at 10 % keeps at least this share of the cached listing's rate (same run).
+TRACED_MIN_RATIO = 0.9
 #: Typos ("etiopia", "chocolat", "grnder"), prefixes ("yirg"), several words, rare words (a
 #: grown catalog's farm names: "kalomi" is in about 6 products of 50,000, "kalomy" is its typo),
 #: and words nearly every product has ("coffee", "lot").
@@ -81,6 +85,8 @@ class Scenario:
     description: str
     paths: list[str]
     cached: bool | None  # None: not a cache scenario (the floor)
+    #: Another address than the gateway's (the tracing comparison's own catalogs).
+    base: str = ""
 
 
 def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
@@ -135,6 +141,11 @@ class Shop:
         self._stack: Any = None
         self._log: Any = None
         self.offset = 0
+
+    @property
+    def log(self) -> Any:
+        """The stack's log file (``None`` for a stack found running)."""
+        return self._log
 
     def service_url(self, name: str) -> str:
         from ember_shared.devstack import layout
@@ -381,7 +392,7 @@ async def measure(
         # Warm every connection path (and, for cached scenarios, every cache key) once.
         print(f"  warming {scenario.name:<18} {scenario.description}", flush=True)
         await load(
-            url,
+            scenario.base or url,
             scenario.paths,
             headers=BYPASS if scenario.cached is False else None,
             connections=connections,
@@ -392,7 +403,7 @@ async def measure(
         print(f"  round {number}/{rounds}: " + ", ".join(s.name for s in runnable), flush=True)
         for scenario in runnable:
             outcome = await load(
-                url,
+                scenario.base or url,
                 scenario.paths,
                 headers=BYPASS if scenario.cached is False else None,
                 connections=connections,
@@ -452,6 +463,59 @@ async def cold_cache(
     }
 
 
+def start_tracing_pair(shop: Shop) -> Any:
+    """Two more catalogs, untraced and traced at 10 % (:mod:`bench.tracing`); only beside a
+    stack the benchmark started (it knows that stack's environment)."""
+    if not shop.started or os.environ.get("BENCH_TRACING", "1") == "0":
+        return None
+    from bench.tracing import start_pair
+
+    print("  starting an untraced and a traced catalog (OTLP to a local sink, sampling 0.1) ...")
+    return start_pair(shop.env, shop.offset, cwd=ROOT, log=shop.log)
+
+
+def tracing_scenarios(pair: Any, listings: list[str]) -> list[Scenario]:
+    n = len(listings)
+    return [
+        Scenario(
+            "listing_untraced",
+            f"GET /api/products ({n} variants), from Redis, on a catalog of its own with "
+            "tracing off (its port, no Caddy)",
+            listings,
+            True,
+            pair.untraced_url,
+        ),
+        Scenario(
+            "listing_traced",
+            f"GET /api/products ({n} variants), from Redis, on a catalog of its own with "
+            "tracing on: OTLP/HTTP to a local sink, OTEL_TRACES_SAMPLER_ARG=0.1",
+            listings,
+            True,
+            pair.traced_url,
+        ),
+    ]
+
+
+def tracing_figures(pair: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if pair is None:
+        return {"skipped": "only beside a stack the benchmark starts (BENCH_TRACING=0: off)"}
+    from bench.tracing import SAMPLE_RATIO, settle
+
+    off = float(results.get("listing_untraced", {}).get("rps", 0.0))
+    on = float(results.get("listing_traced", {}).get("rps", 0.0))
+    received = settle(pair)
+    requests = int(results.get("listing_traced", {}).get("requests", 0))
+    return {
+        "sample_ratio": float(SAMPLE_RATIO),
+        "untraced_rps": off,
+        "traced_rps": on,
+        "ratio": round(on / off, 3) if off else None,
+        # Warm-up requests are traced too: the share is of everything the catalog answered.
+        "sink_received": received,
+        "measured_requests_traced_catalog": requests,
+    }
+
+
 def read_path(shop: Shop, report: dict[str, Any]) -> int:
     url = shop.url
     try:
@@ -469,7 +533,15 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
         f"catalog: {total} products; cache bypass {'honoured' if bypass_honoured else 'NOT honoured'}"
     )
     plan = scenarios(slugs, total)
-    results = asyncio.run(measure(url, plan, bypass_honoured))
+    pair = start_tracing_pair(shop)
+    if pair is not None:
+        plan += tracing_scenarios(pair, listing_variants(total))
+    try:
+        results = asyncio.run(measure(url, plan, bypass_honoured))
+        tracing = tracing_figures(pair, results)
+    finally:
+        if pair is not None:
+            pair.stop()
     connections = int(env_number("BENCH_CONNECTIONS", 16))
     if shop.env.get("ADMIN_PASSWORD"):
         listing = next(s for s in plan if s.name == "listing_cached").paths
@@ -530,6 +602,11 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
             "max": 100,
             "met": 0 < p99("cold_cache") <= 100,
         },
+        "cached_listing_traced_vs_untraced": {
+            "value": tracing.get("ratio"),
+            "min": TRACED_MIN_RATIO,
+            "met": (tracing.get("ratio") or 0) >= TRACED_MIN_RATIO,
+        },
     }
     report["catalog_products"] = total
     report["scenarios"] = results
@@ -542,6 +619,7 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
         "met": targets["cached_listing_vs_floor"]["met"],
     }
     report["targets"] = targets
+    report["tracing"] = tracing
     print_table(results)
     for name, target in targets.items():
         bound = f">= {target['min']}" if "min" in target else f"<= {target['max']}"
