@@ -276,8 +276,9 @@ def test_no_guest_order_link_rests_anywhere(
         f"/api/checkout/session/{order_id}",
     )
     assert admin_answers_holding(gateway, admin, address, secret, admin_views) == []
-    # The search does see what is there: the link's hash, as orders keeps it.
+    # The search does see what is there: the link's hash, as orders keeps it; the order in the log.
     assert "orders.orders" in postgres_holding(stack, hashlib.sha256(secret.encode()).hexdigest())
+    assert stack.log_path is None or log_holding(stack, order_id)
 
     # It is live: the mailed link opens the order page, and the order through the API, from a
     # browser that never saw the checkout; without it, the order is nobody's business.
@@ -289,3 +290,7 @@ def test_no_guest_order_link_rests_anywhere(
         assert elsewhere.get(f"/api/orders/{order_id}?token={secret}").status_code == 200
         assert elsewhere.get(f"/api/orders/{order_id}").status_code == 404
         assert elsewhere.get(f"/order/{order_id}").status_code == 404
+    # Using it stored it nowhere either (no cache, limiter or log keyed by the URL).
+    assert postgres_holding(stack, secret) == []
+    assert redis_holding(stack, secret) == []
+    assert not log_holding(stack, secret)
