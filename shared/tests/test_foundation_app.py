@@ -26,6 +26,11 @@ async def echo(data: dict[str, int]) -> dict[str, int]:
     return data
 
 
+@post("/api/foundation/private-echo", guards=[requires_signed_in])
+async def private_echo(data: dict[str, int]) -> dict[str, int]:
+    return data
+
+
 @post("/api/foundation/form")
 async def form(
     data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
@@ -67,7 +72,17 @@ def app(ember_env: object) -> Litestar:
             name="foundationtest",
             title="Foundation test",
             description="A bare service for the factory's tests.",
-            route_handlers=[hello, echo, form, teapot, boom, me, admin_only, cookie_write],
+            route_handlers=[
+                hello,
+                echo,
+                private_echo,
+                form,
+                teapot,
+                boom,
+                me,
+                admin_only,
+                cookie_write,
+            ],
         )
     )
 
@@ -228,6 +243,11 @@ async def test_a_json_body_is_taken_only_as_json(
     assert response.status_code == 415, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"].endswith("/unsupported-media-type")
+    # Who may call is answered first: an anonymous caller hears 401, not 415.
+    anonymous = await client.post(
+        "/api/foundation/private-echo", content=b'{"a": 1}', headers=headers
+    )
+    assert anonymous.status_code == 401, anonymous.text
     for json_type in ("application/json", "application/json; charset=utf-8", "application/x+json"):
         ok = await client.post(
             "/api/foundation/echo", content=b'{"a": 1}', headers={"content-type": json_type}

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from sqlalchemy.orm import DeclarativeBase
 
 from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
-from ember_shared.csrf import refuses_cross_site
+from ember_shared.csrf import refuses_cross_site, refuses_other_media_types
 from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
@@ -141,8 +141,10 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             DefineMiddleware(AuthenticationMiddleware, verifier=verifier),
         ],
         exception_handlers=exception_handlers(),
-        # Every state change: none from another site, a JSON body only as application/json.
+        # Every state change: none from another site; then, once the route's guards let the
+        # caller in, a JSON body only as application/json.
         guards=[refuses_cross_site],
+        before_request=refuses_other_media_types,
         dependencies=dict(spec.dependencies),
         lifespan=[resources, *spec.lifespans],
         on_startup=[document_problems],

@@ -11,13 +11,15 @@ Three parts, each refusing what the others might let through:
    made up (equal to each other, or planted from a sibling domain) names no session, so it is
    refused: only a page that could read the victim's own cookie can send the right value.
 2. **Cross-site state changes are refused outright** (:func:`refuses_cross_site`, a guard on
-   every app): a browser marks them ``Sec-Fetch-Site: cross-site`` and sends an ``Origin`` that
-   is not the shop's. That covers guests, whose only credential is the guest cart cookie and
-   who have no session to bind a token to. Server-to-server callers send neither header;
-   webhooks opt out anyway (``exclude_from_csrf=True`` in the handler's opt).
-3. **A JSON body is taken only as JSON.** A handler reading its ``data`` as JSON refuses any
-   other content type (``text/plain``, form encodings, none) with 415: a cross-site page can
-   send those without asking, but ``application/json`` needs a CORS preflight we never grant.
+   every app, before any other): a browser marks them ``Sec-Fetch-Site: cross-site`` and sends
+   an ``Origin`` that is not the shop's. That covers guests, whose only credential is the guest
+   cart cookie and who have no session to bind a token to. Server-to-server callers send
+   neither header; webhooks opt out anyway (``exclude_from_csrf=True`` in the handler's opt).
+3. **A JSON body is taken only as JSON** (:func:`refuses_other_media_types`, after the guards,
+   so an anonymous caller still hears 401 first). A handler reading its ``data`` as JSON
+   refuses any other content type (``text/plain``, form encodings, none) with 415: a
+   cross-site page can send those without asking, but ``application/json`` needs a CORS
+   preflight we never grant.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
 from litestar.handlers.base import BaseRouteHandler
@@ -121,8 +124,7 @@ def _origin_allowed(connection: ASGIConnection[Any, Any, Any, Any], origin: str)
 
 
 def refuses_cross_site(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
-    """App-wide guard: a state change a browser sent from another site is refused (403), and a
-    body is taken only in the media type its handler reads (415)."""
+    """App-wide guard: a state change a browser sent from another site is refused (403)."""
     if connection.scope.get("method") not in UNSAFE_METHODS or handler.opt.get(EXCLUDE_OPT):
         return
     fetch_site = connection.headers.get("sec-fetch-site", "").strip().lower()
@@ -136,10 +138,18 @@ def refuses_cross_site(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             "This change was sent from another site: it is refused.",
             title="Cross-site request refused",
         )
-    encoding = _body_encoding(handler)
-    if encoding is None or not _has_body(connection):
+
+
+async def refuses_other_media_types(request: Request[Any, Any, Any]) -> None:
+    """App-wide ``before_request`` hook (after the guards, so who may call is answered first): a
+    body is taken only in the media type its handler reads (415 otherwise)."""
+    handler = request.scope.get("route_handler")
+    if request.method not in UNSAFE_METHODS or handler is None or handler.opt.get(EXCLUDE_OPT):
         return
-    content_type = connection.headers.get("content-type", "")
+    encoding = _body_encoding(handler)
+    if encoding is None or not _has_body(request):
+        return
+    content_type = request.headers.get("content-type", "")
     if not _sends_right_media_type(encoding, content_type):
         wanted = "application/json" if encoding == RequestEncodingType.JSON.value else encoding
         raise Problem(
