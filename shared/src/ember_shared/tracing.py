@@ -189,4 +189,8 @@ def litestar_middleware() -> Any:
     return OpenTelemetryConfig(
         tracer_provider=_state["provider"],
         exclude=["/metrics", "/api/health/"],
+        # The ASGI send/receive spans say nothing the request's own span does not, and cost
+        # every request (sampled or not) two more spans: the cached listing lost a third of its
+        # rate to them (bench/tracing.py).
+        exclude_spans=["receive", "send"],
     ).middleware
