@@ -431,6 +431,26 @@ async def test_the_emailed_link_shows_a_guest_their_paid_order_in_the_browser_th
     assert (await other_browser.get(f"/order/{order_id}")).status_code == 404
 
 
+async def test_the_mailed_link_opens_a_guests_order_in_any_browser(
+    other_browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    """The confirmation mail's link carries a token of ours (orders keeps only its hash): it
+    opens the order on a device that never saw the checkout, and the page keeps it to poll."""
+    email = f"mailed-{uuid.uuid4().hex[:8]}@example.com"
+    order_id, _ = shop.buy(coffees[2]["id"], email=email)
+    shop.wait_paid(order_id)
+    token = shop.stack.mailed_token(email, f"/order/{order_id}")
+    page = assert_page(await other_browser.get(f"/order/{order_id}", params={"token": token}))
+    assert "your order is confirmed" in page
+    assert email in page
+    fragment = assert_page(
+        await other_browser.get(f"/order/{order_id}/status", params={"token": token, "n": 1})
+    )
+    assert "your order is confirmed" in fragment
+    forged = await other_browser.get(f"/order/{order_id}", params={"token": "A" * 43})
+    assert forged.status_code == 404
+
+
 async def test_a_declined_payment_is_shown_and_never_becomes_paid(
     browser: Browser, shop: Shop, coffees: list[dict]
 ) -> None:
@@ -454,26 +474,6 @@ async def test_the_status_fragment_keeps_polling_until_paid_then_stops(
     order_id = str(uuid.uuid4())
     missing = assert_page(await browser.get(f"/order/{order_id}/status", params={"n": 1}))
     assert 'hx-trigger="every 2s"' in missing
-async def test_the_mailed_link_opens_a_guests_order_in_any_browser(
-    other_browser: Browser, shop: Shop, coffees: list[dict]
-) -> None:
-    """The confirmation mail's link carries a token of ours (orders keeps only its hash): it
-    opens the order on a device that never saw the checkout, and the page keeps it to poll."""
-    email = f"mailed-{uuid.uuid4().hex[:8]}@example.com"
-    order_id, _ = shop.buy(coffees[2]["id"], email=email)
-    shop.wait_paid(order_id)
-    token = shop.stack.mailed_token(email, f"/order/{order_id}")
-    page = assert_page(await other_browser.get(f"/order/{order_id}", params={"token": token}))
-    assert "your order is confirmed" in page
-    assert email in page
-    fragment = assert_page(
-        await other_browser.get(f"/order/{order_id}/status", params={"token": token, "n": 1})
-    )
-    assert "your order is confirmed" in fragment
-    forged = await other_browser.get(f"/order/{order_id}", params={"token": "A" * 43})
-    assert forged.status_code == 404
-
-
     gave_up = assert_page(await browser.get(f"/order/{order_id}/status", params={"n": 500}))
     assert "hx-trigger" not in gave_up
     assert "taking longer than usual" in gave_up
