@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import pytest
 from orders_testkit import Checkout, problem
 
@@ -82,10 +83,46 @@ async def test_list_filters_by_status_and_searches(client, admin, place, deliver
 
 
 @pytest.mark.parametrize(
-    "query", ["status=teleported", "page_size=101", "page=0", "q=" + "x" * 201]
+    "query",
+    ["status=teleported", "page_size=101", "page=0", "q=" + "x" * 201, "attention=maybe"],
 )
 async def test_list_refuses_bad_filters(client, admin, query) -> None:
     problem(await client.get(f"/api/admin/orders?{query}", headers=admin), 400)
+
+
+async def test_a_flagged_payment_marks_the_order_and_staff_list_only_those(
+    client, admin, place, deliver
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    ordinary = await place(Checkout(email=f"ok-{marker}@example.com"))
+    flagged = Checkout(email=f"odd-{marker}@example.com")
+    await deliver(flagged.started())
+    note = "Stripe charged 1 USD; the checkout expected 2400 USD."
+    await deliver(msgspec.structs.replace(flagged.succeeded(), attention=note))
+
+    everything = (await client.get(f"/api/admin/orders?q={marker}", headers=admin)).json()
+    by_id = {o["id"]: o for o in everything["items"]}
+    assert by_id[str(flagged.order_id)]["attention"] == note
+    assert by_id[str(ordinary.order_id)]["attention"] is None
+    assert by_id[str(flagged.order_id)]["status"] == "paid"
+
+    only = await client.get(
+        "/api/admin/orders", params={"q": marker, "attention": "true"}, headers=admin
+    )
+    assert only.status_code == 200, only.text
+    assert [o["id"] for o in only.json()["items"]] == [str(flagged.order_id)]
+    assert only.json()["total"] == 1
+    others = (
+        await client.get(
+            "/api/admin/orders", params={"q": marker, "attention": "false"}, headers=admin
+        )
+    ).json()
+    assert [o["id"] for o in others["items"]] == [str(ordinary.order_id)]
+
+    detail = (await client.get(f"/api/admin/orders/{flagged.order_id}", headers=admin)).json()
+    assert detail["attention"] == note
+    plain = (await client.get(f"/api/admin/orders/{ordinary.order_id}", headers=admin)).json()
+    assert plain["attention"] is None
 
 
 async def test_detail_has_payment_references_and_history(client, admin, place) -> None:

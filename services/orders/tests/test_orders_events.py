@@ -186,6 +186,15 @@ async def test_a_payment_checkout_flagged_says_so_in_the_orders_history(deliver,
         id=checkout.order_id,
     )
     assert [r.reason for r in reasons] == [f"payment confirmed by Stripe; needs attention: {note}"]
+    assert (await db.order(checkout.order_id)).attention == note
+
+
+async def test_an_ordinary_payment_leaves_the_order_unflagged(deliver, db) -> None:
+    checkout = Checkout()
+    await deliver(checkout.started())
+    await deliver(checkout.succeeded())
+    order = await db.order(checkout.order_id)
+    assert (order.status, order.attention) == ("paid", None)
 
 
 async def test_outcomes_before_the_order_exists_are_applied_when_it_does(deliver, db) -> None:

@@ -97,6 +97,12 @@ class Order(EntityColumns, Base):
             unique=True,
             postgresql_where=text("stripe_invoice_id IS NOT NULL"),
         ),
+        # Staff's "needs attention" list: few rows, so a partial index keeps it cheap.
+        Index(
+            "ix_orders_attention_created",
+            "created_at",
+            postgresql_where=text("attention IS NOT NULL"),
+        ),
         Index(
             "ix_orders_subscription_created",
             "subscription_id",
@@ -169,6 +175,9 @@ class Order(EntityColumns, Base):
     tracking_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: Why staff should look before shipping, as checkout said when the payment came (a charge
+    #: of another amount, money taken after the checkout closed); None for an ordinary payment.
+    attention: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
     items: Mapped[list[OrderItem]] = relationship(
         back_populates="order",

@@ -225,6 +225,13 @@ class AdminOrderController(Controller):
                 description="The customer's address, when identity has proved it.",
             ),
         ] = None,
+        attention: Annotated[
+            bool | None,
+            Parameter(
+                description="true: only orders whose payment needs a look before shipping "
+                "(another amount, paid after the checkout closed); false: only the others."
+            ),
+        ] = None,
         page: Page = 1,
         page_size: AdminPageSize = 25,
     ) -> AdminOrderPage:
@@ -233,6 +240,7 @@ class AdminOrderController(Controller):
         rows, total = await orders.admin_page(
             status=status.value if status else None,
             query=q.strip() if q and q.strip() else None,
+            attention=attention,
             page=page,
             page_size=page_size,
             customer=(user_id, verified_email) if user_id is not None else None,

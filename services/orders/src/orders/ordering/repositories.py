@@ -80,8 +80,13 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         offset: int,
         limit: int,
         customer: tuple[uuid.UUID, str | None] | None = None,
+        attention: bool | None = None,
     ) -> tuple[Sequence[Order], int]:
         base = select(Order)
+        if attention is not None:
+            base = base.where(
+                Order.attention.is_not(None) if attention else Order.attention.is_(None)
+            )
         if customer is not None:
             base = base.where(owned_by(*customer))
         if status:

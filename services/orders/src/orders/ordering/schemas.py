@@ -135,6 +135,9 @@ class AdminOrderView(OrderView, kw_only=True):
     tracking_error: str | None
     fulfilled_at: dt.datetime | None
     refunded_at: dt.datetime | None
+    #: Why staff should look before shipping (checkout's note on the payment: another amount,
+    #: money taken after the checkout closed); None for an ordinary payment.
+    attention: str | None
     allowed_statuses: list[AdminStatusName]
     history: list[StatusChangeView]
 
@@ -153,6 +156,8 @@ class AdminOrderSummary(msgspec.Struct, kw_only=True):
     carrier: str | None
     tracking_number: str | None
     subscription_id: uuid.UUID | None
+    #: Checkout's note when the payment needs a look before shipping; None otherwise.
+    attention: str | None
 
 
 class AdminOrderPage(msgspec.Struct, kw_only=True):

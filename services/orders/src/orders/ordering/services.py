@@ -46,6 +46,8 @@ from orders.outbox import outbox
 log = structlog.get_logger("orders.ordering")
 
 S = OrderStatus
+#: The length of ``orders.attention``.
+ATTENTION_MAX = 1000
 
 
 def utcnow() -> dt.datetime:
@@ -162,6 +164,14 @@ class OrderService:
             order.payment_intent_id = data.payment_intent_id
         if order.user_id is None and data.user_id is not None:
             order.user_id = data.user_id
+        if data.attention:
+            # Flagged on the order itself (not only in its history), for staff's list and filter;
+            # a second flagged payment of an order adds its note to the first.
+            note = data.attention.strip()
+            if not order.attention:
+                order.attention = note[:ATTENTION_MAX]
+            elif note not in order.attention:
+                order.attention = f"{order.attention}; {note}"[:ATTENTION_MAX]
         current = S(order.status)
         if current not in PAID_STATUSES:
             reason = "payment confirmed by Stripe"
@@ -394,6 +404,7 @@ class OrderService:
         *,
         status: str | None,
         query: str | None,
+        attention: bool | None = None,
         page: int,
         page_size: int,
         customer: tuple[uuid.UUID, str | None] | None = None,
@@ -401,6 +412,7 @@ class OrderService:
         return await self.orders.search(
             status=status,
             query=query,
+            attention=attention,
             offset=(page - 1) * page_size,
             limit=page_size,
             customer=customer,

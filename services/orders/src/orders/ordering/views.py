@@ -107,6 +107,7 @@ def admin_order_view(
         tracking_error=order.tracking_error,
         fulfilled_at=order.fulfilled_at,
         refunded_at=order.refunded_at,
+        attention=order.attention,
         allowed_statuses=[s.value for s in allowed if s in ADMIN_TARGETS],  # type: ignore[misc]
         history=[
             StatusChangeView(
@@ -136,6 +137,7 @@ def admin_summary(order: Order) -> AdminOrderSummary:
         carrier=order.carrier,
         tracking_number=order.tracking_number,
         subscription_id=order.subscription_id,
+        attention=order.attention,
     )
 
 
