@@ -5,6 +5,10 @@ call :func:`run_env`. Use the command line for both directions:
 
     uv run python -m ember_shared.migrations upgrade catalog
     uv run python -m ember_shared.migrations revision catalog -m "add products"
+
+In production the migrator owns the schemas and every service logs in as a role of its own with
+rights on its own schema only (issue 10): ``upgrade --roles`` (or ``roles`` alone) creates or
+updates the roles ``ember_<service>``, their passwords read from ``<SERVICE>_DB_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -12,18 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ember_shared.settings import DatabaseSettings
 
 SERVICES_WITH_SCHEMAS = ("identity", "catalog", "cart", "checkout", "orders", "notifier")
+#: Every service that logs in to Postgres; the storefront has no schema (its readiness probe only
+#: connects), so its role gets no rights on any schema.
+SERVICES_WITH_ROLES = (*SERVICES_WITH_SCHEMAS, "storefront")
+ROLE_PREFIX = "ember_"
 
 
 def alembic_config(service: str, database_url: str | None = None) -> Config:
@@ -41,6 +51,100 @@ def alembic_config(service: str, database_url: str | None = None) -> Config:
 
 def upgrade(service: str, database_url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
+
+
+def role_password_variable(service: str) -> str:
+    """Where the migrator reads the password of ``service``'s role (``ORDERS_DB_PASSWORD``)."""
+    return f"{service.upper()}_DB_PASSWORD"
+
+
+def role_passwords(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every service's role password from the environment; all of them, or an error naming the
+    missing ones (a production migrator never leaves a service on the owner's role silently)."""
+    environ = os.environ if environ is None else environ
+    found = {s: environ.get(role_password_variable(s), "") for s in SERVICES_WITH_ROLES}
+    missing = [role_password_variable(s) for s, password in found.items() if not password]
+    if missing:
+        raise SystemExit(f"set {', '.join(missing)} (each service's own Postgres role)")
+    return found
+
+
+def _psycopg_url(url: str) -> str:
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def grant_service_roles(
+    passwords: Mapping[str, str], database_url: str | None = None, prefix: str = ROLE_PREFIX
+) -> list[str]:
+    """Create (or update) one login role per service with rights on its own schema only.
+
+    Run as the migrator, the owner of every schema, after the migrations: the role may read and
+    write the rows of its schema's tables (present and future: default privileges of the owner)
+    and use its sequences, and nothing else: no DDL, no other schema; PUBLIC loses every right on
+    the schemas. Idempotent: run it on every rollout (a changed password is set again, rights
+    granted by hand on another service's schema are taken back). Returns the roles' names.
+    """
+    engine = create_engine(_psycopg_url(database_url or DatabaseSettings().url))
+    roles: list[str] = []
+    try:
+        with engine.begin() as connection:
+            # One migrator at a time, as for the migrations themselves.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('migrate:roles'))"))
+            for schema in SERVICES_WITH_SCHEMAS:
+                connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC'))
+                connection.execute(
+                    text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM PUBLIC')
+                )
+            for service, password in passwords.items():
+                role = f"{prefix}{service}"
+                exists = connection.execute(
+                    text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                ).first()
+                if not exists:
+                    connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+                # Quoted by the server (%L): the password never becomes SQL.
+                statement = connection.execute(
+                    text(
+                        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', CAST(:r AS text), CAST(:p AS text))"
+                    ),
+                    {"r": role, "p": password},
+                ).scalar_one()
+                connection.execute(text(statement))
+                for schema in SERVICES_WITH_SCHEMAS:
+                    if schema == service:
+                        continue
+                    connection.execute(
+                        text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
+                    )
+                    connection.execute(
+                        text(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM "{role}"')
+                    )
+                    connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM "{role}"'))
+                if service in SERVICES_WITH_SCHEMAS:
+                    schema = service
+                    tables = "SELECT, INSERT, UPDATE, DELETE"
+                    sequences = "USAGE, SELECT, UPDATE"
+                    for sql in (
+                        f'REVOKE CREATE ON SCHEMA "{schema}" FROM "{role}"',
+                        f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+                        f'GRANT {tables} ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+                        f'GRANT {sequences} ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+                        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {tables} ON TABLES TO "{role}"',
+                        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {sequences} ON SEQUENCES TO "{role}"',
+                    ):
+                        connection.execute(text(sql))
+                roles.append(role)
+    finally:
+        engine.dispose()
+    return roles
 
 
 def run_env(metadata: MetaData) -> None:
@@ -94,14 +198,25 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upgrade", help="apply migrations (all services when none is named)")
     up.add_argument("services", nargs="*", default=list(SERVICES_WITH_SCHEMAS))
+    up.add_argument(
+        "--roles",
+        action="store_true",
+        help="then create every service's own role (passwords from <SERVICE>_DB_PASSWORD)",
+    )
+    sub.add_parser("roles", help="create every service's own role, rights on its schema only")
     rev = sub.add_parser("revision", help="autogenerate a new migration from the models")
     rev.add_argument("service")
     rev.add_argument("-m", "--message", required=True)
     args = parser.parse_args()
-    if args.command == "upgrade":
-        for service in args.services:
+    if args.command in ("upgrade", "roles"):
+        # Read before migrating: a missing password fails the rollout before anything changes.
+        passwords = role_passwords() if args.command == "roles" or args.roles else None
+        for service in args.services if args.command == "upgrade" else ():
             upgrade(service)
             print(f"migrated {service}")
+        if passwords is not None:
+            for role in grant_service_roles(passwords):
+                print(f"granted {role}")
     else:
         command.revision(alembic_config(args.service), message=args.message, autogenerate=True)
 
