@@ -304,3 +304,64 @@ def test_every_compose_service_is_in_the_manifests_with_the_same_settings(
             elif "${" not in value:
                 assert mine == value, (name, key, mine, value)
     assert compared >= 100
+
+
+# -- least privilege: one Postgres role per service, Redis behind a password (issue 10) ---------
+
+_OWNER = "${POSTGRES_USER:-ember}"
+_REDIS_WITH_PASSWORD = re.compile(r"^rediss?://[^:@/]*:[^@/]+@")
+
+
+def test_only_the_migrations_log_in_as_the_owner_and_redis_asks_for_a_password(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """No service gets the URL of the schemas' owner: each its own role's (ember_<service>,
+    rights on its own schema only, made by the migrations), and every Redis URL has a password."""
+    secret = by_kind(rendered["production"], "Secret")["ember-secrets"]["data"]
+    seen = set()
+    for doc in workloads(rendered["production"] + rendered["migrate"]):
+        name = doc["metadata"]["name"]
+        for container in pod_spec(doc)["containers"]:
+            keys = {
+                e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            if "DATABASE_URL" not in keys:
+                assert name == "caddy", f"{name} has no DATABASE_URL"
+                continue
+            if name == "migrate":
+                assert keys["DATABASE_URL"] == "DATABASE_URL"
+                for service in SERVICES:
+                    variable = f"{service.upper()}_DATABASE_URL"
+                    assert keys[variable] == variable, f"migrate lacks {variable}"
+                assert "--roles" in container["command"]
+            else:
+                service = name.removesuffix("-worker")
+                assert keys["DATABASE_URL"] == f"{service.upper()}_DATABASE_URL", name
+                seen.add(service)
+    assert seen == set(SERVICES)
+    for service in SERVICES:
+        url = base64.b64decode(secret[f"{service.upper()}_DATABASE_URL"]).decode()
+        assert url.startswith(f"postgresql://ember_{service}:"), url
+    assert _REDIS_WITH_PASSWORD.match(base64.b64decode(secret["REDIS_URL"]).decode())
+
+    services = compose()
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if "DATABASE_URL" not in env:
+            continue
+        url = str(env["DATABASE_URL"])
+        if name == "migrate":
+            assert url.startswith(f"postgresql://{_OWNER}:"), url
+            assert service["command"][-2:] == ["upgrade", "--roles"]
+            for other in SERVICES:
+                own = str(env[f"{other.upper()}_DATABASE_URL"])
+                assert own.startswith(f"postgresql://ember_{other}:"), own
+        else:
+            owner = name.removesuffix("-worker")
+            assert url.startswith(f"postgresql://ember_{owner}:${{{owner.upper()}_DB_"), (name, url)
+        assert _OWNER not in url or name == "migrate", name
+        assert str(env["REDIS_URL"]).startswith("redis://:${REDIS_PASSWORD:?"), name
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")

@@ -19,8 +19,8 @@ import pytest
 from ember_shared.migrations import (
     SERVICES_WITH_ROLES,
     grant_service_roles,
-    role_password_variable,
     role_passwords,
+    role_url_variable,
 )
 from ember_shared.settings import service_settings
 from ember_shared.testing.apps import asgi_client, running
@@ -168,8 +168,19 @@ def test_a_right_granted_by_hand_is_taken_back_by_the_next_rollout(
 
 
 def test_the_migrator_refuses_to_run_without_every_role_password() -> None:
-    environ = {role_password_variable(s): "pw" for s in SERVICES_WITH_ROLES}
+    environ = {
+        role_url_variable(s): f"postgresql://ember_{s}:p%40ss-{s}@db:5432/ember"
+        for s in SERVICES_WITH_ROLES
+    }
+    assert role_passwords(environ)["orders"] == "p@ss-orders"
     assert set(role_passwords(environ)) == set(SERVICES_WITH_ROLES)
-    del environ["CHECKOUT_DB_PASSWORD"]
-    with pytest.raises(SystemExit, match="CHECKOUT_DB_PASSWORD"):
+    del environ["CHECKOUT_DATABASE_URL"]
+    with pytest.raises(SystemExit, match="CHECKOUT_DATABASE_URL"):
+        role_passwords(environ)
+    # A URL naming the owner (or another service's role) is refused, not granted.
+    environ["CHECKOUT_DATABASE_URL"] = "postgresql://ember:secret@db:5432/ember"
+    with pytest.raises(SystemExit, match="CHECKOUT_DATABASE_URL"):
+        role_passwords(environ)
+    environ["CHECKOUT_DATABASE_URL"] = "postgresql://ember_checkout@db:5432/ember"
+    with pytest.raises(SystemExit, match="CHECKOUT_DATABASE_URL"):
         role_passwords(environ)

@@ -8,7 +8,8 @@ call :func:`run_env`. Use the command line for both directions:
 
 In production the migrator owns the schemas and every service logs in as a role of its own with
 rights on its own schema only (issue 10): ``upgrade --roles`` (or ``roles`` alone) creates or
-updates the roles ``ember_<service>``, their passwords read from ``<SERVICE>_DB_PASSWORD``.
+updates the roles ``ember_<service>``, each with the password of ``<SERVICE>_DATABASE_URL`` (the
+URL that service's container gets as its DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from alembic import command, context
 from alembic.config import Config
@@ -53,19 +55,30 @@ def upgrade(service: str, database_url: str | None = None, revision: str = "head
     command.upgrade(alembic_config(service, database_url), revision)
 
 
-def role_password_variable(service: str) -> str:
-    """Where the migrator reads the password of ``service``'s role (``ORDERS_DB_PASSWORD``)."""
-    return f"{service.upper()}_DB_PASSWORD"
+def role_url_variable(service: str) -> str:
+    """The setting holding ``service``'s own URL (``ORDERS_DATABASE_URL``): the service's
+    container gets it as its DATABASE_URL, the migrator reads the role's password from it."""
+    return f"{service.upper()}_DATABASE_URL"
 
 
-def role_passwords(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every service's role password from the environment; all of them, or an error naming the
-    missing ones (a production migrator never leaves a service on the owner's role silently)."""
+def role_passwords(
+    environ: Mapping[str, str] | None = None, prefix: str = ROLE_PREFIX
+) -> dict[str, str]:
+    """Every service's role password, from its ``<SERVICE>_DATABASE_URL``: all of them, or an
+    error naming what is wrong (a production migrator never leaves a service on the owner's role
+    silently, nor gives a role a name the service does not log in with)."""
     environ = os.environ if environ is None else environ
-    found = {s: environ.get(role_password_variable(s), "") for s in SERVICES_WITH_ROLES}
-    missing = [role_password_variable(s) for s, password in found.items() if not password]
-    if missing:
-        raise SystemExit(f"set {', '.join(missing)} (each service's own Postgres role)")
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    for service in SERVICES_WITH_ROLES:
+        variable = role_url_variable(service)
+        parts = urlsplit(environ.get(variable, ""))
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        if user != f"{prefix}{service}" or not password:
+            problems.append(f"{variable} (postgresql://{prefix}{service}:<password>@host/db)")
+        found[service] = password
+    if problems:
+        raise SystemExit(f"set {', '.join(problems)}: each service's own Postgres role")
     return found
 
 
@@ -201,7 +214,7 @@ def main() -> None:
     up.add_argument(
         "--roles",
         action="store_true",
-        help="then create every service's own role (passwords from <SERVICE>_DB_PASSWORD)",
+        help="then create every service's own role (passwords from <SERVICE>_DATABASE_URL)",
     )
     sub.add_parser("roles", help="create every service's own role, rights on its schema only")
     rev = sub.add_parser("revision", help="autogenerate a new migration from the models")
