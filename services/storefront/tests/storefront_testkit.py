@@ -261,6 +261,47 @@ class Shop:
         assert paid.status_code in (303, 402), paid.text
         return order_id, session_id
 
+    def pay_another_amount(self, product_id: str, *, email: str, charged: int) -> str:
+        """A guest starts a checkout and Stripe (the stand-in, by its test controls) reports it
+        paid with ``charged`` minor units instead: checkout flags it. Returns the order id."""
+        with httpx.Client(base_url=self.stack.url, timeout=20) as guest:
+            added = guest.post("/api/cart/items", json={"product_id": product_id, "quantity": 1})
+            assert added.status_code == 201, added.text
+            started = guest.post(
+                "/api/checkout/session",
+                json={
+                    "email": email,
+                    "shipping_address": {
+                        "name": "Ada Lovelace",
+                        "line1": "12 Roastery Lane",
+                        "city": "Portland",
+                        "postal_code": "97201",
+                        "country": "US",
+                    },
+                },
+            )
+            assert started.status_code == 201, started.text
+        session_id = started.json()["checkout_url"].rsplit("/", 1)[-1]
+        control = self.stack.service_url("stripe-standin") + "/_standin"
+        made = httpx.post(
+            f"{control}/events",
+            json={
+                "type": "checkout.session.completed",
+                "session_id": session_id,
+                "overrides": {
+                    "status": "complete",
+                    "payment_status": "paid",
+                    "amount_total": charged,
+                },
+            },
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        sent = httpx.post(f"{control}/deliver", json={"event_ids": [made.json()["id"]]}, timeout=20)
+        assert sent.status_code < 300, sent.text
+        assert [d["status_code"] for d in sent.json()["deliveries"]] == [200], sent.text
+        return str(started.json()["order_id"])
+
     def admin_order(self, order_id: str) -> dict[str, Any] | None:
         response = self.http.get(f"/api/admin/orders/{order_id}", headers=self.admin)
         return dict(response.json()) if response.status_code == 200 else None

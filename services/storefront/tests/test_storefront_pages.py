@@ -695,6 +695,43 @@ async def test_admin_pages_are_for_staff_only(browser: Browser, shop: Shop) -> N
         assert "Staff only" in assert_page(await browser.get(path), 403)
 
 
+async def test_staff_see_which_orders_need_attention(
+    browser: Browser, shop: Shop, coffees: list[dict]
+) -> None:
+    marker = uuid.uuid4().hex[:8]
+    ordinary, _ = shop.buy(coffees[0]["id"], email=f"ok-{marker}@example.com")
+    flagged = shop.pay_another_amount(
+        coffees[0]["id"], email=f"odd-{marker}@example.com", charged=1
+    )
+    shop.wait_paid(ordinary)
+    assert "Stripe charged 1 USD" in shop.wait_paid(flagged)["attention"]
+    staff = shop.register_admin()
+    signin = (await browser.get("/signin")).text
+    await browser.post(
+        "/signin", {"email": staff["email"], "password": PASSWORD, "_csrf_token": csrf_of(signin)}
+    )
+
+    listing = assert_page(await browser.get("/admin/orders", params={"q": marker}))
+    row = (
+        r'<tr data-testid="admin-order"><td><a class="mono" href="/admin/orders/([^"]+)">(.*?)</tr>'
+    )
+    rows = dict(re.findall(row, listing, re.S))
+    assert set(rows) == {ordinary, flagged}
+    assert 'data-testid="order-attention">Needs attention</span>' in rows[flagged]
+    assert "Needs attention" not in rows[ordinary]
+    assert "/admin/orders?q=" + marker + "&amp;attention=true" in listing
+
+    only = assert_page(
+        await browser.get("/admin/orders", params={"q": marker, "attention": "true"})
+    )
+    assert flagged in only
+    assert ordinary not in only
+    detail = assert_page(await browser.get(f"/admin/orders/{flagged}"))
+    assert "Needs attention:</strong> Stripe charged 1 USD" in detail
+    dashboard = assert_page(await browser.get("/admin"))
+    assert re.search(r'data-testid="stat-attention">[1-9]', dashboard)
+
+
 async def test_staff_manage_products_stock_orders_and_mail(
     browser: Browser, shop: Shop, coffees: list[dict]
 ) -> None:

@@ -64,7 +64,7 @@ async def _optional(call: Any) -> Any:
 async def dashboard(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
     if (gate := staff_only(request, visitor)) is not None:
         return gate
-    stats, low, recent, dead = await asyncio.gather(
+    stats, low, recent, dead, flagged = await asyncio.gather(
         _optional(api.get("orders", "/api/admin/stats", params={"top": 5})),
         _optional(
             api.get("catalog", "/api/admin/inventory", params={"low": "true", "page_size": 6})
@@ -72,6 +72,9 @@ async def dashboard(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
         _optional(api.get("orders", "/api/admin/orders", params={"page_size": 6})),
         _optional(
             api.get("notifier", "/api/admin/emails", params={"status": "dead", "page_size": 1})
+        ),
+        _optional(
+            api.get("orders", "/api/admin/orders", params={"attention": "true", "page_size": 1})
         ),
     )
     daily = (stats or {}).get("daily", [])
@@ -84,6 +87,7 @@ async def dashboard(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
             "low": (low or {}).get("items", []),
             "recent": (recent or {}).get("items", []),
             "dead_emails": (dead or {}).get("total", 0),
+            "flagged_orders": (flagged or {}).get("total", 0),
             "daily": daily,
             "peak": peak,
             "title": "Dashboard",
@@ -500,6 +504,7 @@ async def orders(
     *,
     status: Annotated[str, Parameter(max_length=30)] = "",
     q: Annotated[str, Parameter(max_length=200)] = "",
+    attention: Annotated[bool, Parameter(description="Only orders that need a look.")] = False,
     page: Page = 1,
 ) -> Response[Any]:
     if (gate := staff_only(request, visitor)) is not None:
@@ -511,6 +516,7 @@ async def orders(
         params={
             "status": chosen or None,
             "q": q.strip() or None,
+            "attention": "true" if attention else None,
             "page": page,
             "page_size": PAGE_SIZE,
         },
@@ -523,9 +529,14 @@ async def orders(
             "status": chosen,
             "statuses": ORDER_STATUSES,
             "q": q,
+            "attention": attention,
             "page": page,
             "pages": _pages(listing.get("total", 0), PAGE_SIZE),
-            "params": {"status": chosen or None, "q": q or None},
+            "params": {
+                "status": chosen or None,
+                "q": q or None,
+                "attention": "true" if attention else None,
+            },
             "title": "Orders",
             "section": "orders",
         },
