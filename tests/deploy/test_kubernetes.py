@@ -332,18 +332,18 @@ def test_only_the_migrations_log_in_as_the_owner_and_redis_asks_for_a_password(
                 continue
             if name == "migrate":
                 assert keys["DATABASE_URL"] == "DATABASE_URL"
-                for service in SERVICES:
-                    variable = f"{service.upper()}_DATABASE_URL"
+                for each in SERVICES:
+                    variable = f"{each.upper()}_DATABASE_URL"
                     assert keys[variable] == variable, f"migrate lacks {variable}"
                 assert "--roles" in container["command"]
             else:
-                service = name.removesuffix("-worker")
-                assert keys["DATABASE_URL"] == f"{service.upper()}_DATABASE_URL", name
-                seen.add(service)
+                own = name.removesuffix("-worker")
+                assert keys["DATABASE_URL"] == f"{own.upper()}_DATABASE_URL", name
+                seen.add(own)
     assert seen == set(SERVICES)
-    for service in SERVICES:
-        url = base64.b64decode(secret[f"{service.upper()}_DATABASE_URL"]).decode()
-        assert url.startswith(f"postgresql://ember_{service}:"), url
+    for own in SERVICES:
+        url = base64.b64decode(secret[f"{own.upper()}_DATABASE_URL"]).decode()
+        assert url.startswith(f"postgresql://ember_{own}:"), url
     assert _REDIS_WITH_PASSWORD.match(base64.b64decode(secret["REDIS_URL"]).decode())
 
     services = compose()
@@ -356,8 +356,8 @@ def test_only_the_migrations_log_in_as_the_owner_and_redis_asks_for_a_password(
             assert url.startswith(f"postgresql://{_OWNER}:"), url
             assert service["command"][-2:] == ["upgrade", "--roles"]
             for other in SERVICES:
-                own = str(env[f"{other.upper()}_DATABASE_URL"])
-                assert own.startswith(f"postgresql://ember_{other}:"), own
+                theirs = str(env[f"{other.upper()}_DATABASE_URL"])
+                assert theirs.startswith(f"postgresql://ember_{other}:"), theirs
         else:
             owner = name.removesuffix("-worker")
             assert url.startswith(f"postgresql://ember_{owner}:${{{owner.upper()}_DB_"), (name, url)
