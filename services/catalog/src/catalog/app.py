@@ -43,6 +43,9 @@ from catalog.products.controllers import (
 from catalog.settings import CatalogSettings
 from catalog.sweeper import sweeper_lifespan
 
+#: How long a shutdown waits for the cache guard to stop once cancelled.
+GUARD_STOP_TIMEOUT_S = 5.0
+
 
 def _strict_structs() -> dict[str, type[msgspec.Struct]]:
     """Request bodies that refuse unknown members, by name."""
@@ -135,8 +138,8 @@ def create_app() -> Litestar:
             yield
         finally:
             guard.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await guard
+            # Bounded: a shutdown must end even if the guard were stuck in a Redis call.
+            await asyncio.wait({guard}, timeout=GUARD_STOP_TIMEOUT_S)
             events.context.cache, events.context.settings = previous
             await cache.settle()
             if isinstance(store, CloudinaryStore):

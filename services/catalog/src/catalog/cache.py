@@ -349,6 +349,7 @@ class CatalogCache:
     async def guard(self, every_s: float = 1.0) -> None:
         """Check the cache against Redis every ``every_s`` (four times as often while it is
         not trusted), for ever; run it as a task and cancel it on shutdown."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.resync()
@@ -357,6 +358,11 @@ class CatalogCache:
             except Exception as exc:  # the guard must outlive anything Redis answers
                 self.unreachable(exc)
                 log.exception("cache_guard_failed", error=str(exc))
+            # A cancellation that lands while a Redis call times out can reach us as that
+            # call's timeout error; the task still counts the request, so honour it here
+            # (a swallowed one left a shutdown waiting on the guard for ever).
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(every_s if self.trusted else every_s / 4)
 
     async def settle(self) -> None:

@@ -194,11 +194,14 @@ TEARDOWN_WATCHDOG_S = float(os.environ.get("EMBER_TEARDOWN_WATCHDOG_S", "240"))
 
 class _Outcome:
     failed = False
+    #: What failed, kept to be printed if the run has to end before pytest's own summary.
+    failures: list[str] = []  # noqa: RUF012 - one list per process is the point
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed:
         _Outcome.failed = True
+        _Outcome.failures.append(f"FAILED {report.nodeid} ({report.when})\n{report.longreprtext}")
 
 
 def _end_hung_session(config: pytest.Config) -> None:
@@ -212,6 +215,8 @@ def _end_hung_session(config: pytest.Config) -> None:
         f"\n!!! the session's teardown did not finish in {TEARDOWN_WATCHDOG_S:.0f}s;"
         " every thread's stack follows, then the run ends with its tests' outcome\n"
     )
+    for failure in _Outcome.failures:
+        out.write(failure[-6000:] + "\n")
     faulthandler.dump_traceback(file=out, all_threads=True)
     # The thread stacks end in the loop's poll; what it waits for is in its tasks.
     with contextlib.suppress(Exception):
