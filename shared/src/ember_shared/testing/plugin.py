@@ -195,7 +195,7 @@ TEARDOWN_WATCHDOG_S = float(os.environ.get("EMBER_TEARDOWN_WATCHDOG_S", "240"))
 class _Outcome:
     failed = False
     #: What failed, kept to be printed if the run has to end before pytest's own summary.
-    failures: list[str] = []  # noqa: RUF012 - one list per process is the point
+    failures: list[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
