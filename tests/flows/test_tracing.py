@@ -73,18 +73,28 @@ def test_a_guest_purchase_is_one_trace_from_checkout_to_the_mail(
     assert not orphans(spans), orphans(spans)
 
     # The payment: a trace linked to the checkout's, from the webhook to the mail.
+    groups = ("orders", "catalog", "cart", "notifier")
+
     def payment_trace() -> list[ReceivedSpan] | None:
+        # The handlers of the four groups run side by side, each process exporting in its own
+        # batches: wait for all of them, not only for the mail.
         for trace_id in store.linked_to(checkout_trace):
             found = store.trace(trace_id)
-            if any(s.name == "send mail" for s in found):
+            handled = all(
+                any(n.startswith(f"{group} handle ") for n in names(found, group))
+                for group in groups
+            )
+            if handled and any(s.name == "send mail" for s in found):
                 return found
         return None
 
-    paid = store.wait_for(payment_trace, "the payment's trace to reach the mail send", 60)
+    paid = store.wait_for(
+        payment_trace, "the payment's trace to reach every handler and the mail", 60
+    )
     by_service = {s.service for s in paid}
     assert "stripe checkout.session.completed" in names(paid, "checkout")
     assert "publish payment.succeeded.v1" in names(paid, "checkout")
-    for group in ("orders", "catalog", "cart", "notifier"):
+    for group in groups:
         handled = {n for n in names(paid, group) if n.startswith(f"{group} handle ")}
         assert handled, f"{group} handled nothing in the payment's trace ({by_service})"
     mail = next(s for s in paid if s.name == "send mail")
