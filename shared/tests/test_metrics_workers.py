@@ -102,16 +102,23 @@ def test_every_scrape_counts_the_requests_of_every_worker(
     base = app.url(offset)
     try:
         wait_ready(base + "/api/health/catalog/ready", server, log)
-        # A new connection per request, several at once: both workers take some.
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(
-                pool.map(
-                    lambda _: httpx.get(base + "/api/products", timeout=30).status_code,
-                    range(REQUESTS),
+        # A new connection per request, several at once, until both workers have taken some
+        # (the kernel may hand a quiet machine's connections to one worker for a while).
+        sent = 0
+        deadline = time.monotonic() + 60
+        while True:
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(
+                    pool.map(
+                        lambda _: httpx.get(base + "/api/products", timeout=30).status_code,
+                        range(REQUESTS),
+                    )
                 )
-            )
-        assert statuses == [200] * REQUESTS
-        counted_by = {p.name.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+            assert statuses == [200] * REQUESTS
+            sent += REQUESTS
+            counted_by = {p.name.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+            if len(counted_by) == 2 or time.monotonic() > deadline:
+                break
         assert len(counted_by) == 2, f"both workers should have served: {counted_by}"
 
         seen: list[float] = []
@@ -122,7 +129,7 @@ def test_every_scrape_counts_the_requests_of_every_worker(
             # one per worker (``pid`` label).
             held = re.findall(r"^ember_reservations_held\{([^}]*)\} (\S+)$", text, re.MULTILINE)
             assert held == [('service="catalog"', "0.0")], held
-        assert all(count >= REQUESTS for count in seen), seen
+        assert all(count >= sent for count in seen), (sent, seen)
         assert seen == sorted(seen), f"a counter went down between scrapes: {seen}"
     finally:
         server.terminate()

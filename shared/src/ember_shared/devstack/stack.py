@@ -407,6 +407,10 @@ def metrics_environment(
     return own
 
 
+#: How long uvicorn keeps an idle connection (longer than any client of it keeps one).
+KEEP_ALIVE_S = 150
+
+
 def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
     return [
         sys.executable,
@@ -431,6 +435,10 @@ def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
         "--no-access-log",
         "--timeout-graceful-shutdown",
         "5",
+        # Idle connections outlive their clients' (httpx 5 s, Caddy 2 min): a server closing one
+        # just as a client reuses it is a RemoteProtocolError to a GET that did nothing wrong.
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE_S),
     ]
 
 
