@@ -254,8 +254,7 @@ async def serve() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop.set)
     heartbeat = os.environ.get(HEARTBEAT_ENV)
     try:
         await EmailWorker(settings, engine).run(stop, Path(heartbeat) if heartbeat else None)
