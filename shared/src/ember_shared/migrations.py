@@ -29,7 +29,7 @@ from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ember_shared.settings import DatabaseSettings
+from ember_shared.settings import DatabaseSettings, with_driver
 
 SERVICES_WITH_SCHEMAS = ("identity", "catalog", "cart", "checkout", "orders", "notifier")
 #: Every service that logs in to Postgres; the storefront has no schema (its readiness probe only
@@ -82,18 +82,6 @@ def role_passwords(
     return found
 
 
-def _psycopg_url(url: str) -> str:
-    for prefix in (
-        "postgresql+asyncpg://",
-        "postgresql+psycopg://",
-        "postgresql://",
-        "postgres://",
-    ):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
 def grant_service_roles(
     passwords: Mapping[str, str], database_url: str | None = None, prefix: str = ROLE_PREFIX
 ) -> list[str]:
@@ -105,7 +93,7 @@ def grant_service_roles(
     the schemas. Idempotent: run it on every rollout (a changed password is set again, rights
     granted by hand on another service's schema are taken back). Returns the roles' names.
     """
-    engine = create_engine(_psycopg_url(database_url or DatabaseSettings().url))
+    engine = create_engine(with_driver(database_url or DatabaseSettings().url, "psycopg"))
     roles: list[str] = []
     try:
         with engine.begin() as connection:

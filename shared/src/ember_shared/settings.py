@@ -157,16 +157,7 @@ class DatabaseSettings:
     @property
     def async_url(self) -> str:
         """The URL with the asyncpg driver, whatever scheme it was given in."""
-        url = self.url
-        for prefix in (
-            "postgresql+asyncpg://",
-            "postgresql+psycopg://",
-            "postgresql://",
-            "postgres://",
-        ):
-            if url.startswith(prefix):
-                return "postgresql+asyncpg://" + url[len(prefix) :]
-        return url
+        return with_driver(self.url, "asyncpg")
 
 
 @dataclass(frozen=True)
@@ -281,3 +272,16 @@ def service_settings(name: str) -> ServiceSettings:
         auth=AuthSettings(),
         events=EventSettings(),
     )
+
+
+def with_driver(url: str, driver: str) -> str:
+    """A Postgres URL with SQLAlchemy's ``driver`` (asyncpg, psycopg), whatever scheme it has."""
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return f"postgresql+{driver}://" + url[len(prefix) :]
+    return url

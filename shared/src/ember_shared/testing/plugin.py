@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 
 from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from ember_shared.migrations import SERVICES_WITH_SCHEMAS, upgrade
-from ember_shared.settings import data_dir, service_settings
+from ember_shared.settings import data_dir, service_settings, with_driver
 from ember_shared.testing.stack import stack  # noqa: F401 - the whole stack behind Caddy, for flow tests
 from ember_shared.testing.tokens import KeyPair, TokenFactory
 
@@ -45,15 +45,8 @@ class TestEnv:
 STACK_DATABASE_SUFFIX = "_stack"
 
 
-def _sync_url(url: str) -> str:
-    for prefix in ("postgresql+asyncpg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
 def _reset_schemas(database_url: str) -> None:
-    engine = create_engine(_sync_url(database_url))
+    engine = create_engine(with_driver(database_url, "psycopg"))
     with engine.begin() as connection:
         for schema in SERVICES_WITH_SCHEMAS:
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -81,7 +74,7 @@ def _session_database(url: str) -> str:
     name = parts.path.lstrip("/") or "postgres"
     prefix = name.removesuffix("_test") + "_test_"
     session_name = f"{prefix}{os.getpid()}"
-    engine = create_engine(_sync_url(url), isolation_level="AUTOCOMMIT")
+    engine = create_engine(with_driver(url, "psycopg"), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         existing = connection.execute(
             text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"), {"p": prefix}
@@ -100,7 +93,7 @@ def database_beside(url: str, suffix: str) -> str:
     """A new, empty database on the server of ``url``, named after its database + ``suffix``."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/") + suffix
-    engine = create_engine(_sync_url(url), isolation_level="AUTOCOMMIT")
+    engine = create_engine(with_driver(url, "psycopg"), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -112,7 +105,8 @@ def drop_database(url: str) -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     engine = create_engine(
-        _sync_url(urlunsplit(parts._replace(path="/postgres"))), isolation_level="AUTOCOMMIT"
+        with_driver(urlunsplit(parts._replace(path="/postgres")), "psycopg"),
+        isolation_level="AUTOCOMMIT",
     )
     with engine.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
