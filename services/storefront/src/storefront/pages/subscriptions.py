@@ -430,12 +430,7 @@ async def subscription_page(
 ) -> Response[Any]:
     if not visitor.signed_in:
         return _signin(request, f"/account/subscriptions/{subscription_id}")
-    subscription = await _subscription(api, subscription_id)
-    if subscription is None:
-        return _not_found(request)
-    context = _detail_context(subscription)
-    context.update(_poll_context(request, subscription, 0))
-    return render(request, "subscriptions/detail.html", context)
+    return await _detail_page(request, api, subscription_id)
 
 
 @post(
@@ -574,15 +569,15 @@ def _change_message(problem: ApiProblem) -> str:
     return subscription_message(problem)
 
 
-async def _refused(
+async def _detail_page(
     request: Request[Any, Any, Any],
     api: Api,
     subscription_id: uuid.UUID,
-    notice: str,
-    status: int,
+    notice: str = "",
+    status: int = 200,
     **context: Any,
 ) -> Response[Any]:
-    """The subscription's page again, saying why the form was refused (what was typed kept)."""
+    """The subscription's page; after a refused form, saying why (what was typed kept)."""
     subscription = await _subscription(api, subscription_id)
     if subscription is None:
         return _not_found(request)
@@ -615,7 +610,7 @@ async def subscription_plan(
         errors["cadence"] = "Choose how often we send it."
     typed = {"quantity": quantity, "cadence": cadence if cadence in CADENCES else ""}
     if errors:
-        return await _refused(
+        return await _detail_page(
             request,
             api,
             subscription_id,
@@ -634,7 +629,7 @@ async def subscription_plan(
             return _not_found(request)
         if problem.status == 401:
             raise
-        return await _refused(
+        return await _detail_page(
             request,
             api,
             subscription_id,
@@ -660,7 +655,7 @@ async def subscription_address(
     form = await Form.of(request)
     typed, errors = read_address(form)
     if errors:
-        return await _refused(
+        return await _detail_page(
             request,
             api,
             subscription_id,
@@ -689,7 +684,7 @@ async def subscription_address(
             if problem.kind == "subscription-not-active"
             else subscription_message(problem)
         )
-        return await _refused(
+        return await _detail_page(
             request,
             api,
             subscription_id,
