@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from playwright.async_api import BrowserContext, Page
+from storefront_testkit import CARD_OK, DEMO_SLUGS, Shop
 
 
 class Person:
@@ -23,3 +25,48 @@ class Person:
 
     def csp_violations(self) -> list[str]:
         return [line for line in self.console if "Content Security Policy" in line]
+
+
+async def subscribed(browser_shop: Shop, name: str) -> tuple[dict[str, str], str, str]:
+    """A member with an active (paid) subscription: the member, its page and Stripe's page."""
+    coffee = browser_shop.product(DEMO_SLUGS[3])
+    member = browser_shop.register(name=name)
+    async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
+        signed = await api.post(
+            "/api/auth/login", json={"email": member["email"], "password": member["password"]}
+        )
+        assert signed.status_code == 200, signed.text
+        bearer = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        started = await api.post(
+            "/api/subscriptions",
+            json={
+                "product_id": coffee["id"],
+                "interval": "week",
+                "interval_count": 2,
+                "quantity": 1,
+                "shipping_address": {
+                    "name": name,
+                    "line1": "12 Roastery Lane",
+                    "city": "Portland",
+                    "postal_code": "97201",
+                    "country": "US",
+                },
+            },
+            headers=bearer,
+        )
+        assert started.status_code == 201, started.text
+        paid = await api.post(
+            started.json()["checkout_url"],
+            data={
+                "card_number": CARD_OK,
+                "exp": "12 / 34",
+                "cvc": "123",
+                "email": member["email"],
+            },
+        )
+    assert paid.status_code == 303, paid.text
+    return (
+        member,
+        f"/account/subscriptions/{started.json()['subscription_id']}",
+        (started.json()["checkout_url"]),
+    )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_testkit import Person
+from browser_testkit import Person, subscribed
 from playwright.async_api import Page, expect
-from storefront_testkit import CARD_OK, DEMO_SLUGS, PASSWORD, Shop, wait_for
+from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
@@ -203,51 +203,6 @@ async def test_staff_manage_categories_and_find_disable_a_customer_with_their_or
     assert person.csp_violations() == []
 
 
-async def _subscribed(browser_shop: Shop, name: str) -> tuple[dict, str, str]:
-    """A member with an active (paid) subscription: the member, its page and Stripe's page."""
-    coffee = browser_shop.product(DEMO_SLUGS[3])
-    member = browser_shop.register(name=name)
-    async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
-        signed = await api.post(
-            "/api/auth/login", json={"email": member["email"], "password": member["password"]}
-        )
-        assert signed.status_code == 200, signed.text
-        bearer = {"Authorization": f"Bearer {signed.json()['access_token']}"}
-        started = await api.post(
-            "/api/subscriptions",
-            json={
-                "product_id": coffee["id"],
-                "interval": "week",
-                "interval_count": 2,
-                "quantity": 1,
-                "shipping_address": {
-                    "name": name,
-                    "line1": "12 Roastery Lane",
-                    "city": "Portland",
-                    "postal_code": "97201",
-                    "country": "US",
-                },
-            },
-            headers=bearer,
-        )
-        assert started.status_code == 201, started.text
-        paid = await api.post(
-            started.json()["checkout_url"],
-            data={
-                "card_number": CARD_OK,
-                "exp": "12 / 34",
-                "cvc": "123",
-                "email": member["email"],
-            },
-        )
-    assert paid.status_code == 303, paid.text
-    return (
-        member,
-        f"/account/subscriptions/{started.json()['subscription_id']}",
-        (started.json()["checkout_url"]),
-    )
-
-
 async def _sign_in_to(person: Person, member: dict, path: str) -> None:
     await person.open(f"/signin?next={path}")
     await person.page.fill("#f-email", member["email"])
@@ -288,7 +243,7 @@ async def test_a_failed_renewal_is_mailed_and_shown_and_the_card_is_updated_in_t
     person: Person, browser_shop: Shop, screenshots: Path
 ) -> None:
     page = person.page
-    member, detail, checkout_url = await _subscribed(browser_shop, "Grace Hopper")
+    member, detail, checkout_url = await subscribed(browser_shop, "Grace Hopper")
     await _sign_in_to(person, member, detail)
     await _reload_until(page, "change-card", True)  # active once Stripe's webhooks arrived
 
@@ -321,7 +276,7 @@ async def test_a_subscriber_skips_the_next_delivery_resumes_and_pauses(
     person: Person, browser_shop: Shop, screenshots: Path
 ) -> None:
     page = person.page
-    member, detail, _ = await _subscribed(browser_shop, "Katherine Coleman")
+    member, detail, _ = await subscribed(browser_shop, "Katherine Coleman")
 
     await _sign_in_to(person, member, detail)
     reload_until = functools.partial(_reload_until, page)

@@ -8,48 +8,12 @@ import re
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
-from browser_testkit import Person
+from browser_testkit import Person, subscribed
 from playwright.async_api import Page, expect
-from storefront_testkit import CARD_OK, DEMO_SLUGS, Shop
+from storefront_testkit import Shop
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
-
-
-async def _subscribed(browser_shop: Shop, name: str) -> tuple[dict[str, str], str]:
-    """A member with an active (paid) 1 bag every 2 weeks: the member and the page."""
-    coffee = browser_shop.product(DEMO_SLUGS[3])
-    member = browser_shop.register(name=name)
-    async with httpx.AsyncClient(base_url=browser_shop.stack.url, timeout=20) as api:
-        signed = await api.post(
-            "/api/auth/login", json={"email": member["email"], "password": member["password"]}
-        )
-        assert signed.status_code == 200, signed.text
-        started = await api.post(
-            "/api/subscriptions",
-            json={
-                "product_id": coffee["id"],
-                "interval": "week",
-                "interval_count": 2,
-                "quantity": 1,
-                "shipping_address": {
-                    "name": name,
-                    "line1": "12 Roastery Lane",
-                    "city": "Portland",
-                    "postal_code": "97201",
-                    "country": "US",
-                },
-            },
-            headers={"Authorization": f"Bearer {signed.json()['access_token']}"},
-        )
-        assert started.status_code == 201, started.text
-        paid = await api.post(
-            started.json()["checkout_url"],
-            data={"card_number": CARD_OK, "exp": "12 / 34", "cvc": "123", "email": member["email"]},
-        )
-    assert paid.status_code == 303, paid.text
-    return member, f"/account/subscriptions/{started.json()['subscription_id']}"
 
 
 async def _sign_in_to(person: Person, member: dict[str, str], path: str) -> None:
@@ -87,7 +51,7 @@ async def test_a_subscriber_changes_bags_cadence_and_address(
 ) -> None:
     someone = person if width == "desktop" else phone
     page = someone.page
-    member, detail = await _subscribed(browser_shop, f"Dorothy Vaughan {uuid.uuid4().hex[:4]}")
+    member, detail, _ = await subscribed(browser_shop, f"Dorothy Vaughan {uuid.uuid4().hex[:4]}")
     await _sign_in_to(someone, member, detail)
     await _reload_until_text(page, "subscription-status-badge", "Active")
     await expect(page.get_by_test_id("subscription-cadence")).to_have_text("Every 2 weeks")
