@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 from ember_shared.devstack import layout
 from ember_shared.devstack.stack import MULTIPROC_ENV, metrics_environment, uvicorn_argv
 from ember_shared.settings import env_int
-from ember_shared.testing.plugin import TestEnv, database_beside, drop_database
+from served_processes import wait_ready
 
 REQUESTS = 40
 SCRAPES = 6
@@ -34,43 +32,6 @@ LISTING = re.compile(
 
 def listing_count(text: str) -> float:
     return sum(float(value) for value in LISTING.findall(text))
-
-
-def wait_ready(
-    url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the catalog exited ({server.returncode}): {tail(log)}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the catalog did not answer {url} within {timeout} s: {tail(log)}")
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-@pytest.fixture
-def catalog_database(ember_env: TestEnv) -> object:
-    url = database_beside(ember_env.database_url, "_metrics_workers")
-    env = {**os.environ, "DATABASE_URL": url}
-    migrated = subprocess.run(
-        [sys.executable, "-m", "ember_shared.migrations", "upgrade", "catalog"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    yield url
-    drop_database(url)
 
 
 def test_every_scrape_counts_the_requests_of_every_worker(

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase
 from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
 from ember_shared.csrf import refuses_cross_site, refuses_other_media_types
 from ember_shared.db import make_engine, sqlalchemy_plugin
+from ember_shared.drain import Drain
 from ember_shared.events.handlers import EventHandlers
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
@@ -146,7 +147,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         guards=[refuses_cross_site],
         before_request=refuses_other_media_types,
         dependencies=dict(spec.dependencies),
-        lifespan=[resources, *spec.lifespans],
+        lifespan=[Drain(settings.app.shutdown_drain_ms).lifespan, resources, *spec.lifespans],
         on_startup=[document_problems],
         # With several workers sharing a metrics directory, this one's gauges leave with it.
         on_shutdown=[mark_worker_dead],

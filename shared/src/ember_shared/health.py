@@ -9,6 +9,7 @@ from litestar.response import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ember_shared.drain import is_draining
 from ember_shared.problems import problem_response
 
 
@@ -18,9 +19,18 @@ def health_controller(service: str) -> type[Controller]:
         tags = ["health"]
         include_in_schema = True
 
-        @get("/live", summary="Liveness: the process answers.", cache=False)
-        async def live(self) -> dict[str, str]:
-            return {"status": "ok", "service": service}
+        @get(
+            "/live",
+            summary="Liveness: the process answers (503 while it drains before stopping).",
+            cache=False,
+        )
+        async def live(self, request: Request[Any, Any, Any]) -> Response[Any]:
+            if is_draining(request.app):
+                # Proxies probe this to choose a replica: one about to stop must not be chosen.
+                return problem_response(
+                    request, 503, "draining", "This replica is stopping; another one answers."
+                )
+            return Response({"status": "ok", "service": service})
 
         @get(
             "/ready",

@@ -111,6 +111,9 @@ class AppSettings:
     log_level: str = field(default_factory=lambda: env_str("LOG_LEVEL", "INFO"))
     log_format: str = field(default_factory=lambda: env_str("LOG_FORMAT", "json"))
     debug: bool = field(default_factory=lambda: env_bool("EMBER_DEBUG", False))
+    #: How long a replica told to stop keeps serving while its liveness probe says ``draining``
+    #: (:mod:`ember_shared.drain`); 0 stops at once (a lone process, Kubernetes' preStop pause).
+    shutdown_drain_ms: int = field(default_factory=lambda: env_int("SHUTDOWN_DRAIN_MS", 0))
 
     def __post_init__(self) -> None:
         check_mode(self.mode)

@@ -299,11 +299,15 @@ class DevStack:
                 else Probe(app.url(options.offset) + "/", answers_http)
             )
             workers = options.workers if is_service else 1
+            env = drain_environment(
+                metrics_environment(self.env, app.process, workers, options.data_dir),
+                self.replicas.get(app.name, 1),
+            )
             self.supervisor.add(
                 ProcessSpec(
                     name=app.process,
                     argv=uvicorn_argv(app, options.offset, workers),
-                    env=metrics_environment(self.env, app.process, workers, options.data_dir),
+                    env=env,
                     cwd=options.root,
                     ready=ready,
                 )
@@ -405,6 +409,18 @@ def metrics_environment(
         folder.mkdir(parents=True)
         own[MULTIPROC_ENV] = str(folder)
     return own
+
+
+#: How long a stopping replica keeps serving while Caddy's 1 s probes take it out of rotation.
+REPLICA_DRAIN_MS = 2500
+
+
+def drain_environment(env: dict[str, str], replicas: int) -> dict[str, str]:
+    """A replica told to stop leaves Caddy's rotation first (:mod:`ember_shared.drain`); a lone
+    process has no other to send its callers to, so it stops at once."""
+    if replicas < 2 or env.get("SHUTDOWN_DRAIN_MS"):
+        return env
+    return {**env, "SHUTDOWN_DRAIN_MS": str(REPLICA_DRAIN_MS)}
 
 
 #: How long uvicorn keeps an idle connection (longer than any client of it keeps one).
