@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -93,42 +93,55 @@ def grant_service_roles(
     the schemas. Idempotent: run it on every rollout (a changed password is set again, rights
     granted by hand on another service's schema are taken back). Returns the roles' names.
     """
-    engine = create_engine(with_driver(database_url or DatabaseSettings().url, "psycopg"))
+    # The runtime's own driver (asyncpg): a production image carries no second one.
+    return asyncio.run(_grant_service_roles(passwords, database_url, prefix))
+
+
+async def _grant_service_roles(
+    passwords: Mapping[str, str], database_url: str | None, prefix: str
+) -> list[str]:
+    engine = create_async_engine(with_driver(database_url or DatabaseSettings().url, "asyncpg"))
     roles: list[str] = []
     try:
-        with engine.begin() as connection:
+        async with engine.begin() as connection:
             # One migrator at a time, as for the migrations themselves.
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('migrate:roles'))"))
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext('migrate:roles'))")
+            )
             for schema in SERVICES_WITH_SCHEMAS:
-                connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC'))
-                connection.execute(
+                await connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC'))
+                await connection.execute(
                     text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM PUBLIC')
                 )
             for service, password in passwords.items():
                 role = f"{prefix}{service}"
-                exists = connection.execute(
-                    text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                exists = (
+                    await connection.execute(
+                        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                    )
                 ).first()
                 if not exists:
-                    connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+                    await connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
                 # Quoted by the server (%L): the password never becomes SQL.
-                statement = connection.execute(
-                    text(
-                        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', CAST(:r AS text), CAST(:p AS text))"
-                    ),
-                    {"r": role, "p": password},
+                statement = (
+                    await connection.execute(
+                        text(
+                            "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', CAST(:r AS text), CAST(:p AS text))"
+                        ),
+                        {"r": role, "p": password},
+                    )
                 ).scalar_one()
-                connection.execute(text(statement))
+                await connection.execute(text(statement))
                 for schema in SERVICES_WITH_SCHEMAS:
                     if schema == service:
                         continue
-                    connection.execute(
+                    await connection.execute(
                         text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
                     )
-                    connection.execute(
+                    await connection.execute(
                         text(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM "{role}"')
                     )
-                    connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM "{role}"'))
+                    await connection.execute(text(f'REVOKE ALL ON SCHEMA "{schema}" FROM "{role}"'))
                 if service in SERVICES_WITH_SCHEMAS:
                     schema = service
                     tables = "SELECT, INSERT, UPDATE, DELETE"
@@ -141,10 +154,10 @@ def grant_service_roles(
                         f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {tables} ON TABLES TO "{role}"',
                         f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {sequences} ON SEQUENCES TO "{role}"',
                     ):
-                        connection.execute(text(sql))
+                        await connection.execute(text(sql))
                 roles.append(role)
     finally:
-        engine.dispose()
+        await engine.dispose()
     return roles
 
 
