@@ -1,0 +1,714 @@
+"""The authorization matrix (issue 10), generated from the services' own OpenAPI documents.
+
+Every operation of every service is classified (public, signed-in, admin, internal) from its
+document: the ``/internal/`` prefix, an ``admin...`` tag, the security requirement (Bearer only:
+signed in; Bearer or nothing: public). What a document cannot say is listed in ``UNDOCUMENTED``;
+a route that is neither classified nor listed fails the test, so a route added later is covered
+without anyone writing a test for it, and coverage cannot shrink silently.
+
+Each operation is then called once per role (anonymous, shopper A who owns an order, an address,
+a subscription, a session and a cart, shopper B, admin, the service credential): public routes
+through Caddy, internal ones on the service's own port (Caddy must answer 404 for them). Path
+parameters naming one of A's resources get A's id, so B's calls are attempts on A's resource.
+Then forged tokens on every signed-in and admin route, and forged webhook signatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import jwt
+import pytest
+import stripe
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import KeyPair, TokenFactory
+
+pytestmark = pytest.mark.stack
+
+T = TypeVar("T")
+PROBLEM = "application/problem+json"
+METHODS = ("get", "post", "put", "patch", "delete")
+CARD_OK = "4242 4242 4242 4242"
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+PUBLIC, SIGNED_IN, ADMIN, INTERNAL, WEBHOOK = "public", "signed-in", "admin", "internal", "webhook"
+ROLES = ("anonymous", "shopper-a", "shopper-b", "admin", "service")
+
+#: Routes whose document says nothing about who may call them (no security requirement, no
+#: admin tag, no /internal/ prefix). Each is listed with what it is; a route missing from here
+#: and from the document's own classification fails the test.
+UNDOCUMENTED: dict[tuple[str, str], str] = {
+    ("POST", "/api/auth/forgot-password"): PUBLIC,
+    ("GET", "/api/auth/jwks.json"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
+    ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/logout"): PUBLIC,
+    ("POST", "/api/auth/refresh"): PUBLIC,
+    ("POST", "/api/auth/register"): PUBLIC,
+    ("POST", "/api/auth/reset-password"): PUBLIC,
+    ("POST", "/api/auth/verify-email"): PUBLIC,
+    ("GET", "/api/auth/google/callback"): PUBLIC,
+    ("GET", "/api/auth/google/login"): PUBLIC,
+    ("GET", "/api/products/{ref}"): PUBLIC,
+    ("GET", "/api/products"): PUBLIC,
+    ("GET", "/api/products/search"): PUBLIC,
+    ("GET", "/api/categories"): PUBLIC,
+    # The owner (signed in) or the guest holding the order link's secret; anyone else 404.
+    ("GET", "/api/orders/{order_id}"): PUBLIC,
+    ("GET", "/api/orders/{order_id}/tracking"): PUBLIC,
+    # Anyone may send; only a valid provider signature is accepted.
+    ("POST", "/api/webhooks/stripe"): WEBHOOK,
+    ("POST", "/api/webhooks/resend"): WEBHOOK,
+}
+
+#: Path parameters that name a resource a shopper owns: they get shopper A's id.
+OWNED = ("order_id", "address_id", "subscription_id", "session_id")
+
+
+def classify(path: str, operation: dict[str, Any]) -> str | None:
+    """What the document says of the route; None when it does not say."""
+    if path.startswith("/internal/"):
+        return INTERNAL
+    tags = operation.get("tags") or []
+    if any(str(tag).startswith("admin") for tag in tags):
+        return ADMIN
+    if tags == ["health"]:
+        return PUBLIC
+    security = operation.get("security")
+    if security is None:
+        return None
+    if {} in security:
+        return PUBLIC  # signing in is optional (a guest's cart, a guest's checkout)
+    if security == [{"BearerToken": []}]:
+        return SIGNED_IN
+    return None
+
+
+@dataclass(frozen=True)
+class Operation:
+    service: str
+    method: str
+    path: str
+    kind: str
+    operation: dict[str, Any] = field(hash=False, compare=False)
+    document: dict[str, Any] = field(hash=False, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.service} {self.method} {self.path}"
+
+    @property
+    def params(self) -> list[dict[str, Any]]:
+        return list(self.operation.get("parameters") or [])
+
+    @property
+    def owned(self) -> bool:
+        return any(p["in"] == "path" and p["name"] in OWNED for p in self.params)
+
+
+# --- minimal valid inputs from the JSON schemas -----------------------------------------------
+
+#: Values by property name, for fields whose pattern or meaning a generic value would miss.
+KNOWN_VALUES: dict[str, Any] = {
+    **ADDRESS,
+    "email": "matrix@example.com",
+    "password": "Matrix-" + "q7Zr!x2Lp9",
+    "current_password": "Matrix-wrong-1A!",
+    "new_password": "Matrix-" + "n3W!pw9Kq2",
+    "currency": "USD",
+    "phone": "",
+    "line2": "",
+    "state": "",
+    "q": "coffee",
+    "token": "not-a-token",
+    "reason": "matrix",
+    "interval": "month",
+}
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+class Values:
+    """Builds the smallest plausible value for a schema, with the test's ids for uuid fields."""
+
+    def __init__(self, ids: Callable[[str], str]) -> None:
+        self.ids = ids
+
+    def build(self, document: dict[str, Any], schema: dict[str, Any], name: str = "") -> Any:
+        schema = resolve(document, schema)
+        for key in ("oneOf", "anyOf"):
+            if key in schema:
+                options = [
+                    resolve(document, s)
+                    for s in schema[key]
+                    if resolve(document, s) != {"type": "null"}
+                ]
+                options = [o for o in options if o.get("type") != "null"] or options
+                return self.build(document, options[0], name) if options else None
+        if name in KNOWN_VALUES and not schema.get("enum"):
+            return KNOWN_VALUES[name]
+        if "enum" in schema:
+            return schema["enum"][0]
+        if "const" in schema:
+            return schema["const"]
+        kind = schema.get("type", "object")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind == "object":
+            properties = schema.get("properties", {})
+            # Nothing required (a PATCH): every field, so the body changes something.
+            keys = schema.get("required") or list(properties)
+            return {
+                key: self.build(document, properties[key], key) for key in keys if key in properties
+            }
+        if kind == "array":
+            item = schema.get("items", {})
+            return [self.build(document, item, name) for _ in range(schema.get("minItems", 1) or 1)]
+        if kind == "integer":
+            return int(schema.get("minimum", 1) or 1)
+        if kind == "number":
+            return schema.get("minimum", 1)
+        if kind == "boolean":
+            return False
+        if kind == "null":
+            return None
+        return self.string(schema, name)
+
+    def string(self, schema: dict[str, Any], name: str) -> str:
+        fmt = schema.get("format")
+        if fmt == "uuid":
+            return self.ids(name)
+        if fmt == "email":
+            return "matrix@example.com"
+        if fmt == "date-time":
+            return dt.datetime.now(dt.UTC).isoformat()
+        if fmt == "date":
+            return dt.datetime.now(dt.UTC).date().isoformat()
+        if fmt in ("uri", "url"):
+            return "https://example.com/"
+        candidates = [str(e) for e in schema.get("examples") or []] + ["matrix", "GB", "ab12", "x"]
+        pattern = schema.get("pattern")
+        low, high = int(schema.get("minLength", 0)), int(schema.get("maxLength", 10_000))
+        for raw in candidates:
+            candidate = raw.ljust(low, "x")[:high]
+            if pattern is None or re.search(pattern, candidate):
+                return candidate
+        return candidates[0]
+
+
+# --- the callers -------------------------------------------------------------------------------
+
+
+def eventually(check: Callable[[], T | None], what: str, within: float = 45.0) -> T:
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Shopper:
+    email: str
+    token: str
+    session_id: str
+    user_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def sign_up(stack: RunningStack, gateway: httpx.Client, label: str) -> Shopper:
+    email = f"matrix-{label}-{uuid.uuid4().hex[:8]}@example.com"
+    password = "Roast-" + secrets.token_urlsafe(12)
+    asked = gateway.post("/api/auth/register", json={"email": email, "password": password})
+    assert asked.status_code == 202, asked.text
+    opened = gateway.post(
+        "/api/auth/verify-email", json={"token": stack.mailed_token(email, "/verify-email")}
+    )
+    assert opened.status_code == 201, opened.text
+    body = opened.json()
+    gateway.cookies.clear()
+    return Shopper(email, body["access_token"], str(body["session_id"]), str(body["user"]["id"]))
+
+
+@dataclass
+class World:
+    stack: RunningStack
+    gateway: httpx.Client
+    operations: list[Operation]
+    a: Shopper
+    b: Shopper
+    admin: dict[str, str]
+    service: dict[str, str]
+    product_id: str
+    #: In A's cart only: B's cart answers must never show it.
+    a_cart_product_id: str
+    owned: dict[str, str]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {
+            "anonymous": {},
+            "shopper-a": self.a.headers,
+            "shopper-b": self.b.headers,
+            "admin": self.admin,
+            "service": self.service,
+        }[role]
+
+
+def documents(stack: RunningStack) -> dict[str, dict[str, Any]]:
+    found = {}
+    with httpx.Client(timeout=15) as client:
+        for service in stack.services:
+            url = f"{stack.service_url(service)}/api/docs/{service}/openapi.json"
+            answer = client.get(url)
+            assert answer.status_code == 200, f"{url}: {answer.status_code}"
+            found[service] = answer.json()
+    return found
+
+
+def enumerate_operations(docs: dict[str, dict[str, Any]]) -> tuple[list[Operation], list[str]]:
+    operations, unclassified = [], []
+    for service, document in docs.items():
+        for path, item in document["paths"].items():
+            for method in METHODS:
+                if method not in item:
+                    continue
+                operation = {
+                    **item[method],
+                    "parameters": [
+                        *(item.get("parameters") or []),
+                        *(item[method].get("parameters") or []),
+                    ],
+                }
+                kind = classify(path, operation) or UNDOCUMENTED.get((method.upper(), path))
+                if kind is None:
+                    unclassified.append(f"{service} {method.upper()} {path}")
+                    continue
+                operations.append(
+                    Operation(service, method.upper(), path, kind, operation, document)
+                )
+    return operations, unclassified
+
+
+def product(gateway: httpx.Client, admin: dict[str, str]) -> str:
+    made = gateway.post(
+        "/api/admin/products/",
+        json={
+            "name": f"Matrix Coffee {uuid.uuid4().hex[:8]}",
+            "price": 1500,
+            "on_hand": 50,
+            "currency": "USD",
+        },
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def world(stack: RunningStack, tokens: TokenFactory) -> Iterator[World]:
+    docs = documents(stack)
+    operations, _ = enumerate_operations(docs)
+    admin_token, _ = tokens.admin()
+    admin = tokens.bearer(admin_token)
+    service = {"X-Service-Token": stack.env["INTERNAL_SERVICE_TOKEN"]}
+    with (
+        httpx.Client(base_url=stack.url, timeout=30) as gateway,
+        httpx.Client(base_url=stack.service_url("stripe-standin"), timeout=30) as stripe_page,
+    ):
+        product_id, a_cart_product_id = (product(gateway, admin) for _ in range(2))
+        a, b = sign_up(stack, gateway, "a"), sign_up(stack, gateway, "b")
+
+        address = gateway.post("/api/user/addresses", json=ADDRESS, headers=a.headers)
+        assert address.status_code == 201, address.text
+        subscribed = gateway.post(
+            "/api/subscriptions",
+            json={"product_id": product_id, "interval": "month", "shipping_address": ADDRESS},
+            headers=a.headers,
+        )
+        assert subscribed.status_code == 201, subscribed.text
+        added = gateway.post(
+            "/api/cart/items", json={"product_id": product_id, "quantity": 1}, headers=a.headers
+        )
+        assert added.status_code in (200, 201), added.text
+        started = gateway.post(
+            "/api/checkout/session",
+            json={"email": a.email, "shipping_address": ADDRESS},
+            headers=a.headers,
+        )
+        assert started.status_code == 201, started.text
+        order_id = str(started.json()["order_id"])
+        page = stripe_page.post(
+            started.json()["checkout_url"],
+            data={"card_number": CARD_OK, "exp": "12 / 34", "cvc": "123", "name": "Ada"},
+        )
+        assert page.status_code == 303, page.text[:300]
+        eventually(
+            lambda: gateway.get(f"/api/orders/{order_id}", headers=a.headers).status_code == 200,
+            "A's paid order to reach orders",
+        )
+        # Shipped, so A can read its tracking and B's refusal there means something.
+        shipped = eventually(
+            lambda: (
+                gateway.post(
+                    f"/api/admin/orders/{order_id}/ship",
+                    json={"carrier": "UPS", "tracking_number": "1Z999AA10123456784"},
+                    headers=admin,
+                ).status_code
+                in (200, 201, 202)
+            ),
+            "A's order to ship",
+        )
+        assert shipped
+        # A's cart holds a line again, so B's cart answers can be checked for it (the paid
+        # order's event empties the cart meanwhile: 409 until that has landed).
+        eventually(
+            lambda: (
+                gateway.post(
+                    "/api/cart/items",
+                    json={"product_id": a_cart_product_id, "quantity": 2},
+                    headers=a.headers,
+                ).status_code
+                in (200, 201)
+            ),
+            "A's cart to take a line again",
+        )
+        gateway.cookies.clear()
+        owned = {
+            "order_id": order_id,
+            "address_id": str(address.json()["id"]),
+            "subscription_id": str(subscribed.json()["subscription_id"]),
+            "session_id": a.session_id,
+        }
+        yield World(
+            stack, gateway, operations, a, b, admin, service, product_id, a_cart_product_id, owned
+        )
+
+
+def path_ids(world: World) -> Callable[[str], str]:
+    def ids(name: str) -> str:
+        if name in world.owned:
+            return world.owned[name]
+        if name in ("product_id", "ref"):
+            return world.product_id
+        return str(uuid.uuid4())
+
+    return ids
+
+
+def request_for(world: World, op: Operation) -> dict[str, Any]:
+    """The URL (path filled), query and body of one call of ``op``."""
+    ids = path_ids(world)
+    values = Values(ids)
+    path = op.path
+    query: dict[str, Any] = {}
+    for param in op.params:
+        name = param["name"]
+        if param["in"] == "path":
+            value = ids(name) if name.endswith("_id") or name == "ref" else None
+            if value is None:
+                value = str(values.build(op.document, param.get("schema", {}), name))
+            if name == "email":
+                value = "matrix@example.com"
+            path = path.replace("{" + name + "}", value)
+        elif param["in"] == "query" and param.get("required"):
+            query[name] = values.build(op.document, param.get("schema", {}), name)
+    call: dict[str, Any] = {"url": path, "params": query}
+    body = op.operation.get("requestBody")
+    if body:
+        content = body.get("content", {})
+        if "application/json" in content:
+            call["json"] = values.build(op.document, content["application/json"]["schema"])
+        elif "multipart/form-data" in content:
+            schema = resolve(op.document, content["multipart/form-data"].get("schema", {}))
+            field_name = next(iter(schema.get("properties", {"file": {}})))
+            call["files"] = {field_name: ("matrix.png", b"\x89PNG\r\n\x1a\n", "image/png")}
+        else:
+            call["content"] = b"{}"
+            call["headers"] = {"Content-Type": next(iter(content), "application/json")}
+    return call
+
+
+@dataclass
+class Call:
+    op: Operation
+    role: str
+    status: int
+    content_type: str
+    text: str
+
+
+def send(world: World, client: httpx.Client, op: Operation, role: str, via: str) -> Call:
+    call = request_for(world, op)
+    headers = {**call.pop("headers", {}), **world.headers(role)}
+    client.cookies.clear()
+    answer = client.request(op.method, headers=headers, **call)
+    return Call(op, role, answer.status_code, answer.headers.get("content-type", ""), answer.text)
+
+
+def last_of_all(op: Operation, role: str) -> tuple[int, int]:
+    """Calls that end or change something of A's (a delete, signing out) go after the others,
+    and A ending A's own session goes last: A's token is spent by it."""
+    if role == "shopper-a" and op.path == "/api/user/sessions/{session_id}":
+        return (3, 0)
+    if op.path == "/api/auth/logout":
+        return (2, 0)  # revokes the caller's session: its token is spent by it
+    if op.method == "DELETE" or op.path.endswith(("/cancel", "/refund", "/refunds")):
+        return (1, 0)
+    return (0, 0)
+
+
+def problems_in(calls: list[Call]) -> list[str]:
+    """Every way the calls break the matrix's rules."""
+    wrong = []
+    for c in calls:
+        where = f"{c.role} {c.op.kind} {c.op.name} -> {c.status}"
+        if c.status >= 500:
+            wrong.append(f"{where}: server error {c.text[:160]}")
+        if 400 <= c.status < 500 and not c.content_type.startswith(PROBLEM):
+            wrong.append(f"{where}: refusal not problem+json ({c.content_type})")
+        ok = 200 <= c.status < 300
+        kind = c.op.kind
+        if kind in (SIGNED_IN, ADMIN):
+            if c.role in ("anonymous", "service") and c.status != 401:
+                wrong.append(f"{where}: expected 401")
+            if kind == ADMIN and c.role in ("shopper-a", "shopper-b") and c.status != 403:
+                wrong.append(f"{where}: expected 403")
+        if kind == INTERNAL:
+            if c.role != "service" and c.status not in (401, 403, 404):
+                wrong.append(f"{where}: internal route open without the service credential")
+            if c.role == "service" and c.status in (401, 403):
+                wrong.append(f"{where}: service credential refused on its own route")
+        if kind == WEBHOOK and ok:
+            wrong.append(f"{where}: webhook accepted without a signature")
+        if c.op.owned and kind in (PUBLIC, SIGNED_IN):
+            if c.role == "shopper-b" and c.status not in (403, 404):
+                wrong.append(f"{where}: B reached A's resource (expected 403/404)")
+            if c.role == "anonymous" and ok:
+                wrong.append(f"{where}: anonymous reached A's resource")
+    return wrong
+
+
+def leaks_to_b(world: World, calls: list[Call]) -> list[str]:
+    """A's ids (and, in cart answers, A's cart line) in any answer shopper B got."""
+    wrong = []
+    for c in calls:
+        if c.role != "shopper-b" or not 200 <= c.status < 300:
+            continue
+        secrets_of_a = [*world.owned.values(), world.a.email]
+        if c.op.service == "cart":
+            secrets_of_a.append(world.a_cart_product_id)
+        for value in secrets_of_a:
+            if value in c.text:
+                wrong.append(f"shopper-b {c.op.name}: answer holds A's {value}")
+    return wrong
+
+
+def test_every_route_is_classified(stack: RunningStack) -> None:
+    operations, unclassified = enumerate_operations(documents(stack))
+    assert not unclassified, (
+        "routes neither classified by their OpenAPI document (security, admin tag, /internal/) "
+        f"nor listed in UNDOCUMENTED: {unclassified}"
+    )
+    listed = {(o.method, o.path) for o in operations}
+    stale = sorted(f"{m} {p}" for m, p in UNDOCUMENTED if (m, p) not in listed)
+    assert not stale, f"UNDOCUMENTED lists routes no service has: {stale}"
+    kinds = Counter(o.kind for o in operations)
+    # Each kind is really there: a document that stopped saying anything would show here.
+    assert min(kinds[k] for k in (PUBLIC, SIGNED_IN, ADMIN, INTERNAL, WEBHOOK)) > 0, kinds
+
+
+def test_every_operation_as_every_role(world: World) -> None:
+    plan = sorted(
+        ((op, role) for op in world.operations for role in ROLES),
+        key=lambda pair: last_of_all(*pair),
+    )
+    calls: list[Call] = []
+    direct: dict[str, httpx.Client] = {}
+    try:
+        for op, role in plan:
+            if op.kind == INTERNAL:
+                client = direct.setdefault(
+                    op.service,
+                    httpx.Client(base_url=world.stack.service_url(op.service), timeout=30),
+                )
+            else:
+                client = world.gateway
+            calls.append(
+                send(world, client, op, role, "direct" if op.kind == INTERNAL else "caddy")
+            )
+        # Caddy never routes /internal/*, whoever asks.
+        for op in {o.path: o for o in world.operations if o.kind == INTERNAL}.values():
+            calls.append(send(world, world.gateway, op, "service", "caddy"))
+            through = calls.pop()
+            assert through.status == 404, f"Caddy routed {op.path}: {through.status}"
+            assert through.content_type.startswith(PROBLEM), through.content_type
+    finally:
+        for client in direct.values():
+            client.close()
+    wrong = problems_in(calls) + leaks_to_b(world, calls)
+    # B's refusals only mean something if the resource is there: A reads each one.
+    wrong += [
+        f"shopper-a {c.op.name} -> {c.status}: the owner cannot read it"
+        for c in calls
+        if c.role == "shopper-a" and c.op.owned and c.op.method == "GET"
+        if c.op.kind in (PUBLIC, SIGNED_IN) and c.status != 200
+    ]
+    granted = Counter(c.role for c in calls if 200 <= c.status < 300)
+    refusals = Counter(c.status for c in calls if c.status >= 400)
+    print(
+        f"authorization matrix: {len(world.operations)} operations x {len(ROLES)} roles = "
+        f"{len(calls)} calls; refusals by status: "
+        + ", ".join(f"{s}: {n}" for s, n in sorted(refusals.items()))
+        + "; 2xx by role: "
+        + ", ".join(f"{r}: {granted[r]}" for r in ROLES)
+    )
+    assert not wrong, "\n".join(wrong)
+    # Admin gets in where it should: a matrix of refusals alone would prove nothing.
+    assert granted["admin"] >= sum(1 for o in world.operations if o.kind == ADMIN) // 2, granted
+
+
+# --- forged tokens -----------------------------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _hs256(claims: dict[str, Any], secret: bytes, kid: str | None) -> str:
+    header = {"alg": "HS256", "typ": "JWT", **({"kid": kid} if kid else {})}
+    signing = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    mac = hmac.new(secret, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{_b64(mac)}"
+
+
+def forgeries(world: World, tokens: TokenFactory) -> dict[str, str]:
+    """Tokens speaking for shopper A with the admin role, each wrong in one way."""
+    user = uuid.UUID(world.a.user_id)
+    real = jwt.decode(world.a.token, options={"verify_signature": False})
+    claims = {**real, "roles": ["customer", "admin"]}
+    jwks = world.gateway.get("/api/auth/jwks.json").json()["keys"]
+    key = jwks[0]
+    public_pem = world.stack.env.get("AUTH_PUBLIC_KEY_PEM", "")
+    none = {"alg": "none", "typ": "JWT", "kid": key.get("kid")}
+    return {
+        "alg-none": f"{_b64(json.dumps(none).encode())}.{_b64(json.dumps(claims).encode())}.",
+        "hs256-jwks-x": _hs256(claims, key["x"].encode(), key.get("kid")),
+        "hs256-jwks-json": _hs256(claims, json.dumps(key).encode(), key.get("kid")),
+        "hs256-public-pem": _hs256(claims, public_pem.encode(), key.get("kid")),
+        "expired": tokens.mint(
+            user, roles=("customer", "admin"), expires_in=-120, session_id=world.a.session_id
+        ),
+        "wrong-audience": tokens.mint(
+            user, roles=("customer", "admin"), aud="another-api", session_id=world.a.session_id
+        ),
+        "wrong-issuer": tokens.mint(
+            user,
+            roles=("customer", "admin"),
+            iss="https://issuer.invalid",
+            session_id=world.a.session_id,
+        ),
+        "unknown-key": tokens.mint(
+            user,
+            roles=("customer", "admin"),
+            session_id=world.a.session_id,
+            key_pem=KeyPair.generate().private_pem,
+        ),
+    }
+
+
+def test_forged_tokens_are_refused_on_every_signed_in_route(
+    world: World, tokens: TokenFactory
+) -> None:
+    forged = forgeries(world, tokens)
+    guarded = [o for o in world.operations if o.kind in (SIGNED_IN, ADMIN)]
+    wrong, refusals = [], Counter()
+    for op in guarded:
+        for label, token in forged.items():
+            call = request_for(world, op)
+            headers = {**call.pop("headers", {}), "Authorization": f"Bearer {token}"}
+            world.gateway.cookies.clear()
+            answer = world.gateway.request(op.method, headers=headers, **call)
+            refusals[answer.status_code] += 1
+            if answer.status_code != 401:
+                wrong.append(f"{label} {op.name} -> {answer.status_code} {answer.text[:120]}")
+            elif not answer.headers.get("content-type", "").startswith(PROBLEM):
+                wrong.append(f"{label} {op.name}: refusal not problem+json")
+    print(
+        f"forged tokens: {len(guarded)} operations x {len(forged)} forgeries; "
+        f"answers: {dict(refusals)}"
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+# --- forged webhooks ---------------------------------------------------------------------------
+
+
+def test_forged_stripe_and_resend_webhooks_are_refused(world: World) -> None:
+    webhooks = {o.service: o.path for o in world.operations if o.kind == WEBHOOK}
+    assert set(webhooks) == {"checkout", "notifier"}, webhooks
+    stripe_payload = json.dumps(
+        {
+            "id": f"evt_matrix_{uuid.uuid4().hex[:8]}",
+            "object": "event",
+            "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_test_matrix", "payment_status": "paid"}},
+        }
+    )
+    forged = stripe.WebhookSignature.generate_signature_header(stripe_payload, "whsec_forged")
+    answer = world.gateway.post(
+        webhooks["checkout"],
+        content=stripe_payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": forged},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith(PROBLEM)
+
+    resend_payload = json.dumps(
+        {"type": "email.bounced", "created_at": "2026-01-01T00:00:00Z", "data": {"email_id": "x"}}
+    )
+    msg_id, stamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
+    wrong_key = secrets.token_bytes(24)
+    mac = hmac.new(wrong_key, f"{msg_id}.{stamp}.{resend_payload}".encode(), hashlib.sha256)
+    for signature in (f"v1,{base64.b64encode(mac.digest()).decode()}", "", "v1,"):
+        answer = world.gateway.post(
+            webhooks["notifier"],
+            content=resend_payload,
+            headers={
+                "Content-Type": "application/json",
+                "svix-id": msg_id,
+                "svix-timestamp": stamp,
+                "svix-signature": signature,
+            },
+        )
+        assert answer.status_code in (400, 401), answer.text
+        assert answer.headers["content-type"].startswith(PROBLEM)
