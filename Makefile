@@ -11,9 +11,9 @@ UV_LOCAL := .tools/uv/bin/uv
 UV ?= $(shell command -v uv 2>/dev/null || echo $(UV_LOCAL))
 RUN := $(UV) run --frozen --no-sync
 
-PY_SOURCES := shared services standins tests
-TYPED_SOURCES := shared/src $(wildcard services/*/src) standins/src
-TEST_PATHS := shared/tests $(wildcard services/*/tests) tests
+PY_SOURCES := shared devkit services standins tests
+TYPED_SOURCES := shared/src devkit/src $(wildcard services/*/src) standins/src
+TEST_PATHS := shared/tests devkit/tests $(wildcard services/*/tests) tests
 #: The fault suite: its own stack and Redis server, run by `make chaos` (and .ci/run), not `make pytest`.
 CHAOS_PATHS := tests/chaos
 #: The replica profile: the flow tests and tests/replicas on a stack with two processes of each
@@ -44,7 +44,7 @@ install: uv ## Install every package (and the dev tools) into .venv from uv.lock
 	$(UV) sync --frozen
 
 run: install ## Run the whole shop: embedded Postgres/Redis, migrations, demo data, services, Caddy.
-	$(RUN) python -m ember_shared.devstack run
+	$(RUN) python -m ember_devkit.devstack run
 
 test: install lint typecheck imports pytest ## Everything CI checks: lint, types, import contracts, all tests.
 
@@ -90,7 +90,7 @@ bench: install ## Run the benchmarks (bench/).
 	$(RUN) python -m bench
 
 migrate: install ## Apply every service's migrations (embedded Postgres unless DATABASE_URL is set).
-	$(RUN) python -m ember_shared.devstack migrate
+	$(RUN) python -m ember_devkit.devstack migrate
 
 clean: ## Remove caches and the bootstrap tools (keeps .venv and your data).
 	rm -rf .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,1 +1,1 @@
-pytest_plugins = ["ember_shared.testing.plugin"]
+pytest_plugins = ["ember_devkit.testing.plugin"]

@@ -148,7 +148,7 @@ class Shop:
         return self._log
 
     def service_url(self, name: str) -> str:
-        from ember_shared.devstack import layout
+        from ember_devkit.devstack import layout
 
         return f"http://127.0.0.1:{layout.port(name, self.offset)}"
 
@@ -160,14 +160,14 @@ class Shop:
         if given:
             self.url = given
             return self
-        from ember_shared.devstack import layout
+        from ember_devkit.devstack import layout
 
         running = f"http://127.0.0.1:{layout.port('gateway', self.offset)}"
         if answers(running + "/api/health/catalog/live"):
             print(f"using the stack already running at {running}")
             self.url = running
             return self
-        from ember_shared.devstack.stack import DevStack, StackOptions
+        from ember_devkit.devstack.stack import DevStack, StackOptions
         from ember_shared.settings import data_dir
 
         products = bench_products()

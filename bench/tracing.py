@@ -9,7 +9,7 @@ of the traces. Both are read directly on their own ports (Caddy is not in the co
 same proxy in front of both would only make the share of tracing smaller), in the same
 interleaved rounds as every other scenario, so the machine's load weighs on both alike.
 
-The sink (:class:`ember_shared.testing.traces.SpanStore`) keeps what it receives: the number of
+The sink (:class:`ember_devkit.testing.traces.SpanStore`) keeps what it receives: the number of
 traces and spans is reported, proof that the traced catalog did trace.
 """
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ember_shared.devstack import layout
-from ember_shared.devstack.stack import MULTIPROC_ENV, uvicorn_argv
-from ember_shared.testing.traces import SpanStore
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.stack import MULTIPROC_ENV, uvicorn_argv
+from ember_devkit.testing.traces import SpanStore
 
 SAMPLE_RATIO = "0.1"
 #: Replica slots of the catalog that no stack runs (its replicas count from 0).

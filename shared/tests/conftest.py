@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from ember_shared.testing.plugin import TestEnv, database_beside, drop_database
+from ember_devkit.testing.plugin import TestEnv, database_beside, drop_database
 
 
 @pytest.fixture

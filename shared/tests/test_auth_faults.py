@@ -12,12 +12,12 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from ember_devkit.embedded import EmbeddedRedis
+from ember_devkit.testing.apps import serve
+from ember_devkit.testing.tokens import KeyPair, TokenFactory
 from ember_shared.auth import REVOKED_SESSION_KEY, TokenVerifier
-from ember_shared.embedded import EmbeddedRedis
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import AuthSettings
-from ember_shared.testing.apps import serve
-from ember_shared.testing.tokens import KeyPair, TokenFactory
 from jwt.algorithms import OKPAlgorithm
 from litestar import Litestar, get
 from redis.asyncio import Redis

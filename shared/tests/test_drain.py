@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ember_shared.devstack import layout
-from ember_shared.devstack.stack import (
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.stack import (
     REPLICA_DRAIN_MS,
     drain_environment,
     metrics_environment,

@@ -6,10 +6,10 @@ import uuid
 from typing import Annotated
 
 import pytest
+from ember_devkit.testing.tokens import KeyPair, TokenFactory
 from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
 from ember_shared.problems import Problem
-from ember_shared.testing.tokens import KeyPair, TokenFactory
 from litestar import Litestar, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body

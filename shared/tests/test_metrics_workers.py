@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from ember_shared.devstack import layout
-from ember_shared.devstack.stack import MULTIPROC_ENV, metrics_environment, uvicorn_argv
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.stack import MULTIPROC_ENV, metrics_environment, uvicorn_argv
 from ember_shared.settings import env_int
 from served_processes import wait_ready
 

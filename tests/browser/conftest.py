@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from ember_shared.devstack.layout import standins
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.devstack.layout import standins
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 from playwright.async_api import Browser, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]

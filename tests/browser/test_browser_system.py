@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from browser_testkit import Person
+from ember_devkit.testing.stack import RunningStack
 from ember_shared.events.envelope import stream_for
 from ember_shared.events.wire import entry_fields
-from ember_shared.testing.stack import RunningStack
 from playwright.async_api import expect
 from storefront_testkit import Shop
 

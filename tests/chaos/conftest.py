@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ember_shared.devstack import DevStack, StackError, StackOptions
-from ember_shared.devstack.stack import stop_postgres
-from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from ember_devkit.devstack import DevStack, StackError, StackOptions
+from ember_devkit.devstack.stack import stop_postgres
+from ember_devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TEST_KEY_ID
 from ember_shared.settings import env_int
-from ember_shared.testing.plugin import TestEnv
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TEST_KEY_ID
 
 CHAOS_PORT_OFFSET = 2000
 

@@ -29,9 +29,9 @@ import httpx
 import psycopg
 import pytest
 import redis
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events import DEAD_LETTER_STREAM, stream_for
 from ember_shared.events.wire import DATA_FIELD, EVENT_ID_FIELD, TYPE_FIELD
-from ember_shared.testing.tokens import TokenFactory
 
 #: Starting the stack and waiting out each killed process take minutes on a busy machine.
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]

@@ -43,7 +43,7 @@ def _quiet_settings() -> None:
 
 
 def services() -> tuple[str, ...]:
-    from ember_shared.devstack.layout import SERVICES
+    from ember_devkit.devstack.layout import SERVICES
 
     return SERVICES
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from ember_devkit.testing.stack import RunningStack
 from ember_shared.events.envelope import stream_for
-from ember_shared.testing.stack import RunningStack
 from published_contracts import (
     ASYNCAPI_PATH,
     asyncapi_breaks,

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ember_shared.devstack.layout import SERVICES
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.devstack.layout import SERVICES
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 
 pytestmark = pytest.mark.stack
 

@@ -17,7 +17,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
-from ember_shared.devstack.layout import SERVICES
+from ember_devkit.devstack.layout import SERVICES
 from ember_shared.settings import repo_root
 from kustomize_lite import render
 

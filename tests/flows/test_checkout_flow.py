@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import stripe
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 
 pytestmark = pytest.mark.stack
 

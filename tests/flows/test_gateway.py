@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from ember_shared.devstack.layout import SERVICES
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.devstack.layout import SERVICES
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 
 pytestmark = pytest.mark.stack
 
@@ -347,7 +347,7 @@ def _gateway_routes() -> list[tuple[list[str], str | None]]:
     import subprocess
     from pathlib import Path
 
-    from ember_shared.devstack.layout import caddy_binary
+    from ember_devkit.devstack.layout import caddy_binary
     from ember_shared.settings import repo_root
 
     adapted = subprocess.run(

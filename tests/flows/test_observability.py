@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 from prometheus_client.parser import text_string_to_metric_families
 from test_checkout_flow import CARD_OK, Shop, add_to_cart, eventually, start_checkout
 

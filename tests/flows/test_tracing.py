@@ -2,15 +2,15 @@
 catalog's reservation and the call to Stripe; the payment's webhook starts a trace linked to it
 that shows the relay, every consuming service's handler and the mail being sent.
 
-The stack exports real OTLP to the test's in-memory span store (ember_shared.testing.traces).
+The stack exports real OTLP to the test's in-memory span store (ember_devkit.testing.traces).
 """
 
 from __future__ import annotations
 
 import pytest
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
-from ember_shared.testing.traces import ReceivedSpan
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.traces import ReceivedSpan
 from opentelemetry.trace import SpanKind
 from test_checkout_flow import CARD_OK, Shop, add_to_cart, start_checkout
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ember_shared.devstack.layout import caddy_binary
+from ember_devkit.devstack.layout import caddy_binary
 from ember_shared.settings import SERVICE_PORTS, repo_root
 
 CADDYFILE = Path(repo_root()) / "Caddyfile"

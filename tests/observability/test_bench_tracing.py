@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ember_devkit.testing.plugin import TestEnv, database_beside, drop_database
+from ember_devkit.testing.traces import SpanStore
 from ember_shared.settings import env_int
-from ember_shared.testing.plugin import TestEnv, database_beside, drop_database
-from ember_shared.testing.traces import SpanStore
 
 ROOT = Path(__file__).resolve().parents[2]
 # ``bench`` is a folder of the checkout, not an installed package.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ember_shared.devstack.layout import SERVICES
+from ember_devkit.devstack.layout import SERVICES
 from litestar import Litestar, get
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY

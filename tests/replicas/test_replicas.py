@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from ember_shared.devstack.layout import SERVICES
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.devstack.layout import SERVICES
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 
 #: A process starts in seconds on a quiet machine; a loaded CI machine may take a minute or more.
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]

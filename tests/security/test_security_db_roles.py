@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from ember_devkit.testing.apps import asgi_client, running
+from ember_devkit.testing.plugin import TestEnv as EmberEnv
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.migrations import (
     SERVICES_WITH_ROLES,
     grant_service_roles,
@@ -23,9 +26,6 @@ from ember_shared.migrations import (
     role_url_variable,
 )
 from ember_shared.settings import service_settings
-from ember_shared.testing.apps import asgi_client, running
-from ember_shared.testing.plugin import TestEnv as EmberEnv
-from ember_shared.testing.tokens import TokenFactory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+from ember_devkit.testing import plugin
 from ember_shared.settings import SettingsError, service_settings
-from ember_shared.testing import plugin
 from litestar import Litestar
 
 #: Every provider setting a production stack sets; each case below takes some away again.

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.stack

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,12 @@ import httpx
 import pytest
 from catalog.app import create_app
 from catalog.cache import CatalogCache
-from catalog.events import handlers
-from catalog.models import Base
 from catalog_testkit import Kit, envelope, running
+from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events import EventData
-from ember_shared.events.tables import event_tables
-from ember_shared.testing.plugin import TestEnv
-from ember_shared.testing.tokens import TokenFactory
+from ember_shared.events.consumer import EventConsumer
 from litestar import Litestar
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 @pytest.fixture(scope="session")
@@ -79,33 +74,12 @@ def kit(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Kit:
 
 @pytest.fixture
 def deliver(catalog_app: Litestar, client: httpx.AsyncClient) -> Any:
-    """Handle one event as the event runtime does: record (event id, handler) in
-    handled_events and run the handler in the same transaction; a repeat is skipped."""
-    _, handled = event_tables(Base.metadata)
-    sessions = async_sessionmaker(
-        catalog_app.state.db_engine, expire_on_commit=False, class_=AsyncSession
-    )
+    """Handle one event through the app's own event consumer, as a delivery from Redis is
+    (its dedupe in handled_events, its transaction, its after-commit cache invalidation);
+    whether a handler ran (a repeat is skipped)."""
+    consumer: EventConsumer = catalog_app.state.events.consumer
 
     async def run(data: EventData, *, event_id: str | None = None) -> bool:
-        event = envelope(data, event_id)
-        ran = False
-        async with sessions() as session, session.begin():
-            for handler in handlers.handlers:
-                if handler.event_type != event.type:
-                    continue
-                inserted = await session.execute(
-                    pg_insert(handled)
-                    .values(
-                        event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(handled.c.event_id)
-                )
-                if inserted.first() is None:
-                    continue
-                await handler.fn(event, event.decode(handler.data_type), session)
-                ran = True
-        await catalog_app.state.catalog_cache.settle()
-        return ran
+        return bool(await consumer.handle(envelope(data, event_id)))
 
     return run

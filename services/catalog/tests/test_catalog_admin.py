@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from catalog.cache import CatalogCache
 from catalog_testkit import Kit, assert_problem, unique
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.settings import DatabaseSettings
-from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 from PIL import Image
 from sqlalchemy import text

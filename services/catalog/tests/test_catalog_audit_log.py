@@ -9,7 +9,7 @@ import httpx
 import pytest
 from catalog.audit.controllers import AUDIT_LOG_PATH
 from catalog_testkit import Kit, assert_problem, unique
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.tokens import TokenFactory
 
 Client = httpx.AsyncClient
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from catalog.app import create_app
 from catalog_testkit import served
-from ember_shared.testing.plugin import TestEnv
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.tokens import TokenFactory
 from litestar import Litestar
 
 MAX_EXAMPLES = int(os.environ.get("EMBER_CONTRACT_EXAMPLES", "25"))

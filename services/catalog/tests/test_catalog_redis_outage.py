@@ -12,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from catalog import events
 from catalog.app import create_app
 from catalog_testkit import Kit, running
-from ember_shared.embedded import EmbeddedRedis
+from ember_devkit.embedded import EmbeddedRedis
 from ember_shared.settings import service_settings
 
 
@@ -27,21 +26,14 @@ def catalog_on(monkeypatch: pytest.MonkeyPatch) -> Any:
     async def start(redis_url: str, admin: dict[str, str]) -> AsyncIterator[Kit]:
         monkeypatch.setenv("REDIS_URL", redis_url)
         service_settings.cache_clear()
-        # create_app() hands its cache to the event handlers: the suite's own app gets it back.
-        previous = events.context.cache, events.context.settings
         try:
             app = create_app()
         finally:
             service_settings.cache_clear()
-        try:
-            async with running(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(
-                    transport=transport, base_url="http://c.test"
-                ) as client:
-                    yield Kit(client, admin)
-        finally:
-            events.context.cache, events.context.settings = previous
+        async with running(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
+                yield Kit(client, admin)
 
     return start
 

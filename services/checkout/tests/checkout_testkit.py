@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.sealing import private_key, unseal
-from ember_shared.testing.plugin import TestEnv
-from ember_shared.testing.tokens import TokenFactory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 

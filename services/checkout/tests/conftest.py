@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.settings import DatabaseSettings, service_settings
-from ember_shared.testing.plugin import TestEnv
-from ember_shared.testing.tokens import TokenFactory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 # The suite runs with --import-mode=importlib, which puts no test folder on sys.path: the

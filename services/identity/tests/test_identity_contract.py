@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.tokens import TokenFactory
 from identity.app import create_app
 from identity_helpers import (
     Browser,

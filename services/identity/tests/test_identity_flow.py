@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from ember_shared.testing.stack import RunningStack
+from ember_devkit.testing.stack import RunningStack
 
 pytestmark = pytest.mark.stack
 

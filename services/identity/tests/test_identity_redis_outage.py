@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ember_shared.embedded import EmbeddedRedis
+from ember_devkit.embedded import EmbeddedRedis
 from identity.models import User
 from identity_helpers import Browser, new_email, strong_password
 from sqlalchemy.ext.asyncio import AsyncSession

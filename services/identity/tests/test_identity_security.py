@@ -15,10 +15,10 @@ from typing import Any
 
 import jwt
 import pytest
+from ember_devkit.testing.tokens import KeyPair, TokenFactory
 from ember_shared.auth import TokenVerifier
 from ember_shared.csrf import session_csrf_token
 from ember_shared.settings import AuthSettings
-from ember_shared.testing.tokens import KeyPair, TokenFactory
 from identity.app import create_app
 from identity.context import Identity
 from identity.security.passwords import Passwords

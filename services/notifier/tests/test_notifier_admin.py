@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events.contracts import UserRegistered
 from ember_shared.ids import new_id
-from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from notifier.events import queue_welcome

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events import DEAD_LETTER_STREAM, Envelope, stream_for
 from ember_shared.events.contracts import Address, PasswordResetRequested, PaymentSucceeded
 from ember_shared.events.dead_letters import write_dead_letter
 from ember_shared.events.envelope import encode
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
-from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from notifier_testkit import emails_to, envelope, order_paid, unique_address, until

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 
 pytestmark = pytest.mark.stack
 

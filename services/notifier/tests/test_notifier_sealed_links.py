@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events.contracts import (
     OrderDelivered,
     OrderRefunded,
@@ -14,7 +15,6 @@ from ember_shared.events.contracts import (
 )
 from ember_shared.ids import new_id
 from ember_shared.sealing import public_key, seal
-from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from notifier.events import (

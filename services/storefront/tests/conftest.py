@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from ember_shared.devstack.layout import SERVICES
+from ember_devkit.devstack.layout import SERVICES
+from ember_devkit.testing.apps import running
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.settings import service_settings
-from ember_shared.testing.apps import running
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
 from litestar import Litestar
 
 sys.path.insert(0, str(Path(__file__).parent))

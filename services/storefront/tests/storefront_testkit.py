@@ -18,9 +18,9 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import httpx
-from ember_shared.testing.apps import asgi_client
-from ember_shared.testing.stack import RunningStack
-from ember_shared.testing.tokens import TokenFactory
+from ember_devkit.testing.apps import asgi_client
+from ember_devkit.testing.stack import RunningStack
+from ember_devkit.testing.tokens import TokenFactory
 from litestar import Litestar
 
 T = TypeVar("T")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from ember_devkit.testing.plugin import TestEnv
 from ember_shared.db import make_engine
 from ember_shared.events import DEAD_LETTER_STREAM
 from ember_shared.logging import configure_logging
 from ember_shared.settings import ServiceSettings
-from ember_shared.testing.plugin import TestEnv
 from events_testkit import SCHEMA, Base, make_settings
 from redis.asyncio import Redis
 from sqlalchemy import text

@@ -571,7 +571,7 @@ async def test_consumers_start_later_when_redis_is_down_at_startup(
 ) -> None:
     from pathlib import Path
 
-    from ember_shared.embedded import EmbeddedRedis, free_port
+    from ember_devkit.embedded import EmbeddedRedis, free_port
 
     port = free_port()
     runtime = EventRuntime(

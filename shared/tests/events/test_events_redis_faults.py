@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ember_devkit.embedded import EmbeddedRedis
 from ember_shared.app import ServiceSpec, create_service_app
-from ember_shared.embedded import EmbeddedRedis
 from ember_shared.events.runtime import EventRuntime
 from ember_shared.settings import ServiceSettings
 from events_testkit import Base, eventually

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from ember_devkit.embedded import EmbeddedRedis
 from ember_shared.db import make_engine
-from ember_shared.embedded import EmbeddedRedis
 from ember_shared.events import Envelope, Outbox, stream_for
 from ember_shared.events.runtime import EventRuntime
 from ember_shared.events.tables import event_tables

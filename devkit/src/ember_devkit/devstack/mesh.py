@@ -3,7 +3,7 @@
 In production a peer's address is one name (a Kubernetes Service, compose's DNS) that spreads
 calls over the ready replicas and stops sending to one that is going away. Locally the replicas
 sit on ports of their own, so a second Caddy, on loopback only, gives each replicated service one
-address (its port + :data:`~ember_shared.devstack.layout.MESH_PORT_SHIFT`) with the same promise:
+address (its port + :data:`~ember_devkit.devstack.layout.MESH_PORT_SHIFT`) with the same promise:
 every replica an upstream, probed every second, a refused connection retried on another replica.
 It proxies ``/internal`` too (the public Caddy never does): it is the services' own network.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ember_shared.devstack.layout import SERVICES, mesh_port, port
+from ember_devkit.devstack.layout import SERVICES, mesh_port, port
 
 
 def mesh_caddyfile(replicas: Mapping[str, int], offset: int) -> str:

@@ -1,6 +1,6 @@
 """The ``stack`` fixture: the whole shop as real processes behind Caddy, for flow tests.
 
-It is the supervisor ``make run`` uses (:mod:`ember_shared.devstack`), started once per test
+It is the supervisor ``make run`` uses (:mod:`ember_devkit.devstack`), started once per test
 session the first time a test asks for it, on the test run's Postgres server and Redis, with every
 port shifted by 1000 (so it runs beside a ``make run``) and the test key pair, so tokens minted with
 the ``tokens`` fixture verify everywhere. It has a database and a Redis database of its own (the
@@ -24,13 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import redis
-
-from ember_shared.devstack import DevStack, StackError, StackOptions
 from ember_shared.settings import env_int
-from ember_shared.testing.traces import SpanStore
+
+from ember_devkit.devstack import DevStack, StackError, StackOptions
+from ember_devkit.testing.traces import SpanStore
 
 if TYPE_CHECKING:
-    from ember_shared.testing.plugin import TestEnv
+    from ember_devkit.testing.plugin import TestEnv
 
 #: The environment as it was before any test ran: the stack lives for the whole session, so it
 #: must not inherit a variable some test module set for itself at the moment it first started.
@@ -69,7 +69,7 @@ class RunningStack:
     @property
     def services(self) -> list[str]:
         """Names of the services running (each has probes and an OpenAPI document)."""
-        from ember_shared.devstack.layout import SERVICES
+        from ember_devkit.devstack.layout import SERVICES
 
         return list(dict.fromkeys(app.name for app in self._stack.apps if app.name in SERVICES))
 
@@ -92,7 +92,7 @@ class RunningStack:
 
     @property
     def standins(self) -> list[str]:
-        from ember_shared.devstack.layout import SERVICES
+        from ember_devkit.devstack.layout import SERVICES
 
         return [app.name for app in self._stack.apps if app.name not in SERVICES]
 
@@ -140,7 +140,7 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stream = os.environ.get("EMBER_STACK_LOG", "") == "-"
     log_path = None if stream else folder / "stack.log"
     sink = sys.__stderr__ if stream or log_path is None else log_path.open("a", encoding="utf-8")
-    from ember_shared.testing.plugin import STACK_DATABASE_SUFFIX, database_beside, drop_database
+    from ember_devkit.testing.plugin import STACK_DATABASE_SUFFIX, database_beside, drop_database
 
     # A database of its own, like its Redis database: in-process apps of earlier tests stay
     # alive for the session, and their outbox relays would otherwise publish the stack's

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from ember_shared.devstack.layout import SERVICES, mesh_port, port
 from ember_shared.settings import SERVICE_PORTS
+
+from ember_devkit.devstack.layout import SERVICES, mesh_port, port
 
 
 def _ed25519_pem() -> str:

@@ -1,4 +1,4 @@
-"""``python -m ember_shared.devstack run|migrate|seed <service>``.
+"""``python -m ember_devkit.devstack run|migrate|seed <service>``.
 
 ``run`` is what ``make run`` calls: the whole shop on this machine until Ctrl-C.
 """
@@ -15,10 +15,11 @@ import sys
 import time
 from types import FrameType
 
-from ember_shared.devstack.environment import read_dotenv
-from ember_shared.devstack.stack import DevStack, StackOptions
-from ember_shared.devstack.supervisor import StackError
 from ember_shared.settings import repo_root
+
+from ember_devkit.devstack.environment import read_dotenv
+from ember_devkit.devstack.stack import DevStack, StackOptions
+from ember_devkit.devstack.supervisor import StackError
 
 
 class Interrupted(Exception):
@@ -97,7 +98,7 @@ def seed(service: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ember_shared.devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ember_devkit.devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the whole shop until Ctrl-C")
     run_parser.add_argument("--no-seed", action="store_true", help="skip the demo data hooks")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ember_shared.devstack import layout
-from ember_shared.devstack.environment import load_secrets, read_dotenv, stack_environment
-from ember_shared.devstack.stack import DevStack, StackOptions
-from ember_shared.devstack.supervisor import Probe, ProcessSpec, StackError, Supervisor
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.environment import load_secrets, read_dotenv, stack_environment
+from ember_devkit.devstack.stack import DevStack, StackOptions
+from ember_devkit.devstack.supervisor import Probe, ProcessSpec, StackError, Supervisor
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def test_children_die_with_a_supervisor_that_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     script = f"""
         import os, sys, time
-        from ember_shared.devstack.supervisor import ProcessSpec, Supervisor
+        from ember_devkit.devstack.supervisor import ProcessSpec, Supervisor
         supervisor = Supervisor(open(os.devnull, "w"), colours=False)
         code = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
         supervisor.add(ProcessSpec("orphan", [sys.executable, "-c", code], dict(os.environ)))
@@ -227,7 +227,7 @@ def test_replicas_each_get_a_port_caddy_lists_them_and_peers_go_through_the_mesh
     for bad in ("0", "11", "two"):
         with pytest.raises(ValueError, match="CATALOG_REPLICAS"):
             layout.replicas("catalog", {"CATALOG_REPLICAS": bad})
-    from ember_shared.devstack.mesh import mesh_caddyfile
+    from ember_devkit.devstack.mesh import mesh_caddyfile
 
     mesh = mesh_caddyfile({**counts, "cart": 1}, 3000)
     assert "127.0.0.1:11102 127.0.0.1:11112 127.0.0.1:11122" in mesh

@@ -10,7 +10,6 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from ember_shared.csrf import session_csrf_token
 from ember_shared.settings import AuthSettings
 

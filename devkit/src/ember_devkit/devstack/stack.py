@@ -1,6 +1,6 @@
 """The whole shop on one machine: databases, migrations, seeds, every process, one supervisor.
 
-Used by ``python -m ember_shared.devstack run`` (``make run``) and by the tests' ``stack`` fixture,
+Used by ``python -m ember_devkit.devstack run`` (``make run``) and by the tests' ``stack`` fixture,
 which differ only in their :class:`StackOptions`.
 """
 
@@ -19,24 +19,25 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from ember_shared.devstack import layout
-from ember_shared.devstack.environment import (
+from ember_shared.settings import data_dir as default_data_dir
+from ember_shared.settings import env_int, repo_root
+
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.environment import (
     child_env_for_caddy,
     load_secrets,
     read_dotenv,
     stack_environment,
 )
-from ember_shared.devstack.mesh import mesh_caddyfile
-from ember_shared.devstack.supervisor import (
+from ember_devkit.devstack.mesh import mesh_caddyfile
+from ember_devkit.devstack.supervisor import (
     Probe,
     ProcessSpec,
     StackError,
     Supervisor,
     answers_http,
 )
-from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
-from ember_shared.settings import data_dir as default_data_dir
-from ember_shared.settings import env_int, repo_root
+from ember_devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
 #: Provider keys and addresses that would send a test stack anywhere but the local stand-ins.
 PROVIDER_KEYS = (
@@ -163,7 +164,7 @@ class DevStack:
                 for service in seeds:
                     self._run_step(
                         f"seed {service}",
-                        [sys.executable, "-m", "ember_shared.devstack", "seed", service],
+                        [sys.executable, "-m", "ember_devkit.devstack", "seed", service],
                     )
             self._start_processes()
             self.supervisor.wait_ready(options.ready_timeout)

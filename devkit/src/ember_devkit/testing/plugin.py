@@ -23,13 +23,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
-
-from ember_shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from ember_shared.migrations import SERVICES_WITH_SCHEMAS, upgrade
 from ember_shared.settings import data_dir, service_settings, with_driver
-from ember_shared.testing.stack import stack  # noqa: F401 - the whole stack behind Caddy, for flow tests
-from ember_shared.testing.tokens import KeyPair, TokenFactory
+from sqlalchemy import create_engine, text
+
+from ember_devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from ember_devkit.testing.stack import stack  # noqa: F401 - the whole stack behind Caddy, for flow tests
+from ember_devkit.testing.tokens import KeyPair, TokenFactory
 
 
 @dataclass(frozen=True)
