@@ -10,7 +10,7 @@ and the event runtime (outbox relay and consumers).
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -31,7 +31,7 @@ from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
 from ember_shared.csrf import refuses_cross_site, refuses_other_media_types
 from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.drain import Drain
-from ember_shared.events.handlers import EventHandlers
+from ember_shared.events.handlers import EventHandlers, Provider
 from ember_shared.health import health_controller
 from ember_shared.logging import RequestContextMiddleware, configure_logging
 from ember_shared.metrics import (
@@ -57,6 +57,9 @@ class ServiceSpec:
     route_handlers: Sequence[ControllerRouterHandler]
     base: type[DeclarativeBase] | None = None
     events: EventHandlers | None = None
+    #: Providers of what event handlers ask for by name that only the app can make (its
+    #: cache, its settings); they win over ``events.dependencies`` of the same name.
+    event_dependencies: Mapping[str, Provider] = field(default_factory=dict)
     dependencies: dict[str, Provide] = field(default_factory=dict)
     lifespans: Sequence[Lifespan] = ()
     #: Called with the finished AppConfig, for what a service must add by hand.
@@ -114,7 +117,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         # Without a configured credential (tests, a lone service) internal routes stay closed.
         app.state.service_token = settings.auth.service_token or secrets.token_urlsafe(32)
         runtime = EventRuntime(
-            settings, engine, spec.base.metadata if spec.base else None, spec.events
+            settings,
+            engine,
+            spec.base.metadata if spec.base else None,
+            spec.events,
+            dependencies=spec.event_dependencies,
         )
         app.state.events = runtime
         await runtime.start()

@@ -4,14 +4,24 @@ Each service declares its models on the base that :func:`service_base` makes for
 so its tables (and its outbox and handled-events tables) are created in that schema only.
 Handlers get an ``AsyncSession`` as ``db_session``; the request owns the transaction and it is
 committed when the response is a success (polar's rule: services and repositories never commit).
+
+Work that must follow a commit (invalidating a cache, say) is registered on the session with
+:func:`after_commit`; it runs once the session's outermost transaction commits and is dropped if
+that transaction (or the savepoint it was registered in) rolls back. Whoever owns the transaction
+awaits it with :func:`after_commit_done`: the request path before the response goes out (see
+:func:`sqlalchemy_plugin`), the event consumer before it acknowledges.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
+import structlog
 from advanced_alchemy.base import CommonTableAttributes, convention, create_registry
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
@@ -19,10 +29,20 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
     SQLAlchemyPlugin,
 )
+from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import MetaData, func
-from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, registry
+from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+from sqlalchemy import MetaData, event, func
+from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    SessionTransaction,
+    declared_attr,
+    mapped_column,
+    registry,
+)
 
 from ember_shared.events.tables import define_event_tables
 from ember_shared.ids import new_id
@@ -80,6 +100,115 @@ def make_engine(settings: ServiceSettings) -> AsyncEngine:
     return create_async_engine(settings.db.async_url, **engine_options(settings))
 
 
+log = structlog.get_logger("ember.db")
+
+#: An after-commit hook: called with nothing, awaited after the commit.
+AfterCommit = Callable[[], Awaitable[None]]
+
+_HOOKS_KEY = "ember.after_commit.hooks"
+_RUNNING_KEY = "ember.after_commit.running"
+_LISTENING_KEY = "ember.after_commit.listening"
+#: Strong references to hooks that run: a task nobody holds can be collected mid-run.
+_tasks: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class _Hook:
+    callback: AfterCommit
+    #: The savepoint open when it was registered (None: the outermost transaction).
+    savepoint: SessionTransaction | None
+
+
+def _sync(session: AsyncSession | Session) -> Session:
+    return session.sync_session if isinstance(session, AsyncSession) else session
+
+
+def after_commit(session: AsyncSession | Session, callback: AfterCommit) -> None:
+    """Run ``callback`` once ``session``'s outermost transaction has committed (never before,
+    and once); drop it if the transaction, or the savepoint it was registered in, rolls back.
+
+    The listeners are put on this one session the first time it gets a hook, so sessions that
+    never register one pay nothing and nothing is listened to process-wide.
+    """
+    sync = _sync(session)
+    if not sync.info.get(_LISTENING_KEY):
+        event.listen(sync, "after_commit", _on_commit)
+        event.listen(sync, "after_soft_rollback", _on_rollback)
+        sync.info[_LISTENING_KEY] = True
+    hooks: list[_Hook] = sync.info.setdefault(_HOOKS_KEY, [])
+    hooks.append(_Hook(callback, sync.get_nested_transaction()))
+
+
+def pending_after_commit(session: AsyncSession | Session) -> list[AfterCommit]:
+    """The hooks waiting for the session's commit, in the order they were registered."""
+    return [hook.callback for hook in _sync(session).info.get(_HOOKS_KEY, [])]
+
+
+async def after_commit_done(session: AsyncSession | Session) -> None:
+    """Wait for the hooks that the session's commits have started. A hook that raised is
+    logged, never raised here: its transaction has committed, and the caller's work with it."""
+    running: list[asyncio.Task[None]] = _sync(session).info.pop(_RUNNING_KEY, [])
+    for outcome in await asyncio.gather(*running, return_exceptions=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            log.error("after_commit_hook_failed", error=repr(outcome), exc_info=outcome)
+
+
+def _on_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        # A savepoint was released: its hooks wait for the outermost commit.
+        return
+    hooks: list[_Hook] = session.info.pop(_HOOKS_KEY, [])
+    if not hooks:
+        return
+    # The commit event is synchronous (it runs in SQLAlchemy's greenlet, on the event loop's
+    # thread): the hooks start as tasks now, and the transaction's owner awaits them.
+    loop = asyncio.get_running_loop()
+    running: list[asyncio.Task[None]] = session.info.setdefault(_RUNNING_KEY, [])
+    for hook in hooks:
+        task = loop.create_task(_call(hook.callback))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+        running.append(task)
+
+
+async def _call(callback: AfterCommit) -> None:
+    await callback()
+
+
+def _on_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    hooks: list[_Hook] = session.info.get(_HOOKS_KEY, [])
+    if not previous_transaction.nested:
+        hooks.clear()
+        return
+    hooks[:] = [hook for hook in hooks if not _within(hook.savepoint, previous_transaction)]
+
+
+def _within(savepoint: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    current = savepoint
+    while current is not None:
+        if current is ended:
+            return True
+        current = current.parent
+    return False
+
+
+def _awaiting_hooks(
+    handler: BeforeMessageSendHookHandler, session_scope_key: str
+) -> BeforeMessageSendHookHandler:
+    """advanced-alchemy's autocommit, and then the commit's hooks, before the response starts:
+    a client that has its answer sees everything the commit set off (a cache invalidated)."""
+
+    async def before_send(message: Message, scope: Scope) -> None:
+        session = cast("AsyncSession | None", get_aa_scope_state(scope, session_scope_key))
+        outcome = handler(message, scope)
+        if outcome is not None:
+            await outcome
+        if session is not None and message["type"] == "http.response.start":
+            await after_commit_done(session)
+
+    return before_send
+
+
 def sqlalchemy_plugin(settings: ServiceSettings, engine: AsyncEngine) -> SQLAlchemyPlugin:
     config = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -89,4 +218,7 @@ def sqlalchemy_plugin(settings: ServiceSettings, engine: AsyncEngine) -> SQLAlch
         set_default_exception_handler=False,
         engine_config=EngineConfig(),
     )
+    # The key is only known now: each config in a process gets its own.
+    autocommit = cast("BeforeMessageSendHookHandler", config.before_send_handler)
+    config.before_send_handler = _awaiting_hooks(autocommit, config.session_scope_key)
     return SQLAlchemyPlugin(config=config)

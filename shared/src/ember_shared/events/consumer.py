@@ -50,9 +50,15 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from ember_shared.db import after_commit_done
 from ember_shared.events.dead_letters import write_dead_letter
 from ember_shared.events.envelope import Envelope, EventData, stream_for
-from ember_shared.events.handlers import EventHandlers, RegisteredHandler
+from ember_shared.events.handlers import (
+    Dependencies,
+    EventHandlers,
+    Provider,
+    RegisteredHandler,
+)
 from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import REPLAY_FOR_FIELD
 from ember_shared.logging import correlation_id_var
@@ -161,9 +167,14 @@ class EventConsumer:
         metadata: MetaData,
         redis: Redis,
         consumer_name: str | None = None,
+        dependencies: Mapping[str, Provider] | None = None,
     ) -> None:
         if not handlers.handlers:
             raise ValueError("an EventConsumer needs at least one handler")
+        # The app's own providers (ServiceSpec.event_dependencies) win over the handlers'.
+        self.dependencies = Dependencies(
+            {**handlers.dependencies, **(dependencies or {})}, handlers.handlers
+        )
         self.group = handlers.service
         self.consumer = consumer_name or default_consumer_name(handlers.service)
         self.events = events
@@ -452,20 +463,33 @@ class EventConsumer:
         table = self.handled_table
         event_id = uuid.UUID(envelope.id)
         ran: list[str] = []
-        async with self.sessions() as session, session.begin():
-            for handler, data in payloads:
-                inserted = await session.execute(
-                    pg_insert(table)
-                    .values(event_id=event_id, handler=handler.name, event_type=envelope.type)
-                    .on_conflict_do_nothing()
-                    .returning(table.c.event_id)
-                )
-                if inserted.first() is None:
-                    continue
-                with tracer().start_as_current_span(handler.name):
-                    await handler.fn(envelope, data, session)
-                ran.append(handler.name)
+        async with self.sessions() as session:
+            async with session.begin():
+                for handler, data in payloads:
+                    inserted = await session.execute(
+                        pg_insert(table)
+                        .values(event_id=event_id, handler=handler.name, event_type=envelope.type)
+                        .on_conflict_do_nothing()
+                        .returning(table.c.event_id)
+                    )
+                    if inserted.first() is None:
+                        continue
+                    with tracer().start_as_current_span(handler.name):
+                        kwargs = await self.dependencies.resolve(handler, envelope, data, session)
+                        await handler.fn(envelope, data, session, **kwargs)
+                    ran.append(handler.name)
+            # Before the acknowledgement: what the commit set off is done when the event is.
+            await after_commit_done(session)
         return ran
+
+    async def handle(self, envelope: Envelope) -> list[str]:
+        """Run this service's handlers of ``envelope`` as a delivery does (same transaction,
+        same dedupe, same dependencies and after-commit hooks), without Redis: for tests that
+        hand an event straight to a service. The names of the handlers that ran (none when
+        it was handled before)."""
+        handlers = [h for hs in self.streams.values() for h in hs]
+        _, payloads = self._decode(msgspec.json.encode(envelope), handlers)
+        return await self._run_handlers(envelope, payloads)
 
     async def _probe(self, envelope: Envelope, handlers: list[RegisteredHandler]) -> str:
         """Whether an event is ``done`` (handled), ``busy`` (a transaction handling it is open,

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 
 import structlog
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ember_shared.events.consumer import EventConsumer
-from ember_shared.events.handlers import EventHandlers
+from ember_shared.events.handlers import EventHandlers, Provider
 from ember_shared.events.relay import OutboxRelay
 from ember_shared.redis_conn import redis_from_url
 from ember_shared.settings import ServiceSettings
@@ -41,6 +42,7 @@ class EventRuntime:
         handlers: EventHandlers | None,
         *,
         consumer_name: str | None = None,
+        dependencies: Mapping[str, Provider] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -68,6 +70,7 @@ class EventRuntime:
                 metadata=metadata,
                 redis=self.redis,
                 consumer_name=consumer_name,
+                dependencies=dependencies,
             )
         self._relay_task: asyncio.Task[None] | None = None
 
