@@ -11,6 +11,7 @@ import httpx
 import pytest
 from catalog.cache import GEN_KEY, LISTS_SET, CatalogCache, Invalidation, body_of, value_key
 from catalog_testkit import Kit
+from ember_shared.db import after_commit_done
 from ember_shared.settings import RedisSettings
 from litestar import Litestar
 from redis.asyncio import Redis
@@ -114,7 +115,8 @@ async def test_invalidation_waits_for_the_commit(
         await session.begin()
         cache.invalidate_on_commit(session, lists=True)
         assert await cache.get(key) is not None  # not before the commit
-        await cache.commit(session)
+        await session.commit()
+        await after_commit_done(session)
     assert await cache.get(key) is None
     assert await cache.redis.get(GEN_KEY) != generation
 

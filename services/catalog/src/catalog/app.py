@@ -109,15 +109,9 @@ def create_app() -> Litestar:
         cache_redis, ttl_seconds=catalog.cache_ttl_seconds, lock_ms=catalog.cache_lock_ms
     )
     store = media_store(catalog)
-    events.context.cache = cache
-    events.context.settings = catalog
 
     @contextlib.asynccontextmanager
     async def catalog_resources(app: Litestar) -> AsyncIterator[None]:
-        # The running app's cache serves the event handlers (another app made in the same
-        # process, as tests do, gets its turn only while it runs).
-        previous = events.context.cache, events.context.settings
-        events.context.cache, events.context.settings = cache, catalog
         app.state.catalog_settings = catalog
         app.state.catalog_cache = cache
         # The read path only reads: autocommit spares each cache miss a BEGIN and a ROLLBACK
@@ -140,7 +134,6 @@ def create_app() -> Litestar:
             guard.cancel()
             # Bounded: a shutdown must end even if the guard were stuck in a Redis call.
             await asyncio.wait({guard}, timeout=GUARD_STOP_TIMEOUT_S)
-            events.context.cache, events.context.settings = previous
             await cache.settle()
             if isinstance(store, CloudinaryStore):
                 await store.aclose()
@@ -163,6 +156,7 @@ def create_app() -> Litestar:
             ],
             base=Base,
             events=events.handlers,
+            event_dependencies={"keeper": events.keeper_provider(cache, catalog)},
             dependencies=dependencies(),
             lifespans=[catalog_resources, sweeper_lifespan],
             configure=_configure,

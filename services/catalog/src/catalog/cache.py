@@ -38,12 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from ember_shared.db import after_commit, pending_after_commit
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 log = structlog.get_logger("catalog.cache")
 
@@ -104,9 +103,6 @@ return 0
 
 #: Builds a cached answer: its JSON body and the key sets it belongs to.
 Builder = Callable[[], Awaitable[tuple[bytes, Sequence[str]]]]
-
-_PENDING_KEY = "catalog.cache.pending"
-_TASK_KEY = "catalog.cache.task"
 
 
 def product_set(product_id: uuid.UUID) -> str:
@@ -288,29 +284,22 @@ class CatalogCache:
         everything: bool = False,
     ) -> None:
         """Invalidate once ``session``'s transaction commits (never before: a reader could
-        otherwise fill the cache again from the data the transaction is replacing)."""
-        pending: Invalidation | None = session.info.get(_PENDING_KEY)
-        if pending is None:
-            pending = Invalidation()
-            session.info[_PENDING_KEY] = pending
-            session.info[_PENDING_KEY + ".cache"] = self
-        pending.merge(Invalidation(set(product_ids), lists, everything))
-
-    async def commit(self, session: AsyncSession) -> None:
-        """Commit the request's transaction and invalidate what it changed before answering,
-        so a shopper never reads a stale answer after the write has returned."""
-        await session.commit()
-        task: asyncio.Task[None] | None = session.info.pop(_TASK_KEY, None)
-        if task is not None:
-            await task
-
-    def _start(self, what: Invalidation) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._invalidate_logged(what))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        otherwise fill the cache again from the data the transaction is replacing). The
+        request path waits for it before answering, the event consumer before acknowledging;
+        one transaction's invalidations are merged into one Redis call."""
+        what = Invalidation(set(product_ids), lists, everything)
+        for hook in pending_after_commit(session):
+            if isinstance(hook, _InvalidateAfterCommit) and hook.cache is self:
+                hook.what.merge(what)
+                return
+        after_commit(session, _InvalidateAfterCommit(self, what))
 
     async def _invalidate_logged(self, what: Invalidation) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            # settle() waits for it (shutdown, and tests that read right after an event).
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             await self.invalidate(what)
         except Exception as exc:
@@ -371,18 +360,15 @@ class CatalogCache:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    pending: Invalidation | None = session.info.pop(_PENDING_KEY, None)
-    cache: CatalogCache | None = session.info.pop(_PENDING_KEY + ".cache", None)
-    if pending is not None and cache is not None:
-        session.info[_TASK_KEY] = cache._start(pending)
+@dataclass
+class _InvalidateAfterCommit:
+    """One transaction's invalidations, run by its commit (:func:`ember_shared.db.after_commit`)."""
 
+    cache: CatalogCache
+    what: Invalidation
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
-    session.info.pop(_PENDING_KEY + ".cache", None)
+    async def __call__(self) -> None:
+        await self.cache._invalidate_logged(self.what)
 
 
 def etag_of(value: bytes) -> str:

@@ -26,6 +26,7 @@ from ember_shared.events.contracts import (
     PaymentSucceeded,
     SubscriptionInvoicePaid,
 )
+from ember_shared.events.handlers import Provider
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.cache import CatalogCache
@@ -37,27 +38,21 @@ log = structlog.get_logger("catalog.events")
 handlers = EventHandlers("catalog")
 
 
-class _Context:
-    """The cache and settings the app built; set by the app's lifespan before events flow."""
+def keeper_provider(cache: CatalogCache, settings: CatalogSettings) -> Provider:
+    """The ``keeper`` the handlers declare: the app's cache and settings, on the call's session
+    (the app hands it over as ``ServiceSpec.event_dependencies``)."""
 
-    cache: CatalogCache | None = None
-    settings: CatalogSettings | None = None
+    def provide_keeper(session: AsyncSession) -> StockKeeper:
+        return StockKeeper(session, cache, settings)
 
-
-context = _Context()
-
-
-def _keeper(session: AsyncSession) -> StockKeeper:
-    assert context.cache is not None, "catalog app not created"
-    assert context.settings is not None, "catalog app not created"
-    return StockKeeper(session, context.cache, context.settings)
+    return provide_keeper
 
 
 @handlers.on(PaymentSucceeded)
 async def sell_reserved_stock(
-    event: Envelope, data: PaymentSucceeded, session: AsyncSession
+    event: Envelope, data: PaymentSucceeded, session: AsyncSession, keeper: StockKeeper
 ) -> None:
-    outcome = await _keeper(session).sell(data.order_id)
+    outcome = await keeper.sell(data.order_id)
     log.info(
         "payment_succeeded_handled", order_id=str(data.order_id), outcome=outcome, event_id=event.id
     )
@@ -65,9 +60,9 @@ async def sell_reserved_stock(
 
 @handlers.on(SubscriptionInvoicePaid)
 async def take_subscription_delivery(
-    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession
+    event: Envelope, data: SubscriptionInvoicePaid, session: AsyncSession, keeper: StockKeeper
 ) -> None:
-    outcome = await _keeper(session).deliver(
+    outcome = await keeper.deliver(
         data.order_id,
         data.subscription_id,
         data.stripe_invoice_id,
@@ -83,20 +78,20 @@ async def take_subscription_delivery(
 
 @handlers.on(PaymentFailed)
 async def release_on_payment_failed(
-    event: Envelope, data: PaymentFailed, session: AsyncSession
+    event: Envelope, data: PaymentFailed, session: AsyncSession, keeper: StockKeeper
 ) -> None:
-    await _release(session, data.order_id, "payment_failed", event)
+    await _release(keeper, data.order_id, "payment_failed", event)
 
 
 @handlers.on(CheckoutExpired)
 async def release_on_checkout_expired(
-    event: Envelope, data: CheckoutExpired, session: AsyncSession
+    event: Envelope, data: CheckoutExpired, session: AsyncSession, keeper: StockKeeper
 ) -> None:
-    await _release(session, data.order_id, "checkout_expired", event)
+    await _release(keeper, data.order_id, "checkout_expired", event)
 
 
-async def _release(session: AsyncSession, order_id: Any, reason: str, event: Envelope) -> None:
-    record = await _keeper(session).release(order_id, reason)
+async def _release(keeper: StockKeeper, order_id: Any, reason: str, event: Envelope) -> None:
+    record = await keeper.release(order_id, reason)
     log.info(
         "reservation_release_handled",
         order_id=str(order_id),
@@ -108,11 +103,11 @@ async def _release(session: AsyncSession, order_id: Any, reason: str, event: Env
 
 @handlers.on(OrderRefunded)
 async def restock_refunded_order(
-    event: Envelope, data: OrderRefunded, session: AsyncSession
+    event: Envelope, data: OrderRefunded, session: AsyncSession, keeper: StockKeeper
 ) -> None:
     if not data.restock:
         return
-    units = await _keeper(session).restock(
+    units = await keeper.restock(
         data.order_id, [(line.product_id, line.quantity) for line in data.restock]
     )
     log.info(

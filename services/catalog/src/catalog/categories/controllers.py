@@ -58,9 +58,7 @@ class AdminCategoryController(Controller):
         cache: CatalogCache,
         principal: Principal,
     ) -> CategoryOut:
-        category = category_out(await CategoryAdmin(db_session, cache, principal).create(data))
-        await cache.commit(db_session)
-        return category
+        return category_out(await CategoryAdmin(db_session, cache, principal).create(data))
 
     @put("/order", summary="Put the categories in a new display order")
     async def reorder_categories(
@@ -71,9 +69,7 @@ class AdminCategoryController(Controller):
         principal: Principal,
     ) -> CategoryList:
         categories = await CategoryAdmin(db_session, cache, principal).reorder(data.category_ids)
-        result = CategoryList(items=[category_out(c) for c in categories])
-        await cache.commit(db_session)
-        return result
+        return CategoryList(items=[category_out(c) for c in categories])
 
     @get("/{category_id:uuid}", summary="Get a category")
     async def get_category(
@@ -94,11 +90,9 @@ class AdminCategoryController(Controller):
         cache: CatalogCache,
         principal: Principal,
     ) -> CategoryOut:
-        category = category_out(
+        return category_out(
             await CategoryAdmin(db_session, cache, principal).update(category_id, data)
         )
-        await cache.commit(db_session)
-        return category
 
     @delete(
         "/{category_id:uuid}", summary="Delete a category that no product uses", status_code=204
@@ -111,4 +105,3 @@ class AdminCategoryController(Controller):
         principal: Principal,
     ) -> None:
         await CategoryAdmin(db_session, cache, principal).delete(category_id)
-        await cache.commit(db_session)

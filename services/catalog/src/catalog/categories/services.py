@@ -44,10 +44,6 @@ class CategoryAdmin:
         self.categories = CategoryRepository(session=session)
         self.audit = AuditLog(session)
 
-    async def commit(self) -> None:
-        """Commit the request's transaction, then invalidate what it made stale."""
-        await self.cache.commit(self.session)
-
     def _stale(self) -> None:
         # Listings and product pages show category names: every cached answer may be stale.
         self.cache.invalidate_on_commit(self.session, everything=True)

@@ -79,7 +79,6 @@ class AdminInventoryController(Controller):
         admin: InventoryAdmin,
     ) -> InventoryList:
         rows = await admin.set_on_hand([(line.product_id, line.on_hand) for line in data.items])
-        await admin.commit()
         return InventoryList(items=rows)
 
     @put("/{product_id:uuid}", summary="Set the on-hand stock of one product")
@@ -90,7 +89,6 @@ class AdminInventoryController(Controller):
         admin: InventoryAdmin,
     ) -> InventoryRow:
         rows = await admin.set_on_hand([(product_id, data.on_hand)])
-        await admin.commit()
         return rows[0]
 
 
@@ -126,7 +124,6 @@ class InternalCatalogController(Controller):
         keeper: StockKeeper,
     ) -> Response[ReservationOut]:
         reservation, created = await keeper.reserve(data)
-        await keeper.commit()
         return Response(reservation, status_code=201 if created else 200)
 
     @get("/reservations/{order_id:uuid}", summary="An order's reservation")
@@ -154,5 +151,4 @@ class InternalCatalogController(Controller):
         record = await keeper.release(order_id, "requested")
         if record is None:
             raise not_found("reservation", "This order has no reservation.")
-        await keeper.commit()
         return reservation_out(record)

@@ -78,10 +78,6 @@ class StockKeeper:
         self.deliveries = DeliveryRepository(session)
         self.audit = AuditLog(session)
 
-    async def commit(self) -> None:
-        """Commit the request's transaction, then invalidate what it made stale."""
-        await self.cache.commit(self.session)
-
     def _flipped(self, before_available: int, after: Stock) -> bool:
         low = self.settings.low_stock
         return availability_of(before_available, low) != availability_of(after.available, low)
@@ -404,10 +400,6 @@ class InventoryAdmin:
         self.actor = actor
         self.inventory = InventoryRepository(session)
         self.audit = AuditLog(session)
-
-    async def commit(self) -> None:
-        """Commit the request's transaction, then invalidate what it made stale."""
-        await self.cache.commit(self.session)
 
     def row(self, row: object) -> InventoryRow:
         on_hand: int = row.on_hand  # type: ignore[attr-defined]

@@ -212,9 +212,7 @@ class AdminProductController(Controller):
         admin: ProductAdmin,
     ) -> AdminProduct:
         product = await admin.create(data)
-        view = await admin.view(product)
-        await admin.commit()
-        return view
+        return await admin.view(product)
 
     @get("/{product_id:uuid}", summary="Get a product (any status), with stock counts")
     async def get_product(
@@ -232,9 +230,7 @@ class AdminProductController(Controller):
         admin: ProductAdmin,
     ) -> AdminProduct:
         product = await admin.update(product_id, data)
-        view = await admin.view(product)
-        await admin.commit()
-        return view
+        return await admin.view(product)
 
     @post(
         "/{product_id:uuid}/archive",
@@ -246,9 +242,7 @@ class AdminProductController(Controller):
         product_id: uuid.UUID,
         admin: ProductAdmin,
     ) -> AdminProduct:
-        view = await admin.view(await admin.set_active(product_id, active=False))
-        await admin.commit()
-        return view
+        return await admin.view(await admin.set_active(product_id, active=False))
 
     @post("/{product_id:uuid}/restore", summary="Restore an archived product", status_code=200)
     async def restore_product(
@@ -256,9 +250,7 @@ class AdminProductController(Controller):
         product_id: uuid.UUID,
         admin: ProductAdmin,
     ) -> AdminProduct:
-        view = await admin.view(await admin.set_active(product_id, active=True))
-        await admin.commit()
-        return view
+        return await admin.view(await admin.set_active(product_id, active=True))
 
     @post(
         "/{product_id:uuid}/images",
@@ -271,9 +263,7 @@ class AdminProductController(Controller):
         data: ImageCreate,
         admin: ProductAdmin,
     ) -> ProductImageOut:
-        image = image_out(await admin.add_image(product_id, data))
-        await admin.commit()
-        return image
+        return image_out(await admin.add_image(product_id, data))
 
     @patch(
         "/{product_id:uuid}/images/{image_id:uuid}",
@@ -286,9 +276,7 @@ class AdminProductController(Controller):
         data: ImageUpdate,
         admin: ProductAdmin,
     ) -> ProductImageOut:
-        image = image_out(await admin.update_image(product_id, image_id, data))
-        await admin.commit()
-        return image
+        return image_out(await admin.update_image(product_id, image_id, data))
 
     @delete(
         "/{product_id:uuid}/images/{image_id:uuid}",
@@ -302,7 +290,6 @@ class AdminProductController(Controller):
         admin: ProductAdmin,
     ) -> None:
         await admin.delete_image(product_id, image_id)
-        await admin.commit()
 
     @put("/{product_id:uuid}/images/order", summary="Put a product's images in a new display order")
     async def reorder_images(
@@ -311,9 +298,7 @@ class AdminProductController(Controller):
         data: ImageOrder,
         admin: ProductAdmin,
     ) -> list[ProductImageOut]:
-        images = [image_out(i) for i in await admin.reorder_images(product_id, data.image_ids)]
-        await admin.commit()
-        return images
+        return [image_out(i) for i in await admin.reorder_images(product_id, data.image_ids)]
 
 
 @dataclass

@@ -270,10 +270,6 @@ class ProductAdmin:
         self.inventory = InventoryRepository(session)
         self.audit = AuditLog(session)
 
-    async def commit(self) -> None:
-        """Commit the request's transaction, then invalidate what it made stale."""
-        await self.cache.commit(self.session)
-
     # --- reading -------------------------------------------------------------------------
 
     async def get(self, product_id: uuid.UUID) -> Product:
