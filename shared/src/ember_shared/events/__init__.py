@@ -24,6 +24,13 @@ Handling (each service is one consumer group per stream it reads)::
 
     create_service_app(ServiceSpec(..., base=Base, events=handlers))
 
+A handler may declare more parameters after ``session``: each is resolved by name, per call,
+from ``EventHandlers(service, dependencies={name: provider})`` or the app's
+``ServiceSpec(event_dependencies=...)`` (see :mod:`ember_shared.events.handlers`). Work that must
+wait for the commit (a cache invalidation) goes through ``ember_shared.db.after_commit(session,
+callback)``; the consumer awaits it before acknowledging. Tests hand an event to a running
+service with ``app.state.events.consumer.handle(envelope)``: the same dedupe and transaction.
+
 A handler runs in a transaction that also inserts ``(event.id, handler name)`` into
 ``<schema>.handled_events``; a redelivered event is skipped. The message is acknowledged after
 the commit. A handler that raises is retried after ``EVENTS_RECLAIM_IDLE_MS`` (also how a dead
