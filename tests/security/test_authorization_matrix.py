@@ -467,7 +467,7 @@ class Call:
     text: str
 
 
-def send(world: World, client: httpx.Client, op: Operation, role: str, via: str) -> Call:
+def send(world: World, client: httpx.Client, op: Operation, role: str) -> Call:
     call = request_for(world, op)
     headers = {**call.pop("headers", {}), **world.headers(role)}
     client.cookies.clear()
@@ -563,12 +563,10 @@ def test_every_operation_as_every_role(world: World) -> None:
                 )
             else:
                 client = world.gateway
-            calls.append(
-                send(world, client, op, role, "direct" if op.kind == INTERNAL else "caddy")
-            )
+            calls.append(send(world, client, op, role))
         # Caddy never routes /internal/*, whoever asks.
         for op in {o.path: o for o in world.operations if o.kind == INTERNAL}.values():
-            calls.append(send(world, world.gateway, op, "service", "caddy"))
+            calls.append(send(world, world.gateway, op, "service"))
             through = calls.pop()
             assert through.status == 404, f"Caddy routed {op.path}: {through.status}"
             assert through.content_type.startswith(PROBLEM), through.content_type
@@ -611,37 +609,30 @@ def _hs256(claims: dict[str, Any], secret: bytes, kid: str | None) -> str:
     return f"{signing}.{_b64(mac)}"
 
 
-def forgeries(world: World, tokens: TokenFactory) -> dict[str, str]:
-    """Tokens speaking for shopper A with the admin role, each wrong in one way."""
+def forgeries(world: World, tokens: TokenFactory) -> tuple[str, dict[str, str]]:
+    """A genuine admin token for shopper A's account on a session of its own, and tokens with
+    the same claims, each wrong in one way: only the forgery can be why one is refused."""
     user = uuid.UUID(world.a.user_id)
-    real = jwt.decode(world.a.token, options={"verify_signature": False})
-    claims = {**real, "roles": ["customer", "admin"]}
-    jwks = world.gateway.get("/api/auth/jwks.json").json()["keys"]
-    key = jwks[0]
+    admin = ("customer", "admin")
+    sid = uuid.uuid4().hex
+    genuine = tokens.mint(user, roles=admin, session_id=sid)
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    key = world.gateway.get("/api/auth/jwks.json").json()["keys"][0]
+    kid = key.get("kid")
     public_pem = world.stack.env.get("AUTH_PUBLIC_KEY_PEM", "")
-    none = {"alg": "none", "typ": "JWT", "kid": key.get("kid")}
-    return {
+    none = {"alg": "none", "typ": "JWT", "kid": kid}
+    return genuine, {
         "alg-none": f"{_b64(json.dumps(none).encode())}.{_b64(json.dumps(claims).encode())}.",
-        "hs256-jwks-x": _hs256(claims, key["x"].encode(), key.get("kid")),
-        "hs256-jwks-json": _hs256(claims, json.dumps(key).encode(), key.get("kid")),
-        "hs256-public-pem": _hs256(claims, public_pem.encode(), key.get("kid")),
-        "expired": tokens.mint(
-            user, roles=("customer", "admin"), expires_in=-120, session_id=world.a.session_id
-        ),
-        "wrong-audience": tokens.mint(
-            user, roles=("customer", "admin"), aud="another-api", session_id=world.a.session_id
-        ),
+        "hs256-jwks-x": _hs256(claims, key["x"].encode(), kid),
+        "hs256-jwks-json": _hs256(claims, json.dumps(key).encode(), kid),
+        "hs256-public-pem": _hs256(claims, public_pem.encode(), kid),
+        "expired": tokens.mint(user, roles=admin, session_id=sid, expires_in=-120),
+        "wrong-audience": tokens.mint(user, roles=admin, session_id=sid, aud="another-api"),
         "wrong-issuer": tokens.mint(
-            user,
-            roles=("customer", "admin"),
-            iss="https://issuer.invalid",
-            session_id=world.a.session_id,
+            user, roles=admin, session_id=sid, iss="https://issuer.invalid"
         ),
         "unknown-key": tokens.mint(
-            user,
-            roles=("customer", "admin"),
-            session_id=world.a.session_id,
-            key_pem=KeyPair.generate().private_pem,
+            user, roles=admin, session_id=sid, key_pem=KeyPair.generate().private_pem
         ),
     }
 
@@ -649,8 +640,11 @@ def forgeries(world: World, tokens: TokenFactory) -> dict[str, str]:
 def test_forged_tokens_are_refused_on_every_signed_in_route(
     world: World, tokens: TokenFactory
 ) -> None:
-    forged = forgeries(world, tokens)
+    genuine, forged = forgeries(world, tokens)
     guarded = [o for o in world.operations if o.kind in (SIGNED_IN, ADMIN)]
+    for path in ("/api/auth/me", "/api/admin/users", "/api/admin/orders"):
+        control = world.gateway.get(path, headers=tokens.bearer(genuine))
+        assert control.status_code == 200, f"the genuine token on {path}: {control.text[:200]}"
     wrong, refusals = [], Counter()
     for op in guarded:
         for label, token in forged.items():
@@ -684,14 +678,29 @@ def test_forged_stripe_and_resend_webhooks_are_refused(world: World) -> None:
             "data": {"object": {"id": "cs_test_matrix", "payment_status": "paid"}},
         }
     )
-    forged = stripe.WebhookSignature.generate_signature_header(stripe_payload, "whsec_forged")
+    secret = world.stack.env["STRIPE_WEBHOOK_SECRET"]
+    # A made-up secret, the stand-in's public one, and the real one's signature on a payload
+    # changed after signing.
+    for key, body in (
+        ("whsec_forged", stripe_payload),
+        ("whsec_ember_local_standin", stripe_payload),
+        (secret, stripe_payload + " "),
+    ):
+        signed = stripe.WebhookSignature.generate_signature_header(stripe_payload, key)
+        answer = world.gateway.post(
+            webhooks["checkout"],
+            content=body,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signed},
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"].startswith(PROBLEM)
+    genuine = stripe.WebhookSignature.generate_signature_header(stripe_payload, secret)
     answer = world.gateway.post(
         webhooks["checkout"],
         content=stripe_payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": forged},
+        headers={"Content-Type": "application/json", "Stripe-Signature": genuine},
     )
-    assert answer.status_code == 400, answer.text
-    assert answer.headers["content-type"].startswith(PROBLEM)
+    assert answer.status_code == 200, answer.text
 
     resend_payload = json.dumps(
         {"type": "email.bounced", "created_at": "2026-01-01T00:00:00Z", "data": {"email_id": "x"}}
@@ -712,3 +721,18 @@ def test_forged_stripe_and_resend_webhooks_are_refused(world: World) -> None:
         )
         assert answer.status_code in (400, 401), answer.text
         assert answer.headers["content-type"].startswith(PROBLEM)
+    # The same request signed with the endpoint's secret is taken: the refusals were the
+    # signature's doing.
+    real_key = base64.b64decode(world.stack.env["RESEND_WEBHOOK_SECRET"].removeprefix("whsec_"))
+    mac = hmac.new(real_key, f"{msg_id}.{stamp}.{resend_payload}".encode(), hashlib.sha256)
+    answer = world.gateway.post(
+        webhooks["notifier"],
+        content=resend_payload,
+        headers={
+            "Content-Type": "application/json",
+            "svix-id": msg_id,
+            "svix-timestamp": stamp,
+            "svix-signature": f"v1,{base64.b64encode(mac.digest()).decode()}",
+        },
+    )
+    assert answer.status_code == 200, answer.text
