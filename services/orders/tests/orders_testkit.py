@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import uvicorn
 from ember_shared.events import Envelope, EventData
+from ember_shared.events.consumer import EventConsumer
 from ember_shared.events.contracts import (
     Address,
     CheckoutExpired,
@@ -26,14 +27,9 @@ from ember_shared.events.contracts import (
     PaymentSucceeded,
     SubscriptionInvoicePaid,
 )
-from ember_shared.events.tables import event_tables
 from ember_shared.ids import new_id
 from litestar import Litestar
-from orders.events import handlers
-from orders.models import Base
 from orders.settings import TrackingSettings
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 STANDIN_TOKEN = "orders-test-17token"
 
@@ -284,31 +280,13 @@ async def run_app(app: Litestar) -> tuple[asyncio.Event, asyncio.Task[None]]:
 
 
 def deliver_with(app: Litestar) -> Callable[..., Awaitable[bool]]:
-    """Handle one event as the event runtime does: record (event id, handler) in
-    handled_events and run the handler in one transaction; an event already handled is skipped."""
-    _, handled = event_tables(Base.metadata)
-    sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False, class_=AsyncSession)
+    """Handle one event through the running app's own event consumer, as a delivery from
+    Redis is (its dedupe in handled_events, its transaction); an event already handled is
+    skipped. True when a handler ran."""
 
     async def run(data: EventData, **kwargs: Any) -> bool:
-        event = envelope(data, **kwargs)
-        ran = False
-        async with sessions() as session, session.begin():
-            for handler in handlers.handlers:
-                if handler.event_type != event.type:
-                    continue
-                inserted = await session.execute(
-                    pg_insert(handled)
-                    .values(
-                        event_id=uuid.UUID(event.id), handler=handler.name, event_type=event.type
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(handled.c.event_id)
-                )
-                if inserted.first() is None:
-                    continue
-                await handler.fn(event, event.decode(handler.data_type), session)
-                ran = True
-        return ran
+        consumer: EventConsumer = app.state.events.consumer
+        return bool(await consumer.handle(envelope(data, **kwargs)))
 
     return run
 
