@@ -18,6 +18,7 @@ from ember_shared.events.contracts import Address, OrderLine, OrderPaid
 from ember_shared.events.envelope import EventData, encode
 from ember_shared.ids import new_id
 from ember_shared.sealing import public_key, seal
+from ember_shared.settings import service_settings
 from notifier.models import DeliveryAttempt, PendingEmail
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -80,13 +81,15 @@ def order_paid(email: str, *, name: str = "Ada Lovelace", **changes: Any) -> Ord
     return OrderPaid(**values)
 
 
-Handler = Callable[[Envelope, Any, AsyncSession], Awaitable[None]]
+Handler = Callable[[Envelope, Any, AsyncSession, str], Awaitable[None]]
 
 
 async def handle(engine: AsyncEngine, handler: Handler, event: Envelope, data: Any) -> None:
-    """Run an event handler as the consumer does: in a transaction of its own."""
+    """Run an event handler as the consumer does: in a transaction of its own, with the
+    ``public_url`` the notifier app provides."""
+    public_url = service_settings("notifier").app.public_url
     async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-        await handler(event, data, session)
+        await handler(event, data, session, public_url)
 
 
 async def emails_to(engine: AsyncEngine, address: str) -> list[PendingEmail]:

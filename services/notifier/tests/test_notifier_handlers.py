@@ -347,8 +347,8 @@ async def test_a_failing_handler_leaves_nothing_behind(engine: AsyncEngine) -> N
     class Boom(Exception):
         pass
 
-    async def then_fail(event: Any, payload: Any, session: AsyncSession) -> None:
-        await queue_order_confirmation(event, payload, session)
+    async def then_fail(event: Any, payload: Any, session: AsyncSession, public_url: str) -> None:
+        await queue_order_confirmation(event, payload, session, public_url)
         raise Boom
 
     with contextlib.suppress(Boom):

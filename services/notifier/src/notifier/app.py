@@ -25,6 +25,7 @@ from notifier.webhooks.controllers import ResendWebhookController
 
 def create_app(settings: NotifierSettings | None = None) -> Litestar:
     notifier_settings = settings or load_notifier_settings(service_settings("notifier"))
+    public_url = service_settings("notifier").app.public_url
 
     @asynccontextmanager
     async def notifier_state(app: Litestar) -> AsyncIterator[None]:
@@ -44,6 +45,7 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             ],
             base=Base,
             events=handlers,
+            event_dependencies={"public_url": lambda: public_url},
             lifespans=[notifier_state],
             metrics=[mail_probe],
         )

@@ -22,7 +22,6 @@ from ember_shared.events.contracts import (
     SubscriptionPaymentFailed,
     UserRegistered,
 )
-from ember_shared.settings import service_settings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails import compose
@@ -35,10 +34,6 @@ D = TypeVar("D", bound=EventData)
 
 def idempotency_key(event: Envelope, template: Template) -> str:
     return f"{event.id}:{template.value}"
-
-
-def _public_url() -> str:
-    return service_settings("notifier").app.public_url
 
 
 async def _queue(
@@ -69,14 +64,15 @@ def recipient(data: EventData) -> str:
 
 def mail_on(
     data_type: type[D], template: Template, context: Callable[[D, str], dict[str, Any]], name: str
-) -> Callable[[Envelope, D, AsyncSession], Awaitable[None]]:
+) -> Callable[[Envelope, D, AsyncSession, str], Awaitable[None]]:
     """Registers the handler that queues ``template`` to ``data.email`` for each ``data_type``.
 
     ``name`` is what the consumer records as done for each event: renaming it would mail again.
+    ``public_url`` (the shop's address, for the mail's links) is the app's event dependency.
     """
 
-    async def queue(event: Envelope, data: D, session: AsyncSession) -> None:
-        await _queue(session, event, template, recipient(data), context(data, _public_url()))
+    async def queue(event: Envelope, data: D, session: AsyncSession, public_url: str) -> None:
+        await _queue(session, event, template, recipient(data), context(data, public_url))
 
     queue.__name__ = queue.__qualname__ = name
     return handlers.on(data_type, name=f"{handlers.service}.{name}")(queue)
