@@ -139,10 +139,22 @@ KNOWN_VALUES: dict[str, Any] = {
     "line2": "",
     "state": "",
     "q": "coffee",
-    "token": "not-a-token",
     "reason": "matrix",
     "interval": "month",
 }
+
+
+#: Optional fields sent all the same: without one of them the operation refuses every body.
+ALSO_SENT = ("shipping_address",)
+
+
+def fits(schema: dict[str, Any], value: Any) -> bool:
+    if not isinstance(value, str):
+        return True
+    pattern = schema.get("pattern")
+    return int(schema.get("minLength", 0)) <= len(value) <= int(
+        schema.get("maxLength", 10_000)
+    ) and (pattern is None or re.search(pattern, value) is not None)
 
 
 def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -169,8 +181,9 @@ class Values:
                 ]
                 options = [o for o in options if o.get("type") != "null"] or options
                 return self.build(document, options[0], name) if options else None
-        if name in KNOWN_VALUES and not schema.get("enum"):
-            return KNOWN_VALUES[name]
+        known = KNOWN_VALUES.get(name)
+        if known is not None and not schema.get("enum") and fits(schema, known):
+            return known
         if "enum" in schema:
             return schema["enum"][0]
         if "const" in schema:
@@ -180,8 +193,10 @@ class Values:
             kind = next((k for k in kind if k != "null"), "null")
         if kind == "object":
             properties = schema.get("properties", {})
+            keys = list(schema.get("required") or [])
+            keys += [k for k in ALSO_SENT if k in properties and k not in keys]
             # Nothing required (a PATCH): every field, so the body changes something.
-            keys = schema.get("required") or list(properties)
+            keys = keys or list(properties)
             return {
                 key: self.build(document, properties[key], key) for key in keys if key in properties
             }
@@ -210,7 +225,8 @@ class Values:
             return dt.datetime.now(dt.UTC).date().isoformat()
         if fmt in ("uri", "url"):
             return "https://example.com/"
-        candidates = [str(e) for e in schema.get("examples") or []] + ["matrix", "GB", "ab12", "x"]
+        candidates = [str(e) for e in schema.get("examples") or []]
+        candidates += ["matrix", "GB", "ab12", "x", "1732370000000-0"]
         pattern = schema.get("pattern")
         low, high = int(schema.get("minLength", 0)), int(schema.get("maxLength", 10_000))
         for raw in candidates:
@@ -356,6 +372,22 @@ def world(stack: RunningStack, tokens: TokenFactory) -> Iterator[World]:
             headers=a.headers,
         )
         assert subscribed.status_code == 201, subscribed.text
+        subscription_id = str(subscribed.json()["subscription_id"])
+        # Active, so A's pause, skip and the like run past the state checks.
+        paid = stripe_page.post(
+            subscribed.json()["checkout_url"],
+            data={"card_number": CARD_OK, "exp": "12 / 34", "cvc": "123", "name": "Ada"},
+        )
+        assert paid.status_code == 303, paid.text[:300]
+        eventually(
+            lambda: (
+                gateway.get(f"/api/subscriptions/{subscription_id}", headers=a.headers)
+                .json()
+                .get("status")
+                == "active"
+            ),
+            "A's subscription to become active",
+        )
         added = gateway.post(
             "/api/cart/items", json={"product_id": product_id, "quantity": 1}, headers=a.headers
         )
@@ -406,7 +438,7 @@ def world(stack: RunningStack, tokens: TokenFactory) -> Iterator[World]:
         owned = {
             "order_id": order_id,
             "address_id": str(address.json()["id"]),
-            "subscription_id": str(subscribed.json()["subscription_id"]),
+            "subscription_id": subscription_id,
             "session_id": a.session_id,
         }
         yield World(
@@ -434,11 +466,11 @@ def request_for(world: World, op: Operation) -> dict[str, Any]:
     for param in op.params:
         name = param["name"]
         if param["in"] == "path":
-            value = ids(name) if name.endswith("_id") or name == "ref" else None
-            if value is None:
-                value = str(values.build(op.document, param.get("schema", {}), name))
-            if name == "email":
-                value = "matrix@example.com"
+            schema = param.get("schema", {})
+            if schema.get("format") == "uuid" or name == "ref":
+                value = ids(name)
+            else:
+                value = str(values.build(op.document, schema, name))
             path = path.replace("{" + name + "}", value)
         elif param["in"] == "query" and param.get("required"):
             query[name] = values.build(op.document, param.get("schema", {}), name)
