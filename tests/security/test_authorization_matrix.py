@@ -579,6 +579,28 @@ def test_every_route_is_classified(stack: RunningStack) -> None:
     assert min(kinds[k] for k in (PUBLIC, SIGNED_IN, ADMIN, INTERNAL, WEBHOOK)) > 0, kinds
 
 
+def test_a_route_nobody_classified_is_caught() -> None:
+    """The guard above, on a made-up document: a new route with no security requirement, no
+    admin tag and no /internal/ prefix, and not listed, is reported rather than skipped."""
+    document = {
+        "paths": {
+            "/api/new-thing": {"get": {"tags": ["things"]}},
+            "/api/new-thing/{thing_id}": {"delete": {"security": [{"BearerToken": []}]}},
+            "/internal/new-thing": {"post": {}},
+            "/api/admin/new-thing": {"get": {"tags": ["admin: things"]}},
+            "/api/products": {"get": {"tags": ["products"]}},
+        }
+    }
+    operations, unclassified = enumerate_operations({"made-up": document})
+    assert unclassified == ["made-up GET /api/new-thing"]
+    assert {(o.path, o.kind) for o in operations} == {
+        ("/api/new-thing/{thing_id}", SIGNED_IN),
+        ("/internal/new-thing", INTERNAL),
+        ("/api/admin/new-thing", ADMIN),
+        ("/api/products", PUBLIC),
+    }
+
+
 def test_every_operation_as_every_role(world: World) -> None:
     plan = sorted(
         ((op, role) for op in world.operations for role in ROLES),
