@@ -39,7 +39,6 @@ from litestar.params import BodyKwarg
 
 from ember_shared.problems import Problem
 
-CSRF_COOKIE = "ember_csrf"
 CSRF_HEADER = "x-csrf-token"
 #: The handler opt that takes a route out of the cross-site checks (webhooks: a provider's
 #: servers post their own content types, and no browser is involved).

@@ -13,6 +13,10 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ember_shared.cookies import ACCESS_COOKIE, CSRF_COOKIE
+
+#: The least length of a secret key (HMAC keys, the service token) outside local mode.
+MIN_SECRET_LENGTH = 32
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 #: The only modes a process starts in. ``local`` and ``test`` may use the stand-ins and their
 #: public credentials; ``production`` never does.
@@ -180,8 +184,8 @@ class AuthSettings:
     audience: str = field(default_factory=lambda: env_str("AUTH_AUDIENCE", "ember"))
     #: PEM public key, used instead of the JWKS URL when set (tests, offline deploys).
     public_key_pem: str = field(default_factory=lambda: env_str("AUTH_PUBLIC_KEY_PEM"))
-    access_cookie: str = "ember_access"
-    csrf_cookie: str = "ember_csrf"
+    access_cookie: str = ACCESS_COOKIE
+    csrf_cookie: str = CSRF_COOKIE
     csrf_header: str = "X-CSRF-Token"
     #: Shared secret a service presents on ``/internal/...`` routes of another.
     service_token: str = field(default_factory=lambda: env_str("INTERNAL_SERVICE_TOKEN"))

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import structlog
 from ember_shared.settings import (
+    MIN_SECRET_LENGTH,
     ServiceSettings,
+    SettingsError,
     env_int,
     env_str,
     service_settings,
@@ -22,12 +24,6 @@ log = structlog.get_logger("cart.settings")
 HARD_MAX_QUANTITY_PER_LINE = 99
 #: Bound on the lines of one cart, whatever the setting says (keeps catalog lookups to one page).
 HARD_MAX_LINES = 100
-COOKIE_NAME = "ember_cart"
-MIN_SECRET_LENGTH = 32
-
-
-class SettingsError(RuntimeError):
-    """A cart setting is missing or out of range; the service must not start with it."""
 
 
 @dataclass(frozen=True)

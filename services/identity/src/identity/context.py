@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from ember_shared.cookies import SESSION_COOKIE
 from ember_shared.events import Outbox
 from ember_shared.settings import ServiceSettings
 from litestar import Request
@@ -83,7 +84,7 @@ class RequestMeta:
         return cls(
             ip=host[:64] or "unknown",
             user_agent=request.headers.get("user-agent", "")[:255],
-            session_cookie=request.cookies.get("ember_session", "")[:200],
+            session_cookie=request.cookies.get(SESSION_COOKIE, "")[:200],
         )
 
 

@@ -29,7 +29,7 @@ import httpx
 import jwt
 import structlog
 from ember_shared.auth import Principal, TokenVerifier
-from ember_shared.csrf import CSRF_COOKIE
+from ember_shared.cookies import ACCESS_COOKIE, CART_COOKIE, CSRF_COOKIE, SESSION_COOKIE
 from ember_shared.logging import CORRELATION_ID_HEADER, current_correlation_id
 from ember_shared.settings import service_url
 from litestar import Request
@@ -37,9 +37,6 @@ from litestar.datastructures import Cookie
 
 log = structlog.get_logger("storefront.api")
 
-ACCESS_COOKIE = "ember_access"
-SESSION_COOKIE = "ember_session"
-CART_COOKIE = "ember_cart"
 #: The cookies the storefront reads and relays; any other a service sets is relayed as well.
 MANAGED_COOKIES = (ACCESS_COOKIE, SESSION_COOKIE, CSRF_COOKIE, CART_COOKIE)
 #: The services the storefront calls.

@@ -6,13 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from ember_shared.settings import env_int, env_str
-
-MIN_SECRET_LENGTH = 32
-
-
-class SettingsError(RuntimeError):
-    """A storefront setting is missing or out of range; the service must not start with it."""
+from ember_shared.settings import MIN_SECRET_LENGTH, SettingsError, env_int, env_str
 
 
 @dataclass(frozen=True)

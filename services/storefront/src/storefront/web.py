@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from ember_shared.countries import country_name
 from ember_shared.money import Money
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from litestar import MediaType, Request, Response
@@ -143,12 +144,6 @@ def when(value: str | None, fmt: str = "%d %b %Y") -> str:
     except ValueError:
         return str(value)
     return parsed.strftime(fmt)
-
-
-def country_name(code: str | None) -> str:
-    from storefront.pages.checkout import COUNTRIES
-
-    return COUNTRIES.get((code or "").upper(), code or "")
 
 
 def status_label(status: str | None) -> str:

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from ember_shared.auth import current_principal, requires_signed_in
+from ember_shared.cookies import CART_COOKIE
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
@@ -21,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cart.carts.schemas import AddItem, CartLines, CartView, SetLines, SetQuantity
 from cart.carts.services import CartService, Opened, Shopper
-from cart.settings import COOKIE_NAME
 
 
 def refuses_failed_credentials(
@@ -41,7 +41,7 @@ def shopper_of(request: Request[Any, Any, Any]) -> Shopper:
     principal = current_principal(request)
     return Shopper(
         user_id=principal.user_id if principal else None,
-        cart_cookie=request.cookies.get(COOKIE_NAME),
+        cart_cookie=request.cookies.get(CART_COOKIE),
     )
 
 
@@ -61,7 +61,7 @@ def respond(
 
 CART_COOKIE_DOC = [
     Cookie(
-        key=COOKIE_NAME,
+        key=CART_COOKIE,
         description=(
             "Signed guest cart cookie (httpOnly, SameSite=Lax, 30 days): set on a guest's first "
             "write, renewed on each, expired once it merges into a signed-in shopper's cart."

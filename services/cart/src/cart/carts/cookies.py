@@ -13,9 +13,8 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
+from ember_shared.cookies import CART_COOKIE
 from litestar.datastructures import Cookie
-
-from cart.settings import COOKIE_NAME
 
 #: Longest value we even look at: a UUID, a dot and 43 characters of signature, with slack.
 MAX_COOKIE_LENGTH = 128
@@ -55,7 +54,7 @@ class CookieSigner:
 
     def set_cookie(self, value: str) -> Cookie:
         return Cookie(
-            key=COOKIE_NAME,
+            key=CART_COOKIE,
             value=value,
             path="/",
             max_age=self.max_age_s,
@@ -66,7 +65,7 @@ class CookieSigner:
 
     def clear_cookie(self) -> Cookie:
         return Cookie(
-            key=COOKIE_NAME,
+            key=CART_COOKIE,
             value="",
             path="/",
             max_age=0,

@@ -11,6 +11,7 @@ import uuid
 from typing import Annotated, Any
 
 from ember_shared.auth import current_principal, requires_signed_in
+from ember_shared.cookies import ACCESS_COOKIE, CART_COOKIE
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -30,8 +31,6 @@ from checkout.sessions.schemas import (
 )
 from checkout.sessions.services import Buyer, CheckoutService, address_out
 
-CART_COOKIE = "ember_cart"
-ACCESS_COOKIE = "ember_access"
 NO_STORE = {"Cache-Control": "no-store"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember_shared.auth import Principal, current_principal, provide_principal, requires_signed_in
+from ember_shared.cookies import SESSION_COOKIE
 from ember_shared.problems import Problem, problem_response
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
@@ -16,7 +17,6 @@ from litestar.status_codes import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.accounts.cookies import (
-    SESSION_COOKIE,
     check_session_csrf,
     cleared_cookies,
     requires_json,

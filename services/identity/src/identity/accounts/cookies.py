@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember_shared.csrf import CSRF_COOKIE, CSRF_HEADER, csrf_matches, is_json
+from ember_shared.cookies import ACCESS_COOKIE, CSRF_COOKIE, SESSION_COOKIE
+from ember_shared.csrf import CSRF_HEADER, csrf_matches, is_json
 from ember_shared.problems import Problem
 from litestar import Response
 from litestar.connection import ASGIConnection
@@ -26,9 +27,6 @@ from identity.accounts.schemas import SignedIn, UserOut
 from identity.accounts.sessions import Issued
 from identity.context import Identity
 from identity.models import User
-
-SESSION_COOKIE = "ember_session"
-ACCESS_COOKIE = "ember_access"
 
 
 def user_out(user: User) -> UserOut:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 
 from ember_shared.auth import Principal
+from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.events.contracts import PasswordChanged
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +23,6 @@ from identity.accounts.sessions import Sessions, now_utc
 from identity.audit.services import Actions, record, record_detached
 from identity.context import Identity, RequestMeta
 from identity.models import Address, Session, User
-from identity.profile.countries import ISO_COUNTRIES
 from identity.profile.repositories import MAX_ADDRESSES, AddressRepository, LinkRepository
 from identity.profile.schemas import (
     AddressIn,

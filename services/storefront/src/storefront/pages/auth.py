@@ -11,12 +11,12 @@ import contextlib
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from ember_shared.csrf import CSRF_COOKIE
+from ember_shared.cookies import ACCESS_COOKIE, CSRF_COOKIE, SESSION_COOKIE
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Redirect
 
-from storefront.api import SESSION_COOKIE, Api, ApiProblem, Visitor
+from storefront.api import Api, ApiProblem, Visitor
 from storefront.forms import Form
 from storefront.messages import SIGN_UP_LINK_INVALID, friendly
 from storefront.web import redirect, render, safe_next
@@ -251,7 +251,7 @@ async def signout(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -
             "identity", "/api/auth/logout", json={}, cookies=(SESSION_COOKIE, CSRF_COOKIE)
         )
     response = redirect(request, "/", flash="signed-out")
-    for name in ("ember_access", "ember_session", "ember_csrf"):
+    for name in (ACCESS_COOKIE, SESSION_COOKIE, CSRF_COOKIE):
         if name not in api.outgoing:
             response.delete_cookie(name, path="/")
     return response

@@ -16,6 +16,7 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+from ember_shared.countries import country_name
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Redirect
@@ -32,23 +33,13 @@ SessionId = Annotated[str | None, Parameter(max_length=255, pattern=r"^[A-Za-z0-
 OrderToken = Annotated[
     str | None, Parameter(query="token", max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
 ]
+#: Where the address forms offer to ship (a select; checkout and identity take any ISO code).
 COUNTRIES: dict[str, str] = {
-    "US": "United States",
-    "CA": "Canada",
-    "GB": "United Kingdom",
-    "IE": "Ireland",
-    "DE": "Germany",
-    "FR": "France",
-    "NL": "Netherlands",
-    "BE": "Belgium",
-    "ES": "Spain",
-    "IT": "Italy",
-    "SE": "Sweden",
-    "DK": "Denmark",
-    "NO": "Norway",
-    "AU": "Australia",
-    "NZ": "New Zealand",
-    "JP": "Japan",
+    code: country_name(code)
+    for code in (
+        *("US", "CA", "GB", "IE", "DE", "FR", "NL", "BE"),
+        *("ES", "IT", "SE", "DK", "NO", "AU", "NZ", "JP"),
+    )
 }
 ADDRESS_FIELDS: dict[str, tuple[int, bool]] = {
     # name: (max length, required)
