@@ -153,6 +153,24 @@ def test_every_template_has_html_and_text() -> None:
         assert "EMBER COFFEE" in text
 
 
+def test_a_sign_up_mail_does_not_repeat_the_name_its_requester_chose() -> None:
+    # Anyone can ask for an account for any address: a name would carry their words, under
+    # the shop's name, to a stranger's inbox (issue 10 finding 13). Even an event that still
+    # carries one (sent before identity stopped) is mailed without it.
+    pitch = "Ada, claim your prize at evil.example"
+    asked = SignUpRequested(
+        email="a@example.com",
+        name=pitch,
+        verify_url=f"{PUBLIC}/verify-email?token=t",
+        expires_at="2030-01-01T00:00:00Z",
+    )
+    mail = render(Template.SIGN_UP, compose.sign_up(asked, PUBLIC))
+    for part in (mail.subject, mail.html, mail.text):
+        assert "evil.example" not in part
+        assert "Ada" not in part
+    assert "Confirm your email" in mail.text
+
+
 def test_names_are_escaped_in_html_and_kept_in_text() -> None:
     data = order_paid("a@example.com", name=NASTY)
     rendered = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))

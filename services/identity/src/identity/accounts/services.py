@@ -161,9 +161,11 @@ class AccountService:
         )
         await self.identity.outbox.add(
             self.db,
+            # No name: whoever asks chooses it, and the mail goes to an address they need not
+            # own, so a name would carry their words to a stranger's inbox under our brand.
+            # The name waits on the sign-up row until the mailbox's owner opens the link.
             SignUpRequested(
                 email=email,
-                name=data.name.strip(),
                 verify_url=self._sealed(f"{self.identity.public_url}/verify-email?token={raw}"),
                 expires_at=expires_at.isoformat(),
             ),

@@ -159,9 +159,9 @@ def refunded(data: OrderRefunded, public_url: str) -> dict[str, Any]:
 
 
 def sign_up(data: SignUpRequested, public_url: str) -> dict[str, Any]:
+    # data.name is never shown: the requester chose it and need not own the address mailed.
     return {
         "public_url": public_url,
-        "customer_name": data.name,
         "verify_url": SEALED_LINK,
         SEALED_CONTEXT_KEY: data.verify_url,
         "expires_at": readable_time(data.expires_at),
