@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 import structlog
 from advanced_alchemy.base import CommonTableAttributes, convention, create_registry
 from advanced_alchemy.extensions.litestar import (
@@ -29,8 +30,12 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
     SQLAlchemyPlugin,
 )
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
+from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
+from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
+    SESSION_TERMINUS_ASGI_EVENTS,
+)
 from advanced_alchemy.types import DateTimeUTC
+from litestar.constants import HTTP_RESPONSE_START
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 from sqlalchemy import MetaData, event, func
 from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, AsyncSession, create_async_engine
@@ -46,6 +51,7 @@ from sqlalchemy.orm import (
 
 from ember_shared.events.tables import define_event_tables
 from ember_shared.ids import new_id
+from ember_shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from ember_shared.settings import ServiceSettings
 
 
@@ -192,33 +198,93 @@ def _within(savepoint: SessionTransaction | None, ended: SessionTransaction) -> 
     return False
 
 
-def _awaiting_hooks(
-    handler: BeforeMessageSendHookHandler, session_scope_key: str
-) -> BeforeMessageSendHookHandler:
-    """advanced-alchemy's autocommit, and then the commit's hooks, before the response starts:
-    a client that has its answer sees everything the commit set off (a cache invalidated)."""
+def _request_transaction(session_scope_key: str) -> BeforeMessageSendHookHandler:
+    """The request owns its transaction: committed when the answer is a success, rolled back
+    otherwise, and then the commit's hooks, all before the response starts (a client that has
+    its answer sees everything the commit set off, a cache invalidated say).
+
+    advanced-alchemy's own ``autocommit`` handler logs a failed commit and sends the 2xx anyway:
+    a write that never happened would be answered as done. Here a failed commit replaces the
+    answer (503 ``not-saved``: nothing was changed, the client may try again). It is rewritten
+    in place because the response has formally started: raising would only drop the connection.
+    """
+    refused_key = f"{session_scope_key}.not_saved"
 
     async def before_send(message: Message, scope: Scope) -> None:
+        refused = cast("bytes | None", scope.get(refused_key))  # type: ignore[misc]
+        if refused is not None and message["type"] == "http.response.body":
+            message["body"] = refused if not scope.get(f"{refused_key}.sent") else b""  # type: ignore[misc]
+            message["more_body"] = False
+            scope[f"{refused_key}.sent"] = True  # type: ignore[literal-required]
+            return
         session = cast("AsyncSession | None", get_aa_scope_state(scope, session_scope_key))
-        outcome = handler(message, scope)
-        if outcome is not None:
-            await outcome
-        if session is not None and message["type"] == "http.response.start":
-            await after_commit_done(session)
+        if session is None:
+            return
+        try:
+            if message["type"] == HTTP_RESPONSE_START:
+                if 200 <= message["status"] < 300:
+                    try:
+                        await session.commit()
+                    except Exception as exc:
+                        log.exception("request_commit_failed", error=type(exc).__name__)
+                        body = _not_saved(scope)
+                        scope[refused_key] = body  # type: ignore[literal-required]
+                        message["status"] = 503
+                        replaced = {b"content-type", b"content-length", b"cache-control", b"etag"}
+                        message["headers"] = [
+                            *(
+                                (name, value)
+                                for name, value in message.get("headers", [])
+                                if name.lower() not in replaced
+                            ),
+                            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", b"1"),
+                            (b"cache-control", b"no-store"),
+                        ]
+                        return
+                    await after_commit_done(session)
+                else:
+                    await session.rollback()
+        finally:
+            if message["type"] in SESSION_TERMINUS_ASGI_EVENTS and get_aa_scope_state(
+                scope, session_scope_key
+            ):
+                await _close_quietly(session)
+                delete_aa_scope_state(scope, session_scope_key)
 
     return before_send
+
+
+def _not_saved(scope: Scope) -> bytes:
+    problem: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + "not-saved",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The change could not be saved, so nothing was changed. Try again.",
+        "instance": scope.get("path", ""),
+    }
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id:
+        problem["request_id"] = request_id
+    return msgspec.json.encode(problem)
+
+
+async def _close_quietly(session: AsyncSession) -> None:
+    try:
+        await session.close()
+    except Exception as exc:  # the answer is decided; a broken connection is the pool's to drop
+        log.warning("request_session_close_failed", error=type(exc).__name__)
 
 
 def sqlalchemy_plugin(settings: ServiceSettings, engine: AsyncEngine) -> SQLAlchemyPlugin:
     config = SQLAlchemyAsyncConfig(
         engine_instance=engine,
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
         create_all=False,
         set_default_exception_handler=False,
         engine_config=EngineConfig(),
     )
     # The key is only known now: each config in a process gets its own.
-    autocommit = cast("BeforeMessageSendHookHandler", config.before_send_handler)
-    config.before_send_handler = _awaiting_hooks(autocommit, config.session_scope_key)
+    config.before_send_handler = _request_transaction(config.session_scope_key)
     return SQLAlchemyPlugin(config=config)

@@ -13,12 +13,13 @@ import httpx
 from ember_shared.db import after_commit, after_commit_done, sqlalchemy_plugin
 from ember_shared.events import Envelope, EventHandlers
 from ember_shared.events.runtime import EventRuntime
+from ember_shared.problems import exception_handlers
 from ember_shared.settings import ServiceSettings
 from events_testkit import Base, Effect, Ping, eventually
 from litestar import Litestar, post
 from litestar.exceptions import HTTPException
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from test_events_consumer import PING_STREAM, publish, xadd_envelope
 
@@ -201,3 +202,54 @@ async def test_a_request_answers_after_its_hooks_and_a_refused_one_runs_none(
         # Done by the time the answer arrived, once, after the commit (it saw the row); the
         # refused request rolled back, so its hook (started earlier if at all) never ran.
         assert ran == [1]
+
+
+async def test_a_request_whose_commit_fails_is_not_answered_as_done(
+    engine: AsyncEngine, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    """A commit can fail after the handler succeeded (a deferred constraint, a serialization
+    failure, the connection lost): the answer must then say so, and nothing is kept."""
+    ran: list[int] = []
+
+    @post("/deferred", status_code=201)
+    async def deferred(db_session: AsyncSession) -> dict[str, str]:
+        event_id = uuid.uuid4()
+        db_session.add(effect(event_id))
+        # Checked only at commit: both inserts pass, the commit is refused by Postgres.
+        await db_session.execute(
+            text(
+                "CREATE TEMP TABLE twice (n int UNIQUE DEFERRABLE INITIALLY DEFERRED) "
+                "ON COMMIT DROP"
+            )
+        )
+        await db_session.execute(text("INSERT INTO twice VALUES (1), (1)"))
+
+        async def hook() -> None:
+            ran.append(1)
+
+        after_commit(db_session, hook)
+        return {"id": str(event_id)}
+
+    app = Litestar(
+        route_handlers=[deferred],
+        plugins=[sqlalchemy_plugin(settings_for(), engine)],
+        exception_handlers=exception_handlers(),
+    )
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://evtest.test"
+        ) as client,
+    ):
+        before = await effects_written(engine)
+        response = await client.post("/deferred")
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["type"].endswith("/not-saved")
+        assert await effects_written(engine) == before  # nothing kept
+        assert ran == []  # no commit, no hook
+
+
+async def effects_written(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(Effect)) or 0)
