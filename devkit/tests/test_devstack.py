@@ -231,7 +231,7 @@ def test_replicas_each_get_a_port_caddy_lists_them_and_peers_go_through_the_mesh
 
     mesh = mesh_caddyfile({**counts, "cart": 1}, 3000)
     assert "127.0.0.1:11102 127.0.0.1:11112 127.0.0.1:11122" in mesh
-    assert "health_uri /api/health/catalog/live" in mesh
+    assert "health_uri /api/health/catalog/live?balancer=true" in mesh
     assert "11103" not in mesh  # a lone cart needs no mesh
     result = subprocess.run(
         [layout.caddy_binary(), "adapt", "--adapter", "caddyfile", "--config", "-"],

@@ -2,9 +2,9 @@
 
 A real catalog runs under uvicorn (one worker, and two as ``EMBER_WORKERS=2`` runs it) with
 ``SHUTDOWN_DRAIN_MS`` as the dev stack gives a replica, and gets SIGTERM on its process group as
-the supervisor (and Kubernetes) sends it. From then on its liveness probe, which Caddy probes to
-choose a replica, answers 503 ``draining``, while requests on a pooled connection and on new ones
-are still answered; only after the drain does it stop. Without the drain the process closed its
+the supervisor (and Kubernetes) sends it. From then on its liveness probe as Caddy asks it
+(``?balancer=true``, to choose a replica) answers 503 ``draining``, while every other request,
+on a pooled connection or a new one, is still answered; only after the drain does it stop. Without the drain the process closed its
 connections at once, and a POST that Caddy had just sent on one of them failed (a rolling restart
 turned ``/internal/cart/resolve`` into a 503 for a shopper's checkout quote).
 """
@@ -64,6 +64,7 @@ def test_a_stopping_replica_says_draining_and_keeps_serving_until_it_leaves(
         )
     base = app.url(offset)
     live = f"{base}/api/health/catalog/live"
+    probe_url = f"{live}?balancer=true"
     try:
         wait_ready(base + "/api/health/catalog/ready", server, log)
         with httpx.Client(base_url=base, timeout=10) as pooled:
@@ -73,12 +74,15 @@ def test_a_stopping_replica_says_draining_and_keeps_serving_until_it_leaves(
             os.killpg(server.pid, signal.SIGTERM)
             signalled = time.monotonic()
 
-            probe = httpx.get(live, timeout=5)
+            probe = httpx.get(probe_url, timeout=5)
             while probe.status_code == 200 and time.monotonic() - signalled < SERVED_FOR_S:
-                probe = httpx.get(live, timeout=5)
+                probe = httpx.get(probe_url, timeout=5)
             assert probe.status_code == 503, tail(log)
             assert probe.headers["content-type"].startswith("application/problem+json")
             assert probe.json()["type"].endswith("/draining")
+
+            # Only a balancer is told: a shopper's (or a monitor's) liveness check still passes.
+            assert httpx.get(live, timeout=5).json()["status"] == "ok"
 
             served = 0
             while time.monotonic() - signalled < SERVED_FOR_S:

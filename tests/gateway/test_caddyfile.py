@@ -195,13 +195,14 @@ def test_listed_replicas_are_each_an_upstream_probed_and_retried() -> None:
     assert route_for("/api/cart", routes) == f"127.0.0.1:{SERVICE_PORTS['cart']}"
     proxies = [h for h in handlers(server(config)["routes"]) if h["handler"] == "reverse_proxy"]
     catalog = next(p for p in proxies if len(p["upstreams"]) == 3)
-    assert catalog["health_checks"]["active"]["uri"] == "/api/health/catalog/live"
+    # Asked as a balancer: a replica told to stop says "draining" and leaves the rotation.
+    assert catalog["health_checks"]["active"]["uri"] == "/api/health/catalog/live?balancer=true"
     assert catalog["health_checks"]["active"]["interval"] == 1_000_000_000
     assert catalog["load_balancing"]["try_duration"] >= 5_000_000_000
     for proxy in proxies:  # every service is probed on its own route
         uri = proxy["health_checks"]["active"]["uri"]
         assert uri.startswith("/api/health/"), uri
-        assert uri.endswith("/live"), uri
+        assert uri.endswith("/live?balancer=true"), uri
 
 
 def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:

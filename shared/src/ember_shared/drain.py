@@ -4,9 +4,10 @@ A proxy in front of replicas (Caddy's health checks, a Kubernetes Service) keeps
 replica requests until it sees it go. If the replica closes at once, a request the proxy sends
 on a pooled connection just as the replica closes it fails mid-way; the proxy retries that only
 for GETs, so a POST to ``/internal/cart/resolve`` during a rolling restart became a 503. With
-``SHUTDOWN_DRAIN_MS`` set, the first SIGTERM starts a drain instead: the liveness probe answers
-503 ``draining`` (the proxies take the replica out within one probe interval) while every
-request is still served; when the drain ends, uvicorn's own graceful shutdown runs (it finishes
+``SHUTDOWN_DRAIN_MS`` set, the first SIGTERM starts a drain instead: the liveness probe as a
+balancer asks it (``/live?balancer=true``) answers 503 ``draining`` (the proxies take the replica
+out within one probe interval) while every other request, a shopper's ``/live`` included, is
+still served; when the drain ends, uvicorn's own graceful shutdown runs (it finishes
 what is in flight). Kubernetes gets the same from a ``preStop`` pause, so there it stays 0.
 
 More SIGTERMs during the drain change nothing (uvicorn's worker supervisor forwards one to each

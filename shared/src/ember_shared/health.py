@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import Parameter
 from litestar.response import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,12 +22,20 @@ def health_controller(service: str) -> type[Controller]:
 
         @get(
             "/live",
-            summary="Liveness: the process answers (503 while it drains before stopping).",
+            summary="Liveness: the process answers.",
+            description=(
+                "With `balancer=true` (a load balancer's probe, e.g. Caddy's health check), a "
+                "replica that has been told to stop answers 503 `draining` while it finishes "
+                "its work, so that it is no longer chosen; every other caller still gets 200."
+            ),
             cache=False,
         )
-        async def live(self, request: Request[Any, Any, Any]) -> Response[Any]:
-            if is_draining(request.app):
-                # Proxies probe this to choose a replica: one about to stop must not be chosen.
+        async def live(
+            self,
+            request: Request[Any, Any, Any],
+            balancer: bool = Parameter(query="balancer", default=False),
+        ) -> Response[Any]:
+            if balancer and is_draining(request.app):
                 return problem_response(
                     request, 503, "draining", "This replica is stopping; another one answers."
                 )

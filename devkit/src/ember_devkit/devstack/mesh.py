@@ -40,7 +40,7 @@ def mesh_caddyfile(replicas: Mapping[str, int], offset: int) -> str:
             "\t\tlb_try_duration 5s",
             "\t\tlb_try_interval 100ms",
             "\t\tfail_duration 2s",
-            f"\t\thealth_uri /api/health/{service}/live",
+            f"\t\thealth_uri /api/health/{service}/live?balancer=true",
             "\t\thealth_interval 1s",
             "\t\thealth_timeout 2s",
             "\t}",
