@@ -532,10 +532,14 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
     print(
         f"catalog: {total} products; cache bypass {'honoured' if bypass_honoured else 'NOT honoured'}"
     )
-    plan = scenarios(slugs, total)
+    only_tracing = report.get("run") == "tracing"
+    plan = [] if only_tracing else scenarios(slugs, total)
     pair = start_tracing_pair(shop)
     if pair is not None:
         plan += tracing_scenarios(pair, listing_variants(total))
+    elif only_tracing:
+        print("bench tracing needs a stack the benchmark starts", file=sys.stderr)
+        return 2
     try:
         results = asyncio.run(measure(url, plan, bypass_honoured))
         tracing = tracing_figures(pair, results)
@@ -543,7 +547,9 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
         if pair is not None:
             pair.stop()
     connections = int(env_number("BENCH_CONNECTIONS", 16))
-    if shop.env.get("ADMIN_PASSWORD"):
+    if only_tracing:
+        results["cold_cache"] = {"skipped": "bench tracing: the tracing comparison only"}
+    elif shop.env.get("ADMIN_PASSWORD"):
         listing = next(s for s in plan if s.name == "listing_cached").paths
         searching = next(s for s in plan if s.name == "search_cached").paths
         first, _ = get_json(url + "/api/products?page_size=1")
@@ -618,6 +624,11 @@ def read_path(shop: Shop, report: dict[str, Any]) -> int:
         "min_ratio": MIN_RATIO,
         "met": targets["cached_listing_vs_floor"]["met"],
     }
+    if only_tracing:
+        targets = {
+            "cached_listing_traced_vs_untraced": targets["cached_listing_traced_vs_untraced"]
+        }
+        del report["target"]
     report["targets"] = targets
     report["tracing"] = tracing
     print_table(results)
@@ -683,8 +694,8 @@ def main() -> int:
     except ImportError:  # pragma: no cover - uvloop ships with the workspace
         pass
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which not in ("all", "read", "checkout"):
-        print("usage: python -m bench [all|read|checkout]", file=sys.stderr)
+    if which not in ("all", "read", "checkout", "tracing"):
+        print("usage: python -m bench [all|read|checkout|tracing]", file=sys.stderr)
         return 2
     load_before = [round(x, 2) for x in os.getloadavg()]
     report: dict[str, Any] = {
@@ -698,7 +709,7 @@ def main() -> int:
             print("BENCH_PRODUCTS is ignored: the catalog is grown only in a stack bench starts")
         report["url"] = shop.url
         report["stack_started_by_bench"] = shop.started
-        if which in ("all", "read"):
+        if which in ("all", "read", "tracing"):
             status = read_path(shop, report)
         if status == 0 and which in ("all", "checkout"):
             status = write_path(shop, report)

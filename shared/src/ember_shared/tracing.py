@@ -15,16 +15,18 @@ the outbox row and the stream message); the relay and the consumer start their s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
+from opentelemetry.propagate import extract, get_global_textmap, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -32,11 +34,26 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 TRACER_NAME = "ember"
 
 _state: dict[str, Any] = {"provider": None, "instrumented": False}
+
+#: The trace id a request's sampling was decided on, for the server span that records it
+#: (:class:`SampledRequests`): taken once, by the next trace id the provider makes.
+_planned_trace_id: ContextVar[list[int] | None] = ContextVar("ember_planned_trace_id", default=None)
+
+
+class PlannedTraceIds(RandomIdGenerator):
+    """Random ids, except the one trace id a request's sampling was already decided on: the
+    request's span then gets that id, so the sampler (by trace id) decides the same again."""
+
+    def generate_trace_id(self) -> int:
+        planned = _planned_trace_id.get()
+        if planned:
+            return planned.pop()
+        return super().generate_trace_id()
 
 
 def endpoint() -> str:
@@ -99,6 +116,7 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> bool:
         provider = TracerProvider(
             resource=Resource.create({"service.name": service}),
             sampler=ParentBased(root=LinkedOrRatio(sample_ratio())),
+            id_generator=PlannedTraceIds(),
         )
         if endpoint():
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -114,6 +132,7 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> bool:
 
         HTTPXClientInstrumentor().instrument(tracer_provider=provider)
         RedisInstrumentor().instrument(tracer_provider=provider)
+        _only_when_recording()
         _state["instrumented"] = True
     return True
 
@@ -127,14 +146,62 @@ def instrument_engine(engine: Any) -> None:
     if not tracing_on():
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from sqlalchemy import event
 
-    SQLAlchemyInstrumentor().instrument(
-        engine=getattr(engine, "sync_engine", engine),
+    sync_engine = getattr(engine, "sync_engine", engine)
+    engine_tracer = SQLAlchemyInstrumentor().instrument(
+        engine=sync_engine,
         tracer_provider=_state["provider"],
         # The instrumentation declares sqlalchemy < 2.1 and otherwise does nothing at all (it
         # only logs so); 2.1 keeps the engine events it hooks, and the flow test sees its spans.
         skip_dep_check=True,
     )
+    traced = getattr(engine_tracer, "_before_cur_exec", None)
+    if traced is None:
+        return
+    # A statement outside a recorded span would only make a span that is dropped (its parent is
+    # unsampled, or it is a background poll), after reading the connection's attributes.
+
+    def before_cursor_execute(
+        conn: Any, cursor: Any, statement: Any, params: Any, *context_executemany: Any
+    ) -> tuple[Any, Any]:
+        if not trace.get_current_span().is_recording():
+            return statement, params
+        result: tuple[Any, Any] = traced(conn, cursor, statement, params, *context_executemany)
+        return result
+
+    event.remove(sync_engine, "before_cursor_execute", traced)
+    event.listen(sync_engine, "before_cursor_execute", before_cursor_execute, retval=True)
+
+
+def _only_when_recording() -> None:
+    """The Redis and httpx instrumentations make a span for every call, recorded or not (an
+    unsampled request's Redis read cost as much as a sampled one's). Wrapped once more, they
+    run only under a recording span; otherwise the call goes straight to the client, and an
+    HTTP call still carries the current ``traceparent`` (flags 00 in an unsampled request), so
+    the service it calls leaves the whole trace unsampled too."""
+    import httpx
+    import redis.asyncio
+    import redis.asyncio.client
+    from wrapt import wrap_function_wrapper
+
+    def redis_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if trace.get_current_span().is_recording():
+            return wrapped(*args, **kwargs)
+        return wrapped.__wrapped__(*args, **kwargs)
+
+    def http_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if trace.get_current_span().is_recording():
+            return wrapped(*args, **kwargs)
+        request: httpx.Request = args[0] if args else kwargs["request"]
+        inject(request.headers)
+        return wrapped.__wrapped__(*args, **kwargs)
+
+    wrap_function_wrapper(redis.asyncio, "Redis.execute_command", redis_call)
+    wrap_function_wrapper(redis.asyncio.client, "Pipeline.execute", redis_call)
+    wrap_function_wrapper(redis.asyncio.client, "Pipeline.immediate_execute_command", redis_call)
+    wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", http_call)
+    wrap_function_wrapper(httpx, "HTTPTransport.handle_request", http_call)
 
 
 def tracer() -> trace.Tracer:
@@ -184,17 +251,90 @@ def linked_root(
         yield span
 
 
+#: Never traced: the probes and the scrapes (every few seconds, from machines, not shoppers).
+UNTRACED_PATHS = ("/metrics", "/api/health/")
+_TRACE_HEADERS = frozenset(name.encode() for name in get_global_textmap().fields)
+
+
+class SampledRequests:
+    """Sampling decided first, for every request: only a request that will be recorded goes
+    through OpenTelemetry's ASGI middleware (its span, attributes and wrapped send), which
+    costs every request as much whether it is sampled or not. An unsampled one runs under a
+    non-recording span of its trace (the caller's trace id, or a new one) with flags 00: every
+    span under it is dropped without being built, and calls to other services carry a
+    ``traceparent`` that says unsampled, so the whole trace is consistently absent."""
+
+    def __init__(self, app: Any, config: Any, provider: TracerProvider) -> None:
+        from litestar.plugins.opentelemetry.middleware import (
+            OpenTelemetryInstrumentationMiddleware,
+        )
+
+        self.app = app
+        self.traced: Callable[..., Any] = OpenTelemetryInstrumentationMiddleware(
+            app=app, config=config
+        )
+        self.sampler = provider.sampler
+        self.ids = provider.id_generator
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(UNTRACED_PATHS):
+            await self.app(scope, receive, send)
+            return
+        if any(name in _TRACE_HEADERS for name, _ in scope["headers"]):
+            from opentelemetry.instrumentation.asgi import asgi_getter
+
+            parent_context = extract(scope, getter=asgi_getter)
+        else:
+            parent_context = otel_context.Context()
+        parent = trace.get_current_span(parent_context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
+        decided = self.sampler.should_sample(
+            parent_context, trace_id, scope["path"], SpanKind.SERVER
+        )
+        if decided.decision is not Decision.DROP:
+            # The request's span is made by the middleware; with no parent it takes this
+            # trace id, on which the sampler has just said yes.
+            token = _planned_trace_id.set(None if parent.is_valid else [trace_id])
+            try:
+                await self.traced(scope, receive, send)
+            finally:
+                _planned_trace_id.reset(token)
+            return
+        # Flags as the SDK would set them on a span it did not sample.
+        random_id = (
+            parent.trace_flags.random_trace_id if parent.is_valid else self.ids.is_trace_id_random()
+        )
+        flags = TraceFlags.RANDOM_TRACE_ID if random_id else TraceFlags.DEFAULT
+        unsampled = NonRecordingSpan(
+            SpanContext(
+                trace_id,
+                self.ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(flags),
+                trace_state=decided.trace_state,
+            )
+        )
+        attached = otel_context.attach(trace.set_span_in_context(unsampled, parent_context))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(attached)
+
+
 def litestar_middleware() -> Any:
-    """Litestar's OpenTelemetry middleware, when tracing is on (else ``None``)."""
+    """Requests traced when sampled (:class:`SampledRequests` around Litestar's OpenTelemetry
+    middleware), when tracing is on (else ``None``)."""
     if not tracing_on():
         return None
+    from litestar.middleware import DefineMiddleware
     from litestar.plugins.opentelemetry import OpenTelemetryConfig
 
-    return OpenTelemetryConfig(
+    config = OpenTelemetryConfig(
         tracer_provider=_state["provider"],
-        exclude=["/metrics", "/api/health/"],
+        exclude=list(UNTRACED_PATHS),
         # The ASGI send/receive spans say nothing the request's own span does not, and cost
         # every request (sampled or not) two more spans: the cached listing lost a third of its
         # rate to them (bench/tracing.py).
         exclude_spans=["receive", "send"],
-    ).middleware
+    )
+    return DefineMiddleware(SampledRequests, config=config, provider=_state["provider"])
