@@ -55,8 +55,8 @@ def installed_by(*options: str) -> set[str]:
         check=True,
     ).stdout
     names = set()
-    for line in exported.splitlines():
-        line = line.strip()
+    for raw in exported.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("-e "):

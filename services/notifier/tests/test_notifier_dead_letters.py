@@ -12,7 +12,7 @@ import pytest
 from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events import DEAD_LETTER_STREAM, Envelope, stream_for
 from ember_shared.events.contracts import Address, PasswordResetRequested, PaymentSucceeded
-from ember_shared.events.dead_letters import write_dead_letter
+from ember_shared.events.dead_letters import FailedDelivery, write_dead_letter
 from ember_shared.events.envelope import encode
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
@@ -61,12 +61,14 @@ async def dead_letter(redis: Redis, event: Envelope, *, service: str = "notifier
     message_id = b"1-1"
     dead_id = await write_dead_letter(
         redis,
-        stream=stream,
-        group=service,
-        consumer=f"{service}-test-1",
-        message_id=message_id,
-        fields=await fields_of(event),
-        envelope=event,
+        FailedDelivery(
+            stream=stream,
+            group=service,
+            consumer=f"{service}-test-1",
+            message_id=message_id,
+            fields=await fields_of(event),
+            envelope=event,
+        ),
         handler=f"{service}.some_handler",
         reason="handler_failed",
         error="RuntimeError: the database went away",

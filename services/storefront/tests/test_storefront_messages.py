@@ -8,7 +8,6 @@ shorthand helpers), so a kind renamed in a service cannot silently fall back to 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 from ember_shared.settings import repo_root

@@ -19,7 +19,7 @@ from ember_shared.events import (
     replay_dead_letter,
     stream_for,
 )
-from ember_shared.events.dead_letters import count_dead_letters, write_dead_letter
+from ember_shared.events.dead_letters import FailedDelivery, count_dead_letters, write_dead_letter
 from ember_shared.events.runtime import EventRuntime
 from ember_shared.problems import Problem
 from ember_shared.settings import ServiceSettings
@@ -50,12 +50,14 @@ async def dead(redis: Redis, group: str, n: int, reason: str = "handler_failed")
     envelope = msgspec.json.decode(fields[b"__data__"], type=Envelope)
     dead_id = await write_dead_letter(
         redis,
-        stream=PING_STREAM,
-        group=group,
-        consumer=f"{group}-1",
-        message_id=message_id,
-        fields=fields,
-        envelope=envelope,
+        FailedDelivery(
+            stream=PING_STREAM,
+            group=group,
+            consumer=f"{group}-1",
+            message_id=message_id,
+            fields=fields,
+            envelope=envelope,
+        ),
         handler=f"{group}.record",
         reason=reason,
         error=f"ValueError('ping {n}')",

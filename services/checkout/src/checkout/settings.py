@@ -138,48 +138,43 @@ class CheckoutSettings:
             raise SettingsError("A live Stripe key is refused in local mode (EMBER_MODE=local)")
         if not self.webhook_secrets:
             raise SettingsError("STRIPE_WEBHOOK_SECRET must be set when STRIPE_SECRET_KEY is")
-        if not 0 <= self.stripe_webhook_tolerance <= 3600:
-            raise SettingsError("STRIPE_WEBHOOK_TOLERANCE must be 0..3600 seconds")
-        if not 0 <= self.expiry_margin_s <= 3600:
-            raise SettingsError("CHECKOUT_EXPIRY_MARGIN_S must be 0..3600")
         low = STRIPE_MIN_EXPIRY_SECONDS + 60 if not self.uses_standin else 60
-        if not low <= self.stripe_expiry_s <= STRIPE_MAX_EXPIRY_SECONDS:
-            raise SettingsError(
-                "CHECKOUT_RESERVATION_TTL_S less CHECKOUT_EXPIRY_MARGIN_S must lie between "
-                f"{low} s and 24 h (Stripe's limits on a Checkout Session's expiry)"
-            )
-        if (
-            not 0 <= self.shipping_flat_rate <= 100_000
-            or not 0 <= self.free_shipping_threshold <= 10_000_000
-        ):
-            raise SettingsError(
-                "CHECKOUT_SHIPPING_FLAT_RATE / CHECKOUT_FREE_SHIPPING_THRESHOLD out of range"
-            )
-        if not (
-            1 <= self.max_open_per_client <= 100
-            and 1 <= self.max_open_per_email <= 100
-            and 1 <= self.max_held_units <= 10_000
-        ):
-            raise SettingsError(
-                "CHECKOUT_MAX_OPEN_PER_CLIENT / CHECKOUT_MAX_OPEN_PER_EMAIL (1..100) or "
-                "CHECKOUT_MAX_HELD_UNITS (1..10000) out of range"
-            )
-        if len(self.currency) != 3 or not self.currency.isalpha():
-            raise SettingsError("CHECKOUT_CURRENCY must be an ISO 4217 code")
-        if (
-            not 0 <= self.reconcile_interval_s <= 86_400
-            or not 1 <= self.reconcile_after_s <= 86_400
-            or not 1 <= self.reconcile_batch <= 10_000
-        ):
-            raise SettingsError(
-                "CHECKOUT_RECONCILE_INTERVAL_S (0..86400), CHECKOUT_RECONCILE_AFTER_S (1..86400) "
-                "or CHECKOUT_RECONCILE_BATCH (1..10000) out of range"
-            )
-        if (
-            not 100 <= self.upstream_timeout_ms <= 60_000
-            or not 100 <= self.stripe_timeout_ms <= 120_000
-        ):
-            raise SettingsError("CHECKOUT_UPSTREAM_TIMEOUT_MS / STRIPE_TIMEOUT_MS out of range")
+        in_range = {
+            "STRIPE_WEBHOOK_TOLERANCE must be 0..3600 seconds": (
+                0 <= self.stripe_webhook_tolerance <= 3600
+            ),
+            "CHECKOUT_EXPIRY_MARGIN_S must be 0..3600": 0 <= self.expiry_margin_s <= 3600,
+            "CHECKOUT_RESERVATION_TTL_S less CHECKOUT_EXPIRY_MARGIN_S must lie between "
+            f"{low} s and 24 h (Stripe's limits on a Checkout Session's expiry)": (
+                low <= self.stripe_expiry_s <= STRIPE_MAX_EXPIRY_SECONDS
+            ),
+            "CHECKOUT_SHIPPING_FLAT_RATE / CHECKOUT_FREE_SHIPPING_THRESHOLD out of range": (
+                0 <= self.shipping_flat_rate <= 100_000
+                and 0 <= self.free_shipping_threshold <= 10_000_000
+            ),
+            "CHECKOUT_MAX_OPEN_PER_CLIENT / CHECKOUT_MAX_OPEN_PER_EMAIL (1..100) or "
+            "CHECKOUT_MAX_HELD_UNITS (1..10000) out of range": (
+                1 <= self.max_open_per_client <= 100
+                and 1 <= self.max_open_per_email <= 100
+                and 1 <= self.max_held_units <= 10_000
+            ),
+            "CHECKOUT_CURRENCY must be an ISO 4217 code": (
+                len(self.currency) == 3 and self.currency.isalpha()
+            ),
+            "CHECKOUT_RECONCILE_INTERVAL_S (0..86400), CHECKOUT_RECONCILE_AFTER_S (1..86400) "
+            "or CHECKOUT_RECONCILE_BATCH (1..10000) out of range": (
+                0 <= self.reconcile_interval_s <= 86_400
+                and 1 <= self.reconcile_after_s <= 86_400
+                and 1 <= self.reconcile_batch <= 10_000
+            ),
+            "CHECKOUT_UPSTREAM_TIMEOUT_MS / STRIPE_TIMEOUT_MS out of range": (
+                100 <= self.upstream_timeout_ms <= 60_000
+                and 100 <= self.stripe_timeout_ms <= 120_000
+            ),
+        }
+        for problem, holds in in_range.items():
+            if not holds:
+                raise SettingsError(problem)
 
     def shipping_for(self, subtotal: int) -> int:
         if self.free_shipping_threshold and subtotal >= self.free_shipping_threshold:

@@ -51,7 +51,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ember_shared.db import after_commit_done
-from ember_shared.events.dead_letters import write_dead_letter
+from ember_shared.events.dead_letters import FailedDelivery, write_dead_letter
 from ember_shared.events.envelope import Envelope, EventData, stream_for
 from ember_shared.events.handlers import (
     Dependencies,
@@ -580,12 +580,14 @@ class EventConsumer:
         raw = message.raw_message
         dead_id = await write_dead_letter(
             self.redis,
-            stream=stream,
-            group=self.group,
-            consumer=self.consumer,
-            message_id=raw["message_ids"][0],
-            fields=raw["data"],
-            envelope=envelope,
+            FailedDelivery(
+                stream=stream,
+                group=self.group,
+                consumer=self.consumer,
+                message_id=raw["message_ids"][0],
+                fields=raw["data"],
+                envelope=envelope,
+            ),
             handler=",".join(h.name for h in handlers),
             reason=reason,
             error=error,

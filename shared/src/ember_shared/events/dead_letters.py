@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -80,15 +81,22 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", errors="replace") if value is not None else ""
 
 
+@dataclass(frozen=True)
+class FailedDelivery:
+    """The stream message a consumer gives up on, and where it was read."""
+
+    stream: str
+    group: str
+    consumer: str
+    message_id: bytes
+    fields: dict[bytes, bytes]
+    envelope: Envelope | None
+
+
 async def write_dead_letter(
     redis: Redis,
+    delivery: FailedDelivery,
     *,
-    stream: str,
-    group: str,
-    consumer: str,
-    message_id: bytes,
-    fields: dict[bytes, bytes],
-    envelope: Envelope | None,
     handler: str,
     reason: str,
     error: str,
@@ -96,6 +104,12 @@ async def write_dead_letter(
     maxlen: int,
 ) -> bytes:
     """Record a dead letter and acknowledge the original message, atomically."""
+    stream, group, fields, envelope = (
+        delivery.stream,
+        delivery.group,
+        delivery.fields,
+        delivery.envelope,
+    )
     payload = fields.get(DATA_FIELD.encode())
     if payload is None:
         # Not one of ours: keep every field so nothing is lost.
@@ -103,12 +117,12 @@ async def write_dead_letter(
     entry: dict[str, bytes | str | int] = {
         "service": group,
         "stream": stream,
-        "message_id": message_id,
+        "message_id": delivery.message_id,
         "event_id": envelope.id if envelope else _text(fields.get(b"event_id")),
         "event_type": envelope.type if envelope else _text(fields.get(b"type")),
         "producer": envelope.producer if envelope else "",
         "correlation_id": envelope.correlation_id if envelope else "",
-        "consumer": consumer,
+        "consumer": delivery.consumer,
         "handler": handler,
         "reason": reason,
         "error": error[:MAX_ERROR_CHARS],
@@ -118,7 +132,7 @@ async def write_dead_letter(
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(DEAD_LETTER_STREAM, entry, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-        pipe.xack(stream, group, message_id)
+        pipe.xack(stream, group, delivery.message_id)
         dead_id, _acked = await pipe.execute()
     return bytes(dead_id)
 

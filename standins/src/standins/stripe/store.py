@@ -333,22 +333,8 @@ class Store:
 
     # --- checkout sessions --------------------------------------------------------------
 
-    def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
-        mode = as_str(params, "mode", required=True)
-        if mode not in ("payment", "subscription"):
-            raise StripeError(
-                400,
-                "The Stripe stand-in supports Checkout Sessions in mode=payment or "
-                "mode=subscription only.",
-                param="mode",
-            )
-        ui_mode = as_str(params, "ui_mode") or "hosted"
-        if ui_mode != "hosted":
-            raise StripeError(
-                400, "The Stripe stand-in serves ui_mode=hosted only.", param="ui_mode"
-            )
-        success_url = _url(params, "success_url", required=True)
-        cancel_url = _url(params, "cancel_url", required=False)
+    def _session_items(self, params: dict[str, Any], mode: str) -> tuple[list[dict[str, Any]], str]:
+        """The session's line items as Stripe checks them, and their one currency."""
         raw_items = params.get("line_items")
         if not isinstance(raw_items, list) or not raw_items:
             raise StripeError(
@@ -385,15 +371,9 @@ class Store:
         if len(currencies) != 1:
             raise StripeError(400, "All line items must use the same currency.", param="line_items")
         currency = currencies.pop()
-        subtotal = sum(item["amount_subtotal"] for item in items)
-        if mode == "subscription":
-            for key in ("shipping_options", "payment_intent_data"):
-                if params.get(key) not in (None, ""):
-                    raise StripeError(
-                        400, f"`{key}` can only be used in `payment` mode.", param=key
-                    )
-        shipping_cost, amount_shipping = self._shipping(params, currency)
-        created = now()
+        return items, currency
+
+    def _session_expiry(self, params: dict[str, Any], created: int) -> int:
         expires_at = as_int(params, "expires_at")
         if expires_at is None:
             expires_at = created + MAX_EXPIRY_SECONDS
@@ -409,6 +389,35 @@ class Store:
                 else f"`expires_at` must be between {self.min_expiry_seconds} s and 24 hours from now.",
                 param="expires_at",
             )
+        return expires_at
+
+    def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        mode = as_str(params, "mode", required=True)
+        if mode not in ("payment", "subscription"):
+            raise StripeError(
+                400,
+                "The Stripe stand-in supports Checkout Sessions in mode=payment or "
+                "mode=subscription only.",
+                param="mode",
+            )
+        ui_mode = as_str(params, "ui_mode") or "hosted"
+        if ui_mode != "hosted":
+            raise StripeError(
+                400, "The Stripe stand-in serves ui_mode=hosted only.", param="ui_mode"
+            )
+        success_url = _url(params, "success_url", required=True)
+        cancel_url = _url(params, "cancel_url", required=False)
+        items, currency = self._session_items(params, mode)
+        subtotal = sum(item["amount_subtotal"] for item in items)
+        if mode == "subscription":
+            for key in ("shipping_options", "payment_intent_data"):
+                if params.get(key) not in (None, ""):
+                    raise StripeError(
+                        400, f"`{key}` can only be used in `payment` mode.", param=key
+                    )
+        shipping_cost, amount_shipping = self._shipping(params, currency)
+        created = now()
+        expires_at = self._session_expiry(params, created)
         customer_email = as_str(params, "customer_email", max_length=800)
         if customer_email is not None and "@" not in customer_email:
             raise StripeError(

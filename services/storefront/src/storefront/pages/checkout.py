@@ -239,6 +239,19 @@ def _status(problem: ApiProblem) -> int:
 
 # --- the order page ------------------------------------------------------------------------
 
+#: What the order page says of an order's status before it is paid (any later one: the order).
+ORDER_STATES = {
+    "pending_payment": "confirming",
+    "payment_failed": "failed",
+    "cancelled": "cancelled",
+}
+#: ... and of a checkout's, while orders has no order for it.
+CHECKOUT_STATES = {
+    "payment_pending": "confirming",
+    "payment_failed": "failed",
+    "expired": "expired",
+}
+
 
 async def order_state(
     api: Api, order_id: uuid.UUID, session_id: str | None, token: str | None = None
@@ -258,15 +271,8 @@ async def order_state(
             raise
         order = None
     if order is not None:
-        status = order.get("status")
-        if status == "pending_payment":
-            state = "confirming"
-        elif status == "payment_failed":
-            state = "failed"
-        elif status == "cancelled":
-            state = "cancelled"
-        else:
-            state = "paid"
+        # Any status past payment (paid, shipped, refunded...) is shown as the order.
+        state = ORDER_STATES.get(str(order.get("status")), "paid")
         return {"state": state, "order": order, "tracking": await _tracking(api, order, params)}
     try:
         checkout = await api.get(
@@ -281,14 +287,8 @@ async def order_state(
         # Checkout records "paid" only from Stripe's verified webhook, so it may be shown: orders
         # shows a guest the order only with Stripe's session id, which the emailed link lacks.
         return {"state": "paid", "order": _order_from_checkout(checkout), "checkout": checkout}
-    if status == "payment_pending" or (status == "open" and session_id):
-        state = "confirming"
-    elif status == "payment_failed":
-        state = "failed"
-    elif status == "expired":
-        state = "expired"
-    else:
-        state = "open"
+    # Back from Stripe (its session id in hand) but no webhook yet: the payment is confirming.
+    state = "confirming" if status == "open" and session_id else CHECKOUT_STATES.get(status, "open")
     return {"state": state, "checkout": checkout, "order": None}
 
 

@@ -17,6 +17,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from ember_shared.settings import env_str
@@ -276,6 +277,36 @@ async def subscription_new(
     return render(request, "subscriptions/new.html", context)
 
 
+@dataclass
+class AddressChoice:
+    """Where a new subscription is sent, as the form chose it (``saved:<id>``, ``new``)."""
+
+    choice: str
+    shipping: dict[str, str] | None = None
+    typed: dict[str, str] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _address_choice(form: Form, addresses: list[dict[str, Any]], choice: str) -> AddressChoice:
+    if not choice:
+        # From the coffee's page: the default address, when there is one; else ask for one.
+        default = _default_address(addresses)
+        if default is None:
+            return AddressChoice("new")
+        return AddressChoice(f"saved:{default['id']}", shipping=_shipping_address(default))
+    if choice.startswith("saved:"):
+        saved = next((a for a in addresses if f"saved:{a.get('id')}" == choice), None)
+        if saved is None:
+            return AddressChoice(choice, errors={"address_choice": "Choose one of your addresses."})
+        return AddressChoice(choice, shipping=_shipping_address(saved))
+    if choice == "new":
+        typed, errors = read_address(form)
+        return AddressChoice(
+            choice, shipping={k: v for k, v in typed.items() if v}, typed=typed, errors=errors
+        )
+    return AddressChoice(choice, errors={"address_choice": "Choose where we send it."})
+
+
 @post("/account/subscriptions", name="subscribe", include_in_schema=False)
 async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
     form = await Form.of(request)
@@ -294,35 +325,15 @@ async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
         errors["quantity"] = f"Choose 1 to {MAX_QUANTITY} bags per delivery."
     if cadence not in CADENCES:
         errors["cadence"] = "Choose how often we send it."
-    shipping: dict[str, str] | None = None
-    typed: dict[str, str] | None = None
-    if not choice:
-        # From the coffee's page: the default address, when there is one; else ask for one.
-        default = _default_address(addresses)
-        if default is not None:
-            shipping, choice = _shipping_address(default), f"saved:{default['id']}"
-        else:
-            choice = "new"
-            if not errors:
-                context = _form_context(product, addresses, quantity=quantity, cadence=cadence)
-                context["notice"] = "Where should we send it? Give a delivery address."
-                context["notice_kind"] = "info"
-                return render(request, "subscriptions/new.html", context)
-    elif choice.startswith("saved:"):
-        saved = next(
-            (a for a in addresses if f"saved:{a.get('id')}" == choice),
-            None,
-        )
-        if saved is None:
-            errors["address_choice"] = "Choose one of your addresses."
-        else:
-            shipping = _shipping_address(saved)
-    elif choice == "new":
-        typed, address_errors = read_address(form)
-        errors.update(address_errors)
-        shipping = {k: v for k, v in typed.items() if v}
-    else:
-        errors["address_choice"] = "Choose where we send it."
+    picked = _address_choice(form, addresses, choice)
+    if not choice and picked.shipping is None and not errors:
+        # From the coffee's page without a default address: ask for one, nothing is wrong yet.
+        context = _form_context(product, addresses, quantity=quantity, cadence=cadence)
+        context["notice"] = "Where should we send it? Give a delivery address."
+        context["notice_kind"] = "info"
+        return render(request, "subscriptions/new.html", context)
+    errors.update(picked.errors)
+    shipping, typed, choice = picked.shipping, picked.typed, picked.choice
     context = _form_context(
         product,
         addresses,
