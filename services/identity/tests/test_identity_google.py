@@ -394,3 +394,42 @@ async def test_registering_with_google_does_not_need_a_password(
     )
     assert change.status_code == 409
     assert change.json()["type"].endswith("/no-password")
+
+
+async def test_google_sends_the_shopper_back_to_the_address_they_came_from(
+    make_app: Callable[..., Any], oidc_standin: ServedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shop opened on a LAN address comes back from Google on it (its cookies and cart are
+    there), not on PUBLIC_URL; a Host that is none of the shop's addresses gets PUBLIC_URL."""
+    monkeypatch.setenv("PUBLIC_URL", "http://shop.test")
+    monkeypatch.setenv("PUBLIC_URL_ALIASES", "http://192.168.1.20:8080")
+    async with make_app(google_redirect_uri="") as app:
+        browser = Browser(app)
+        try:
+            for host, origin in (
+                ("192.168.1.20:8080", "http://192.168.1.20:8080"),
+                ("shop.test", "http://shop.test"),
+                ("evil.example", "http://shop.test"),
+            ):
+                started = await browser.get(
+                    "/api/auth/google/login", params={"next": "/orders"}, headers={"host": host}
+                )
+                assert started.status_code == 302, started.text
+                query = parse_qs(urlsplit(started.headers["location"]).query)
+                assert query["redirect_uri"] == [f"{origin}/api/auth/google/callback"], host
+            # The round trip ends where it began: the provider sends the browser to the alias,
+            # and the code is exchanged with that same redirect URI (else Google refuses it).
+            started = await browser.get(
+                "/api/auth/google/login",
+                params={"next": "/orders", "login_hint": "lan@example.com"},
+                headers={"host": "192.168.1.20:8080"},
+            )
+            callback = urlsplit(await at_provider(started.headers["location"]))
+            assert f"{callback.scheme}://{callback.netloc}" == "http://192.168.1.20:8080"
+            landed = await browser.get(
+                f"{callback.path}?{callback.query}", headers={"host": "192.168.1.20:8080"}
+            )
+            assert landed.status_code == 303, landed.text
+            assert landed.headers["location"] == "/orders"
+        finally:
+            await browser.aclose()

@@ -26,7 +26,9 @@ STATUS_OF = {"provider-unavailable": 503, "provider-mismatch": 503, "account-dis
 async def provide_google(
     db_session: AsyncSession, identity: Identity, meta: RequestMeta, request: Request[Any, Any, Any]
 ) -> GoogleSignIn:
-    return GoogleSignIn(db_session, identity, request.app.state.oidc, meta)
+    # A Host that is not one of the shop's addresses gets PUBLIC_URL: never a redirect target.
+    origin = identity.service.app.origin_for(request.headers.get("host"))
+    return GoogleSignIn(db_session, identity, request.app.state.oidc, meta, origin)
 
 
 def _state_cookie(identity: Identity, value: str, max_age: int) -> Cookie:

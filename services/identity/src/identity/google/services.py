@@ -63,9 +63,17 @@ def _state_key(state: str) -> str:
 
 class GoogleSignIn:
     def __init__(
-        self, db: AsyncSession, identity: Identity, provider: OIDCProvider, meta: RequestMeta
+        self,
+        db: AsyncSession,
+        identity: Identity,
+        provider: OIDCProvider,
+        meta: RequestMeta,
+        origin: str = "",
     ) -> None:
         self.db = db
+        #: The shop's origin the shopper is on (one of PUBLIC_URL and its aliases): Google sends
+        #: the browser back there, where its cart and cookies are.
+        self.origin = origin or identity.public_url
         self.identity = identity
         self.provider = provider
         self.meta = meta
@@ -78,7 +86,7 @@ class GoogleSignIn:
     @property
     def redirect_uri(self) -> str:
         return self.identity.settings.google_redirect_uri or (
-            f"{self.identity.public_url}/api/auth/google/callback"
+            f"{self.origin}/api/auth/google/callback"
         )
 
     async def start(self, *, next_path: str | None, login_hint: str = "") -> Started:
