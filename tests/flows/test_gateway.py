@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -94,9 +95,15 @@ def test_every_service_serves_its_api_reference_through_caddy(
     document = openapi_documents[service]
     assert document["openapi"].startswith("3.")
     assert f"/api/health/{service}/ready" in document["paths"]
+    # The public document shows no route of the services' own and not how they authenticate
+    # (issue 10 finding 13): those are in the full one, on the service's own port.
+    assert not [p for p in document["paths"] if p.startswith("/internal")], service
+    assert "X-Service-Token" not in json.dumps(document)
+    assert "ServiceToken" not in document.get("components", {}).get("securitySchemes", {})
     page = gateway.get(f"/api/docs/{service}")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    assert "/internal/" not in page.text
 
 
 @pytest.mark.parametrize(
@@ -217,7 +224,7 @@ def test_internal_routes_that_services_serve_are_blocked_at_the_gateway(
     # So is every internal route a service documents.
     for service in SERVICES:
         document = httpx.get(
-            f"{stack.service_url(service)}/api/docs/{service}/openapi.json", timeout=15
+            f"{stack.service_url(service)}/internal/docs/openapi.json", headers=token, timeout=15
         )
         assert document.status_code == 200
         for path in document.json().get("paths", {}):

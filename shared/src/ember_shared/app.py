@@ -20,7 +20,6 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.stores.redis import RedisStore
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
@@ -39,6 +38,12 @@ from ember_shared.metrics import (
     mark_worker_dead,
     metrics_controller,
     prometheus_config,
+)
+from ember_shared.openapi import (
+    PublicJsonRenderPlugin,
+    PublicScalarRenderPlugin,
+    PublicSwaggerRenderPlugin,
+    full_document_handler,
 )
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
@@ -138,6 +143,7 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             health_controller(spec.name),
             metrics_controller(spec.metrics),
             system_controller(spec.version),
+            full_document_handler(),
             *spec.route_handlers,
         ],
         plugins=[sqlalchemy_plugin(settings, engine)],
@@ -164,7 +170,13 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
             version=spec.version,
             description=spec.description,
             path=docs_path,
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # These pages and openapi.json show the public routes only; the full document is
+            # at /internal/docs/openapi.json (ember_shared.openapi).
+            render_plugins=[
+                PublicScalarRenderPlugin(),
+                PublicSwaggerRenderPlugin(path="/swagger"),
+                PublicJsonRenderPlugin(),
+            ],
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(
