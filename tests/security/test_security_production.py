@@ -142,6 +142,17 @@ def test_a_fully_configured_production_builds(production: Callable[..., None]) -
     production()
     for service in ("identity", "checkout", "notifier", "orders", "catalog"):
         assert isinstance(build(service), Litestar)
+    production(**CLOUDINARY)
+    assert isinstance(build("catalog"), Litestar)
+
+
+#: Product images on Cloudinary, as a production shop sets them (issue 9: without MEDIA_ORIGIN
+#: the pages' Content-Security-Policy blanks every image).
+CLOUDINARY = {
+    "MEDIA_STORE": "cloudinary",
+    "CLOUDINARY_URL": "cloudinary://123456:secret@ember-shop",
+    "MEDIA_ORIGIN": "https://res.cloudinary.com",
+}
 
 
 @pytest.mark.parametrize(
@@ -162,6 +173,13 @@ def test_a_fully_configured_production_builds(production: Callable[..., None]) -
         ("identity", {"MAIL_SEAL_PUBLIC_KEY": None}, "MAIL_SEAL_PUBLIC_KEY"),
         ("orders", {"MAIL_SEAL_PUBLIC_KEY": None}, "MAIL_SEAL_PUBLIC_KEY"),
         ("orders", {"TRACKING_API_URL": None}, "TRACKING_API_URL"),
+        ("catalog", {**CLOUDINARY, "MEDIA_ORIGIN": None}, "MEDIA_ORIGIN"),
+        (
+            "catalog",
+            {**CLOUDINARY, "CLOUDINARY_API_BASE": "http://127.0.0.1:8205"},
+            "CLOUDINARY_API_BASE",
+        ),
+        ("catalog", {**CLOUDINARY, "CLOUDINARY_URL": None}, "CLOUDINARY_URL"),
         ("catalog", {"EMBER_MODE": "prodution"}, "EMBER_MODE"),
         ("catalog", {"EMBER_MODE": "Production"}, "EMBER_MODE"),
     ],

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from ember_shared.app import ServiceSpec, create_service_app, redis_client
-from ember_shared.settings import service_settings
+from ember_shared.settings import refuse_to_start, service_settings
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
@@ -102,6 +102,8 @@ def _document_service_token(config: AppConfig) -> None:
 def create_app() -> Litestar:
     settings = service_settings("catalog")
     catalog = CatalogSettings()
+    if settings.app.is_production:
+        refuse_to_start(settings.production_problems() + catalog.production_problems())
     # The cache exists before the app starts so event handlers and the sweeper can use it
     # from their first call.
     cache_redis = redis_client(settings)

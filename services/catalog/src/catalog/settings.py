@@ -7,6 +7,10 @@ from pathlib import Path
 
 from ember_shared.settings import data_dir, env_int, env_str
 
+CLOUDINARY_API = "https://api.cloudinary.com"
+#: Where Cloudinary delivers an uploaded image from (``secure_url``).
+CLOUDINARY_DELIVERY = "https://res.cloudinary.com"
+
 
 def _media_root() -> Path:
     raw = env_str("MEDIA_ROOT")
@@ -53,6 +57,29 @@ class CatalogSettings:
     #: ``cloudinary://<api_key>:<api_secret>@<cloud_name>``, as Cloudinary's console shows it.
     cloudinary_url: str = field(default_factory=lambda: env_str("CLOUDINARY_URL"))
     cloudinary_api_base: str = field(
-        default_factory=lambda: env_str("CLOUDINARY_API_BASE", "https://api.cloudinary.com")
+        default_factory=lambda: env_str("CLOUDINARY_API_BASE", CLOUDINARY_API)
     )
     cloudinary_folder: str = field(default_factory=lambda: env_str("CLOUDINARY_FOLDER", "ember"))
+    #: Where the gateway's Content-Security-Policy lets images come from besides the shop (the
+    #: Caddyfile reads the same variable); the catalog only checks it in production.
+    media_origin: str = field(default_factory=lambda: env_str("MEDIA_ORIGIN"))
+
+    def production_problems(self) -> list[str]:
+        """What a production catalog needs of its media settings and is missing."""
+        if self.media_store == "local":
+            return []
+        if self.media_store != "cloudinary":
+            return [f"MEDIA_STORE must be local or cloudinary (got {self.media_store!r})"]
+        problems = []
+        if not self.cloudinary_url.startswith("cloudinary://"):
+            problems.append("CLOUDINARY_URL must be set (cloudinary://<key>:<secret>@<cloud>)")
+        if self.cloudinary_api_base.rstrip("/") != CLOUDINARY_API:
+            problems.append(f"CLOUDINARY_API_BASE must be {CLOUDINARY_API}, never a stand-in")
+        # The pages' Content-Security-Policy (the Caddyfile's img-src) allows images from the
+        # shop and MEDIA_ORIGIN only: without Cloudinary's delivery origin every image is blank.
+        if CLOUDINARY_DELIVERY not in self.media_origin.split():
+            problems.append(
+                f"MEDIA_ORIGIN must include {CLOUDINARY_DELIVERY} when MEDIA_STORE=cloudinary "
+                "(Caddy's Content-Security-Policy allows product images only from there)"
+            )
+        return problems
