@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import msgspec
 import uvicorn
+from ember_shared.contracts.catalog import LOOKUP_PATH, LookupProduct, LookupResponse
 from litestar import Litestar, Request, Response, post
 
 BASE_URL = "http://shop.test"
@@ -31,6 +32,8 @@ BASE_URL = "http://shop.test"
 
 
 class LookupBody(msgspec.Struct, forbid_unknown_fields=True):
+    # Unbounded, unlike the contract's LookupRequest: the fake answers 400 itself to a page that
+    # is too long, so a test sees the cart's paging, not a decoding refusal.
     product_ids: list[uuid.UUID]
 
 
@@ -70,7 +73,9 @@ class FakeCatalog:
     def update(self, product_id: uuid.UUID, **changes: Any) -> None:
         self.products[product_id].update(changes)
 
-    def answer(self, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    def answer(self, ids: list[uuid.UUID]) -> list[LookupProduct]:
+        """The products in catalog's own answer shape (a product the fake holds that the
+        contract would refuse fails here, not in the cart)."""
         found = []
         for product_id in ids:
             product = self.products.get(product_id)
@@ -80,13 +85,13 @@ class FakeCatalog:
             availability = (
                 "sold_out" if available <= 0 else "low_stock" if available <= 5 else "in_stock"
             )
-            found.append({**product, "availability": availability})
+            found.append(msgspec.convert({**product, "availability": availability}, LookupProduct))
         return found
 
     def app(self) -> Litestar:
         catalog = self
 
-        @post("/internal/catalog/products/lookup", status_code=200)
+        @post(LOOKUP_PATH, status_code=200)
         async def lookup(request: Request[Any, Any, Any], data: LookupBody) -> Any:
             catalog.calls.append(
                 {
@@ -102,7 +107,7 @@ class FakeCatalog:
                 return _status(503)
             if catalog.mode == "slow":
                 await asyncio.sleep(3)
-            return {"products": catalog.answer(data.product_ids)}
+            return LookupResponse(products=catalog.answer(data.product_ids))
 
         return Litestar([lookup])
 

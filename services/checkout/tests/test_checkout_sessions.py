@@ -282,7 +282,9 @@ async def test_signed_in_owner_reads_their_checkout(world: World) -> None:
     assert (await world.customer().status(order_id)).status_code == 404
 
 
-async def test_a_saved_address_is_read_from_identity_with_the_shoppers_token(world: World) -> None:
+async def test_a_saved_address_is_read_from_identitys_internal_route(world: World) -> None:
+    """Checkout asks identity for (this shopper's id, the address id) with the service
+    credential; the shopper's own token is never relayed."""
     member = await world.member()
     assert member.token is not None
     saved = await member.http.post(

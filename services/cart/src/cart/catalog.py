@@ -1,9 +1,10 @@
 """What the cart asks catalog: current price and availability of products.
 
-One route, ``POST /internal/catalog/products/lookup`` (service credential), with a short timeout
-and one retry, through the shared service client (credential and correlation id). When catalog cannot answer, :class:`CatalogUnavailable` is raised and callers
-decide: showing a cart degrades (lines without prices), a write that needs availability is
-refused with 503.
+One route, ``POST /internal/catalog/products/lookup`` (service credential; the request and the
+answer are :mod:`ember_shared.contracts.catalog`, the very structs catalog serves), with a short
+timeout and one retry, through the shared service client (credential and correlation id). When
+catalog cannot answer, :class:`CatalogUnavailable` is raised and callers decide: showing a cart
+degrades (lines without prices), a write that needs availability is refused with 503.
 """
 
 from __future__ import annotations
@@ -11,50 +12,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from typing import Literal
 
 import httpx
 import msgspec
 import structlog
+from ember_shared.contracts.catalog import (
+    LOOKUP_MAX_IDS,
+    LOOKUP_PATH,
+    LookupProduct,
+    LookupRequest,
+    LookupResponse,
+)
 from ember_shared.http import service_client
 
 log = structlog.get_logger("cart.catalog")
 
-LOOKUP_PATH = "/internal/catalog/products/lookup"
-#: Catalog answers at most this many ids per lookup.
-LOOKUP_PAGE = 100
 RETRY_DELAY_S = 0.05
-
-Availability = Literal["in_stock", "low_stock", "sold_out"]
 
 
 class CatalogUnavailable(Exception):  # a state of catalog, not an error of ours
     """Catalog did not answer (down, too slow, or an answer we cannot read)."""
-
-
-class CatalogProduct(msgspec.Struct, frozen=True, kw_only=True):
-    """One product as catalog's lookup answers it (extra members are ignored)."""
-
-    id: uuid.UUID
-    slug: str
-    name: str
-    price: int
-    currency: str
-    active: bool
-    availability: Availability
-    available: int
-    image_url: str | None = None
-
-    @property
-    def sellable_now(self) -> int:
-        """How many can be bought now; 0 when archived or sold out."""
-        if not self.active or self.availability == "sold_out":
-            return 0
-        return max(self.available, 0)
-
-
-class _LookupAnswer(msgspec.Struct):
-    products: list[CatalogProduct]
 
 
 class CatalogClient:
@@ -68,27 +45,29 @@ class CatalogClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def lookup(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CatalogProduct]:
+    async def lookup(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
         """The products catalog knows among ``product_ids``; unknown ids are simply absent."""
         ids = list(dict.fromkeys(product_ids))
-        found: dict[uuid.UUID, CatalogProduct] = {}
-        for start in range(0, len(ids), LOOKUP_PAGE):
-            for product in await self._lookup_page(ids[start : start + LOOKUP_PAGE]):
+        found: dict[uuid.UUID, LookupProduct] = {}
+        for start in range(0, len(ids), LOOKUP_MAX_IDS):
+            for product in await self._lookup_page(ids[start : start + LOOKUP_MAX_IDS]):
                 found[product.id] = product
         return found
 
-    async def _lookup_page(self, ids: list[uuid.UUID]) -> list[CatalogProduct]:
-        body = {"product_ids": [str(i) for i in ids]}
+    async def _lookup_page(self, ids: list[uuid.UUID]) -> list[LookupProduct]:
+        body = msgspec.json.encode(LookupRequest(product_ids=ids))
         last_error = ""
         for attempt in (1, 2):
             try:
-                response = await self._client.post(LOOKUP_PATH, json=body)
+                response = await self._client.post(
+                    LOOKUP_PATH, content=body, headers={"Content-Type": "application/json"}
+                )
             except httpx.HTTPError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code == 200:
                     try:
-                        return msgspec.json.decode(response.content, type=_LookupAnswer).products
+                        return msgspec.json.decode(response.content, type=LookupResponse).products
                     except msgspec.DecodeError as exc:
                         # A malformed answer will not improve on a retry.
                         log.warning("catalog_lookup_unreadable", error=str(exc))

@@ -7,6 +7,7 @@ import unicodedata
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.contracts.catalog import Availability
 from ember_shared.money import CurrencyCode, MinorUnits
 
 __all__ = [
@@ -50,8 +51,6 @@ Note = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=_NAME_PA
 #: Multi-line text: newlines and tabs allowed, NUL never.
 LongText = Annotated[str, msgspec.Meta(max_length=20_000, pattern=r"^[^\x00]*$")]
 Roast = Literal["", "light", "medium", "medium-dark", "dark"]
-Availability = Literal["in_stock", "low_stock", "sold_out"]
-Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 StockCount = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 Position = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 WeightGrams = Annotated[int, msgspec.Meta(ge=1, le=100_000)]

@@ -5,57 +5,31 @@ service credential and the correlation id; any failure to get an answer is a 503
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import msgspec
 import structlog
-from ember_shared.events.contracts import Address
+from ember_shared.contracts.cart import RESOLVE_PATH, ResolvedCart, ResolvedLine, ResolveRequest
+from ember_shared.contracts.catalog import (
+    LOOKUP_PATH,
+    RESERVATIONS_PATH,
+    InsufficientStock,
+    LookupProduct,
+    LookupRequest,
+    LookupResponse,
+    ReservationLineIn,
+    ReservationOut,
+    ReservationRequest,
+    UnavailableLine,
+    release_path,
+)
+from ember_shared.contracts.identity import Address, saved_address_path
 from ember_shared.http import service_client
 from ember_shared.problems import Problem
 
 log = structlog.get_logger("checkout.upstream")
-
-
-class CartLineRef(msgspec.Struct, kw_only=True):
-    product_id: uuid.UUID
-    quantity: int
-
-
-class ResolvedCart(msgspec.Struct, kw_only=True):
-    cart_id: uuid.UUID | None
-    lines: list[CartLineRef]
-
-
-class CatalogProduct(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    slug: str
-    name: str
-    price: int
-    currency: str
-    active: bool
-    available: int
-    availability: str = "in_stock"
-    image_url: str | None = None
-
-
-class LookupResponse(msgspec.Struct, kw_only=True):
-    products: list[CatalogProduct]
-
-
-class Reservation(msgspec.Struct, kw_only=True):
-    reservation_id: uuid.UUID
-    order_id: uuid.UUID
-    expires_at: dt.datetime
-
-
-class UnavailableLine(msgspec.Struct, kw_only=True):
-    product_id: uuid.UUID
-    requested: int
-    available: int
 
 
 @dataclass
@@ -89,7 +63,7 @@ class Upstream:
             await client.aclose()
 
     async def _post(
-        self, client: httpx.AsyncClient, service: str, path: str, body: Any
+        self, client: httpx.AsyncClient, service: str, path: str, body: msgspec.Struct
     ) -> httpx.Response:
         try:
             return await client.post(
@@ -104,10 +78,7 @@ class Upstream:
 
     async def resolve_cart(self, user_id: uuid.UUID | None, cart_token: str | None) -> ResolvedCart:
         response = await self._post(
-            self.cart,
-            "cart",
-            "/internal/cart/resolve",
-            {"user_id": user_id, "cart_token": cart_token},
+            self.cart, "cart", RESOLVE_PATH, ResolveRequest(user_id=user_id, cart_token=cart_token)
         )
         if response.status_code != 200:
             raise _unavailable("cart", status=response.status_code)
@@ -118,14 +89,9 @@ class Upstream:
 
     # --- catalog ------------------------------------------------------------------------
 
-    async def lookup_products(
-        self, product_ids: list[uuid.UUID]
-    ) -> dict[uuid.UUID, CatalogProduct]:
+    async def lookup_products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
         response = await self._post(
-            self.catalog,
-            "catalog",
-            "/internal/catalog/products/lookup",
-            {"product_ids": product_ids},
+            self.catalog, "catalog", LOOKUP_PATH, LookupRequest(product_ids=product_ids)
         )
         if response.status_code != 200:
             raise _unavailable("catalog", status=response.status_code)
@@ -136,33 +102,33 @@ class Upstream:
         return {product.id: product for product in found.products}
 
     async def reserve(
-        self, order_id: uuid.UUID, lines: list[CartLineRef], ttl_seconds: int
-    ) -> Reservation:
-        body = {
-            "order_id": order_id,
-            "lines": [{"product_id": line.product_id, "quantity": line.quantity} for line in lines],
-            "ttl_seconds": ttl_seconds,
-        }
-        response = await self._post(self.catalog, "catalog", "/internal/catalog/reservations", body)
+        self, order_id: uuid.UUID, lines: list[ResolvedLine], ttl_seconds: int
+    ) -> ReservationOut:
+        body = ReservationRequest(
+            order_id=order_id,
+            lines=[
+                ReservationLineIn(product_id=ln.product_id, quantity=ln.quantity) for ln in lines
+            ],
+            ttl_seconds=ttl_seconds,
+        )
+        response = await self._post(self.catalog, "catalog", RESERVATIONS_PATH, body)
         if response.status_code in (200, 201):
             try:
-                return msgspec.json.decode(response.content, type=Reservation)
-            except msgspec.ValidationError as exc:
+                return msgspec.json.decode(response.content, type=ReservationOut)
+            except msgspec.DecodeError as exc:
                 raise _unavailable("catalog", exc) from exc
         if response.status_code == 409:
             try:
-                unavailable = msgspec.convert(
-                    response.json().get("unavailable") or [], list[UnavailableLine]
-                )
-            except (ValueError, msgspec.ValidationError) as exc:
+                refusal = msgspec.json.decode(response.content, type=InsufficientStock)
+            except msgspec.DecodeError as exc:
                 raise _unavailable("catalog", exc) from exc
-            raise StockUnavailable(unavailable)
+            raise StockUnavailable(refusal.unavailable)
         raise _unavailable("catalog", status=response.status_code)
 
     async def release(self, order_id: uuid.UUID) -> bool:
         """Give the stock back now; best effort (catalog's sweeper releases it at expiry anyway)."""
         try:
-            response = await self.catalog.post(f"/internal/catalog/reservations/{order_id}/release")
+            response = await self.catalog.post(release_path(order_id))
         except httpx.HTTPError as exc:
             log.warning("release_failed", order_id=str(order_id), error=str(exc))
             return False
@@ -173,49 +139,18 @@ class Upstream:
 
     # --- identity ---------------------------------------------------------------------
 
-    async def saved_address(self, access_token: str, address_id: uuid.UUID) -> Address | None:
-        """One of the shopper's saved addresses, read from identity with the shopper's own
-        token (identity decides whose addresses those are); None when it is not theirs."""
+    async def saved_address(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address | None:
+        """One of the shopper's saved addresses (checkout has verified who the shopper is; the
+        shopper's token stays here); None when it is not theirs."""
         try:
-            response = await self.identity.get(
-                f"/api/user/addresses/{address_id}",
-                headers={"Authorization": f"Bearer {access_token}"},
-            )
+            response = await self.identity.get(saved_address_path(user_id, address_id))
         except httpx.HTTPError as exc:
             raise _unavailable("identity", exc) from exc
-        if response.status_code in (401, 403):
-            raise Problem(
-                401,
-                "unauthenticated",
-                "Sign in again to use a saved address.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if response.status_code in (404, 422):
+        if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise _unavailable("identity", status=response.status_code)
         try:
-            saved = msgspec.json.decode(response.content, type=SavedAddress)
-        except msgspec.ValidationError as exc:
+            return msgspec.json.decode(response.content, type=Address)
+        except msgspec.DecodeError as exc:
             raise _unavailable("identity", exc) from exc
-        return Address(
-            name=saved.name,
-            line1=saved.line1,
-            line2=saved.line2 or "",
-            city=saved.city,
-            state=saved.state or "",
-            postal_code=saved.postal_code,
-            country=saved.country.upper(),
-            phone=saved.phone or "",
-        )
-
-
-class SavedAddress(msgspec.Struct, kw_only=True):
-    name: str
-    line1: str
-    city: str
-    postal_code: str
-    country: str
-    line2: str | None = ""
-    state: str | None = ""
-    phone: str | None = ""

@@ -31,6 +31,7 @@ from identity.admin.controllers import AdminUsersController
 from identity.context import Identity, provide_identity, provide_meta
 from identity.google.client import OIDCProvider
 from identity.google.controllers import GoogleController
+from identity.internal.controllers import InternalIdentityController
 from identity.models import Base
 from identity.profile.controllers import ProfileController
 from identity.security.breached import BreachedPasswords
@@ -122,6 +123,7 @@ def create_app(
                 GoogleController,
                 ProfileController,
                 AdminUsersController,
+                InternalIdentityController,
                 well_known_jwks,
             ],
             base=Base,

@@ -121,24 +121,3 @@ class CartView(msgspec.Struct, kw_only=True):
 class CartLines(msgspec.Struct, kw_only=True):
     lines: list[CartLine]
     pricing_unavailable: bool
-
-
-# --- internal ---------------------------------------------------------------------------
-
-
-class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Which cart a shopper would check out: theirs when signed in, else the guest cookie's."""
-
-    user_id: uuid.UUID | None = None
-    #: Any cookie a browser sent: one that is not genuine is simply no cart.
-    cart_token: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
-
-
-class ResolvedLine(msgspec.Struct, kw_only=True):
-    product_id: uuid.UUID
-    quantity: int
-
-
-class ResolvedCart(msgspec.Struct, kw_only=True):
-    cart_id: uuid.UUID | None
-    lines: list[ResolvedLine]

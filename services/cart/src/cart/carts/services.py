@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import structlog
+from ember_shared.contracts.cart import ResolvedCart, ResolvedLine
+from ember_shared.contracts.catalog import LookupProduct
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,11 +28,9 @@ from cart.carts.schemas import (
     CartView,
     MergeAdjustment,
     MergeSummary,
-    ResolvedCart,
-    ResolvedLine,
     SetLine,
 )
-from cart.catalog import CatalogClient, CatalogProduct, CatalogUnavailable
+from cart.catalog import CatalogClient, CatalogUnavailable
 from cart.models import Cart, CartItem, CartStatus
 from cart.settings import CartSettings
 
@@ -186,7 +186,7 @@ class CartService:
         the request that still finds the guest cart active moves its lines.
         """
         preview = await self.items.lines(guest.id)
-        products: dict[uuid.UUID, CatalogProduct] = {}
+        products: dict[uuid.UUID, LookupProduct] = {}
         if preview:
             try:
                 products = await self.catalog.lookup(line.product_id for line in preview)
@@ -242,7 +242,7 @@ class CartService:
         )
 
     def _merged_quantity(
-        self, before: int, incoming: int, product: CatalogProduct | None
+        self, before: int, incoming: int, product: LookupProduct | None
     ) -> tuple[int, MergeReason]:
         if product is None or product.sellable_now == 0:
             return (before if before else min(incoming, self.limit)), "unavailable"
@@ -266,13 +266,13 @@ class CartService:
                 in_cart=in_cart,
             )
 
-    async def _products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, CatalogProduct]:
+    async def _products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
         try:
             return await self.catalog.lookup(product_ids)
         except CatalogUnavailable as exc:
             raise catalog_down() from exc
 
-    def _check_sellable(self, product: CatalogProduct, wanted: int, in_cart: int) -> None:
+    def _check_sellable(self, product: LookupProduct, wanted: int, in_cart: int) -> None:
         if not product.active:
             raise Problem(
                 409,
@@ -440,7 +440,7 @@ class CartService:
                 merge=opened.merge,
             )
         items = await self.items.lines(opened.cart.id)
-        products: dict[uuid.UUID, CatalogProduct] | None = {}
+        products: dict[uuid.UUID, LookupProduct] | None = {}
         if items:
             try:
                 products = await self.catalog.lookup(item.product_id for item in items)
@@ -473,7 +473,7 @@ class CartService:
             merge=opened.merge,
         )
 
-    def _line(self, item: CartItem, products: dict[uuid.UUID, CatalogProduct] | None) -> CartLine:
+    def _line(self, item: CartItem, products: dict[uuid.UUID, LookupProduct] | None) -> CartLine:
         product = products.get(item.product_id) if products is not None else None
         if product is None:
             return CartLine(
@@ -547,7 +547,7 @@ async def convert_cart(session: AsyncSession, cart_id: uuid.UUID, order_id: uuid
     return await carts.mark_converted(cart_id, order_id)
 
 
-def _refusal(product: CatalogProduct | None) -> str:
+def _refusal(product: LookupProduct | None) -> str:
     if product is None:
         return "unknown"
     if not product.active:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ember_shared.auth import requires_service
+from ember_shared.contracts.cart import ResolvedCart, ResolveRequest
 from litestar import Controller, post
 from litestar.di import Provide
 
 from cart.carts.controllers import provide_cart_service
-from cart.carts.schemas import ResolvedCart, ResolveRequest
 from cart.carts.services import CartService
 
 

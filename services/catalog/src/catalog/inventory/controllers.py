@@ -6,6 +6,12 @@ import uuid
 from typing import Annotated
 
 from ember_shared.auth import Principal, requires_admin, requires_service
+from ember_shared.contracts.catalog import (
+    LookupRequest,
+    LookupResponse,
+    ReservationOut,
+    ReservationRequest,
+)
 from ember_shared.problems import not_found
 from litestar import Controller, Response, get, post, put
 from litestar.di import Provide
@@ -18,10 +24,6 @@ from catalog.inventory.schemas import (
     InventoryList,
     InventoryPage,
     InventoryRow,
-    LookupRequest,
-    LookupResponse,
-    ReservationOut,
-    ReservationRequest,
     StockSet,
     StockSetMany,
 )

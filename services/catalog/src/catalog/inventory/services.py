@@ -15,8 +15,18 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+import msgspec
 import structlog
 from ember_shared.auth import Principal
+from ember_shared.contracts.catalog import (
+    INSUFFICIENT_STOCK,
+    InsufficientStock,
+    LookupProduct,
+    ReservationLineOut,
+    ReservationOut,
+    ReservationRequest,
+    UnavailableLine,
+)
 from ember_shared.events import Outbox
 from ember_shared.events.contracts import StockReleased
 from ember_shared.ids import new_id
@@ -33,13 +43,7 @@ from catalog.inventory.repositories import (
     ReservationRepository,
     Stock,
 )
-from catalog.inventory.schemas import (
-    InventoryRow,
-    LookupProduct,
-    ReservationLineOut,
-    ReservationOut,
-    ReservationRequest,
-)
+from catalog.inventory.schemas import InventoryRow
 from catalog.models import RESERVATION_ACTIVE, RESERVATION_COMMITTED, RESERVATION_RELEASED, Base
 from catalog.settings import CatalogSettings
 
@@ -122,12 +126,18 @@ class StockKeeper:
             # The request's transaction is rolled back on this answer: nothing stays held.
             raise Problem(
                 409,
-                "insufficient-stock",
+                INSUFFICIENT_STOCK,
                 "Some lines cannot be had in the quantity asked; nothing was reserved.",
-                unavailable=[
-                    {"product_id": str(p), "requested": q, "available": max(available[p], 0)}
-                    for p, q in short
-                ],
+                **msgspec.to_builtins(
+                    InsufficientStock(
+                        unavailable=[
+                            UnavailableLine(
+                                product_id=p, requested=q, available=max(available[p], 0)
+                            )
+                            for p, q in short
+                        ]
+                    )
+                ),
             )
         await self.reservations.add_lines(reservation_id, lines)
         self._stale(flipped)

@@ -5,10 +5,9 @@ webhook does, like every payment state change."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-import msgspec
 from ember_shared.auth import requires_service
+from ember_shared.contracts.checkout import RefundAccepted, RefundRequest
 from ember_shared.problems import Problem, not_found
 from litestar import Controller, post
 from litestar.datastructures import State
@@ -16,19 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.sessions.repositories import CheckoutSessionRepository
 from checkout.webhooks.machine import PAID_STATUSES
-
-
-class RefundRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    #: Minor units to refund; the whole remaining amount when left out.
-    amount: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
-    #: The caller's id for this refund: the same key never refunds twice.
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
-
-
-class RefundAccepted(msgspec.Struct, kw_only=True):
-    order_id: uuid.UUID
-    refund_id: str
-    status: str
 
 
 class InternalCheckoutController(Controller):

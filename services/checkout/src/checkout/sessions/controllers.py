@@ -11,7 +11,7 @@ import uuid
 from typing import Annotated, Any
 
 from ember_shared.auth import current_principal, requires_signed_in
-from ember_shared.cookies import ACCESS_COOKIE, CART_COOKIE
+from ember_shared.cookies import CART_COOKIE
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -64,18 +64,9 @@ async def provide_checkout_service(
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
     token = request.cookies.get(CART_COOKIE) or None
-    principal = current_principal(request)
-    access_token = None
-    if principal is not None:
-        authorization = request.headers.get("authorization", "")
-        if authorization.lower().startswith("bearer "):
-            access_token = authorization[7:].strip()
-        else:
-            access_token = request.cookies.get(ACCESS_COOKIE) or None
     return Buyer(
-        principal=principal,
+        principal=current_principal(request),
         cart_token=token[:4096] if token else None,
-        access_token=access_token,
         client_ip=(request.client.host[:64] if request.client else None) or None,
     )
 

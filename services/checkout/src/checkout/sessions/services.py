@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 import structlog
 from ember_shared.auth import Principal
+from ember_shared.contracts.cart import ResolvedCart, ResolvedLine
 from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
@@ -48,7 +49,7 @@ from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datet
 from checkout.sessions.repositories import CheckoutSessionRepository, HoldBudgetRepository
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
 from checkout.settings import CheckoutSettings
-from checkout.upstream import CartLineRef, ResolvedCart, StockUnavailable, Upstream
+from checkout.upstream import StockUnavailable, Upstream
 
 log = structlog.get_logger("checkout.sessions")
 
@@ -63,8 +64,6 @@ class Buyer:
 
     principal: Principal | None
     cart_token: str | None
-    #: The shopper's raw access token, relayed to identity to read a saved address.
-    access_token: str | None = None
     #: The shopper's address (Caddy's or the storefront's X-Forwarded-For): budgets holds.
     client_ip: str | None = None
 
@@ -76,7 +75,7 @@ class Buyer:
 @dataclass(frozen=True)
 class Priced:
     cart_id: uuid.UUID
-    refs: list[CartLineRef]
+    refs: list[ResolvedLine]
     lines: list[PricedLine]
     subtotal: int
     shipping: int
@@ -200,7 +199,7 @@ class CheckoutService:
         return Priced(
             cart_id=cart.cart_id,
             refs=[
-                CartLineRef(product_id=line.product_id, quantity=line.quantity) for line in lines
+                ResolvedLine(product_id=line.product_id, quantity=line.quantity) for line in lines
             ],
             lines=lines,
             subtotal=subtotal,
@@ -446,7 +445,7 @@ class CheckoutService:
                     ],
                 )
             return msgspec.convert(msgspec.to_builtins(data.shipping_address), Address)
-        if buyer.principal is None or not buyer.access_token:
+        if buyer.principal is None:
             raise Problem(
                 401,
                 "unauthenticated",
@@ -454,7 +453,7 @@ class CheckoutService:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         assert data.saved_address_id is not None
-        saved = await self.upstream.saved_address(buyer.access_token, data.saved_address_id)
+        saved = await self.upstream.saved_address(buyer.principal.user_id, data.saved_address_id)
         if saved is None:
             raise not_found("saved address")
         return saved

@@ -5,14 +5,18 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import msgspec
 import structlog
+from ember_shared.contracts.checkout import (
+    REFUND_REFUSALS,
+    RefundAccepted,
+    RefundRequest,
+    refund_path,
+)
 from ember_shared.http import service_client
 from ember_shared.problems import Problem
 
 log = structlog.get_logger("orders.refunds")
-
-#: Checkout's refusals that staff can act on, passed on as they are.
-_PASSED_ON = {"not-paid", "refund-too-large", "refund-refused"}
 
 
 async def ask_checkout_to_refund(order_id: uuid.UUID, amount: int, idempotency_key: str) -> str:
@@ -20,21 +24,28 @@ async def ask_checkout_to_refund(order_id: uuid.UUID, amount: int, idempotency_k
     try:
         async with service_client("checkout", timeout=httpx.Timeout(20.0, connect=2.0)) as client:
             response = await client.post(
-                f"/internal/checkout/orders/{order_id}/refund",
-                json={"amount": amount, "idempotency_key": idempotency_key},
+                refund_path(order_id),
+                content=msgspec.json.encode(
+                    RefundRequest(amount=amount, idempotency_key=idempotency_key)
+                ),
+                headers={"Content-Type": "application/json"},
             )
     except httpx.HTTPError as exc:
         log.warning("refund_checkout_unreachable", order_id=str(order_id), error=str(exc))
         raise _unavailable() from exc
     if response.status_code == 202:
-        return str(response.json()["refund_id"])
+        try:
+            return msgspec.json.decode(response.content, type=RefundAccepted).refund_id
+        except msgspec.DecodeError as exc:
+            log.warning("refund_checkout_unreadable", order_id=str(order_id), error=str(exc))
+            raise _unavailable() from exc
     kind = ""
     detail = ""
     if response.headers.get("content-type", "").startswith("application/problem+json"):
         body = response.json()
         kind = str(body.get("type", "")).rsplit("/", 1)[-1]
         detail = str(body.get("detail", ""))
-    if response.status_code == 409 and kind in _PASSED_ON:
+    if response.status_code == 409 and kind in REFUND_REFUSALS:
         raise Problem(409, kind, detail or "Stripe refused the refund.")
     log.warning(
         "refund_checkout_failed", order_id=str(order_id), status=response.status_code, kind=kind

@@ -1,0 +1,102 @@
+"""Catalog's internal API: what cart and checkout ask it (prices and stock, reservations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+LOOKUP_PATH = "/internal/catalog/products/lookup"
+RESERVATIONS_PATH = "/internal/catalog/reservations"
+#: Catalog answers at most this many ids per lookup.
+LOOKUP_MAX_IDS = 100
+
+Availability = Literal["in_stock", "low_stock", "sold_out"]
+ReservationStatus = Literal["active", "committed", "released"]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+def reservation_path(order_id: uuid.UUID) -> str:
+    return f"{RESERVATIONS_PATH}/{order_id}"
+
+
+def release_path(order_id: uuid.UUID) -> str:
+    return f"{RESERVATIONS_PATH}/{order_id}/release"
+
+
+# --- POST /internal/catalog/products/lookup ----------------------------------------------
+
+
+class LookupRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    product_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=LOOKUP_MAX_IDS)]
+
+
+class LookupProduct(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    slug: str
+    name: str
+    price: int
+    currency: str
+    active: bool
+    availability: Availability
+    #: Units sellable now (on hand less reserved); for services only, never shown to shoppers.
+    available: int
+    image_url: str | None
+
+    @property
+    def sellable_now(self) -> int:
+        """How many can be bought now; 0 when archived or sold out."""
+        if not self.active or self.availability == "sold_out":
+            return 0
+        return max(self.available, 0)
+
+
+class LookupResponse(msgspec.Struct, kw_only=True):
+    #: The products catalog knows among those asked; an unknown id is simply absent.
+    products: list[LookupProduct]
+
+
+# --- POST /internal/catalog/reservations (and .../{order_id}, .../{order_id}/release) ----
+
+
+class ReservationLineIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    product_id: uuid.UUID
+    quantity: Quantity
+
+
+class ReservationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    order_id: uuid.UUID
+    lines: Annotated[list[ReservationLineIn], msgspec.Meta(min_length=1, max_length=100)]
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)]
+
+
+class ReservationLineOut(msgspec.Struct, kw_only=True):
+    product_id: uuid.UUID
+    quantity: int
+
+
+class ReservationOut(msgspec.Struct, kw_only=True):
+    reservation_id: uuid.UUID
+    order_id: uuid.UUID
+    status: ReservationStatus
+    expires_at: dt.datetime
+    lines: list[ReservationLineOut]
+
+
+#: The problem kind of a reservation refused for want of stock (409).
+INSUFFICIENT_STOCK = "insufficient-stock"
+
+
+class UnavailableLine(msgspec.Struct, kw_only=True):
+    product_id: uuid.UUID
+    requested: int
+    available: int
+
+
+class InsufficientStock(msgspec.Struct, kw_only=True):
+    """The member of the 409 ``insufficient-stock`` problem that says which lines fell short
+    (the problem's other members are the usual RFC 9457 ones)."""
+
+    unavailable: list[UnavailableLine]
