@@ -28,6 +28,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 CALLER_SPAN = "00f067aa0ba902b7"
 
@@ -61,6 +64,18 @@ def exporter() -> InMemorySpanExporter:
     return exported
 
 
+@pytest.fixture(scope="module")
+def engine(ember_env: TestEnv, exporter: InMemorySpanExporter) -> AsyncEngine:
+    """One engine for the module, as a service has: the SQLAlchemy instrumentation traces the
+    first engine it is given in a process. No pool: each test has its own event loop."""
+    made = create_async_engine(
+        ember_env.database_url.replace("postgresql://", "postgresql+asyncpg://"),
+        poolclass=NullPool,
+    )
+    tracing.instrument_engine(made)
+    return made
+
+
 @pytest.fixture
 def downstream() -> Iterator[Downstream]:
     server = Downstream()
@@ -69,11 +84,15 @@ def downstream() -> Iterator[Downstream]:
     server.server.server_close()
 
 
-def build_app(redis_url: str, downstream: Downstream, middleware: DefineMiddleware) -> Litestar:
-    redis = Redis.from_url(redis_url)
+def build_app(
+    env: TestEnv, engine: AsyncEngine, downstream: Downstream, middleware: DefineMiddleware
+) -> Litestar:
+    redis = Redis.from_url(env.redis_url)
 
     @get("/api/things")
     async def things() -> dict[str, str]:
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
         await redis.set("tracing-test:thing", b"1")
         value = await redis.get("tracing-test:thing")
         async with httpx.AsyncClient() as client:
@@ -94,11 +113,11 @@ def build_app(redis_url: str, downstream: Downstream, middleware: DefineMiddlewa
 
 @pytest.fixture
 async def client(
-    ember_env: TestEnv, downstream: Downstream, exporter: InMemorySpanExporter
+    ember_env: TestEnv, engine: AsyncEngine, downstream: Downstream
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
     middleware = tracing.litestar_middleware()
     assert middleware is not None
-    async with AsyncTestClient(build_app(ember_env.redis_url, downstream, middleware)) as c:
+    async with AsyncTestClient(build_app(ember_env, engine, downstream, middleware)) as c:
         yield c
 
 
@@ -141,7 +160,7 @@ async def test_a_sampled_request_is_traced_whole_as_before(
     assert f"{server.parent.span_id:016x}" == CALLER_SPAN
     assert server.name == "GET /api/things"
     clients = [s for s in spans if s.kind == SpanKind.CLIENT]
-    assert sorted(s.name for s in clients) == ["GET", "GET", "SET"]
+    assert sorted(s.name for s in clients) == ["GET", "GET", "SELECT", "SET", "connect"]
     assert server.context is not None
     assert all(s.parent is not None and s.parent.span_id == server.context.span_id for s in clients)
     [http_call] = [s for s in clients if s.attributes and "db.system" not in s.attributes]
@@ -163,7 +182,7 @@ async def test_probes_are_not_traced_and_carry_no_trace(
 
 
 async def test_new_traces_are_kept_in_the_sampled_share_and_whole(
-    ember_env: TestEnv, downstream: Downstream, exporter: InMemorySpanExporter
+    ember_env: TestEnv, engine: AsyncEngine, downstream: Downstream
 ) -> None:
     """Half the new traces kept: each request kept is recorded under the trace id its sampling
     was decided on (a second, independent draw would keep only a quarter), and the service it
@@ -180,7 +199,7 @@ async def test_new_traces_are_kept_in_the_sampled_share_and_whole(
         provider=provider,
     )
     requests = 200
-    async with AsyncTestClient(build_app(ember_env.redis_url, downstream, middleware)) as c:
+    async with AsyncTestClient(build_app(ember_env, engine, downstream, middleware)) as c:
         for _ in range(requests):
             assert (await c.get("/api/things")).status_code == 200
     servers = {

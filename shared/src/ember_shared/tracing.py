@@ -147,15 +147,21 @@ def instrument_engine(engine: Any) -> None:
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from sqlalchemy import event
+    from wrapt import wrap_function_wrapper
 
     sync_engine = getattr(engine, "sync_engine", engine)
-    engine_tracer = SQLAlchemyInstrumentor().instrument(
+    instrumentor = SQLAlchemyInstrumentor()
+    first = not instrumentor.is_instrumented_by_opentelemetry
+    engine_tracer = instrumentor.instrument(
         engine=sync_engine,
         tracer_provider=_state["provider"],
         # The instrumentation declares sqlalchemy < 2.1 and otherwise does nothing at all (it
         # only logs so); 2.1 keeps the engine events it hooks, and the flow test sees its spans.
         skip_dep_check=True,
     )
+    if first and instrumentor.is_instrumented_by_opentelemetry:
+        # Its "connect" span, made on every checkout from the pool.
+        wrap_function_wrapper("sqlalchemy.engine.base", "Engine.connect", _when_recording)
     traced = getattr(engine_tracer, "_before_cur_exec", None)
     if traced is None:
         return
@@ -174,6 +180,14 @@ def instrument_engine(engine: Any) -> None:
     event.listen(sync_engine, "before_cursor_execute", before_cursor_execute, retval=True)
 
 
+def _when_recording(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around an instrumented call: the instrumentation (its span) only under a recording span;
+    else straight to the call it wraps."""
+    if trace.get_current_span().is_recording():
+        return wrapped(*args, **kwargs)
+    return wrapped.__wrapped__(*args, **kwargs)
+
+
 def _only_when_recording() -> None:
     """The Redis and httpx instrumentations make a span for every call, recorded or not (an
     unsampled request's Redis read cost as much as a sampled one's). Wrapped once more, they
@@ -185,11 +199,6 @@ def _only_when_recording() -> None:
     import redis.asyncio.client
     from wrapt import wrap_function_wrapper
 
-    def redis_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if trace.get_current_span().is_recording():
-            return wrapped(*args, **kwargs)
-        return wrapped.__wrapped__(*args, **kwargs)
-
     def http_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if trace.get_current_span().is_recording():
             return wrapped(*args, **kwargs)
@@ -197,9 +206,11 @@ def _only_when_recording() -> None:
         inject(request.headers)
         return wrapped.__wrapped__(*args, **kwargs)
 
-    wrap_function_wrapper(redis.asyncio, "Redis.execute_command", redis_call)
-    wrap_function_wrapper(redis.asyncio.client, "Pipeline.execute", redis_call)
-    wrap_function_wrapper(redis.asyncio.client, "Pipeline.immediate_execute_command", redis_call)
+    wrap_function_wrapper(redis.asyncio, "Redis.execute_command", _when_recording)
+    wrap_function_wrapper(redis.asyncio.client, "Pipeline.execute", _when_recording)
+    wrap_function_wrapper(
+        redis.asyncio.client, "Pipeline.immediate_execute_command", _when_recording
+    )
     wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", http_call)
     wrap_function_wrapper(httpx, "HTTPTransport.handle_request", http_call)
 
