@@ -114,6 +114,15 @@ class StripeGateway:
         found: dict[str, Any] = session.to_dict()
         return found
 
+    async def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription as Stripe knows it now, in the shape its webhooks carry it."""
+        try:
+            found = await self.client.v1.subscriptions.retrieve_async(subscription_id)
+        except stripe.StripeError as exc:
+            raise _provider_error("retrieve_subscription", exc).problem() from exc
+        subscription: dict[str, Any] = found.to_dict()
+        return subscription
+
     async def expire_session(self, session_id: str) -> str:
         """Close an open session; answers the status the session ends up in."""
         try:

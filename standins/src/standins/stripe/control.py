@@ -57,6 +57,8 @@ class SyntheticEventRequest(msgspec.Struct, kw_only=True):
     overrides: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Seconds added to the event's ``created`` (negative: an event older than the others).
     created_offset: Annotated[int, msgspec.Meta(ge=-10 * 86400, le=86400)] = 0
+    #: The event's ``created`` itself (Unix seconds), e.g. the same second as another's.
+    created: Annotated[int, msgspec.Meta(ge=0, le=2**33)] | None = None
 
 
 def _store(request: Request[Any, Any, Any]) -> Store:
@@ -158,7 +160,9 @@ async def synthetic_event(
         data.type,
         snapshot,
         session_id=session_id,
-        created=int(time.time()) + data.created_offset if data.created_offset else None,
+        created=data.created
+        if data.created is not None
+        else (int(time.time()) + data.created_offset if data.created_offset else None),
     )
 
 

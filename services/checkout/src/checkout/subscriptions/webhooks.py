@@ -8,8 +8,9 @@ and the event id claimed UNIQUE, in the same transaction:
   ``incomplete_expired``.
 - ``customer.subscription.created/updated/deleted``: status, current period end,
   ``cancel_at_period_end``, pause, and what the item bills (``items.data[0]``: quantity, the
-  price's unit amount and cadence: the shopper changes them through Stripe). Never backwards: an event created before the last one applied is
-  recorded and ignored, and ``canceled`` is final.
+  price's unit amount and cadence: the shopper changes them through Stripe). Never backwards:
+  an event created before the last one applied is recorded and ignored, one created in the same
+  second applies the subscription as Stripe has it now, and ``canceled`` is final.
 - ``invoice.paid`` / ``invoice.payment_failed``: the invoice is recorded (UNIQUE Stripe id);
   the first time one is known paid it gets a new order id and ``SubscriptionInvoicePaid`` goes
   to the outbox, so each paid invoice becomes one order, however often Stripe tells us. The
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from checkout.events import outbox
 from checkout.models import Subscription, SubscriptionInvoice
 from checkout.models import SubscriptionStatus as S
+from checkout.payments import StripeGateway
 from checkout.subscriptions.repositories import (
     SubscriptionInvoiceRepository,
     SubscriptionRepository,
@@ -70,8 +72,9 @@ def concerns_subscriptions(type_: str, obj: dict[str, Any]) -> bool:
 
 
 class SubscriptionWebhooks:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: AsyncSession, gateway: StripeGateway) -> None:
         self.db = db
+        self.gateway = gateway
         self.subscriptions = SubscriptionRepository(
             session=db, auto_commit=False, auto_expunge=False
         )
@@ -156,6 +159,13 @@ class SubscriptionWebhooks:
             and created < row.last_event_created
         ):
             return row.id, "ignored: older than the last change applied"
+        if created is not None and created == row.last_event_created and obj.get("id"):
+            # Two changes in one second (Stripe's ``created`` has no finer grain), arriving in
+            # either order: which is newer cannot be told from them, so apply what Stripe says
+            # the subscription is now (what both led to), not this event's snapshot.
+            obj = await self.gateway.retrieve_subscription(str(obj["id"]))
+            if obj.get("status") == S.CANCELED:
+                type_ = "customer.subscription.deleted"
         status = S.CANCELED.value if type_ == "customer.subscription.deleted" else obj.get("status")
         if status not in KNOWN_STATUSES:
             row.attention = _append(row.attention, f"Stripe reported status {status!r}.")

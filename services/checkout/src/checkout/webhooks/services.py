@@ -116,7 +116,7 @@ class WebhookService:
             log.info("webhook_duplicate", event_id=event.id, type=event.type)
             return Received(event.id, duplicate=True, outcome="duplicate")
         if concerns_subscriptions(event.type, obj):
-            subscription_id, outcome = await SubscriptionWebhooks(self.db).apply(
+            subscription_id, outcome = await SubscriptionWebhooks(self.db, self.gateway).apply(
                 event.type, obj, created
             )
             await self.provider_events.record_outcome(event.id, outcome, None)
