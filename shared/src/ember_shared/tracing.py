@@ -82,7 +82,7 @@ class LinkedOrRatio(Sampler):
     def __init__(self, ratio: float) -> None:
         self.ratio = TraceIdRatioBased(ratio)
 
-    def should_sample(  # noqa: PLR0917 - the Sampler interface
+    def should_sample(
         self,
         parent_context: otel_context.Context | None,
         trace_id: int,
