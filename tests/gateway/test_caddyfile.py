@@ -254,6 +254,7 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         "MEDIA_ORIGIN": "https://res.cloudinary.com",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "CADDY_BIND": "127.0.0.1",
+        "CADDY_ACCESS_LOG": "stderr",
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         **{f"{name.upper()}_PORT": str(dead) for name in ROUTES},
@@ -263,12 +264,14 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
     pictures.mkdir(parents=True)
     (pictures / "bag.webp").write_bytes(b"RIFF-full")
     (pictures / "bag-w320.webp").write_bytes(b"RIFF-320")
-    caddy = subprocess.Popen(
-        [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    access_log = tmp_path / "caddy.log"
+    with access_log.open("wb") as sink:
+        caddy = subprocess.Popen(
+            [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -290,6 +293,19 @@ def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) 
         assert down.headers["content-type"] == "application/problem+json"
         assert down.json()["status"] == 502
         assert down.headers["x-content-type-options"] == "nosniff"
+        # A guest's order link and Stripe's return address are capabilities: the access log
+        # keeps the request, never the secret.
+        secret, stripe_session = "tok3n-" + "s" * 40, "cs_test_" + "c" * 56
+        httpx.get(f"{base}/order/01?token={secret}&session_id={stripe_session}&page=2", timeout=20)
+        deadline = time.monotonic() + 20
+        while "/order/01" not in (access_log.read_text() if access_log.exists() else ""):
+            assert time.monotonic() < deadline, "the request never reached the access log"
+            time.sleep(0.1)
+        logged = access_log.read_text()
+        assert secret not in logged
+        assert stripe_session not in logged
+        assert "token=REDACTED" in logged
+        assert "page=2" in logged
         hidden = httpx.get(base + "/internal/cart/resolve", timeout=5)
         assert hidden.status_code == 404
         assert hidden.json()["request_id"] == hidden.headers["x-request-id"]
