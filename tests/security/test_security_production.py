@@ -190,3 +190,21 @@ def test_production_never_takes_a_standin_or_a_stray_mode(
     production(**changes)
     with pytest.raises(SettingsError, match=named):
         build(service)
+
+
+def test_the_storefronts_form_token_cookie_is_host_locked_in_production(
+    production: Callable[..., None],
+) -> None:
+    """Not tied to a session, the form token's cookie must at least be one no other origin
+    (a sibling subdomain) can set: the ``__Host-`` prefix, Secure, path /."""
+    production(STOREFRONT_CSRF_SECRET="f" * 40)
+    from litestar.testing import TestClient
+
+    with TestClient(build("storefront"), base_url="https://shop.example.com") as client:
+        answered = client.get("/api/health/storefront/live")
+        assert answered.status_code == 200, answered.text
+    [cookie] = [c for c in answered.headers.get_list("set-cookie") if "form_csrf" in c]
+    assert cookie.startswith("__Host-ember_form_csrf="), cookie
+    assert "Secure" in cookie
+    assert "Path=/" in cookie
+    assert "Domain" not in cookie

@@ -80,7 +80,9 @@ def create_app() -> Litestar:
     def configure(config: AppConfig) -> None:
         config.csrf_config = CSRFConfig(
             secret=storefront.csrf_key(settings.auth.service_token),
-            cookie_name=CSRF_COOKIE,
+            # __Host-: only this exact origin, over HTTPS, may set it, so a neighbouring
+            # subdomain cannot plant a pair of its own (the token is not tied to a session).
+            cookie_name=CSRF_COOKIE if settings.app.is_local else f"__Host-{CSRF_COOKIE}",
             header_name=CSRF_HEADER,
             cookie_httponly=True,
             cookie_secure=not settings.app.is_local,
