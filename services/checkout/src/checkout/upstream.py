@@ -1,6 +1,7 @@
 """Calls to the services checkout needs an answer from now: cart (the lines), catalog (prices
-and stock) and identity (a saved address). Each speaks the fixed internal contract, with the
-service credential and the correlation id; any failure to get an answer is a 503 problem.
+and stock) and identity (a saved address). Each speaks its provider's structs in
+``ember_shared.contracts`` (the ones the provider serves), with the service credential and the
+correlation id; any failure to get an answer is a 503 problem.
 """
 
 from __future__ import annotations
