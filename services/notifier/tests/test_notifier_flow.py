@@ -53,7 +53,10 @@ def test_registration_and_password_reset_mail_arrive_and_work(
 
     (link_mail,) = mail_to(inbox, address, 1)
     assert link_mail["subject"] == "Confirm your email to finish signing up at Ember"
-    assert "Flo &lt;b&gt;" in link_mail["html"]
+    # The sign-up mail goes to an address nobody has proved yet: it repeats no name the
+    # requester chose (issue 10); the welcome, once the link is opened, greets by it.
+    assert "Flo" not in link_mail["html"]
+    assert "Flo" not in link_mail["text"]
     assert link_mail["from"]
     link = re.search(r"https?://\S+?/verify-email\?token=([A-Za-z0-9_-]+)", link_mail["text"])
     assert link, link_mail["text"]

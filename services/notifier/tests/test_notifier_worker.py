@@ -331,6 +331,48 @@ async def test_the_worker_loop_wakes_promptly_and_stops_on_request(
         await asyncio.wait_for(loop, timeout=5)
 
 
+async def test_a_queued_mail_wakes_a_resting_worker(
+    engine: AsyncEngine, make_worker: Callable[..., EmailWorker], resend_standin: Standin
+) -> None:
+    """Between passes the worker rests a whole poll interval (a minute here), unless a mail is
+    queued: its NOTIFY, sent when the queueing transaction commits, wakes the worker at once."""
+    worker = make_worker(poll_interval_ms=60_000)
+    passes: list[int] = []
+    one_pass = worker.run_once
+
+    async def counted() -> int:
+        handled = await one_pass()
+        passes.append(handled)
+        return handled
+
+    worker.run_once = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.run(stop))
+    try:
+
+        async def resting() -> bool:
+            return bool(passes)
+
+        await until(resting, within=10.0)  # the first pass found nothing: a minute's rest
+        to = unique_address()
+        data = UserRegistered(user_id=new_id(), email=to, name="Woken")
+        await handle(engine, queue_welcome, envelope(data), data)
+
+        async def delivered() -> bool:
+            return len(resend_standin.emails(to)) == 1
+
+        await until(delivered, within=10.0)
+
+        async def second_pass_done() -> bool:
+            return len(passes) >= 2
+
+        await until(second_pass_done, within=10.0)
+        assert passes == [0, 1]  # woken once for the one mail, never polled
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+
 def test_backoff_is_exponential_capped_and_jittered() -> None:
     settings = NotifierSettings(
         resend_api_key="re_x",

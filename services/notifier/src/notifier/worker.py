@@ -12,6 +12,11 @@ records the attempt and the outcome:
 
 A worker that dies mid-send leaves its claim to lapse after ``NOTIFIER_SENDING_LEASE_S``; the
 mail is then claimed again and resent under the same idempotency key, so it arrives once.
+
+Between passes the worker waits ``NOTIFIER_POLL_INTERVAL_MS``, unless a mail is queued first: the
+notifier announces each one with ``NOTIFY notifier_mail_queued`` in its own transaction, and the
+worker LISTENs on a connection of its own (polling alone still delivers if that connection is
+down), so a confirmation leaves as soon as its order does.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import datetime as dt
 import os
 import random
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Protocol
 
+import asyncpg
 import structlog
 from ember_shared.db import make_engine
 from ember_shared.logging import configure_logging
@@ -36,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmailRepository
 from notifier.emails.sender import ResendSender, SendResult
-from notifier.emails.services import mail_key, opened
+from notifier.emails.services import MAIL_QUEUED, mail_key, opened
 from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
 from notifier.settings import NotifierSettings, load_notifier_settings
 from notifier.suppressions.repositories import SuppressionRepository
@@ -82,6 +89,10 @@ class EmailWorker:
         self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
         self._limit = asyncio.Semaphore(settings.concurrency)
         self.mail_key = mail_key()
+        #: Set by a NOTIFY of a queued mail: the wait between passes ends at once.
+        self._queued = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._listener_retry_at = 0.0
 
     async def run_once(self) -> int:
         """Claim and send one batch; how many mails it handled."""
@@ -224,24 +235,65 @@ class EmailWorker:
         pause = self.settings.poll_interval_ms / 1000
         failures = 0
         log.info("worker_started", worker=self.name, api_url=self.settings.resend_api_url)
-        while not stop.is_set():
-            if heartbeat is not None:
-                await asyncio.to_thread(heartbeat.touch)
-            try:
-                handled = await self.run_once()
-                failures = 0
-            except Exception as exc:
-                # Postgres away: keep the process, back off (capped), carry on when it returns.
-                failures += 1
-                handled = 0
-                log.warning("worker_pass_failed", error=str(exc), failures=failures)
-            if handled >= self.settings.batch_size:
-                continue
-            wait = pause if failures == 0 else min(30.0, pause * 2**failures)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):  # wait_for can swallow a cancel on 3.11
-                    await stop.wait()
+        try:
+            while not stop.is_set():
+                if heartbeat is not None:
+                    await asyncio.to_thread(heartbeat.touch)
+                await self._listen()
+                self._queued.clear()
+                try:
+                    handled = await self.run_once()
+                    failures = 0
+                except Exception as exc:
+                    # Postgres away: keep the process, back off (capped), carry on when it returns.
+                    failures += 1
+                    handled = 0
+                    log.warning("worker_pass_failed", error=str(exc), failures=failures)
+                if handled >= self.settings.batch_size:
+                    continue
+                wait = pause if failures == 0 else min(30.0, pause * 2**failures)
+                await self._rest(stop, wait, woken=failures == 0)
+        finally:
+            await self._close_listener()
         log.info("worker_stopped", worker=self.name)
+
+    async def _rest(self, stop: asyncio.Event, seconds: float, *, woken: bool) -> None:
+        """Wait ``seconds``, or less: a stop request, or (when not backing off) a mail queued."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if woken:
+            waits.append(asyncio.ensure_future(self._queued.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _listen(self) -> None:
+        """LISTEN for queued mails on a connection of its own; polling carries on without it
+        (the poll interval is then the delay), and it is tried again now and then."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        now = time.monotonic()
+        if now < self._listener_retry_at:
+            return
+        self._listener_retry_at = now + 5.0
+        try:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = await asyncpg.connect(dsn, timeout=2)
+            await connection.add_listener(MAIL_QUEUED, self._on_queued)
+        except Exception as exc:
+            log.info("mail_listen_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._listener = connection
+
+    def _on_queued(self, *_args: object) -> None:
+        self._queued.set()
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 2)
 
 
 async def serve() -> None:

@@ -18,6 +18,7 @@ from ember_shared.problems import Problem, not_found
 from ember_shared.sealing import SealError, is_sealed, private_key, seal, unseal
 from ember_shared.settings import service_settings
 from ember_shared.tracing import current_traceparent
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails.rendering import (
@@ -67,6 +68,10 @@ def opened(email: PendingEmail, key: X25519PrivateKey) -> PendingEmail | None:
     html, text = fill_sealed_link(email.html, email.text, link)
     columns = {c.key: getattr(email, c.key) for c in PendingEmail.__table__.columns}
     return PendingEmail(**{**columns, "html": html, "text": text})
+
+
+#: The Postgres NOTIFY channel a queued mail is announced on (the worker LISTENs to it).
+MAIL_QUEUED = "notifier_mail_queued"
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ async def queue_email(
             "traceparent": current_traceparent()[:100] or None,
         }
     )
+    if email_id is not None and status == EmailStatus.QUEUED.value:
+        # Delivered with the commit: a waiting worker sends it now, not at its next poll.
+        await session.execute(sql_text("SELECT pg_notify(:channel, '')"), {"channel": MAIL_QUEUED})
     if email_id is None:
         # A concurrent delivery of the same event won the insert.
         raced = await emails.find_by_key(idempotency_key)
