@@ -13,13 +13,15 @@ from typing import Any
 
 import httpx
 import msgspec
-from ember_shared.events import Envelope
+from ember_shared.events import Envelope, stream_for
 from ember_shared.events.contracts import Address, OrderLine, OrderPaid
 from ember_shared.events.envelope import EventData, encode
+from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from ember_shared.sealing import public_key, seal
 from ember_shared.settings import service_settings
 from notifier.models import DeliveryAttempt, PendingEmail
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -90,6 +92,22 @@ async def handle(engine: AsyncEngine, handler: Handler, event: Envelope, data: A
     public_url = service_settings("notifier").app.public_url
     async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
         await handler(event, data, session, public_url)
+
+
+async def fields_of(event: Envelope) -> dict[bytes, bytes]:
+    fields = await entry_fields(
+        encode(event),
+        event_id=event.id,
+        event_type=event.type,
+        correlation_id=event.correlation_id,
+        producer=event.producer,
+    )
+    return {k.encode(): v for k, v in fields.items()}
+
+
+async def publish(redis: Redis, event: Envelope) -> None:
+    """Append an event as the producer's outbox relay does."""
+    await redis.xadd(stream_for(event.type), await fields_of(event))  # type: ignore[arg-type]
 
 
 async def emails_to(engine: AsyncEngine, address: str) -> list[PendingEmail]:

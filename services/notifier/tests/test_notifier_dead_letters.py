@@ -13,12 +13,18 @@ from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.events import DEAD_LETTER_STREAM, Envelope, stream_for
 from ember_shared.events.contracts import Address, PasswordResetRequested, PaymentSucceeded
 from ember_shared.events.dead_letters import FailedDelivery, write_dead_letter
-from ember_shared.events.envelope import encode
-from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from notifier_testkit import emails_to, envelope, order_paid, unique_address, until
+from notifier_testkit import (
+    emails_to,
+    envelope,
+    fields_of,
+    order_paid,
+    publish,
+    unique_address,
+    until,
+)
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,22 +42,6 @@ async def redis(ember_env: Any) -> AsyncIterator[Redis]:
 def admin(tokens: TokenFactory) -> dict[str, str]:
     token, _ = tokens.admin()
     return tokens.bearer(token)
-
-
-async def fields_of(event: Envelope) -> dict[bytes, bytes]:
-    fields = await entry_fields(
-        encode(event),
-        event_id=event.id,
-        event_type=event.type,
-        correlation_id=event.correlation_id,
-        producer=event.producer,
-    )
-    return {k.encode(): v for k, v in fields.items()}
-
-
-async def publish(redis: Redis, event: Envelope) -> None:
-    """Append an event as the producer's outbox relay does."""
-    await redis.xadd(stream_for(event.type), await fields_of(event))  # type: ignore[arg-type]
 
 
 async def dead_letter(redis: Redis, event: Envelope, *, service: str = "notifier") -> str:

@@ -1,7 +1,8 @@
 """Invariant 8: email is sent only by the notifier worker, from its outbox.
 
 Only one module of the whole repository may import the ``resend`` SDK: the notifier's sender,
-which the worker uses. The API process (event handlers, webhooks, admin) does not even load it.
+which the worker uses. The API process (event handlers, webhooks, admin) does not even load it,
+and an event it consumes leaves only a queued row that a worker pass sends.
 """
 
 from __future__ import annotations
@@ -10,8 +11,25 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from ember_devkit.devstack import layout
+from ember_shared.events import stream_for
 from ember_shared.settings import repo_root
+from notifier.worker import EmailWorker
+from notifier_testkit import (
+    Standin,
+    attempts_of,
+    email_by_id,
+    emails_to,
+    envelope,
+    order_paid,
+    publish,
+    unique_address,
+    until,
+)
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 SENDER = Path("services/notifier/src/notifier/emails/sender.py")
 SKIP = {".venv", ".git", ".data", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
@@ -59,9 +77,49 @@ def test_the_api_process_does_not_load_the_sdk() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_the_worker_is_declared_for_the_devstack() -> None:
-    import notifier
-    from notifier import worker
+def test_the_devstack_runs_the_notifier_worker() -> None:
+    # The devstack starts ``python -m <service>.worker`` for each service that has that module.
+    assert "notifier" in layout.workers()
 
-    assert notifier.WORKER_ENTRYPOINT == worker.ENTRYPOINT == "notifier.worker:main"
-    assert callable(worker.main)
+
+async def test_the_api_process_only_queues_and_the_worker_sends(
+    fresh: None,
+    notifier_url: str,
+    engine: AsyncEngine,
+    worker: EmailWorker,
+    resend_standin: Standin,
+    ember_env: Any,
+) -> None:
+    """An event read by the served app's consumer (real Redis stream) leaves a queued row and
+    nothing else; the mail reaches Resend only in a worker pass."""
+    to = unique_address("invariant8")
+    event = envelope(order_paid(to))
+    redis = Redis.from_url(ember_env.redis_url)
+    try:
+        await publish(redis, event)
+
+        async def acknowledged() -> bool:
+            # The consumer acknowledges after the handler (and its after-commit work) is done,
+            # so whatever the API process does with this event has happened by then.
+            rows = await emails_to(engine, to)
+            summary = await redis.xpending(stream_for(event.type), "notifier")
+            return bool(rows) and int(summary["pending"]) == 0
+
+        await until(acknowledged)
+    finally:
+        await redis.aclose()
+
+    (email,) = await emails_to(engine, to)
+    assert (email.status, email.attempts, email.sent_at, email.provider_message_id) == (
+        "queued",
+        0,
+        None,
+        None,
+    )
+    assert await attempts_of(engine, email.id) == []
+    assert resend_standin.emails(to) == []
+
+    assert await worker.run_once() == 1
+    sent = await email_by_id(engine, email.id)
+    assert sent.status == "sent"
+    assert [m["id"] for m in resend_standin.emails(to)] == [sent.provider_message_id]
