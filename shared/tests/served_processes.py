@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+from ember_devkit.devstack import layout
+from ember_devkit.devstack.stack import metrics_environment
+
+
+def catalog_process(
+    database_url: str, tmp_path: Path, workers: int, slot: int, **env: str
+) -> tuple[layout.App, dict[str, str]]:
+    """A catalog on replica ``slot`` (one no stack of this offset uses: its own port), and the
+    environment its uvicorn process runs with (as the dev stack gives it, with ``env`` added)."""
+    catalog = next(app for app in layout.services() if app.name == "catalog")
+    app = layout.App(catalog.name, catalog.target, catalog.port_name, catalog.ready_path, slot)
+    given = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CATALOG_SWEEP_INTERVAL_SECONDS": "0",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        **env,
+    }
+    return app, metrics_environment(given, app.process, workers, tmp_path)
 
 
 def wait_ready(

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ember_devkit.devstack import layout
 from ember_devkit.devstack.stack import (
     REPLICA_DRAIN_MS,
     drain_environment,
-    metrics_environment,
     uvicorn_argv,
 )
 from ember_shared.settings import env_int
-from served_processes import tail, wait_ready
+from served_processes import catalog_process, tail, wait_ready
 
 DRAIN_MS = 4000
 #: Requests are sent for this long after SIGTERM: well inside the drain on a slow machine.
@@ -39,19 +37,8 @@ def test_a_stopping_replica_says_draining_and_keeps_serving_until_it_leaves(
     catalog_database: str, tmp_path: Path, workers: int
 ) -> None:
     offset = env_int("EMBER_TEST_STACK_OFFSET", 0)
-    catalog = next(app for app in layout.services() if app.name == "catalog")
-    app = layout.App(catalog.name, catalog.target, catalog.port_name, catalog.ready_path, 8)
-    env = metrics_environment(
-        {
-            **os.environ,
-            "DATABASE_URL": catalog_database,
-            "CATALOG_SWEEP_INTERVAL_SECONDS": "0",
-            "MEDIA_ROOT": str(tmp_path / "media"),
-            "SHUTDOWN_DRAIN_MS": str(DRAIN_MS),
-        },
-        app.process,
-        workers,
-        tmp_path,
+    app, env = catalog_process(
+        catalog_database, tmp_path, workers, 8, SHUTDOWN_DRAIN_MS=str(DRAIN_MS)
     )
     log = tmp_path / "catalog.log"
     with log.open("wb") as sink:

@@ -8,7 +8,6 @@ A real catalog (migrated into a database of its own) runs under uvicorn with two
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -16,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from ember_devkit.devstack import layout
 from ember_devkit.devstack.stack import MULTIPROC_ENV, metrics_environment, uvicorn_argv
 from ember_shared.settings import env_int
-from served_processes import wait_ready
+from served_processes import catalog_process, wait_ready
 
 REQUESTS = 40
 SCRAPES = 6
@@ -38,20 +36,7 @@ def test_every_scrape_counts_the_requests_of_every_worker(
     catalog_database: str, tmp_path: Path
 ) -> None:
     offset = env_int("EMBER_TEST_STACK_OFFSET", 0)
-    catalog = next(app for app in layout.services() if app.name == "catalog")
-    # A replica slot no stack of this offset uses: this process's own port.
-    app = layout.App(catalog.name, catalog.target, catalog.port_name, catalog.ready_path, 9)
-    env = metrics_environment(
-        {
-            **os.environ,
-            "DATABASE_URL": catalog_database,
-            "CATALOG_SWEEP_INTERVAL_SECONDS": "0",
-            "MEDIA_ROOT": str(tmp_path / "media"),
-        },
-        app.process,
-        2,
-        tmp_path,
-    )
+    app, env = catalog_process(catalog_database, tmp_path, 2, 9)
     folder = Path(env[MULTIPROC_ENV])
     assert folder.is_dir()
     assert not any(folder.iterdir())
