@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from ember_devkit.devstack.layout import caddy_binary
+from ember_devkit.testing.ports import free_port
 from ember_shared.settings import SERVICE_PORTS, repo_root
 
 CADDYFILE = Path(repo_root()) / "Caddyfile"
@@ -212,14 +213,6 @@ def test_internal_unknown_api_and_media_paths_never_reach_a_service() -> None:
     for path in ("/api/nothing", "/api/admin/nothing", "/api/docs/nothing"):
         assert route_for(path, routes) == "gateway", path
     assert route_for("/media/products/a.webp", routes) == "files"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_lone_gateway_answers_problems_and_production_headers(tmp_path: Path) -> None:

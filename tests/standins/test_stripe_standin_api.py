@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 import stripe
 import uvicorn
+from ember_devkit.testing.ports import free_port
 from standins.stripe.app import create_app
 from standins.stripe.errors import StripeError
 from standins.stripe.forms import parse_form
@@ -24,12 +24,6 @@ from standins.stripe.store import Store
 class InLoopServer(uvicorn.Server):
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

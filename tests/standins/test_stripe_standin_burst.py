@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import stripe
 import uvicorn
+from ember_devkit.testing.ports import free_port
 from litestar import Litestar, Request, Response, post
 from standins.stripe.app import create_app
 from standins.stripe.settings import StandinSettings
@@ -29,12 +29,6 @@ SESSIONS = 24
 class InLoopServer(uvicorn.Server):
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import stripe
 import uvicorn
+from ember_devkit.testing.ports import free_port
 from litestar import Litestar, Request, Response, post
 from standins.stripe.app import create_app
 from standins.stripe.settings import StandinSettings
@@ -25,12 +25,6 @@ SECRET = "whsec_webhook_tests"
 class InLoopServer(uvicorn.Server):
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start(app: Any, port: int) -> tuple[InLoopServer, asyncio.Task[None]]:

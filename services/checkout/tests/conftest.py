@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from ember_devkit.testing.plugin import TestEnv
+from ember_devkit.testing.ports import free_port
 from ember_devkit.testing.tokens import TokenFactory
 from ember_shared.settings import DatabaseSettings, service_settings
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 # helpers module beside this file is found through this entry.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from checkout_testkit import WEBHOOK_SECRET, World, free_port, serve
+from checkout_testkit import WEBHOOK_SECRET, World, serve
 
 
 @pytest.fixture(scope="session")

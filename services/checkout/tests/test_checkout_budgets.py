@@ -23,7 +23,8 @@ import pytest
 from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_once
 from checkout.upstream import Upstream
-from checkout_testkit import World, free_port, serve
+from checkout_testkit import World, serve
+from ember_devkit.testing.ports import free_port
 from sqlalchemy import text
 
 PROBLEM = "application/problem+json"
