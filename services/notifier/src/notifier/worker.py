@@ -50,8 +50,6 @@ from notifier.suppressions.repositories import SuppressionRepository
 
 log = structlog.get_logger("notifier.worker")
 
-#: How the devstack (and docker-compose) start this process: ``python -m notifier.worker``.
-ENTRYPOINT = "notifier.worker:main"
 #: A file the worker touches before every pass (deploy/kubernetes probes its age); unset: none.
 HEARTBEAT_ENV = "NOTIFIER_WORKER_HEARTBEAT_FILE"
 
