@@ -1,8 +1,9 @@
 """OpenTelemetry traces, set up once per process by the app factory (and the notifier worker).
 
 Off, and free, unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set: then
-requests (Litestar's OpenTelemetry middleware), httpx calls (service to service, providers),
-SQLAlchemy and Redis are traced and exported over OTLP/HTTP. Sampling: ``OTEL_TRACES_SAMPLER_ARG``
+requests (Litestar's OpenTelemetry middleware, for the requests sampled: :class:`SampledRequests`
+decides first), httpx calls (service to service, providers), SQLAlchemy and Redis (under a
+recording span only) are traced and exported over OTLP/HTTP. Sampling: ``OTEL_TRACES_SAMPLER_ARG``
 is the share of new traces kept (default 1.0); a request that arrives with a sampled
 ``traceparent`` is always kept, and so is a trace started with a link to a sampled one.
 
@@ -185,7 +186,8 @@ def _when_recording(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     else straight to the call it wraps."""
     if trace.get_current_span().is_recording():
         return wrapped(*args, **kwargs)
-    return wrapped.__wrapped__(*args, **kwargs)
+    # (The instrumentation's own wrapper is gone if it was uninstrumented.)
+    return getattr(wrapped, "__wrapped__", wrapped)(*args, **kwargs)
 
 
 def _only_when_recording() -> None:
@@ -204,7 +206,7 @@ def _only_when_recording() -> None:
             return wrapped(*args, **kwargs)
         request: httpx.Request = args[0] if args else kwargs["request"]
         inject(request.headers)
-        return wrapped.__wrapped__(*args, **kwargs)
+        return getattr(wrapped, "__wrapped__", wrapped)(*args, **kwargs)
 
     wrap_function_wrapper(redis.asyncio, "Redis.execute_command", _when_recording)
     wrap_function_wrapper(redis.asyncio.client, "Pipeline.execute", _when_recording)
