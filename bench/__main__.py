@@ -499,7 +499,11 @@ def tracing_scenarios(pair: Any, listings: list[str]) -> list[Scenario]:
 def tracing_figures(pair: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if pair is None:
         return {"skipped": "only beside a stack the benchmark starts (BENCH_TRACING=0: off)"}
-    from bench.tracing import SAMPLE_RATIO, settle
+    from bench.tracing import SAMPLE_RATIO, cpu_per_request, settle
+
+    # Before the last batch is exported (settle): its encoding was paid while measuring.
+    cpu = cpu_per_request(pair.baseline, pair.usage())
+    print(f"  tracing: CPU ms per request {cpu['cpu_ms_per_request']}")
 
     off = float(results.get("listing_untraced", {}).get("rps", 0.0))
     on = float(results.get("listing_traced", {}).get("rps", 0.0))
@@ -513,6 +517,8 @@ def tracing_figures(pair: Any, results: dict[str, dict[str, Any]]) -> dict[str, 
         # Warm-up requests are traced too: the share is of everything the catalog answered.
         "sink_received": received,
         "measured_requests_traced_catalog": requests,
+        # Every request each catalog answered while measured (warm-ups too) and its CPU.
+        "cpu": cpu,
     }
 
 

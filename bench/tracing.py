@@ -41,6 +41,8 @@ class TracingPair:
     traced_url: str
     sink: SpanStore
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: :meth:`usage` once both answered, before any load.
+    baseline: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def received(self) -> dict[str, Any]:
         spans = self.sink.snapshot()
@@ -49,6 +51,20 @@ class TracingPair:
             "spans": len(spans),
             "traces": len({s.trace_id for s in spans}),
             "requests_traced": len(servers),
+        }
+
+    def usage(self) -> dict[str, tuple[float, float]]:
+        """Each catalog's CPU seconds so far and the requests it has answered (its own
+        ``/metrics``): CPU per request does not depend on how much of the machine the catalog
+        got, which the rates do on a machine shared with other work."""
+        return {
+            name: (cpu_seconds(process), requests_answered(url))
+            for name, process, url in zip(
+                ("untraced", "traced"),
+                self.processes,
+                (self.untraced_url, self.traced_url),
+                strict=True,
+            )
         }
 
     def stop(self) -> None:
@@ -61,6 +77,41 @@ class TracingPair:
                 process.kill()
                 process.wait()
         self.sink.stop()
+
+
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User and system CPU time of a process (one uvicorn worker: the process itself)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_answered(url: str) -> float:
+    """Requests counted by the catalog's Prometheus middleware (probes and scrapes excluded)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:  # noqa: S310 - ours
+        text = answer.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ember_requests_total{")
+    )
+
+
+def cpu_per_request(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """CPU ms per request of each catalog between two :meth:`TracingPair.usage` readings, and
+    the untraced one's over the traced one's: the share of its rate tracing leaves a catalog
+    that has the CPU to itself."""
+    per_request = {}
+    for name in ("untraced", "traced"):
+        cpu = after[name][0] - before[name][0]
+        answered = after[name][1] - before[name][1]
+        per_request[name] = round(cpu * 1000 / answered, 4) if answered else None
+    off, on = per_request["untraced"], per_request["traced"]
+    return {
+        "cpu_ms_per_request": per_request,
+        "ratio": round(off / on, 3) if off and on else None,
+    }
 
 
 def catalog_env(env: dict[str, str], *, traced_to: str = "") -> dict[str, str]:
@@ -113,6 +164,7 @@ def start_pair(
                 pair.untraced_url = app.url(offset)
         for process, url in zip(pair.processes, (pair.untraced_url, pair.traced_url), strict=True):
             wait_ready(url + "/api/health/catalog/ready", process)
+        pair.baseline = pair.usage()
     except BaseException:
         pair.stop()
         raise
