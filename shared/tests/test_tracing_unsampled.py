@@ -57,11 +57,19 @@ class Downstream:
 
 
 @pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
-    """This process's tracing, on and exporting to memory (once: the provider is global)."""
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """This process's tracing, on and exporting to memory (once: the provider is global), and
+    off again after this module: the apps later tests build in this process must not trace
+    (a checkout's Stripe metadata would carry a traceparent)."""
     exported = InMemorySpanExporter()
     assert tracing.setup_tracing("tracing-test", processor=SimpleSpanProcessor(exported))
-    return exported
+    yield exported
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    tracing._state["provider"] = None
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 @pytest.fixture(scope="module")
