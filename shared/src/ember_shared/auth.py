@@ -295,12 +295,16 @@ def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Princip
     return user if isinstance(user, Principal) else None
 
 
-def requires_signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_signed_in(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     if current_principal(connection) is None:
         raise _unauthenticated(connection)
 
 
-def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_admin(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     principal = current_principal(connection)
     if principal is None:
         raise _unauthenticated(connection)
@@ -308,7 +312,9 @@ def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
         raise Problem(403, "forbidden", "This needs the admin role.")
 
 
-def requires_service(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_service(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     """Guard for ``/internal/...`` routes: the caller must present the service credential."""
     expected = connection.app.state.get("service_token", "")
     given = connection.headers.get(SERVICE_TOKEN_HEADER, "")

@@ -122,7 +122,7 @@ def _origin_allowed(connection: ASGIConnection[Any, Any, Any, Any], origin: str)
     return app_settings is not None and netloc in app_settings.public_origins
 
 
-def refuses_cross_site(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
+async def refuses_cross_site(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
     """App-wide guard: a state change a browser sent from another site is refused (403)."""
     if connection.scope.get("method") not in UNSAFE_METHODS or handler.opt.get(EXCLUDE_OPT):
         return

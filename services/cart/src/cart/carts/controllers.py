@@ -24,13 +24,13 @@ from cart.carts.schemas import AddItem, CartLines, CartView, SetLines, SetQuanti
 from cart.carts.services import CartService, Opened, Shopper
 
 
-def refuses_failed_credentials(
+async def refuses_failed_credentials(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """Anonymous is fine here; credentials that were presented and failed are not (a shopper
     with an expired token must refresh it, not silently shop as a guest)."""
     if connection.scope.get("auth"):
-        requires_signed_in(connection, handler)
+        await requires_signed_in(connection, handler)
 
 
 async def provide_cart_service(db_session: AsyncSession, state: State) -> CartService:

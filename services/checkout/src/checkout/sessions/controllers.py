@@ -34,11 +34,11 @@ from checkout.sessions.services import Buyer, CheckoutService, address_out
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def refuses_failed_credentials(
+async def refuses_failed_credentials(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     if connection.scope.get("auth"):
-        requires_signed_in(connection, handler)
+        await requires_signed_in(connection, handler)
 
 
 def shopper_origin(request: Request[Any, Any, Any], state: State) -> str:

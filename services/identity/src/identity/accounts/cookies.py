@@ -122,7 +122,9 @@ def _is_json(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     return is_json(connection.headers.get("content-type", ""))
 
 
-def requires_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_json(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     if not _is_json(connection):
         raise Problem(
             415,
@@ -149,7 +151,7 @@ def needs_csrf_echo(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     ).lower().startswith("bearer ")
 
 
-def requires_json_or_csrf(
+async def requires_json_or_csrf(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """For body-less session routes (refresh, sign out): JSON, a bearer token, or the CSRF echo
