@@ -245,7 +245,10 @@ def _request_transaction(session_scope_key: str) -> BeforeMessageSendHookHandler
                         return
                     await after_commit_done(session)
                 else:
-                    await session.rollback()
+                    try:
+                        await session.rollback()
+                    except Exception as exc:  # the answer is already a refusal: let it go out
+                        log.warning("request_rollback_failed", error=type(exc).__name__)
         finally:
             if message["type"] in SESSION_TERMINUS_ASGI_EVENTS and get_aa_scope_state(
                 scope, session_scope_key
