@@ -22,20 +22,18 @@ down), so a confirmation leaves as soon as its order does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import random
 import signal
-import time
 import uuid
 from pathlib import Path
 from typing import Protocol
 
-import asyncpg
 import structlog
 from ember_shared.db import make_engine
 from ember_shared.logging import configure_logging
+from ember_shared.pg_listen import NotifyListener
 from ember_shared.settings import service_settings
 from ember_shared.tracing import instrument_engine, setup_tracing, span_from
 from opentelemetry.trace import SpanKind
@@ -89,8 +87,7 @@ class EmailWorker:
         self.mail_key = mail_key()
         #: Set by a NOTIFY of a queued mail: the wait between passes ends at once.
         self._queued = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._listener_retry_at = 0.0
+        self._listener = NotifyListener(engine, MAIL_QUEUED, self._queued.set, retry_s=5.0)
 
     async def run_once(self) -> int:
         """Claim and send one batch; how many mails it handled."""
@@ -237,7 +234,7 @@ class EmailWorker:
             while not stop.is_set():
                 if heartbeat is not None:
                     await asyncio.to_thread(heartbeat.touch)
-                await self._listen()
+                await self._listener.ensure()
                 self._queued.clear()
                 try:
                     handled = await self.run_once()
@@ -252,7 +249,7 @@ class EmailWorker:
                 wait = pause if failures == 0 else min(30.0, pause * 2**failures)
                 await self._rest(stop, wait, woken=failures == 0)
         finally:
-            await self._close_listener()
+            await self._listener.close()
         log.info("worker_stopped", worker=self.name)
 
     async def _rest(self, stop: asyncio.Event, seconds: float, *, woken: bool) -> None:
@@ -265,33 +262,6 @@ class EmailWorker:
         finally:
             for waiting in waits:
                 waiting.cancel()
-
-    async def _listen(self) -> None:
-        """LISTEN for queued mails on a connection of its own; polling carries on without it
-        (the poll interval is then the delay), and it is tried again now and then."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        now = time.monotonic()
-        if now < self._listener_retry_at:
-            return
-        self._listener_retry_at = now + 5.0
-        try:
-            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            connection = await asyncpg.connect(dsn, timeout=2)
-            await connection.add_listener(MAIL_QUEUED, self._on_queued)
-        except Exception as exc:
-            log.info("mail_listen_unavailable", error=f"{type(exc).__name__}: {exc}")
-            return
-        self._listener = connection
-
-    def _on_queued(self, *_args: object) -> None:
-        self._queued.set()
-
-    async def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and not listener.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener.close(), 2)
 
 
 async def serve() -> None:

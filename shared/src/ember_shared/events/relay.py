@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import msgspec
 import structlog
 from opentelemetry.trace import SpanKind
@@ -38,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ember_shared.events.envelope import Envelope
 from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import entry_fields
+from ember_shared.pg_listen import NotifyListener
 from ember_shared.settings import EventSettings
 from ember_shared.tracing import span_from
 
@@ -99,8 +99,12 @@ class OutboxRelay:
         self._publish = redis.register_script(_PUBLISH_ONCE)
         self._wakeup = asyncio.Event()
         self._stop_requested = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._listener_retry_at = 0.0
+        self._listener = NotifyListener(
+            engine,
+            self.channel,
+            self._wakeup.set,
+            retry_s=max(events.relay_max_backoff_ms / 1000, 1.0),
+        )
         self._pruned_at = 0.0
         self._stopping = False
 
@@ -229,7 +233,8 @@ class OutboxRelay:
         self._stop_requested.clear()
         try:
             while not self._stopping:
-                await self._ensure_listener()
+                if self.events.relay_listen:
+                    await self._listener.ensure()
                 self._wakeup.clear()
                 try:
                     sent = await self.relay_once()
@@ -253,7 +258,7 @@ class OutboxRelay:
                 if sent < self.events.relay_batch:
                     await self._pause(interval)
         finally:
-            await self._close_listener()
+            await self._listener.close()
 
     def request_stop(self) -> None:
         """Finish the pass in hand (so no transaction is cut off) and return from :meth:`run`."""
@@ -280,34 +285,6 @@ class OutboxRelay:
         removed = await self.prune()
         if removed:
             log.info("outbox_pruned", rows=removed)
-
-    async def _ensure_listener(self) -> None:
-        if not self.events.relay_listen:
-            return
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        now = time.monotonic()
-        if now < self._listener_retry_at:
-            return
-        self._listener_retry_at = now + max(self.events.relay_max_backoff_ms / 1000, 1.0)
-        await self._close_listener()
-        try:
-            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            connection = await asyncpg.connect(dsn, timeout=2)
-            await connection.add_listener(self.channel, self._on_notify)
-        except Exception as exc:  # polling carries on without it
-            log.info("outbox_listen_unavailable", error=_describe(exc))
-            return
-        self._listener = connection
-
-    def _on_notify(self, *_args: object) -> None:
-        self._wakeup.set()
-
-    async def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and not listener.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener.close(), 2)
 
 
 def _failed(result: Any) -> bool:
