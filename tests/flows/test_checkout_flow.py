@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -18,6 +18,7 @@ import pytest
 import stripe
 from ember_devkit.testing.stack import RunningStack
 from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -32,17 +33,6 @@ ADDRESS = {
     "postal_code": "SW1Y 4JH",
     "country": "GB",
 }
-
-
-def eventually(check: Callable[[], T | None], what: str, within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Shop:

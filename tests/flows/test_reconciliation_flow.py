@@ -6,15 +6,14 @@ changes nothing."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from ember_devkit.testing.stack import RunningStack
 from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -26,17 +25,6 @@ ADDRESS = {
     "postal_code": "22201",
     "country": "US",
 }
-
-
-def eventually(check: Callable[[], T | None], what: str, within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def test_a_withheld_webhook_is_reconciled_paid_and_mailed_once(

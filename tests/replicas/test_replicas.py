@@ -30,6 +30,7 @@ import pytest
 from ember_devkit.devstack.layout import SERVICES
 from ember_devkit.testing.stack import RunningStack
 from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.waiting import eventually
 
 #: A process starts in seconds on a quiet machine; a loaded CI machine may take a minute or more.
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
@@ -46,6 +47,8 @@ ADDRESS = {
 #: After a replica is back, time for Caddy's probe (every 1 s) and its 2 s memory of a failure
 #: to let it in again before the next one goes down: what a deploy's minReadySeconds is for.
 SETTLE_S = 2.5
+#: How long the books may take to balance once the kills and restarts are over.
+AFTER_CHAOS_S = 120.0
 WORKER = "notifier-worker"
 
 Call = Callable[[httpx.Client], httpx.Response]
@@ -264,17 +267,6 @@ def chaos(stack: RunningStack, log: list[str]) -> None:
         time.sleep(SETTLE_S)
 
 
-def eventually(check: Callable[[], Any], what: str, within: float = 120.0) -> Any:
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def test_a_burst_of_purchases_through_crashes_and_restarts_balances(
     replicated: RunningStack, tokens: TokenFactory
 ) -> None:
@@ -350,7 +342,9 @@ def test_a_burst_of_purchases_through_crashes_and_restarts_balances(
         found = {row[0]: (row[1], row[2]) for row in rows}
         return found if len(found) == len(by_session) else None
 
-    orders = eventually(orders_of_paid_sessions, "an order for every paid session")
+    orders = eventually(
+        orders_of_paid_sessions, "an order for every paid session", within=AFTER_CHAOS_S, every=0.5
+    )
     with httpx.Client(base_url=stack.service_url("resend-standin"), timeout=30) as resend:
 
         def mails() -> dict[str, int] | None:
@@ -360,7 +354,9 @@ def test_a_burst_of_purchases_through_crashes_and_restarts_balances(
             }
             return counts if all(counts.values()) else None
 
-        mailed = eventually(mails, "a confirmation mail for every paid session")
+        mailed = eventually(
+            mails, "a confirmation mail for every paid session", within=AFTER_CHAOS_S, every=0.5
+        )
         time.sleep(SETTLE_S)  # a duplicate would arrive within the same relay pass
         mailed = mails() or mailed
 
@@ -380,6 +376,8 @@ def test_a_burst_of_purchases_through_crashes_and_restarts_balances(
             row = eventually(
                 lambda: r if (r := stock_row())["on_hand"] == stock - len(paid) else None,
                 "every paid reservation to become a sale",
+                within=AFTER_CHAOS_S,
+                every=0.5,
             )
         except AssertionError:
             row = stock_row()

@@ -33,6 +33,7 @@ import pytest
 import stripe
 from ember_devkit.testing.stack import RunningStack
 from ember_devkit.testing.tokens import KeyPair, TokenFactory
+from ember_devkit.testing.waiting import eventually
 from security_testkit import (
     ADDRESS,
     ADMIN,
@@ -48,7 +49,6 @@ from security_testkit import (
     Shopper,
     documents,
     enumerate_operations,
-    eventually,
     product,
     sign_up,
 )
