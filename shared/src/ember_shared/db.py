@@ -154,6 +154,8 @@ async def after_commit_done(session: AsyncSession | Session) -> None:
     """Wait for the hooks that the session's commits have started. A hook that raised is
     logged, never raised here: its transaction has committed, and the caller's work with it."""
     running: list[asyncio.Task[None]] = _sync(session).info.pop(_RUNNING_KEY, [])
+    if not running:  # most requests and events: nothing was set off
+        return
     for outcome in await asyncio.gather(*running, return_exceptions=True):
         if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
             log.error("after_commit_hook_failed", error=repr(outcome), exc_info=outcome)
