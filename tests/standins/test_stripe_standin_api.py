@@ -212,7 +212,7 @@ async def test_unknown_objects_and_keys(client: stripe.StripeClient, standin: st
         assert anonymous.status_code == 401
         assert anonymous.json()["error"]["type"] == "invalid_request_error"
         unknown = await http.get(
-            f"{standin}/v1/customers", headers={"Authorization": "Bearer sk_test_x"}
+            f"{standin}/v1/tax_rates", headers={"Authorization": "Bearer sk_test_x"}
         )
         assert unknown.status_code == 404
         assert "Unrecognized request URL" in unknown.json()["error"]["message"]
@@ -587,3 +587,139 @@ async def test_subscription_items_change_quantity_and_price_like_stripe(
     renewed = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
     assert renewed["invoice"]["amount_paid"] == 6000
     assert renewed["invoice"]["billing_reason"] == "subscription_cycle"
+
+
+async def test_promotion_code_shipping_choice_and_automatic_tax(
+    client: stripe.StripeClient, standin: str
+) -> None:
+    coupon = await client.v1.coupons.create_async(
+        params={"percent_off": 10, "duration": "once", "name": "Ten off"}
+    )
+    assert coupon.object == "coupon"
+    assert coupon.percent_off == 10
+    promo = await client.v1.promotion_codes.create_async(
+        params={
+            "promotion": {"type": "coupon", "coupon": coupon.id},
+            "code": "WELCOME10",
+            "max_redemptions": 1,
+        }
+    )
+    assert promo.code == "WELCOME10"
+    assert promo.promotion.coupon == coupon.id
+    found = await client.v1.promotion_codes.list_async(params={"code": "welcome10"})
+    assert [p.id for p in found.data] == [promo.id]
+    customer = await client.v1.customers.create_async(
+        params={
+            "email": "ada@example.com",
+            "shipping": {
+                "name": "Ada",
+                "address": {
+                    "line1": "1 Main St",
+                    "city": "Sacramento",
+                    "state": "CA",
+                    "postal_code": "95814",
+                    "country": "US",
+                },
+            },
+        }
+    )
+    express = await client.v1.shipping_rates.create_async(
+        params={
+            "display_name": "Express",
+            "type": "fixed_amount",
+            "fixed_amount": {"amount": 1500, "currency": "usd"},
+            "metadata": {"rate": "express"},
+        }
+    )
+    params = session_params(
+        customer=customer.id,
+        discounts=[{"promotion_code": promo.id}],
+        automatic_tax={"enabled": True},
+        shipping_options=[
+            {"shipping_rate": express.id},
+            session_params()["shipping_options"][0],
+        ],
+    )
+    del params["customer_email"]
+    session = await client.v1.checkout.sessions.create_async(params=params)  # type: ignore[arg-type]
+
+    # Lines 3400, 10 % off: 340 spread 250/90 over 2500/900; tax 7.25 % on 2250 and 810
+    # (163.125 -> 163, 58.725 -> 59) and on express shipping 1500 (108.75 -> 109).
+    assert session.total_details is not None
+    assert session.total_details.amount_discount == 340
+    assert session.total_details.amount_shipping == 1500
+    assert session.total_details.amount_tax == 163 + 59 + 109
+    assert session.amount_total == 3400 - 340 + 1500 + 331
+    assert session.automatic_tax.enabled is True
+    assert session.automatic_tax.status == "complete"
+    assert session.discounts is not None
+    assert session.discounts[0].promotion_code == promo.id
+    assert session.discounts[0].coupon == coupon.id
+    assert session.shipping_cost is not None
+    assert session.shipping_cost.shipping_rate == express.id
+    assert session.shipping_cost.amount_tax == 109
+    assert session.shipping_options is not None
+    assert [o.shipping_amount for o in session.shipping_options] == [1500, 600]
+    items = await client.v1.checkout.sessions.line_items.list_async(session.id)
+    assert [(i.amount_discount, i.amount_tax, i.amount_total) for i in items.data] == [
+        (250, 163, 2413),
+        (90, 59, 869),
+    ]
+
+    async with httpx.AsyncClient() as http:
+        paid = await http.post(
+            f"{standin}/_standin/sessions/{session.id}/pay",
+            json={"card_number": "4242424242424242"},
+        )
+    assert paid.json()["outcome"] == "paid"
+    done = await client.v1.checkout.sessions.retrieve_async(
+        session.id, params={"expand": ["payment_intent"]}
+    )
+    assert isinstance(done.payment_intent, stripe.PaymentIntent)
+    assert done.payment_intent.amount == session.amount_total
+    assert (await client.v1.promotion_codes.retrieve_async(promo.id)).times_redeemed == 1
+    assert (await client.v1.coupons.retrieve_async(coupon.id)).times_redeemed == 1
+
+    again = session_params(discounts=[{"promotion_code": promo.id}])
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=again)  # type: ignore[arg-type]
+    assert caught.value.code == "promotion_code_invalid"
+
+
+async def test_amount_off_coupon_without_tax_and_refusals(client: stripe.StripeClient) -> None:
+    coupon = await client.v1.coupons.create_async(
+        params={"amount_off": 500, "currency": "usd", "duration": "once", "max_redemptions": 1}
+    )
+    session = await client.v1.checkout.sessions.create_async(
+        params=session_params(discounts=[{"coupon": coupon.id}])  # type: ignore[arg-type]
+    )
+    assert session.total_details is not None
+    assert session.total_details.amount_discount == 500
+    assert session.total_details.amount_tax == 0
+    assert session.amount_total == 3400 - 500 + 600
+    items = await client.v1.checkout.sessions.line_items.list_async(session.id)
+    assert sum(i.amount_discount for i in items.data) == 500
+
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.coupons.create_async(params={"amount_off": 500, "duration": "once"})
+    assert caught.value.code == "parameter_missing"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(
+            params=session_params(discounts=[{"coupon": "nope"}])  # type: ignore[arg-type]
+        )
+    assert caught.value.code == "resource_missing"
+    # Stripe Tax needs an address it can place the sale at.
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(
+            params=session_params(automatic_tax={"enabled": True})  # type: ignore[arg-type]
+        )
+    assert caught.value.code == "customer_tax_location_invalid"
+    eur = await client.v1.coupons.create_async(
+        params={"amount_off": 100, "currency": "eur", "duration": "once"}
+    )
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.checkout.sessions.create_async(
+            params=session_params(discounts=[{"coupon": eur.id}])  # type: ignore[arg-type]
+        )
+    deleted = await client.v1.coupons.delete_async(eur.id)
+    assert deleted.deleted is True

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Request, Response, Router, delete, get, post
 
-from standins.stripe import billing
+from standins.stripe import billing, pricing
 from standins.stripe.errors import StripeError
 from standins.stripe.forms import as_int, parse_form, parse_pairs
 from standins.stripe.store import Store, new_object_id
@@ -248,6 +248,74 @@ async def list_events(request: Request[Any, Any, Any]) -> Response[Any]:
     return stripe_json(_list(events, params, "/v1/events"))
 
 
+@post("/coupons", summary="Create a coupon")
+async def create_coupon(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: pricing.create_coupon(store, params))
+
+
+@get("/coupons/{coupon_id:str}", summary="Retrieve a coupon")
+async def retrieve_coupon(request: Request[Any, Any, Any], coupon_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(pricing.coupon(_store(request), coupon_id))
+
+
+@delete("/coupons/{coupon_id:str}", summary="Delete a coupon", status_code=200)
+async def delete_coupon(request: Request[Any, Any, Any], coupon_id: str) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda _params: pricing.delete_coupon(store, coupon_id))
+
+
+@post("/promotion_codes", summary="Create a promotion code")
+async def create_promotion_code(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: pricing.create_promotion_code(store, params))
+
+
+@get("/promotion_codes", summary="List promotion codes")
+async def list_promotion_codes(request: Request[Any, Any, Any]) -> Response[Any]:
+    authorize(request)
+    params = await _params(request)
+    found = pricing.list_promotion_codes(_store(request), params)
+    return stripe_json(_list(found, params, "/v1/promotion_codes"))
+
+
+@get("/promotion_codes/{promo_id:str}", summary="Retrieve a promotion code")
+async def retrieve_promotion_code(request: Request[Any, Any, Any], promo_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(pricing.promotion_code(_store(request), promo_id))
+
+
+@post("/shipping_rates", summary="Create a shipping rate")
+async def create_shipping_rate(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+
+    def create(params: dict[str, Any]) -> dict[str, Any]:
+        rate = pricing.create_shipping_rate(store, params)
+        store.save()
+        return rate
+
+    return await _idempotent(request, create)
+
+
+@get("/shipping_rates/{rate_id:str}", summary="Retrieve a shipping rate")
+async def retrieve_shipping_rate(request: Request[Any, Any, Any], rate_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(pricing.shipping_rate(_store(request), rate_id))
+
+
+@post("/customers", summary="Create a customer")
+async def create_customer(request: Request[Any, Any, Any]) -> Response[Any]:
+    store = _store(request)
+    return await _idempotent(request, lambda params: pricing.create_customer(store, params))
+
+
+@get("/customers/{customer_id:str}", summary="Retrieve a customer")
+async def retrieve_customer(request: Request[Any, Any, Any], customer_id: str) -> Response[Any]:
+    authorize(request)
+    return stripe_json(pricing.customer(_store(request), customer_id))
+
+
 api_router = Router(
     path="/v1",
     route_handlers=[
@@ -268,6 +336,16 @@ api_router = Router(
         retrieve_invoice,
         retrieve_event,
         list_events,
+        create_coupon,
+        retrieve_coupon,
+        delete_coupon,
+        create_promotion_code,
+        list_promotion_codes,
+        retrieve_promotion_code,
+        create_shipping_rate,
+        retrieve_shipping_rate,
+        create_customer,
+        retrieve_customer,
     ],
     include_in_schema=False,
 )

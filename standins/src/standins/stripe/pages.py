@@ -80,14 +80,25 @@ def render_pay_page(
     currency = session["currency"]
     lines = "".join(
         f"<div class='line'><span>{escape(str(item['description']))} &times; {int(item['quantity'])}</span>"
-        f"<span>{_money(int(item['amount_total']), currency)}</span></div>"
+        f"<span>{_money(int(item['amount_subtotal']), currency)}</span></div>"
         for item in store.session_line_items(session["id"])
     )
-    shipping = session.get("total_details", {}).get("amount_shipping", 0)
+    details = session.get("total_details") or {}
+    shipping = details.get("amount_shipping", 0)
+    if details.get("amount_discount"):
+        lines += (
+            "<div class='line' id='discount'><span>Discount</span>"
+            f"<span>-{_money(int(details['amount_discount']), currency)}</span></div>"
+        )
     if session.get("shipping_cost"):
         lines += (
             f"<div class='line'><span>{escape(str(session['shipping_cost'].get('display_name') or 'Shipping'))}"
             f"</span><span>{_money(int(shipping), currency)}</span></div>"
+        )
+    if (session.get("automatic_tax") or {}).get("enabled"):
+        lines += (
+            "<div class='line' id='tax'><span>Tax</span>"
+            f"<span>{_money(int(details.get('amount_tax') or 0), currency)}</span></div>"
         )
     if session.get("mode") == "subscription":
         items = store.session_line_items(session["id"])

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from stripe._api_version import _ApiVersion
 
 from standins.journal import Journal
+from standins.stripe import pricing
 from standins.stripe.errors import StripeError, missing
 from standins.stripe.forms import as_int, as_metadata, as_str
 
@@ -152,6 +153,10 @@ KINDS = (
     "portal_sessions",
     #: Prices made with ``POST /v1/prices`` (a subscription's item changed to another cadence).
     "prices",
+    #: Discounts and shipping (see :mod:`standins.stripe.pricing`).
+    "coupons",
+    "promotion_codes",
+    "shipping_rates",
 )
 
 
@@ -173,6 +178,9 @@ class StandinState:
     subscription_sessions: Tracked[str]
     portal_sessions: Tracked[dict[str, Any]]
     prices: Tracked[dict[str, Any]]
+    coupons: Tracked[dict[str, Any]]
+    promotion_codes: Tracked[dict[str, Any]]
+    shipping_rates: Tracked[dict[str, Any]]
 
     def __init__(self) -> None:
         self.touched: set[tuple[str, str]] = set()
@@ -410,12 +418,41 @@ class Store:
         items, currency = self._session_items(params, mode)
         subtotal = sum(item["amount_subtotal"] for item in items)
         if mode == "subscription":
-            for key in ("shipping_options", "payment_intent_data"):
+            for key in ("shipping_options", "payment_intent_data", "discounts"):
                 if params.get(key) not in (None, ""):
                     raise StripeError(
                         400, f"`{key}` can only be used in `payment` mode.", param=key
                     )
-        shipping_cost, amount_shipping = self._shipping(params, currency)
+        discounts, amount_discount = pricing.session_discount(self, params, currency, subtotal)
+        shipping_options, rate = pricing.session_shipping(self, params, currency)
+        shipping_cost = (
+            {
+                "amount_subtotal": rate["fixed_amount"]["amount"],
+                "amount_tax": 0,
+                "amount_total": rate["fixed_amount"]["amount"],
+                "shipping_rate": rate["id"],
+                "display_name": rate["display_name"],
+            }
+            if rate is not None
+            else None
+        )
+        customer_id = as_str(params, "customer")
+        if customer_id is not None:
+            pricing.customer(self, customer_id)
+            if params.get("customer_email") not in (None, ""):
+                raise StripeError(
+                    400,
+                    "You may only specify one of these parameters: customer, customer_email.",
+                    param="customer_email",
+                )
+        taxed = pricing.automatic_tax_enabled(params)
+        tax_address = pricing.tax_address(self, customer_id) if taxed else None
+        tax_bp = (
+            pricing.tax_rate(str(tax_address["country"]), str(tax_address.get("state") or ""))
+            if tax_address is not None
+            else None
+        )
+        total_details = pricing.apply(items, amount_discount, shipping_cost, tax_bp)
         created = now()
         expires_at = self._session_expiry(params, created)
         customer_email = as_str(params, "customer_email", max_length=800)
@@ -445,16 +482,26 @@ class Store:
             "after_expiration": None,
             "allow_promotion_codes": None,
             "amount_subtotal": subtotal,
-            "amount_total": subtotal + amount_shipping,
+            "amount_total": subtotal
+            - total_details["amount_discount"]
+            + total_details["amount_shipping"]
+            + total_details["amount_tax"],
+            "automatic_tax": {
+                "enabled": taxed,
+                "liability": {"type": "self"} if taxed else None,
+                "provider": "stripe" if taxed else None,
+                "status": "complete" if taxed else None,
+            },
             "billing_address_collection": None,
             "cancel_url": cancel_url,
             "client_reference_id": as_str(params, "client_reference_id", max_length=200),
             "created": created,
             "currency": currency,
-            "customer": None,
+            "customer": customer_id,
             "customer_creation": "if_required",
             "customer_details": None,
             "customer_email": customer_email,
+            "discounts": discounts,
             "expires_at": expires_at,
             "livemode": False,
             "locale": as_str(params, "locale"),
@@ -464,14 +511,11 @@ class Store:
             "payment_method_types": ["card"],
             "payment_status": "unpaid",
             "shipping_cost": shipping_cost,
+            "shipping_options": shipping_options,
             "status": "open",
             "submit_type": as_str(params, "submit_type"),
             "success_url": success_url,
-            "total_details": {
-                "amount_discount": 0,
-                "amount_shipping": amount_shipping,
-                "amount_tax": 0,
-            },
+            "total_details": total_details,
             "subscription": None,
             "ui_mode": "hosted",
             "url": f"{self.public_url}/pay/{session_id}",
@@ -583,58 +627,6 @@ class Store:
             "quantity": quantity,
         }
 
-    def _shipping(self, params: dict[str, Any], currency: str) -> tuple[dict[str, Any] | None, int]:
-        options = params.get("shipping_options")
-        if options in (None, ""):
-            return None, 0
-        if not isinstance(options, list) or len(options) > 5:
-            raise StripeError(400, "Invalid shipping_options.", param="shipping_options")
-        first = options[0]
-        rate = first.get("shipping_rate_data") if isinstance(first, dict) else None
-        if not isinstance(rate, dict):
-            raise StripeError(
-                400, "shipping_options[0] needs shipping_rate_data.", param="shipping_options[0]"
-            )
-        fixed = rate.get("fixed_amount")
-        if not isinstance(fixed, dict):
-            raise StripeError(
-                400,
-                "shipping_rate_data needs fixed_amount.",
-                param="shipping_options[0][shipping_rate_data][fixed_amount]",
-            )
-        amount = as_int(
-            fixed,
-            "amount",
-            minimum=0,
-            required=True,
-            param="shipping_options[0][shipping_rate_data][fixed_amount][amount]",
-        )
-        assert amount is not None
-        rate_currency = (as_str(fixed, "currency", required=True) or "").lower()
-        if rate_currency != currency:
-            raise StripeError(
-                400,
-                "The shipping rate's currency must match the line items'.",
-                param="shipping_options[0][shipping_rate_data][fixed_amount][currency]",
-            )
-        display_name = as_str(
-            rate,
-            "display_name",
-            required=True,
-            max_length=100,
-            param="shipping_options[0][shipping_rate_data][display_name]",
-        )
-        return (
-            {
-                "amount_subtotal": amount,
-                "amount_tax": 0,
-                "amount_total": amount,
-                "shipping_rate": new_object_id("shr"),
-                "display_name": display_name,
-            },
-            amount,
-        )
-
     def session(self, session_id: str) -> dict[str, Any]:
         session = self.state.sessions.get(session_id)
         if session is None:
@@ -738,6 +730,7 @@ class Store:
             "phone": None,
         }
         session["status"] = "complete"
+        pricing.redeem(self, session)
         intent["last_payment_error"] = None
         intent["payment_method_details"] = {
             "type": "card",
