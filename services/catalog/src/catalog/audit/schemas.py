@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
+from ember_shared.pagination import NumberedPage
 
 
 class AuditEntryOut(msgspec.Struct, kw_only=True):
@@ -56,9 +57,4 @@ class AuditEntryOut(msgspec.Struct, kw_only=True):
     ]
 
 
-class AuditLogPage(msgspec.Struct, kw_only=True):
-    items: list[AuditEntryOut]
-    page: int
-    page_size: int
-    total: int
-    pages: int
+AuditLogPage = NumberedPage[AuditEntryOut]

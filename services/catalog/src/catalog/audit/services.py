@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+from ember_shared.pagination import window
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.audit.recorder import AuditEntity
 from catalog.audit.repositories import AuditRepository
 from catalog.audit.schemas import AuditEntryOut, AuditLogPage
 from catalog.models import AuditEntry
-from catalog.products.services import pages_for
 
 
 def entry_out(entry: AuditEntry) -> AuditEntryOut:
@@ -41,16 +41,11 @@ class AuditTrail:
         actor_id: uuid.UUID | None,
     ) -> AuditLogPage:
         entries, total = await self.entries.page(
-            limit=page_size,
-            offset=(page - 1) * page_size,
+            **window(page, page_size),
             entity=entity,
             entity_id=entity_id,
             actor_id=actor_id,
         )
-        return AuditLogPage(
-            items=[entry_out(e) for e in entries],
-            page=page,
-            page_size=page_size,
-            total=total,
-            pages=pages_for(total, page_size),
+        return AuditLogPage.of(
+            [entry_out(e) for e in entries], total=total, page=page, page_size=page_size
         )

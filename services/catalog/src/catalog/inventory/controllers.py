@@ -28,7 +28,6 @@ from catalog.inventory.schemas import (
     StockSetMany,
 )
 from catalog.inventory.services import InventoryAdmin, StockKeeper, reservation_out
-from catalog.products.services import pages_for
 from catalog.settings import CatalogSettings
 
 
@@ -66,13 +65,7 @@ class AdminInventoryController(Controller):
         q: Annotated[str | None, Parameter(max_length=100, pattern=r"^[^\x00]*$")] = None,
     ) -> InventoryPage:
         items, total = await admin.page(page=page, page_size=page_size, low_only=low, q=q)
-        return InventoryPage(
-            items=items,
-            page=page,
-            page_size=page_size,
-            total=total,
-            pages=pages_for(total, page_size),
-        )
+        return InventoryPage.of(items, total=total, page=page, page_size=page_size)
 
     @put("/", summary="Set the on-hand stock of several products (all or none)")
     async def set_many(

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 import msgspec
+from ember_shared.pagination import NumberedPage
 
 from catalog.fields import Availability, StockCount
 
@@ -24,12 +25,7 @@ class InventoryRow(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
-class InventoryPage(msgspec.Struct, kw_only=True):
-    items: list[InventoryRow]
-    page: int
-    page_size: int
-    total: int
-    pages: int
+InventoryPage = NumberedPage[InventoryRow]
 
 
 class StockSet(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -30,6 +30,7 @@ from ember_shared.contracts.catalog import (
 from ember_shared.events import Outbox
 from ember_shared.events.contracts import StockReleased
 from ember_shared.ids import new_id
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -430,8 +431,7 @@ class InventoryAdmin:
         self, *, page: int, page_size: int, low_only: bool, q: str | None
     ) -> tuple[list[InventoryRow], int]:
         rows, total = await self.inventory.admin_page(
-            limit=page_size,
-            offset=(page - 1) * page_size,
+            **window(page, page_size),
             low_stock_at=self.settings.low_stock if low_only else None,
             q=q,
         )

@@ -43,7 +43,6 @@ from catalog.products.services import (
     ProductAdmin,
     ProductCatalog,
     image_out,
-    pages_for,
     query_words,
 )
 from catalog.settings import CatalogSettings
@@ -165,9 +164,7 @@ class ShopperProductController(Controller):
 
 
 def _page(items: list[AdminProduct], page: int, page_size: int, total: int) -> AdminProductPage:
-    return AdminProductPage(
-        items=items, page=page, page_size=page_size, total=total, pages=pages_for(total, page_size)
-    )
+    return AdminProductPage.of(items, total=total, page=page, page_size=page_size)
 
 
 def provide_product_admin(

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.pagination import NumberedPage
 from msgspec import UNSET, UnsetType
 
 from catalog.fields import (
@@ -79,12 +80,9 @@ class ProductSummary(msgspec.Struct, kw_only=True):
     hover_image: ImageRef | None = None
 
 
-class ProductPage(msgspec.Struct, kw_only=True):
+class ProductPage(NumberedPage[ProductSummary], kw_only=True):
+    # Declared again: Litestar's schema of a subclass of a parametrised struct loses the item type.
     items: list[ProductSummary]
-    page: int
-    page_size: int
-    total: int
-    pages: int
     sort: SortOrder
     category: str | None = None
 
@@ -110,13 +108,9 @@ class ProductDetail(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
-class SearchResult(msgspec.Struct, kw_only=True):
+class SearchResult(NumberedPage[ProductSummary], kw_only=True):
     query: str
     items: list[ProductSummary]
-    page: int
-    page_size: int
-    total: int
-    pages: int
     #: Words of the catalog the query's words were also matched against (typo tolerance).
     matched_words: list[str]
 
@@ -189,12 +183,7 @@ class AdminProduct(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
-class AdminProductPage(msgspec.Struct, kw_only=True):
-    items: list[AdminProduct]
-    page: int
-    page_size: int
-    total: int
-    pages: int
+AdminProductPage = NumberedPage[AdminProduct]
 
 
 class ImageCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -10,6 +9,7 @@ from typing import Any
 
 import msgspec
 from ember_shared.auth import Principal
+from ember_shared.pagination import pages_for, window
 from ember_shared.problems import Problem, not_found
 from msgspec import UNSET
 from sqlalchemy import Row
@@ -71,10 +71,6 @@ MAX_QUERY_WORDS = 8
 MAX_WORD_LENGTH = 40
 
 
-def pages_for(total: int, page_size: int) -> int:
-    return max(1, math.ceil(total / page_size))
-
-
 def _category(row: Row[Any]) -> CategoryRef | None:
     if row.category_id is None:
         return None
@@ -123,7 +119,7 @@ class ProductCatalog:
             if category_id is None:
                 raise not_found("category", f"There is no category {category!r}.")
         rows, total = await self.reads.listing(
-            category_id=category_id, sort=sort, limit=page_size, offset=(page - 1) * page_size
+            category_id=category_id, sort=sort, **window(page, page_size)
         )
         pages = pages_for(total, page_size)
         body = _encode(
@@ -186,9 +182,7 @@ class ProductCatalog:
         if words:
             plan = SearchPlan(words, await self.reads.fuzzy_words(words))
             matched = plan.matched_words
-            rows, total = await self.reads.search(
-                plan, limit=page_size, offset=(page - 1) * page_size
-            )
+            rows, total = await self.reads.search(plan, **window(page, page_size))
         body = _encode(
             SearchResult(
                 query=" ".join(words),
@@ -293,8 +287,7 @@ class ProductAdmin:
         q: str | None,
     ) -> tuple[list[AdminProduct], int]:
         products, total = await self.products.admin_page(
-            limit=page_size,
-            offset=(page - 1) * page_size,
+            **window(page, page_size),
             category_id=category_id,
             status=status,
             q=q,

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from ember_shared.auth import Principal, provide_principal, requires_admin, requires_signed_in
+from ember_shared.pagination import window
 from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -321,9 +322,7 @@ class AdminSubscriptionController(Controller):
         page_size: PageSize = 20,
     ) -> Response[SubscriptionPage]:
         repo = SubscriptionRepository(session=db_session, auto_commit=False, auto_expunge=False)
-        rows, total = await repo.page_for_user(
-            user_id, offset=(page - 1) * page_size, limit=page_size
-        )
+        rows, total = await repo.page_for_user(user_id, **window(page, page_size))
         return Response(
             SubscriptionPage(
                 items=[subscription_view(row) for row in rows],

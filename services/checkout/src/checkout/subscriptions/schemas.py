@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.pagination import Page
 
 from checkout.sessions.schemas import AddressIn, AddressOut
 
@@ -116,11 +117,7 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     paused_until: dt.datetime | None = None
 
 
-class SubscriptionPage(msgspec.Struct, kw_only=True):
-    items: list[SubscriptionView]
-    total: int
-    page: int
-    page_size: int
+SubscriptionPage = Page[SubscriptionView]
 
 
 class PaymentMethodSession(msgspec.Struct, kw_only=True):

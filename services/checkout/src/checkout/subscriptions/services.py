@@ -22,6 +22,7 @@ import structlog
 from ember_shared.auth import Principal
 from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.ids import new_id
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -179,9 +180,7 @@ class SubscriptionService:
     async def page(
         self, principal: Principal, *, page: int, page_size: int
     ) -> tuple[list[Subscription], int]:
-        return await self.repo.page_for_user(
-            principal.user_id, offset=(page - 1) * page_size, limit=page_size
-        )
+        return await self.repo.page_for_user(principal.user_id, **window(page, page_size))
 
     async def get(self, principal: Principal, subscription_id: uuid.UUID) -> Subscription:
         """The shopper's own subscription; anyone else's does not exist (404)."""

@@ -7,6 +7,7 @@ import uuid
 from typing import Any, Literal
 
 import msgspec
+from ember_shared.pagination import Page
 
 
 class AdminUserOut(msgspec.Struct):
@@ -22,11 +23,7 @@ class AdminUserOut(msgspec.Struct):
     created_at: dt.datetime
 
 
-class UserPage(msgspec.Struct):
-    items: list[AdminUserOut]
-    total: int
-    page: int
-    page_size: int
+UserPage = Page[AdminUserOut]
 
 
 class RoleChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,8 +42,4 @@ class AuditOut(msgspec.Struct):
     created_at: dt.datetime
 
 
-class AuditPage(msgspec.Struct):
-    items: list[AuditOut]
-    total: int
-    page: int
-    page_size: int
+AuditPage = Page[AuditOut]

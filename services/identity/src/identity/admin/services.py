@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from ember_shared.auth import Principal
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,9 +29,7 @@ class AdminService:
         self.users = UserRepository(session=db)
 
     async def search(self, *, query: str, page: int, page_size: int) -> tuple[Sequence[User], int]:
-        return await self.users.search(
-            query=query.strip().lower(), limit=page_size, offset=(page - 1) * page_size
-        )
+        return await self.users.search(query=query.strip().lower(), **window(page, page_size))
 
     async def get(self, user_id: uuid.UUID, *, lock: bool = False) -> User:
         user = await self.users.by_id(user_id, lock=lock)
@@ -108,5 +107,5 @@ class AdminService:
         self, *, user_id: uuid.UUID | None, action: str | None, page: int, page_size: int
     ) -> tuple[Sequence[AuditEntry], int]:
         return await AuditRepository(session=self.db).page(
-            user_id=user_id, action=action, limit=page_size, offset=(page - 1) * page_size
+            user_id=user_id, action=action, **window(page, page_size)
         )

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.pagination import Page
 
 from notifier.models import DeliveryAttempt, PendingEmail
 
@@ -96,8 +97,4 @@ class EmailDetail(EmailSummary, kw_only=True):
         )
 
 
-class EmailPage(msgspec.Struct, kw_only=True):
-    items: list[EmailSummary]
-    total: int
-    page: int
-    page_size: int
+EmailPage = Page[EmailSummary]

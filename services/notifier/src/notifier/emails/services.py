@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from ember_shared.sealing import SealError, is_sealed, private_key, seal, unseal
 from ember_shared.settings import service_settings
@@ -148,9 +149,7 @@ class EmailAdminService:
     async def page(
         self, *, status: str | None, to_email: str | None, page: int, page_size: int
     ) -> tuple[Sequence[PendingEmail], int]:
-        return await self.emails.page(
-            status=status, to_email=to_email, limit=page_size, offset=(page - 1) * page_size
-        )
+        return await self.emails.page(status=status, to_email=to_email, **window(page, page_size))
 
     async def get(self, email_id: uuid.UUID) -> PendingEmail:
         email = await self.emails.with_attempts(email_id)

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.pagination import Page
 
 from notifier.models import ADDRESS_PATTERN, Suppression
 
@@ -48,8 +49,4 @@ class SuppressionOut(msgspec.Struct, kw_only=True):
         )
 
 
-class SuppressionPage(msgspec.Struct, kw_only=True):
-    items: list[SuppressionOut]
-    total: int
-    page: int
-    page_size: int
+SuppressionPage = Page[SuppressionOut]

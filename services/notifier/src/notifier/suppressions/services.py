@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +19,7 @@ class SuppressionService:
     async def page(
         self, *, email: str | None, reason: str | None, page: int, page_size: int
     ) -> tuple[Sequence[Suppression], int]:
-        return await self.repo.page(
-            email=email, reason=reason, limit=page_size, offset=(page - 1) * page_size
-        )
+        return await self.repo.page(email=email, reason=reason, **window(page, page_size))
 
     async def add_manual(self, email: str, note: str, actor: str) -> Suppression:
         added = await self.repo.add_once(

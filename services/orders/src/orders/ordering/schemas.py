@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import msgspec
+from ember_shared.pagination import Page
 
 OrderStatusName = Literal[
     "pending_payment",
@@ -104,11 +105,7 @@ class OrderView(msgspec.Struct, kw_only=True):
     subscription_id: uuid.UUID | None
 
 
-class OrderPage(msgspec.Struct, kw_only=True):
-    items: list[OrderView]
-    total: int
-    page: int
-    page_size: int
+OrderPage = Page[OrderView]
 
 
 class StatusChangeView(msgspec.Struct, kw_only=True):
@@ -160,11 +157,7 @@ class AdminOrderSummary(msgspec.Struct, kw_only=True):
     attention: str | None
 
 
-class AdminOrderPage(msgspec.Struct, kw_only=True):
-    items: list[AdminOrderSummary]
-    total: int
-    page: int
-    page_size: int
+AdminOrderPage = Page[AdminOrderSummary]
 
 
 class AdminOrderUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -23,6 +23,7 @@ from ember_shared.events.contracts import (
     PaymentSucceeded,
     SubscriptionInvoicePaid,
 )
+from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -393,8 +394,7 @@ class OrderService:
         return await self.orders.page_for_user(
             principal.user_id,
             verified_email=verified_email(principal),
-            offset=(page - 1) * page_size,
-            limit=page_size,
+            **window(page, page_size),
         )
 
     # --- staff ------------------------------------------------------------------------
@@ -413,8 +413,7 @@ class OrderService:
             status=status,
             query=query,
             attention=attention,
-            offset=(page - 1) * page_size,
-            limit=page_size,
+            **window(page, page_size),
             customer=customer,
         )
 
