@@ -15,12 +15,11 @@ Redis for as long as its access tokens could live.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ember_shared.csrf import UNSAFE_METHODS, csrf_matches
+from ember_shared.jwks import JwksCache
 from ember_shared.problems import Problem
 from ember_shared.settings import AuthSettings
 
@@ -75,72 +75,36 @@ JWKS_REFETCH_INTERVAL_S = 5.0
 JWKS_EMPTY_RETRY_S = 0.5
 
 
-@dataclass
-class KeySet:
-    """Identity's public keys, fetched from JWKS (or one PEM key given in settings).
+class KeySet(JwksCache):
+    """Identity's public keys, fetched from its JWKS (or one PEM key given in settings)."""
 
-    One fetch at a time (single flight): every request that needs a key while a fetch runs
-    waits for that fetch and uses its answer, so the burst right after a restart or a key
-    rotation makes one call to identity and no request is refused meanwhile.
-    """
-
-    settings: AuthSettings
-    keys: dict[str, Any] = field(default_factory=dict)
-    #: When the last fetch finished (monotonic), whatever its outcome.
-    fetched_at: float = 0.0
-    pem_key: Any = None
-    fetches: int = 0
-    _inflight: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.settings.public_key_pem:
-            self.pem_key = _load_pem(self.settings.public_key_pem)
+    def __init__(self, settings: AuthSettings) -> None:
+        super().__init__(
+            self._fetch,
+            refetch_after_s=JWKS_REFETCH_INTERVAL_S,
+            empty_retry_s=JWKS_EMPTY_RETRY_S,
+        )
+        self.settings = settings
+        self.pem_key: Any = _load_pem(settings.public_key_pem) if settings.public_key_pem else None
 
     async def key_for(self, kid: str | None) -> Any:
         if self.pem_key is not None:
             return self.pem_key
-        if not self._holds(kid):
-            await self._refresh_if_due()
-        if kid is None and len(self.keys) == 1:
-            return next(iter(self.keys.values()))
-        if kid not in self.keys:
+        jwk = await self.get(kid)
+        if jwk is None:
             raise jwt.InvalidKeyError("unknown key id")
-        return self.keys[kid]
+        return jwk.key
 
-    def _holds(self, kid: str | None) -> bool:
-        return kid in self.keys or (kid is None and len(self.keys) == 1)
-
-    async def _refresh_if_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        task = self._inflight
-        if task is None or task.done() or task.get_loop() is not loop:
-            pause = JWKS_REFETCH_INTERVAL_S if self.keys else JWKS_EMPTY_RETRY_S
-            if self.fetches and time.monotonic() - self.fetched_at < pause:
-                return
-            task = loop.create_task(self.refresh())
-            self._inflight = task
-        # Shielded: one waiter's cancelled request must not cancel the fetch the others await.
-        await asyncio.shield(task)
-
-    async def refresh(self) -> None:
-        self.fetches += 1
+    async def _fetch(self) -> dict[str, Any] | None:
         try:
             async with httpx.AsyncClient(timeout=3.0) as client:
                 response = await client.get(self.settings.jwks_url)
                 response.raise_for_status()
-        except httpx.HTTPError as exc:
+                document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
             log.warning("jwks_fetch_failed", url=self.settings.jwks_url, error=str(exc))
-            return
-        finally:
-            self.fetched_at = time.monotonic()
-        keys: dict[str, Any] = {}
-        for jwk in response.json().get("keys", []):
-            try:
-                keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
-            except jwt.PyJWTError:
-                continue
-        if keys:
-            self.keys = keys
+            return None
+        return document if isinstance(document, dict) else None
 
 
 def _load_pem(pem: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import jwt
 import structlog
+from ember_shared.jwks import JwksCache
 
 log = structlog.get_logger("identity.oidc")
 
@@ -23,6 +24,8 @@ log = structlog.get_logger("identity.oidc")
 #: our client secret, which the provider's JWKS does not describe).
 ID_TOKEN_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 DISCOVERY_TTL = 3600.0
+#: At most one key set fetch per this long for a key id the provider's set does not hold.
+KEY_REFETCH_AFTER_S = 5.0
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 
 
@@ -56,8 +59,9 @@ class OIDCProvider:
         self.timeout = timeout
         self._discovery: dict[str, Any] | None = None
         self._discovered_at = 0.0
-        self._keys: dict[str, Any] = {}
-        self._keys_fetched_at = 0.0
+        self._keys = JwksCache(
+            self._fetch_keys, refetch_after_s=KEY_REFETCH_AFTER_S, max_age_s=DISCOVERY_TTL
+        )
 
     async def _get(self, url: str) -> dict[str, Any]:
         try:
@@ -142,25 +146,16 @@ class OIDCProvider:
         return body
 
     async def _key(self, kid: str | None) -> Any:
-        stale = time.monotonic() - self._keys_fetched_at > DISCOVERY_TTL
-        if stale or (kid not in self._keys and time.monotonic() - self._keys_fetched_at > 5):
-            document = await self.discovery()
-            jwks = await self._get(document["jwks_uri"])
-            keys: dict[str, Any] = {}
-            for entry in jwks.get("keys", []):
-                try:
-                    keys[str(entry.get("kid", ""))] = jwt.PyJWK.from_dict(entry)
-                except (jwt.PyJWTError, ValueError, TypeError):
-                    continue
-            self._keys = keys
-            self._keys_fetched_at = time.monotonic()
-        if kid is None and len(self._keys) == 1:
-            return next(iter(self._keys.values()))
-        if kid not in self._keys:
+        key = await self._keys.get(kid)
+        if key is None:
             raise OIDCError(
                 "bad-id-token", "The ID token is signed with a key the provider does not publish."
             )
-        return self._keys[kid]
+        return key
+
+    async def _fetch_keys(self) -> dict[str, Any]:
+        document = await self.discovery()
+        return await self._get(document["jwks_uri"])
 
     async def verify_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         try:
