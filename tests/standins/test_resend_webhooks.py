@@ -7,15 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
+from ember_devkit.testing.apps import serve
+from ember_devkit.testing.waiting import eventually_async
 from litestar import Litestar, Request, Response, post
 from litestar.testing import AsyncTestClient
 from standins.resend import LOCAL_WEBHOOK_SECRET, ResendStandinSettings, create_app
@@ -53,24 +52,9 @@ class Receiver:
 @pytest.fixture(scope="module")
 def served_receiver() -> Iterator[Receiver]:
     receiver = Receiver()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(receiver.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the receiver did not start"
-        time.sleep(0.02)
-    receiver.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    with serve(receiver.app(), lifespan="auto") as url:
+        receiver.url = f"{url}/hook"
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -119,6 +103,16 @@ async def send(standin: AsyncTestClient[Litestar], to: str) -> str:
     assert response.status_code == 200
     email_id: str = response.json()["id"]
     return email_id
+
+
+async def all_sent(standin: AsyncTestClient[Litestar]) -> None:
+    """Wait until no mail has webhooks still on their way (delivered, or given up)."""
+
+    async def none_pending() -> bool:
+        log = (await standin.get("/_standin/webhooks")).json()
+        return bool(log["pending"] == 0)
+
+    await eventually_async(none_pending, "no webhook on its way", within=10)
 
 
 async def wait_for(receiver: Receiver, count: int, within: float = 10.0) -> None:
@@ -194,7 +188,7 @@ async def test_a_webhook_that_is_never_taken_is_given_up(
     email_id = await send(standin, "someone@example.com")
 
     await wait_for(receiver, 8)
-    await asyncio.sleep(0.5)
+    await all_sent(standin)  # every event given up: nothing more is coming
 
     # Each event is tried max_attempts times and then given up (Svix gives up on messages one
     # by one: the next event is still sent).
@@ -214,5 +208,5 @@ async def test_an_idempotent_replay_sends_no_new_webhooks(
     await standin.post("/emails", json=body, headers=headers)
     await wait_for(receiver, 2)
     await standin.post("/emails", json=body, headers=headers)
-    await asyncio.sleep(0.3)
+    await all_sent(standin)  # a replay that scheduled webhooks would hold them here
     assert len(receiver.received) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,18 +11,13 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-import uvicorn
+from ember_devkit.testing.apps import serve_in_loop
 from ember_devkit.testing.ports import free_port
 from standins.stripe.app import create_app
 from standins.stripe.errors import StripeError
 from standins.stripe.forms import parse_form
 from standins.stripe.settings import StandinSettings
 from standins.stripe.store import Store
-
-
-class InLoopServer(uvicorn.Server):
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +35,7 @@ async def standin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str
         async_settle_seconds=0,
         min_expiry_seconds=1800,
     )
-    server = InLoopServer(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-        await asyncio.sleep(0.02)
+    server, task = await serve_in_loop(create_app(settings), port, lifespan="auto")
     yield url
     server.should_exit = True
     await task

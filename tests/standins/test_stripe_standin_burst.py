@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import stripe
-import uvicorn
+from ember_devkit.testing.apps import serve_in_loop
 from ember_devkit.testing.ports import free_port
 from litestar import Litestar, Request, Response, post
 from standins.stripe.app import create_app
@@ -24,11 +24,6 @@ from standins.stripe.store import Store
 SECRET = "whsec_burst_tests"
 CONCURRENCY = 3
 SESSIONS = 24
-
-
-class InLoopServer(uvicorn.Server):
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 @dataclass
@@ -58,14 +53,6 @@ class SlowEndpoint:
         return Litestar([hook])
 
 
-async def serve(app: Any, port: int) -> tuple[InLoopServer, asyncio.Task[None]]:
-    server = InLoopServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-        await asyncio.sleep(0.02)
-    return server, task
-
-
 async def test_a_burst_is_delivered_a_few_at_a_time_each_on_the_first_try(tmp_path: Path) -> None:
     endpoint = SlowEndpoint()
     hook_port, port = free_port(), free_port()
@@ -83,7 +70,10 @@ async def test_a_burst_is_delivered_a_few_at_a_time_each_on_the_first_try(tmp_pa
         enabled_events="checkout.session.completed,checkout.session.expired,charge.refunded",
         min_expiry_seconds=1,
     )
-    servers = [await serve(endpoint.app(), hook_port), await serve(create_app(settings), port)]
+    servers = [
+        await serve_in_loop(endpoint.app(), hook_port, lifespan="auto"),
+        await serve_in_loop(create_app(settings), port, lifespan="auto"),
+    ]
     try:
         client = stripe.StripeClient(
             "sk_test_burst", base_addresses={"api": url}, http_client=stripe.HTTPXClient()

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import msgspec
-import uvicorn
 from ember_shared.contracts.catalog import LOOKUP_PATH, LookupProduct, LookupResponse
 from litestar import Litestar, Request, Response, post
 
@@ -114,24 +110,6 @@ class FakeCatalog:
 
 def _status(code: int) -> Any:
     return Response({"status": code}, status_code=code)
-
-
-def serve(app: Litestar, lifespan: str = "off") -> tuple[uvicorn.Server, threading.Thread, str]:
-    """Serve ``app`` over real HTTP from a thread (with its own event loop) on a free port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the fake catalog did not start")
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 class Browser:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from cart.app import create_app
 from cart.settings import CartSettings
-from cart_testkit import Browser, FakeCatalog, serve
+from cart_testkit import Browser, FakeCatalog
+from ember_devkit.testing.apps import serve
 from litestar import Litestar
 from sqlalchemy import text
 
@@ -21,13 +22,9 @@ from sqlalchemy import text
 def fake_catalog(ember_env: Any) -> Iterator[FakeCatalog]:
     """A STAND-IN FOR CATALOG'S CONTRACT (its lookup route), served over real HTTP."""
     catalog = FakeCatalog()
-    server, thread, url = serve(catalog.app())
-    catalog.url = url
-    try:
+    with serve(catalog.app(), lifespan="off") as url:
+        catalog.url = url
         yield catalog
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -12,18 +12,15 @@ from typing import Any
 import httpx
 import pytest
 from cart.catalog import CatalogClient
-from cart_testkit import line_of, problem, serve
+from cart_testkit import line_of, problem
 from catalog.app import create_app as create_catalog_app
+from ember_devkit.testing.apps import serve
 
 
 @pytest.fixture(scope="module")
 def real_catalog(ember_env: Any) -> Iterator[str]:
-    server, thread, url = serve(create_catalog_app(), lifespan="on")
-    try:
+    with serve(create_catalog_app()) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import uuid
 
 import msgspec
 from cart.events import empty_paid_cart
+from ember_devkit.testing.waiting import eventually_async as wait_for
 from ember_shared.events import Envelope, stream_for
 from ember_shared.events.contracts import Address, PaymentSucceeded
 from ember_shared.events.wire import entry_fields
@@ -56,14 +57,6 @@ async def publish(cart_app, event: Envelope) -> None:
         producer=event.producer,
     )
     await cart_app.state.redis.xadd(stream_for(event.type), fields)
-
-
-async def wait_for(condition, within: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 async def guest_cart(browsers, catalog) -> tuple[object, uuid.UUID]:
@@ -118,7 +111,13 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
         return await status(sentinel_cart) == "converted"
 
     await wait_for(sentinel_done)
-    await asyncio.sleep(0.3)
+
+    async def all_acknowledged():
+        groups = await cart_app.state.redis.xinfo_groups(stream_for(event.type))
+        return bool(groups) and all(group["pending"] == 0 for group in groups)
+
+    # The sentinel came after the duplicate: nothing pending means the duplicate was handled.
+    await wait_for(all_acknowledged)
     assert await status(cart_id) == "active"
     assert (
         await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 1

@@ -2,73 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import socket
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
-import uvicorn
+from ember_devkit.testing.apps import running  # noqa: F401 - the suite imports it from here
+from ember_devkit.testing.apps import serve as served  # noqa: F401 - the suite imports it from here
 from ember_shared.events import Envelope, EventData
 from ember_shared.ids import new_id
 from ember_shared.settings import DatabaseSettings
-from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-
-
-@contextlib.asynccontextmanager
-async def running(app: Litestar) -> AsyncIterator[Litestar]:
-    """Run ``app``'s lifespan in a task of the current loop (anyio wants the task that enters
-    it to leave it too, and pytest tears fixtures down from another task)."""
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def run() -> None:
-        async with app.lifespan():
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(run())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()
-    try:
-        yield app
-    finally:
-        stop.set()
-        await task
-
-
-@contextlib.contextmanager
-def served(app: Litestar) -> Any:
-    """Serve ``app`` over real HTTP on a free port (its own thread and loop); yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def unique(prefix: str) -> str:

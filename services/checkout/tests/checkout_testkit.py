@@ -4,62 +4,22 @@ stand-in over real HTTP) with what tests read from each."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
-import uvicorn
+from ember_devkit.testing.apps import serve_in_loop as serve  # noqa: F401 - the suite imports it from here
 from ember_devkit.testing.plugin import TestEnv
 from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.waiting import eventually_async as eventually
 from ember_shared.sealing import private_key, unseal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 WEBHOOK_SECRET = "whsec_checkout_tests_" + uuid.uuid4().hex
 T = TypeVar("T")
-
-
-class InLoopServer(uvicorn.Server):
-    """uvicorn on the running loop, leaving pytest's signal handlers alone."""
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
-async def serve(app: Any, port: int) -> tuple[InLoopServer, asyncio.Task[None]]:
-    server = InLoopServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError(f"server on {port} stopped while starting")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server on {port} did not start")
-        await asyncio.sleep(0.02)
-    return server, task
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, within: float = 15.0, what: str = ""
-) -> T:
-    """Poll ``check`` until it returns something truthy (events travel asynchronously)."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
 ADDRESS = {

@@ -3,19 +3,17 @@ and readers of the outbox and the audit log."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import msgspec
 import uvicorn
+from ember_devkit.testing.apps import running  # noqa: F401 - the suite imports it from here
 from ember_shared.sealing import private_key, unseal
 from identity.settings import IdentitySettings
 from litestar import Litestar
@@ -78,33 +76,6 @@ def settings_for(standin_url: str, **overrides: Any) -> IdentitySettings:
     }
     values.update(overrides)
     return replace(base, **values)
-
-
-@asynccontextmanager
-async def running(app: Litestar) -> AsyncIterator[Litestar]:
-    """The app's lifespan, entered and left by one task of its own."""
-    started, stop = asyncio.Event(), asyncio.Event()
-    failure: list[BaseException] = []
-
-    async def run() -> None:
-        try:
-            async with app.lifespan():
-                started.set()
-                await stop.wait()
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            raise
-
-    task = asyncio.create_task(run())
-    await asyncio.wait_for(started.wait(), 30)
-    if failure:
-        raise failure[0]
-    try:
-        yield app
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 class Browser:

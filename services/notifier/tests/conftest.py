@@ -6,9 +6,7 @@ and the stand-in's webhooks travel over real HTTP), and a worker to drive pass b
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -17,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from ember_devkit.testing.apps import serve
 from ember_shared.db import make_engine
 from ember_shared.events import stream_for
 from ember_shared.settings import service_settings
@@ -43,32 +41,11 @@ from notifier_testkit import Standin
 BASE_URL = "http://notifier.test"
 
 
-def serve(app: Litestar, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"{name} did not start")
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="session")
 def notifier_url(ember_env: Any) -> Iterator[str]:
     """The notifier app, served for real (the stand-in delivers its webhooks here)."""
-    server, thread, url = serve(create_app(), "the notifier")
-    try:
+    with serve(create_app()) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +57,8 @@ def resend_standin(notifier_url: str) -> Iterator[Standin]:
         retry_base_seconds=0.1,
         max_attempts=4,
     )
-    server, thread, url = serve(create_standin(settings), "the Resend stand-in")
-    with httpx.Client(timeout=10) as client:
-        try:
-            yield Standin(url, client)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with serve(create_standin(settings)) as url, httpx.Client(timeout=10) as client:
+        yield Standin(url, client)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ by name when several test folders have one)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import uuid
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from ember_devkit.testing.waiting import eventually_async as until  # noqa: F401 - the suite imports it from here
 from ember_shared.events import Envelope, stream_for
 from ember_shared.events.contracts import Address, OrderLine, OrderPaid
 from ember_shared.events.envelope import EventData, encode
@@ -135,14 +135,6 @@ async def attempts_of(engine: AsyncEngine, email_id: uuid.UUID) -> list[Delivery
             .order_by(DeliveryAttempt.attempt)
         )
         return list(rows.scalars())
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true in time")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

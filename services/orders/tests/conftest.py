@@ -58,12 +58,8 @@ class TrackingStandin:
 def tracking_standin(ember_env: Any) -> Iterator[TrackingStandin]:
     """The real 17track stand-in, over real HTTP: scans a minute apart, our token required."""
     app = create_tracking_standin(stage_seconds=60, token=STANDIN_TOKEN)
-    server, thread, url = serve(app, "the tracking stand-in")
-    try:
+    with serve(app) as url:
         yield TrackingStandin(url=url, app=app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,7 +11,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import uvicorn
 from ember_shared.events import Envelope, EventData
 from ember_shared.events.consumer import EventConsumer
 from ember_shared.events.contracts import (
@@ -228,23 +224,6 @@ def problem(response: httpx.Response, status: int, kind: str | None = None) -> d
         assert body["type"].endswith("/" + kind), body
     assert "Traceback" not in response.text
     return body
-
-
-def serve(app: Litestar, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"{name} did not start")
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def tracking_settings(api_url: str, **overrides: Any) -> TrackingSettings:

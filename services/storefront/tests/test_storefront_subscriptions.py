@@ -7,15 +7,14 @@ then cancels it at the period's end. Bad input and other shoppers get pages, nev
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from ember_devkit.testing.waiting import eventually_async as eventually
 from storefront_testkit import CARD_OK, DEMO_SLUGS, PASSWORD, Browser, Shop, csrf_of
 
 pytestmark = pytest.mark.stack
@@ -43,16 +42,6 @@ def assert_page(response: httpx.Response, status: int = 200) -> str:
     assert "Traceback" not in response.text
     assert '"type":' not in response.text, "a problem body leaked into the page"
     return response.text
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]]) -> T:
-    """``check()``'s first truthy answer, asked until the webhooks have had time to arrive."""
-    async with asyncio.timeout(40):
-        while True:
-            answer = await check()
-            if answer:
-                return answer
-            await asyncio.sleep(0.25)
 
 
 async def sign_in(browser: Browser, shop: Shop, name: str = "Rosalind Franklin") -> dict[str, Any]:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from ember_devkit.testing.waiting import eventually_async as eventually
 from ember_shared.db import service_base
 from ember_shared.events import EventData
+from ember_shared.events.relay import OutboxRelay
 from ember_shared.settings import (
     AppSettings,
     AuthSettings,
@@ -77,18 +78,17 @@ def make_settings(
     )
 
 
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, within: float = 10.0, every: float = 0.02
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {within}s (last value: {last!r})")
+async def relay_passes(relay: OutboxRelay, count: int = 2) -> None:
+    """Return once ``relay`` has finished ``count`` more successful passes: what a pass would
+    have sent again (a duplicate) has then been sent."""
+    seen: list[float | None] = [relay.stats.last_success_at]
+
+    async def passed() -> bool:
+        if relay.stats.last_success_at != seen[-1]:
+            seen.append(relay.stats.last_success_at)
+        return len(seen) > count
+
+    await eventually(passed, f"{count} more relay passes", every=0.005)
 
 
 @dataclass

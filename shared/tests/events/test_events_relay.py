@@ -18,7 +18,7 @@ from ember_shared.events.tables import event_tables
 from ember_shared.events.wire import payload_of
 from ember_shared.logging import correlation_id_var
 from ember_shared.settings import ServiceSettings
-from events_testkit import Base, Ping, eventually, postgres_proxy
+from events_testkit import Base, Ping, eventually, postgres_proxy, relay_passes
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select, update
@@ -131,7 +131,7 @@ async def test_b_redis_down_keeps_the_event_and_it_is_published_once_it_returns(
             return (await outbox_rows(engine))[-1]["published_at"] is not None
 
         await eventually(published)
-        await asyncio.sleep(0.2)  # a few more relay passes: none may send it again
+        await relay_passes(runtime.relay)  # none may send it again
         await client.aclose()
         client = Redis.from_url(url)  # the old connection died with the server
         assert [e.id for e in await stream_envelopes(client)] == [second.id]
@@ -194,7 +194,7 @@ async def test_the_relay_survives_a_postgres_outage(
 
         await eventually(both_published)
         assert (await stream_envelopes(redis))[-1].id == second.id
-        await asyncio.sleep(0.2)
+        await relay_passes(relay)
         assert await redis.xlen(PING_STREAM) == 2
     finally:
         await runtime.stop()
@@ -263,7 +263,13 @@ async def test_the_relay_wakes_on_commit_without_waiting_for_its_poll(
     runtime = EventRuntime(settings_for(relay_interval_ms=30_000), engine, Base.metadata, None)
     try:
         await runtime.start()
-        await asyncio.sleep(0.3)  # the relay's first (empty) pass is done; it now waits
+        assert runtime.relay is not None
+        relay = runtime.relay
+
+        async def first_pass_done() -> bool:
+            return relay.stats.last_success_at is not None
+
+        await eventually(first_pass_done)  # the relay has passed once (empty); it now waits
         await add_pings(engine, 1)
         await eventually(lambda: redis.xlen(PING_STREAM), within=3)
     finally:

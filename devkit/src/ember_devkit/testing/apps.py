@@ -6,7 +6,8 @@ the test's loop. :func:`running` runs the lifespan in a task on the test's loop 
 :func:`asgi_client` talks to the app through ``httpx.ASGITransport``.
 
 :func:`serve` runs an app (a stand-in, another service) under uvicorn in a thread, over real
-HTTP, for code that must make real calls to it.
+HTTP, for code that must make real calls to it; :func:`serve_in_loop` runs it on the test's own
+loop instead (when the app and the test must share objects bound to that loop).
 """
 
 from __future__ import annotations
@@ -91,3 +92,35 @@ def serve(
         server.should_exit = True
         thread.join(timeout=timeout)
         sock.close()
+
+
+class InLoopServer(uvicorn.Server):
+    """uvicorn on the running loop, leaving pytest's signal handlers alone."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_in_loop(
+    app: Any,
+    port: int,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "on",
+    start_within: float = 30,
+) -> tuple[InLoopServer, asyncio.Task[None]]:
+    """Serve ``app`` on ``port`` from a task of the current loop, once it accepts connections.
+    Stop it with ``server.should_exit = True`` and await the task."""
+    server = InLoopServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    deadline = time.monotonic() + start_within
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"server on {port} stopped while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server on {port} did not start")
+        await asyncio.sleep(0.02)
+    return server, task
