@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
 from catalog import seed as seed_module
 from catalog.inventory.repositories import Stock
 from catalog.media.store import LocalDiskStore
-from catalog.models import Category, Inventory, Product, ProductImage
+from catalog.models import Category, Inventory, Product, ProductImage, Variant
 from catalog.products.repositories import ProductReads, SearchPlan
 from catalog_testkit import Kit
 from litestar import Litestar
@@ -55,14 +56,42 @@ async def test_the_demo_catalog_loads_into_an_empty_catalog(
             "brewing-gear",
         ]
         stock = {
-            row.product_id: Stock(row.on_hand, row.reserved)
+            row.variant_id: Stock(row.on_hand, row.reserved, row.product_id)
             for row in (
                 await session.execute(
-                    select(Inventory.product_id, Inventory.on_hand, Inventory.reserved)
+                    select(
+                        Inventory.variant_id,
+                        Inventory.product_id,
+                        Inventory.on_hand,
+                        Inventory.reserved,
+                    )
                 )
             )
         }
-        assert len(stock) == 20
+        # Every product has its default variant (its own id); coffees are sold ground or
+        # whole, by the bag or the kilo (the rare lot by the bag only); gear as one item.
+        assert {p.id for p in products} <= set(stock)
+        variants = (await session.scalars(select(Variant).order_by(Variant.position))).all()
+        by_product: dict[uuid.UUID, list[Variant]] = {}
+        for variant in variants:
+            by_product.setdefault(variant.product_id, []).append(variant)
+        for product in products:
+            mine = by_product[product.id]
+            assert mine[0].id == product.id
+            assert mine[0].price == product.price
+            assert product.price == min(v.price for v in mine)
+            if product.roast:
+                assert [o["name"] for o in product.options] == ["Grind", "Size"]
+                assert len(mine) in (3, 6)
+                assert len({tuple(v.option_values) for v in mine}) == len(mine)
+            else:
+                assert product.options == []
+                assert [v.option_values for v in mine] == [[]]
+        ethiopia = next(p for p in products if p.slug == "ethiopia-yirgacheffe")
+        kilo = next(v for v in by_product[ethiopia.id] if v.option_values == ["Espresso", "1 kg"])
+        assert (kilo.sku, kilo.weight_grams) == ("ethiopia-yirgacheffe-es-1kg", 1000)
+        assert kilo.price > ethiopia.price
+        assert len(stock) == len(variants)
         assert any(s.available == 0 for s in stock.values())
         assert any(0 < s.available <= settings.low_stock for s in stock.values())
         primaries = await session.scalar(

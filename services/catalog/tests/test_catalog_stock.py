@@ -86,7 +86,10 @@ async def test_a_reservation_takes_every_line_or_none(
         client, service_headers, [(a["id"], 3), (b["id"], 5)], order_id=order_id
     )
     body = assert_problem(refused, 409, "insufficient-stock")
-    assert body["unavailable"] == [{"product_id": b["id"], "requested": 5, "available": 2}]
+    # A line naming only its product is of the product's default variant (the product's id).
+    assert body["unavailable"] == [
+        {"product_id": b["id"], "variant_id": b["id"], "requested": 5, "available": 2}
+    ]
     assert await stock(client, kit, a["id"]) == (5, 0)
     assert await stock(client, kit, b["id"]) == (2, 0)
     assert_problem(
@@ -133,7 +136,9 @@ async def test_unknown_archived_and_repeated_products(
     product = await kit.product(on_hand=4)
     merged = await reserve(client, service_headers, [(product["id"], 2), (product["id"], 2)])
     assert merged.status_code == 201
-    assert merged.json()["lines"] == [{"product_id": product["id"], "quantity": 4}]
+    assert merged.json()["lines"] == [
+        {"product_id": product["id"], "variant_id": product["id"], "quantity": 4}
+    ]
     assert await stock(client, kit, product["id"]) == (4, 4)
 
 
@@ -477,6 +482,11 @@ async def test_lookup_answers_prices_and_sellable_stock(
         "availability": "low_stock",
         "available": 4,
         "image_url": "/media/products/l.webp",
+        "variant_id": product["id"],
+        "sku": product["slug"],
+        "option_values": [],
+        "variant_title": "",
+        "weight_grams": None,
     }
     assert found[archived["id"]]["active"] is False
     assert found[archived["id"]]["availability"] == "sold_out"
@@ -495,4 +505,4 @@ async def test_lookup_answers_prices_and_sellable_stock(
     empty = await client.post(
         "/internal/catalog/products/lookup", json={"product_ids": []}, headers=service_headers
     )
-    assert empty.json() == {"products": []}
+    assert empty.json() == {"products": [], "variants": []}

@@ -42,6 +42,7 @@ from catalog.products.controllers import (
 )
 from catalog.settings import CatalogSettings
 from catalog.sweeper import sweeper_lifespan
+from catalog.variants.controllers import AdminVariantController
 
 #: How long a shutdown waits for the cache guard to stop once cancelled.
 GUARD_STOP_TIMEOUT_S = 5.0
@@ -150,6 +151,7 @@ def create_app() -> Litestar:
                 ShopperProductController,
                 ShopperCategoryController,
                 AdminProductController,
+                AdminVariantController,
                 AdminCategoryController,
                 AdminInventoryController,
                 AdminAuditLogController,

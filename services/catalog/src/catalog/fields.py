@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -69,6 +70,11 @@ def availability_of(available: int, low_stock: int) -> Availability:
     if available <= low_stock:
         return "low_stock"
     return "in_stock"
+
+
+def variant_title(option_values: Sequence[str]) -> str:
+    """How a variant is named beside its product ("Espresso / 1 kg"); empty for a default."""
+    return " / ".join(option_values)
 
 
 def slugify(text: str, max_length: int = 120) -> str:

@@ -121,8 +121,39 @@ class Product(EntityColumns, Base):
         ARRAY(String(40)), nullable=False, server_default=text("'{}'::varchar[]")
     )
     weight_grams: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The options a shopper picks among (``[{"name": "Grind", "values": [...]}, ...]``), in
+    #: display order; empty for a product sold as one item (its default variant).
+    options: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
     #: Kept by a trigger from name, origin, notes, category and descriptions (weights A-C).
     search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
+
+
+class Variant(EntityColumns, Base):
+    """One combination of a product's options that is sold, with its own SKU, price, weight
+    and stock. A product's default variant has the product's id: what a product id names
+    where a variant is meant (an order line from before variants, a client that knows none)."""
+
+    __tablename__ = "variants"
+    __table_args__ = (
+        CheckConstraint("price >= 0 AND price <= 100000000", name="price_range"),
+        Index("uq_variants_sku_lower", func.lower(text("sku")), unique=True),
+        Index("ix_variants_product", "product_id", "position"),
+    )
+
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("catalog.products.id", ondelete="CASCADE"), nullable=False
+    )
+    sku: Mapped[str] = mapped_column(String(120), nullable=False)
+    price: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    weight_grams: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    position: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    #: One value per option of the product, in the options' order; empty for the default.
+    option_values: Mapped[list[str]] = mapped_column(
+        ARRAY(String(60)), nullable=False, server_default=text("'{}'::varchar[]")
+    )
 
 
 class ProductCount(Base):
@@ -160,17 +191,22 @@ class ProductImage(EntityColumns, Base):
 
 
 class Inventory(Base):
-    """Stock of one product. ``on_hand - reserved`` is what can be sold now."""
+    """Stock of one variant. ``on_hand - reserved`` is what can be sold now."""
 
     __tablename__ = "inventory"
     __table_args__ = (
         CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
         CheckConstraint("reserved >= 0", name="reserved_not_negative"),
         CheckConstraint("reserved <= on_hand", name="reserved_within_on_hand"),
+        Index("ix_inventory_product", "product_id"),
     )
 
+    variant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("catalog.variants.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The variant's product (a product's stock is read without joining its variants).
     product_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("catalog.products.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("catalog.products.id", ondelete="CASCADE"), nullable=False
     )
     on_hand: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     reserved: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -213,8 +249,11 @@ class ReservationLine(Base):
     reservation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("catalog.reservations.id", ondelete="CASCADE"), primary_key=True
     )
+    variant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("catalog.variants.id", ondelete="RESTRICT"), primary_key=True
+    )
     product_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("catalog.products.id", ondelete="RESTRICT"), primary_key=True
+        ForeignKey("catalog.products.id", ondelete="RESTRICT"), nullable=False
     )
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
 

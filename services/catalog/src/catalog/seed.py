@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from ember_shared.app import redis_client
 from ember_shared.db import make_engine
+from ember_shared.ids import new_id
 from ember_shared.settings import service_settings
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,8 +28,9 @@ from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
 from catalog.inventory.repositories import InventoryRepository
 from catalog.media.store import MediaStore, media_store
-from catalog.models import Category, Product, ProductImage
+from catalog.models import Category, Product, ProductImage, Variant
 from catalog.settings import CatalogSettings
+from catalog.variants.services import add_default_variant
 
 log = structlog.get_logger("catalog.seed")
 
@@ -68,7 +70,6 @@ async def load_demo(session: AsyncSession, store: MediaStore, settings: CatalogS
         session.add(category)
         categories[raw["slug"]] = category
     await session.flush()
-    inventory = InventoryRepository(session)
     for raw in data["products"]:
         product = Product(
             slug=raw["slug"],
@@ -86,7 +87,10 @@ async def load_demo(session: AsyncSession, store: MediaStore, settings: CatalogS
         )
         session.add(product)
         await session.flush()
-        await inventory.create(product.id, raw["on_hand"])
+        if raw["roast"]:
+            await _coffee_variants(session, product, raw["on_hand"])
+        else:
+            await add_default_variant(session, product, raw["on_hand"])
         pictures = [(f"{raw['slug']}.webp", f"A bag of {raw['name']}")]
         if raw["roast"]:
             pictures[0] = (pictures[0][0], f"A bag of {raw['name']} coffee")
@@ -119,6 +123,51 @@ async def load_demo(session: AsyncSession, store: MediaStore, settings: CatalogS
         after={"categories": len(data["categories"]), "products": len(data["products"])},
     )
     return True
+
+
+GRINDS = (("Whole bean", "wb"), ("Filter", "fi"), ("Espresso", "es"))
+#: A kilo costs this share of four and a bit bags at the bag's price.
+KILO_PRICE_SHARE = 0.85
+
+
+def _round_price(minor: float) -> int:
+    """To the next 50 minor units (prices end in .00 or .50)."""
+    return int(-(-minor // 50) * 50)
+
+
+async def _coffee_variants(session: AsyncSession, product: Product, on_hand: int) -> None:
+    """A coffee sold as shops sell coffee: whole bean or ground for filter or espresso, in its
+    bag or by the kilo. Whole bean in the bag is the default variant (the product's id, price
+    and stock), so what the demo sold before variants is still sold the same."""
+    bag = product.weight_grams or 340
+    sizes = [(f"{bag} g", f"{bag}g", bag, product.price)]
+    if product.price < 3000:  # the rare lots are sold by the bag only
+        kilo = _round_price(product.price * 1000 / bag * KILO_PRICE_SHARE)
+        sizes.append(("1 kg", "1kg", 1000, kilo))
+    product.options = [
+        {"name": "Grind", "values": [name for name, _ in GRINDS]},
+        {"name": "Size", "values": [label for label, _, _, _ in sizes]},
+    ]
+    inventory = InventoryRepository(session)
+    position = 0
+    for grind, grind_code in GRINDS:
+        for label, size_code, grams, price in sizes:
+            default = position == 0
+            variant = Variant(
+                id=product.id if default else new_id(),
+                product_id=product.id,
+                sku=f"{product.slug}-{grind_code}-{size_code}",
+                price=price,
+                weight_grams=grams,
+                active=True,
+                position=position,
+                option_values=[grind, label],
+            )
+            session.add(variant)
+            await session.flush()
+            stock = on_hand if default else on_hand // (2 if grams == bag else 4)
+            await inventory.create(variant.id, product.id, stock)
+            position += 1
 
 
 async def seed() -> None:

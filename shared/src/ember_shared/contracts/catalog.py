@@ -30,7 +30,12 @@ def release_path(order_id: uuid.UUID) -> str:
 
 
 class LookupRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Products, answered as their default variant (the one with the product's id).
     product_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=LOOKUP_MAX_IDS)]
+    #: Variants, answered in ``LookupResponse.variants``.
+    variant_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=LOOKUP_MAX_IDS)] = (
+        msgspec.field(default_factory=list)
+    )
 
 
 class LookupProduct(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +49,14 @@ class LookupProduct(msgspec.Struct, frozen=True, kw_only=True):
     #: Units sellable now (on hand less reserved); for services only, never shown to shoppers.
     available: int
     image_url: str | None
+    #: The variant answered (price, stock and active are its own; ``id`` is its product's).
+    variant_id: uuid.UUID | None = None
+    sku: str = ""
+    #: One value per option of the product, in the options' order (empty: no options).
+    option_values: list[str] = msgspec.field(default_factory=list)
+    #: The values joined for display ("Espresso / 1 kg"); empty for a product without options.
+    variant_title: str = ""
+    weight_grams: int | None = None
 
     @property
     def sellable_now(self) -> int:
@@ -56,6 +69,8 @@ class LookupProduct(msgspec.Struct, frozen=True, kw_only=True):
 class LookupResponse(msgspec.Struct, kw_only=True):
     #: The products catalog knows among those asked; an unknown id is simply absent.
     products: list[LookupProduct]
+    #: The variants catalog knows among ``variant_ids``; an unknown id is simply absent.
+    variants: list[LookupProduct] = msgspec.field(default_factory=list)
 
 
 # --- POST /internal/catalog/reservations (and .../{order_id}, .../{order_id}/release) ----
@@ -64,6 +79,8 @@ class LookupResponse(msgspec.Struct, kw_only=True):
 class ReservationLineIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     product_id: uuid.UUID
     quantity: Quantity
+    #: A variant of ``product_id``; absent: the product's default variant.
+    variant_id: uuid.UUID | None = None
 
 
 class ReservationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -75,6 +92,7 @@ class ReservationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 class ReservationLineOut(msgspec.Struct, kw_only=True):
     product_id: uuid.UUID
     quantity: int
+    variant_id: uuid.UUID | None = None
 
 
 class ReservationOut(msgspec.Struct, kw_only=True):
@@ -93,6 +111,7 @@ class UnavailableLine(msgspec.Struct, kw_only=True):
     product_id: uuid.UUID
     requested: int
     available: int
+    variant_id: uuid.UUID | None = None
 
 
 class InsufficientStock(msgspec.Struct, kw_only=True):

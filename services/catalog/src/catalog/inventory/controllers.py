@@ -73,7 +73,10 @@ class AdminInventoryController(Controller):
         data: StockSetMany,
         admin: InventoryAdmin,
     ) -> InventoryList:
-        rows = await admin.set_on_hand([(line.product_id, line.on_hand) for line in data.items])
+        rows = await admin.set_on_hand(
+            [(line.variant_id or line.product_id, line.on_hand) for line in data.items],
+            products={line.variant_id: line.product_id for line in data.items if line.variant_id},
+        )
         return InventoryList(items=rows)
 
     @put("/{product_id:uuid}", summary="Set the on-hand stock of one product")
@@ -84,6 +87,16 @@ class AdminInventoryController(Controller):
         admin: InventoryAdmin,
     ) -> InventoryRow:
         rows = await admin.set_on_hand([(product_id, data.on_hand)])
+        return rows[0]
+
+    @put("/variants/{variant_id:uuid}", summary="Set the on-hand stock of one variant")
+    async def set_variant(
+        self,
+        variant_id: uuid.UUID,
+        data: StockSet,
+        admin: InventoryAdmin,
+    ) -> InventoryRow:
+        rows = await admin.set_on_hand([(variant_id, data.on_hand)])
         return rows[0]
 
 
@@ -102,7 +115,8 @@ class InternalCatalogController(Controller):
         data: LookupRequest,
         keeper: StockKeeper,
     ) -> LookupResponse:
-        return LookupResponse(products=await keeper.lookup(data.product_ids))
+        products, variants = await keeper.lookup(data.product_ids, data.variant_ids)
+        return LookupResponse(products=products, variants=variants)
 
     @post(
         "/reservations",

@@ -23,6 +23,7 @@ from catalog.models import (
     Reservation,
     ReservationLine,
     SubscriptionDelivery,
+    Variant,
 )
 
 
@@ -30,158 +31,180 @@ from catalog.models import (
 class Stock:
     on_hand: int
     reserved: int
+    #: The product of the variant (what the shopper read path caches by).
+    product_id: uuid.UUID
 
     @property
     def available(self) -> int:
         return self.on_hand - self.reserved
 
 
+_STOCK_COLUMNS = (Inventory.on_hand, Inventory.reserved, Inventory.product_id)
+
+
+def _stock(row: Any) -> Stock | None:
+    return Stock(row.on_hand, row.reserved, row.product_id) if row else None
+
+
+def product_available() -> Any:
+    """Units sellable now of the product in the enclosing query (``Product``): those of its
+    best-stocked active variant, 0 without one (a listing says "sold out" only when every
+    variant is)."""
+    return func.coalesce(
+        select(func.max(Inventory.on_hand - Inventory.reserved))
+        .join(Variant, Variant.id == Inventory.variant_id)
+        .where(Inventory.product_id == Product.id, Variant.active.is_(True))
+        .correlate(Product)
+        .scalar_subquery(),
+        0,
+    )
+
+
 class InventoryRepository:
+    """Stock rows, one per variant (a product's default variant has the product's id)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def create(self, product_id: uuid.UUID, on_hand: int) -> None:
+    async def create(self, variant_id: uuid.UUID, product_id: uuid.UUID, on_hand: int) -> None:
         await self.session.execute(
-            insert(Inventory).values(product_id=product_id, on_hand=on_hand, reserved=0)
+            insert(Inventory).values(
+                variant_id=variant_id, product_id=product_id, on_hand=on_hand, reserved=0
+            )
         )
 
-    async def stock_of(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Stock]:
-        if not product_ids:
+    async def stock_of(self, variant_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Stock]:
+        if not variant_ids:
             return {}
         rows = await self.session.execute(
-            select(Inventory.product_id, Inventory.on_hand, Inventory.reserved).where(
-                Inventory.product_id.in_(product_ids)
+            select(Inventory.variant_id, *_STOCK_COLUMNS).where(
+                Inventory.variant_id.in_(variant_ids)
             )
         )
-        return {row.product_id: Stock(row.on_hand, row.reserved) for row in rows}
+        return {row.variant_id: Stock(row.on_hand, row.reserved, row.product_id) for row in rows}
 
-    async def lock(self, product_id: uuid.UUID) -> Stock | None:
+    async def lock(self, variant_id: uuid.UUID) -> Stock | None:
         row = (
             await self.session.execute(
-                select(Inventory.on_hand, Inventory.reserved)
-                .where(Inventory.product_id == product_id)
-                .with_for_update()
+                select(*_STOCK_COLUMNS).where(Inventory.variant_id == variant_id).with_for_update()
             )
         ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+        return _stock(row)
 
-    async def set_on_hand(self, product_id: uuid.UUID, on_hand: int) -> Stock | None:
+    async def _update(self, variant_id: uuid.UUID, *conditions: Any, **values: Any) -> Stock | None:
+        row = (
+            await self.session.execute(
+                update(Inventory)
+                .execution_options(synchronize_session=False)
+                .where(Inventory.variant_id == variant_id, *conditions)
+                .values(updated_at=func.now(), **values)
+                .returning(*_STOCK_COLUMNS)
+            )
+        ).first()
+        return _stock(row)
+
+    async def set_on_hand(self, variant_id: uuid.UUID, on_hand: int) -> Stock | None:
         """Set on-hand stock unless units are reserved beyond it (then None)."""
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(Inventory.product_id == product_id, Inventory.reserved <= on_hand)
-                .values(on_hand=on_hand, updated_at=func.now())
-                .returning(Inventory.on_hand, Inventory.reserved)
-            )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+        return await self._update(variant_id, Inventory.reserved <= on_hand, on_hand=on_hand)
 
-    async def restock(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+    async def restock(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
         """Put ``quantity`` units back on the shelf (a refunded order's return); None when the
-        product has no stock row."""
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(Inventory.product_id == product_id)
-                .values(on_hand=Inventory.on_hand + quantity, updated_at=func.now())
-                .returning(Inventory.on_hand, Inventory.reserved)
-            )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+        variant has no stock row."""
+        return await self._update(variant_id, on_hand=Inventory.on_hand + quantity)
 
-    async def reserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
-        """Hold ``quantity`` units of an active product, or None when they are not there."""
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(
-                    Inventory.product_id == product_id,
-                    Inventory.on_hand - Inventory.reserved >= quantity,
-                    Inventory.product_id == Product.id,
-                    Product.active.is_(True),
-                )
-                .values(reserved=Inventory.reserved + quantity, updated_at=func.now())
-                .returning(Inventory.on_hand, Inventory.reserved)
-            )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+    async def reserve(
+        self, variant_id: uuid.UUID, product_id: uuid.UUID, quantity: int
+    ) -> Stock | None:
+        """Hold ``quantity`` units of an active variant of an active product, or None when
+        they are not there (or the variant is not that product's)."""
+        return await self._update(
+            variant_id,
+            Inventory.product_id == product_id,
+            Inventory.on_hand - Inventory.reserved >= quantity,
+            Inventory.product_id == Product.id,
+            Product.active.is_(True),
+            Inventory.variant_id == Variant.id,
+            Variant.active.is_(True),
+            reserved=Inventory.reserved + quantity,
+        )
 
-    async def sellable(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """Units sellable now per product; archived and unknown products have none."""
+    async def sellable(self, variant_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Units sellable now per variant; archived and unknown ones have none."""
         rows = await self.session.execute(
-            select(Product.id, Product.active, Inventory.on_hand, Inventory.reserved)
-            .select_from(Product)
-            .outerjoin(Inventory, Inventory.product_id == Product.id)
-            .where(Product.id.in_(product_ids))
+            select(
+                Variant.id,
+                (Variant.active & Product.active).label("active"),
+                Inventory.on_hand,
+                Inventory.reserved,
+            )
+            .select_from(Variant)
+            .join(Product, Product.id == Variant.product_id)
+            .outerjoin(Inventory, Inventory.variant_id == Variant.id)
+            .where(Variant.id.in_(variant_ids))
         )
         found = {
             row.id: (row.on_hand - row.reserved if row.active and row.on_hand is not None else 0)
             for row in rows
         }
-        return {pid: found.get(pid, 0) for pid in product_ids}
+        return {vid: found.get(vid, 0) for vid in variant_ids}
 
-    async def active_of(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, bool]:
-        """Whether each product is on sale (False: archived); unknown products are absent."""
-        if not product_ids:
+    async def active_of(self, variant_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        """Whether each variant is on sale (False: it or its product is archived); unknown
+        variants are absent."""
+        if not variant_ids:
             return {}
         rows = await self.session.execute(
-            select(Product.id, Product.active).where(Product.id.in_(product_ids))
+            select(Variant.id, (Variant.active & Product.active).label("active"))
+            .join(Product, Product.id == Variant.product_id)
+            .where(Variant.id.in_(variant_ids))
         )
         return {row.id: row.active for row in rows}
 
-    async def unreserve(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(Inventory.product_id == product_id)
-                .values(reserved=Inventory.reserved - quantity, updated_at=func.now())
-                .returning(Inventory.on_hand, Inventory.reserved)
-            )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+    async def unreserve(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
+        return await self._update(variant_id, reserved=Inventory.reserved - quantity)
 
-    async def sell_reserved(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(Inventory.product_id == product_id)
-                .values(
-                    on_hand=Inventory.on_hand - quantity,
-                    reserved=Inventory.reserved - quantity,
-                    updated_at=func.now(),
-                )
-                .returning(Inventory.on_hand, Inventory.reserved)
-            )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+    async def sell_reserved(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
+        return await self._update(
+            variant_id,
+            on_hand=Inventory.on_hand - quantity,
+            reserved=Inventory.reserved - quantity,
+        )
 
-    async def sell_unreserved(self, product_id: uuid.UUID, quantity: int) -> Stock | None:
+    async def sell_unreserved(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
         """Sell units nobody holds (a payment that arrived after its reservation lapsed, a
         subscription delivery), or None when they are not there."""
-        row = (
-            await self.session.execute(
-                update(Inventory)
-                .execution_options(synchronize_session=False)
-                .where(
-                    Inventory.product_id == product_id,
-                    Inventory.on_hand - Inventory.reserved >= quantity,
-                )
-                .values(on_hand=Inventory.on_hand - quantity, updated_at=func.now())
-                .returning(Inventory.on_hand, Inventory.reserved)
+        return await self._update(
+            variant_id,
+            Inventory.on_hand - Inventory.reserved >= quantity,
+            on_hand=Inventory.on_hand - quantity,
+        )
+
+    def _admin_columns(self) -> Any:
+        return (
+            select(
+                Product.id.label("product_id"),
+                Product.slug,
+                Product.name,
+                Product.active,
+                Variant.id.label("variant_id"),
+                Variant.sku,
+                Variant.option_values,
+                Variant.active.label("variant_active"),
+                Inventory.on_hand,
+                Inventory.reserved,
+                Inventory.updated_at,
             )
-        ).first()
-        return Stock(row.on_hand, row.reserved) if row else None
+            .select_from(Inventory)
+            .join(Product, Product.id == Inventory.product_id)
+            .join(Variant, Variant.id == Inventory.variant_id)
+        )
 
     async def admin_page(
         self, *, limit: int, offset: int, low_stock_at: int | None, q: str | None
     ) -> tuple[Sequence[Row[Any]], int]:
-        conditions: list[Any] = []
+        """Stock of every variant on sale (and of the default variant of a product sold
+        without options), lowest first."""
+        conditions: list[Any] = [Variant.active.is_(True)]
         if low_stock_at is not None:
             conditions.append(Inventory.on_hand - Inventory.reserved <= low_stock_at)
         if q:
@@ -191,24 +214,25 @@ class InventoryRepository:
             conditions.append(
                 func.lower(Product.name).like(pattern, escape="\\")
                 | func.lower(Product.slug).like(pattern, escape="\\")
+                | func.lower(Variant.sku).like(pattern, escape="\\")
             )
-        base = select(
-            Product.id.label("product_id"),
-            Product.slug,
-            Product.name,
-            Product.active,
-            Inventory.on_hand,
-            Inventory.reserved,
-            Inventory.updated_at,
-        ).join(Inventory, Inventory.product_id == Product.id)
         total = await self.session.scalar(
-            select(func.count()).select_from(Product).join(Inventory).where(*conditions)
+            select(func.count())
+            .select_from(Inventory)
+            .join(Product, Product.id == Inventory.product_id)
+            .join(Variant, Variant.id == Inventory.variant_id)
+            .where(*conditions)
         )
         rows: Sequence[Any] = (
             await self.session.execute(
-                base.where(*conditions)
+                self._admin_columns()
+                .where(*conditions)
                 .order_by(
-                    Inventory.on_hand - Inventory.reserved, func.lower(Product.name), Product.id
+                    Inventory.on_hand - Inventory.reserved,
+                    func.lower(Product.name),
+                    Product.id,
+                    Variant.position,
+                    Variant.id,
                 )
                 .limit(limit)
                 .offset(offset)
@@ -216,26 +240,18 @@ class InventoryRepository:
         ).all()
         return rows, int(total or 0)
 
-    async def rows_for(self, product_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+    async def rows_for(self, variant_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
         rows: Sequence[Any] = (
             await self.session.execute(
-                select(
-                    Product.id.label("product_id"),
-                    Product.slug,
-                    Product.name,
-                    Product.active,
-                    Inventory.on_hand,
-                    Inventory.reserved,
-                    Inventory.updated_at,
-                )
-                .join(Inventory, Inventory.product_id == Product.id)
-                .where(Product.id.in_(product_ids))
-                .order_by(Product.id)
+                self._admin_columns()
+                .where(Inventory.variant_id.in_(variant_ids))
+                .order_by(Inventory.variant_id)
             )
         ).all()
         return rows
 
-    async def lookup(self, product_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+    async def lookup(self, variant_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+        """Price, stock and picture of variants, with their products' names."""
         image = (
             select(ProductImage.url)
             .where(ProductImage.product_id == Product.id)
@@ -246,17 +262,24 @@ class InventoryRepository:
         return (
             await self.session.execute(
                 select(
+                    Variant.id.label("variant_id"),
                     Product.id,
                     Product.slug,
                     Product.name,
-                    Product.price,
+                    Product.options,
+                    Variant.sku,
+                    Variant.option_values,
+                    Variant.price,
+                    Variant.weight_grams,
                     Product.currency,
-                    Product.active,
+                    (Product.active & Variant.active).label("active"),
                     func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
                     image.label("image_url"),
                 )
-                .outerjoin(Inventory, Inventory.product_id == Product.id)
-                .where(Product.id.in_(product_ids))
+                .select_from(Variant)
+                .join(Product, Product.id == Variant.product_id)
+                .outerjoin(Inventory, Inventory.variant_id == Variant.id)
+                .where(Variant.id.in_(variant_ids))
             )
         ).all()
 
@@ -267,7 +290,10 @@ class ReservationRecord:
     order_id: uuid.UUID
     status: str
     expires_at: dt.datetime
+    #: (variant id, quantity), in variant-id order.
     lines: list[tuple[uuid.UUID, int]]
+    #: The product of each variant held.
+    products: dict[uuid.UUID, uuid.UUID]
 
 
 class ReservationRepository:
@@ -295,11 +321,15 @@ class ReservationRepository:
         return row is not None
 
     async def add_lines(
-        self, reservation_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]]
+        self, reservation_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, uuid.UUID, int]]
     ) -> None:
+        """Record held ``(variant id, product id, quantity)`` lines."""
         await self.session.execute(
             insert(ReservationLine),
-            [{"reservation_id": reservation_id, "product_id": p, "quantity": q} for p, q in lines],
+            [
+                {"reservation_id": reservation_id, "variant_id": v, "product_id": p, "quantity": q}
+                for v, p, q in lines
+            ],
         )
 
     async def by_order(self, order_id: uuid.UUID) -> ReservationRecord | None:
@@ -312,24 +342,35 @@ class ReservationRepository:
         ).first()
         if row is None:
             return None
-        lines = await self.lines_of([row.id])
+        lines = (await self.lines_of([row.id])).get(row.id, [])
         return ReservationRecord(
-            row.id, row.order_id, row.status, row.expires_at, lines.get(row.id, [])
+            row.id,
+            row.order_id,
+            row.status,
+            row.expires_at,
+            [(v, q) for v, _, q in lines],
+            {v: p for v, p, _ in lines},
         )
 
     async def lines_of(
         self, reservation_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, list[tuple[uuid.UUID, int]]]:
+    ) -> dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, int]]]:
+        """Each reservation's ``(variant id, product id, quantity)`` lines."""
         rows = await self.session.execute(
             select(
-                ReservationLine.reservation_id, ReservationLine.product_id, ReservationLine.quantity
+                ReservationLine.reservation_id,
+                ReservationLine.variant_id,
+                ReservationLine.product_id,
+                ReservationLine.quantity,
             )
             .where(ReservationLine.reservation_id.in_(reservation_ids))
-            .order_by(ReservationLine.reservation_id, ReservationLine.product_id)
+            .order_by(ReservationLine.reservation_id, ReservationLine.variant_id)
         )
-        found: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
+        found: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, int]]] = {}
         for row in rows:
-            found.setdefault(row.reservation_id, []).append((row.product_id, row.quantity))
+            found.setdefault(row.reservation_id, []).append(
+                (row.variant_id, row.product_id, row.quantity)
+            )
         return found
 
     async def release(

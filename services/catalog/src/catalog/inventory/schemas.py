@@ -23,6 +23,12 @@ class InventoryRow(msgspec.Struct, kw_only=True):
     available: int
     availability: Availability
     updated_at: dt.datetime
+    #: The variant this stock is of (a product sold without options has one, with its id).
+    variant_id: uuid.UUID | None = None
+    sku: str = ""
+    option_values: list[str] = msgspec.field(default_factory=list)
+    variant_title: str = ""
+    variant_active: bool = True
 
 
 InventoryPage = NumberedPage[InventoryRow]
@@ -35,6 +41,8 @@ class StockSet(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class StockSetLine(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     product_id: uuid.UUID
     on_hand: StockCount
+    #: A variant of ``product_id``; absent: the product's default variant.
+    variant_id: uuid.UUID | None = None
 
 
 class StockSetMany(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

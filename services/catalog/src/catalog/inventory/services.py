@@ -1,7 +1,8 @@
 """Stock rules: reservations (all lines or none, once per order), sales, releases, the sweeper,
 subscription deliveries, and the admin's on-hand counts.
 
-Every change to ``inventory`` is one conditional UPDATE per product, in product-id order, so
+Stock is kept per variant (a product sold without options has one, with the product's id).
+Every change to ``inventory`` is one conditional UPDATE per variant, in variant-id order, so
 two transactions never wait on each other's rows in opposite orders (no deadlocks); an admin
 count and a subscription delivery first lock the row (in the same order) to learn what is
 there. A change that moves a product between "in stock", "low stock" and "sold out"
@@ -14,6 +15,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -36,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
-from catalog.fields import availability_of
+from catalog.fields import availability_of, variant_title
 from catalog.inventory.repositories import (
     DeliveryRepository,
     InventoryRepository,
@@ -59,16 +61,28 @@ def reservation_out(record: ReservationRecord) -> ReservationOut:
         order_id=record.order_id,
         status=record.status,  # type: ignore[arg-type]
         expires_at=record.expires_at,
-        lines=[ReservationLineOut(product_id=p, quantity=q) for p, q in record.lines],
+        lines=[
+            ReservationLineOut(product_id=record.products.get(v, v), variant_id=v, quantity=q)
+            for v, q in record.lines
+        ],
     )
 
 
 def _merged(lines: Iterable[tuple[uuid.UUID, int]]) -> list[tuple[uuid.UUID, int]]:
-    """One entry per product (quantities summed), in product-id order: the lock order."""
+    """One entry per variant (quantities summed), in variant-id order: the lock order."""
     totals: dict[uuid.UUID, int] = defaultdict(int)
-    for product_id, quantity in lines:
-        totals[product_id] += quantity
+    for variant_id, quantity in lines:
+        totals[variant_id] += quantity
     return sorted(totals.items())
+
+
+def _requested(request: ReservationRequest) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    """``(variant id, product id, quantity)`` per variant asked, in the lock order; a line
+    without a variant names its product's default variant, which has the product's id."""
+    totals: dict[tuple[uuid.UUID, uuid.UUID], int] = defaultdict(int)
+    for line in request.lines:
+        totals[(line.variant_id or line.product_id, line.product_id)] += line.quantity
+    return [(v, p, q) for (v, p), q in sorted(totals.items())]
 
 
 class StockKeeper:
@@ -113,17 +127,17 @@ class StockKeeper:
             existing = await self.reservations.by_order(request.order_id)
             assert existing is not None
             return reservation_out(existing), False
-        lines = _merged((line.product_id, line.quantity) for line in request.lines)
-        short: list[tuple[uuid.UUID, int]] = []
+        lines = _requested(request)
+        short: list[tuple[uuid.UUID, uuid.UUID, int]] = []
         flipped: list[uuid.UUID] = []
-        for product_id, quantity in lines:
-            stock = await self.inventory.reserve(product_id, quantity)
+        for variant_id, product_id, quantity in lines:
+            stock = await self.inventory.reserve(variant_id, product_id, quantity)
             if stock is None:
-                short.append((product_id, quantity))
+                short.append((variant_id, product_id, quantity))
             elif self._flipped(stock.available + quantity, stock):
                 flipped.append(product_id)
         if short:
-            available = await self.inventory.sellable([p for p, _ in short])
+            available = await self.inventory.sellable([v for v, _, _ in short])
             # The request's transaction is rolled back on this answer: nothing stays held.
             raise Problem(
                 409,
@@ -133,9 +147,12 @@ class StockKeeper:
                     InsufficientStock(
                         unavailable=[
                             UnavailableLine(
-                                product_id=p, requested=q, available=max(available[p], 0)
+                                product_id=p,
+                                variant_id=v,
+                                requested=q,
+                                available=max(available[v], 0),
                             )
-                            for p, q in short
+                            for v, p, q in short
                         ]
                     )
                 ),
@@ -148,7 +165,9 @@ class StockKeeper:
                 order_id=request.order_id,
                 status="active",
                 expires_at=expires_at,
-                lines=[ReservationLineOut(product_id=p, quantity=q) for p, q in lines],
+                lines=[
+                    ReservationLineOut(product_id=p, variant_id=v, quantity=q) for v, p, q in lines
+                ],
             ),
             True,
         )
@@ -160,17 +179,17 @@ class StockKeeper:
 
     async def _return_to_stock(self, lines: Iterable[tuple[uuid.UUID, int]]) -> None:
         flipped = []
-        for product_id, quantity in _merged(lines):
-            stock = await self.inventory.unreserve(product_id, quantity)
+        for variant_id, quantity in _merged(lines):
+            stock = await self.inventory.unreserve(variant_id, quantity)
             if stock is not None and self._flipped(stock.available - quantity, stock):
-                flipped.append(product_id)
+                flipped.append(stock.product_id)
         self._stale(flipped)
 
     async def _released(self, released: Sequence[tuple[uuid.UUID, uuid.UUID]], reason: str) -> None:
         if not released:
             return
         lines = await self.reservations.lines_of([rid for rid, _ in released])
-        await self._return_to_stock(line for rid, _ in released for line in lines.get(rid, []))
+        await self._return_to_stock((v, q) for rid, _ in released for v, _, q in lines.get(rid, []))
         for reservation_id, order_id in released:
             await outbox.add(
                 self.session,
@@ -215,8 +234,8 @@ class StockKeeper:
             return "already-sold"
         if record.status == RESERVATION_ACTIVE and await self.reservations.commit_sale(record.id):
             # on_hand and reserved drop together: what shoppers can buy does not change.
-            for product_id, quantity in _merged(record.lines):
-                await self.inventory.sell_reserved(product_id, quantity)
+            for variant_id, quantity in _merged(record.lines):
+                await self.inventory.sell_reserved(variant_id, quantity)
             return "sold"
         record = await self.reservations.by_order(order_id)
         assert record is not None
@@ -228,13 +247,13 @@ class StockKeeper:
         flipped: list[uuid.UUID] = []
         short = False
         async with self.session.begin_nested() as savepoint:
-            for product_id, quantity in _merged(record.lines):
-                stock = await self.inventory.sell_unreserved(product_id, quantity)
+            for variant_id, quantity in _merged(record.lines):
+                stock = await self.inventory.sell_unreserved(variant_id, quantity)
                 if stock is None:
                     short = True
                     break
                 if self._flipped(stock.available + quantity, stock):
-                    flipped.append(product_id)
+                    flipped.append(stock.product_id)
             if short:
                 await savepoint.rollback()
         if short:
@@ -258,7 +277,8 @@ class StockKeeper:
         stripe_invoice_id: str,
         lines: Iterable[tuple[uuid.UUID, int]],
     ) -> str:
-        """Take a paid subscription invoice's delivery out of stock. Once per order and per
+        """Take a paid subscription invoice's delivery (``(variant id, quantity)`` lines; a
+        product's id names its default variant) out of stock. Once per order and per
         invoice, however often (and under whatever event id) it arrives.
 
         The subscriber has paid, so nothing is refused: each line takes what is sellable (never
@@ -273,8 +293,8 @@ class StockKeeper:
             "subscription_id": str(subscription_id),
             "stripe_invoice_id": stripe_invoice_id,
         }
-        merged = [(p, q) for p, q in _merged(lines) if q > 0]
-        active = await self.inventory.active_of([p for p, _ in merged])
+        merged = [(v, q) for v, q in _merged(lines) if q > 0]
+        active = await self.inventory.active_of([v for v, _ in merged])
         missing = 0
         flipped: list[uuid.UUID] = []
         for product_id, quantity in merged:
@@ -305,7 +325,7 @@ class StockKeeper:
                 assert sold is not None
                 after = sold
             if self._flipped(before.available, after):
-                flipped.append(product_id)
+                flipped.append(after.product_id)
             if taken < quantity:
                 missing += quantity - taken
                 log.warning(
@@ -340,7 +360,7 @@ class StockKeeper:
     # --- returns -------------------------------------------------------------------------
 
     async def restock(self, order_id: uuid.UUID, lines: Iterable[tuple[uuid.UUID, int]]) -> int:
-        """Put a refunded order's returned units back in stock (staff chose to, with the
+        """Put a refunded order's returned units (``(variant id, quantity)``) back in stock (staff chose to, with the
         refund); the units put back. Orders announces a restock once per order and the event
         runtime handles each event once. A product without stock is logged and skipped."""
         flipped: list[uuid.UUID] = []
@@ -355,7 +375,7 @@ class StockKeeper:
                 continue
             restocked += quantity
             if self._flipped(before.available, after):
-                flipped.append(product_id)
+                flipped.append(after.product_id)
             await self.audit.record(
                 None,
                 "inventory.restocked",
@@ -374,27 +394,39 @@ class StockKeeper:
 
     # --- reads for services --------------------------------------------------------------
 
-    async def lookup(self, product_ids: Sequence[uuid.UUID]) -> list[LookupProduct]:
-        ids = list(dict.fromkeys(product_ids))
-        if not ids:
-            return []
-        rows = await self.inventory.lookup(ids)
-        return [
-            LookupProduct(
-                id=row.id,
-                slug=row.slug,
-                name=row.name,
-                price=row.price,
-                currency=row.currency,
-                active=row.active,
-                availability=availability_of(
-                    row.available if row.active else 0, self.settings.low_stock
-                ),
-                available=max(row.available, 0) if row.active else 0,
-                image_url=row.image_url,
-            )
-            for row in rows
-        ]
+    async def lookup(
+        self, product_ids: Sequence[uuid.UUID], variant_ids: Sequence[uuid.UUID] = ()
+    ) -> tuple[list[LookupProduct], list[LookupProduct]]:
+        """Products (as their default variants, which have their ids) and variants."""
+        products = list(dict.fromkeys(product_ids))
+        variants = list(dict.fromkeys(variant_ids))
+        if not products and not variants:
+            return [], []
+        rows = {row.variant_id: row for row in await self.inventory.lookup(products + variants)}
+        return (
+            [self._looked_up(rows[p]) for p in products if p in rows and rows[p].id == p],
+            [self._looked_up(rows[v]) for v in variants if v in rows],
+        )
+
+    def _looked_up(self, row: Any) -> LookupProduct:
+        return LookupProduct(
+            id=row.id,
+            slug=row.slug,
+            name=row.name,
+            price=row.price,
+            currency=row.currency,
+            active=row.active,
+            availability=availability_of(
+                row.available if row.active else 0, self.settings.low_stock
+            ),
+            available=max(row.available, 0) if row.active else 0,
+            image_url=row.image_url,
+            variant_id=row.variant_id,
+            sku=row.sku,
+            option_values=list(row.option_values),
+            variant_title=variant_title(row.option_values),
+            weight_grams=row.weight_grams,
+        )
 
 
 class InventoryAdmin:
@@ -412,19 +444,24 @@ class InventoryAdmin:
         self.inventory = InventoryRepository(session)
         self.audit = AuditLog(session)
 
-    def row(self, row: object) -> InventoryRow:
-        on_hand: int = row.on_hand  # type: ignore[attr-defined]
-        reserved: int = row.reserved  # type: ignore[attr-defined]
+    def row(self, row: Any) -> InventoryRow:
+        on_hand: int = row.on_hand
+        reserved: int = row.reserved
         return InventoryRow(
-            product_id=row.product_id,  # type: ignore[attr-defined]
-            slug=row.slug,  # type: ignore[attr-defined]
-            name=row.name,  # type: ignore[attr-defined]
-            active=row.active,  # type: ignore[attr-defined]
+            product_id=row.product_id,
+            slug=row.slug,
+            name=row.name,
+            active=row.active,
             on_hand=on_hand,
             reserved=reserved,
             available=on_hand - reserved,
             availability=availability_of(on_hand - reserved, self.settings.low_stock),
-            updated_at=row.updated_at,  # type: ignore[attr-defined]
+            updated_at=row.updated_at,
+            variant_id=row.variant_id,
+            sku=row.sku,
+            option_values=list(row.option_values),
+            variant_title=variant_title(row.option_values),
+            variant_active=row.variant_active,
         )
 
     async def page(
@@ -437,38 +474,46 @@ class InventoryAdmin:
         )
         return [self.row(r) for r in rows], total
 
-    async def set_on_hand(self, items: Sequence[tuple[uuid.UUID, int]]) -> list[InventoryRow]:
-        """Set on-hand counts, all or none (the request's transaction)."""
-        product_ids = [p for p, _ in items]
-        if len(set(product_ids)) != len(product_ids):
-            raise Problem(400, "duplicate-product", "Name each product once.")
+    async def set_on_hand(
+        self,
+        items: Sequence[tuple[uuid.UUID, int]],
+        products: dict[uuid.UUID, uuid.UUID] | None = None,
+    ) -> list[InventoryRow]:
+        """Set on-hand counts of variants, all or none (the request's transaction); a
+        product's id names its default variant. ``products``: the product each variant was
+        named with, which it must be of."""
+        variant_ids = [v for v, _ in items]
+        if len(set(variant_ids)) != len(variant_ids):
+            raise Problem(400, "duplicate-product", "Name each product or variant once.")
         flipped: list[uuid.UUID] = []
-        for product_id, on_hand in sorted(items):
-            before = await self.inventory.lock(product_id)
-            if before is None:
-                raise not_found("product", f"There is no product {product_id}.")
+        for variant_id, on_hand in sorted(items):
+            before = await self.inventory.lock(variant_id)
+            expected = (products or {}).get(variant_id, before.product_id if before else None)
+            if before is None or before.product_id != expected:
+                raise not_found("product", f"There is no product or variant {variant_id}.")
             if before.on_hand == on_hand:
                 continue
-            after = await self.inventory.set_on_hand(product_id, on_hand)
+            after = await self.inventory.set_on_hand(variant_id, on_hand)
             if after is None:
                 raise Problem(
                     409,
                     "stock-reserved",
                     f"{before.reserved} unit(s) of this product are held by checkouts; on_hand cannot go below that.",
-                    product_id=str(product_id),
+                    product_id=str(before.product_id),
+                    variant_id=str(variant_id),
                     reserved=before.reserved,
                 )
             await self.audit.record(
                 self.actor,
                 "inventory.set",
                 "inventory",
-                product_id,
+                variant_id,
                 before={"on_hand": before.on_hand, "reserved": before.reserved},
                 after={"on_hand": after.on_hand, "reserved": after.reserved},
             )
             low = self.settings.low_stock
             if availability_of(before.available, low) != availability_of(after.available, low):
-                flipped.append(product_id)
+                flipped.append(after.product_id)
         if flipped:
             self.cache.invalidate_on_commit(self.session, product_ids=flipped, lists=True)
-        return [self.row(r) for r in await self.inventory.rows_for(product_ids)]
+        return [self.row(r) for r in await self.inventory.rows_for(variant_ids)]

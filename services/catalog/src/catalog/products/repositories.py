@@ -30,7 +30,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Float, Integer, Text
 
-from catalog.models import Category, Inventory, Product, ProductCount, ProductImage
+from catalog.inventory.repositories import product_available
+from catalog.models import Category, Product, ProductCount, ProductImage
 
 #: Fuzzy matches kept per query word, and the similarity they need (0..1, Jaccard on trigrams).
 FUZZY_PER_WORD = 4
@@ -74,7 +75,7 @@ def _summary_columns(image: Any) -> list[Any]:
         Category.id.label("category_id"),
         Category.slug.label("category_slug"),
         Category.name.label("category_name"),
-        func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
+        product_available().label("available"),
         image.c.url.label("image_url"),
         image.c.alt.label("image_alt"),
         _HOVER.c.url.label("hover_url"),
@@ -86,7 +87,6 @@ def _with_joins(stmt: Select[Any], image: Any) -> Select[Any]:
     return (
         stmt.select_from(Product)
         .outerjoin(Category, Category.id == Product.category_id)
-        .outerjoin(Inventory, Inventory.product_id == Product.id)
         .outerjoin(image, true())
         .outerjoin(_HOVER, true())
     )
@@ -258,15 +258,15 @@ class ProductReads:
                 Product.process,
                 Product.tasting_notes,
                 Product.weight_grams,
+                Product.options,
                 Product.updated_at,
                 Category.id.label("category_id"),
                 Category.slug.label("category_slug"),
                 Category.name.label("category_name"),
-                func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
+                product_available().label("available"),
             )
             .select_from(Product)
             .outerjoin(Category, Category.id == Product.category_id)
-            .outerjoin(Inventory, Inventory.product_id == Product.id)
             .where(Product.active.is_(True))
         )
         if product_id is not None:

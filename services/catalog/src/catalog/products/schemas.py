@@ -26,6 +26,7 @@ from catalog.fields import (
     StockCount,
     WeightGrams,
 )
+from catalog.variants.schemas import AdminVariant, ProductOption, VariantOut
 
 SortOrder = Literal["newest", "price", "price_desc", "name"]
 TastingNotes = Annotated[list[Note], msgspec.Meta(max_length=8)]
@@ -106,6 +107,11 @@ class ProductDetail(msgspec.Struct, kw_only=True):
     tasting_notes: list[str]
     weight_grams: int | None
     updated_at: dt.datetime
+    #: What a shopper picks among (empty: the product is sold as one item).
+    options: list[ProductOption] = msgspec.field(default_factory=list)
+    #: The variants on sale, in display order (a product without options has one, with the
+    #: product's id); ``price`` above is the lowest of theirs.
+    variants: list[VariantOut] = msgspec.field(default_factory=list)
 
 
 class SearchResult(NumberedPage[ProductSummary], kw_only=True):
@@ -178,9 +184,13 @@ class AdminProduct(msgspec.Struct, kw_only=True):
     tasting_notes: list[str]
     weight_grams: int | None
     images: list[ProductImageOut]
+    #: Stock of the variants on sale, summed.
     stock: StockOut
     created_at: dt.datetime
     updated_at: dt.datetime
+    options: list[ProductOption] = msgspec.field(default_factory=list)
+    #: Every variant, those on sale first (see ``/api/admin/products/{id}/variants``).
+    variants: list[AdminVariant] = msgspec.field(default_factory=list)
 
 
 AdminProductPage = NumberedPage[AdminProduct]

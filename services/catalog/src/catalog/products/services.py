@@ -19,7 +19,7 @@ from catalog.audit.recorder import AuditLog, snapshot
 from catalog.cache import CatalogCache
 from catalog.categories.repositories import CategoryRepository
 from catalog.fields import availability_of, slugify
-from catalog.inventory.repositories import InventoryRepository, Stock
+from catalog.inventory.repositories import Stock
 from catalog.models import Product, ProductImage
 from catalog.products.repositories import (
     ImageRepository,
@@ -43,6 +43,8 @@ from catalog.products.schemas import (
     StockOut,
 )
 from catalog.settings import CatalogSettings
+from catalog.variants.repositories import VariantRepository
+from catalog.variants.services import add_default_variant, admin_variants, options_of, variants_out
 
 _encode = msgspec.json.Encoder().encode
 
@@ -106,6 +108,7 @@ class ProductCatalog:
 
     def __init__(self, session: AsyncSession, settings: CatalogSettings) -> None:
         self.reads = ProductReads(session)
+        self.variants = VariantRepository(session)
         self.low_stock = settings.low_stock
 
     async def listing(
@@ -142,6 +145,7 @@ class ProductCatalog:
         row, images = await self.reads.detail(slug=slug, product_id=product_id)
         if row is None:
             raise not_found("product", "There is no such product, or it is no longer sold.")
+        variants = await self.variants.on_sale(row.id)
         body = _encode(
             ProductDetail(
                 id=row.id,
@@ -169,6 +173,8 @@ class ProductCatalog:
                 tasting_notes=list(row.tasting_notes or []),
                 weight_grams=row.weight_grams,
                 updated_at=row.updated_at,
+                options=options_of(row),
+                variants=variants_out(variants, self.low_stock),
             )
         )
         return body, row.id
@@ -204,9 +210,10 @@ def image_out(image: ProductImage) -> ProductImageOut:
 
 
 def admin_product(
-    product: Product, images: Sequence[ProductImage], stock: Stock | None, low_stock: int
+    product: Product, images: Sequence[ProductImage], variants: Sequence[Any], low_stock: int
 ) -> AdminProduct:
-    stock = stock or Stock(0, 0)
+    on_sale = [v for v in variants if v.active]
+    stock = Stock(sum(v.on_hand for v in on_sale), sum(v.reserved for v in on_sale), product.id)
     return AdminProduct(
         id=product.id,
         slug=product.slug,
@@ -232,6 +239,8 @@ def admin_product(
         ),
         created_at=product.created_at,
         updated_at=product.updated_at,
+        options=options_of(product),
+        variants=admin_variants(variants, low_stock),
     )
 
 
@@ -261,7 +270,7 @@ class ProductAdmin:
         self.products = ProductRepository(session=session, auto_expunge=False)
         self.images = ImageRepository(session=session)
         self.categories = CategoryRepository(session=session)
-        self.inventory = InventoryRepository(session)
+        self.variants = VariantRepository(session)
         self.audit = AuditLog(session)
 
     # --- reading -------------------------------------------------------------------------
@@ -274,8 +283,8 @@ class ProductAdmin:
 
     async def view(self, product: Product) -> AdminProduct:
         images = await self.images.of_product(product.id)
-        stock = (await self.inventory.stock_of([product.id])).get(product.id)
-        return admin_product(product, images, stock, self.settings.low_stock)
+        variants = (await self.variants.with_stock([product.id]))[product.id]
+        return admin_product(product, images, variants, self.settings.low_stock)
 
     async def page(
         self,
@@ -294,10 +303,10 @@ class ProductAdmin:
         )
         ids = [p.id for p in products]
         images = await self.images.of_products(ids)
-        stock = await self.inventory.stock_of(ids)
+        variants = await self.variants.with_stock(ids)
         return (
             [
-                admin_product(p, images[p.id], stock.get(p.id), self.settings.low_stock)
+                admin_product(p, images[p.id], variants[p.id], self.settings.low_stock)
                 for p in products
             ],
             total,
@@ -349,7 +358,7 @@ class ProductAdmin:
             weight_grams=data.weight_grams,
         )
         await self.products.add(product)
-        await self.inventory.create(product.id, data.on_hand)
+        await add_default_variant(self.session, product, data.on_hand)
         await self.session.refresh(product)
         await self.audit.record(
             self.actor,
@@ -374,6 +383,17 @@ class ProductAdmin:
                 changes[text_field] = changes[text_field].strip()
         if "tasting_notes" in changes:
             changes["tasting_notes"] = [n.strip() for n in changes["tasting_notes"]]
+        if not product.options:
+            # Sold as one item: the product's price and weight are its default variant's.
+            default = {k: changes[k] for k in ("price", "weight_grams") if k in changes}
+            if default:
+                await self.variants.sync_default(product.id, **default)
+        elif "price" in changes and changes["price"] != product.price:
+            raise Problem(
+                409,
+                "price-per-variant",
+                "This product has variants: set their prices (its price is the lowest of theirs).",
+            )
         if "active" in changes and changes["active"] != product.active:
             await self.products.set_active(product.id, active=changes.pop("active"))
             await self.session.refresh(product)
