@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from ember_devkit.testing.apps import serve
 from ember_shared.events import Envelope
 from litestar import Litestar
 from orders.app import create_app
@@ -22,7 +23,6 @@ from orders_testkit import (
     Checkout,
     deliver_with,
     run_app,
-    serve,
     tracking_settings,
 )
 from sqlalchemy import text
