@@ -20,15 +20,11 @@ from ember_devkit.devstack import layout
 from ember_devkit.devstack.environment import load_secrets, read_dotenv, stack_environment
 from ember_devkit.devstack.stack import DevStack, StackOptions
 from ember_devkit.devstack.supervisor import Probe, ProcessSpec, StackError, Supervisor
+from ember_devkit.testing.waiting import eventually
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    eventually(predicate, "the condition", within=timeout, every=0.05)
 
 
 def python(code: str) -> list[str]:

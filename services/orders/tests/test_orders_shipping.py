@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 import pytest
+from ember_devkit.testing.waiting import eventually_async
 from ember_shared.settings import service_settings
 from litestar import Litestar
 from orders.app import create_app
@@ -300,10 +301,11 @@ async def test_the_background_poller_runs_with_the_app(
             tracking_number = number()
             await ship(client, admin, checkout.order_id, "UPS", tracking_number)
             await tracking_standin.advance(tracking_number, 3600)
-            deadline = asyncio.get_running_loop().time() + 20
-            while (await db.order(checkout.order_id)).status != "delivered":
-                assert asyncio.get_running_loop().time() < deadline, "the poller did not sync"
-                await asyncio.sleep(0.2)
+
+            async def delivered() -> bool:
+                return (await db.order(checkout.order_id)).status == "delivered"
+
+            await eventually_async(delivered, "the poller to sync the delivery", within=20)
         assert app.state.tracking_poller.rounds >= 1
     finally:
         stop.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import httpx
 from ember_devkit.testing.apps import asgi_client
 from ember_devkit.testing.stack import RunningStack
 from ember_devkit.testing.tokens import TokenFactory
+from ember_devkit.testing.waiting import eventually
 from litestar import Litestar
 
 T = TypeVar("T")
@@ -35,14 +35,7 @@ DEMO_SLUGS = ("ethiopia-yirgacheffe", "colombia-huila", "kenya-nyeri-aa", "brazi
 
 def wait_for(check: Callable[[], T | None], timeout: float = 30, every: float = 0.25) -> T:
     """``check()``'s first truthy answer, asked until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting after {timeout}s")
-        time.sleep(every)
+    return eventually(check, "the condition", within=timeout, every=every)
 
 
 def _demo() -> dict[str, Any]:
