@@ -44,7 +44,7 @@ TEST_CART_SETTINGS = {"catalog_timeout_ms": 300, "sweep_interval_s": 0}
 
 @pytest.fixture(scope="session")
 async def cart_app(ember_env: Any, fake_catalog: FakeCatalog) -> AsyncIterator[Litestar]:
-    app = create_app(cart=CartSettings(catalog_url=fake_catalog.url, **TEST_CART_SETTINGS))
+    app = create_app(CartSettings(catalog_url=fake_catalog.url, **TEST_CART_SETTINGS))
     # Not AsyncTestClient: it runs the lifespan on a portal thread's loop, so the event runtime's
     # tasks there and the requests here would share one asyncpg pool across two loops.
     # The lifespan runs in a task of its own: its anyio scopes must be left by the task that

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ember_shared.cookies import ACCESS_COOKIE, CSRF_COOKIE
@@ -270,8 +271,8 @@ class ServiceSettings:
         return problems
 
 
-@cache
-def service_settings(name: str) -> ServiceSettings:
+def read_service_settings(name: str) -> ServiceSettings:
+    """The shared groups as the environment says now (:func:`service_settings` keeps one)."""
     return ServiceSettings(
         app=AppSettings(name=name),
         db=DatabaseSettings(),
@@ -279,6 +280,33 @@ def service_settings(name: str) -> ServiceSettings:
         auth=AuthSettings(),
         events=EventSettings(),
     )
+
+
+#: The shared groups of one service, read once per process (tests ``cache_clear()`` it).
+service_settings = cache(read_service_settings)
+
+
+class OwnSettings(Protocol):
+    """A service's own settings group, as :func:`checked_settings` takes it."""
+
+    def production_problems(self) -> list[str]: ...
+
+    def validate(self, *, local: bool) -> None: ...
+
+
+OwnT = TypeVar("OwnT", bound=OwnSettings)
+
+
+def checked_settings(own: OwnT, service: ServiceSettings) -> OwnT:
+    """``own`` if the process may start with it beside ``service``; else a :class:`SettingsError`.
+
+    Every service's ``load_settings()`` ends here, so they all refuse alike: in production one
+    error names every problem of both groups, then ``own`` checks its ranges.
+    """
+    if service.app.is_production:
+        refuse_to_start(service.production_problems() + own.production_problems())
+    own.validate(local=service.app.is_local)
+    return own
 
 
 def with_driver(url: str, driver: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ember_shared.app import ServiceSpec, create_service_app
-from ember_shared.settings import ServiceSettings, service_settings
+from ember_shared.settings import service_settings
 from litestar import Litestar
 
 from cart.carts.controllers import CartController
@@ -21,16 +21,13 @@ from cart.catalog import CatalogClient
 from cart.events import handlers
 from cart.internal.controllers import InternalCartController
 from cart.models import Base
-from cart.settings import CartSettings, load_cart_settings, signing_key
+from cart.settings import CartSettings, load_settings, signing_key
 from cart.sweeper import sweep_forever
 
 
-def create_app(
-    settings: ServiceSettings | None = None, cart: CartSettings | None = None
-) -> Litestar:
-    service = settings or service_settings("cart")
-    cart = cart or load_cart_settings(service)
-    cart.validate(local=service.app.is_local)
+def create_app(settings: CartSettings | None = None) -> Litestar:
+    service = service_settings("cart")
+    cart = load_settings(settings, service)
     signer = CookieSigner(
         key=signing_key(cart, service),
         max_age_s=cart.cookie_max_age_s,

@@ -12,8 +12,10 @@ from ember_shared.settings import (
     MIN_SECRET_LENGTH,
     ServiceSettings,
     SettingsError,
+    checked_settings,
     env_int,
     env_str,
+    refuse_to_start,
     service_settings,
     service_url,
 )
@@ -48,7 +50,13 @@ class CartSettings:
     def cookie_max_age_s(self) -> int:
         return self.cookie_max_age_days * 86_400
 
-    def validate(self, local: bool) -> None:
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        if len(self.cookie_secret) < MIN_SECRET_LENGTH:
+            return [f"CART_COOKIE_SECRET must be set (at least {MIN_SECRET_LENGTH} characters)"]
+        return []
+
+    def validate(self, *, local: bool) -> None:
         if not 1 <= self.max_quantity_per_line <= HARD_MAX_QUANTITY_PER_LINE:
             raise SettingsError(
                 f"CART_MAX_QUANTITY_PER_LINE must be 1..{HARD_MAX_QUANTITY_PER_LINE}"
@@ -59,10 +67,8 @@ class CartSettings:
             raise SettingsError("CART_COOKIE_MAX_AGE_DAYS must be 1..400")
         if not 50 <= self.catalog_timeout_ms <= 30_000:
             raise SettingsError("CART_CATALOG_TIMEOUT_MS must be 50..30000")
-        if not local and len(self.cookie_secret) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"CART_COOKIE_SECRET must be set (at least {MIN_SECRET_LENGTH} characters)"
-            )
+        if not local:
+            refuse_to_start(self.production_problems())
 
 
 def signing_key(cart: CartSettings, service: ServiceSettings) -> bytes:
@@ -85,7 +91,8 @@ def signing_key(cart: CartSettings, service: ServiceSettings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def load_cart_settings(service: ServiceSettings | None = None) -> CartSettings:
-    settings = CartSettings()
-    settings.validate(local=(service or service_settings("cart")).app.is_local)
-    return settings
+def load_settings(
+    settings: CartSettings | None = None, service: ServiceSettings | None = None
+) -> CartSettings:
+    """The cart's settings (``settings``, or read from the environment), refused if unsafe."""
+    return checked_settings(settings or CartSettings(), service or service_settings("cart"))

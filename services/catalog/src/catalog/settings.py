@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ember_shared.settings import data_dir, env_int, env_str
+from ember_shared.settings import (
+    ServiceSettings,
+    checked_settings,
+    data_dir,
+    env_int,
+    env_str,
+    refuse_to_start,
+    service_settings,
+)
 
 CLOUDINARY_API = "https://api.cloudinary.com"
 #: Where Cloudinary delivers an uploaded image from (``secure_url``).
@@ -64,6 +72,10 @@ class CatalogSettings:
     #: Caddyfile reads the same variable); the catalog only checks it in production.
     media_origin: str = field(default_factory=lambda: env_str("MEDIA_ORIGIN"))
 
+    def validate(self, *, local: bool) -> None:
+        if not local:
+            refuse_to_start(self.production_problems())
+
     def production_problems(self) -> list[str]:
         """What a production catalog needs of its media settings and is missing."""
         if self.media_store == "local":
@@ -83,3 +95,10 @@ class CatalogSettings:
                 "(Caddy's Content-Security-Policy allows product images only from there)"
             )
         return problems
+
+
+def load_settings(
+    settings: CatalogSettings | None = None, service: ServiceSettings | None = None
+) -> CatalogSettings:
+    """The catalog's settings (``settings``, or read from the environment), refused if unsafe."""
+    return checked_settings(settings or CatalogSettings(), service or service_settings("catalog"))

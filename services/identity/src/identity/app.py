@@ -13,15 +13,7 @@ from dataclasses import replace
 import httpx
 from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.sealing import public_key
-from ember_shared.settings import (
-    AppSettings,
-    AuthSettings,
-    DatabaseSettings,
-    EventSettings,
-    RedisSettings,
-    ServiceSettings,
-    refuse_to_start,
-)
+from ember_shared.settings import ServiceSettings, read_service_settings
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
@@ -37,7 +29,7 @@ from identity.profile.controllers import ProfileController
 from identity.security.breached import BreachedPasswords
 from identity.security.passwords import Passwords
 from identity.security.tokens import TokenSigner, load_private_key, local_private_key
-from identity.settings import IdentitySettings
+from identity.settings import IdentitySettings, load_settings
 
 NAME = "identity"
 
@@ -58,32 +50,19 @@ def make_signer(settings: IdentitySettings, service: ServiceSettings) -> TokenSi
     )
 
 
-def create_app(
-    *,
-    settings: IdentitySettings | None = None,
-    passwords: Passwords | None = None,
-    breached: BreachedPasswords | None = None,
-) -> Litestar:
-    """Build the app from the environment; tests may hand in their own parts."""
-    settings = settings or IdentitySettings()
-    service = ServiceSettings(
-        app=AppSettings(name=NAME),
-        db=DatabaseSettings(),
-        redis=RedisSettings(),
-        auth=AuthSettings(),
-        events=EventSettings(),
-    )
-    if service.app.is_production:
-        refuse_to_start(service.production_problems() + settings.production_problems())
+def create_app(settings: IdentitySettings | None = None) -> Litestar:
+    """Build the app from the environment; tests swap parts through ``app.state.identity``."""
+    # Read afresh, not cached: a test sets the environment and builds another app.
+    service = read_service_settings(NAME)
+    settings = load_settings(settings, service)
     signer = make_signer(settings, service)
     # Identity verifies its own tokens with its own key: no JWKS round trip to itself.
     service = replace(service, auth=replace(service.auth, public_key_pem=signer.public_key_pem))
     identity = Identity(
         settings=settings,
         service=service,
-        passwords=passwords or Passwords(settings),
-        breached=breached
-        or BreachedPasswords(
+        passwords=Passwords(settings),
+        breached=BreachedPasswords(
             None if settings.hibp_offline else settings.hibp_api_url,
             timeout_ms=settings.hibp_timeout_ms,
         ),

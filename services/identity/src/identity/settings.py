@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ember_shared.sealing import PUBLIC_KEY_VAR
-from ember_shared.settings import env_int, env_str, service_url
+from ember_shared.settings import (
+    ServiceSettings,
+    checked_settings,
+    env_int,
+    env_str,
+    read_service_settings,
+    refuse_to_start,
+    service_url,
+)
 
 #: The local Google stand-in's client credentials (standins.oidc accepts these by default).
 STANDIN_CLIENT_ID = "ember-local"
@@ -93,6 +101,10 @@ class IdentitySettings:
     admin_email: str = field(default_factory=lambda: env_str("ADMIN_EMAIL"))
     admin_password: str = field(default_factory=lambda: env_str("ADMIN_PASSWORD"))
 
+    def validate(self, *, local: bool) -> None:
+        if not local:
+            refuse_to_start(self.production_problems())
+
     def production_problems(self) -> list[str]:
         """Why this configuration must not run in production (names every setting at fault)."""
         problems: list[str] = []
@@ -120,3 +132,16 @@ class IdentitySettings:
     @property
     def session_ttl_seconds(self) -> int:
         return self.session_ttl_days * 86400
+
+
+def load_settings(
+    settings: IdentitySettings | None = None, service: ServiceSettings | None = None
+) -> IdentitySettings:
+    """Identity's settings (``settings``, or read from the environment), refused if unsafe.
+
+    The shared groups are read afresh too (not cached), so a test can set the environment and
+    build a fresh app.
+    """
+    return checked_settings(
+        settings or IdentitySettings(), service or read_service_settings("identity")
+    )

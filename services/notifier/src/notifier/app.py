@@ -18,14 +18,15 @@ from notifier.emails.controllers import AdminEmailController
 from notifier.events import handlers
 from notifier.metrics import mail_probe
 from notifier.models import Base
-from notifier.settings import NotifierSettings, load_notifier_settings
+from notifier.settings import NotifierSettings, load_settings
 from notifier.suppressions.controllers import SuppressionController
 from notifier.webhooks.controllers import ResendWebhookController
 
 
 def create_app(settings: NotifierSettings | None = None) -> Litestar:
-    notifier_settings = settings or load_notifier_settings(service_settings("notifier"))
-    public_url = service_settings("notifier").app.public_url
+    service = service_settings("notifier")
+    notifier_settings = load_settings(settings, service)
+    public_url = service.app.public_url
 
     @asynccontextmanager
     async def notifier_state(app: Litestar) -> AsyncIterator[None]:
@@ -48,5 +49,6 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             event_dependencies={"public_url": lambda: public_url},
             lifespans=[notifier_state],
             metrics=[mail_probe],
-        )
+        ),
+        service,
     )

@@ -12,6 +12,7 @@ from ember_shared.sealing import PRIVATE_KEY_VAR
 from ember_shared.settings import (
     ServiceSettings,
     SettingsError,
+    checked_settings,
     env_int,
     env_str,
     refuse_to_start,
@@ -117,10 +118,8 @@ class NotifierSettings:
         return problems
 
 
-def load_notifier_settings(service: ServiceSettings | None = None) -> NotifierSettings:
-    service = service or service_settings("notifier")
-    settings = NotifierSettings()
-    if service.app.is_production:
-        refuse_to_start(service.production_problems() + settings.production_problems())
-    settings.validate(local=service.app.is_local)
-    return settings
+def load_settings(
+    settings: NotifierSettings | None = None, service: ServiceSettings | None = None
+) -> NotifierSettings:
+    """The notifier's settings (``settings``, or read from the environment), refused if unsafe."""
+    return checked_settings(settings or NotifierSettings(), service or service_settings("notifier"))

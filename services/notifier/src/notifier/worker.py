@@ -43,7 +43,7 @@ from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmail
 from notifier.emails.sender import ResendSender, SendResult
 from notifier.emails.services import MAIL_QUEUED, mail_key, opened
 from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
-from notifier.settings import NotifierSettings, load_notifier_settings
+from notifier.settings import NotifierSettings, load_settings
 from notifier.suppressions.repositories import SuppressionRepository
 
 log = structlog.get_logger("notifier.worker")
@@ -268,7 +268,7 @@ async def serve() -> None:
     service = service_settings("notifier")
     configure_logging("notifier-worker", service.app.log_level, service.app.log_format)
     setup_tracing("notifier-worker")
-    settings = load_notifier_settings(service)
+    settings = load_settings(service=service)
     engine = make_engine(service)
     instrument_engine(engine)
     stop = asyncio.Event()

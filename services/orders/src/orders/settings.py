@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from ember_shared.sealing import PUBLIC_KEY_VAR
 from ember_shared.settings import (
+    ServiceSettings,
     SettingsError,
+    checked_settings,
     env_bool,
     env_int,
     env_str,
@@ -99,23 +101,23 @@ class OrdersSettings:
     #: Longest date range the sales figures cover in one request.
     stats_max_days: int = field(default_factory=lambda: env_int("ORDERS_STATS_MAX_DAYS", 366))
 
-    def validate(self, local: bool) -> None:
+    def validate(self, *, local: bool) -> None:
         self.tracking.validate(local)
         if not 1 <= self.stats_max_days <= 3660:
             raise SettingsError("ORDERS_STATS_MAX_DAYS must be 1..3660")
 
-
-def load_orders_settings() -> OrdersSettings:
-    service = service_settings("orders")
-    settings = OrdersSettings()
-    if service.app.is_production:
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
         sealing = (
             []
             if env_str(PUBLIC_KEY_VAR)
             else [f"{PUBLIC_KEY_VAR} must be set (the notifier's key for guests' order links)"]
         )
-        refuse_to_start(
-            service.production_problems() + settings.tracking.production_problems() + sealing
-        )
-    settings.validate(local=service.app.is_local)
-    return settings
+        return self.tracking.production_problems() + sealing
+
+
+def load_settings(
+    settings: OrdersSettings | None = None, service: ServiceSettings | None = None
+) -> OrdersSettings:
+    """The orders service's settings (``settings``, or the environment's), refused if unsafe."""
+    return checked_settings(settings or OrdersSettings(), service or service_settings("orders"))

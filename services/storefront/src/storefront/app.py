@@ -35,7 +35,7 @@ from storefront.pages import (
     subscriptions,
 )
 from storefront.pages import system as system_page
-from storefront.settings import StorefrontSettings
+from storefront.settings import StorefrontSettings, load_settings
 from storefront.web import STATIC_DIR, relay_cookies
 
 CSRF_COOKIE = "ember_form_csrf"
@@ -59,19 +59,18 @@ async def provide_visitor(api: Api) -> Visitor:
 FORM_MAX_BODY = 256 * 1024
 
 
-def create_app() -> Litestar:
-    settings = service_settings("storefront")
-    storefront = StorefrontSettings()
-    storefront.validate(settings.app.is_local)
+def create_app(settings: StorefrontSettings | None = None) -> Litestar:
+    service = service_settings("storefront")
+    storefront = load_settings(settings, service)
 
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:
         app.state.storefront_settings = storefront
         # Canonical links, the sitemap and structured data name the shop's one public address.
-        app.state.public_url = settings.app.public_url.rstrip("/")
-        app.state.cookie_secure = not settings.app.is_local
+        app.state.public_url = service.app.public_url.rstrip("/")
+        app.state.cookie_secure = not service.app.is_local
         app.state.api_clients = ApiClients(storefront.api_timeout_ms)
-        app.state.token_verifier = TokenVerifier(settings.auth, app.state.redis)
+        app.state.token_verifier = TokenVerifier(service.auth, app.state.redis)
         try:
             yield
         finally:
@@ -79,13 +78,13 @@ def create_app() -> Litestar:
 
     def configure(config: AppConfig) -> None:
         config.csrf_config = CSRFConfig(
-            secret=storefront.csrf_key(settings.auth.service_token),
+            secret=storefront.csrf_key(service.auth.service_token),
             # __Host-: only this exact origin, over HTTPS, may set it, so a neighbouring
             # subdomain cannot plant a pair of its own (the token is not tied to a session).
-            cookie_name=CSRF_COOKIE if settings.app.is_local else f"__Host-{CSRF_COOKIE}",
+            cookie_name=CSRF_COOKIE if service.app.is_local else f"__Host-{CSRF_COOKIE}",
             header_name=CSRF_HEADER,
             cookie_httponly=True,
-            cookie_secure=not settings.app.is_local,
+            cookie_secure=not service.app.is_local,
             cookie_samesite="lax",
             # Browsers post CSP reports without any token; the probes are GETs anyway.
             exclude=["/csp-report"],
@@ -129,5 +128,5 @@ def create_app() -> Litestar:
             lifespans=[clients],
             configure=configure,
         ),
-        settings,
+        service,
     )

@@ -6,7 +6,16 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from ember_shared.settings import MIN_SECRET_LENGTH, SettingsError, env_int, env_str
+from ember_shared.settings import (
+    MIN_SECRET_LENGTH,
+    ServiceSettings,
+    SettingsError,
+    checked_settings,
+    env_int,
+    env_str,
+    refuse_to_start,
+    service_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,16 @@ class StorefrontSettings:
         default_factory=lambda: env_int("STOREFRONT_ORDER_POLL_LIMIT_SECONDS", 180)
     )
 
-    def validate(self, local: bool) -> None:
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not run in production (names every setting at fault)."""
+        if len(self.csrf_secret) < MIN_SECRET_LENGTH:
+            return [
+                f"STOREFRONT_CSRF_SECRET must be set (at least {MIN_SECRET_LENGTH} characters) "
+                "outside local mode"
+            ]
+        return []
+
+    def validate(self, *, local: bool) -> None:
         if not 1 <= self.page_size <= 48:
             raise SettingsError("STOREFRONT_PAGE_SIZE must be 1..48")
         if not 1 <= self.featured_count <= 12:
@@ -39,11 +57,8 @@ class StorefrontSettings:
             raise SettingsError("STOREFRONT_API_TIMEOUT_MS must be 100..60000")
         if not 1 <= self.order_poll_seconds <= 60:
             raise SettingsError("STOREFRONT_ORDER_POLL_SECONDS must be 1..60")
-        if not local and len(self.csrf_secret) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"STOREFRONT_CSRF_SECRET must be set (at least {MIN_SECRET_LENGTH} characters) "
-                "outside local mode"
-            )
+        if not local:
+            refuse_to_start(self.production_problems())
 
     def csrf_key(self, service_token: str) -> str:
         """The CSRF signing key. In local mode without a setting, one derived from the service
@@ -52,3 +67,12 @@ class StorefrontSettings:
             return self.csrf_secret
         seed = service_token or "ember-local-storefront"
         return hmac.new(seed.encode(), b"storefront-csrf.v1", hashlib.sha256).hexdigest()
+
+
+def load_settings(
+    settings: StorefrontSettings | None = None, service: ServiceSettings | None = None
+) -> StorefrontSettings:
+    """The storefront's settings (``settings``, or the environment's), refused if unsafe."""
+    return checked_settings(
+        settings or StorefrontSettings(), service or service_settings("storefront")
+    )
