@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.settings import service_settings
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.config.app import AppConfig
@@ -17,9 +18,10 @@ from orders.events import handlers
 from orders.models import Base
 from orders.ordering.controllers import AdminOrderController, ShopperOrderController
 from orders.ordering.schemas import AdminOrderUpdate, ShipRequest
+from orders.ordering.services import OrderService
 from orders.refunds.controllers import AdminRefundController
 from orders.refunds.schemas import RefundOrder
-from orders.settings import OrdersSettings, load_orders_settings
+from orders.settings import OrdersSettings, load_settings
 from orders.stats.controllers import StatsController
 from orders.tracking.poller import tracking_lifespan
 
@@ -45,7 +47,8 @@ def _configure(config: AppConfig) -> None:
 
 
 def create_app(settings: OrdersSettings | None = None) -> Litestar:
-    orders_settings = settings or load_orders_settings()
+    service = service_settings("orders")
+    orders_settings = load_settings(settings, service)
     app = create_service_app(
         ServiceSpec(
             name="orders",
@@ -59,9 +62,12 @@ def create_app(settings: OrdersSettings | None = None) -> Litestar:
             ],
             base=Base,
             events=handlers,
+            # The handlers' ``orders``: one OrderService on each call's session.
+            event_dependencies={"orders": OrderService},
             lifespans=[tracking_lifespan(orders_settings)],
             configure=_configure,
-        )
+        ),
+        service,
     )
     app.state.orders_settings = orders_settings
     return app

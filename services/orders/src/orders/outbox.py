@@ -1,9 +1,7 @@
-"""The orders service's outbox: events leave only through it, in the transaction of the change."""
+"""Where the orders services found their outbox before it moved to :mod:`orders.events`."""
 
 from __future__ import annotations
 
-from ember_shared.events import Outbox
+from orders.events import outbox
 
-from orders.models import Base
-
-outbox = Outbox("orders", Base.metadata)
+__all__ = ["outbox"]

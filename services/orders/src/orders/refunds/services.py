@@ -19,11 +19,11 @@ from ember_shared.money import Money
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orders.events import outbox
 from orders.models import Order, RefundRequest
 from orders.ordering.links import order_page_url, sealed_guest_url
 from orders.ordering.repositories import OrderRepository
 from orders.ordering.status import PAID_STATUSES, OrderStatus
-from orders.outbox import outbox
 from orders.refunds.checkout import ask_checkout_to_refund
 from orders.refunds.repositories import RefundRepository
 from orders.refunds.schemas import RefundOrder

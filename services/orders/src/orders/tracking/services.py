@@ -11,11 +11,11 @@ from ember_shared.events.contracts import OrderDelivered, OrderShipped
 from ember_shared.problems import Problem
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orders.events import outbox
 from orders.models import Order, TrackingEvent
 from orders.ordering.links import order_page_url, sealed_guest_url
 from orders.ordering.services import OrderService, utcnow
 from orders.ordering.status import SHIPPABLE, OrderStatus
-from orders.outbox import outbox
 from orders.settings import TrackingSettings
 from orders.tracking.carriers import canonical_name, carrier_for, normalize_number, tracking_url
 from orders.tracking.client import (
