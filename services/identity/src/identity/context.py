@@ -7,19 +7,17 @@ parts (the password verifier, the clock of the breach checker's HTTP client, ...
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from ember_shared.cookies import SESSION_COOKIE
-from ember_shared.events import Outbox
 from ember_shared.settings import ServiceSettings
 from litestar import Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from identity.models import Base
 from identity.security.breached import BreachedPasswords
 from identity.security.passwords import Passwords
 from identity.security.ratelimit import RateLimiter
@@ -35,7 +33,6 @@ class Identity:
     passwords: Passwords
     breached: BreachedPasswords
     signer: TokenSigner
-    outbox: Outbox = field(default_factory=lambda: Outbox("identity", Base.metadata))
     # Set when the app starts (they need its event loop).
     redis: Redis | None = None
     engine: AsyncEngine | None = None

@@ -40,6 +40,7 @@ from identity.accounts.schemas import (
 from identity.accounts.sessions import Issued, Sessions, new_secret, now_utc, token_hash
 from identity.audit.services import Actions, record, record_detached
 from identity.context import Identity, RequestMeta
+from identity.events import outbox
 from identity.models import ROLE_CUSTOMER, SignUp, User
 
 INVALID_CREDENTIALS = "The email or password is not right."
@@ -126,7 +127,7 @@ class AccountService:
             )
             return
         if user is not None:
-            await self.identity.outbox.add(
+            await outbox.add(
                 self.db,
                 SignUpForExistingAccount(
                     user_id=user.id,
@@ -159,7 +160,7 @@ class AccountService:
                 expires_at=expires_at,
             )
         )
-        await self.identity.outbox.add(
+        await outbox.add(
             self.db,
             # No name: whoever asks chooses it, and the mail goes to an address they need not
             # own, so a name would carry their words to a stranger's inbox under our brand.
@@ -213,9 +214,7 @@ class AccountService:
             # Another link of the same address (or Google) made the account a moment ago.
             raise _already_registered() from exc
         await self.sign_ups.discard_for_email(user.email)
-        await self.identity.outbox.add(
-            self.db, UserRegistered(user_id=user.id, email=user.email, name=user.name)
-        )
+        await outbox.add(self.db, UserRegistered(user_id=user.id, email=user.email, name=user.name))
         await record(self.db, Actions.REGISTERED, user_id=user.id, email=user.email, meta=self.meta)
         return await self.sessions.start(user, method="password", meta=self.meta)
 
@@ -295,7 +294,7 @@ class AccountService:
             expires_at=expires_at,
             token_id=uuid.uuid4(),
         )
-        await self.identity.outbox.add(
+        await outbox.add(
             self.db,
             PasswordResetRequested(
                 user_id=user.id,
@@ -348,7 +347,7 @@ class AccountService:
         ended = await self.sessions.revoke_all(user.id, reason="password-reset")
         # The owner proved the mailbox: failed guesses no longer stand between them and sign-in.
         await self.identity.signin_limits.clear(user.email)
-        await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
+        await outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
         await record(
             self.db,
             Actions.RESET_DONE,

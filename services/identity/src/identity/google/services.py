@@ -24,6 +24,7 @@ from identity.accounts.schemas import EMAIL_PATTERN, normalize_email
 from identity.accounts.sessions import Issued, Sessions
 from identity.audit.services import Actions, record, record_detached
 from identity.context import Identity, RequestMeta
+from identity.events import outbox
 from identity.google.client import OIDCError, OIDCProvider
 from identity.models import ROLE_CUSTOMER, OAuthLink, User
 from identity.profile.repositories import LinkRepository
@@ -176,9 +177,7 @@ class GoogleSignIn:
                 email=email, name=name, password_hash=None, role=ROLE_CUSTOMER, email_verified=True
             )
             await self.users.add(user)
-            await self.identity.outbox.add(
-                self.db, UserRegistered(user_id=user.id, email=email, name=name)
-            )
+            await outbox.add(self.db, UserRegistered(user_id=user.id, email=email, name=name))
             await record(
                 self.db,
                 Actions.REGISTERED,

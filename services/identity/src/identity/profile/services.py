@@ -22,6 +22,7 @@ from identity.accounts.services import rate_limited
 from identity.accounts.sessions import Sessions, now_utc
 from identity.audit.services import Actions, record, record_detached
 from identity.context import Identity, RequestMeta
+from identity.events import outbox
 from identity.models import Address, Session, User
 from identity.profile.repositories import MAX_ADDRESSES, AddressRepository, LinkRepository
 from identity.profile.schemas import (
@@ -124,7 +125,7 @@ class ProfileService:
         ended = await Sessions(self.db, self.identity).revoke_all(
             user.id, reason="password-changed", keep=_sid(self.principal)
         )
-        await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
+        await outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
         await record(
             self.db,
             Actions.PASSWORD_CHANGED,
@@ -175,7 +176,7 @@ class ProfileService:
             user.id, reason="password-set", keep=sid
         )
         # The owner hears of every new way into their account, as for a changed password.
-        await self.identity.outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
+        await outbox.add(self.db, PasswordChanged(user_id=user.id, email=user.email))
         await record(
             self.db,
             Actions.PASSWORD_SET,
