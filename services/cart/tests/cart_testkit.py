@@ -31,6 +31,7 @@ class LookupBody(msgspec.Struct, forbid_unknown_fields=True):
     # Unbounded, unlike the contract's LookupRequest: the fake answers 400 itself to a page that
     # is too long, so a test sees the cart's paging, not a decoding refusal.
     product_ids: list[uuid.UUID]
+    variant_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class FakeCatalog:
 
     url: str = ""
     products: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     mode: str = "ok"
     calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -69,12 +71,28 @@ class FakeCatalog:
     def update(self, product_id: uuid.UUID, **changes: Any) -> None:
         self.products[product_id].update(changes)
 
-    def answer(self, ids: list[uuid.UUID]) -> list[LookupProduct]:
-        """The products in catalog's own answer shape (a product the fake holds that the
-        contract would refuse fails here, not in the cart)."""
+    def add_variant(
+        self, product_id: uuid.UUID, title: str, *, price: int = 2400, available: int = 20
+    ) -> uuid.UUID:
+        """Another variant of a product (``title``: its option values joined)."""
+        variant_id = uuid.uuid4()
+        self.variants[variant_id] = {
+            **self.products[product_id],
+            "price": price,
+            "available": available,
+            "variant_id": str(variant_id),
+            "sku": f"sku-{variant_id.hex[:8]}",
+            "option_values": title.split(" / "),
+            "variant_title": title,
+        }
+        return variant_id
+
+    def answer(self, ids: list[uuid.UUID], *, variants: bool = False) -> list[LookupProduct]:
+        """The products (or variants) in catalog's own answer shape (a product the fake holds
+        that the contract would refuse fails here, not in the cart)."""
         found = []
         for product_id in ids:
-            product = self.products.get(product_id)
+            product = (self.variants if variants else self.products).get(product_id)
             if product is None:
                 continue
             available = product["available"]
@@ -103,7 +121,10 @@ class FakeCatalog:
                 return _status(503)
             if catalog.mode == "slow":
                 await asyncio.sleep(3)
-            return LookupResponse(products=catalog.answer(data.product_ids))
+            return LookupResponse(
+                products=catalog.answer(data.product_ids),
+                variants=catalog.answer(data.variant_ids, variants=True),
+            )
 
         return Litestar([lookup])
 

@@ -87,3 +87,42 @@ async def test_unknown_product_is_404_with_the_real_catalog(cart_on_real_catalog
     import uuid
 
     problem(await browsers().add(uuid.uuid4(), 1), 404, "product-not-found")
+
+
+async def test_cart_lines_of_variants_with_the_real_catalog(cart_on_real_catalog, admin, browsers):
+    coffee = await make_product(admin, "Variant Blend Integration", 1500, 9)
+    slug = f"vbi-{coffee[-8:]}"
+    response = await admin.put(
+        f"/api/admin/products/{coffee}/variants",
+        json={
+            "options": [{"name": "Size", "values": ["250 g", "1 kg"]}],
+            "variants": [
+                {"id": coffee, "sku": f"{slug}-250", "price": 1500, "option_values": ["250 g"]},
+                {"sku": f"{slug}-1kg", "price": 5200, "option_values": ["1 kg"], "on_hand": 3},
+            ],
+        },
+    )
+    assert response.status_code == 200, response.text
+    kilo = next(v["id"] for v in response.json()["variants"] if v["option_values"] == ["1 kg"])
+    guest = browsers()
+    await guest.add(coffee, 1)
+    added = await guest.post(
+        "/api/cart/items", {"product_id": coffee, "variant_id": kilo, "quantity": 3}
+    )
+    assert added.status_code == 201, added.text
+    lines = {line["variant_id"]: line for line in added.json()["lines"]}
+    assert (lines[kilo]["unit_price"], lines[kilo]["sku"], lines[kilo]["variant_title"]) == (
+        5200,
+        f"{slug}-1kg",
+        "1 kg",
+    )
+    assert lines[coffee]["variant_title"] == "250 g"
+    assert added.json()["subtotal"] == 1500 + 3 * 5200
+    body = problem(
+        await guest.post(
+            "/api/cart/items", {"product_id": coffee, "variant_id": kilo, "quantity": 1}
+        ),
+        409,
+        "insufficient-stock",
+    )
+    assert body["available"] == 3

@@ -97,7 +97,8 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
     # time would empty it, so this proves the redelivery is skipped, not merely harmless.
     await db.execute("UPDATE cart.carts SET status = 'active' WHERE id = :id", id=cart_id)
     await db.execute(
-        "INSERT INTO cart.cart_items (id, cart_id, product_id, quantity) VALUES (:i, :c, :p, 1)",
+        "INSERT INTO cart.cart_items (id, cart_id, product_id, variant_id, quantity)"
+        " VALUES (:i, :c, :p, :p, 1)",
         i=new_id(),
         c=cart_id,
         p=uuid.uuid4(),

@@ -297,7 +297,13 @@ async def test_set_many_lines_at_once_all_or_nothing(browsers, catalog):
         "insufficient-stock",
     )
     assert body["unavailable"] == [
-        {"product_id": str(b), "requested": 5, "available": 2, "reason": "stock"}
+        {
+            "product_id": str(b),
+            "variant_id": str(b),
+            "requested": 5,
+            "available": 2,
+            "reason": "stock",
+        }
     ]
     assert line_of((await guest.get()).json(), a)["quantity"] == 1  # nothing changed
     cart = (
@@ -381,3 +387,52 @@ async def test_catalog_is_asked_with_the_service_credential_and_correlation_id(b
     assert catalog.calls, "the cart asked catalog"
     assert all(call["correlation_id"] for call in catalog.calls)
     assert response.headers["x-correlation-id"] == catalog.calls[-1]["correlation_id"]
+
+
+async def test_each_variant_of_a_product_is_a_line_of_its_own(browsers, catalog):
+    coffee = catalog.add(price=1600, available=30)
+    kilo = catalog.add_variant(coffee, "Espresso / 1 kg", price=5600, available=2)
+    guest = browsers()
+    await guest.add(coffee, 2)
+    response = await guest.post(
+        "/api/cart/items",
+        {"product_id": str(coffee), "variant_id": str(kilo), "quantity": 2},
+    )
+    assert response.status_code == 201, response.text
+    cart = response.json()
+    lines = {line["variant_id"]: line for line in cart["lines"]}
+    assert set(lines) == {str(coffee), str(kilo)}
+    assert {line["product_id"] for line in cart["lines"]} == {str(coffee)}
+    assert (lines[str(kilo)]["unit_price"], lines[str(kilo)]["variant_title"]) == (
+        5600,
+        "Espresso / 1 kg",
+    )
+    assert lines[str(kilo)]["option_values"] == ["Espresso", "1 kg"]
+    assert cart["subtotal"] == 2 * 1600 + 2 * 5600
+    # Each variant's own stock bounds its line.
+    problem(
+        await guest.post(
+            "/api/cart/items",
+            {"product_id": str(coffee), "variant_id": str(kilo), "quantity": 1},
+        ),
+        409,
+        "insufficient-stock",
+    )
+    # A variant named with another product is no product sold here.
+    other = catalog.add()
+    problem(
+        await guest.post(
+            "/api/cart/items",
+            {"product_id": str(other), "variant_id": str(kilo), "quantity": 1},
+        ),
+        404,
+        "product-not-found",
+    )
+    # The line's variant id names it for changes.
+    cart = (await guest.patch(f"/api/cart/items/{kilo}", {"quantity": 1})).json()
+    assert {line["variant_id"]: line["quantity"] for line in cart["lines"]} == {
+        str(coffee): 2,
+        str(kilo): 1,
+    }
+    cart = (await guest.delete(f"/api/cart/items/{kilo}")).json()
+    assert [line["variant_id"] for line in cart["lines"]] == [str(coffee)]

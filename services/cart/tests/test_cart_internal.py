@@ -42,8 +42,9 @@ async def test_resolve_a_guest_cart_by_its_cookie(browsers, catalog):
     assert response.json() == {
         "cart_id": cart_id,
         "lines": [
-            {"product_id": str(a), "quantity": 2},
-            {"product_id": str(b), "quantity": 1},
+            # A product sold without options is its default variant, with its id.
+            {"product_id": str(a), "variant_id": str(a), "quantity": 2},
+            {"product_id": str(b), "variant_id": str(b), "quantity": 1},
         ],
     }
 

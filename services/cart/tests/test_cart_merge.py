@@ -98,6 +98,7 @@ async def test_merge_caps_by_line_limit_and_stock_and_keeps_unsellable_lines_fla
     adjustments = {uuid.UUID(a["product_id"]): a for a in cart["merge"]["adjustments"]}
     assert adjustments[limited] == {
         "product_id": str(limited),
+        "variant_id": str(limited),
         "requested": 8,
         "added": 5,
         "quantity": 10,

@@ -45,17 +45,32 @@ class CatalogClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def lookup(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
-        """The products catalog knows among ``product_ids``; unknown ids are simply absent."""
-        ids = list(dict.fromkeys(product_ids))
+    async def lookup(
+        self, lines: Iterable[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, LookupProduct]:
+        """What catalog sells now of each ``(product id, variant id)``, by variant id; unknown
+        ones are simply absent. A default variant (the product's id) is asked as its product,
+        which every catalog answers; another variant as itself."""
+        keys = list(dict.fromkeys(lines))
+        products = [p for p, v in keys if p == v]
+        variants = [v for p, v in keys if p != v]
         found: dict[uuid.UUID, LookupProduct] = {}
-        for start in range(0, len(ids), LOOKUP_MAX_IDS):
-            for product in await self._lookup_page(ids[start : start + LOOKUP_MAX_IDS]):
-                found[product.id] = product
+        for start in range(0, len(products), LOOKUP_MAX_IDS):
+            page = LookupRequest(product_ids=products[start : start + LOOKUP_MAX_IDS])
+            for product in (await self._lookup_page(page)).products:
+                found[product.variant_id or product.id] = product
+        for start in range(0, len(variants), LOOKUP_MAX_IDS):
+            page = LookupRequest(
+                product_ids=[], variant_ids=variants[start : start + LOOKUP_MAX_IDS]
+            )
+            for variant in (await self._lookup_page(page)).variants:
+                if variant.variant_id is not None:
+                    found[variant.variant_id] = variant
         return found
 
-    async def _lookup_page(self, ids: list[uuid.UUID]) -> list[LookupProduct]:
-        body = msgspec.json.encode(LookupRequest(product_ids=ids))
+    async def _lookup_page(self, request: LookupRequest) -> LookupResponse:
+        ids = request.product_ids + request.variant_ids
+        body = msgspec.json.encode(request)
         last_error = ""
         for attempt in (1, 2):
             try:
@@ -67,7 +82,7 @@ class CatalogClient:
             else:
                 if response.status_code == 200:
                     try:
-                        return msgspec.json.decode(response.content, type=LookupResponse).products
+                        return msgspec.json.decode(response.content, type=LookupResponse)
                     except msgspec.DecodeError as exc:
                         # A malformed answer will not improve on a retry.
                         log.warning("catalog_lookup_unreadable", error=str(exc))

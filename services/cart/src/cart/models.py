@@ -76,7 +76,7 @@ class Cart(EntityColumns, Base):
 class CartItem(EntityColumns, Base):
     __tablename__ = "cart_items"
     __table_args__ = (
-        UniqueConstraint("cart_id", "product_id", name="uq_cart_items_cart_product"),
+        UniqueConstraint("cart_id", "variant_id", name="uq_cart_items_cart_variant"),
         CheckConstraint(
             f"quantity BETWEEN 1 AND {HARD_MAX_QUANTITY_PER_LINE}", name="quantity_in_range"
         ),
@@ -86,4 +86,6 @@ class CartItem(EntityColumns, Base):
         ForeignKey("cart.carts.id", ondelete="CASCADE"), nullable=False
     )
     product_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    #: What the line holds: one variant of the product (its default variant has its id).
+    variant_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
     quantity: Mapped[int] = mapped_column(nullable=False)

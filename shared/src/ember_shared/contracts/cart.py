@@ -21,6 +21,8 @@ class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ResolvedLine(msgspec.Struct, kw_only=True):
     product_id: uuid.UUID
     quantity: int
+    #: The variant of the product the line holds (its default variant has the product's id).
+    variant_id: uuid.UUID | None = None
 
 
 class ResolvedCart(msgspec.Struct, kw_only=True):

@@ -158,12 +158,15 @@ class CartController(Controller):
     async def add_item(
         self, request: Request[Any, Any, Any], data: AddItem, carts: CartService
     ) -> Response[CartView]:
-        opened = await carts.add_item(shopper_of(request), data.product_id, data.quantity)
+        opened = await carts.add_item(
+            shopper_of(request), data.product_id, data.quantity, data.variant_id
+        )
         return respond(request, opened, await carts.view(opened), 201)
 
     @patch(
         "/items/{product_id:uuid}",
         summary="Set a line's quantity (0 removes it)",
+        description="The path names the line's variant (a product's id: its default variant).",
         response_cookies=CART_COOKIE_DOC,
     )
     async def set_item(
@@ -179,6 +182,7 @@ class CartController(Controller):
     @delete(
         "/items/{product_id:uuid}",
         summary="Remove a line",
+        description="The path names the line's variant (a product's id: its default variant).",
         status_code=200,
         response_cookies=CART_COOKIE_DOC,
     )

@@ -134,30 +134,36 @@ class CartItemRepository(SQLAlchemyAsyncRepository[CartItem]):
         )
         return list((await self.session.execute(statement)).scalars())
 
-    async def line(self, cart_id: uuid.UUID, product_id: uuid.UUID) -> CartItem | None:
+    async def line(self, cart_id: uuid.UUID, variant_id: uuid.UUID) -> CartItem | None:
         statement = (
             select(CartItem)
-            .where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
+            .where(CartItem.cart_id == cart_id, CartItem.variant_id == variant_id)
             .execution_options(populate_existing=True)
         )
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def set_quantity(self, cart_id: uuid.UUID, product_id: uuid.UUID, quantity: int) -> None:
-        """Insert the line or set its quantity (the caller holds the cart's lock)."""
+    async def set_quantity(
+        self, cart_id: uuid.UUID, product_id: uuid.UUID, variant_id: uuid.UUID, quantity: int
+    ) -> None:
+        """Insert the line of a variant or set its quantity (the caller holds the cart's lock)."""
         statement = insert(CartItem).values(
-            id=new_id(), cart_id=cart_id, product_id=product_id, quantity=quantity
+            id=new_id(),
+            cart_id=cart_id,
+            product_id=product_id,
+            variant_id=variant_id,
+            quantity=quantity,
         )
         await self.session.execute(
             statement.on_conflict_do_update(
-                constraint="uq_cart_items_cart_product",
+                constraint="uq_cart_items_cart_variant",
                 set_={"quantity": statement.excluded.quantity, "updated_at": func.now()},
             )
         )
 
-    async def remove(self, cart_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+    async def remove(self, cart_id: uuid.UUID, variant_id: uuid.UUID) -> bool:
         result = await self.session.execute(
             delete(CartItem)
-            .where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
+            .where(CartItem.cart_id == cart_id, CartItem.variant_id == variant_id)
             .returning(CartItem.id)
         )
         return result.scalar_one_or_none() is not None

@@ -33,6 +33,8 @@ class AddItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     product_id: uuid.UUID
     quantity: AddQuantity = 1
+    #: Which variant of the product; absent: its default variant (the product's id).
+    variant_id: uuid.UUID | None = None
 
 
 class SetQuantity(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -42,6 +44,8 @@ class SetQuantity(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SetLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     product_id: uuid.UUID
     quantity: SetQuantityValue
+    #: Which variant of the product; absent: its default variant (the product's id).
+    variant_id: uuid.UUID | None = None
 
 
 class SetLines(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,6 +79,13 @@ class CartLine(msgspec.Struct, kw_only=True):
     sold_out: bool
     quantity_exceeds_stock: bool
     added_at: dt.datetime
+    #: The variant the line holds (``/api/cart/items/{variant_id}`` changes it); a product
+    #: without options has one, with the product's id.
+    variant_id: uuid.UUID | None = None
+    sku: str | None = None
+    #: The variant's option values joined ("Espresso / 1 kg"); empty without options.
+    variant_title: str | None = None
+    option_values: list[str] = msgspec.field(default_factory=list)
 
 
 class CartLimits(msgspec.Struct, kw_only=True):
@@ -88,6 +99,7 @@ class MergeAdjustment(msgspec.Struct, kw_only=True):
     product_id: uuid.UUID
     requested: int
     added: int
+    variant_id: uuid.UUID | None = None
     quantity: int
     reason: Literal["quantity-limit", "stock", "unavailable", "cart-full"]
 

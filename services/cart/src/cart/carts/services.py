@@ -189,7 +189,9 @@ class CartService:
         products: dict[uuid.UUID, LookupProduct] = {}
         if preview:
             try:
-                products = await self.catalog.lookup(line.product_id for line in preview)
+                products = await self.catalog.lookup(
+                    (line.product_id, line.variant_id) for line in preview
+                )
             except CatalogUnavailable as exc:
                 if strict:
                     raise catalog_down() from exc
@@ -200,27 +202,28 @@ class CartService:
         if await self.carts.active_guest(guest.id, guest.guest_token_hash, lock=True) is None:
             return MergeSummary(merged=False, from_cart_id=guest.id)
         guest_lines = await self.items.lines(guest.id)
-        have = {line.product_id: line.quantity for line in await self.items.lines(target.id)}
+        have = {line.variant_id: line.quantity for line in await self.items.lines(target.id)}
         line_count = len(have)
         adjustments: list[MergeAdjustment] = []
         moved = 0
         for line in guest_lines:
-            before = have.get(line.product_id, 0)
+            before = have.get(line.variant_id, 0)
             quantity, reason = self._merged_quantity(
-                before, line.quantity, products.get(line.product_id)
+                before, line.quantity, products.get(line.variant_id)
             )
             if before == 0 and quantity > 0 and line_count >= self.settings.max_lines:
                 quantity, reason = 0, "cart-full"
             if quantity > before:
-                await self.items.set_quantity(target.id, line.product_id, quantity)
+                await self.items.set_quantity(target.id, line.product_id, line.variant_id, quantity)
                 line_count += before == 0
-                have[line.product_id] = quantity
+                have[line.variant_id] = quantity
                 moved += 1
             added = max(quantity - before, 0)
             if added < line.quantity:
                 adjustments.append(
                     MergeAdjustment(
                         product_id=line.product_id,
+                        variant_id=line.variant_id,
                         requested=line.quantity,
                         added=added,
                         quantity=max(quantity, before),
@@ -266,9 +269,12 @@ class CartService:
                 in_cart=in_cart,
             )
 
-    async def _products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
+    async def _products(
+        self, lines: list[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, LookupProduct]:
+        """What catalog sells now of each ``(product id, variant id)``, by variant id."""
         try:
-            return await self.catalog.lookup(product_ids)
+            return await self.catalog.lookup(lines)
         except CatalogUnavailable as exc:
             raise catalog_down() from exc
 
@@ -311,74 +317,96 @@ class CartService:
         await self._written(opened, shopper)
         return opened
 
-    async def add_item(self, shopper: Shopper, product_id: uuid.UUID, quantity: int) -> Opened:
+    async def add_item(
+        self,
+        shopper: Shopper,
+        product_id: uuid.UUID,
+        quantity: int,
+        variant_id: uuid.UUID | None = None,
+    ) -> Opened:
+        """Add ``quantity`` of a variant of a product (none named: its default variant, which
+        has the product's id)."""
         self._check_limit(quantity)
-        product = (await self._products([product_id])).get(product_id)
-        if product is None:
+        variant_id = variant_id or product_id
+        product = (await self._products([(product_id, variant_id)])).get(variant_id)
+        if product is None or product.id != product_id:
             raise product_not_found(product_id)
         self._check_sellable(product, quantity, 0)
         opened = await self.open(shopper, create=True)
         cart = await self._lock(opened)
-        line = await self.items.line(cart.id, product_id)
+        line = await self.items.line(cart.id, variant_id)
         in_cart = line.quantity if line else 0
         if line is None:
             self._check_room(len(await self.items.lines(cart.id)))
         self._check_limit(in_cart + quantity, in_cart)
         self._check_sellable(product, in_cart + quantity, in_cart)
-        await self.items.set_quantity(cart.id, product_id, in_cart + quantity)
+        await self.items.set_quantity(cart.id, product_id, variant_id, in_cart + quantity)
         await self._written(opened, shopper)
         return opened
 
-    async def set_quantity(self, shopper: Shopper, product_id: uuid.UUID, quantity: int) -> Opened:
+    async def set_quantity(self, shopper: Shopper, variant_id: uuid.UUID, quantity: int) -> Opened:
+        """Set the quantity of the line of ``variant_id`` (a product's id: its default)."""
         self._check_limit(quantity)
         opened = await self.open(shopper, create=False)
         if opened.cart is None:
-            raise not_in_cart(product_id)
+            raise not_in_cart(variant_id)
         cart = await self._lock(opened)
-        line = await self.items.line(cart.id, product_id)
+        line = await self.items.line(cart.id, variant_id)
         if line is None:
-            raise not_in_cart(product_id)
+            raise not_in_cart(variant_id)
         if quantity == 0:
-            await self.items.remove(cart.id, product_id)
+            await self.items.remove(cart.id, variant_id)
         else:
             if quantity > line.quantity:
                 # Only more of something needs catalog; less is always allowed.
-                product = (await self._products([product_id])).get(product_id)
+                product = (await self._products([(line.product_id, variant_id)])).get(variant_id)
                 if product is None:
-                    raise product_not_found(product_id)
+                    raise product_not_found(line.product_id)
                 self._check_sellable(product, quantity, line.quantity)
-            await self.items.set_quantity(cart.id, product_id, quantity)
+            await self.items.set_quantity(cart.id, line.product_id, variant_id, quantity)
         await self._written(opened, shopper)
         return opened
 
-    async def set_lines(self, shopper: Shopper, lines: list[SetLine]) -> Opened:
-        """Set many quantities at once, all or nothing (0 removes; new products are added)."""
+    def _check_entries(self, lines: list[SetLine]) -> None:
         seen: set[uuid.UUID] = set()
         for entry in lines:
-            if entry.product_id in seen:
+            if _key(entry) in seen:
                 raise Problem(
                     422,
                     "duplicate-line",
-                    "Each product may appear once.",
+                    "Each product (or variant) may appear once.",
                     product_id=str(entry.product_id),
                 )
-            seen.add(entry.product_id)
+            seen.add(_key(entry))
             self._check_limit(entry.quantity)
+
+    async def set_lines(self, shopper: Shopper, lines: list[SetLine]) -> Opened:
+        """Set many quantities at once, all or nothing (0 removes; new products are added)."""
+        self._check_entries(lines)
         opened = await self.open(shopper, create=any(entry.quantity for entry in lines))
         if opened.cart is None:
             return opened
         cart = await self._lock(opened)
-        have = {line.product_id: line.quantity for line in await self.items.lines(cart.id)}
-        growing = [e for e in lines if e.quantity > have.get(e.product_id, 0)]
-        products = await self._products([e.product_id for e in growing]) if growing else {}
+        items = await self.items.lines(cart.id)
+        have = {line.variant_id: line.quantity for line in items}
+        of_product = {line.variant_id: line.product_id for line in items}
+        if any(of_product.get(_key(e), e.product_id) != e.product_id for e in lines):
+            raise Problem(422, "duplicate-line", "A variant is named with a product it is not of.")
+        growing = [e for e in lines if e.quantity > have.get(_key(e), 0)]
+        products = (
+            await self._products([(e.product_id, _key(e)) for e in growing]) if growing else {}
+        )
         refused: list[dict[str, object]] = []
         for entry in growing:
-            product = products.get(entry.product_id)
+            product = products.get(_key(entry))
+            if product is not None and product.id != entry.product_id:
+                product = None
             sellable = product.sellable_now if product else 0
             if entry.quantity > sellable:
                 refused.append(
                     {
                         "product_id": str(entry.product_id),
+                        "variant_id": str(_key(entry)),
                         "requested": entry.quantity,
                         "available": sellable,
                         "reason": _refusal(product),
@@ -392,25 +420,28 @@ class CartService:
                 title="Not enough in stock",
                 unavailable=refused,
             )
-        after = {**have, **{e.product_id: e.quantity for e in lines}}
+        after = {**have, **{_key(e): e.quantity for e in lines}}
         new_lines = sum(1 for pid, q in after.items() if q > 0 and pid not in have)
         if new_lines and sum(1 for q in after.values() if q > 0) > self.settings.max_lines:
             self._check_room(self.settings.max_lines)
         for entry in lines:
             if entry.quantity == 0:
-                await self.items.remove(cart.id, entry.product_id)
-            elif entry.quantity != have.get(entry.product_id):
-                await self.items.set_quantity(cart.id, entry.product_id, entry.quantity)
+                await self.items.remove(cart.id, _key(entry))
+            elif entry.quantity != have.get(_key(entry)):
+                await self.items.set_quantity(
+                    cart.id, entry.product_id, _key(entry), entry.quantity
+                )
         await self._written(opened, shopper)
         return opened
 
-    async def remove_item(self, shopper: Shopper, product_id: uuid.UUID) -> Opened:
+    async def remove_item(self, shopper: Shopper, variant_id: uuid.UUID) -> Opened:
+        """Remove the line of ``variant_id`` (a product's id: its default variant)."""
         opened = await self.open(shopper, create=False)
         if opened.cart is None:
-            raise not_in_cart(product_id)
+            raise not_in_cart(variant_id)
         cart = await self._lock(opened)
-        if not await self.items.remove(cart.id, product_id):
-            raise not_in_cart(product_id)
+        if not await self.items.remove(cart.id, variant_id):
+            raise not_in_cart(variant_id)
         await self._written(opened, shopper)
         return opened
 
@@ -443,7 +474,9 @@ class CartService:
         products: dict[uuid.UUID, LookupProduct] | None = {}
         if items:
             try:
-                products = await self.catalog.lookup(item.product_id for item in items)
+                products = await self.catalog.lookup(
+                    (item.product_id, item.variant_id) for item in items
+                )
             except CatalogUnavailable:
                 products = None
         lines = [self._line(item, products) for item in items]
@@ -474,7 +507,9 @@ class CartService:
         )
 
     def _line(self, item: CartItem, products: dict[uuid.UUID, LookupProduct] | None) -> CartLine:
-        product = products.get(item.product_id) if products is not None else None
+        product = products.get(item.variant_id) if products is not None else None
+        if product is not None and product.id != item.product_id:
+            product = None
         if product is None:
             return CartLine(
                 product_id=item.product_id,
@@ -495,6 +530,7 @@ class CartService:
                 sold_out=False,
                 quantity_exceeds_stock=False,
                 added_at=item.created_at,
+                variant_id=item.variant_id,
             )
         archived = not product.active
         sold_out = product.availability == "sold_out" or product.available <= 0
@@ -518,6 +554,10 @@ class CartService:
             sold_out=sold_out,
             quantity_exceeds_stock=exceeds,
             added_at=item.created_at,
+            variant_id=item.variant_id,
+            sku=product.sku or None,
+            variant_title=product.variant_title,
+            option_values=list(product.option_values),
         )
 
     # --- for other services -----------------------------------------------------------------
@@ -531,7 +571,10 @@ class CartService:
         return ResolvedCart(
             cart_id=opened.cart.id,
             lines=[
-                ResolvedLine(product_id=line.product_id, quantity=line.quantity) for line in lines
+                ResolvedLine(
+                    product_id=line.product_id, variant_id=line.variant_id, quantity=line.quantity
+                )
+                for line in lines
             ],
         )
 
@@ -545,6 +588,11 @@ async def convert_cart(session: AsyncSession, cart_id: uuid.UUID, order_id: uuid
         return False
     await CartItemRepository(session=session).remove_all(cart_id)
     return await carts.mark_converted(cart_id, order_id)
+
+
+def _key(entry: SetLine) -> uuid.UUID:
+    """The variant a requested line is of (none named: the product's default)."""
+    return entry.variant_id or entry.product_id
 
 
 def _refusal(product: LookupProduct | None) -> str:
