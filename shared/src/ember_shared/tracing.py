@@ -1,9 +1,8 @@
 """OpenTelemetry traces, set up once per process by the app factory (and the notifier worker).
 
 Off, and free, unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set: then
-requests (Litestar's OpenTelemetry middleware, for the requests sampled: :class:`SampledRequests`
-decides first), httpx calls (service to service, providers), SQLAlchemy and Redis (under a
-recording span only) are traced and exported over OTLP/HTTP. Sampling: ``OTEL_TRACES_SAMPLER_ARG``
+requests (a server span for each request sampled: :class:`SampledRequests`), httpx calls
+(service to service, providers), SQLAlchemy and Redis (under a recording span only) are traced and exported over OTLP/HTTP. Sampling: ``OTEL_TRACES_SAMPLER_ARG``
 is the share of new traces kept (default 1.0); a request that arrives with a sampled
 ``traceparent`` is always kept, and so is a trace started with a link to a sampled one.
 
@@ -16,7 +15,7 @@ the outbox row and the stream message); the relay and the consumer start their s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -35,7 +34,14 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+)
 
 TRACER_NAME = "ember"
 
@@ -270,22 +276,18 @@ _TRACE_HEADERS = frozenset(name.encode() for name in get_global_textmap().fields
 
 
 class SampledRequests:
-    """Sampling decided first, for every request: only a request that will be recorded goes
-    through OpenTelemetry's ASGI middleware (its span, attributes and wrapped send), which
-    costs every request as much whether it is sampled or not. An unsampled one runs under a
-    non-recording span of its trace (the caller's trace id, or a new one) with flags 00: every
-    span under it is dropped without being built, and calls to other services carry a
-    ``traceparent`` that says unsampled, so the whole trace is consistently absent."""
+    """Sampling decided first, for every request: an unsampled one runs under a non-recording
+    span of its trace (the caller's trace id, or a new one) with flags 00: every span under it
+    is dropped without being built, and calls to other services carry a ``traceparent`` that
+    says unsampled, so the whole trace is consistently absent. A sampled one gets its server
+    span here, with the HTTP semantic-convention attributes set once: OpenTelemetry's ASGI
+    middleware (under Litestar's plugin) sets every attribute in both the old and the new
+    conventions and wraps ``send`` and ``receive`` in more spans, and cost a traced catalog
+    more per sampled request than the rest of tracing together (bench/tracing.py)."""
 
-    def __init__(self, app: Any, config: Any, provider: TracerProvider) -> None:
-        from litestar.plugins.opentelemetry.middleware import (
-            OpenTelemetryInstrumentationMiddleware,
-        )
-
+    def __init__(self, app: Any, provider: TracerProvider) -> None:
         self.app = app
-        self.traced: Callable[..., Any] = OpenTelemetryInstrumentationMiddleware(
-            app=app, config=config
-        )
+        self.tracer = provider.get_tracer(TRACER_NAME)
         self.sampler = provider.sampler
         self.ids = provider.id_generator
 
@@ -305,11 +307,11 @@ class SampledRequests:
             parent_context, trace_id, scope["path"], SpanKind.SERVER
         )
         if decided.decision is not Decision.DROP:
-            # The request's span is made by the middleware; with no parent it takes this
-            # trace id, on which the sampler has just said yes.
+            # With no parent the span takes this trace id, on which the sampler has just said
+            # yes (and says it again).
             token = _planned_trace_id.set(None if parent.is_valid else [trace_id])
             try:
-                await self.traced(scope, receive, send)
+                await self.traced(scope, receive, send, parent_context)
             finally:
                 _planned_trace_id.reset(token)
             return
@@ -333,21 +335,63 @@ class SampledRequests:
         finally:
             otel_context.detach(attached)
 
+    async def traced(
+        self, scope: Any, receive: Any, send: Any, parent_context: otel_context.Context
+    ) -> None:
+        method = scope.get("method", "")
+        path = scope["path"]
+        # Named as Litestar's plugin names it: "<method> <path>".
+        name = f"{method} {path}" if method else path
+        with self.tracer.start_as_current_span(
+            name,
+            context=parent_context,
+            kind=SpanKind.SERVER,
+            attributes=server_attributes(scope, name),
+        ) as span:
+
+            async def send_status(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= HTTP_SERVER_ERROR:
+                        span.set_status(StatusCode.ERROR)
+                await send(message)
+
+            await self.app(scope, receive, send_status)
+
+
+HTTP_SERVER_ERROR = 500
+
+
+def server_attributes(scope: Any, route: str) -> dict[str, Any]:
+    """OpenTelemetry's HTTP server span attributes (the stable conventions) from the scope."""
+    attributes: dict[str, Any] = {
+        "http.route": route,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    if method := scope.get("method"):
+        attributes["http.request.method"] = method
+    if query := scope.get("query_string"):
+        attributes["url.query"] = query.decode("latin-1")
+    if version := scope.get("http_version"):
+        attributes["network.protocol.version"] = version
+    if client := scope.get("client"):
+        attributes["client.address"] = client[0]
+    if server := scope.get("server"):
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            attributes["user_agent.original"] = value.decode("latin-1")
+            break
+    return attributes
+
 
 def litestar_middleware() -> Any:
-    """Requests traced when sampled (:class:`SampledRequests` around Litestar's OpenTelemetry
-    middleware), when tracing is on (else ``None``)."""
+    """Requests traced when sampled (:class:`SampledRequests`), when tracing is on (else
+    ``None``)."""
     if not tracing_on():
         return None
     from litestar.middleware import DefineMiddleware
-    from litestar.plugins.opentelemetry import OpenTelemetryConfig
 
-    config = OpenTelemetryConfig(
-        tracer_provider=_state["provider"],
-        exclude=list(UNTRACED_PATHS),
-        # The ASGI send/receive spans say nothing the request's own span does not, and cost
-        # every request (sampled or not) two more spans: the cached listing lost a third of its
-        # rate to them (bench/tracing.py).
-        exclude_spans=["receive", "send"],
-    )
-    return DefineMiddleware(SampledRequests, config=config, provider=_state["provider"])
+    return DefineMiddleware(SampledRequests, provider=_state["provider"])
