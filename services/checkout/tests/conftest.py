@@ -55,6 +55,8 @@ async def world(ember_env: TestEnv, tokens: TokenFactory) -> AsyncIterator[World
         "CART_SWEEP_INTERVAL_S": "0",
         # These tests withhold and order webhooks by hand: no reconciler may answer for them.
         "CHECKOUT_RECONCILE_INTERVAL_S": "0",
+        # Totals here are asserted without tax; test_checkout_offers turns it on where it tests it.
+        "CHECKOUT_TAX": "false",
     }
     previous = {name: os.environ.get(name) for name in env}
     os.environ.pop("STRIPE_SECRET_KEY", None)

@@ -207,6 +207,7 @@ async def test_subscribing_and_paying_on_the_hosted_page_activates_through_webho
             "unit_price": 1500,
             "quantity": 2,
             "image_url": "",
+            "discount": 0,
         }
     ]
     assert (data["subtotal"], data["shipping"], data["total"]) == (3000, 0, 3000)

@@ -72,6 +72,7 @@ async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) 
             "unit_price": 2100,
             "quantity": 2,
             "image_url": "",
+            "discount": 0,
         }
     ]
     assert data["shipping_address"]["name"] == "Ada Lovelace"

@@ -255,3 +255,31 @@ def test_money_is_formatted_from_minor_units() -> None:
     assert "$1.00" in rendered.text
     assert "$0.05" in rendered.text
     assert "$1.05" in rendered.text
+
+
+def test_the_confirmation_shows_discount_shipping_method_and_tax_that_make_the_total() -> None:
+    data = order_paid(
+        "a@example.com",
+        subtotal=5300,
+        discount=530,
+        discount_code="WELCOME10",
+        shipping=1500,
+        shipping_name="Express",
+        tax=455,
+        total=5300 - 530 + 1500 + 455,
+    )
+    mail = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
+    for part in (mail.html, mail.text):
+        assert "Discount (WELCOME10)" in part
+        assert "-$5.30" in part
+        assert "Shipping (Express)" in part
+        assert "$15.00" in part
+        assert "Tax" in part
+        assert "$4.55" in part
+        assert "$67.25" in part
+
+    plain = render(
+        Template.ORDER_CONFIRMATION, compose.order_confirmation(order_paid("a@example.com"), PUBLIC)
+    )
+    assert "Discount" not in plain.text
+    assert "Tax" not in plain.text

@@ -75,6 +75,10 @@ async def test_payment_succeeded_marks_paid_and_emits_order_paid_once(deliver, d
             "shipping_address": msgspec.to_builtins(checkout.address),
             "stripe_session_id": "",
             "sealed_order_url": order.sealed_order_url,
+            "discount": 0,
+            "discount_code": "",
+            "tax": 0,
+            "shipping_name": "",
         }
     ]
     # A guest's link: a secret of ours (only its hash kept), sealed for the notifier; Stripe's
@@ -297,3 +301,54 @@ async def test_events_from_the_stream_reach_the_handlers(orders_app: Litestar, d
         assert asyncio.get_running_loop().time() < deadline, "the consumer did not handle it"
         await asyncio.sleep(0.1)
     assert len(await db.emitted("order.paid.v1", checkout.order_id)) == 1
+
+
+async def test_an_order_keeps_its_discount_per_line_its_shipping_method_and_tax(
+    deliver, db
+) -> None:
+    lines = [
+        msgspec.structs.replace(line(1800, 2), discount=270),
+        msgspec.structs.replace(line(2400, 1), discount=90),
+    ]
+    checkout = Checkout(lines=lines, shipping=1500)
+    started = msgspec.structs.replace(
+        checkout.started(),
+        discount=360,
+        discount_code="WELCOME10",
+        tax=0,
+        total=6000 - 360 + 1500,
+        shipping_rate="express",
+        shipping_name="Express",
+    )
+    assert await deliver(started)
+    # Stripe Tax's figure arrives with the payment.
+    paid = msgspec.structs.replace(
+        checkout.succeeded(),
+        discount=360,
+        discount_code="WELCOME10",
+        tax=518,
+        total=6000 - 360 + 1500 + 518,
+        shipping_rate="express",
+        shipping_name="Express",
+    )
+    assert await deliver(paid)
+
+    order = await db.order(checkout.order_id)
+    assert (order.subtotal, order.discount_total, order.shipping_total, order.tax_total) == (
+        6000,
+        360,
+        1500,
+        518,
+    )
+    assert order.total == 7658
+    assert (order.discount_code, order.shipping_method) == ("WELCOME10", "Express")
+    items = await db.rows(
+        "SELECT line_total, discount FROM orders.order_items WHERE order_id = :id "
+        "ORDER BY position",
+        id=checkout.order_id,
+    )
+    assert [(i.line_total, i.discount) for i in items] == [(3600, 270), (2400, 90)]
+    [emitted] = await db.emitted("order.paid.v1", checkout.order_id)
+    assert (emitted["discount"], emitted["tax"], emitted["total"]) == (360, 518, 7658)
+    assert (emitted["discount_code"], emitted["shipping_name"]) == ("WELCOME10", "Express")
+    assert [item["discount"] for item in emitted["lines"]] == [270, 90]

@@ -104,6 +104,10 @@ async def test_the_new_order_announces_itself_paid_once(deliver, db) -> None:
             "stripe_session_id": "",
             # A customer's order: they sign in to see it, no link opens it.
             "sealed_order_url": "",
+            "discount": 0,
+            "discount_code": "",
+            "tax": 0,
+            "shipping_name": "",
         }
     ]
 

@@ -185,6 +185,8 @@ def stack(ember_env: TestEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
             # A withheld webhook's payment is found within seconds, not minutes.
             "CHECKOUT_RECONCILE_INTERVAL_S": "1",
             "CHECKOUT_RECONCILE_AFTER_S": "3",
+            # The stack tests' totals are without tax (checkout's own tests cover Stripe Tax).
+            "CHECKOUT_TAX": "false",
         },
         standins_only=True,
         environ=_ENVIRON_AT_START,

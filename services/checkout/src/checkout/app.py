@@ -19,6 +19,11 @@ from litestar import Litestar
 
 from checkout.internal.controllers import InternalCheckoutController
 from checkout.models import Base
+from checkout.offers.controllers import (
+    AdminDiscountCodeController,
+    AdminShippingRateController,
+    ShippingOptionsController,
+)
 from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_forever
 from checkout.sessions.controllers import CheckoutController
@@ -75,6 +80,9 @@ def create_app(
             description=__doc__ or "",
             route_handlers=[
                 CheckoutController,
+                ShippingOptionsController,
+                AdminShippingRateController,
+                AdminDiscountCodeController,
                 SubscriptionController,
                 AdminSubscriptionController,
                 SubscriptionPauseController,

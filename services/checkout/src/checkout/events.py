@@ -9,6 +9,7 @@ handles no domain events.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 from ember_shared.events import Outbox
@@ -37,9 +38,20 @@ def _lines(row: CheckoutSession) -> list[OrderLine]:
             unit_price=line["unit_price"],
             quantity=line["quantity"],
             image_url=line.get("image_url") or "",
+            discount=int(line.get("discount") or 0),
         )
         for line in row.lines
     ]
+
+
+def _totals(row: CheckoutSession) -> dict[str, Any]:
+    return {
+        "discount": row.discount,
+        "discount_code": row.discount_code,
+        "tax": row.tax,
+        "shipping_rate": row.shipping_rate,
+        "shipping_name": row.shipping_name,
+    }
 
 
 def _address(row: CheckoutSession) -> Address:
@@ -63,6 +75,7 @@ async def checkout_started(session: AsyncSession, row: CheckoutSession) -> None:
             shipping_address=_address(row),
             reservation_id=row.reservation_id,
             expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
+            **_totals(row),
         ),
     )
 
@@ -86,6 +99,7 @@ async def payment_succeeded(session: AsyncSession, row: CheckoutSession) -> None
             stripe_session_id=row.stripe_session_id,
             payment_intent_id=row.stripe_payment_intent_id or "",
             attention=row.attention,
+            **_totals(row),
         ),
     )
 

@@ -28,10 +28,11 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    Uuid,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ class CheckoutSession(EntityColumns, Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status_known"),
         CheckConstraint(
-            "subtotal >= 0 AND shipping >= 0 AND total = subtotal + shipping", name="totals"
+            "subtotal >= 0 AND shipping >= 0 AND discount >= 0 AND discount <= subtotal "
+            "AND tax >= 0 AND total = subtotal - discount + shipping + tax",
+            name="totals",
         ),
         CheckConstraint("amount_refunded >= 0 AND amount_refunded <= total", name="refund_bounded"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_code"),
@@ -113,6 +116,100 @@ class CheckoutSession(EntityColumns, Base):
     attention: Mapped[str] = mapped_column(Text, default="", server_default="")
     #: The shopper's address when it started (the storefront forwards it): budgets stock holds.
     client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Taken off the subtotal by ``discount_code`` (spread over the lines' ``discount``).
+    discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    discount_code: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    #: Stripe Tax's amount, as Stripe computed it for this session (0 with tax off).
+    tax: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    #: The shipping rate the shopper picked (its code and name when picked).
+    shipping_rate: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    shipping_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+
+class ShippingRate(EntityColumns, Base):
+    """A way to ship (standard, express...) at a price in the shop's currency, free from a
+    subtotal on (``free_over``), to the countries listed (none listed: everywhere)."""
+
+    __tablename__ = "shipping_rates"
+    __table_args__ = (
+        CheckConstraint("price >= 0 AND price <= 1000000", name="price_range"),
+        CheckConstraint("free_over IS NULL OR free_over > 0", name="free_over_positive"),
+        CheckConstraint("code ~ '^[a-z0-9][a-z0-9-]{0,39}$'", name="code_format"),
+    )
+
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    price: Mapped[int] = mapped_column(BigInteger)
+    free_over: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    countries: Mapped[list[str]] = mapped_column(
+        ARRAY(String(2)), default=list, server_default=text("'{}'")
+    )
+    min_days: Mapped[int | None] = mapped_column(default=None)
+    max_days: Mapped[int | None] = mapped_column(default=None)
+    position: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+
+
+class DiscountCode(EntityColumns, Base):
+    """A code staff hand out: percent or amount off the eligible lines, within its window and
+    limits. ``uses`` counts paid checkouts; ``holds`` the open ones that carry it. A checkout
+    takes a hold with one conditional UPDATE, and the CHECK keeps ``uses + holds`` within
+    ``max_uses`` whatever races: a use is never handed out twice."""
+
+    __tablename__ = "discount_codes"
+    __table_args__ = (
+        CheckConstraint(
+            "(percent_off IS NULL) <> (amount_off IS NULL)", name="one_kind_of_discount"
+        ),
+        CheckConstraint("percent_off IS NULL OR percent_off BETWEEN 1 AND 100", name="percent"),
+        CheckConstraint("amount_off IS NULL OR amount_off > 0", name="amount_positive"),
+        CheckConstraint("min_subtotal >= 0", name="min_subtotal_positive"),
+        CheckConstraint(
+            "uses >= 0 AND holds >= 0 AND (max_uses IS NULL OR uses + holds <= max_uses)",
+            name="uses_within_limit",
+        ),
+        CheckConstraint("code ~ '^[A-Z0-9][A-Z0-9_-]{0,39}$'", name="code_format"),
+    )
+
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    percent_off: Mapped[int | None] = mapped_column(default=None)
+    amount_off: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    min_subtotal: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    starts_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    ends_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    max_uses: Mapped[int | None] = mapped_column(default=None)
+    max_uses_per_customer: Mapped[int | None] = mapped_column(default=None)
+    first_order_only: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    #: The products it takes money off (none listed: every product).
+    product_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(Uuid()), default=list, server_default=text("'{}'")
+    )
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+    uses: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    holds: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+
+
+class DiscountHold(EntityColumns, Base):
+    """One checkout's claim on a use of a code: ``held`` while it may still be paid, then
+    ``used`` (paid: counted in the code's ``uses``) or ``released`` (expired, failed, or its
+    start failed), each move made once, with the code's counters in the same transaction."""
+
+    __tablename__ = "discount_holds"
+    __table_args__ = (
+        CheckConstraint("status IN ('held', 'used', 'released')", name="status_known"),
+        Index("ix_discount_holds_customer", "code_id", "customer"),
+        Index("ix_discount_holds_lapsing", "expires_at", postgresql_where=text("status = 'held'")),
+    )
+
+    code_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("checkout.discount_codes.id"))
+    order_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    #: ``user:<id>`` or ``email:<lower-case address>``: what the per-customer limit counts.
+    customer: Mapped[str] = mapped_column(String(330))
+    status: Mapped[str] = mapped_column(String(10), default="held")
+    amount: Mapped[int] = mapped_column(BigInteger)
+    #: A hold whose checkout never got written (its request died) is released after this.
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class HoldClaim(Base):

@@ -29,6 +29,9 @@ class OpenedSession:
     id: str
     url: str
     expires_at: int
+    #: What Stripe will charge, and the tax Stripe Tax put in it (0 without automatic tax).
+    amount_total: int | None = None
+    amount_tax: int = 0
 
 
 class PaymentProviderError(Exception):
@@ -75,9 +78,36 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _provider_error("create_checkout_session", exc) from exc
+        details = session.total_details
         return OpenedSession(
-            id=session.id, url=str(session.url), expires_at=int(session.expires_at)
+            id=session.id,
+            url=str(session.url),
+            expires_at=int(session.expires_at),
+            amount_total=session.amount_total,
+            amount_tax=int(details.amount_tax or 0) if details is not None else 0,
         )
+
+    async def create_coupon(self, params: dict[str, Any], idempotency_key: str) -> str:
+        """A coupon for one checkout's discount: its id, for the session's ``discounts``."""
+        try:
+            coupon = await self.client.v1.coupons.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error("create_coupon", exc) from exc
+        return str(coupon.id)
+
+    async def create_customer(self, params: dict[str, Any], idempotency_key: str) -> str:
+        """A customer carrying the shipping address, where Stripe Tax places the sale."""
+        try:
+            customer = await self.client.v1.customers.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error("create_customer", exc) from exc
+        return str(customer.id)
 
     async def open_billing_portal(self, customer_id: str, return_url: str) -> str:
         """Stripe's customer portal for ``customer_id`` (where the card is updated): its URL,

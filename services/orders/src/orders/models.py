@@ -64,6 +64,10 @@ class Order(EntityColumns, Base):
             "amount_refunded >= 0 AND amount_refunded <= total", name="refund_within_total"
         ),
         CheckConstraint(
+            "discount_total >= 0 AND discount_total <= subtotal AND tax_total >= 0",
+            name="discount_and_tax",
+        ),
+        CheckConstraint(
             "(tracking_number IS NULL) = (carrier IS NULL)", name="tracking_number_with_carrier"
         ),
         # Every order comes from a checkout session or from a subscription's paid invoice.
@@ -119,6 +123,12 @@ class Order(EntityColumns, Base):
     shipping_total: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int] = mapped_column(BigInteger)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: ``total`` = ``subtotal`` - ``discount_total`` + ``shipping_total`` + ``tax_total``.
+    discount_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    discount_code: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    tax_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The shipping rate the shopper picked ("Express"); empty for orders before rates.
+    shipping_method: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     #: None for a subscription's delivery, which no checkout session made.
     checkout_session_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
@@ -197,6 +207,7 @@ class OrderItem(Base):
         CheckConstraint("unit_price >= 0", name="unit_price_positive"),
         CheckConstraint("line_total = unit_price * quantity", name="line_total_consistent"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+        CheckConstraint("discount >= 0 AND discount <= line_total", name="discount_within_line"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -211,6 +222,8 @@ class OrderItem(Base):
     unit_price: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(Integer)
     line_total: Mapped[int] = mapped_column(BigInteger)
+    #: This line's share of the order's discount (``line_total`` is before it).
+    discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now()

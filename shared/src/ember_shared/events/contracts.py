@@ -31,6 +31,8 @@ class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
     unit_price: int
     quantity: int
     image_url: str = ""
+    #: What the order's discount code took off this line (minor units; 0: none).
+    discount: int = 0
 
 
 # --- checkout ---------------------------------------------------------------------------
@@ -52,6 +54,12 @@ class CheckoutStarted(EventData, frozen=True, kw_only=True):
     shipping_address: Address
     reservation_id: uuid.UUID
     expires_at: str
+    #: ``total`` = ``subtotal`` - ``discount`` + ``shipping`` + ``tax`` (minor units).
+    discount: int = 0
+    discount_code: str = ""
+    tax: int = 0
+    shipping_rate: str = ""
+    shipping_name: str = ""
 
 
 class PaymentSucceeded(EventData, frozen=True, kw_only=True):
@@ -74,6 +82,13 @@ class PaymentSucceeded(EventData, frozen=True, kw_only=True):
     #: Why staff should look before shipping (a charge of another amount, money taken after the
     #: checkout closed); empty for an ordinary payment.
     attention: str = ""
+    #: ``total`` = ``subtotal`` - ``discount`` + ``shipping`` + ``tax`` (minor units): the tax
+    #: as Stripe Tax charged it.
+    discount: int = 0
+    discount_code: str = ""
+    tax: int = 0
+    shipping_rate: str = ""
+    shipping_name: str = ""
 
 
 class PaymentFailed(EventData, frozen=True, kw_only=True):
@@ -196,6 +211,11 @@ class OrderPaid(EventData, frozen=True, kw_only=True):
     #: A guest's order link with its capability, sealed for the notifier (``ember_shared.sealing``):
     #: only the notifier opens it, while it sends the mail. Empty for a customer's order.
     sealed_order_url: str = ""
+    #: ``total`` = ``subtotal`` - ``discount`` + ``shipping`` + ``tax``; the mail shows each.
+    discount: int = 0
+    discount_code: str = ""
+    tax: int = 0
+    shipping_name: str = ""
 
 
 class OrderShipped(EventData, frozen=True, kw_only=True):

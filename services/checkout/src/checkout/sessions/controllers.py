@@ -81,9 +81,25 @@ def _lines(row: CheckoutSession) -> list[PricedLine]:
             quantity=line["quantity"],
             line_total=line["line_total"],
             image_url=line.get("image_url") or "",
+            # Lines stored before variants hold their product's default variant.
+            variant_id=uuid.UUID(str(line.get("variant_id") or line["product_id"])),
+            sku=line.get("sku") or "",
+            variant_title=line.get("variant_title") or "",
+            option_values=list(line.get("option_values") or []),
+            discount=int(line.get("discount") or 0),
         )
         for line in row.lines
     ]
+
+
+def _totals(row: CheckoutSession) -> dict[str, Any]:
+    return {
+        "discount": row.discount,
+        "discount_code": row.discount_code,
+        "tax": row.tax,
+        "shipping_rate": row.shipping_rate,
+        "shipping_name": row.shipping_name,
+    }
 
 
 def started_view(row: CheckoutSession) -> CheckoutStarted:
@@ -99,6 +115,7 @@ def started_view(row: CheckoutSession) -> CheckoutStarted:
         total=row.total,
         currency=row.currency,
         email=row.email,
+        **_totals(row),
     )
 
 
@@ -115,6 +132,7 @@ def checkout_view(row: CheckoutSession) -> CheckoutView:
         total=row.total,
         currency=row.currency,
         email=row.email,
+        **_totals(row),
         shipping_address=address_out(row),
         amount_refunded=row.amount_refunded,
         paid_at=row.paid_at,
@@ -137,9 +155,29 @@ class CheckoutController(Controller):
         cache=False,
     )
     async def quote(
-        self, request: Request[Any, Any, Any], checkout: CheckoutService
+        self,
+        request: Request[Any, Any, Any],
+        checkout: CheckoutService,
+        discount_code: Annotated[
+            str | None,
+            Parameter(query="discount_code", max_length=40, description="A code to try."),
+        ] = None,
+        shipping_rate: Annotated[
+            str | None,
+            Parameter(query="shipping_rate", max_length=40, description="A rate's code."),
+        ] = None,
+        country: Annotated[
+            str | None,
+            Parameter(query="country", pattern="^[A-Z]{2}$", description="Where it ships."),
+        ] = None,
     ) -> Response[Quote]:
-        return Response(await checkout.quote(buyer_of(request)), headers=NO_STORE)
+        quote = await checkout.quote(
+            buyer_of(request),
+            discount_code=discount_code,
+            shipping_rate=shipping_rate,
+            country=country,
+        )
+        return Response(quote, headers=NO_STORE)
 
     @post(
         "/session",

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from checkout.offers.schemas import CodeText, RateCode
+
 _LINE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 _OPTIONAL_LINE = r"^[^\x00-\x1f\x7f]*$"
 
@@ -56,6 +58,10 @@ class StartCheckout(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     shipping_address: AddressIn | None = None
     saved_address_id: uuid.UUID | None = None
     expected_total: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | None = None
+    #: A discount code to apply (one per checkout); refused with a problem saying why.
+    discount_code: CodeText | None = None
+    #: The shipping rate picked (``GET /api/checkout/shipping-options``); absent: the first.
+    shipping_rate: RateCode | None = None
 
 
 class PricedLine(msgspec.Struct, kw_only=True):
@@ -66,6 +72,14 @@ class PricedLine(msgspec.Struct, kw_only=True):
     quantity: int
     line_total: int
     image_url: str = ""
+    #: The variant of the product the line sells (its default variant has the product's id).
+    variant_id: uuid.UUID | None = None
+    sku: str = ""
+    #: The variant's option values joined ("Espresso / 1 kg"); empty without options.
+    variant_title: str = ""
+    option_values: list[str] = msgspec.field(default_factory=list)
+    #: What the checkout's discount code takes off this line (already out of the total).
+    discount: int = 0
 
 
 class AddressOut(msgspec.Struct, kw_only=True):
@@ -88,6 +102,13 @@ class Quote(msgspec.Struct, kw_only=True):
     shipping: int
     total: int
     currency: str
+    discount: int = 0
+    discount_code: str = ""
+    shipping_rate: str = ""
+    shipping_name: str = ""
+    #: Stripe Tax's amount, in ``total`` (a quote's is 0: the tax is known once Stripe has
+    #: the address, when the checkout starts).
+    tax: int = 0
 
 
 class CheckoutStarted(msgspec.Struct, kw_only=True):
@@ -103,6 +124,13 @@ class CheckoutStarted(msgspec.Struct, kw_only=True):
     shipping: int
     total: int
     currency: str
+    discount: int = 0
+    discount_code: str = ""
+    shipping_rate: str = ""
+    shipping_name: str = ""
+    #: Stripe Tax's amount, in ``total`` (a quote's is 0: the tax is known once Stripe has
+    #: the address, when the checkout starts).
+    tax: int = 0
     email: str
 
 
@@ -119,6 +147,13 @@ class CheckoutView(msgspec.Struct, kw_only=True):
     shipping: int
     total: int
     currency: str
+    discount: int = 0
+    discount_code: str = ""
+    shipping_rate: str = ""
+    shipping_name: str = ""
+    #: Stripe Tax's amount, in ``total`` (a quote's is 0: the tax is known once Stripe has
+    #: the address, when the checkout starts).
+    tax: int = 0
     email: str
     shipping_address: AddressOut
     amount_refunded: int

@@ -45,6 +45,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout import events
 from checkout.models import CheckoutSession, CheckoutStatus
+from checkout.offers.services import (
+    AppliedDiscount,
+    ChosenShipping,
+    Offers,
+    PricedLineRef,
+    customer_key,
+    hold_use,
+    release_use,
+    stripe_coupon_params,
+    tax_enabled,
+)
 from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datetime
 from checkout.sessions.repositories import CheckoutSessionRepository, HoldBudgetRepository
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
@@ -79,8 +90,11 @@ class Priced:
     lines: list[PricedLine]
     subtotal: int
     shipping: int
+    #: Before tax (Stripe Tax adds it when the checkout starts).
     total: int
     currency: str
+    discount: AppliedDiscount | None = None
+    shipping_choice: ChosenShipping | None = None
 
     def quote(self) -> Quote:
         return Quote(
@@ -90,6 +104,10 @@ class Priced:
             shipping=self.shipping,
             total=self.total,
             currency=self.currency,
+            discount=self.discount.amount if self.discount else 0,
+            discount_code=self.discount.code if self.discount else "",
+            shipping_rate=self.shipping_choice.code if self.shipping_choice else "",
+            shipping_name=self.shipping_choice.name if self.shipping_choice else "",
         )
 
 
@@ -122,25 +140,37 @@ class CheckoutService:
     async def _cart(self, buyer: Buyer) -> ResolvedCart:
         return await self.upstream.resolve_cart(buyer.user_id, buyer.cart_token)
 
-    async def price(self, cart: ResolvedCart) -> Priced:
+    async def price(
+        self,
+        cart: ResolvedCart,
+        *,
+        discount_code: str | None = None,
+        shipping_rate: str | None = None,
+        country: str | None = None,
+        user_id: uuid.UUID | None = None,
+        email: str = "",
+    ) -> Priced:
         if cart.cart_id is None or not cart.lines:
             raise Problem(
                 409, "cart-empty", "The cart is empty: add something before checking out."
             )
-        quantities: dict[uuid.UUID, int] = {}
+        # One line per variant (a line naming none holds its product's default variant, which
+        # has the product's id).
+        quantities: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
         for line in cart.lines:
-            quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
+            key = (line.product_id, line.variant_id or line.product_id)
+            quantities[key] = quantities.get(key, 0) + line.quantity
         if len(quantities) > MAX_LINES:
             raise Problem(
                 409, "cart-too-large", f"A checkout takes at most {MAX_LINES} different products."
             )
         if any(q < 1 for q in quantities.values()):
             raise Problem(409, "cart-invalid", "A cart line has no quantity.")
-        products = await self.upstream.lookup_products(list(quantities))
+        variants = await self.upstream.lookup_lines(list(quantities))
         unavailable: list[dict[str, Any]] = []
         lines: list[PricedLine] = []
-        for product_id, quantity in quantities.items():
-            product = products.get(product_id)
+        for (product_id, variant_id), quantity in quantities.items():
+            product = variants.get(variant_id)
             if product is None:
                 unavailable.append(
                     {
@@ -183,11 +213,17 @@ class CheckoutService:
                     quantity=quantity,
                     line_total=product.price * quantity,
                     image_url=product.image_url or "",
+                    variant_id=variant_id,
+                    sku=product.sku,
+                    variant_title=product.variant_title,
+                    option_values=list(product.option_values),
                 )
             )
         if unavailable:
             raise lines_unavailable(unavailable)
-        currencies = {products[line.product_id].currency.upper() for line in lines}
+        currencies = {
+            variants[line.variant_id or line.product_id].currency.upper() for line in lines
+        }
         if currencies != {self.settings.currency}:
             raise Problem(
                 409,
@@ -195,21 +231,59 @@ class CheckoutService:
                 f"This shop charges in {self.settings.currency}; the cart holds other currencies.",
             )
         subtotal = sum(line.line_total for line in lines)
-        shipping = self.settings.shipping_for(subtotal)
+        # Read in a short session of its own: the request's transaction stays unopened until
+        # the budget's and the code's own short transactions are done.
+        async with AsyncSession(self.engine) as session:
+            offers = Offers(session, self.settings)
+            applied = None
+            if discount_code:
+                applied = await offers.evaluate(
+                    discount_code,
+                    [PricedLineRef(line.product_id, line.line_total) for line in lines],
+                    user_id=user_id,
+                    email=email,
+                )
+                lines = [
+                    msgspec.structs.replace(line, discount=share)
+                    for line, share in zip(lines, applied.per_line, strict=True)
+                ]
+            discount = applied.amount if applied else 0
+            chosen = await offers.choose_shipping(shipping_rate, country, subtotal - discount)
+        shipping = chosen.amount
         return Priced(
             cart_id=cart.cart_id,
             refs=[
-                ResolvedLine(product_id=line.product_id, quantity=line.quantity) for line in lines
+                ResolvedLine(
+                    product_id=line.product_id, variant_id=line.variant_id, quantity=line.quantity
+                )
+                for line in lines
             ],
             lines=lines,
             subtotal=subtotal,
             shipping=shipping,
-            total=subtotal + shipping,
+            total=subtotal - discount + shipping,
             currency=self.settings.currency,
+            discount=applied,
+            shipping_choice=chosen,
         )
 
-    async def quote(self, buyer: Buyer) -> Quote:
-        return (await self.price(await self._cart(buyer))).quote()
+    async def quote(
+        self,
+        buyer: Buyer,
+        *,
+        discount_code: str | None = None,
+        shipping_rate: str | None = None,
+        country: str | None = None,
+    ) -> Quote:
+        priced = await self.price(
+            await self._cart(buyer),
+            discount_code=discount_code,
+            shipping_rate=shipping_rate,
+            country=country,
+            user_id=buyer.user_id,
+            email=buyer.principal.email if buyer.principal else "",
+        )
+        return priced.quote()
 
     # --- starting -----------------------------------------------------------------------
 
@@ -224,7 +298,14 @@ class CheckoutService:
                 errors=[{"key": "email", "message": "required for guests"}],
             )
         address = await self._address(buyer, data)
-        priced = await self.price(await self._cart(buyer))
+        priced = await self.price(
+            await self._cart(buyer),
+            discount_code=data.discount_code,
+            shipping_rate=data.shipping_rate,
+            country=address.country,
+            user_id=buyer.user_id,
+            email=email,
+        )
         if data.expected_total is not None and data.expected_total != priced.total:
             raise Problem(
                 409,
@@ -236,18 +317,35 @@ class CheckoutService:
             )
         content = _content_hash(buyer, email, address, priced)
         claim_id = await self._claim_budget(buyer, email, priced)
+        order_id = new_id()
         try:
-            return await self._start_claimed(
+            if priced.discount is not None:
+                await hold_use(
+                    self.engine,
+                    priced.discount,
+                    order_id=order_id,
+                    customer=customer_key(buyer.user_id, email),
+                    expires_at=dt.datetime.now(dt.UTC)
+                    + dt.timedelta(seconds=self.settings.reservation_ttl_s),
+                )
+            row, created = await self._start_claimed(
                 buyer,
                 email=email,
                 address=address,
                 priced=priced,
                 content=content,
                 claim_id=claim_id,
+                order_id=order_id,
             )
         except BaseException:
             await self._release_claim(claim_id)
+            if priced.discount is not None:
+                await release_use(self.engine, order_id)
             raise
+        if not created and priced.discount is not None:
+            # The same checkout, already open, holds its own use.
+            await release_use(self.engine, order_id)
+        return row, created
 
     async def _start_claimed(
         self,
@@ -258,6 +356,7 @@ class CheckoutService:
         priced: Priced,
         content: str,
         claim_id: uuid.UUID,
+        order_id: uuid.UUID,
     ) -> tuple[CheckoutSession, bool]:
         budget = HoldBudgetRepository(self.db)
         await self.repo.lock_cart(priced.cart_id)
@@ -266,7 +365,6 @@ class CheckoutService:
             await budget.drop_claim(claim_id)
             return existing, False
 
-        order_id = new_id()
         row_id = new_id()
         try:
             reservation = await self.upstream.reserve(
@@ -288,20 +386,37 @@ class CheckoutService:
             ) from None
         expires_at = self._stripe_expiry(reservation.expires_at)
         try:
+            params = self._stripe_params(
+                order_id=order_id,
+                row_id=row_id,
+                email=email,
+                address=address,
+                priced=priced,
+                expires_at=expires_at,
+            )
+            await self._stripe_extras(params, order_id, email, address, priced)
             opened = await self.stripe.open_session(
-                self._stripe_params(
-                    order_id=order_id,
-                    row_id=row_id,
-                    email=email,
-                    address=address,
-                    priced=priced,
-                    expires_at=expires_at,
-                ),
+                params,
                 idempotency_key=f"ember-checkout:{priced.cart_id}:{content[:24]}:{order_id}",
             )
         except PaymentProviderError as exc:
             await self.upstream.release(order_id)
             raise exc.problem() from exc
+        tax = opened.amount_tax
+        if opened.amount_total is not None and opened.amount_total != priced.total + tax:
+            # Stripe would charge another amount than Ember records: no payment page.
+            log.error(
+                "stripe_total_differs",
+                order_id=str(order_id),
+                stripe_total=opened.amount_total,
+                expected=priced.total + tax,
+            )
+            await self._abandon(opened.id, order_id)
+            raise Problem(
+                502,
+                "payment-provider-error",
+                "The payment provider priced this checkout differently: nothing was charged.",
+            )
         try:
             row = CheckoutSession(
                 id=row_id,
@@ -315,8 +430,13 @@ class CheckoutService:
                 lines=[msgspec.to_builtins(line) for line in priced.lines],
                 subtotal=priced.subtotal,
                 shipping=priced.shipping,
-                total=priced.total,
+                total=priced.total + tax,
                 currency=priced.currency,
+                discount=priced.discount.amount if priced.discount else 0,
+                discount_code=priced.discount.code if priced.discount else "",
+                tax=tax,
+                shipping_rate=priced.shipping_choice.code if priced.shipping_choice else "",
+                shipping_name=priced.shipping_choice.name if priced.shipping_choice else "",
                 shipping_address=msgspec.to_builtins(address),
                 reservation_id=reservation.reservation_id,
                 client_ip=buyer.client_ip,
@@ -338,7 +458,7 @@ class CheckoutService:
             order_id=str(order_id),
             checkout_session_id=str(row_id),
             stripe_session_id=opened.id,
-            total=priced.total,
+            total=priced.total + tax,
             lines=len(priced.lines),
         )
         return row, True
@@ -519,9 +639,16 @@ class CheckoutService:
             metadata["traceparent"] = traceparent
         line_items = []
         for line in priced.lines:
+            # The variant is named on what Stripe shows and sends back ("Kenya AA - Espresso /
+            # 1 kg"), and in its metadata.
             product_data: dict[str, Any] = {
-                "name": line.name,
-                "metadata": {"product_id": str(line.product_id), "slug": line.slug},
+                "name": f"{line.name} - {line.variant_title}" if line.variant_title else line.name,
+                "metadata": {
+                    "product_id": str(line.product_id),
+                    "slug": line.slug,
+                    **({"variant_id": str(line.variant_id)} if line.variant_id else {}),
+                    **({"sku": line.sku} if line.sku else {}),
+                },
             }
             if line.image_url:
                 product_data["images"] = [self._absolute(line.image_url)]
@@ -561,8 +688,8 @@ class CheckoutService:
                 {
                     "shipping_rate_data": {
                         "type": "fixed_amount",
-                        "display_name": "Free shipping"
-                        if priced.shipping == 0
+                        "display_name": priced.shipping_choice.name
+                        if priced.shipping_choice
                         else "Standard shipping",
                         "fixed_amount": {"amount": priced.shipping, "currency": currency},
                     }
@@ -572,6 +699,37 @@ class CheckoutService:
             "cancel_url": f"{self.public_url}/cart",
             "expires_at": expires_at,
         }
+
+    async def _stripe_extras(
+        self,
+        params: dict[str, Any],
+        order_id: uuid.UUID,
+        email: str,
+        address: Address,
+        priced: Priced,
+    ) -> None:
+        """The discount as a one-off coupon of exactly Ember's amount, and Stripe Tax at a
+        customer carrying the shipping address (where Stripe Tax places the sale)."""
+        if priced.discount is not None and priced.discount.amount > 0:
+            coupon = await self.stripe.create_coupon(
+                stripe_coupon_params(priced.discount, priced.currency),
+                idempotency_key=f"ember-coupon:{order_id}",
+            )
+            params["discounts"] = [{"coupon": coupon}]
+        if not tax_enabled():
+            return
+        shipping = params["payment_intent_data"]["shipping"]
+        customer = await self.stripe.create_customer(
+            {"email": email, "name": address.name, "shipping": shipping},
+            idempotency_key=f"ember-customer:{order_id}",
+        )
+        params.pop("customer_email", None)
+        params["customer"] = customer
+        params["automatic_tax"] = {"enabled": True}
+        for item in params["line_items"]:
+            item["price_data"]["tax_behavior"] = "exclusive"
+        for option in params.get("shipping_options") or []:
+            option["shipping_rate_data"]["tax_behavior"] = "exclusive"
 
     # --- reading ------------------------------------------------------------------------
 
@@ -640,8 +798,15 @@ def _content_hash(buyer: Buyer, email: str, address: Address, priced: Priced) ->
         "address": msgspec.to_builtins(address),
         "currency": priced.currency,
         "shipping": priced.shipping,
+        **(
+            {"rate": priced.shipping_choice.code}
+            if priced.shipping_choice and priced.shipping_choice.code != "standard"
+            else {}
+        ),
+        **({"discount": priced.discount.code} if priced.discount else {}),
         "lines": sorted(
-            (str(line.product_id), line.quantity, line.unit_price) for line in priced.lines
+            (str(line.product_id), str(line.variant_id or ""), line.quantity, line.unit_price)
+            for line in priced.lines
         ),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from checkout import events
 from checkout.models import CheckoutSession
 from checkout.models import CheckoutStatus as S
+from checkout.offers.services import settle_use
 from checkout.payments import StripeGateway
 from checkout.sessions.repositories import CheckoutSessionRepository
 from checkout.subscriptions.webhooks import SubscriptionWebhooks, concerns_subscriptions
@@ -178,6 +179,8 @@ class WebhookService:
         row.paid_at = now
         row.closed_at = now
         row.status_reason = ""
+        _tax_as_charged(row, obj)
+        await settle_use(self.db, row.order_id, paid=True)
         amount, currency = obj.get("amount_total"), str(obj.get("currency") or "").upper()
         if amount != row.total or currency != row.currency:
             note = f"Stripe charged {amount} {currency}; the checkout expected {row.total} {row.currency}."
@@ -207,6 +210,7 @@ class WebhookService:
         row.status = S.PAYMENT_FAILED.value
         row.closed_at = dt.datetime.now(dt.UTC)
         row.status_reason = "the delayed payment failed"
+        await settle_use(self.db, row.order_id, paid=False)
         row.stripe_payment_intent_id = (
             _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
         )
@@ -219,6 +223,7 @@ class WebhookService:
         row.status = S.EXPIRED.value
         row.closed_at = dt.datetime.now(dt.UTC)
         row.status_reason = "the payment page expired unpaid"
+        await settle_use(self.db, row.order_id, paid=False)
         await events.checkout_expired(self.db, row)
         return S.EXPIRED.value
 
@@ -259,6 +264,18 @@ class WebhookService:
         row.status_reason = f"{row.amount_refunded} of {row.total} refunded"
         await events.payment_refunded(self.db, row)
         return row, target.value
+
+
+def _tax_as_charged(row: CheckoutSession, obj: dict[str, Any]) -> None:
+    """Stripe Tax's final amount (the completed session's ``total_details.amount_tax``), when
+    it differs from the one known at the start and Stripe's total agrees with it."""
+    details = obj.get("total_details")
+    tax = details.get("amount_tax") if isinstance(details, dict) else None
+    if not isinstance(tax, int) or tax < 0 or tax == row.tax:
+        return
+    total = row.subtotal - row.discount + row.shipping + tax
+    if obj.get("amount_total") == total and row.amount_refunded <= total:
+        row.tax, row.total = tax, total
 
 
 def reconciled_type(session: dict[str, Any], current_status: str) -> str | None:

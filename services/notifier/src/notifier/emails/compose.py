@@ -78,7 +78,11 @@ def order_confirmation(data: OrderPaid, public_url: str) -> dict[str, Any]:
             for line in data.lines
         ],
         "subtotal": data.subtotal,
+        "discount": data.discount,
+        "discount_code": data.discount_code,
         "shipping": data.shipping,
+        "shipping_name": data.shipping_name,
+        "tax": data.tax,
         "total": data.total,
         "currency": data.currency,
         "address_lines": address_lines(data.shipping_address) if data.shipping_address else [],

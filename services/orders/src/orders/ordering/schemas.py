@@ -58,6 +58,8 @@ class OrderItemView(msgspec.Struct, kw_only=True):
     unit_price: MinorUnits
     quantity: Annotated[int, msgspec.Meta(ge=1)]
     line_total: MinorUnits
+    #: This line's share of the order's discount (``line_total`` is before it).
+    discount: MinorUnits = 0
 
 
 class AddressView(msgspec.Struct, kw_only=True):
@@ -103,6 +105,11 @@ class OrderView(msgspec.Struct, kw_only=True):
     shipment: ShipmentView | None
     #: The customer's subscription this order delivers; None for a one-off order.
     subscription_id: uuid.UUID | None
+    #: ``total`` = ``subtotal`` - ``discount_total`` + ``shipping_total`` + ``tax_total``.
+    discount_total: MinorUnits = 0
+    discount_code: str = ""
+    tax_total: MinorUnits = 0
+    shipping_method: str = ""
 
 
 OrderPage = Page[OrderView]

@@ -161,6 +161,11 @@ class OrderService:
                 first=order.stripe_session_id,
                 second=data.stripe_session_id,
             )
+        if data.tax != order.tax_total and data.total == (
+            order.subtotal - order.discount_total + order.shipping_total + data.tax
+        ):
+            # Stripe Tax's final figure, when it differs from the one known at the start.
+            order.tax_total, order.total = data.tax, data.total
         if not order.payment_intent_id and data.payment_intent_id:
             order.payment_intent_id = data.payment_intent_id
         if order.user_id is None and data.user_id is not None:
@@ -249,11 +254,16 @@ class OrderService:
                         unit_price=item.unit_price,
                         quantity=item.quantity,
                         image_url=item.image_url,
+                        discount=item.discount,
                     )
                     for item in await self.items.for_order(order.id)
                 ],
                 subtotal=order.subtotal,
                 shipping=order.shipping_total,
+                discount=order.discount_total,
+                discount_code=order.discount_code,
+                tax=order.tax_total,
+                shipping_name=order.shipping_method,
                 shipping_address=Address(
                     name=order.shipping_name,
                     phone=order.shipping_phone,
@@ -519,6 +529,11 @@ def _placed_values(event: Envelope, data: Placed) -> dict[str, Any]:
         "shipping_total": data.shipping,
         "total": data.total,
         "amount_refunded": 0,
+        # Subscription invoices carry none of these.
+        "discount_total": getattr(data, "discount", 0),
+        "discount_code": getattr(data, "discount_code", "")[:40],
+        "tax_total": getattr(data, "tax", 0),
+        "shipping_method": getattr(data, "shipping_name", "")[:100],
         "shipping_name": address.name[:200],
         "shipping_phone": address.phone[:40],
         "shipping_address": {
@@ -561,6 +576,7 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
             # One product on two lines at one price is one line of the combined quantity.
             existing["quantity"] += line.quantity
             existing["line_total"] = existing["unit_price"] * existing["quantity"]
+            existing["discount"] += line.discount
             continue
         if existing is not None:
             log.error("order_line_duplicate_price", order_id=str(data.order_id))
@@ -575,6 +591,7 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
             "unit_price": line.unit_price,
             "quantity": line.quantity,
             "line_total": line.unit_price * line.quantity,
+            "discount": line.discount,
             "currency": data.currency.upper(),
         }
     return list(rows.values())
@@ -582,7 +599,8 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
 
 def _check_totals(data: Placed) -> None:
     lines = sum(line.unit_price * line.quantity for line in data.lines)
-    if lines != data.subtotal or data.subtotal + data.shipping != data.total:
+    before_tax = data.subtotal - getattr(data, "discount", 0) + data.shipping
+    if lines != data.subtotal or before_tax + getattr(data, "tax", 0) != data.total:
         # Recorded as paid all the same (the payment is the truth), but staff must look.
         log.warning(
             "order_totals_inconsistent",

@@ -60,6 +60,7 @@ def _base(order: Order, tracking: TrackingSettings) -> dict[str, Any]:
             unit_price=item.unit_price,
             quantity=item.quantity,
             line_total=item.line_total,
+            discount=item.discount,
         )
         for item in order.items
     ]
@@ -81,6 +82,10 @@ def _base(order: Order, tracking: TrackingSettings) -> dict[str, Any]:
         "shipping_address": _address(order),
         "shipment": _shipment(order, tracking),
         "subscription_id": order.subscription_id,
+        "discount_total": order.discount_total,
+        "discount_code": order.discount_code,
+        "tax_total": order.tax_total,
+        "shipping_method": order.shipping_method,
     }
 
 

@@ -1,0 +1,160 @@
+"""Every query on ``shipping_rates``, ``discount_codes`` and ``discount_holds``. Nothing here
+commits: the request, the webhook or the hold's own short transaction does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.models import CheckoutSession, DiscountCode, DiscountHold, ShippingRate
+
+MAX_RATES = 100
+MAX_CODES = 500
+
+#: Take one use of a code for an open checkout: only while the code is active and
+#: ``uses + holds`` stays within ``max_uses``. The row lock this UPDATE takes also orders the
+#: per-customer count that follows in the same transaction.
+_TAKE_HOLD = text(
+    """
+    UPDATE checkout.discount_codes
+       SET holds = holds + 1, updated_at = now()
+     WHERE id = :code_id AND active
+       AND (max_uses IS NULL OR uses + holds < max_uses)
+    RETURNING id
+    """
+)
+#: A code's holds whose checkout never got written (the request died) are given back.
+_LAPSE = text(
+    """
+    WITH lapsed AS (
+        UPDATE checkout.discount_holds SET status = 'released', updated_at = now()
+         WHERE code_id = :code_id AND status = 'held' AND expires_at <= :now
+        RETURNING 1
+    )
+    UPDATE checkout.discount_codes
+       SET holds = holds - (SELECT count(*) FROM lapsed)
+     WHERE id = :code_id AND (SELECT count(*) FROM lapsed) > 0
+    """
+)
+
+
+class OffersRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- shipping rates -------------------------------------------------------------------
+
+    async def rates(self, *, active_only: bool) -> list[ShippingRate]:
+        query = select(ShippingRate).order_by(
+            ShippingRate.position, ShippingRate.price, ShippingRate.code
+        )
+        if active_only:
+            query = query.where(ShippingRate.active.is_(True))
+        return list((await self.session.scalars(query.limit(MAX_RATES))).all())
+
+    async def rate(self, rate_id: uuid.UUID) -> ShippingRate | None:
+        return await self.session.get(ShippingRate, rate_id)
+
+    async def rate_by_code(self, code: str) -> ShippingRate | None:
+        found: ShippingRate | None = await self.session.scalar(
+            select(ShippingRate).where(ShippingRate.code == code)
+        )
+        return found
+
+    # --- discount codes -------------------------------------------------------------------
+
+    async def codes(self) -> list[DiscountCode]:
+        query = select(DiscountCode).order_by(DiscountCode.created_at.desc()).limit(MAX_CODES)
+        return list((await self.session.scalars(query)).all())
+
+    async def code(self, code_id: uuid.UUID) -> DiscountCode | None:
+        return await self.session.get(DiscountCode, code_id)
+
+    async def code_by_text(self, code: str) -> DiscountCode | None:
+        found: DiscountCode | None = await self.session.scalar(
+            select(DiscountCode).where(DiscountCode.code == code.upper())
+        )
+        return found
+
+    async def customer_uses(self, code_id: uuid.UUID, customer: str) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(DiscountHold)
+            .where(
+                DiscountHold.code_id == code_id,
+                DiscountHold.customer == customer,
+                DiscountHold.status.in_(("held", "used")),
+            )
+        )
+        return int(count or 0)
+
+    async def has_paid_before(self, user_id: uuid.UUID | None, email: str) -> bool:
+        """Whether this shopper (their account, or their email as a guest) ever paid here."""
+        who = [func.lower(CheckoutSession.email) == email.lower()]
+        if user_id is not None:
+            who.append(CheckoutSession.user_id == user_id)
+        found = await self.session.scalar(
+            select(CheckoutSession.id)
+            .where(
+                or_(*who),
+                CheckoutSession.status.in_(("paid", "partially_refunded", "refunded")),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def lapse_holds(self, code_id: uuid.UUID, now: dt.datetime) -> None:
+        await self.session.execute(_LAPSE, {"code_id": code_id, "now": now})
+
+    async def take_hold(self, code_id: uuid.UUID) -> bool:
+        taken = await self.session.execute(_TAKE_HOLD, {"code_id": code_id})
+        return taken.first() is not None
+
+    async def add_hold(self, hold: DiscountHold) -> None:
+        self.session.add(hold)
+        await self.session.flush()
+
+    async def move_hold(self, order_id: uuid.UUID, to: str) -> DiscountHold | None:
+        """Move the order's hold from ``held`` (or, to ``used``, from ``released``: paid after
+        it lapsed) to ``to``, once; answers the moved hold, or None when nothing moved."""
+        sources = ("held", "released") if to == "used" else ("held",)
+        hold: DiscountHold | None = await self.session.scalar(
+            select(DiscountHold)
+            .where(DiscountHold.order_id == order_id, DiscountHold.status.in_(sources))
+            .with_for_update()
+        )
+        if hold is None:
+            return None
+        was = hold.status
+        hold.status = to
+        await self.session.flush()
+        if to == "used" and was == "held":
+            await self.session.execute(
+                update(DiscountCode)
+                .where(DiscountCode.id == hold.code_id)
+                .values(holds=DiscountCode.holds - 1, uses=DiscountCode.uses + 1)
+            )
+        elif to == "used":
+            # Paid after its hold was given back: counted if the limit still allows it (the
+            # CHECK must hold); otherwise the payment stands and only the count is short.
+            await self.session.execute(
+                update(DiscountCode)
+                .where(
+                    DiscountCode.id == hold.code_id,
+                    or_(
+                        DiscountCode.max_uses.is_(None),
+                        DiscountCode.uses + DiscountCode.holds < DiscountCode.max_uses,
+                    ),
+                )
+                .values(uses=DiscountCode.uses + 1)
+            )
+        else:
+            await self.session.execute(
+                update(DiscountCode)
+                .where(DiscountCode.id == hold.code_id)
+                .values(holds=DiscountCode.holds - 1)
+            )
+        return hold
