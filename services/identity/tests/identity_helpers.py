@@ -3,17 +3,17 @@ and readers of the outbox and the audit log."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
+import contextlib
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
-import uvicorn
-from ember_devkit.testing.apps import running  # noqa: F401 - the suite imports it from here
+from ember_devkit.testing.apps import (
+    running,  # noqa: F401 - the suite imports it from here
+    serve,
+)
 from ember_shared.sealing import private_key, unseal
 from identity.settings import IdentitySettings
 from litestar import Litestar
@@ -34,31 +34,15 @@ def new_email(prefix: str = "shopper") -> str:
 
 
 class ServedApp:
-    """An ASGI app served by uvicorn on a free loopback port, in a thread of its own."""
+    """An ASGI app served over real HTTP (:func:`ember_devkit.testing.apps.serve`: a free
+    loopback port, a thread of its own) until :meth:`stop`."""
 
-    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
-            )
-        )
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
+    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> None:
+        self._serving = contextlib.ExitStack()
+        self.url = self._serving.enter_context(serve(app, lifespan=lifespan))
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self._serving.close()
 
 
 def settings_for(standin_url: str, **overrides: Any) -> IdentitySettings:
