@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 
-import msgspec
 from cart.events import empty_paid_cart
+from ember_devkit.testing.events import envelope, publish
 from ember_devkit.testing.waiting import eventually_async as wait_for
-from ember_shared.events import Envelope, stream_for
+from ember_shared.events import stream_for
 from ember_shared.events.contracts import Address, PaymentSucceeded
-from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,29 +34,6 @@ def payment(cart_id: uuid.UUID | None) -> PaymentSucceeded:
     )
 
 
-def envelope(data: PaymentSucceeded, event_id: str | None = None) -> Envelope:
-    return Envelope(
-        id=event_id or str(new_id()),
-        type=data.TYPE,
-        occurred_at=dt.datetime.now(dt.UTC),
-        producer="checkout",
-        correlation_id=str(new_id()),
-        data=msgspec.Raw(msgspec.json.encode(data)),
-    )
-
-
-async def publish(cart_app, event: Envelope) -> None:
-    """What checkout's relay does: append the envelope to the event type's stream."""
-    fields = await entry_fields(
-        msgspec.json.encode(event),
-        event_id=event.id,
-        event_type=event.type,
-        correlation_id=event.correlation_id,
-        producer=event.producer,
-    )
-    await cart_app.state.redis.xadd(stream_for(event.type), fields)
-
-
 async def guest_cart(browsers, catalog) -> tuple[object, uuid.UUID]:
     guest = browsers()
     response = await guest.add(catalog.add(), 2)
@@ -76,7 +51,7 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
     data = payment(cart_id)
     event = envelope(data)
     await asyncio.wait_for(cart_app.state.events.consumer.wait_started(), 15)
-    await publish(cart_app, event)
+    await publish(cart_app.state.redis, event)
 
     async def converted():
         return await status(cart_id) == "converted"
@@ -103,10 +78,10 @@ async def test_payment_event_empties_the_cart_once_even_when_delivered_twice(
         c=cart_id,
         p=uuid.uuid4(),
     )
-    await publish(cart_app, event)
+    await publish(cart_app.state.redis, event)
     # A later event for another cart is handled after the duplicate.
     _, sentinel_cart = await guest_cart(browsers, catalog)
-    await publish(cart_app, envelope(payment(sentinel_cart)))
+    await publish(cart_app.state.redis, envelope(payment(sentinel_cart)))
 
     async def sentinel_done():
         return await status(sentinel_cart) == "converted"
@@ -137,7 +112,7 @@ async def test_payment_event_for_a_signed_in_cart_gives_the_shopper_a_fresh_cart
     token, user_id = tokens.customer()
     shopper = browsers(token)
     cart_id = uuid.UUID((await shopper.add(catalog.add(), 1)).json()["id"])
-    await publish(cart_app, envelope(payment(cart_id)))
+    await publish(cart_app.state.redis, envelope(payment(cart_id)))
 
     async def emptied():
         return (await shopper.get()).json()["id"] is None

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import msgspec
 from ember_devkit.testing.apps import running  # noqa: F401 - the suite imports it from here
 from ember_devkit.testing.apps import serve as served  # noqa: F401 - the suite imports it from here
-from ember_shared.events import Envelope, EventData
-from ember_shared.ids import new_id
+from ember_devkit.testing.events import envelope  # noqa: F401 - the suite imports it from here
 from ember_shared.settings import DatabaseSettings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -107,14 +104,3 @@ async def query(sql: str, **params: Any) -> list[Any]:
             return list((await connection.execute(text(sql), params)).mappings())
     finally:
         await engine.dispose()
-
-
-def envelope(data: EventData, event_id: str | None = None) -> Envelope:
-    return Envelope(
-        id=event_id or str(new_id()),
-        type=data.TYPE,
-        occurred_at=dt.datetime.now(dt.UTC),
-        producer="checkout",
-        correlation_id=str(new_id()),
-        data=msgspec.Raw(msgspec.json.encode(data)),
-    )

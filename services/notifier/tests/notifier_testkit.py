@@ -3,7 +3,6 @@ by name when several test folders have one)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,30 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import msgspec
+from ember_devkit.testing.events import envelope, publish  # noqa: F401 - the suite imports them from here
 from ember_devkit.testing.waiting import eventually_async as until  # noqa: F401 - the suite imports it from here
-from ember_shared.events import Envelope, stream_for
+from ember_shared.events import Envelope
 from ember_shared.events.contracts import Address, OrderLine, OrderPaid
-from ember_shared.events.envelope import EventData, encode
+from ember_shared.events.envelope import encode
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from ember_shared.sealing import public_key, seal
 from ember_shared.settings import service_settings
 from notifier.models import DeliveryAttempt, PendingEmail
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-
-
-def envelope(data: EventData, event_id: uuid.UUID | None = None) -> Envelope:
-    return Envelope(
-        id=str(event_id or new_id()),
-        type=data.TYPE,
-        occurred_at=dt.datetime.now(dt.UTC),
-        producer="test",
-        correlation_id=str(uuid.uuid4()),
-        data=msgspec.Raw(encode(data)),
-    )
 
 
 def unique_address(label: str = "shopper") -> str:
@@ -103,11 +90,6 @@ async def fields_of(event: Envelope) -> dict[bytes, bytes]:
         producer=event.producer,
     )
     return {k.encode(): v for k, v in fields.items()}
-
-
-async def publish(redis: Redis, event: Envelope) -> None:
-    """Append an event as the producer's outbox relay does."""
-    await redis.xadd(stream_for(event.type), await fields_of(event))  # type: ignore[arg-type]
 
 
 async def emails_to(engine: AsyncEngine, address: str) -> list[PendingEmail]:

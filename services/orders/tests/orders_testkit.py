@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import msgspec
-from ember_shared.events import Envelope, EventData
+from ember_devkit.testing.events import envelope
+from ember_shared.events import EventData
 from ember_shared.events.consumer import EventConsumer
 from ember_shared.events.contracts import (
     Address,
@@ -198,19 +198,6 @@ class SubscriptionInvoice(Priced):
             period_start="2026-12-01T00:00:00+00:00",
             period_end="2027-01-01T00:00:00+00:00",
         )
-
-
-def envelope(
-    data: EventData, *, event_id: str | None = None, occurred_at: dt.datetime | None = None
-) -> Envelope:
-    return Envelope(
-        id=event_id or str(new_id()),
-        type=data.TYPE,
-        occurred_at=occurred_at or dt.datetime.now(dt.UTC),
-        producer="checkout",
-        correlation_id=str(new_id()),
-        data=msgspec.Raw(msgspec.json.encode(data)),
-    )
 
 
 def problem(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
