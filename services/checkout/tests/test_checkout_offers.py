@@ -321,3 +321,22 @@ async def test_stripe_tax_is_charged_and_recorded(world: World, tax_on: None) ->
     await world.checkout_status(body["order_id"], "paid")
     [event] = await world.outbox(body["order_id"], "payment.succeeded.v1")
     assert (event["data"]["tax"], event["data"]["total"]) == (262, row["total"])
+
+
+async def test_the_demo_rates_are_seeded_once_into_an_empty_table(world: World) -> None:
+    from checkout.seed import DEMO_RATES, seed_rates
+
+    try:
+        assert await seed_rates() == len(DEMO_RATES)
+        assert await seed_rates() == 0
+        shopper, _ = await world.basket(price=1800)
+        to_us = await shopper.http.get(
+            f"{world.checkout_url}/api/checkout/shipping-options", params={"country": "US"}
+        )
+        assert [(o["code"], o["amount"]) for o in to_us.json()["options"]] == [
+            ("standard", 600),
+            ("express", 1500),
+        ]
+    finally:
+        async with world.engine.begin() as connection:
+            await connection.execute(text("DELETE FROM checkout.shipping_rates"))
