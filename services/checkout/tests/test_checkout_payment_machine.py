@@ -21,7 +21,7 @@ import pytest
 from checkout.models import CheckoutSession
 from checkout.models import CheckoutStatus as S
 from checkout.payments import StripeGateway
-from checkout.settings import load_checkout_settings
+from checkout.settings import load_settings
 from checkout.webhooks.machine import may_move
 from checkout.webhooks.services import HANDLED_TYPES, WebhookService
 from ember_devkit.testing import plugin
@@ -125,9 +125,7 @@ async def engine(ember_env: plugin.TestEnv) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="module")
 def gateway(ember_env: plugin.TestEnv) -> StripeGateway:
-    return StripeGateway(
-        dataclasses.replace(load_checkout_settings(), stripe_webhook_secret=SECRET)
-    )
+    return StripeGateway(dataclasses.replace(load_settings(), stripe_webhook_secret=SECRET))
 
 
 def signed(event: dict[str, Any]) -> tuple[bytes, str]:
