@@ -873,3 +873,64 @@ async def test_an_unexpected_error_is_a_friendly_500_page(
         assert "boom" not in page
     finally:
         storefront.state.api_clients = real
+
+
+async def test_checkout_applies_a_discount_code_and_pays_the_discounted_total(
+    browser: Browser, coffees: list[dict], shop: Shop
+) -> None:
+    code = f"SF{uuid.uuid4().hex[:8].upper()}"
+    created = shop.http.post(
+        "/api/checkout/admin/discount-codes/",
+        json={"code": code, "amount_off": 500},
+        headers=shop.admin,
+    )
+    assert created.status_code == 201, created.text
+    coffee = coffees[0]
+    await _cart_with(browser, coffee, 1)
+    page = assert_page(await browser.get("/checkout"))
+    assert 'data-testid="discount-code"' in page
+    assert 'data-testid="shipping-options"' in page
+    subtotal = coffee["price"]
+    total = subtotal - 500 + (0 if subtotal - 500 >= 5000 else 600)
+
+    wrong = await browser.post(
+        "/checkout",
+        {**ADDRESS, "discount_code": "NOPE-NOPE", "action": "apply", "_csrf_token": csrf_of(page)},
+    )
+    assert "There is no discount code" in assert_page(wrong, 422)
+
+    applied = await browser.post(
+        "/checkout",
+        {**ADDRESS, "discount_code": code.lower(), "action": "apply", "_csrf_token": csrf_of(page)},
+    )
+    shown = assert_page(applied)
+    assert f"Discount ({code})" in shown
+    assert f'name="expected_total" value="{total}"' in shown
+    assert f'name="discount_code" value="{code}"' in shown
+
+    answer = await browser.post(
+        "/checkout",
+        {
+            **ADDRESS,
+            "email": "coder@example.com",
+            "discount_code": code,
+            "shipping_rate": "standard",
+            "expected_total": str(total),
+            "_csrf_token": csrf_of(shown),
+        },
+    )
+    assert answer.status_code == 303, answer.text[:400]
+    async with httpx.AsyncClient(timeout=20) as stripe_page:
+        pay_page = await stripe_page.get(answer.headers["location"])
+        assert f"${total // 100}.{total % 100:02d}" in pay_page.text
+        assert "Discount" in pay_page.text
+        paid = await stripe_page.post(
+            answer.headers["location"],
+            data={"card_number": "4242424242424242", "cvc": "123", "email": "coder@example.com"},
+        )
+    order_id = re.search(r"/order/([0-9a-f-]{36})", paid.headers["location"]).group(1)
+    shop.wait_paid(order_id)
+    order_page = assert_page(await browser.get(f"/order/{order_id}"))
+    assert f"Discount ({code})" in order_page
+    assert "\N{MINUS SIGN}$5.00" in order_page
+    assert f"${total // 100}.{total % 100:02d}" in order_page

@@ -103,16 +103,15 @@ async def _last_checkout(api: Api, request: Request[Any, Any, Any]) -> dict[str,
 
 
 async def _checkout_context(
-    api: Api, visitor: Visitor, request: Request[Any, Any, Any] | None = None
+    api: Api,
+    visitor: Visitor,
+    request: Request[Any, Any, Any] | None = None,
+    *,
+    discount_code: str = "",
+    shipping_rate: str = "",
+    country: str = "",
 ) -> dict[str, Any]:
     cart = await load_cart(api)
-    quote: dict[str, Any] | None = None
-    problem: ApiProblem | None = None
-    if cart.get("lines"):
-        try:
-            quote = await api.get("checkout", "/api/checkout/quote")
-        except ApiProblem as exc:
-            problem = exc
     addresses: list[dict[str, Any]] = []
     if visitor.signed_in:
         try:
@@ -130,6 +129,16 @@ async def _checkout_context(
             given = {k: v for k, v in (earlier.get("shipping_address") or {}).items() if v}
             address |= given
         email = email or str(earlier.get("email") or "")
+    # The shipping choices and their prices are those of where it ships.
+    country = country or str((default or address).get("country") or "US")
+    quote: dict[str, Any] | None = None
+    problem: ApiProblem | None = None
+    code_notice = ""
+    options: list[dict[str, Any]] = []
+    if cart.get("lines"):
+        quote, problem, code_notice = await _quote(api, discount_code, shipping_rate, country)
+        if quote is not None:
+            options = await _shipping_options(api, country, str(quote.get("discount_code") or ""))
     return {
         "cart": cart,
         "quote": quote,
@@ -139,10 +148,49 @@ async def _checkout_context(
         "email": email,
         "errors": {},
         "notice": friendly(problem) if problem else "",
+        "discount_code": discount_code,
+        "code_notice": code_notice,
+        "shipping_options": options,
+        "shipping_rate": (quote or {}).get("shipping_rate") or shipping_rate,
         "unavailable": _unavailable(problem),
         "countries": COUNTRIES,
         "title": "Checkout",
     }
+
+
+async def _quote(
+    api: Api, discount_code: str, shipping_rate: str, country: str
+) -> tuple[dict[str, Any] | None, ApiProblem | None, str]:
+    """The cart priced with the code and rate asked for; a refused code is said on its own
+    (and the cart priced without it), a rate that does not ship there gives way to the first."""
+    params = {"discount_code": discount_code, "shipping_rate": shipping_rate, "country": country}
+    code_notice = ""
+    for _ in range(3):
+        try:
+            found: dict[str, Any] = await api.get("checkout", "/api/checkout/quote", params=params)
+        except ApiProblem as exc:
+            if exc.kind.startswith("discount-code-") and params["discount_code"]:
+                code_notice = friendly(exc)
+                params["discount_code"] = ""
+                continue
+            if exc.kind == "shipping-rate-unavailable" and params["shipping_rate"]:
+                params["shipping_rate"] = ""
+                continue
+            return None, exc, code_notice
+        return found, None, code_notice
+    return None, None, code_notice
+
+
+async def _shipping_options(api: Api, country: str, discount_code: str) -> list[dict[str, Any]]:
+    try:
+        found = await api.get(
+            "checkout",
+            "/api/checkout/shipping-options",
+            params={"country": country, "discount_code": discount_code},
+        )
+    except ApiProblem:
+        return []
+    return [o for o in found.get("options", []) if isinstance(o, dict)]
 
 
 def _unavailable(problem: ApiProblem | None) -> list[dict[str, Any]]:
@@ -164,12 +212,24 @@ async def checkout_pay(
     request: Request[Any, Any, Any], api: Api, visitor: Visitor
 ) -> Response[Any]:
     form = await Form.of(request)
-    context = await _checkout_context(api, visitor)
+    discount_code = form.text("discount_code", 40).strip().upper()
+    shipping_rate = form.text("shipping_rate", 40)
+    address, errors = read_address(form)
+    context = await _checkout_context(
+        api,
+        visitor,
+        discount_code=discount_code,
+        shipping_rate=shipping_rate,
+        country=address["country"] or "US",
+    )
     choice = form.text("address_choice", 60) or "new"
     email = form.text("email", 254) if not visitor.signed_in else visitor.email
     expected_total = form.integer("expected_total", None, 0, 100_000_000)
-    address, errors = read_address(form)
-    body: dict[str, Any] = {"expected_total": expected_total}
+    body: dict[str, Any] = {"expected_total": expected_total} | {
+        key: value
+        for key, value in (("discount_code", discount_code), ("shipping_rate", shipping_rate))
+        if value
+    }
     saved_id: uuid.UUID | None = None
     if choice.startswith("saved:") and visitor.signed_in:
         try:
@@ -191,6 +251,11 @@ async def checkout_pay(
         email=email,
         errors=errors,
     )
+    if form.text("action", 20) == "apply":
+        # "Apply" prices the cart with the code and the shipping picked; nothing starts yet.
+        return render(
+            request, "checkout.html", context, status=422 if context["code_notice"] else 200
+        )
     if errors:
         context["notice"] = "Some fields need another look."
         return render(request, "checkout.html", context, status=400)
@@ -202,7 +267,16 @@ async def checkout_pay(
         if problem.kind == "price-changed":
             context["quote"] = {
                 key: problem.body.get(key)
-                for key in ("lines", "subtotal", "shipping", "total", "currency")
+                for key in (
+                    "lines",
+                    "subtotal",
+                    "discount",
+                    "discount_code",
+                    "shipping",
+                    "shipping_name",
+                    "total",
+                    "currency",
+                )
             }
             context["price_changed"] = True
         context["errors"] = _field_errors(problem)
@@ -319,6 +393,10 @@ def _order_from_checkout(checkout: dict[str, Any]) -> dict[str, Any]:
         "items": checkout.get("lines", []),
         "subtotal": checkout.get("subtotal", 0),
         "shipping_total": checkout.get("shipping", 0),
+        "discount_total": checkout.get("discount", 0),
+        "discount_code": checkout.get("discount_code", ""),
+        "shipping_method": checkout.get("shipping_name", ""),
+        "tax_total": checkout.get("tax", 0),
         "total": checkout.get("total", 0),
         "amount_refunded": checkout.get("amount_refunded", 0),
         "shipping_address": checkout.get("shipping_address") or {},
