@@ -102,13 +102,37 @@ class Upstream:
             raise _unavailable("catalog", exc) from exc
         return {product.id: product for product in found.products}
 
+    async def lookup_lines(
+        self, lines: list[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, LookupProduct]:
+        """What catalog sells now of each ``(product id, variant id)``, by variant id (unknown
+        ones absent, and so is a variant of another product than the one named): price, stock,
+        SKU and option values are the variant's own."""
+        request = LookupRequest(product_ids=[], variant_ids=[v for _, v in lines])
+        response = await self._post(self.catalog, "catalog", LOOKUP_PATH, request)
+        if response.status_code != 200:
+            raise _unavailable("catalog", status=response.status_code)
+        try:
+            found = msgspec.json.decode(response.content, type=LookupResponse)
+        except msgspec.ValidationError as exc:
+            raise _unavailable("catalog", exc) from exc
+        asked = {v: p for p, v in lines}
+        return {
+            v.variant_id: v
+            for v in found.variants
+            if v.variant_id is not None and asked.get(v.variant_id) == v.id
+        }
+
     async def reserve(
         self, order_id: uuid.UUID, lines: list[ResolvedLine], ttl_seconds: int
     ) -> ReservationOut:
         body = ReservationRequest(
             order_id=order_id,
             lines=[
-                ReservationLineIn(product_id=ln.product_id, quantity=ln.quantity) for ln in lines
+                ReservationLineIn(
+                    product_id=ln.product_id, variant_id=ln.variant_id, quantity=ln.quantity
+                )
+                for ln in lines
             ],
             ttl_seconds=ttl_seconds,
         )
