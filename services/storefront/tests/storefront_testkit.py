@@ -173,6 +173,49 @@ class Shop:
         )
         assert attached.status_code == 201, attached.text
 
+    def coffee_with_variants(self, *, espresso_kilo: int = 0) -> dict[str, Any]:
+        """A new coffee sold by grind and size (whole bean 250 g is its default variant, a few
+        whole-bean kilos left); the kilo of espresso grind has ``espresso_kilo`` on hand."""
+        name = f"Picker Coffee {uuid.uuid4().hex[:8]}"
+        made = self.http.post(
+            "/api/admin/products",
+            json={"name": name, "price": 1600, "on_hand": 40, "roast": "medium"},
+            headers=self.admin,
+        )
+        assert made.status_code == 201, made.text
+        product = dict(made.json())
+        tag = product["slug"]
+        combos = [
+            ("wb-250", ["Whole bean", "250 g"], 1600, None, 250),
+            ("es-250", ["Espresso", "250 g"], 1650, 30, 250),
+            ("wb-1kg", ["Whole bean", "1 kg"], 5400, 3, 1000),
+            ("es-1kg", ["Espresso", "1 kg"], 5600, espresso_kilo, 1000),
+        ]
+        variants = [
+            {
+                "sku": f"{tag}-{code}",
+                "price": price,
+                "option_values": values,
+                "weight_grams": grams,
+                **({"on_hand": on_hand} if on_hand is not None else {"id": product["id"]}),
+            }
+            for code, values, price, on_hand, grams in combos
+        ]
+        response = self.http.put(
+            f"/api/admin/products/{product['id']}/variants",
+            json={
+                "options": [
+                    {"name": "Grind", "values": ["Whole bean", "Espresso"]},
+                    {"name": "Size", "values": ["250 g", "1 kg"]},
+                ],
+                "variants": variants,
+            },
+            headers=self.admin,
+        )
+        assert response.status_code == 200, response.text
+        by_sku = {v["sku"]: v for v in response.json()["variants"]}
+        return {**product, "variants": by_sku, "tag": tag}
+
     def admin_product(self, product_id: str) -> dict[str, Any]:
         response = self.http.get(f"/api/admin/products/{product_id}", headers=self.admin)
         assert response.status_code == 200, response.text

@@ -470,8 +470,11 @@ async def stock_set(
         error = "Give a whole number, 0 or more."
     else:
         try:
+            # The row's id is a variant's (a product without options: its own, its default's).
             row = await api.put(
-                "catalog", f"/api/admin/inventory/{product_id}", json={"on_hand": on_hand}
+                "catalog",
+                f"/api/admin/inventory/variants/{product_id}",
+                json={"on_hand": on_hand},
             )
         except ApiProblem as problem:
             error = friendly(problem, "that product")

@@ -55,10 +55,15 @@ def seen_prices(request: Request[Any, Any, Any]) -> dict[str, int]:
     return seen
 
 
+def line_key(line: dict[str, Any]) -> uuid.UUID:
+    """What names a cart line: its variant (a cart without variants: its product)."""
+    return uuid.UUID(str(line.get("variant_id") or line["product_id"]))
+
+
 def remember_prices(response: Response[Any], cart: dict[str, Any]) -> None:
     """Keep the unit prices this cart shows, for the next view to compare with."""
     parts = [
-        f"{uuid.UUID(str(line['product_id'])).hex}-{int(line['unit_price'])}"
+        f"{line_key(line).hex}-{int(line['unit_price'])}"
         for line in cart.get("lines", [])[:MAX_SEEN]
         if line.get("unit_price") is not None
     ]
@@ -74,7 +79,7 @@ def remember_prices(response: Response[Any], cart: dict[str, Any]) -> None:
 
 def flag_price_changes(cart: dict[str, Any], seen: dict[str, int]) -> None:
     for line in cart.get("lines", []):
-        before = seen.get(uuid.UUID(str(line["product_id"])).hex)
+        before = seen.get(line_key(line).hex)
         price = line.get("unit_price")
         line["price_was"] = before if price is not None and before not in (None, price) else None
 
@@ -137,14 +142,16 @@ def _cart_fragment(
 async def cart_add(request: Request[Any, Any, Any], api: Api, visitor: Visitor) -> Response[Any]:
     form = await Form.of(request)
     product_id = form.uuid("product_id")
+    variant_id = form.uuid("variant_id")
     quantity = form.integer("quantity", 1, 1, 99) or 1
     name = form.text("name", 160) or "that coffee"
     if product_id is None:
         return _add_result(request, ok=False, message="Choose a coffee to add.")
     try:
-        cart = await api.post(
-            "cart", "/api/cart/items", json={"product_id": str(product_id), "quantity": quantity}
-        )
+        wanted: dict[str, Any] = {"product_id": str(product_id), "quantity": quantity}
+        if variant_id is not None:
+            wanted["variant_id"] = str(variant_id)
+        cart = await api.post("cart", "/api/cart/items", json=wanted)
     except ApiProblem as problem:
         return _add_result(request, ok=False, message=friendly(problem, name))
     response: Response[Any]

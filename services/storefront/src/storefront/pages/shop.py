@@ -116,6 +116,58 @@ async def shop(
     )
 
 
+def chosen_variant(item: dict[str, Any], wanted: str | None) -> dict[str, Any] | None:
+    """The variant a product page shows: the one ``?variant=`` names (its SKU or id), else the
+    first in stock, else the first; none for a catalog that answers no variants."""
+    variants: list[dict[str, Any]] = item.get("variants") or []
+    if wanted:
+        key = wanted.strip().lower()[:120]
+        for variant in variants:
+            if key in (str(variant.get("sku", "")).lower(), str(variant.get("id", "")).lower()):
+                return variant
+    in_stock = [v for v in variants if v.get("availability") != "sold_out"]
+    choices = in_stock or variants
+    return choices[0] if choices else None
+
+
+def variant_picker(item: dict[str, Any], chosen: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per option, its values as links to the variant that changes only that value (or, when
+    that combination is not sold, the first variant with the value): a picker that works
+    without script, each choice a deep link ``/coffee/<slug>?variant=<sku>``."""
+    options: list[dict[str, Any]] = item.get("options") or []
+    variants: list[dict[str, Any]] = item.get("variants") or []
+    if not options or chosen is None:
+        return []
+    current = list(chosen.get("option_values") or [])
+    base = f"/coffee/{quote(str(item.get('slug', '')), safe='')}"
+    picker = []
+    for index, option in enumerate(options):
+        choices = []
+        for value in option.get("values", []):
+            wanted = [*current[:index], value, *current[index + 1 :]]
+            target = next((v for v in variants if v.get("option_values") == wanted), None)
+            target = target or next(
+                (
+                    v
+                    for v in variants
+                    if (v.get("option_values") or [None] * len(options))[index] == value
+                ),
+                None,
+            )
+            choices.append(
+                {
+                    "value": value,
+                    "selected": index < len(current) and current[index] == value,
+                    "href": f"{base}?variant={quote(str(target['sku']), safe='')}"
+                    if target
+                    else None,
+                    "sold_out": target is None or target.get("availability") == "sold_out",
+                }
+            )
+        picker.append({"name": option.get("name", ""), "choices": choices})
+    return picker
+
+
 @get("/coffee/{slug:str}", name="product", include_in_schema=False, cache=False)
 async def product(
     request: Request[Any, Any, Any], api: Api, visitor: Visitor, slug: str
@@ -147,11 +199,14 @@ async def product(
     images = sorted(
         item.get("images", []), key=lambda i: (not i.get("primary"), i.get("position", 0))
     )
+    variant = chosen_variant(item, request.query_params.get("variant"))
     return render(
         request,
         "product.html",
         {
             "product": item,
+            "variant": variant,
+            "picker": variant_picker(item, variant),
             "images": images,
             "related": related,
             "quantities": range(1, 11),
