@@ -340,3 +340,26 @@ async def test_the_demo_rates_are_seeded_once_into_an_empty_table(world: World) 
     finally:
         async with world.engine.begin() as connection:
             await connection.execute(text("DELETE FROM checkout.shipping_rates"))
+
+
+async def test_a_hold_whose_checkout_never_got_written_lapses(world: World) -> None:
+    one = await code(world, percent_off=10, max_uses=1)
+    # A start that died after taking the use (its process killed): a hold, no checkout.
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE checkout.discount_codes SET holds = 1 WHERE id = :i"), {"i": one["id"]}
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO checkout.discount_holds"
+                " (id, code_id, order_id, customer, status, amount, expires_at)"
+                " VALUES (gen_random_uuid(), :i, gen_random_uuid(), 'email:x@example.com',"
+                " 'held', 100, now() - interval '1 second')"
+            ),
+            {"i": one["id"]},
+        )
+    shopper, _ = await world.basket(price=1800)
+    started = await shopper.checkout(discount_code=one["code"])
+    assert started.status_code == 201, started.text
+    state = await code_state(world, one["id"])
+    assert (state["uses"], state["holds"]) == (0, 1)

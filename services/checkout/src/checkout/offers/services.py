@@ -352,7 +352,9 @@ class Offers:
                 title="Discount code not applicable",
                 code=code.code,
             )
-        if code.max_uses is not None and code.uses + code.holds >= code.max_uses:
+        # Paid uses only: whether an open checkout's hold still counts (or has lapsed) is
+        # decided when this checkout takes its own.
+        if code.max_uses is not None and code.uses >= code.max_uses:
             raise used_up(code.code)
         key = customer_key(user_id, email)
         known = user_id is not None or bool(email)
