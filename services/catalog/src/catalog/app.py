@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from ember_shared.app import ServiceSpec, create_service_app, redis_client
-from ember_shared.settings import refuse_to_start, service_settings
+from ember_shared.settings import service_settings
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
@@ -31,6 +31,7 @@ from catalog.categories.controllers import AdminCategoryController, ShopperCateg
 from catalog.deps import dependencies
 from catalog.inventory import schemas as inventory_schemas
 from catalog.inventory.controllers import AdminInventoryController, InternalCatalogController
+from catalog.inventory.services import keeper_provider
 from catalog.media.store import CloudinaryStore, media_store
 from catalog.metrics import reservations_probe
 from catalog.models import Base
@@ -40,7 +41,7 @@ from catalog.products.controllers import (
     ShopperProductController,
     upload_image_handler,
 )
-from catalog.settings import CatalogSettings
+from catalog.settings import CatalogSettings, load_settings
 from catalog.sweeper import sweeper_lifespan
 from catalog.variants.controllers import AdminVariantController
 
@@ -100,14 +101,12 @@ def _document_service_token(config: AppConfig) -> None:
     config.openapi_config.components = components
 
 
-def create_app() -> Litestar:
-    settings = service_settings("catalog")
-    catalog = CatalogSettings()
-    if settings.app.is_production:
-        refuse_to_start(settings.production_problems() + catalog.production_problems())
+def create_app(settings: CatalogSettings | None = None) -> Litestar:
+    service = service_settings("catalog")
+    catalog = load_settings(settings, service)
     # The cache exists before the app starts so event handlers and the sweeper can use it
     # from their first call.
-    cache_redis = redis_client(settings)
+    cache_redis = redis_client(service)
     cache = CatalogCache(
         cache_redis, ttl_seconds=catalog.cache_ttl_seconds, lock_ms=catalog.cache_lock_ms
     )
@@ -124,7 +123,7 @@ def create_app() -> Litestar:
         app.state.catalog_reads = async_sessionmaker(reads, expire_on_commit=False)
         app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
         app.state.media_store = store
-        app.state.catalog_bypass_allowed = settings.app.is_local
+        app.state.catalog_bypass_allowed = service.app.is_local
         # Checked against Redis before the first request, then watched (see catalog.cache).
         try:
             await cache.resync()
@@ -160,11 +159,11 @@ def create_app() -> Litestar:
             ],
             base=Base,
             events=events.handlers,
-            event_dependencies={"keeper": events.keeper_provider(cache, catalog)},
+            event_dependencies={"keeper": keeper_provider(cache, catalog)},
             dependencies=dependencies(),
             lifespans=[catalog_resources, sweeper_lifespan],
             configure=_configure,
             metrics=[reservations_probe],
         ),
-        settings,
+        service,
     )

@@ -10,42 +10,41 @@ The runtime calls each handler in a transaction that also records the event id, 
 redelivered event changes nothing; the handlers are also idempotent by themselves (each moves a
 reservation out of ``active`` with a conditional update; a delivery claims its order id and
 invoice first), so the same order under a new event id changes nothing either. Cached shopper answers made stale
-are invalidated once that transaction commits. Published: ``stock.released.v1``.
+are invalidated once that transaction commits.
+
+Published through :data:`outbox` (by :class:`~catalog.inventory.services.StockKeeper`, in the
+transaction of the change): ``stock.released.v1``. The handlers' ``keeper`` is the app's event
+dependency, so this module imports no service and the services import the outbox from it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from ember_shared.events import Envelope, EventHandlers
+from ember_shared.events import Envelope, EventData, EventHandlers, Outbox
 from ember_shared.events.contracts import (
     CheckoutExpired,
     OrderRefunded,
     PaymentFailed,
     PaymentSucceeded,
+    StockReleased,
     SubscriptionInvoicePaid,
 )
-from ember_shared.events.handlers import Provider
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.cache import CatalogCache
-from catalog.inventory.services import StockKeeper
-from catalog.settings import CatalogSettings
+from catalog.models import Base
+
+if TYPE_CHECKING:
+    from catalog.inventory.services import StockKeeper
 
 log = structlog.get_logger("catalog.events")
 
+#: Every event type catalog publishes (each names ``PRODUCER = "catalog"``).
+PUBLISHES: tuple[type[EventData], ...] = (StockReleased,)
+
+outbox = Outbox("catalog", Base.metadata)
 handlers = EventHandlers("catalog")
-
-
-def keeper_provider(cache: CatalogCache, settings: CatalogSettings) -> Provider:
-    """The ``keeper`` the handlers declare: the app's cache and settings, on the call's session
-    (the app hands it over as ``ServiceSpec.event_dependencies``)."""
-
-    def provide_keeper(session: AsyncSession) -> StockKeeper:
-        return StockKeeper(session, cache, settings)
-
-    return provide_keeper
 
 
 @handlers.on(PaymentSucceeded)

@@ -29,8 +29,8 @@ from ember_shared.contracts.catalog import (
     ReservationRequest,
     UnavailableLine,
 )
-from ember_shared.events import Outbox
 from ember_shared.events.contracts import StockReleased
+from ember_shared.events.handlers import Provider
 from ember_shared.ids import new_id
 from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
+from catalog.events import outbox
 from catalog.fields import availability_of, variant_title
 from catalog.inventory.repositories import (
     DeliveryRepository,
@@ -47,12 +48,10 @@ from catalog.inventory.repositories import (
     Stock,
 )
 from catalog.inventory.schemas import InventoryRow
-from catalog.models import RESERVATION_ACTIVE, RESERVATION_COMMITTED, RESERVATION_RELEASED, Base
+from catalog.models import RESERVATION_ACTIVE, RESERVATION_COMMITTED, RESERVATION_RELEASED
 from catalog.settings import CatalogSettings
 
 log = structlog.get_logger("catalog.stock")
-
-outbox = Outbox("catalog", Base.metadata)
 
 
 def reservation_out(record: ReservationRecord) -> ReservationOut:
@@ -83,6 +82,16 @@ def _requested(request: ReservationRequest) -> list[tuple[uuid.UUID, uuid.UUID, 
     for line in request.lines:
         totals[(line.variant_id or line.product_id, line.product_id)] += line.quantity
     return [(v, p, q) for (v, p), q in sorted(totals.items())]
+
+
+def keeper_provider(cache: CatalogCache, settings: CatalogSettings) -> Provider:
+    """The ``keeper`` the event handlers declare: the app's cache and settings, on the call's
+    session (the app hands it over as ``ServiceSpec.event_dependencies``)."""
+
+    def provide_keeper(session: AsyncSession) -> StockKeeper:
+        return StockKeeper(session, cache, settings)
+
+    return provide_keeper
 
 
 class StockKeeper:
