@@ -208,6 +208,11 @@ async def test_subscribing_and_paying_on_the_hosted_page_activates_through_webho
             "quantity": 2,
             "image_url": "",
             "discount": 0,
+            # Subscriptions are not per variant yet: the line names no variant.
+            "variant_id": None,
+            "sku": "",
+            "variant_title": "",
+            "option_values": [],
         }
     ]
     assert (data["subtotal"], data["shipping"], data["total"]) == (3000, 0, 3000)

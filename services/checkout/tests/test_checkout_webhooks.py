@@ -73,6 +73,11 @@ async def test_paying_on_the_hosted_page_pays_through_the_webhook(world: World) 
             "quantity": 2,
             "image_url": "",
             "discount": 0,
+            # A product sold without options: its default variant, which has its id.
+            "variant_id": str(started["product_id"]),
+            "sku": data["lines"][0]["slug"],
+            "variant_title": "",
+            "option_values": [],
         }
     ]
     assert data["shipping_address"]["name"] == "Ada Lovelace"

@@ -39,6 +39,10 @@ def _lines(row: CheckoutSession) -> list[OrderLine]:
             quantity=line["quantity"],
             image_url=line.get("image_url") or "",
             discount=int(line.get("discount") or 0),
+            variant_id=line.get("variant_id") or line["product_id"],
+            sku=line.get("sku") or "",
+            variant_title=line.get("variant_title") or "",
+            option_values=list(line.get("option_values") or []),
         )
         for line in row.lines
     ]

@@ -33,6 +33,13 @@ class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
     image_url: str = ""
     #: What the order's discount code took off this line (minor units; 0: none).
     discount: int = 0
+    #: The variant sold (absent in events from before variants: the product's default
+    #: variant, which has the product's id), with its SKU and option values at the sale.
+    variant_id: uuid.UUID | None = None
+    sku: str = ""
+    #: The option values joined ("Espresso / 1 kg"); empty for a product without options.
+    variant_title: str = ""
+    option_values: list[str] = msgspec.field(default_factory=list)
 
 
 # --- checkout ---------------------------------------------------------------------------
