@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from checkout_testkit import World
+from checkout_testkit import Shopper, World
 from sqlalchemy import text
 
 CARD_OK = "4242 4242 4242 4242"
@@ -26,6 +26,39 @@ CALIFORNIA = {
     "postal_code": "95814",
     "country": "US",
 }
+
+
+@pytest.fixture(autouse=True)
+async def leaves_no_checkout_open(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """Each guest here checks out under an email of its own, and the checkouts a test leaves
+    open are expired after it: the suite's later tests share one client address and its
+    budget of held stock."""
+    original = Shopper.checkout
+
+    async def checkout(self: Shopper, **body: Any) -> httpx.Response:
+        if self.token is None:
+            body.setdefault("email", f"offers-{uuid.uuid4().hex[:10]}@example.com")
+        return await original(self, **body)
+
+    monkeypatch.setattr(Shopper, "checkout", checkout)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    yield
+    async with world.engine.connect() as connection:
+        left = (
+            await connection.execute(
+                text(
+                    "SELECT order_id, stripe_session_id FROM checkout.checkout_sessions"
+                    " WHERE status = 'open' AND created_at >= :since"
+                ),
+                {"since": since},
+            )
+        ).all()
+    for _, stripe_session_id in left:
+        await world.control("POST", f"/sessions/{stripe_session_id}/expire")
+    for order_id, _ in left:
+        await world.checkout_status(str(order_id), "expired")
 
 
 @pytest.fixture
