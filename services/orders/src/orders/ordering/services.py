@@ -27,6 +27,7 @@ from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orders.events import outbox
 from orders.models import Order, OrderStatusChange
 from orders.ordering.links import issue_guest_link, redirect_opens, token_opens
 from orders.ordering.repositories import (
@@ -42,7 +43,6 @@ from orders.ordering.status import (
     OrderStatus,
     can_move,
 )
-from orders.outbox import outbox
 
 log = structlog.get_logger("orders.ordering")
 

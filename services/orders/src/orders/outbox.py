@@ -1,7 +1,0 @@
-"""Where the orders services found their outbox before it moved to :mod:`orders.events`."""
-
-from __future__ import annotations
-
-from orders.events import outbox
-
-__all__ = ["outbox"]
