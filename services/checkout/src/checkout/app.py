@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from ember_shared.app import ServiceSpec, create_service_app
-from ember_shared.settings import ServiceSettings, service_settings
+from ember_shared.settings import service_settings
 from litestar import Litestar
 
 from checkout.internal.controllers import InternalCheckoutController
@@ -27,7 +27,7 @@ from checkout.offers.controllers import (
 from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_forever
 from checkout.sessions.controllers import CheckoutController
-from checkout.settings import CheckoutSettings, load_checkout_settings
+from checkout.settings import CheckoutSettings, load_settings
 from checkout.subscriptions.controllers import (
     AdminSubscriptionController,
     SubscriptionController,
@@ -39,12 +39,9 @@ from checkout.webhooks.controllers import stripe_webhook
 log = structlog.get_logger("checkout")
 
 
-def create_app(
-    settings: ServiceSettings | None = None, checkout: CheckoutSettings | None = None
-) -> Litestar:
-    service = settings or service_settings("checkout")
-    checkout = checkout or load_checkout_settings(service)
-    checkout.validate(local=service.app.is_local)
+def create_app(settings: CheckoutSettings | None = None) -> Litestar:
+    service = service_settings("checkout")
+    checkout = load_settings(settings, service)
 
     @asynccontextmanager
     async def checkout_resources(app: Litestar) -> AsyncIterator[None]:

@@ -188,8 +188,3 @@ def load_settings(
 ) -> CheckoutSettings:
     """Checkout's settings (``settings``, or read from the environment), refused if unsafe."""
     return checked_settings(settings or CheckoutSettings(), service or service_settings("checkout"))
-
-
-def load_checkout_settings(service: ServiceSettings | None = None) -> CheckoutSettings:
-    """The old name, until checkout's app.py (in another change now) calls :func:`load_settings`."""
-    return load_settings(service=service)
