@@ -24,13 +24,7 @@ UNREAD = shutil.ignore_patterns(
 
 #: Problems tolerated only while another change holds the file that fixes them (issue 16): the
 #: test fails on any other. Each goes when its fix lands; then the entry goes too.
-PENDING: dict[str, str] = {
-    "checkout/events.py: PUBLISHES must be what contracts say checkout produces: "
-    "['CheckoutExpired', 'CheckoutStarted', 'PaymentFailed', 'PaymentRefunded', "
-    "'PaymentSucceeded', 'SubscriptionInvoicePaid', 'SubscriptionPaymentFailed'], not []": (
-        "checkout/events.py is being changed for variants; PUBLISHES waits in the working tree"
-    ),
-}
+PENDING: dict[str, str] = {}
 
 
 def test_every_service_has_the_template_shape() -> None:

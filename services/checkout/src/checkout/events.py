@@ -1,9 +1,10 @@
 """What checkout publishes (always through its outbox, in the transaction of the change).
 
 ``checkout.started`` when a session opens; from verified Stripe webhooks ``payment.succeeded``,
-``payment.failed``, ``checkout.expired`` and ``payment.refunded``, each carrying what its
-consumers need (orders, catalog, cart, notifier) so none of them has to call back. Checkout
-handles no domain events.
+``payment.failed``, ``checkout.expired`` and ``payment.refunded``, and from Stripe Billing's
+``subscription.invoice_paid`` and ``subscription.payment_failed``, each carrying what its
+consumers need (orders, catalog, cart, notifier) so none of them has to call back. Every one
+leaves through a function here (the row in, the event out); checkout handles no domain events.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 import msgspec
-from ember_shared.events import Outbox
+from ember_shared.events import EventData, Outbox
 from ember_shared.events.contracts import (
     Address,
     CheckoutExpired,
@@ -21,10 +22,23 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
+    SubscriptionInvoicePaid,
+    SubscriptionPaymentFailed,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.models import Base, CheckoutSession
+from checkout.models import Base, CheckoutSession, Subscription, SubscriptionInvoice
+
+#: Every event type checkout publishes (each names ``PRODUCER = "checkout"``).
+PUBLISHES: tuple[type[EventData], ...] = (
+    CheckoutStarted,
+    PaymentSucceeded,
+    PaymentFailed,
+    CheckoutExpired,
+    PaymentRefunded,
+    SubscriptionInvoicePaid,
+    SubscriptionPaymentFailed,
+)
 
 outbox = Outbox("checkout", Base.metadata)
 
@@ -145,3 +159,60 @@ async def payment_refunded(session: AsyncSession, row: CheckoutSession) -> None:
             email=row.email,
         ),
     )
+
+
+async def subscription_invoice_paid(
+    session: AsyncSession, row: Subscription, invoice: SubscriptionInvoice, quantity: int
+) -> None:
+    assert invoice.order_id is not None
+    assert row.stripe_subscription_id is not None
+    await outbox.add(
+        session,
+        SubscriptionInvoicePaid(
+            order_id=invoice.order_id,
+            subscription_id=row.id,
+            user_id=row.user_id,
+            email=row.email,
+            lines=[
+                OrderLine(
+                    product_id=row.product_id,
+                    slug=row.product_slug,
+                    name=row.product_name,
+                    unit_price=row.unit_price,
+                    quantity=quantity,
+                    image_url=row.image_url,
+                )
+            ],
+            # Subscriptions ship free: what Stripe took is the whole of it.
+            subtotal=invoice.amount_paid,
+            shipping=0,
+            total=invoice.amount_paid,
+            currency=invoice.currency,
+            shipping_address=msgspec.convert(row.shipping_address, Address),
+            stripe_invoice_id=invoice.stripe_invoice_id,
+            stripe_subscription_id=row.stripe_subscription_id,
+            period_start=_iso(invoice.period_start),
+            period_end=_iso(invoice.period_end),
+        ),
+    )
+
+
+async def subscription_payment_failed(
+    session: AsyncSession, row: Subscription, invoice: SubscriptionInvoice
+) -> None:
+    await outbox.add(
+        session,
+        SubscriptionPaymentFailed(
+            subscription_id=row.id,
+            user_id=row.user_id,
+            email=row.email,
+            product_name=row.product_name,
+            amount_due=invoice.amount_due,
+            currency=invoice.currency,
+            stripe_invoice_id=invoice.stripe_invoice_id,
+        ),
+    )
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).isoformat() if value else ""

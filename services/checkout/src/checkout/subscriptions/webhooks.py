@@ -27,18 +27,11 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import msgspec
 import structlog
-from ember_shared.events.contracts import (
-    Address,
-    OrderLine,
-    SubscriptionInvoicePaid,
-    SubscriptionPaymentFailed,
-)
 from ember_shared.ids import new_id
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.events import outbox
+from checkout import events
 from checkout.models import Subscription, SubscriptionInvoice
 from checkout.models import SubscriptionStatus as S
 from checkout.payments import StripeGateway
@@ -225,7 +218,7 @@ class SubscriptionWebhooks:
             await self.invoices.add(invoice)
             if not paid:
                 # Once per invoice: Stripe's retries of the same invoice mail nobody again.
-                await outbox.add(self.db, _payment_failed(row, invoice))
+                await events.subscription_payment_failed(self.db, row, invoice)
         invoice.amount_due = amount_due
         if not paid:
             return row.id, f"invoice {invoice_id} payment_failed"
@@ -242,7 +235,7 @@ class SubscriptionWebhooks:
             )
             row.attention = _append(row.attention, note)
             log.error("invoice_amount_differs", subscription_id=str(row.id), invoice=invoice_id)
-        await outbox.add(self.db, _invoice_paid(row, invoice, quantity))
+        await events.subscription_invoice_paid(self.db, row, invoice, quantity)
         return row.id, f"invoice {invoice_id} paid: order {invoice.order_id}"
 
 
@@ -300,51 +293,6 @@ def _is_int(value: Any, low: int, high: int | None) -> bool:
     )
 
 
-def _invoice_paid(
-    row: Subscription, invoice: SubscriptionInvoice, quantity: int
-) -> SubscriptionInvoicePaid:
-    assert invoice.order_id is not None
-    assert row.stripe_subscription_id is not None
-    return SubscriptionInvoicePaid(
-        order_id=invoice.order_id,
-        subscription_id=row.id,
-        user_id=row.user_id,
-        email=row.email,
-        lines=[
-            OrderLine(
-                product_id=row.product_id,
-                slug=row.product_slug,
-                name=row.product_name,
-                unit_price=row.unit_price,
-                quantity=quantity,
-                image_url=row.image_url,
-            )
-        ],
-        # Subscriptions ship free: what Stripe took is the whole of it.
-        subtotal=invoice.amount_paid,
-        shipping=0,
-        total=invoice.amount_paid,
-        currency=invoice.currency,
-        shipping_address=msgspec.convert(row.shipping_address, Address),
-        stripe_invoice_id=invoice.stripe_invoice_id,
-        stripe_subscription_id=row.stripe_subscription_id,
-        period_start=_iso(invoice.period_start),
-        period_end=_iso(invoice.period_end),
-    )
-
-
-def _payment_failed(row: Subscription, invoice: SubscriptionInvoice) -> SubscriptionPaymentFailed:
-    return SubscriptionPaymentFailed(
-        subscription_id=row.id,
-        user_id=row.user_id,
-        email=row.email,
-        product_name=row.product_name,
-        amount_due=invoice.amount_due,
-        currency=invoice.currency,
-        stripe_invoice_id=invoice.stripe_invoice_id,
-    )
-
-
 def _period_end(obj: dict[str, Any]) -> dt.datetime | None:
     # Since API version 2025-03-31 the period is on the items; older versions had it on top.
     items = ((obj.get("items") or {}).get("data")) or []
@@ -368,10 +316,6 @@ def _time(value: Any) -> dt.datetime | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return dt.datetime.fromtimestamp(value, dt.UTC)
     return None
-
-
-def _iso(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).isoformat() if value else ""
 
 
 def _now() -> dt.datetime:
