@@ -1,9 +1,10 @@
 """Grow the benchmark's catalog to ``BENCH_PRODUCTS`` products, through the real schema.
 
 Plain ``INSERT``s into ``catalog.products`` (so the triggers build each product's search vector
-and the typo lexicon exactly as an admin's create does), plus a stock row and a primary image
-each. The new products are variations of the demo ones (same categories, texts and pictures)
-with a made-up farm word per product: about 8,000 distinct rare words, as a real catalog's
+and the typo lexicon exactly as an admin's create does), plus a default variant (with the
+product's id, as an admin's create makes it), its stock row and a primary image each. The new
+products are variations of the demo ones (same categories, texts and pictures) with a made-up
+farm word per product: about 8,000 distinct rare words, as a real catalog's
 names and lots bring, so the typo lexicon grows too. Batches of ``BATCH`` rows keep each
 transaction short. Growing is idempotent: it only adds what is missing to reach the target.
 """
@@ -45,9 +46,16 @@ products AS (
            t.origin, t.roast, t.process, t.tasting_notes, t.weight_grams
     FROM made JOIN templates AS t ON t.id = made.template_id
 ),
+variants AS (
+    -- Each product's default variant has its id, as an admin's create makes it.
+    INSERT INTO catalog.variants (id, created_at, updated_at, product_id, sku, price, weight_grams)
+    SELECT made.id, now(), now(), made.id, 'bench-' || made.farm || '-' || made.n,
+           greatest(100, t.price + (made.n * 37) %% 2000 - 1000), t.weight_grams
+    FROM made JOIN templates AS t ON t.id = made.template_id
+),
 stock AS (
-    INSERT INTO catalog.inventory (product_id, on_hand, reserved)
-    SELECT made.id, 5 + made.n %% 200, 0 FROM made
+    INSERT INTO catalog.inventory (variant_id, product_id, on_hand, reserved)
+    SELECT made.id, made.id, 5 + made.n %% 200, 0 FROM made
 )
 INSERT INTO catalog.product_images (
     id, created_at, updated_at, product_id, url, storage_key, alt, position, is_primary
