@@ -58,7 +58,8 @@ def cache(catalog_app: Litestar, client: httpx.AsyncClient) -> CatalogCache:
 
 @pytest.fixture(scope="session")
 def admin_headers(tokens: TokenFactory) -> dict[str, str]:
-    token, _ = tokens.admin(email="barista@ember.test")
+    # One token for the whole session: it must outlive the suite on a loaded machine.
+    token, _ = tokens.admin(email="barista@ember.test", expires_in=3600)
     return tokens.bearer(token)
 
 
