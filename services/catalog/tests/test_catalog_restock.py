@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 from catalog.audit.controllers import AUDIT_LOG_PATH
-from catalog_testkit import Kit, stock
+from catalog_testkit import Kit, query, stock
 from ember_shared.events.contracts import OrderRefunded, RestockLine
 
 
@@ -59,3 +60,52 @@ async def test_a_refund_without_restock_or_of_an_unknown_product_changes_no_stoc
     assert await deliver(refunded([]))
     assert await deliver(refunded([(str(uuid.uuid4()), 2), (beans["id"], 1)]))
     assert await stock(client, kit, beans["id"]) == (6, 0)
+
+
+async def test_a_restock_naming_a_variant_puts_the_units_back_on_that_variant(
+    client: httpx.AsyncClient, kit: Kit, deliver: Any
+) -> None:
+    beans = await kit.product(price=1800, on_hand=10)
+    sizes = await client.put(
+        f"/api/admin/products/{beans['id']}/variants",
+        json={
+            "options": [{"name": "Size", "values": ["250 g", "1 kg"]}],
+            "variants": [
+                {
+                    "id": beans["id"],
+                    "sku": f"{beans['slug']}-250",
+                    "price": 1800,
+                    "option_values": ["250 g"],
+                },
+                {
+                    "sku": f"{beans['slug']}-1kg",
+                    "price": 5400,
+                    "option_values": ["1 kg"],
+                    "on_hand": 3,
+                },
+            ],
+        },
+        headers=kit.admin,
+    )
+    assert sizes.status_code == 200, sizes.text
+    (kilo,) = [v["id"] for v in sizes.json()["variants"] if v["option_values"] == ["1 kg"]]
+
+    async def on_hand() -> dict[str, int]:
+        rows = await query(
+            "SELECT variant_id, on_hand FROM catalog.inventory WHERE product_id = :p",
+            p=uuid.UUID(beans["id"]),
+        )
+        return {str(row["variant_id"]): row["on_hand"] for row in rows}
+
+    assert await on_hand() == {beans["id"]: 10, kilo: 3}
+    product_id = uuid.UUID(beans["id"])
+    event = msgspec.structs.replace(
+        refunded([]),
+        restock=[
+            RestockLine(product_id=product_id, variant_id=uuid.UUID(kilo), quantity=2),
+            # An item from before variants names none: the product's default variant.
+            RestockLine(product_id=product_id, quantity=1),
+        ],
+    )
+    assert await deliver(event)
+    assert await on_hand() == {beans["id"]: 11, kilo: 5}

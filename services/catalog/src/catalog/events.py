@@ -107,7 +107,8 @@ async def restock_refunded_order(
     if not data.restock:
         return
     units = await keeper.restock(
-        data.order_id, [(line.product_id, line.quantity) for line in data.restock]
+        data.order_id,
+        [(line.variant_id or line.product_id, line.quantity) for line in data.restock],
     )
     log.info(
         "order_refunded_restocked", order_id=str(data.order_id), units=units, event_id=event.id

@@ -302,6 +302,9 @@ class SubscriptionPaymentFailed(EventData, frozen=True, kw_only=True):
 class RestockLine(msgspec.Struct, frozen=True, kw_only=True):
     product_id: uuid.UUID
     quantity: int
+    #: The variant whose stock the units go back to (absent in events from before variants,
+    #: or for an item sold before them: the product's default variant, which has its id).
+    variant_id: uuid.UUID | None = None
 
 
 class OrderRefunded(EventData, frozen=True, kw_only=True):
