@@ -18,6 +18,10 @@ async def test_database_refuses_update_of_an_order_item(place, orders_app: Lites
         "UPDATE orders.order_items SET unit_price = 1 WHERE order_id = :id",
         "UPDATE orders.order_items SET quantity = quantity + 1 WHERE order_id = :id",
         "UPDATE orders.order_items SET name = 'Something cheaper' WHERE order_id = :id",
+        # The variant columns came by a later migration; the trigger guards them as well.
+        "UPDATE orders.order_items SET variant_id = gen_random_uuid() WHERE order_id = :id",
+        "UPDATE orders.order_items SET sku = 'other-sku' WHERE order_id = :id",
+        "UPDATE orders.order_items SET option_values = '{Espresso}' WHERE order_id = :id",
         "DELETE FROM orders.order_items WHERE order_id = :id",
     ):
         with pytest.raises((IntegrityError, DBAPIError)) as refused:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import pytest
-from orders_testkit import Checkout, opened_order_link, problem
+from ember_shared.events.contracts import OrderLine
+from orders_testkit import Checkout, line, opened_order_link, problem
 
 
 @pytest.fixture
@@ -149,3 +151,73 @@ async def test_the_webhook_settles_the_request_and_announces_it_once(
     )
     assert body["type"].endswith("/refund-too-large")
     assert body["refundable"] == 0
+
+
+def _variant(base: OrderLine, price: int, quantity: int, sku: str, values: list[str]) -> OrderLine:
+    """``base``'s product sold as one of its variants (a new id, its own SKU and options)."""
+    return msgspec.structs.replace(
+        base,
+        unit_price=price,
+        quantity=quantity,
+        variant_id=uuid.uuid4(),
+        sku=sku,
+        variant_title=" / ".join(values),
+        option_values=values,
+    )
+
+
+async def test_an_order_keeps_the_variants_sold_and_a_refund_restocks_each(
+    client, admin, place, deliver, db
+) -> None:
+    bag = line(1800, 1)
+    kilo = _variant(bag, 5600, 1, "ethiopia-es-1kg", ["Espresso", "1 kg"])
+    quarter = _variant(bag, 1600, 2, "ethiopia-fi-250", ["Filter", "250 g"])
+    # The same product on three lines, two of them variants; the bag names none (an event
+    # from before variants), so it is the product's default variant.
+    checkout = await place(Checkout(lines=[bag, kilo, quarter]))
+
+    detail = (await client.get(f"/api/admin/orders/{checkout.order_id}", headers=admin)).json()
+    assert [
+        (i["product_id"], i["variant_id"], i["sku"], i["variant_title"], i["option_values"])
+        for i in detail["items"]
+    ] == [
+        (str(bag.product_id), None, "", "", []),
+        (
+            str(bag.product_id),
+            str(kilo.variant_id),
+            "ethiopia-es-1kg",
+            "Espresso / 1 kg",
+            ["Espresso", "1 kg"],
+        ),
+        (
+            str(bag.product_id),
+            str(quarter.variant_id),
+            "ethiopia-fi-250",
+            "Filter / 250 g",
+            ["Filter", "250 g"],
+        ),
+    ]
+    assert [(i["unit_price"], i["quantity"]) for i in detail["items"]] == [
+        (1800, 1),
+        (5600, 1),
+        (1600, 2),
+    ]
+    (paid,) = await db.emitted("order.paid.v1", checkout.order_id)
+    assert [(p["variant_id"], p["sku"], p["option_values"]) for p in paid["lines"]] == [
+        (None, "", []),
+        (str(kilo.variant_id), "ethiopia-es-1kg", ["Espresso", "1 kg"]),
+        (str(quarter.variant_id), "ethiopia-fi-250", ["Filter", "250 g"]),
+    ]
+
+    await _requested(db, checkout.order_id, 5600, restock=True)
+    await deliver(checkout.refunded(5600))
+    (announced,) = await db.emitted("order.refunded.v1", checkout.order_id)
+    assert sorted(
+        (r["product_id"], r["variant_id"] or "", r["quantity"]) for r in announced["restock"]
+    ) == sorted(
+        [
+            (str(bag.product_id), "", 1),
+            (str(bag.product_id), str(kilo.variant_id), 1),
+            (str(bag.product_id), str(quarter.variant_id), 2),
+        ]
+    )

@@ -29,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship
 
 from orders.ordering.status import OrderStatus
@@ -202,7 +202,15 @@ class OrderItem(Base):
 
     __tablename__ = "order_items"
     __table_args__ = (
-        UniqueConstraint("order_id", "product_id", name="uq_order_items_order_product"),
+        # One item per variant sold; an item from before variants (no variant) counts as its
+        # product's default, so NULLs are not distinct.
+        UniqueConstraint(
+            "order_id",
+            "product_id",
+            "variant_id",
+            name="uq_order_items_order_variant",
+            postgresql_nulls_not_distinct=True,
+        ),
         CheckConstraint("quantity > 0 AND quantity <= 10000", name="quantity_positive"),
         CheckConstraint("unit_price >= 0", name="unit_price_positive"),
         CheckConstraint("line_total = unit_price * quantity", name="line_total_consistent"),
@@ -225,6 +233,12 @@ class OrderItem(Base):
     #: This line's share of the order's discount (``line_total`` is before it).
     discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     currency: Mapped[str] = mapped_column(String(3))
+    #: The variant sold, with its SKU, title ("Espresso / 1 kg") and option values at the
+    #: sale; NULL on items from before variants (the product's default variant).
+    variant_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    sku: Mapped[str | None] = mapped_column(String(120), default=None)
+    variant_title: Mapped[str | None] = mapped_column(String(300), default=None)
+    option_values: Mapped[list[str] | None] = mapped_column(ARRAY(String(100)), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now()
     )

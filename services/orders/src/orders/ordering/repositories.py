@@ -154,7 +154,7 @@ class OrderItemRepository:
         statement = (
             insert(OrderItem)
             .values(rows)
-            .on_conflict_do_nothing(constraint="uq_order_items_order_product")
+            .on_conflict_do_nothing(constraint="uq_order_items_order_variant")
             .returning(OrderItem.id)
         )
         return len((await self.session.execute(statement)).all())

@@ -60,6 +60,12 @@ class OrderItemView(msgspec.Struct, kw_only=True):
     line_total: MinorUnits
     #: This line's share of the order's discount (``line_total`` is before it).
     discount: MinorUnits = 0
+    #: The variant sold, with its SKU, title ("Espresso / 1 kg") and option values at the
+    #: sale; null/empty on items from before variants (the product's default variant).
+    variant_id: uuid.UUID | None = None
+    sku: str = ""
+    variant_title: str = ""
+    option_values: list[str] = msgspec.field(default_factory=list)
 
 
 class AddressView(msgspec.Struct, kw_only=True):

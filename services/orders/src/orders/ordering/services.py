@@ -255,6 +255,10 @@ class OrderService:
                         quantity=item.quantity,
                         image_url=item.image_url,
                         discount=item.discount,
+                        variant_id=item.variant_id,
+                        sku=item.sku or "",
+                        variant_title=item.variant_title or "",
+                        option_values=list(item.option_values or []),
                     )
                     for item in await self.items.for_order(order.id)
                 ],
@@ -569,9 +573,10 @@ def _subscription_order_values(event: Envelope, data: SubscriptionInvoicePaid) -
 
 
 def _item_rows(data: Placed) -> list[dict[str, Any]]:
-    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    rows: dict[tuple[uuid.UUID, uuid.UUID | None], dict[str, Any]] = {}
     for position, line in enumerate(data.lines):
-        existing = rows.get(line.product_id)
+        key = (line.product_id, line.variant_id)
+        existing = rows.get(key)
         if existing is not None and existing["unit_price"] == line.unit_price:
             # One product on two lines at one price is one line of the combined quantity.
             existing["quantity"] += line.quantity
@@ -581,7 +586,7 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
         if existing is not None:
             log.error("order_line_duplicate_price", order_id=str(data.order_id))
             continue
-        rows[line.product_id] = {
+        rows[key] = {
             "order_id": data.order_id,
             "position": position,
             "product_id": line.product_id,
@@ -593,6 +598,11 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
             "line_total": line.unit_price * line.quantity,
             "discount": line.discount,
             "currency": data.currency.upper(),
+            # An event from before variants names none: NULL, the product's default variant.
+            "variant_id": line.variant_id,
+            "sku": line.sku[:120] if line.variant_id else None,
+            "variant_title": line.variant_title[:300] if line.variant_id else None,
+            "option_values": [v[:100] for v in line.option_values] if line.variant_id else None,
         }
     return list(rows.values())
 

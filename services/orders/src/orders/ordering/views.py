@@ -61,6 +61,10 @@ def _base(order: Order, tracking: TrackingSettings) -> dict[str, Any]:
             quantity=item.quantity,
             line_total=item.line_total,
             discount=item.discount,
+            variant_id=item.variant_id,
+            sku=item.sku or "",
+            variant_title=item.variant_title or "",
+            option_values=list(item.option_values or []),
         )
         for item in order.items
     ]

@@ -117,7 +117,7 @@ async def announce_refund(
     dashboard settles nothing here, and is still announced."""
     settled = await RefundRepository(session).settle(order.id, amount, at)
     restock = [
-        RestockLine(product_id=item.product_id, quantity=item.quantity)
+        RestockLine(product_id=item.product_id, variant_id=item.variant_id, quantity=item.quantity)
         for item in (order.items if any(r.restock for r in settled) else [])
     ]
     await outbox.add(
