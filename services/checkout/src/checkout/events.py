@@ -62,7 +62,9 @@ def _lines(row: CheckoutSession) -> list[OrderLine]:
     ]
 
 
-def _totals(row: CheckoutSession) -> dict[str, Any]:
+def offer_totals(row: CheckoutSession) -> dict[str, Any]:
+    """A session's discount, tax and shipping choice: the same fields in its events and in the
+    shopper's views of it."""
     return {
         "discount": row.discount,
         "discount_code": row.discount_code,
@@ -93,7 +95,7 @@ async def checkout_started(session: AsyncSession, row: CheckoutSession) -> None:
             shipping_address=_address(row),
             reservation_id=row.reservation_id,
             expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
-            **_totals(row),
+            **offer_totals(row),
         ),
     )
 
@@ -117,7 +119,7 @@ async def payment_succeeded(session: AsyncSession, row: CheckoutSession) -> None
             stripe_session_id=row.stripe_session_id,
             payment_intent_id=row.stripe_payment_intent_id or "",
             attention=row.attention,
-            **_totals(row),
+            **offer_totals(row),
         ),
     )
 

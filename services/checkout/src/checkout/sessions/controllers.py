@@ -21,6 +21,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from checkout.events import offer_totals
 from checkout.models import CheckoutSession
 from checkout.sessions.schemas import (
     CheckoutStarted,
@@ -92,16 +93,6 @@ def _lines(row: CheckoutSession) -> list[PricedLine]:
     ]
 
 
-def _totals(row: CheckoutSession) -> dict[str, Any]:
-    return {
-        "discount": row.discount,
-        "discount_code": row.discount_code,
-        "tax": row.tax,
-        "shipping_rate": row.shipping_rate,
-        "shipping_name": row.shipping_name,
-    }
-
-
 def started_view(row: CheckoutSession) -> CheckoutStarted:
     return CheckoutStarted(
         order_id=row.order_id,
@@ -115,7 +106,7 @@ def started_view(row: CheckoutSession) -> CheckoutStarted:
         total=row.total,
         currency=row.currency,
         email=row.email,
-        **_totals(row),
+        **offer_totals(row),
     )
 
 
@@ -132,7 +123,7 @@ def checkout_view(row: CheckoutSession) -> CheckoutView:
         total=row.total,
         currency=row.currency,
         email=row.email,
-        **_totals(row),
+        **offer_totals(row),
         shipping_address=address_out(row),
         amount_refunded=row.amount_refunded,
         paid_at=row.paid_at,
