@@ -90,16 +90,17 @@ class Upstream:
 
     # --- catalog ------------------------------------------------------------------------
 
-    async def lookup_products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
-        response = await self._post(
-            self.catalog, "catalog", LOOKUP_PATH, LookupRequest(product_ids=product_ids)
-        )
+    async def _lookup(self, request: LookupRequest) -> LookupResponse:
+        response = await self._post(self.catalog, "catalog", LOOKUP_PATH, request)
         if response.status_code != 200:
             raise _unavailable("catalog", status=response.status_code)
         try:
-            found = msgspec.json.decode(response.content, type=LookupResponse)
+            return msgspec.json.decode(response.content, type=LookupResponse)
         except msgspec.ValidationError as exc:
             raise _unavailable("catalog", exc) from exc
+
+    async def lookup_products(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, LookupProduct]:
+        found = await self._lookup(LookupRequest(product_ids=product_ids))
         return {product.id: product for product in found.products}
 
     async def lookup_lines(
@@ -108,14 +109,7 @@ class Upstream:
         """What catalog sells now of each ``(product id, variant id)``, by variant id (unknown
         ones absent, and so is a variant of another product than the one named): price, stock,
         SKU and option values are the variant's own."""
-        request = LookupRequest(product_ids=[], variant_ids=[v for _, v in lines])
-        response = await self._post(self.catalog, "catalog", LOOKUP_PATH, request)
-        if response.status_code != 200:
-            raise _unavailable("catalog", status=response.status_code)
-        try:
-            found = msgspec.json.decode(response.content, type=LookupResponse)
-        except msgspec.ValidationError as exc:
-            raise _unavailable("catalog", exc) from exc
+        found = await self._lookup(LookupRequest(product_ids=[], variant_ids=[v for _, v in lines]))
         asked = {v: p for p, v in lines}
         return {
             v.variant_id: v
