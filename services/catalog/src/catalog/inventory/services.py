@@ -438,6 +438,43 @@ class StockKeeper:
         )
 
 
+async def set_counted(
+    inventory: InventoryRepository,
+    audit: AuditLog,
+    actor: Principal | None,
+    variant_id: uuid.UUID,
+    before: Stock,
+    on_hand: int,
+    *,
+    held: str,
+    product_id: uuid.UUID | None = None,
+) -> Stock:
+    """Set a variant's on-hand count (``before``: its stock row, locked), audited in the same
+    transaction; refused (409) below what checkouts hold. ``held`` is what the refusal calls the
+    variant ("product" or "variant"); ``product_id``, when given, is named in it too."""
+    after = await inventory.set_on_hand(variant_id, on_hand)
+    if after is None:
+        names: dict[str, Any] = {"product_id": str(product_id)} if product_id else {}
+        raise Problem(
+            409,
+            "stock-reserved",
+            f"{before.reserved} unit(s) of this {held} are held by checkouts; on_hand cannot go "
+            "below that.",
+            **names,
+            variant_id=str(variant_id),
+            reserved=before.reserved,
+        )
+    await audit.record(
+        actor,
+        "inventory.set",
+        "inventory",
+        variant_id,
+        before={"on_hand": before.on_hand, "reserved": before.reserved},
+        after={"on_hand": after.on_hand, "reserved": after.reserved},
+    )
+    return after
+
+
 class InventoryAdmin:
     def __init__(
         self,
@@ -502,23 +539,15 @@ class InventoryAdmin:
                 raise not_found("product", f"There is no product or variant {variant_id}.")
             if before.on_hand == on_hand:
                 continue
-            after = await self.inventory.set_on_hand(variant_id, on_hand)
-            if after is None:
-                raise Problem(
-                    409,
-                    "stock-reserved",
-                    f"{before.reserved} unit(s) of this product are held by checkouts; on_hand cannot go below that.",
-                    product_id=str(before.product_id),
-                    variant_id=str(variant_id),
-                    reserved=before.reserved,
-                )
-            await self.audit.record(
+            after = await set_counted(
+                self.inventory,
+                self.audit,
                 self.actor,
-                "inventory.set",
-                "inventory",
                 variant_id,
-                before={"on_hand": before.on_hand, "reserved": before.reserved},
-                after={"on_hand": after.on_hand, "reserved": after.reserved},
+                before,
+                on_hand,
+                held="product",
+                product_id=before.product_id,
             )
             low = self.settings.low_stock
             if availability_of(before.available, low) != availability_of(after.available, low):

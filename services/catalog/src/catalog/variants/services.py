@@ -17,6 +17,7 @@ from catalog.audit.recorder import AuditLog
 from catalog.cache import CatalogCache
 from catalog.fields import availability_of, variant_title
 from catalog.inventory.repositories import InventoryRepository
+from catalog.inventory.services import set_counted
 from catalog.models import Product, Variant
 from catalog.settings import CatalogSettings
 from catalog.variants.repositories import VariantRepository
@@ -263,22 +264,8 @@ class VariantAdmin:
         assert before is not None
         if before.on_hand == on_hand:
             return
-        if await self.inventory.set_on_hand(variant_id, on_hand) is None:
-            raise Problem(
-                409,
-                "stock-reserved",
-                f"{before.reserved} unit(s) of this variant are held by checkouts; on_hand "
-                "cannot go below that.",
-                variant_id=str(variant_id),
-                reserved=before.reserved,
-            )
-        await self.audit.record(
-            self.actor,
-            "inventory.set",
-            "inventory",
-            variant_id,
-            before={"on_hand": before.on_hand, "reserved": before.reserved},
-            after={"on_hand": on_hand, "reserved": before.reserved},
+        await set_counted(
+            self.inventory, self.audit, self.actor, variant_id, before, on_hand, held="variant"
         )
 
 
