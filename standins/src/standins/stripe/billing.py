@@ -66,10 +66,7 @@ def period_end(start: int, interval: str, count: int) -> int:
 
 
 def subscription(store: Store, subscription_id: str) -> dict[str, Any]:
-    found = store.state.subscriptions.get(subscription_id)
-    if found is None:
-        raise missing("subscription", subscription_id, param="subscription")
-    return found
+    return store.state.subscriptions.found(subscription_id, "subscription", param="subscription")
 
 
 def _session_of(store: Store, subscription_id: str) -> str | None:
@@ -255,10 +252,7 @@ def _invoice(
 
 
 def invoice(store: Store, invoice_id: str) -> dict[str, Any]:
-    found = store.state.invoices.get(invoice_id)
-    if found is None:
-        raise missing("invoice", invoice_id, param="invoice")
-    return found
+    return store.state.invoices.found(invoice_id, "invoice", param="invoice")
 
 
 def retrieve(store: Store, subscription_id: str) -> dict[str, Any]:

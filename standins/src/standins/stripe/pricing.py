@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from standins.stripe.errors import StripeError, missing
+from standins.stripe.errors import StripeError
 from standins.stripe.forms import as_int, as_metadata, as_str
 
 if TYPE_CHECKING:
@@ -135,10 +135,7 @@ def create_coupon(store: Store, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def coupon(store: Store, coupon_id: str) -> dict[str, Any]:
-    found = store.state.coupons.get(coupon_id)
-    if found is None:
-        raise missing("coupon", coupon_id, param="coupon")
-    return _with_validity(found)
+    return _with_validity(store.state.coupons.found(coupon_id, "coupon", param="coupon"))
 
 
 def delete_coupon(store: Store, coupon_id: str) -> dict[str, Any]:
@@ -225,10 +222,7 @@ def create_promotion_code(store: Store, params: dict[str, Any]) -> dict[str, Any
 
 
 def promotion_code(store: Store, promo_id: str) -> dict[str, Any]:
-    found = store.state.promotion_codes.get(promo_id)
-    if found is None:
-        raise missing("promotion_code", promo_id, param="promotion_code")
-    return found
+    return store.state.promotion_codes.found(promo_id, "promotion_code", param="promotion_code")
 
 
 def list_promotion_codes(store: Store, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -388,10 +382,7 @@ def create_shipping_rate(store: Store, params: dict[str, Any], where: str = "") 
 
 
 def shipping_rate(store: Store, rate_id: str, param: str = "shipping_rate") -> dict[str, Any]:
-    found = store.state.shipping_rates.get(rate_id)
-    if found is None:
-        raise missing("shipping_rate", rate_id, param=param)
-    return found
+    return store.state.shipping_rates.found(rate_id, "shipping_rate", param=param)
 
 
 def session_shipping(
@@ -477,10 +468,7 @@ def create_customer(store: Store, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def customer(store: Store, customer_id: str) -> dict[str, Any]:
-    found = store.state.customers.get(customer_id)
-    if found is None:
-        raise missing("customer", customer_id, param="customer")
-    return found
+    return store.state.customers.found(customer_id, "customer", param="customer")
 
 
 def automatic_tax_enabled(params: dict[str, Any]) -> bool:

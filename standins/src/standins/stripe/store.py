@@ -109,6 +109,14 @@ class Tracked(dict[str, V]):
         self._touched.add((self.kind, key))
         return super().get(key, default)
 
+    def found(self, key: str, what: str, *, param: str = "id") -> V:
+        """The object ``key``, or Stripe's 404 naming it a ``what`` (``param``: the parameter
+        that named it)."""
+        value = self.get(key)
+        if value is None:
+            raise missing(what, key, param=param)
+        return value
+
     def __setitem__(self, key: str, value: V) -> None:
         self._touched.add((self.kind, key))
         super().__setitem__(key, value)
@@ -301,10 +309,7 @@ class Store:
         return event
 
     def event(self, event_id: str) -> dict[str, Any]:
-        event = self.state.events.get(event_id)
-        if event is None:
-            raise missing("event", event_id)
-        return event
+        return self.state.events.found(event_id, "event")
 
     def events_for(
         self, session_id: str | None = None, type_: str | None = None
@@ -628,10 +633,7 @@ class Store:
         }
 
     def session(self, session_id: str) -> dict[str, Any]:
-        session = self.state.sessions.get(session_id)
-        if session is None:
-            raise missing("checkout.session", session_id, param="session")
-        return session
+        return self.state.sessions.found(session_id, "checkout.session", param="session")
 
     def session_line_items(self, session_id: str) -> list[dict[str, Any]]:
         self.session(session_id)
@@ -875,22 +877,13 @@ class Store:
     # --- payment intents, charges, refunds ----------------------------------------------
 
     def payment_intent(self, intent_id: str) -> dict[str, Any]:
-        intent = self.state.payment_intents.get(intent_id)
-        if intent is None:
-            raise missing("payment_intent", intent_id, param="intent")
-        return intent
+        return self.state.payment_intents.found(intent_id, "payment_intent", param="intent")
 
     def charge(self, charge_id: str) -> dict[str, Any]:
-        charge = self.state.charges.get(charge_id)
-        if charge is None:
-            raise missing("charge", charge_id, param="charge")
-        return charge
+        return self.state.charges.found(charge_id, "charge", param="charge")
 
     def refund(self, refund_id: str) -> dict[str, Any]:
-        refund = self.state.refunds.get(refund_id)
-        if refund is None:
-            raise missing("refund", refund_id, param="refund")
-        return refund
+        return self.state.refunds.found(refund_id, "refund", param="refund")
 
     def create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         charge_id = as_str(params, "charge")
