@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +106,40 @@ async def query(sql: str, **params: Any) -> list[Any]:
             return list((await connection.execute(text(sql), params)).mappings())
     finally:
         await engine.dispose()
+
+
+async def race_watched(
+    variant_id: str, race: Callable[[], Awaitable[list[httpx.Response]]]
+) -> tuple[list[httpx.Response], list[int]]:
+    """The answers of ``race``, and the lowest of (available, reserved, on hand) read from the
+    variant's stock row by another connection each time it looked while the race ran: a race
+    that oversells or double-releases shows there as a negative number."""
+    lowest: list[int] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        engine = create_async_engine(DatabaseSettings().async_url)
+        try:
+            while not done.is_set():
+                async with engine.connect() as connection:
+                    row = (
+                        await connection.execute(
+                            text(
+                                "SELECT on_hand, reserved FROM catalog.inventory"
+                                " WHERE variant_id = :v"
+                            ),
+                            {"v": variant_id},
+                        )
+                    ).one()
+                lowest.append(min(row.on_hand - row.reserved, row.reserved, row.on_hand))
+                await asyncio.sleep(0.005)
+        finally:
+            await engine.dispose()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        answers = await race()
+    finally:
+        done.set()
+        await watcher
+    return answers, lowest

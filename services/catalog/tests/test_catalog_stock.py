@@ -20,6 +20,7 @@ from catalog_testkit import (
     availability,
     envelope,
     query,
+    race_watched,
     reserve,
     running,
     stock,
@@ -34,10 +35,7 @@ from ember_shared.events.contracts import (
 )
 from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
-from ember_shared.settings import DatabaseSettings
 from litestar import Litestar
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 Client = httpx.AsyncClient
 
@@ -185,34 +183,13 @@ async def test_two_hundred_concurrent_reservations_for_fifty_units(
     client: Client, kit: Kit, service_headers: dict[str, str]
 ) -> None:
     product = await kit.product(on_hand=50)
-    lowest: list[int] = []
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        # Read the row while the race runs: it must never show negative sellable stock.
-        engine = create_async_engine(DatabaseSettings().async_url)
-        try:
-            while not done.is_set():
-                async with engine.connect() as connection:
-                    row = (
-                        await connection.execute(
-                            text(
-                                "SELECT on_hand, reserved FROM catalog.inventory WHERE product_id = :p"
-                            ),
-                            {"p": product["id"]},
-                        )
-                    ).one()
-                lowest.append(min(row.on_hand - row.reserved, row.reserved, row.on_hand))
-                await asyncio.sleep(0.005)
-        finally:
-            await engine.dispose()
-
-    watcher = asyncio.create_task(watch())
-    answers = await asyncio.gather(
-        *(reserve(client, service_headers, [(product["id"], 1)]) for _ in range(200))
+    # The product's default variant has the product's id.
+    answers, lowest = await race_watched(
+        product["id"],
+        lambda: asyncio.gather(
+            *(reserve(client, service_headers, [(product["id"], 1)]) for _ in range(200))
+        ),
     )
-    done.set()
-    await watcher
     statuses = [a.status_code for a in answers]
     assert statuses.count(201) == 50
     assert statuses.count(409) == 150

@@ -9,10 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
-from catalog_testkit import Kit, assert_problem, query
-from ember_shared.settings import DatabaseSettings
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from catalog_testkit import Kit, assert_problem, query, race_watched
 
 Client = httpx.AsyncClient
 
@@ -209,28 +206,6 @@ async def test_two_hundred_buyers_race_for_fifty_units_of_one_variant(
 ) -> None:
     product = await with_variants(client, kit, kilo_espresso_stock=50)
     kilo = product["variants"][("Espresso", "1 kg")]
-    lowest: list[int] = []
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        # Read the row while the race runs: it must never show negative sellable stock.
-        engine = create_async_engine(DatabaseSettings().async_url)
-        try:
-            while not done.is_set():
-                async with engine.connect() as connection:
-                    row = (
-                        await connection.execute(
-                            text(
-                                "SELECT on_hand, reserved FROM catalog.inventory"
-                                " WHERE variant_id = :v"
-                            ),
-                            {"v": kilo["id"]},
-                        )
-                    ).one()
-                lowest.append(min(row.on_hand - row.reserved, row.reserved, row.on_hand))
-                await asyncio.sleep(0.005)
-        finally:
-            await engine.dispose()
 
     async def buy() -> httpx.Response:
         return await client.post(
@@ -243,10 +218,9 @@ async def test_two_hundred_buyers_race_for_fifty_units_of_one_variant(
             headers=service_headers,
         )
 
-    watcher = asyncio.create_task(watch())
-    answers = await asyncio.gather(*(buy() for _ in range(200)))
-    done.set()
-    await watcher
+    answers, lowest = await race_watched(
+        kilo["id"], lambda: asyncio.gather(*(buy() for _ in range(200)))
+    )
     statuses = [a.status_code for a in answers]
     assert statuses.count(201) == 50
     assert statuses.count(409) == 150
