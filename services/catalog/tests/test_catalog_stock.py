@@ -25,7 +25,8 @@ from catalog_testkit import (
     running,
     stock,
 )
-from ember_shared.events import Envelope, EventData, stream_for
+from ember_devkit.testing.events import publish
+from ember_shared.events import Envelope, EventData
 from ember_shared.events.contracts import (
     Address,
     CheckoutExpired,
@@ -33,7 +34,6 @@ from ember_shared.events.contracts import (
     PaymentFailed,
     PaymentSucceeded,
 )
-from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from litestar import Litestar
 
@@ -387,14 +387,7 @@ async def test_events_arriving_on_the_stream_are_handled(
     order_id = uuid.uuid4()
     await reserve(client, service_headers, [(product["id"], 1)], order_id=order_id)
     event = envelope(paid(order_id, [(product["id"], 1)]))
-    fields = await entry_fields(
-        msgspec.json.encode(event),
-        event_id=event.id,
-        event_type=event.type,
-        correlation_id=event.correlation_id,
-        producer=event.producer,
-    )
-    await catalog_app.state.redis.xadd(stream_for(event.type), fields)
+    await publish(catalog_app.state.redis, event)
     deadline = asyncio.get_running_loop().time() + 30
     while await reservation_status(order_id) != "committed":
         assert asyncio.get_running_loop().time() < deadline, "the consumer did not handle it"
