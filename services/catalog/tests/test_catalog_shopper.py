@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
+from catalog.products import repositories
 from catalog_testkit import Kit, assert_problem, unique
 
 Client = httpx.AsyncClient
@@ -269,6 +271,38 @@ async def test_search_ranks_name_matches_first(client: Client, kit: Kit) -> None
     in_name = await kit.product(name=f"{word} Reserve")
     items = (await client.get("/api/products/search", params={"q": word})).json()["items"]
     assert [i["id"] for i in items] == [in_name["id"], in_description["id"]]
+
+
+@pytest.mark.parametrize("probe_blocks", [0, 10**6], ids=["gin-index", "table-probe"])
+async def test_search_pools_are_the_same_first_matches_either_way(
+    client: Client, kit: Kit, monkeypatch: pytest.MonkeyPatch, probe_blocks: int
+) -> None:
+    """Each candidate pool is the first matches in the table's order, from the GIN index or,
+    for a word most products have, from a probe of the table's first pages (name matches
+    tested on search_vector's weight A): both give the same pools and so the same answer."""
+    monkeypatch.setattr(repositories, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(repositories, "PROBE_BLOCKS", probe_blocks)
+    repositories._search_statements.cache_clear()
+    try:
+        word = "zq" + uuid.uuid4().hex[:8]
+        in_text = [
+            await kit.product(name=unique("Plain"), description=f"Notes of {word}.")
+            for _ in range(3)
+        ]
+        in_name = [await kit.product(name=f"{word} Reserve {n}") for n in range(2)]
+        body = (
+            await client.get(
+                "/api/products/search", params={"q": word, "page_size": 20 + probe_blocks % 7}
+            )
+        ).json()
+    finally:
+        repositories._search_statements.cache_clear()
+    ids = [item["id"] for item in body["items"]]
+    # The two name matches, ranked first, and two of the three matches in the description
+    # (which two is the table's order, the same for both pools).
+    assert body["total"] == 4, body
+    assert set(ids[:2]) == {p["id"] for p in in_name}
+    assert len(set(ids[2:]) & {p["id"] for p in in_text}) == 2
 
 
 async def test_search_input_is_bounded(client: Client) -> None:
