@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -338,6 +338,16 @@ class Supervisor:
             # (PR_SET_PDEATHSIG is per thread), and the caller's thread may end before the stack.
             child.restart_at = time.monotonic()
         self.wait_ready(ready_timeout, [name])
+
+    def set_env(self, name: str, env: Mapping[str, str]) -> None:
+        """The environment a process gets from its next start on (a :meth:`restart` applies it)."""
+        child = self._child(name)
+        with self._lock:
+            child.spec = replace(child.spec, env=dict(env))
+
+    def env(self, name: str) -> dict[str, str]:
+        """The environment a process was (or will next be) started with."""
+        return dict(self._child(name).spec.env)
 
     def pids(self) -> dict[str, int]:
         with self._lock:
