@@ -187,6 +187,7 @@ async def test_a_shopper_buys_a_kilo_of_espresso_with_a_code_express_shipping_an
     assert mailed == expected
     assert f"Discount ({code})" in text
     assert "Shipping (Express)" in text
+    assert f"{coffee['name']} (Espresso / 1 kg) x 1" in text
 
     # What Stripe (the stand-in) charged, read through its API as the SDK would.
     env = stack.env

@@ -7,6 +7,7 @@ import re
 import pytest
 from ember_shared.events.contracts import (
     OrderDelivered,
+    OrderLine,
     OrderRefunded,
     OrderShipped,
     PasswordResetRequested,
@@ -283,3 +284,25 @@ def test_the_confirmation_shows_discount_shipping_method_and_tax_that_make_the_t
     )
     assert "Discount" not in plain.text
     assert "Tax" not in plain.text
+
+
+def test_the_confirmation_names_the_variant_of_each_line() -> None:
+    kilo = OrderLine(
+        product_id=new_id(),
+        variant_id=new_id(),
+        slug="ethiopia",
+        name="Ethiopia Guji",
+        unit_price=5600,
+        quantity=1,
+        sku="ETH-ES-1KG",
+        variant_title="Espresso / 1 kg",
+    )
+    bag = OrderLine(
+        product_id=new_id(), slug="colombia", name="Colombia Huila", unit_price=1600, quantity=1
+    )
+    data = order_paid("a@example.com", lines=[kilo, bag], subtotal=7200, total=7695)
+    mail = render(Template.ORDER_CONFIRMATION, compose.order_confirmation(data, PUBLIC))
+    assert "Ethiopia Guji (Espresso / 1 kg) x 1" in mail.text
+    assert "Ethiopia Guji (Espresso / 1 kg) &times; 1" in mail.html
+    # A product without options has only its default variant, which is not named.
+    assert "Colombia Huila x 1" in mail.text

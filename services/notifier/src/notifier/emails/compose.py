@@ -71,6 +71,7 @@ def order_confirmation(data: OrderPaid, public_url: str) -> dict[str, Any]:
         "lines": [
             {
                 "name": line.name,
+                "variant_title": line.variant_title,
                 "quantity": line.quantity,
                 "unit_price": line.unit_price,
                 "line_total": line.unit_price * line.quantity,
