@@ -78,6 +78,36 @@ async def test_a_fill_is_refused_when_a_write_commits_during_the_build(
     assert reader.stats.fills_refused == refused + 1
 
 
+async def test_a_miss_after_a_write_does_not_join_a_build_that_read_before_it(
+    replicas: list[CatalogCache],
+) -> None:
+    """A shopper reloading right after an admin's edit got the old price: the miss (the edit's
+    invalidation emptied the key) joined a build still in flight from before the commit."""
+    reader, writer = replicas
+    key = value_key("test", uuid.uuid4())
+    old_data_read, write_landed = asyncio.Event(), asyncio.Event()
+
+    async def build_from_before_the_write() -> tuple[bytes, Sequence[str]]:
+        old_data_read.set()
+        await write_landed.wait()
+        return b'{"price":100}', (LISTS_SET,)
+
+    async def build_after_the_write() -> tuple[bytes, Sequence[str]]:
+        return b'{"price":200}', (LISTS_SET,)
+
+    first = asyncio.create_task(reader.get_or_build(key, build_from_before_the_write))
+    await old_data_read.wait()
+    await writer.invalidate(Invalidation(lists=True))  # the edit commits, then invalidates
+    second = asyncio.create_task(reader.get_or_build(key, build_after_the_write))
+    # Lets the second request miss and find the first build in flight (ordering only: were
+    # it too short, the second would find nothing in flight and the test could not fail).
+    await asyncio.sleep(0.2)
+    write_landed.set()
+    assert body_of(await asyncio.wait_for(second, timeout=30)) == b'{"price":200}'
+    assert body_of(await first) == b'{"price":100}'
+    assert body_of(await reader.get(key) or b"") == b'{"price":200}'
+
+
 async def test_waiters_build_themselves_when_the_lock_holder_is_gone(
     replicas: list[CatalogCache],
 ) -> None:

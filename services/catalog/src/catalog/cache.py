@@ -160,7 +160,7 @@ class CatalogCache:
         self.ttl_ms = ttl_seconds * 1000
         self.lock_ms = lock_ms
         self.stats = CacheStats()
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._inflight: dict[str, _Build] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._fill = redis.register_script(_FILL)
         self._invalidate = redis.register_script(_INVALIDATE)
@@ -206,13 +206,18 @@ class CatalogCache:
             return value
         running = self._inflight.get(key)
         if running is not None:
-            return await asyncio.shield(running)
+            noted = running.generation
+            # Join a build only if it read Postgres after this miss: one that noted an older
+            # generation may hold data a commit (whose invalidation made this miss) replaced.
+            if noted is None or noted == (await self._get(GEN_KEY) or b"0"):
+                return await asyncio.shield(running.future)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         # Mark the outcome as retrieved even when nobody else waited for it.
         future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        self._inflight[key] = future
+        build_state = _Build(future)
+        self._inflight[key] = build_state
         try:
-            value = await self._build_once(key, build)
+            value = await self._build_once(key, build, build_state)
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -221,9 +226,10 @@ class CatalogCache:
             future.set_result(value)
             return value
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is build_state:
+                del self._inflight[key]
 
-    async def _build_once(self, key: str, build: Builder) -> bytes:
+    async def _build_once(self, key: str, build: Builder, state: _Build) -> bytes:
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.lock_ms / 1000
@@ -234,6 +240,7 @@ class CatalogCache:
                 pipe.get(GEN_KEY)
                 locked, generation = await pipe.execute()
             if locked:
+                state.generation = generation or b"0"
                 try:
                     return await self._build_and_fill(key, build, generation)
                 finally:
@@ -246,6 +253,7 @@ class CatalogCache:
             if time.monotonic() > deadline:
                 # The lock holder is slow or gone: answer from Postgres rather than wait more.
                 generation = await self._get(GEN_KEY)
+                state.generation = generation or b"0"
                 return await self._build_and_fill(key, build, generation)
 
     async def _build_and_fill(self, key: str, build: Builder, generation: bytes | None) -> bytes:
@@ -358,6 +366,15 @@ class CatalogCache:
         """Wait for invalidations started by commits elsewhere (event handlers, the sweeper)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass
+class _Build:
+    """A build in flight in this process, and the generation it noted before reading Postgres
+    (None until it has)."""
+
+    future: asyncio.Future[bytes]
+    generation: bytes | None = None
 
 
 @dataclass
