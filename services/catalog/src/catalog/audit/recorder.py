@@ -8,7 +8,7 @@ change without its record, nor a record of a change that was rolled back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from ember_shared.auth import Principal
@@ -17,6 +17,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.models import AuditEntry
+
+if TYPE_CHECKING:
+    from catalog.cache import CatalogCache
+    from catalog.settings import CatalogSettings
 
 #: What an entry is about: every value ``record`` is given (the audit log's ``entity`` filter
 #: offers exactly these). ``catalog`` is the demo seed, with entity id ``demo``.
@@ -55,3 +59,21 @@ class AuditLog:
                 after=msgspec.to_builtins(after) if after is not None else None,
             )
         )
+
+
+class AuditedAdmin:
+    """What every admin service of the catalog works with: the request's session, the cache it
+    invalidates on commit, the settings, who acts, and the audit log its writes go to."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        cache: CatalogCache,
+        settings: CatalogSettings,
+        actor: Principal | None,
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.settings = settings
+        self.actor = actor
+        self.audit = AuditLog(session)

@@ -36,7 +36,7 @@ from ember_shared.pagination import window
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit.recorder import AuditLog
+from catalog.audit.recorder import AuditedAdmin, AuditLog
 from catalog.cache import CatalogCache
 from catalog.events import outbox
 from catalog.fields import availability_of, variant_title
@@ -475,7 +475,7 @@ async def set_counted(
     return after
 
 
-class InventoryAdmin:
+class InventoryAdmin(AuditedAdmin):
     def __init__(
         self,
         session: AsyncSession,
@@ -483,12 +483,8 @@ class InventoryAdmin:
         settings: CatalogSettings,
         actor: Principal | None,
     ) -> None:
-        self.session = session
-        self.cache = cache
-        self.settings = settings
-        self.actor = actor
+        super().__init__(session, cache, settings, actor)
         self.inventory = InventoryRepository(session)
-        self.audit = AuditLog(session)
 
     def row(self, row: Any) -> InventoryRow:
         on_hand: int = row.on_hand

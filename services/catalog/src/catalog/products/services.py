@@ -15,7 +15,7 @@ from msgspec import UNSET
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit.recorder import AuditLog, snapshot
+from catalog.audit.recorder import AuditedAdmin, snapshot
 from catalog.cache import CatalogCache
 from catalog.categories.repositories import CategoryRepository
 from catalog.fields import availability_of, slugify
@@ -252,7 +252,7 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-class ProductAdmin:
+class ProductAdmin(AuditedAdmin):
     """Admin changes to products and their images. Each is audited in the same transaction and
     invalidates, on commit, the cached answers it makes stale."""
 
@@ -263,15 +263,11 @@ class ProductAdmin:
         settings: CatalogSettings,
         actor: Principal | None,
     ) -> None:
-        self.session = session
-        self.cache = cache
-        self.settings = settings
-        self.actor = actor
+        super().__init__(session, cache, settings, actor)
         self.products = ProductRepository(session=session, auto_expunge=False)
         self.images = ImageRepository(session=session)
         self.categories = CategoryRepository(session=session)
         self.variants = VariantRepository(session)
-        self.audit = AuditLog(session)
 
     # --- reading -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.audit.recorder import AuditLog
+from catalog.audit.recorder import AuditedAdmin
 from catalog.cache import CatalogCache
 from catalog.fields import availability_of, variant_title
 from catalog.inventory.repositories import InventoryRepository
@@ -151,7 +151,7 @@ def _check_variants(data: VariantsSet, existing: dict[uuid.UUID, Variant]) -> No
                 raise Problem(400, "unknown-variant", f"This product has no variant {variant.id}.")
 
 
-class VariantAdmin:
+class VariantAdmin(AuditedAdmin):
     """Admin changes to a product's options and variants, audited in the same transaction."""
 
     def __init__(
@@ -161,13 +161,9 @@ class VariantAdmin:
         settings: CatalogSettings,
         actor: Principal | None,
     ) -> None:
-        self.session = session
-        self.cache = cache
-        self.settings = settings
-        self.actor = actor
+        super().__init__(session, cache, settings, actor)
         self.variants = VariantRepository(session)
         self.inventory = InventoryRepository(session)
-        self.audit = AuditLog(session)
 
     async def view(self, product_id: uuid.UUID) -> AdminVariants:
         product = await self.session.get(Product, product_id)
