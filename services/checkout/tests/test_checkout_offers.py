@@ -226,6 +226,98 @@ async def test_an_expired_checkout_gives_its_use_back(world: World) -> None:
     assert again.status_code == 201, again.text
 
 
+async def category(world: World) -> str:
+    response = await world.http.post(
+        f"{world.catalog_url}/api/admin/categories",
+        json={"name": f"Beans {uuid.uuid4().hex[:8]}"},
+        headers=world.admin_headers(),
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def product_in(world: World, category_id: str, price: int) -> uuid.UUID:
+    response = await world.http.post(
+        f"{world.catalog_url}/api/admin/products/",
+        json={
+            "name": f"Test Coffee {uuid.uuid4().hex[:8]}",
+            "price": price,
+            "on_hand": 20,
+            "currency": "USD",
+            "category_id": category_id,
+        },
+        headers=world.admin_headers(),
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+async def test_a_code_for_a_category_takes_money_off_only_its_lines(world: World) -> None:
+    espresso, filter_ = await category(world), await category(world)
+    listed = await code(world, percent_off=20, category_ids=[espresso])
+    assert listed["category_ids"] == [espresso]
+    in_it = await product_in(world, espresso, 2000)
+    elsewhere = await product_in(world, filter_, 1500)
+    uncategorised = await world.product(price=700)
+    # A product named by id counts too, whatever its category.
+    both = await code(world, amount_off=900, category_ids=[espresso], product_ids=[str(elsewhere)])
+
+    shopper = world.guest()
+    for product_id in (in_it, elsewhere, uncategorised):
+        await shopper.add(product_id, 1)
+    quote = await shopper.http.get(
+        f"{world.checkout_url}/api/checkout/quote", params={"discount_code": both["code"]}
+    )
+    assert quote.status_code == 200, quote.text
+    by_product = {line["product_id"]: line["discount"] for line in quote.json()["lines"]}
+    # 900 spread over 2000 and 1500 (the 700 line is neither listed nor in the category).
+    assert by_product == {str(in_it): 514, str(elsewhere): 386, str(uncategorised): 0}
+
+    started = await shopper.checkout(discount_code=listed["code"], expected_total=4200 - 400 + 600)
+    assert started.status_code == 201, started.text
+    body = started.json()
+    assert body["discount"] == 400  # 20 % of the espresso's 2000 only
+    assert {line["product_id"]: line["discount"] for line in body["lines"]} == {
+        str(in_it): 400,
+        str(elsewhere): 0,
+        str(uncategorised): 0,
+    }
+    row = await world.row(body["order_id"])
+    stripe_session = (await world.stripe_session(row["stripe_session_id"]))["session"]
+    assert stripe_session["total_details"]["amount_discount"] == 400
+    assert stripe_session["amount_total"] == row["total"] == body["total"] == 4400
+    await world.pay_page(body["checkout_url"], CARD_OK)
+    await world.checkout_status(body["order_id"], "paid")
+    [event] = await world.outbox(body["order_id"], "payment.succeeded.v1")
+    assert event["data"]["discount"] == 400
+    assert (await code_state(world, listed["id"]))["uses"] == 1
+
+    # Nothing in the cart is of the category: a clear problem naming what the code is for.
+    other = world.guest()
+    await other.add(elsewhere, 2)
+    refused = await other.checkout(discount_code=listed["code"])
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert problem["type"].endswith("discount-code-not-applicable")
+    assert problem["category_ids"] == [espresso]
+    assert listed["code"] in problem["detail"]
+
+    # Staff change the categories it is for: now the filter coffee is eligible.
+    changed = await world.http.patch(
+        f"{world.checkout_url}/api/checkout/admin/discount-codes/{listed['id']}",
+        json={"category_ids": [filter_, filter_]},
+        headers=world.admin_headers(),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["category_ids"] == [filter_]
+    requote = await other.http.get(
+        f"{world.checkout_url}/api/checkout/quote", params={"discount_code": listed["code"]}
+    )
+    assert requote.status_code == 200, requote.text
+    assert requote.json()["discount"] == 600
+
+
 async def test_each_way_a_code_can_fail_is_a_clear_problem(world: World) -> None:
     now = dt.datetime.now(dt.UTC)
     shopper, product_id = await world.basket(price=1800)

@@ -181,8 +181,13 @@ class DiscountCode(EntityColumns, Base):
     max_uses: Mapped[int | None] = mapped_column(default=None)
     max_uses_per_customer: Mapped[int | None] = mapped_column(default=None)
     first_order_only: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
-    #: The products it takes money off (none listed: every product).
+    #: The products it takes money off (none listed here nor in ``category_ids``: every product).
     product_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(Uuid()), default=list, server_default=text("'{}'")
+    )
+    #: The catalog categories whose products it takes money off, as well as ``product_ids``'
+    #: (neither listed: every product).
+    category_ids: Mapped[list[uuid.UUID]] = mapped_column(
         ARRAY(Uuid()), default=list, server_default=text("'{}'")
     )
     active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))

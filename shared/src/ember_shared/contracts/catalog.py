@@ -57,6 +57,8 @@ class LookupProduct(msgspec.Struct, frozen=True, kw_only=True):
     #: The values joined for display ("Espresso / 1 kg"); empty for a product without options.
     variant_title: str = ""
     weight_grams: int | None = None
+    #: The product's category (None: in none), for rules that go by category (discount codes).
+    category_id: uuid.UUID | None = None
 
     @property
     def sellable_now(self) -> int:

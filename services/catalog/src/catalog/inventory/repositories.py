@@ -267,6 +267,7 @@ class InventoryRepository:
                     Product.slug,
                     Product.name,
                     Product.options,
+                    Product.category_id,
                     Variant.sku,
                     Variant.option_values,
                     Variant.price,

@@ -435,6 +435,7 @@ class StockKeeper:
             option_values=list(row.option_values),
             variant_title=variant_title(row.option_values),
             weight_grams=row.weight_grams,
+            category_id=row.category_id,
         )
 
 

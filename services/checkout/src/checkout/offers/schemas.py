@@ -95,8 +95,12 @@ class DiscountCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_uses: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     max_uses_per_customer: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
     first_order_only: bool = False
-    #: The products it takes money off (empty: all).
+    #: The products it takes money off (this and ``category_ids`` empty: all).
     product_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=500)] = msgspec.field(
+        default_factory=list
+    )
+    #: The catalog categories whose products it takes money off, as well as ``product_ids``'.
+    category_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
     active: bool = True
@@ -111,6 +115,7 @@ class DiscountCodePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     max_uses_per_customer: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
     first_order_only: bool | None = None
     product_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=500)] | None = None
+    category_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=100)] | None = None
     active: bool | None = None
 
 
@@ -127,6 +132,7 @@ class DiscountCodeOut(msgspec.Struct, kw_only=True):
     max_uses_per_customer: int | None
     first_order_only: bool
     product_ids: list[uuid.UUID]
+    category_ids: list[uuid.UUID]
     active: bool
     #: Paid checkouts that used it.
     uses: int

@@ -5,7 +5,8 @@
   all, the flat rate of the settings (``CHECKOUT_SHIPPING_FLAT_RATE``, free from
   ``CHECKOUT_FREE_SHIPPING_THRESHOLD``) is the one choice, as before rates existed.
 - Discount codes: one per checkout, checked here with a clear problem for each way it can
-  fail; the amount is taken off the eligible lines in proportion (integer minor units, the
+  fail; the amount is taken off the eligible lines (those of the products or the catalog
+  categories it names, or every line when it names none) in proportion (integer minor units, the
   remainders to the largest fractions), and travels to Stripe as a one-off ``amount_off``
   coupon of exactly that amount, so Stripe charges what Ember records.
 - A use is held at start (one conditional UPDATE in a short transaction of its own, under the
@@ -84,6 +85,18 @@ class AppliedDiscount:
 class PricedLineRef:
     product_id: uuid.UUID
     line_total: int
+    #: The product's catalog category (None: in none).
+    category_id: uuid.UUID | None = None
+
+
+def eligible(code: DiscountCode, line: PricedLineRef) -> bool:
+    """Whether the code takes money off this line: its product is listed, or its product's
+    category is; a code listing neither is for every product."""
+    if not code.product_ids and not code.category_ids:
+        return True
+    return line.product_id in code.product_ids or (
+        line.category_id is not None and line.category_id in code.category_ids
+    )
 
 
 def customer_key(user_id: uuid.UUID | None, email: str) -> str:
@@ -222,6 +235,7 @@ class Offers:
             max_uses_per_customer=code.max_uses_per_customer,
             first_order_only=code.first_order_only,
             product_ids=list(code.product_ids),
+            category_ids=list(code.category_ids),
             active=code.active,
             uses=code.uses,
             holds=code.holds,
@@ -257,6 +271,7 @@ class Offers:
             max_uses_per_customer=data.max_uses_per_customer,
             first_order_only=data.first_order_only,
             product_ids=sorted(set(data.product_ids)),
+            category_ids=sorted(set(data.category_ids)),
             active=data.active,
             uses=0,
             holds=0,
@@ -271,7 +286,7 @@ class Offers:
         if code is None:
             raise not_found("discount code")
         for key, value in _given(data).items():
-            setattr(code, key, sorted(set(value)) if key == "product_ids" else value)
+            setattr(code, key, sorted(set(value)) if key.endswith("_ids") else value)
         _window(code.starts_at, code.ends_at)
         try:
             await self.db.flush()
@@ -339,10 +354,7 @@ class Offers:
                 subtotal=subtotal,
                 currency=self.settings.currency,
             )
-        eligible = set(code.product_ids)
-        weights = [
-            line.line_total if not eligible or line.product_id in eligible else 0 for line in lines
-        ]
+        weights = [line.line_total if eligible(code, line) else 0 for line in lines]
         base = sum(weights)
         if base == 0:
             raise Problem(
@@ -351,6 +363,8 @@ class Offers:
                 f"The code {code.code} is for other products than this cart holds.",
                 title="Discount code not applicable",
                 code=code.code,
+                product_ids=[str(p) for p in code.product_ids],
+                category_ids=[str(c) for c in code.category_ids],
             )
         # Paid uses only: whether an open checkout's hold still counts (or has lapsed) is
         # decided when this checkout takes its own.

@@ -239,7 +239,14 @@ class CheckoutService:
             if discount_code:
                 applied = await offers.evaluate(
                     discount_code,
-                    [PricedLineRef(line.product_id, line.line_total) for line in lines],
+                    [
+                        PricedLineRef(
+                            line.product_id,
+                            line.line_total,
+                            variants[line.variant_id or line.product_id].category_id,
+                        )
+                        for line in lines
+                    ],
                     user_id=user_id,
                     email=email,
                 )
