@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from checkout.offers.services import HOLD_GRACE, AppliedDiscount, hold_use, sweep_holds
+from checkout.reconciliation.services import reconcile_once
 from checkout_testkit import Shopper, World
 from sqlalchemy import text
 
@@ -488,3 +490,82 @@ async def test_a_hold_whose_checkout_never_got_written_lapses(world: World) -> N
     assert started.status_code == 201, started.text
     state = await code_state(world, one["id"])
     assert (state["uses"], state["holds"]) == (0, 1)
+
+
+async def test_uses_held_by_checkouts_that_will_not_be_paid_come_back_on_their_own(
+    world: World,
+) -> None:
+    """No later use of the code is needed: the reconciler's pass gives back the uses of a start
+    that died before writing its checkout, and of a checkout expired at Stripe whose webhook
+    never came, so the remaining uses staff see are true."""
+    two = await code(world, percent_off=10, max_uses=2)
+    state = world.apps["checkout"].state
+    settings = state.checkout_settings
+    shopper, _ = await world.basket(price=1800)
+    started = await shopper.checkout(discount_code=two["code"])
+    assert started.status_code == 201, started.text
+    body = started.json()
+    stripe_session_id = (await world.row(body["order_id"]))["stripe_session_id"]
+    # A start that died after taking its use (its process killed): a hold, no checkout.
+    now = dt.datetime.now(dt.UTC)
+    applied = AppliedDiscount(code_id=uuid.UUID(two["id"]), code=two["code"], amount=180)
+    await hold_use(
+        world.engine,
+        applied,
+        order_id=uuid.uuid4(),
+        customer="email:gone@example.com",
+        expires_at=now + dt.timedelta(seconds=settings.reservation_ttl_s),
+    )
+    assert (await code_state(world, two["id"]))["holds"] == 2
+    late, _ = await world.basket(price=1800)
+    refused = await late.checkout(discount_code=two["code"])
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("discount-code-used-up")
+
+    # While a start may still be running, its use stays held.
+    assert two["code"] not in await sweep_holds(world.engine, settings)
+    assert (await code_state(world, two["id"]))["holds"] == 2
+    past_start = now + dt.timedelta(seconds=settings.start_bound_s + 1)
+    assert (await sweep_holds(world.engine, settings, past_start)).get(two["code"]) == 1
+    # The open checkout keeps its own.
+    assert (await code_state(world, two["id"]))["holds"] == 1
+
+    # The checkout expires at Stripe and its webhook never comes.
+    await world.hold(stripe_session_id)
+    await world.control("POST", f"/sessions/{stripe_session_id}/expire")
+    assert (await world.stripe_session(stripe_session_id))["session"]["status"] == "expired"
+    assert (await world.row(body["order_id"]))["status"] == "open"
+    async with world.engine.connect() as connection:
+        hold_expires = (
+            await connection.execute(
+                text("SELECT expires_at FROM checkout.discount_holds WHERE order_id = :o"),
+                {"o": body["order_id"]},
+            )
+        ).scalar_one()
+    # The hold outlives its checkout by a grace (a payment's webhook may come late).
+    checkout_expires = dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert hold_expires >= checkout_expires + HOLD_GRACE
+    assert two["code"] not in await sweep_holds(world.engine, settings, checkout_expires)
+    past_expiry = hold_expires + dt.timedelta(seconds=1)
+    assert (await sweep_holds(world.engine, settings, past_expiry)).get(two["code"]) == 1
+    assert (await code_state(world, two["id"]))["holds"] == 0
+    again = await late.checkout(discount_code=two["code"])
+    assert again.status_code == 201, again.text
+    assert (await code_state(world, two["id"]))["holds"] == 1
+
+    # The webhook comes after all: the checkout expires, the use is not given back twice.
+    await world.hold(stripe_session_id, held=False)
+    await world.checkout_status(body["order_id"], "expired")
+    assert (await code_state(world, two["id"]))["holds"] == 1
+
+    # The reconciler's own pass runs the sweep (a batch of none: no checkout asked about).
+    await hold_use(
+        world.engine,
+        applied,
+        order_id=uuid.uuid4(),
+        customer="email:gone-too@example.com",
+        expires_at=dt.datetime.now(dt.UTC) - HOLD_GRACE - dt.timedelta(seconds=1),
+    )
+    assert (await code_state(world, two["id"]))["holds"] == 2
+    await reconcile_once(world.engine, state.stripe, replace(settings, reconcile_batch=0))
+    assert (await code_state(world, two["id"]))["holds"] == 1

@@ -114,6 +114,15 @@ class CheckoutSettings:
     def stripe_expiry_s(self) -> int:
         return self.reservation_ttl_s - self.expiry_margin_s
 
+    @property
+    def start_bound_s(self) -> float:
+        """Longer than any checkout start can run (the calls it makes, each bounded by its
+        timeout and retries, and a wait for another start of the same cart): what a start took
+        (a stock-hold claim, a code's use) outliving its request is given back after this."""
+        upstream_s = self.upstream_timeout_ms / 1000
+        stripe_s = (self.stripe_max_network_retries + 1) * self.stripe_timeout_ms / 1000
+        return 60 + 2 * (3 * upstream_s + 2 * stripe_s)
+
     def production_problems(self) -> list[str]:
         """Why this configuration must not run in production (names every setting at fault)."""
         problems: list[str] = []

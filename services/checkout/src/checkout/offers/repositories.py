@@ -40,6 +40,36 @@ _LAPSE = text(
     """
 )
 
+#: Every code's holds that will not be paid: past their expiry (their checkout long closed, its
+#: webhook and the reconciler's look both missed), or taken by a start whose checkout was never
+#: written (its request died). Replicas share the work (SKIP LOCKED); a deadlock between two
+#: of them over the same codes fails one pass, and the next takes what is left.
+_SWEEP = text(
+    """
+    WITH due AS (
+        SELECT h.id FROM checkout.discount_holds h
+         WHERE h.status = 'held'
+           AND (h.expires_at <= :now
+                OR (h.created_at <= :orphaned_before
+                    AND NOT EXISTS (SELECT 1 FROM checkout.checkout_sessions s
+                                     WHERE s.order_id = h.order_id)))
+         ORDER BY h.code_id
+         LIMIT :limit
+         FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        UPDATE checkout.discount_holds h SET status = 'released', updated_at = now()
+          FROM due WHERE h.id = due.id AND h.status = 'held'
+        RETURNING h.code_id
+    ), counted AS (
+        SELECT code_id, count(*) AS n FROM lapsed GROUP BY code_id
+    )
+    UPDATE checkout.discount_codes c SET holds = c.holds - counted.n, updated_at = now()
+      FROM counted WHERE c.id = counted.code_id
+    RETURNING c.code, counted.n
+    """
+)
+SWEEP_BATCH = 500
+
 
 class OffersRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -108,6 +138,13 @@ class OffersRepository:
 
     async def lapse_holds(self, code_id: uuid.UUID, now: dt.datetime) -> None:
         await self.session.execute(_LAPSE, {"code_id": code_id, "now": now})
+
+    async def sweep_holds(self, now: dt.datetime, orphaned_before: dt.datetime) -> dict[str, int]:
+        """Give back the holds that will not be paid (see ``_SWEEP``): released, by code."""
+        rows = await self.session.execute(
+            _SWEEP, {"now": now, "orphaned_before": orphaned_before, "limit": SWEEP_BATCH}
+        )
+        return {str(code): int(n) for code, n in rows.all()}
 
     async def take_hold(self, code_id: uuid.UUID) -> bool:
         taken = await self.session.execute(_TAKE_HOLD, {"code_id": code_id})

@@ -11,7 +11,8 @@
   coupon of exactly that amount, so Stripe charges what Ember records.
 - A use is held at start (one conditional UPDATE in a short transaction of its own, under the
   table's CHECK), counted when the payment's webhook says paid, and given back when the
-  checkout expires, fails or does not start.
+  checkout expires, fails or does not start; the reconciler's pass (:func:`sweep_holds`) gives
+  back on its own a hold whose start died or whose checkout lapsed unheard of.
 """
 
 from __future__ import annotations
@@ -429,6 +430,21 @@ async def hold_use(
                 expires_at=expires_at + HOLD_GRACE,
             )
         )
+
+
+async def sweep_holds(
+    engine: AsyncEngine, settings: CheckoutSettings, now: dt.datetime | None = None
+) -> dict[str, int]:
+    """Give back, in a transaction of its own, the uses held by checkouts that will not be paid
+    (lapsed, or whose start died before writing its checkout), so that a code's remaining uses
+    are true without waiting for its next use. Run by the reconciler on each pass."""
+    now = now or dt.datetime.now(dt.UTC)
+    orphaned_before = now - dt.timedelta(seconds=settings.start_bound_s)
+    async with AsyncSession(engine) as session, session.begin():
+        released = await OffersRepository(session).sweep_holds(now, orphaned_before)
+    if released:
+        log.info("discount_holds_lapsed", released=released)
+    return released
 
 
 async def release_use(engine: AsyncEngine, order_id: uuid.UUID) -> None:

@@ -8,7 +8,8 @@ Stripe for each Checkout Session, and hands what it learns to
 :meth:`WebhookService.reconcile`: the webhook's own claim-and-move path, in a transaction of its
 own, so the order is paid, the stock sold and the mail sent exactly as if the webhook had come,
 and the webhook that comes after all changes nothing. Each pass also deletes lapsed stock-hold
-claims (:class:`checkout.models.HoldClaim`).
+claims (:class:`checkout.models.HoldClaim`) and gives back the discount-code uses held by
+checkouts that will not be paid (:func:`checkout.offers.services.sweep_holds`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import structlog
 from ember_shared.metrics import record_reconciliation
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from checkout.offers.services import sweep_holds
 from checkout.payments import PaymentProviderError, StripeGateway
 from checkout.reconciliation.repositories import ReconciliationRepository
 from checkout.sessions.repositories import HoldBudgetRepository
@@ -83,6 +85,9 @@ async def reconcile_once(
                 was=checkout.status,
                 outcome=received.outcome,
             )
+    # Uses of discount codes held by checkouts that will not be paid (after the asks, which
+    # settle the holds of the checkouts Stripe closed).
+    await sweep_holds(engine, settings)
     return Pass(asked=asked, applied=applied)
 
 

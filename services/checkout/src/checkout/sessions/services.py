@@ -471,14 +471,9 @@ class CheckoutService:
         return row, True
 
     def _claim_ttl(self) -> dt.timedelta:
-        """Longer than any start can run after its claim (the calls it makes, each bounded by its
-        timeout and retries, and a wait for another start of the same cart): a claim outliving
-        its request (a crash between the claim and its settling) stops counting after this."""
-        upstream_s = self.settings.upstream_timeout_ms / 1000
-        stripe_s = (
-            (self.settings.stripe_max_network_retries + 1) * self.settings.stripe_timeout_ms / 1000
-        )
-        return dt.timedelta(seconds=60 + 2 * (3 * upstream_s + 2 * stripe_s))
+        """A claim outliving its request (a crash between the claim and its settling) stops
+        counting after the longest a start can run."""
+        return dt.timedelta(seconds=self.settings.start_bound_s)
 
     async def _claim_budget(self, buyer: Buyer, email: str, priced: Priced) -> uuid.UUID:
         """Stock held without paying is bounded per client address and per email, so that no
