@@ -258,8 +258,10 @@ async def product_edit(
 ) -> Response[Any]:
     if (gate := staff_only(request, visitor)) is not None:
         return gate
-    product, cats = await asyncio.gather(
-        api.get("catalog", f"/api/admin/products/{product_id}"), _categories(api)
+    product, cats, variants = await asyncio.gather(
+        api.get("catalog", f"/api/admin/products/{product_id}"),
+        _categories(api),
+        api.get("catalog", f"/api/admin/products/{product_id}/variants"),
     )
     return render(
         request,
@@ -269,6 +271,7 @@ async def product_edit(
             "categories": cats,
             "errors": {},
             "error": "",
+            "variants": _with_blanks(_variants_view(variants)),
             "creating": False,
             "title": product.get("name", "Product"),
             "section": "products",
@@ -415,6 +418,184 @@ async def product_image_delete(
         return gate
     await api.delete("catalog", f"/api/admin/products/{product_id}/images/{image_id}")
     return redirect(request, f"/admin/products/{product_id}#images", flash="image-removed")
+
+
+# --- options and variants -------------------------------------------------------------------
+
+#: As many as catalog takes (``catalog.variants.schemas``: 3 options, 100 variants).
+MAX_OPTIONS = 3
+MAX_VARIANT_ROWS = 100
+#: Empty rows offered under a product's variants, for new ones.
+NEW_VARIANT_ROWS = 2
+
+
+def _signed_money(text: str) -> int | None:
+    """A typed price as minor units, a negative one included: catalog, not this page, says
+    what a price may be (its problem is what staff see)."""
+    negative = text.startswith("-")
+    amount = parse_money(text[1:] if negative else text)
+    if amount is None:
+        return None
+    return -amount if negative else amount
+
+
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _variant_rows(admin_view: dict[str, Any]) -> list[dict[str, Any]]:
+    """Catalog's variants as the form shows them: those on sale, then those no longer sold."""
+    rows = []
+    for variant in admin_view.get("variants", []):
+        rows.append(
+            {
+                "id": variant["id"],
+                "sku": variant["sku"],
+                "values": " / ".join(variant.get("option_values") or []),
+                "price": minor_to_text(variant["price"]),
+                "weight": "" if variant.get("weight_grams") is None else variant["weight_grams"],
+                "on_hand": variant["on_hand"],
+                "reserved": variant["reserved"],
+                "available": variant["available"],
+                "active": variant["active"],
+            }
+        )
+    return rows
+
+
+def _variants_view(admin_view: dict[str, Any]) -> dict[str, Any]:
+    options = [
+        {"name": o["name"], "values": ", ".join(o["values"])} for o in admin_view.get("options", [])
+    ]
+    return {"options": options, "rows": _variant_rows(admin_view)}
+
+
+def _with_blanks(view: dict[str, Any]) -> dict[str, Any]:
+    """The form's rows: what there is, then empty option and variant rows to add to."""
+    options = list(view["options"])
+    options += [{"name": "", "values": ""}] * (MAX_OPTIONS - len(options))
+    blank = {"id": "", "sku": "", "values": "", "price": "", "weight": "", "on_hand": ""}
+    rows = list(view["rows"])
+    rows += [{**blank, "active": True}] * min(NEW_VARIANT_ROWS, MAX_VARIANT_ROWS - len(rows))
+    return {"options": options, "rows": rows}
+
+
+def _variants_form(form: Form) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The posted options and variants: catalog's ``VariantsSet``, what was typed (shown again
+    as typed when catalog refuses it), and what this page could not even read."""
+    typed_options = [
+        {"name": form.text(f"option-{i}-name", 40), "values": form.text(f"option-{i}-values", 1300)}
+        for i in range(MAX_OPTIONS)
+    ]
+    options = [
+        {"name": o["name"], "values": [v.strip() for v in o["values"].split(",") if v.strip()]}
+        for o in typed_options
+        if o["name"] or o["values"]
+    ]
+    count = form.integer("rows", 0, 0, MAX_VARIANT_ROWS) or 0
+    typed_rows: list[dict[str, Any]] = []
+    variants: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for j in range(count):
+        row: dict[str, Any] = {
+            "id": str(form.uuid(f"v-{j}-id") or ""),
+            "sku": form.text(f"v-{j}-sku", 120),
+            "values": form.text(f"v-{j}-values", 200),
+            "price": form.text(f"v-{j}-price", 20),
+            "weight": form.text(f"v-{j}-weight", 8),
+            "on_hand": form.text(f"v-{j}-on_hand", 8),
+            "active": form.flag(f"v-{j}-active"),
+        }
+        typed_rows.append(row)
+        if not row["id"] and not (row["sku"] or row["values"] or row["price"]):
+            continue  # an empty row for a new variant, left empty
+        if row["id"] and not row["active"]:
+            # Not listed: catalog stops selling it and keeps it (orders name it), whatever
+            # values it had under options since changed.
+            continue
+        label = row["sku"] or f"row {j + 1}"
+        variant: dict[str, Any] = {
+            "sku": row["sku"],
+            "option_values": [v.strip() for v in row["values"].split("/") if v.strip()],
+            "active": row["active"],
+        }
+        if row["id"]:
+            variant["id"] = row["id"]
+        price = _signed_money(row["price"])
+        if price is None:
+            problems.append(f"Variant {label}: give a price like 18.50.")
+        variant["price"] = price
+        for field, name in (("weight", "weight_grams"), ("on_hand", "on_hand")):
+            if row[field]:
+                number = _whole(row[field])
+                if number is None:
+                    problems.append(f"Variant {label}: give a whole number of {field}.")
+                variant[name] = number
+        variants.append(variant)
+    typed = {"options": typed_options, "rows": typed_rows}
+    return {"options": options, "variants": variants}, typed, problems
+
+
+def _said(problem: ApiProblem) -> str:
+    """Catalog's own words for a refused set of variants (a validation problem: each error)."""
+    messages = [str(e.get("message", "")) for e in problem.errors if e.get("message")]
+    if messages:
+        return " ".join(messages)
+    return friendly(problem, "those variants")
+
+
+@post(
+    "/admin/products/{product_id:uuid}/variants",
+    name="admin-product-variants",
+    include_in_schema=False,
+)
+async def product_variants(
+    request: Request[Any, Any, Any], api: Api, visitor: Visitor, product_id: uuid.UUID
+) -> Response[Any]:
+    if (gate := staff_only(request, visitor)) is not None:
+        return gate
+    form = await Form.of(request)
+    body, typed, problems = _variants_form(form)
+    error = " ".join(problems)
+    if not problems:
+        try:
+            await api.put("catalog", f"/api/admin/products/{product_id}/variants", json=body)
+        except ApiProblem as problem:
+            error = _said(problem)
+        else:
+            return redirect(
+                request, f"/admin/products/{product_id}#variants", flash="product-saved"
+            )
+    product, cats, current = await asyncio.gather(
+        api.get("catalog", f"/api/admin/products/{product_id}"),
+        _categories(api),
+        api.get("catalog", f"/api/admin/products/{product_id}/variants"),
+    )
+    # The stock columns are catalog's (read only here); every field typed stays as typed.
+    stock = {row["id"]: row for row in _variant_rows(current)}
+    for row in typed["rows"]:
+        held = stock.get(row["id"], {})
+        row["reserved"] = held.get("reserved", "")
+        row["available"] = held.get("available", "")
+    return render(
+        request,
+        "admin/product_form.html",
+        {
+            "product": _form_values(product),
+            "categories": cats,
+            "errors": {},
+            "error": "",
+            "variants": typed if typed["rows"] else _with_blanks(typed),
+            "variants_error": error,
+            "creating": False,
+            "title": product.get("name", "Product"),
+            "section": "products",
+        },
+        status=400,
+    )
 
 
 # --- inventory ------------------------------------------------------------------------------
@@ -992,6 +1173,7 @@ ROUTES = [
     product_action,
     product_image,
     product_image_delete,
+    product_variants,
     inventory,
     stock_set,
     orders,
