@@ -319,6 +319,25 @@ async def test_checkout_shows_the_repriced_total_and_sends_the_shopper_to_pay(
     assert re.match(r"^https?://[^/]+/pay/cs_test_\w+$", answer.headers["location"])
 
 
+async def test_checkout_says_tax_is_added_at_payment_only_when_tax_is_on(
+    browser: Browser, coffees: list[dict], shop: Shop
+) -> None:
+    await _cart_with(browser, coffees[0])
+    off = assert_page(await browser.get("/checkout"))
+    assert 'data-testid="total"' in off
+    assert 'data-testid="tax-note"' not in off
+    assert "Total before tax" not in off
+    with shop.stack.configured("checkout", CHECKOUT_TAX="true"):
+        on = assert_page(await browser.get("/checkout"))
+    assert 'data-testid="tax-note"' in on
+    assert "Tax due where it ships is added at payment" in on
+    assert "Total before tax" in on
+    # The figures are the same: the tax is known only once Stripe has the address.
+    assert re.findall(r'name="expected_total" value="(\d+)"', on) == re.findall(
+        r'name="expected_total" value="(\d+)"', off
+    )
+
+
 async def test_checkout_says_what_is_missing(browser: Browser, coffees: list[dict]) -> None:
     await _cart_with(browser, coffees[0])
     page = (await browser.get("/checkout")).text

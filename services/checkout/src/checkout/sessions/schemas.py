@@ -109,6 +109,9 @@ class Quote(msgspec.Struct, kw_only=True):
     #: Stripe Tax's amount, in ``total`` (a quote's is 0: the tax is known once Stripe has
     #: the address, when the checkout starts).
     tax: int = 0
+    #: Stripe Tax adds the tax due where it ships when the shopper pays (``CHECKOUT_TAX``
+    #: on): ``total`` has none of it yet. False: no tax is charged.
+    tax_at_payment: bool = False
 
 
 class CheckoutStarted(msgspec.Struct, kw_only=True):

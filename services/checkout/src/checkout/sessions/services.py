@@ -108,6 +108,7 @@ class Priced:
             discount_code=self.discount.code if self.discount else "",
             shipping_rate=self.shipping_choice.code if self.shipping_choice else "",
             shipping_name=self.shipping_choice.name if self.shipping_choice else "",
+            tax_at_payment=tax_enabled(),
         )
 
 
