@@ -578,6 +578,60 @@ async def test_subscription_items_change_quantity_and_price_like_stripe(
     assert renewed["invoice"]["billing_reason"] == "subscription_cycle"
 
 
+async def test_a_price_made_with_its_own_product_bills_under_that_products_name(
+    client: stripe.StripeClient, standin: str
+) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=subscription_params())  # type: ignore[arg-type]
+    await _control(standin, "POST", f"/sessions/{session.id}/pay", json={})
+    sub_id = str((await client.v1.checkout.sessions.retrieve_async(session.id)).subscription)
+    item = (await client.v1.subscriptions.retrieve_async(sub_id)).to_dict()["items"]["data"][0]
+
+    for bad, param in (
+        ({"product": item["price"]["product"], "product_data": {"name": "x"}}, "product_data"),
+        ({"product_data": {"metadata": {"a": "b"}}}, "product_data[name]"),
+        ({"product_data": {"name": "x", "tax_code": "txcd_1"}}, "product_data[tax_code]"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            await client.v1.prices.create_async(
+                params={"currency": "usd", "unit_amount": 5200, **bad}  # type: ignore[typeddict-item]
+            )
+        assert caught.value.param == param
+    kilo = await client.v1.prices.create_async(
+        params={
+            "currency": "usd",
+            "unit_amount": 5200,
+            "recurring": {"interval": "week", "interval_count": 2},
+            "product_data": {"name": "Sidamo - 1 kg", "metadata": {"variant_id": "v-1kg"}},
+            "metadata": {"variant_id": "v-1kg"},
+        }
+    )
+    assert kilo.product.startswith("prod_")  # type: ignore[union-attr]
+    assert kilo.product != item["price"]["product"]
+    assert kilo.to_dict()["metadata"] == {"variant_id": "v-1kg"}
+    moved = await client.v1.subscriptions.update_async(
+        sub_id,
+        params={"items": [{"id": item["id"], "price": kilo.id}], "proration_behavior": "none"},
+    )
+    assert moved.to_dict()["items"]["data"][0]["price"]["metadata"] == {"variant_id": "v-1kg"}
+    # The same period: nothing billed now; the next renewal bills the kilo, by its name.
+    events = (await _control(standin, "GET", "/events", params={"session_id": session.id}))["data"]
+    assert events[-1]["type"] == "customer.subscription.updated"
+    renewed = await _control(standin, "POST", f"/subscriptions/{sub_id}/renew")
+    line = renewed["invoice"]["lines"]["data"][0]
+    assert line["description"] == f"{item['quantity']} x Sidamo - 1 kg"
+    assert renewed["invoice"]["amount_paid"] == 5200 * item["quantity"]
+    # A later cadence change names the kilo's product, which Stripe now knows.
+    monthly = await client.v1.prices.create_async(
+        params={
+            "product": str(kilo.product),
+            "currency": "usd",
+            "unit_amount": 5200,
+            "recurring": {"interval": "month", "interval_count": 1},
+        }
+    )
+    assert monthly.product == kilo.product
+
+
 async def test_promotion_code_shipping_choice_and_automatic_tax(
     client: stripe.StripeClient, standin: str
 ) -> None:

@@ -97,6 +97,45 @@ async def test_a_paid_invoice_takes_its_units_out_of_stock(
     assert not [a for a in actions if a.startswith("inventory.subscription")], actions
 
 
+async def test_a_renewal_takes_its_variants_units_not_the_default_variants(
+    client: Client, kit: Kit, deliver: Any
+) -> None:
+    product = await kit.product(on_hand=10)
+    tag = product["id"][-10:]
+    made = await client.put(
+        f"/api/admin/products/{product['id']}/variants",
+        json={
+            "options": [{"name": "Size", "values": ["250 g", "1 kg"]}],
+            "variants": [
+                {
+                    "id": product["id"],
+                    "sku": f"r-{tag}-250",
+                    "price": 1500,
+                    "option_values": ["250 g"],
+                },
+                {"sku": f"r-{tag}-1kg", "price": 5200, "option_values": ["1 kg"], "on_hand": 5},
+            ],
+        },
+        headers=kit.admin,
+    )
+    assert made.status_code == 200, made.text
+    kilo = next(v for v in made.json()["variants"] if v["option_values"] == ["1 kg"])
+    event = invoice_paid([(product["id"], 2)])
+    line = msgspec.structs.replace(event.lines[0], variant_id=uuid.UUID(kilo["id"]))
+    event = msgspec.structs.replace(event, lines=[line])
+
+    assert await deliver(event)
+
+    rows = await query(
+        "SELECT variant_id, on_hand, reserved FROM catalog.inventory WHERE variant_id IN (:p, :k)",
+        p=uuid.UUID(product["id"]),
+        k=uuid.UUID(kilo["id"]),
+    )
+    counts = {str(r["variant_id"]): (r["on_hand"], r["reserved"]) for r in rows}
+    assert counts == {product["id"]: (10, 0), kilo["id"]: (3, 0)}
+    assert await delivery_short(event.order_id) == 0
+
+
 async def test_a_redelivered_invoice_takes_stock_once(
     client: Client, kit: Kit, deliver: Any
 ) -> None:

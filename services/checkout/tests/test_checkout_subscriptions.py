@@ -157,6 +157,8 @@ async def test_subscribing_and_paying_on_the_hosted_page_activates_through_webho
     assert row["status"] == "incomplete"
     assert row["unit_price"] == 1500
     assert row["user_id"] == shopper.user_id
+    assert (row["variant_id"], row["variant_title"]) == (product_id, "")
+    assert row["sku"]  # the default variant's, as catalog has it
 
     standin = await world.stripe_session(row["stripe_checkout_session_id"])
     session = standin["session"]
@@ -208,9 +210,9 @@ async def test_subscribing_and_paying_on_the_hosted_page_activates_through_webho
             "quantity": 2,
             "image_url": "",
             "discount": 0,
-            # Subscriptions are not per variant yet: the line names no variant.
-            "variant_id": None,
-            "sku": "",
+            # Subscribed without naming a variant: the product's default (its own id).
+            "variant_id": str(product_id),
+            "sku": row["sku"],
             "variant_title": "",
             "option_values": [],
         }
@@ -876,3 +878,151 @@ async def test_a_change_stripe_cannot_take_changes_nothing(world: World) -> None
     assert ending.status_code == 409
     assert ending.json()["type"].endswith("/subscription-not-active")
     assert (await _stripe_item(world, active["stripe_id"]))["quantity"] == 2
+
+
+async def _sizes(world: World) -> dict[str, Any]:
+    """A coffee by the bag (its default variant, 1500), the kilo (5200, 6 on hand) and the
+    half kilo, which is not sold now."""
+    product_id = await world.product(price=1500, on_hand=20, name=f"Sidamo {uuid.uuid4().hex[:6]}")
+    tag = product_id.hex[-10:]
+    response = await world.http.put(
+        f"{world.catalog_url}/api/admin/products/{product_id}/variants",
+        json={
+            "options": [{"name": "Size", "values": ["250 g", "500 g", "1 kg"]}],
+            "variants": [
+                {
+                    "id": str(product_id),
+                    "sku": f"s-{tag}-250",
+                    "price": 1500,
+                    "option_values": ["250 g"],
+                },
+                {
+                    "sku": f"s-{tag}-500",
+                    "price": 2800,
+                    "option_values": ["500 g"],
+                    "on_hand": 4,
+                    "active": False,
+                },
+                {"sku": f"s-{tag}-1kg", "price": 5200, "option_values": ["1 kg"], "on_hand": 6},
+            ],
+        },
+        headers=world.admin_headers(),
+    )
+    assert response.status_code == 200, response.text
+    by_size = {v["option_values"][0]: v for v in response.json()["variants"]}
+    return {"product_id": product_id, "tag": tag, **by_size}
+
+
+async def test_a_subscription_delivers_its_variant_and_a_change_of_variant_follows_stripe(
+    world: World,
+) -> None:
+    coffee = await _sizes(world)
+    product_id, kilo = coffee["product_id"], coffee["1 kg"]
+    shopper = world.customer()
+    started = await _subscribe(
+        world, shopper, product_id=str(product_id), variant_id=kilo["id"], quantity=1
+    )
+    assert started.status_code == 201, started.text
+    sub_id = started.json()["subscription_id"]
+    row = await _row(world, sub_id)
+    assert (str(row["variant_id"]), row["sku"], row["variant_title"]) == (
+        kilo["id"],
+        f"s-{coffee['tag']}-1kg",
+        "1 kg",
+    )
+    assert (row["unit_price"], row["option_values"]) == (5200, ["1 kg"])
+    # Stripe's price and product are the kilo's, named after it.
+    standin = await world.stripe_session(row["stripe_checkout_session_id"])
+    line = standin["line_items"][0]
+    assert line["price"]["unit_amount"] == 5200
+    assert line["description"] == f"{row['product_name']} - 1 kg"
+    assert standin["session"]["cancel_url"].endswith(
+        f"/coffee/{row['product_slug']}?variant=s-{coffee['tag']}-1kg"
+    )
+    await world.control(
+        "POST", f"/sessions/{row['stripe_checkout_session_id']}/pay", json={"card_number": CARD_OK}
+    )
+    row = await _until(world, sub_id, status="active")
+    assert str(row["variant_id"]) == kilo["id"]  # the first price names no variant: kept
+    events = await eventually(lambda: _events_at_least(world, sub_id, 1), what="the first order")
+    first = events[0]["data"]["lines"][0]
+    assert (first["variant_id"], first["sku"], first["variant_title"]) == (
+        kilo["id"],
+        f"s-{coffee['tag']}-1kg",
+        "1 kg",
+    )
+    assert (first["option_values"], first["unit_price"], events[0]["data"]["total"]) == (
+        ["1 kg"],
+        5200,
+        5200,
+    )
+    shown = (await _get(world, shopper, f"/{sub_id}")).json()
+    assert shown["variant"] == {
+        "id": kilo["id"],
+        "sku": f"s-{coffee['tag']}-1kg",
+        "title": "1 kg",
+        "option_values": ["1 kg"],
+    }
+    assert shown["amount"] == 5200
+
+    # A variant not sold now, unknown, or another product's: refused, nothing asked of Stripe.
+    other = await world.product(price=900)
+    for variant_id, reason in (
+        (coffee["500 g"]["id"], "inactive"),
+        (str(uuid.uuid4()), "unknown"),
+        (str(other), "unknown"),
+    ):
+        refused = await _change(world, shopper, sub_id, variant_id=variant_id)
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["type"].endswith("/variant-unavailable")
+        assert refused.json()["reason"] == reason
+        started_again = await _subscribe(
+            world, shopper, product_id=str(product_id), variant_id=variant_id
+        )
+        assert started_again.status_code == 409, started_again.text
+        assert started_again.json()["type"].endswith("/variant-unavailable")
+    assert (await _stripe_item(world, row["stripe_subscription_id"]))["price"][
+        "unit_amount"
+    ] == 5200
+
+    # Back to the bag: a price of a Stripe product named after it, billed from the next
+    # delivery; the record follows Stripe's webhook.
+    stripe_id = row["stripe_subscription_id"]
+    asked = await _change(world, shopper, sub_id, variant_id=str(product_id), quantity=2)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["variant"]["id"] == kilo["id"]  # as it is now
+    item = await _stripe_item(world, stripe_id)
+    assert (item["quantity"], item["price"]["unit_amount"]) == (2, 1500)
+    assert item["price"]["metadata"]["variant_id"] == str(product_id)
+    assert (
+        item["price"]["recurring"]["interval"],
+        item["price"]["recurring"]["interval_count"],
+    ) == ("week", 2)
+    row = await _until(world, sub_id, variant_id=product_id)
+    assert (row["sku"], row["variant_title"], row["option_values"]) == (
+        f"s-{coffee['tag']}-250",
+        "250 g",
+        ["250 g"],
+    )
+    assert (row["unit_price"], row["quantity"], row["interval"]) == (1500, 2, "week")
+    renewed = await _renew(world, stripe_id)
+    assert renewed["invoice"]["amount_paid"] == 3000
+    assert renewed["invoice"]["lines"]["data"][0]["description"] == (
+        f"2 x {row['product_name']} - 250 g"
+    )
+    events = await eventually(lambda: _events_at_least(world, sub_id, 2), what="the renewal")
+    line = events[1]["data"]["lines"][0]
+    assert (line["variant_id"], line["sku"], line["quantity"]) == (
+        str(product_id),
+        f"s-{coffee['tag']}-250",
+        2,
+    )
+
+    # Another cadence keeps the variant (its new price carries the same metadata).
+    monthly = await _change(world, shopper, sub_id, interval="month", interval_count=1)
+    assert monthly.status_code == 202, monthly.text
+    row = await _until(world, sub_id, interval="month")
+    assert (row["variant_id"], row["sku"]) == (product_id, f"s-{coffee['tag']}-250")
+    events = await eventually(lambda: _events_at_least(world, sub_id, 3), what="the new cadence")
+    assert events[2]["data"]["lines"][0]["variant_id"] == str(product_id)

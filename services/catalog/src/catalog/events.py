@@ -65,7 +65,9 @@ async def take_subscription_delivery(
         data.order_id,
         data.subscription_id,
         data.stripe_invoice_id,
-        [(line.product_id, line.quantity) for line in data.lines],
+        # Each line's variant (an event from before variants names none: the default, which
+        # has the product's id), as one-off orders sell theirs.
+        [(line.variant_id or line.product_id, line.quantity) for line in data.lines],
     )
     log.info(
         "subscription_invoice_paid_handled",

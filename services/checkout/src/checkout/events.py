@@ -183,6 +183,10 @@ async def subscription_invoice_paid(
                     unit_price=row.unit_price,
                     quantity=quantity,
                     image_url=row.image_url,
+                    variant_id=row.variant_id,
+                    sku=row.sku,
+                    variant_title=row.variant_title,
+                    option_values=list(row.option_values),
                 )
             ],
             # Subscriptions ship free: what Stripe took is the whole of it.

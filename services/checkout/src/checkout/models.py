@@ -278,9 +278,12 @@ _SUBSCRIPTION_STATUSES = ", ".join(f"'{s.value}'" for s in SubscriptionStatus)
 
 
 class Subscription(EntityColumns, Base):
-    """A shopper's coffee subscription: one product, a quantity, a cadence, an address.
+    """A shopper's coffee subscription: one variant of a product ("Espresso / 1 kg"), a
+    quantity, a cadence, an address.
 
-    The price is catalog's at subscription time, billed by Stripe each period. ``status``,
+    The price is catalog's (the variant's) at subscription time, billed by Stripe each period.
+    A subscription from before variants has its product's default variant (``variant_id`` =
+    ``product_id``). ``status``,
     ``current_period_end`` and ``cancel_at_period_end`` change only from verified webhooks;
     ``last_event_created`` is the Stripe timestamp of the last subscription event applied, so a
     late, older one changes nothing.
@@ -303,6 +306,14 @@ class Subscription(EntityColumns, Base):
     product_id: Mapped[uuid.UUID]
     product_slug: Mapped[str] = mapped_column(String(200))
     product_name: Mapped[str] = mapped_column(String(300))
+    #: The variant delivered, with its SKU and option values as catalog had them when it was
+    #: chosen; a change of variant follows Stripe's webhook as the quantity does.
+    variant_id: Mapped[uuid.UUID]
+    sku: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    variant_title: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    option_values: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), default=list, server_default=text("'{}'")
+    )
     image_url: Mapped[str] = mapped_column(Text, default="", server_default="")
     unit_price: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int]

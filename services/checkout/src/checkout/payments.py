@@ -34,6 +34,17 @@ class OpenedSession:
     amount_tax: int = 0
 
 
+@dataclass(frozen=True)
+class VariantPrice:
+    """A subscription's new variant as Stripe is to bill it: a price of a Stripe product named
+    after the variant, both carrying ``metadata`` (which the subscription's webhook reads)."""
+
+    variant_id: str
+    name: str
+    unit_amount: int
+    metadata: dict[str, str]
+
+
 class PaymentProviderError(Exception):
     """Stripe refused or could not be reached; ``retryable`` says whether trying later may help."""
 
@@ -230,15 +241,19 @@ class StripeGateway:
         interval: str,
         interval_count: int,
         idempotency_key: str,
+        variant: VariantPrice | None = None,
     ) -> bool:
         """Ask Stripe to bill ``quantity`` bags at the cadence ``interval_count`` x ``interval``
-        from now on; answers False when Stripe has it so already (nothing was asked).
+        (of ``variant`` when given) from now on; answers False when Stripe has it so already
+        (nothing was asked).
 
         The quantity changes on the subscription's item; another cadence is another price of
-        the same Stripe product (at the unit amount the subscriber pays now). No proration:
-        a new quantity is billed at the next renewal, and another cadence restarts the cycle
-        (Stripe bills the first period of the new cadence at once). Our record changes when
-        Stripe's ``customer.subscription.updated`` webhook says so, not here."""
+        the same Stripe product (at the unit amount the subscriber pays now, with the price's
+        metadata, which names the variant); another variant is a price of a new Stripe product
+        named after it. No proration: a new quantity or variant is billed at the next renewal,
+        and another cadence restarts the cycle (Stripe bills the first period of the new
+        cadence at once). Our record changes when Stripe's ``customer.subscription.updated``
+        webhook says so, not here."""
         try:
             found = await self.client.v1.subscriptions.retrieve_async(subscription_id)
         except stripe.StripeError as exc:
@@ -253,26 +268,34 @@ class StripeGateway:
         change: dict[str, Any] = {"id": item["id"]}
         if item.get("quantity") != quantity:
             change["quantity"] = quantity
-        if (recurring.get("interval"), recurring.get("interval_count")) != (
+        metadata: dict[str, str] = dict(price.get("metadata") or {})
+        if variant is not None and metadata.get("variant_id") == variant.variant_id:
+            variant = None
+        if variant is not None or (recurring.get("interval"), recurring.get("interval_count")) != (
             interval,
             interval_count,
         ):
+            params: dict[str, Any] = {
+                "product": str(price.get("product")),
+                "currency": str(price.get("currency")),
+                "unit_amount": int(price.get("unit_amount") or 0),
+                "recurring": {"interval": interval, "interval_count": interval_count},
+            }
+            if variant is not None:
+                del params["product"]
+                params["product_data"] = {"name": variant.name, "metadata": variant.metadata}
+                params["unit_amount"] = variant.unit_amount
+                metadata = variant.metadata
+            if metadata:
+                params["metadata"] = metadata
             try:
                 new_price = await self.client.v1.prices.create_async(
-                    params={
-                        "product": str(price.get("product")),
-                        "currency": str(price.get("currency")),
-                        "unit_amount": int(price.get("unit_amount") or 0),
-                        "recurring": {
-                            "interval": interval,  # type: ignore[typeddict-item]
-                            "interval_count": interval_count,
-                        },
-                    },
+                    params=params,  # type: ignore[arg-type]
                     options={"idempotency_key": f"{idempotency_key}:price"},
                 )
             except stripe.InvalidRequestError as exc:
                 raise Problem(
-                    409, "change-refused", exc.user_message or "Stripe refused the new cadence."
+                    409, "change-refused", exc.user_message or "Stripe refused the new price."
                 ) from exc
             except stripe.StripeError as exc:
                 raise _provider_error("create_price", exc).problem() from exc

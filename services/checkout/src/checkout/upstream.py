@@ -117,6 +117,20 @@ class Upstream:
             if v.variant_id is not None and asked.get(v.variant_id) == v.id
         }
 
+    async def lookup_variant(
+        self, product_id: uuid.UUID, variant_id: uuid.UUID
+    ) -> tuple[LookupProduct | None, LookupProduct | None]:
+        """A product (as its default variant) and one of its variants, in one call; a variant
+        of another product is answered as unknown (None)."""
+        found = await self._lookup(
+            LookupRequest(product_ids=[product_id], variant_ids=[variant_id])
+        )
+        product = next((p for p in found.products if p.id == product_id), None)
+        variant = next(
+            (v for v in found.variants if v.variant_id == variant_id and v.id == product_id), None
+        )
+        return product, variant
+
     async def reserve(
         self, order_id: uuid.UUID, lines: list[ResolvedLine], ttl_seconds: int
     ) -> ReservationOut:

@@ -307,7 +307,7 @@ def update(store: Store, subscription_id: str, params: dict[str, Any]) -> dict[s
         previous["metadata"] = dict(sub["metadata"])
         sub["metadata"].update(as_metadata(params))
         sub["metadata"] = {k: v for k, v in sub["metadata"].items() if v != ""}
-    period_changed = _apply_items(sub, planned, previous)
+    period_changed = _apply_items(store, sub, planned, previous)
     if previous:
         _emit_subscription(store, "customer.subscription.updated", _public(sub), previous)
     if period_changed:
@@ -393,7 +393,9 @@ def _plan_items(store: Store, sub: dict[str, Any], params: dict[str, Any]) -> Pl
     return changes
 
 
-def _apply_items(sub: dict[str, Any], changes: Planned, previous: dict[str, Any]) -> bool:
+def _apply_items(
+    store: Store, sub: dict[str, Any], changes: Planned, previous: dict[str, Any]
+) -> bool:
     """Applies planned item changes; answers whether the billing period changed (Stripe then
     restarts the cycle now and invoices the new period at once)."""
     if not changes:
@@ -405,7 +407,11 @@ def _apply_items(sub: dict[str, Any], changes: Planned, previous: dict[str, Any]
         if quantity is not None:
             item["quantity"] = quantity
         if price is not None and price["id"] != item["price"]["id"]:
-            names[price["id"]] = names.get(item["price"]["id"], "Item")
+            # A price of a product of its own (another variant) bills under that product's
+            # name; another cadence of the same product keeps the name.
+            names[price["id"]] = product_name(store, str(price["product"])) or names.get(
+                item["price"]["id"], "Item"
+            )
             item["price"] = copy.deepcopy(price)
     previous["items"] = before
     new_period = _cadence(sub["items"]["data"])
@@ -451,6 +457,8 @@ def _known_price(store: Store, price_id: str, param: str) -> dict[str, Any]:
 
 
 def _known_product(store: Store, product_id: str) -> bool:
+    if product_id in store.state.products:
+        return True
     if any(price["product"] == product_id for price in store.state.prices.values()):
         return True
     return any(
@@ -464,22 +472,42 @@ def create_price(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/prices`` for an existing product (Stripe's ``price`` object)."""
     unknown = sorted(
         set(params)
-        - {"product", "currency", "unit_amount", "recurring", "metadata", "nickname", "expand"}
+        - {
+            "product",
+            "product_data",
+            "currency",
+            "unit_amount",
+            "recurring",
+            "metadata",
+            "nickname",
+            "expand",
+        }
     )
     if unknown:
         raise StripeError(
             400, f"The Stripe stand-in cannot make a price with {unknown[0]}.", param=unknown[0]
         )
     product = as_str(params, "product", param="product")
-    if product is None:
+    if product is not None and "product_data" in params:
+        raise StripeError(
+            400,
+            "You may only specify one of these parameters: product, product_data.",
+            param="product_data",
+        )
+    if product is None and "product_data" in params:
+        made = _product_from(params["product_data"])
+        product = made["id"]
+    elif product is None:
         raise StripeError(
             400,
             "You must specify either `product` or `product_data` when creating a price.",
             param="product",
             code="parameter_missing",
         )
-    if not _known_product(store, product):
-        raise missing("product", product, param="product")
+    else:
+        made = None
+        if not _known_product(store, product):
+            raise missing("product", product, param="product")
     currency = (as_str(params, "currency", required=True) or "").lower()
     if len(currency) != 3 or not currency.isalpha():
         raise StripeError(400, f"Invalid currency: {currency}", param="currency")
@@ -508,9 +536,41 @@ def create_price(store: Store, params: dict[str, Any]) -> dict[str, Any]:
         "type": "recurring" if recurring else "one_time",
         "unit_amount": unit_amount,
     }
+    if made is not None:
+        # Kept only once the price is valid: a refused price makes no product.
+        store.state.products[made["id"]] = made
     store.state.prices[price["id"]] = price
     store.save()
     return price
+
+
+def _product_from(raw: Any) -> dict[str, Any]:
+    """``product_data`` (``name``, ``metadata``): Stripe makes the product with the price."""
+    if not isinstance(raw, dict):
+        raise StripeError(400, "Invalid object", param="product_data")
+    extra = sorted(set(raw) - {"name", "metadata", "active"})
+    if extra:
+        raise StripeError(
+            400,
+            f"The Stripe stand-in cannot make a product with {extra[0]}.",
+            param=f"product_data[{extra[0]}]",
+        )
+    name = as_str(raw, "name", required=True, max_length=250, param="product_data[name]")
+    return {
+        "id": new_object_id("prod"),
+        "object": "product",
+        "active": True,
+        "created": now(),
+        "livemode": False,
+        "metadata": as_metadata(raw),
+        "name": name,
+    }
+
+
+def product_name(store: Store, product_id: str) -> str | None:
+    """The name of a product made with a price (``product_data``), if it is one."""
+    found = store.state.products.peek(product_id)
+    return str(found["name"]) if found else None
 
 
 def _pause_collection(raw: Any) -> dict[str, Any] | None:

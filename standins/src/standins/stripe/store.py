@@ -161,6 +161,8 @@ KINDS = (
     "portal_sessions",
     #: Prices made with ``POST /v1/prices`` (a subscription's item changed to another cadence).
     "prices",
+    #: Products made with a price (``POST /v1/prices`` with ``product_data``: another variant).
+    "products",
     #: Discounts and shipping (see :mod:`standins.stripe.pricing`).
     "coupons",
     "promotion_codes",
@@ -186,6 +188,7 @@ class StandinState:
     subscription_sessions: Tracked[str]
     portal_sessions: Tracked[dict[str, Any]]
     prices: Tracked[dict[str, Any]]
+    products: Tracked[dict[str, Any]]
     coupons: Tracked[dict[str, Any]]
     promotion_codes: Tracked[dict[str, Any]]
     shipping_rates: Tracked[dict[str, Any]]

@@ -23,6 +23,7 @@ from checkout.subscriptions.schemas import (
     PaymentMethodSession,
     Subscribe,
     SubscribedProduct,
+    SubscribedVariant,
     SubscriptionPage,
     SubscriptionStarted,
     SubscriptionView,
@@ -98,6 +99,12 @@ def subscription_view(
         invoices=[invoice_view(i) for i in invoices] if invoices is not None else None,
         paused=row.paused,
         paused_until=row.paused_until,
+        variant=SubscribedVariant(
+            id=row.variant_id,
+            sku=row.sku,
+            title=row.variant_title,
+            option_values=list(row.option_values),
+        ),
     )
 
 
@@ -115,10 +122,13 @@ class SubscriptionController(Controller):
         "/",
         summary="Subscribe to a coffee",
         description=(
-            "Prices the product from catalog (never from the client), opens a Stripe Checkout "
-            "Session in subscription mode and records the subscription as ``incomplete``. Send "
-            "the shopper to ``checkout_url``; the subscription becomes ``active`` when Stripe's "
-            "verified webhook says so. Signed-in shoppers only. Subscriptions ship free."
+            "Prices the product's variant (``variant_id``, else its default) from catalog "
+            "(never from the client), opens a Stripe Checkout Session in subscription mode and "
+            "records the subscription as ``incomplete``. Send the shopper to ``checkout_url``; "
+            "the subscription becomes ``active`` when Stripe's verified webhook says so. "
+            "Signed-in shoppers only. Subscriptions ship free. 409 ``product-unavailable`` for "
+            "an unknown or archived product, ``variant-unavailable`` for a variant unknown, of "
+            "another product or not sold now."
         ),
         status_code=201,
     )
@@ -170,16 +180,18 @@ class SubscriptionController(Controller):
 
     @patch(
         "/{subscription_id:uuid}",
-        summary="Change the bags per delivery and the cadence",
+        summary="Change the bags per delivery, the cadence or the variant",
         description=(
-            "Asks Stripe to bill the new quantity and/or cadence (no proration) and answers 202 "
-            "with the state as it is now: ``quantity``, ``interval`` and ``interval_count`` "
-            "change only when Stripe's verified webhook arrives. A new quantity is billed from "
+            "Asks Stripe to bill the new quantity, cadence and/or variant (another of the same "
+            "product's, at its own price; no proration) and answers 202 with the state as it "
+            "is now: ``quantity``, ``interval``, ``interval_count`` and ``variant`` change only "
+            "when Stripe's verified webhook arrives. A new quantity or variant is billed from "
             "the next delivery; another cadence starts today (Stripe bills the first period of "
             "the new cadence, and so sends a delivery, at once). Repeating it is harmless. "
             "400 for an empty or bad change; 409 ``subscription-not-active`` for one that is "
             "not active or ends at the period's end, ``subscription-paused`` for a new cadence "
-            "while paused."
+            "while paused, ``variant-unavailable`` for a variant unknown, of another product "
+            "or not sold now."
         ),
         status_code=202,
     )

@@ -27,7 +27,8 @@ SubscriptionStatusName = Literal[
 class Subscribe(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Subscribe to a coffee: ``quantity`` bags every ``interval_count`` ``interval``\\ s.
 
-    The price is catalog's, never the client's. The answer's ``checkout_url`` is Stripe's
+    ``variant_id`` names the variant delivered ("Espresso / 1 kg"); left out, the product's
+    default variant. The price is catalog's (the variant's), never the client's. The answer's ``checkout_url`` is Stripe's
     hosted page where the shopper pays the first period; the subscription is ``incomplete``
     until Stripe's webhook says it is ``active``.
     """
@@ -35,6 +36,13 @@ class Subscribe(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     product_id: uuid.UUID
     interval: Annotated[Interval, msgspec.Meta(description="Billing and delivery cadence.")]
     shipping_address: AddressIn
+    variant_id: (
+        Annotated[
+            uuid.UUID,
+            msgspec.Meta(description="A variant of the product; left out: its default variant."),
+        ]
+        | None
+    ) = None
     quantity: Annotated[int, msgspec.Meta(ge=1, le=10, description="Bags per delivery.")] = 1
     interval_count: Annotated[
         int, msgspec.Meta(ge=1, le=4, description="Every 1 to 4 weeks or months.")
@@ -42,7 +50,8 @@ class Subscribe(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ChangeSubscription(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """What to change: the bags per delivery and/or the cadence; what is left out stays.
+    """What to change: the bags per delivery, the cadence and/or the variant (another of the
+    same product's, at its own price); what is left out stays.
 
     ``interval`` without ``interval_count`` keeps the count (every 2 weeks -> every 2 months).
     """
@@ -55,6 +64,10 @@ class ChangeSubscription(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     ) = None
     interval_count: (
         Annotated[int, msgspec.Meta(ge=1, le=4, description="Every 1 to 4 weeks or months.")] | None
+    ) = None
+    variant_id: (
+        Annotated[uuid.UUID, msgspec.Meta(description="Another variant of the same product.")]
+        | None
     ) = None
 
 
@@ -71,6 +84,17 @@ class SubscribedProduct(msgspec.Struct, kw_only=True):
     slug: str
     name: str
     image_url: str
+
+
+class SubscribedVariant(msgspec.Struct, kw_only=True):
+    """The variant delivered; a subscription from before variants has its product's default
+    (``id`` the product's, no SKU recorded)."""
+
+    id: uuid.UUID
+    sku: str
+    #: The option values joined ("Espresso / 1 kg"); empty for a product without options.
+    title: str
+    option_values: list[str]
 
 
 class InvoiceView(msgspec.Struct, kw_only=True):
@@ -115,6 +139,8 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     #: ``paused_until``, or until resumed when that is null.
     paused: bool = False
     paused_until: dt.datetime | None = None
+    #: What each delivery is (``unit_price`` is its price).
+    variant: SubscribedVariant | None = None
 
 
 SubscriptionPage = Page[SubscriptionView]

@@ -2,12 +2,15 @@
 
 The rules:
 
-1. Signed-in shoppers only; the product's price, name and currency come from catalog (the
-   client never sends a price). An unknown or archived product, or one in another currency than
-   the shop's, is refused with a problem.
+1. Signed-in shoppers only; a subscription delivers one variant of a product (the default one
+   when none is named), whose price, name and currency come from catalog (the client never
+   sends a price). An unknown or archived product, an unknown or inactive variant, or one in
+   another currency than the shop's, is refused with a problem.
 2. Stripe Checkout opens in ``mode=subscription`` with one recurring ``price_data`` line (the
-   unit price, the quantity, the cadence) and our subscription id and the user id in the
-   session's and the subscription's metadata, so every later webhook finds the row.
+   variant's unit price, the quantity, the cadence; its product named after the variant) and
+   our subscription id and the user id in the session's and the subscription's metadata, so
+   every later webhook finds the row. Another variant later is another Stripe price, of a
+   Stripe product named after it, whose metadata says which (:func:`variant_price`).
 3. The row is recorded ``incomplete`` in the request's transaction. From then on only Stripe's
    verified webhooks move it (:mod:`checkout.subscriptions.webhooks`); cancelling asks Stripe to
    end it at the period's end and changes nothing here until Stripe's webhook says so.
@@ -15,11 +18,14 @@ The rules:
 
 from __future__ import annotations
 
+import json
 import uuid
+from urllib.parse import quote
 
 import msgspec
 import structlog
 from ember_shared.auth import Principal
+from ember_shared.contracts.catalog import LookupProduct
 from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.ids import new_id
 from ember_shared.pagination import window
@@ -27,7 +33,7 @@ from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import Subscription, SubscriptionInvoice, SubscriptionStatus
-from checkout.payments import PaymentProviderError, StripeGateway
+from checkout.payments import PaymentProviderError, StripeGateway, VariantPrice
 from checkout.sessions.schemas import AddressIn
 from checkout.settings import CheckoutSettings
 from checkout.subscriptions.repositories import (
@@ -79,27 +85,14 @@ class SubscriptionService:
             )
         # Two letters are not enough: identity and the order's shipping need a real country.
         _require_country(data.shipping_address, "shipping_address.country")
-        product = (await self.upstream.lookup_products([data.product_id])).get(data.product_id)
-        if product is None or not product.active:
-            raise Problem(
-                409,
-                "product-unavailable",
-                "This coffee is not sold (any more): it cannot be subscribed to.",
-                product_id=str(data.product_id),
-                reason="unknown" if product is None else "archived",
-            )
-        if product.currency.upper() != self.settings.currency:
-            raise Problem(
-                409,
-                "currency-mismatch",
-                f"This shop charges in {self.settings.currency}; the product is priced otherwise.",
-            )
+        product = await self._sold_variant(data.product_id, data.variant_id)
+        variant_id = product.variant_id or product.id
         row_id = new_id()
         address = msgspec.to_builtins(data.shipping_address)
         metadata = {"subscription_id": str(row_id), "user_id": str(principal.user_id)}
         product_data: dict[str, object] = {
-            "name": product.name,
-            "metadata": {"product_id": str(product.id), "slug": product.slug},
+            "name": stripe_name(product),
+            "metadata": variant_metadata(product),
         }
         if product.image_url:
             image = product.image_url
@@ -129,7 +122,8 @@ class SubscriptionService:
             "metadata": metadata,
             "subscription_data": {"metadata": metadata},
             "success_url": f"{self.public_url}/account?subscription={row_id}",
-            "cancel_url": f"{self.public_url}/coffee/{product.slug}",
+            "cancel_url": f"{self.public_url}/coffee/{product.slug}"
+            + (f"?variant={quote(product.sku, safe='')}" if product.option_values else ""),
         }
         try:
             opened = await self.stripe.open_session(
@@ -145,6 +139,10 @@ class SubscriptionService:
             product_id=product.id,
             product_slug=product.slug,
             product_name=product.name,
+            variant_id=variant_id,
+            sku=product.sku,
+            variant_title=product.variant_title,
+            option_values=list(product.option_values),
             image_url=product.image_url or "",
             unit_price=product.price,
             quantity=data.quantity,
@@ -166,10 +164,46 @@ class SubscriptionService:
             subscription_id=str(row_id),
             stripe_session_id=opened.id,
             product_id=str(product.id),
+            variant_id=str(variant_id),
             quantity=data.quantity,
             cadence=f"{data.interval_count} {data.interval}",
         )
         return row
+
+    async def _sold_variant(
+        self, product_id: uuid.UUID, variant_id: uuid.UUID | None
+    ) -> LookupProduct:
+        """What catalog sells now as ``variant_id`` of the product (its default variant when
+        None), in the shop's currency; anything else is refused with a problem."""
+        product, variant = await self.upstream.lookup_variant(product_id, variant_id or product_id)
+        if variant_id is None or product is None:
+            # No variant named: the product's default is the product, as before variants.
+            found = product if variant_id is None else None
+            if found is None or not found.active:
+                raise Problem(
+                    409,
+                    "product-unavailable",
+                    "This coffee is not sold (any more): it cannot be subscribed to.",
+                    product_id=str(product_id),
+                    reason="unknown" if found is None else "archived",
+                )
+            variant = found
+        elif variant is None or not variant.active:
+            raise Problem(
+                409,
+                "variant-unavailable",
+                "This choice of the coffee is not sold (any more): pick another.",
+                product_id=str(product_id),
+                variant_id=str(variant_id),
+                reason="unknown" if variant is None else "inactive",
+            )
+        if variant.currency.upper() != self.settings.currency:
+            raise Problem(
+                409,
+                "currency-mismatch",
+                f"This shop charges in {self.settings.currency}; the product is priced otherwise.",
+            )
+        return variant
 
     async def _abandon(self, stripe_session_id: str) -> None:
         try:
@@ -287,19 +321,30 @@ class SubscriptionService:
     async def change(
         self, principal: Principal, subscription_id: uuid.UUID, data: ChangeSubscription
     ) -> Subscription:
-        """Ask Stripe for another quantity and/or cadence. Stripe bills it, so Stripe's state is
-        the truth: the row follows its ``customer.subscription.updated`` webhook (and each paid
-        invoice's order carries the quantity Stripe billed), not this request."""
-        if data.quantity is None and data.interval is None and data.interval_count is None:
+        """Ask Stripe for another quantity, cadence and/or variant. Stripe bills it, so Stripe's
+        state is the truth: the row follows its ``customer.subscription.updated`` webhook (and
+        each paid invoice's order carries the quantity Stripe billed), not this request.
+        Another variant is another Stripe price at the variant's own price, billed from the
+        next delivery (from now with another cadence)."""
+        if (
+            data.quantity is None
+            and data.interval is None
+            and data.interval_count is None
+            and data.variant_id is None
+        ):
             raise Problem(
                 400,
                 "validation",
                 "The request is not valid: see errors.",
                 title="Invalid request",
-                errors=[{"key": "quantity", "message": "give a quantity, a cadence or both"}],
+                errors=[{"key": "quantity", "message": "give a quantity, a cadence or a variant"}],
             )
         row = await self._pausable(principal, subscription_id)
         assert row.stripe_subscription_id is not None
+        price: VariantPrice | None = None
+        if data.variant_id is not None and data.variant_id != row.variant_id:
+            chosen = await self._sold_variant(row.product_id, data.variant_id)
+            price = variant_price(chosen)
         quantity = data.quantity if data.quantity is not None else row.quantity
         interval = data.interval or row.interval
         interval_count = data.interval_count or row.interval_count
@@ -315,6 +360,7 @@ class SubscriptionService:
             quantity=quantity,
             interval=interval,
             interval_count=interval_count,
+            variant=price,
             # One request, one key (the SDK's retries reuse it); asking again is a new change.
             idempotency_key=f"ember-subscription-change:{row.id}:{new_id()}",
         )
@@ -323,6 +369,7 @@ class SubscriptionService:
             subscription_id=str(row.id),
             quantity=quantity,
             cadence=f"{interval_count} {interval}",
+            variant_id=str(data.variant_id or row.variant_id),
             asked=asked,
         )
         return row
@@ -341,6 +388,38 @@ class SubscriptionService:
                 status_now=row.status,
             )
         return row
+
+
+def stripe_name(product: LookupProduct) -> str:
+    """What Stripe shows and bills: the coffee and its variant ("Kenya AA - Espresso / 1 kg")."""
+    if product.variant_title:
+        return f"{product.name} - {product.variant_title}"[:250]
+    return product.name[:250]
+
+
+def variant_metadata(product: LookupProduct) -> dict[str, str]:
+    """The variant as Stripe keeps it on a price or product (metadata values are strings of
+    at most 500 characters): what the webhook reads back when the price changes."""
+    metadata = {
+        "product_id": str(product.id),
+        "slug": product.slug[:500],
+        "variant_id": str(product.variant_id or product.id),
+    }
+    if product.sku:
+        metadata["sku"] = product.sku[:500]
+    if product.option_values:
+        metadata["variant_title"] = product.variant_title[:500]
+        metadata["option_values"] = json.dumps(list(product.option_values))[:500]
+    return metadata
+
+
+def variant_price(product: LookupProduct) -> VariantPrice:
+    return VariantPrice(
+        variant_id=str(product.variant_id or product.id),
+        name=stripe_name(product),
+        unit_amount=product.price,
+        metadata=variant_metadata(product),
+    )
 
 
 def _require_country(address: AddressIn, key: str) -> None:

@@ -8,7 +8,8 @@ and the event id claimed UNIQUE, in the same transaction:
   ``incomplete_expired``.
 - ``customer.subscription.created/updated/deleted``: status, current period end,
   ``cancel_at_period_end``, pause, and what the item bills (``items.data[0]``: quantity, the
-  price's unit amount and cadence: the shopper changes them through Stripe). Never backwards:
+  price's unit amount and cadence, and the variant its metadata names: the shopper changes
+  them through Stripe). Never backwards:
   an event created before the last one applied is recorded and ignored, one created in the same
   second applies the subscription as Stripe has it now, and ``canceled`` is final.
 - ``invoice.paid`` / ``invoice.payment_failed``: the invoice is recorded (UNIQUE Stripe id);
@@ -24,6 +25,7 @@ not promise an order), by the ``subscription_id`` we put in the subscription's m
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -270,6 +272,32 @@ def _follow_item(row: Subscription, obj: dict[str, Any]) -> None:
     row.unit_price = int(unit_amount)
     row.interval = str(interval)
     row.interval_count = int(count)
+    _follow_variant(row, price.get("metadata"))
+
+
+def _follow_variant(row: Subscription, metadata: Any) -> None:
+    """The variant a price made for a change names in its metadata (see
+    :func:`checkout.subscriptions.services.variant_metadata`). The first price (Checkout's
+    ``price_data``) carries none: the row's variant is the one subscribed to."""
+    if not isinstance(metadata, dict):
+        return
+    variant_id = _uuid(metadata.get("variant_id"))
+    if variant_id is None or variant_id == row.variant_id:
+        return
+    if _uuid(metadata.get("product_id")) != row.product_id:
+        note = f"Stripe bills variant {variant_id} of another product; the variant was kept."
+        if note not in row.attention:
+            row.attention = _append(row.attention, note)
+        log.error("subscription_variant_unexpected", subscription_id=str(row.id))
+        return
+    try:
+        values = json.loads(str(metadata.get("option_values") or "[]"))
+    except ValueError:
+        values = []
+    row.variant_id = variant_id
+    row.sku = str(metadata.get("sku") or "")[:120]
+    row.variant_title = str(metadata.get("variant_title") or "")[:300]
+    row.option_values = [str(v)[:100] for v in values][:10] if isinstance(values, list) else []
 
 
 def _invoice_quantity(obj: dict[str, Any]) -> int | None:
