@@ -319,6 +319,21 @@ async def test_a_code_for_a_category_takes_money_off_only_its_lines(world: World
     assert requote.status_code == 200, requote.text
     assert requote.json()["discount"] == 600
 
+    # And what it takes off, of the other kind: an amount instead of a percentage.
+    admin = f"{world.checkout_url}/api/checkout/admin/discount-codes/{listed['id']}"
+    both_kinds = await world.http.patch(
+        admin, json={"percent_off": 5, "amount_off": 250}, headers=world.admin_headers()
+    )
+    assert both_kinds.status_code == 422, both_kinds.text
+    assert both_kinds.json()["errors"][0]["key"] == "percent_off"
+    amount = await world.http.patch(admin, json={"amount_off": 250}, headers=world.admin_headers())
+    assert amount.status_code == 200, amount.text
+    assert (amount.json()["percent_off"], amount.json()["amount_off"]) == (None, 250)
+    requote = await other.http.get(
+        f"{world.checkout_url}/api/checkout/quote", params={"discount_code": listed["code"]}
+    )
+    assert requote.json()["discount"] == 250
+
 
 async def test_each_way_a_code_can_fail_is_a_clear_problem(world: World) -> None:
     now = dt.datetime.now(dt.UTC)

@@ -107,7 +107,12 @@ class DiscountCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class DiscountCodePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What is given changes. ``percent_off`` or ``amount_off`` (not both) changes what it
+    takes off, and of which kind, for checkouts started from then on."""
+
     description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    percent_off: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    amount_off: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
     min_subtotal: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] | None = None
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None

@@ -286,7 +286,15 @@ class Offers:
         code = await self.repo.code(code_id)
         if code is None:
             raise not_found("discount code")
-        for key, value in _given(data).items():
+        changes = _given(data)
+        if "percent_off" in changes and "amount_off" in changes:
+            raise _invalid("percent_off", "give percent_off or amount_off, one of them")
+        # The other kind goes: a code takes off a percentage or an amount, never both.
+        if "percent_off" in changes:
+            changes["amount_off"] = None
+        elif "amount_off" in changes:
+            changes["percent_off"] = None
+        for key, value in changes.items():
             setattr(code, key, sorted(set(value)) if key.endswith("_ids") else value)
         _window(code.starts_at, code.ends_at)
         try:
