@@ -426,3 +426,19 @@ async def test_events_for_other_sessions_and_types_are_recorded_and_ignored(worl
         "outcome"
     ] == "ignored: not a session of ours"
     assert (await world.row(started["order_id"]))["status"] == "open"
+
+
+def test_the_local_stripe_endpoint_listens_for_what_checkout_acts_on() -> None:
+    """``make run``'s stand-in endpoint and the README's ``stripe listen --events`` list name
+    every type checkout acts on, and nothing else (the rest would only be noted)."""
+    from pathlib import Path
+
+    from checkout.subscriptions.webhooks import SUBSCRIPTION_TYPES
+    from checkout.webhooks.services import HANDLED_TYPES
+    from ember_devkit.devstack.environment import STRIPE_EVENTS_CHECKOUT_ACTS_ON
+
+    acts_on = HANDLED_TYPES | SUBSCRIPTION_TYPES
+    assert set(STRIPE_EVENTS_CHECKOUT_ACTS_ON) == acts_on
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = readme.split("--events\n", 1)[1].split("`", 1)[0].strip()
+    assert set(listed.split(",")) == acts_on

@@ -139,6 +139,23 @@ def stack_environment(
     return env
 
 
+#: The stand-in's webhook endpoint listens for what checkout acts on, as the real endpoint is
+#: configured (README): Stripe also sends payment_intent.* and charge.succeeded for every
+#: payment, two more signed requests per order that checkout would only note.
+STRIPE_EVENTS_CHECKOUT_ACTS_ON = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "charge.refunded",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+)
+
+
 def _provider_defaults(env: Mapping[str, str], offset: int) -> dict[str, str]:
     """Without a provider's key, point its SDK at the local stand-in.
 
@@ -152,6 +169,8 @@ def _provider_defaults(env: Mapping[str, str], offset: int) -> dict[str, str]:
             "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or f"http://127.0.0.1:{stripe}",
             # The CSP lets the shopper's browser reach the stand-in's pay page.
             "STRIPE_STANDIN_ORIGIN": f"http://localhost:{stripe} http://127.0.0.1:{stripe}",
+            "STRIPE_STANDIN_ENABLED_EVENTS": env.get("STRIPE_STANDIN_ENABLED_EVENTS")
+            or ",".join(STRIPE_EVENTS_CHECKOUT_ACTS_ON),
         }
     return out
 

@@ -1,0 +1,113 @@
+"""The pool pings a connection only after it sat idle: a dead idle connection is replaced before
+use, and one in steady use costs no ping (SQLAlchemy's ``pool_pre_ping`` pinged on every
+checkout: three statements each time).
+
+The server really kills the connection (``pg_terminate_backend``), as a Postgres restart or an
+idle timeout does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from ember_devkit.testing.plugin import TestEnv
+from ember_shared.db import make_engine, ping_after_idle
+from ember_shared.settings import read_service_settings, with_driver
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+pytestmark = pytest.mark.anyio
+
+
+async def backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("select pg_backend_pid()"))).scalar_one())
+
+
+async def terminate(database_url: str, pid: int) -> None:
+    admin = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
+    try:
+        assert await admin.fetchval("select pg_terminate_backend($1)", pid)
+        # Gone from the server's view: the pooled connection is now really dead.
+        while await admin.fetchval("select count(*) from pg_stat_activity where pid = $1", pid):
+            await admin.execute("select pg_sleep(0.01)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every ping the pool sends, counted on the asyncpg adapter that sends it."""
+    sent: list[int] = []
+    real = AsyncAdapt_asyncpg_connection.ping
+
+    def counted(self: AsyncAdapt_asyncpg_connection) -> None:
+        sent.append(1)
+        real(self)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counted)
+    return sent
+
+
+@pytest.fixture
+async def one_connection(ember_env: TestEnv) -> AsyncIterator[list[AsyncEngine]]:
+    made: list[AsyncEngine] = []
+    yield made
+    for engine in made:
+        await engine.dispose()
+
+
+def pool_of_one(made: list[AsyncEngine], database_url: str, idle_seconds: float) -> AsyncEngine:
+    engine = create_async_engine(with_driver(database_url, "asyncpg"), pool_size=1, max_overflow=0)
+    ping_after_idle(engine, idle_seconds)
+    made.append(engine)
+    return engine
+
+
+async def test_a_dead_idle_connection_is_replaced_before_use(
+    ember_env: TestEnv, one_connection: list[AsyncEngine], pings: list[int]
+) -> None:
+    # Every checkout counts as idle: the ping runs and finds the killed connection.
+    engine = pool_of_one(one_connection, ember_env.database_url, idle_seconds=0.0)
+    first = await backend_pid(engine)
+    await terminate(ember_env.database_url, first)
+
+    second = await backend_pid(engine)
+
+    assert second != first
+    assert pings == [1]
+
+
+async def test_a_busy_connection_is_not_pinged_and_a_dead_one_costs_one_failure(
+    ember_env: TestEnv, one_connection: list[AsyncEngine], pings: list[int]
+) -> None:
+    engine = pool_of_one(one_connection, ember_env.database_url, idle_seconds=3600.0)
+    first = await backend_pid(engine)
+    assert await backend_pid(engine) == first
+    await terminate(ember_env.database_url, first)
+
+    # Not idle long enough to be pinged: the dead connection fails its statement...
+    with pytest.raises(DBAPIError) as failed:
+        await backend_pid(engine)
+    assert failed.value.connection_invalidated
+    # ...which discards it, and the next use gets a live one.
+    second = await backend_pid(engine)
+
+    assert second != first
+    assert pings == []
+
+
+async def test_service_engines_ping_after_idle_instead_of_on_every_checkout(
+    ember_env: TestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", ember_env.database_url)
+    engine = make_engine(read_service_settings("catalog"))
+    try:
+        assert engine.pool._pre_ping is False
+        assert len(engine.sync_engine.pool.dispatch.checkout) == 1
+        assert len(engine.sync_engine.pool.dispatch.checkin) == 1
+    finally:
+        await engine.dispose()
