@@ -26,6 +26,7 @@ from storefront.errors import html_aware_handlers
 from storefront.pages import (
     account,
     admin,
+    admin_offers,
     auth,
     cart,
     checkout,
@@ -115,6 +116,7 @@ def create_app(settings: StorefrontSettings | None = None) -> Litestar:
                 *account.ROUTES,
                 *subscriptions.ROUTES,
                 *admin.ROUTES,
+                *admin_offers.ROUTES,
                 *reports.ROUTES,
                 *system_page.ROUTES,
                 *seo.ROUTES,

@@ -60,6 +60,16 @@ FLASHES: dict[str, tuple[str, str]] = {
     ),
     "category-saved": ("success", "The category is saved."),
     "category-deleted": ("info", "The category is deleted."),
+    "discount-code-saved": ("success", "The discount code is saved."),
+    "discount-code-deactivated": (
+        "info",
+        "The discount code is deactivated: shoppers can no longer use it.",
+    ),
+    "shipping-rate-saved": ("success", "The shipping rate is saved."),
+    "shipping-rate-deactivated": (
+        "info",
+        "The shipping rate is deactivated: checkout no longer offers it.",
+    ),
     "customer-disabled": ("info", "The account is disabled: it is signed out everywhere."),
     "customer-enabled": ("success", "The account is enabled again."),
     "email-retried": ("success", "The email is queued to be sent again."),
