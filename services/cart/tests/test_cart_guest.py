@@ -74,6 +74,21 @@ async def test_guest_first_add_makes_cart_and_signed_cookie(browsers, catalog, d
     assert not any("price" in c.column_name for c in columns)
 
 
+async def test_adding_a_line_asks_catalog_once_per_variant(browsers, catalog):
+    """The cart the add answers with shows what the add checked: no second lookup of the same
+    variant in one request; the line already in the cart is looked up once too."""
+    first, second = catalog.add(price=900), catalog.add(price=1200)
+    guest = browsers()
+    await guest.add(first, 1)
+    catalog.calls.clear()
+
+    cart = (await guest.add(second, 2)).json()
+
+    assert cart["subtotal"] == 900 + 2 * 1200
+    asked = [id_ for call in catalog.calls for id_ in call["ids"]]
+    assert sorted(map(str, asked)) == sorted([str(first), str(second)])
+
+
 async def test_guest_cart_follows_its_cookie(browsers, catalog):
     a, b = catalog.add(price=1000), catalog.add(price=2000)
     guest = browsers()

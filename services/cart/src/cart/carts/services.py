@@ -10,6 +10,7 @@ from catalog each time it is shown. Nothing here commits.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,6 +103,8 @@ class CartService:
         self.catalog = catalog
         self.settings = settings
         self.signer = signer
+        #: What catalog said of each variant during this request (the service is per request).
+        self._looked_up: dict[uuid.UUID, LookupProduct] = {}
 
     @property
     def limit(self) -> int:
@@ -189,7 +192,7 @@ class CartService:
         products: dict[uuid.UUID, LookupProduct] = {}
         if preview:
             try:
-                products = await self.catalog.lookup(
+                products = await self._lookup(
                     (line.product_id, line.variant_id) for line in preview
                 )
             except CatalogUnavailable as exc:
@@ -274,9 +277,20 @@ class CartService:
     ) -> dict[uuid.UUID, LookupProduct]:
         """What catalog sells now of each ``(product id, variant id)``, by variant id."""
         try:
-            return await self.catalog.lookup(lines)
+            return await self._lookup(lines)
         except CatalogUnavailable as exc:
             raise catalog_down() from exc
+
+    async def _lookup(
+        self, lines: Iterable[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, LookupProduct]:
+        """Catalog asked once per variant and request: the cart a write answers with shows what
+        that write checked, so adding a line costs one lookup, not two."""
+        wanted = list(lines)
+        missing = [(p, v) for p, v in wanted if v not in self._looked_up]
+        if missing:
+            self._looked_up.update(await self.catalog.lookup(missing))
+        return {v: self._looked_up[v] for _, v in wanted if v in self._looked_up}
 
     def _check_sellable(self, product: LookupProduct, wanted: int, in_cart: int) -> None:
         if not product.active:
@@ -474,9 +488,7 @@ class CartService:
         products: dict[uuid.UUID, LookupProduct] | None = {}
         if items:
             try:
-                products = await self.catalog.lookup(
-                    (item.product_id, item.variant_id) for item in items
-                )
+                products = await self._lookup((item.product_id, item.variant_id) for item in items)
             except CatalogUnavailable:
                 products = None
         lines = [self._line(item, products) for item in items]
