@@ -299,6 +299,56 @@ async def test_checkouts_refusal_is_a_sentence_on_the_page(
     assert "subscription-not-active" not in refused
 
 
+async def test_the_chosen_variant_is_what_is_subscribed_and_a_bad_one_is_a_sentence(
+    browser: Browser, shop: Shop
+) -> None:
+    coffee = shop.coffee_with_variants()
+    slug, tag = coffee["slug"], coffee["tag"]
+    espresso = coffee["variants"][f"{tag}-es-250"]
+    await sign_in(browser, shop, name="Chien-Shiung Wu")
+    product_page = assert_page(await browser.get(f"/coffee/{slug}?variant={tag}-es-250"))
+    assert f'<input type="hidden" name="variant" value="{espresso["id"]}">' in product_page
+    assert f"/account/subscriptions/new?coffee={slug}&amp;variant={tag}-es-250" in product_page
+    chosen = assert_page(
+        await browser.get(
+            "/account/subscriptions/new", params={"coffee": slug, "variant": f"{tag}-es-250"}
+        )
+    )
+    assert "Espresso / 250 g" in chosen
+    assert "$16.50" in chosen
+    assert f'name="variant" value="{espresso["id"]}"' in chosen
+    unknown = await browser.get(
+        "/account/subscriptions/new", params={"coffee": slug, "variant": "no-such-sku"}
+    )
+    assert_page(unknown, 404)
+
+    bad = assert_page(
+        await subscribe(browser, coffee, variant="not-a-uuid", address_choice="new", **ADDRESS),
+        400,
+    )
+    assert "Choose one of this coffee&#39;s sizes and grinds." in bad
+    # A variant checkout does not sell (here: of no product): its 409, as a sentence.
+    refused = assert_page(
+        await subscribe(
+            browser, coffee, variant=str(uuid.uuid4()), address_choice="new", **ADDRESS
+        ),
+        409,
+    )
+    assert "that choice of this coffee is not sold now" in refused
+    assert await listed(browser) == []
+
+    started = await subscribe(
+        browser, coffee, variant=espresso["id"], quantity="1", address_choice="new", **ADDRESS
+    )
+    assert started.status_code == 303, started.text
+    [mine] = await listed(browser)
+    detail = assert_page(await browser.get(f"/account/subscriptions/{mine['id']}"))
+    assert 'data-testid="subscription-variant">Espresso / 250 g' in detail
+    assert "1 \u00d7 $16.50" in detail
+    listing = assert_page(await browser.get("/account/subscriptions"))
+    assert "Espresso / 250 g" in listing
+
+
 async def test_another_shopper_cannot_open_or_cancel_your_subscription(
     browser: Browser, other_browser: Browser, shop: Shop, coffee: dict[str, Any]
 ) -> None:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from ember_shared.settings import env_str
 from litestar import Request, Response, get, post
@@ -36,6 +37,8 @@ Page = Annotated[int, Parameter(ge=1, le=10_000)]
 CoffeeSlug = Annotated[
     str, Parameter(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", query="coffee")
 ]
+#: A variant as the product page's deep link names it (its SKU) or by its id.
+VariantKey = Annotated[str | None, Parameter(max_length=120, query="variant")]
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$")
 PAGE_SIZE = 20
 #: Bags per delivery: checkout's bounds (``Subscribe.quantity``).
@@ -104,6 +107,57 @@ def subscription_offer(product: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def subscribed_variant(product: Mapping[str, Any], wanted: str | None) -> dict[str, Any] | None:
+    """The variant a subscription form is for: the one ``wanted`` names (its id or SKU), else
+    the product's default (the variant with the product's id), else its first; None for a
+    product that lists no variants or when ``wanted`` names none of its variants."""
+    variants: list[dict[str, Any]] = [
+        v for v in product.get("variants") or [] if isinstance(v, dict)
+    ]
+    if wanted:
+        key = wanted.strip().lower()[:120]
+        return next(
+            (v for v in variants if key in (str(v.get("id", "")), str(v.get("sku", "")).lower())),
+            None,
+        )
+    default = next((v for v in variants if str(v.get("id")) == str(product.get("id"))), None)
+    return default or (variants[0] if variants else None)
+
+
+def variant_choices(
+    product: Mapping[str, Any] | None, subscription: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The variants a subscriber may change to (the product's, as sold now), the current one
+    marked; empty for a product with a single variant (nothing to choose)."""
+    variants = [v for v in (product or {}).get("variants") or [] if isinstance(v, dict)]
+    if len(variants) < 2:
+        return []
+    current = str((subscription.get("variant") or {}).get("id") or "")
+    choices = [
+        {
+            "id": str(v.get("id")),
+            "label": str(v.get("title") or v.get("sku") or ""),
+            "price": v.get("price"),
+            "selected": str(v.get("id")) == current,
+        }
+        for v in variants
+    ]
+    if not any(c["selected"] for c in choices):
+        # Not sold now: it stays (the empty choice changes nothing) unless another is chosen.
+        title = str((subscription.get("variant") or {}).get("title") or "")
+        choices.insert(0, {"id": "", "label": f"{title} (as now)", "price": None, "selected": True})
+    return choices
+
+
+def _form_variant(form: Form) -> tuple[str | None, dict[str, str]]:
+    """The variant a form names (its id; none: the product's default), or the error."""
+    raw = form.text("variant", 60)
+    try:
+        return (str(uuid.UUID(raw)) if raw else None), {}
+    except ValueError:
+        return None, {"variant": "Choose one of this coffee's sizes and grinds."}
+
+
 def returned_subscription(request: Request[Any, Any, Any]) -> str:
     """The subscription Stripe's success redirect names (``/account?subscription=``), if any."""
     raw = request.query_params.get("subscription") or ""
@@ -139,6 +193,8 @@ def shown(subscription: Mapping[str, Any]) -> dict[str, Any]:
         "changeable": status == "active" and not ending,
         "addressable": status not in ENDED,
         "cadence_code": cadence_code(subscription),
+        # The variant delivered ("Espresso / 1 kg"; empty for a product without options).
+        "variant_title": str((subscription.get("variant") or {}).get("title") or ""),
         "short_id": str(subscription.get("id") or "")[-8:].upper(),
     }
 
@@ -159,6 +215,8 @@ def subscription_message(problem: ApiProblem) -> str:
     match problem.kind:
         case "product-unavailable":
             return "Sorry, this coffee is no longer sold, so it cannot be subscribed to."
+        case "variant-unavailable":
+            return "Sorry, that choice of this coffee is not sold now: pick another."
         case "currency-mismatch":
             return "This coffee is priced in a currency we cannot bill a subscription in."
         case "subscription-not-active":
@@ -226,19 +284,21 @@ def _form_context(
     product: dict[str, Any],
     addresses: list[dict[str, Any]],
     *,
+    variant: dict[str, Any] | None = None,
     quantity: int | None = 1,
     cadence: str = DEFAULT_CADENCE,
     address_choice: str = "",
     address: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
-    notice: str = "",
 ) -> dict[str, Any]:
     if not address_choice:
         default = _default_address(addresses)
         address_choice = f"saved:{default['id']}" if default else "new"
     return {
         "product": product,
-        "subscribable": can_subscribe(product),
+        "variant": variant,
+        "subscribable": can_subscribe(product)
+        and (variant is None or variant.get("availability") != "sold_out"),
         "addresses": addresses,
         "address_choice": address_choice,
         "address": address or {"country": "US"},
@@ -247,9 +307,10 @@ def _form_context(
         "cadence": cadence,
         "cadences": CADENCE_CHOICES,
         "errors": errors or {},
-        "notice": notice,
+        "notice": "",
         "countries": COUNTRIES,
-        "title": f"Subscribe: {product.get('name', '')}",
+        "title": f"Subscribe: {product.get('name', '')}"
+        + (f" ({variant['title']})" if variant and variant.get("title") else ""),
     }
 
 
@@ -264,14 +325,24 @@ def _shipping_address(saved: Mapping[str, Any]) -> dict[str, str]:
 
 @get("/account/subscriptions/new", name="subscription-new", include_in_schema=False, cache=False)
 async def subscription_new(
-    request: Request[Any, Any, Any], api: Api, visitor: Visitor, coffee: CoffeeSlug
+    request: Request[Any, Any, Any],
+    api: Api,
+    visitor: Visitor,
+    coffee: CoffeeSlug,
+    variant: VariantKey = None,
 ) -> Response[Any]:
     if not visitor.signed_in:
-        return _signin(request, f"/account/subscriptions/new?coffee={coffee}")
+        target = f"/account/subscriptions/new?coffee={coffee}"
+        if variant:
+            target += f"&variant={quote(variant, safe='')}"
+        return _signin(request, quote(target, safe="/?="))
     product, addresses = await asyncio.gather(_product(api, coffee), _addresses(api))
     if product is None:
         return _no_coffee(request)
-    context = _form_context(product, addresses)
+    chosen = subscribed_variant(product, variant)
+    if variant and chosen is None:
+        return _no_coffee(request)
+    context = _form_context(product, addresses, variant=chosen)
     if not context["subscribable"]:
         context["notice"] = "Sorry, this coffee cannot be subscribed to right now."
     return render(request, "subscriptions/new.html", context)
@@ -320,7 +391,9 @@ async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
     quantity = form.integer("quantity", None, 1, MAX_QUANTITY)
     cadence = form.text("cadence", 20)
     choice = form.text("address_choice", 60)
-    errors: dict[str, str] = {}
+    variant_id, errors = _form_variant(form)
+    # Shown as the form's choice; whether it is sold is checkout's to say.
+    variant = subscribed_variant(product, variant_id)
     if quantity is None:
         errors["quantity"] = f"Choose 1 to {MAX_QUANTITY} bags per delivery."
     if cadence not in CADENCES:
@@ -328,7 +401,9 @@ async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
     picked = _address_choice(form, addresses, choice)
     if not choice and picked.shipping is None and not errors:
         # From the coffee's page without a default address: ask for one, nothing is wrong yet.
-        context = _form_context(product, addresses, quantity=quantity, cadence=cadence)
+        context = _form_context(
+            product, addresses, variant=variant, quantity=quantity, cadence=cadence
+        )
         context["notice"] = "Where should we send it? Give a delivery address."
         context["notice_kind"] = "info"
         return render(request, "subscriptions/new.html", context)
@@ -337,6 +412,7 @@ async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
     context = _form_context(
         product,
         addresses,
+        variant=variant,
         quantity=quantity,
         cadence=cadence if cadence in CADENCES else DEFAULT_CADENCE,
         address_choice=choice,
@@ -356,6 +432,7 @@ async def subscribe(request: Request[Any, Any, Any], api: Api, visitor: Visitor)
         "interval": interval,
         "interval_count": interval_count,
         "shipping_address": shipping,
+        **({"variant_id": variant_id} if variant_id else {}),
     }
     try:
         started = await api.post("checkout", "/api/subscriptions", json=body)
@@ -407,7 +484,9 @@ async def _subscription(api: Api, subscription_id: uuid.UUID) -> dict[str, Any] 
     return shown(found)
 
 
-def _detail_context(subscription: dict[str, Any], notice: str = "") -> dict[str, Any]:
+def _detail_context(
+    subscription: dict[str, Any], notice: str = "", product: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     cadences = CADENCE_CHOICES
     if not subscription.get("cadence_code"):
         # A cadence the form does not offer stays selected (and unchanged) unless another is.
@@ -423,6 +502,7 @@ def _detail_context(subscription: dict[str, Any], notice: str = "") -> dict[str,
             "quantity": subscription.get("quantity"),
             "cadence": subscription.get("cadence_code", ""),
         },
+        "variants": variant_choices(product, subscription),
         "plan_errors": {},
         "address": dict(subscription.get("shipping_address") or {}),
         "errors": {},
@@ -572,6 +652,8 @@ def _change_message(problem: ApiProblem) -> str:
             return "Resume your deliveries before changing how often they come."
         case "change-refused":
             return "The payment provider refused this change. Nothing was changed."
+        case "variant-unavailable":
+            return "That choice of this coffee is not sold now: nothing was changed."
         case "payment-provider-unavailable" | "payment-provider-error":
             return (
                 "We could not reach the payment provider, so nothing was changed. "
@@ -592,7 +674,11 @@ async def _detail_page(
     subscription = await _subscription(api, subscription_id)
     if subscription is None:
         return _not_found(request)
-    page = _detail_context(subscription, notice)
+    product = None
+    if subscription.get("changeable"):
+        # Its variants, as sold now, are what the change form offers.
+        product = await _product(api, str((subscription.get("product") or {}).get("slug") or ""))
+    page = _detail_context(subscription, notice, product)
     page.update(_poll_context(request, subscription, 0))
     page.update(context)
     return render(request, "subscriptions/detail.html", page, status=status)
@@ -606,15 +692,15 @@ async def _detail_page(
 async def subscription_plan(
     request: Request[Any, Any, Any], api: Api, visitor: Visitor, subscription_id: uuid.UUID
 ) -> Response[Any]:
-    """Bags per delivery and cadence: asked of Stripe through checkout; the page shows the
-    change once Stripe's webhook has confirmed it."""
+    """Bags per delivery, cadence and variant: asked of Stripe through checkout; the page shows
+    the change once Stripe's webhook has confirmed it."""
     page = f"/account/subscriptions/{subscription_id}"
     if not visitor.signed_in:
         return _signin(request, page)
     form = await Form.of(request)
     quantity = form.integer("quantity", None, 1, MAX_QUANTITY)
     cadence = form.text("cadence", 20)
-    errors: dict[str, str] = {}
+    variant_id, errors = _form_variant(form)
     if quantity is None:
         errors["quantity"] = f"Choose 1 to {MAX_QUANTITY} bags per delivery."
     if cadence and cadence not in CADENCES:
@@ -633,6 +719,9 @@ async def subscription_plan(
     body: dict[str, Any] = {"quantity": quantity}
     if cadence:
         body["interval"], body["interval_count"] = CADENCES[cadence]
+    if variant_id is not None:
+        # The current one asks nothing of Stripe (checkout compares).
+        body["variant_id"] = variant_id
     try:
         await api.patch("checkout", f"/api/subscriptions/{subscription_id}", json=body)
     except ApiProblem as problem:
