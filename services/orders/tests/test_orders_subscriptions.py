@@ -84,6 +84,32 @@ async def test_a_paid_invoice_makes_a_paid_order_with_its_lines(deliver, db) -> 
     assert invoice.stripe_invoice_id in history[0].reason
 
 
+async def test_a_renewal_of_a_variant_keeps_the_variant_on_its_item(deliver, db) -> None:
+    variant_id = uuid.uuid4()
+    kilo = msgspec.structs.replace(
+        line(5600, 1, name="Ethiopia Guji"),
+        variant_id=variant_id,
+        sku="guji-es-1kg",
+        variant_title="Espresso / 1 kg",
+        option_values=["Espresso", "1 kg"],
+    )
+    invoice = SubscriptionInvoice(lines=[kilo])
+    assert await deliver(invoice.paid())
+
+    [item] = await db.rows(
+        "SELECT product_id, variant_id, sku, variant_title, option_values, unit_price, quantity "
+        "FROM orders.order_items WHERE order_id = :id",
+        id=invoice.order_id,
+    )
+    assert (item.product_id, item.variant_id) == (kilo.product_id, variant_id)
+    assert (item.sku, item.variant_title, item.option_values) == (
+        "guji-es-1kg",
+        "Espresso / 1 kg",
+        ["Espresso", "1 kg"],
+    )
+    assert (item.unit_price, item.quantity) == (5600, 1)
+
+
 async def test_the_new_order_announces_itself_paid_once(deliver, db) -> None:
     invoice = SubscriptionInvoice()
     event_id = str(uuid.uuid4())
