@@ -1026,3 +1026,15 @@ async def test_a_subscription_delivers_its_variant_and_a_change_of_variant_follo
     assert (row["variant_id"], row["sku"]) == (product_id, f"s-{coffee['tag']}-250")
     events = await eventually(lambda: _events_at_least(world, sub_id, 3), what="the new cadence")
     assert events[2]["data"]["lines"][0]["variant_id"] == str(product_id)
+
+    # A renewal that cannot be charged: the mail to the subscriber names the variant.
+    await _renew(world, stripe_id, fail=True)
+
+    async def failed() -> list[dict[str, Any]] | None:
+        return await _payment_failed_events(world, sub_id) or None
+
+    [failure] = await eventually(failed, what="the failed renewal")
+    assert (failure["data"]["product_name"], failure["data"]["variant_title"]) == (
+        row["product_name"],
+        "250 g",
+    )

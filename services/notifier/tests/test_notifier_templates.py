@@ -116,8 +116,9 @@ def all_rendered() -> list[tuple[Template, str, str, str]]:
     ]
 
 
-def payment_failed(product_name: str) -> SubscriptionPaymentFailed:
+def payment_failed(product_name: str, variant_title: str = "") -> SubscriptionPaymentFailed:
     return SubscriptionPaymentFailed(
+        variant_title=variant_title,
         subscription_id=new_id(),
         user_id=new_id(),
         email="a@example.com",
@@ -141,6 +142,19 @@ def test_a_failed_renewal_mail_links_to_the_subscription_page_to_update_the_card
     assert "$30.00" in mail.text
     assert "<script>" not in mail.html
     assert NASTY in mail.text
+
+
+def test_a_failed_renewal_mail_names_the_variant_subscribed_to() -> None:
+    kilo = compose.subscription_payment_failed(
+        payment_failed("Ethiopia Guji", "Espresso / 1 kg"), PUBLIC
+    )
+    mail = render(Template.SUBSCRIPTION_PAYMENT_FAILED, kilo)
+    assert "your Ethiopia Guji (Espresso / 1 kg) subscription" in mail.text
+    plain = render(
+        Template.SUBSCRIPTION_PAYMENT_FAILED,
+        compose.subscription_payment_failed(payment_failed("Ethiopia Guji"), PUBLIC),
+    )
+    assert "your Ethiopia Guji subscription" in plain.text
 
 
 def test_every_template_has_html_and_text() -> None:

@@ -216,6 +216,7 @@ async def subscription_payment_failed(
             amount_due=invoice.amount_due,
             currency=invoice.currency,
             stripe_invoice_id=invoice.stripe_invoice_id,
+            variant_title=row.variant_title,
         ),
     )
 

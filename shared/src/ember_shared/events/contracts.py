@@ -294,6 +294,9 @@ class SubscriptionPaymentFailed(EventData, frozen=True, kw_only=True):
     amount_due: int
     currency: str
     stripe_invoice_id: str
+    #: The variant subscribed to ("Espresso / 1 kg"); empty for a product without options (and
+    #: in events from before variants).
+    variant_title: str = ""
 
 
 # --- refunds ----------------------------------------------------------------------------

@@ -141,7 +141,10 @@ def subscription_payment_failed(data: SubscriptionPaymentFailed, public_url: str
     # minutes and opens the card form to whoever holds it; the page makes one for the owner.
     return {
         "public_url": public_url,
-        "product_name": data.product_name,
+        # The subscription as its page names it: "Ethiopia Guji (Espresso / 1 kg)".
+        "product_name": f"{data.product_name} ({data.variant_title})"
+        if data.variant_title
+        else data.product_name,
         "amount": money(data.amount_due, data.currency),
         "subscription_url": f"{public_url.rstrip('/')}/account/subscriptions/{data.subscription_id}",
     }
