@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -25,6 +26,18 @@ class Person:
 
     def csp_violations(self) -> list[str]:
         return [line for line in self.console if "Content Security Policy" in line]
+
+
+async def staff_sign_in(person: Person, browser_shop: Shop, next_path: str) -> None:
+    """A new admin account signs in through the page ``next_path`` sends them to."""
+    staff = browser_shop.register_admin()
+    page = person.page
+    await person.open(next_path)
+    await page.wait_for_url(re.compile(rf".*/signin\?next={re.escape(next_path)}$"))
+    await page.fill("#f-email", staff["email"])
+    await page.fill("#f-password", staff["password"])
+    await page.get_by_test_id("signin-submit").click()
+    await page.wait_for_url(re.compile(rf".*{re.escape(next_path)}$"))
 
 
 async def subscribed(browser_shop: Shop, name: str) -> tuple[dict[str, str], str, str]:

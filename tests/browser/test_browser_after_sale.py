@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_testkit import Person, subscribed
+from browser_testkit import Person, staff_sign_in, subscribed
 from playwright.async_api import Page, expect
 from storefront_testkit import DEMO_SLUGS, PASSWORD, Shop, wait_for
 
@@ -82,17 +82,6 @@ async def test_an_account_made_through_google_sets_a_password_and_signs_in_with_
     assert person.csp_violations() == []
 
 
-async def _staff_sign_in(person: Person, browser_shop: Shop, next_path: str) -> None:
-    staff = browser_shop.register_admin()
-    page = person.page
-    await person.open(next_path)
-    await page.wait_for_url(re.compile(rf".*/signin\?next={re.escape(next_path)}$"))
-    await page.fill("#f-email", staff["email"])
-    await page.fill("#f-password", staff["password"])
-    await page.get_by_test_id("signin-submit").click()
-    await page.wait_for_url(re.compile(rf".*{re.escape(next_path)}$"))
-
-
 async def test_staff_refund_part_of_an_order_through_stripe_and_restock_it(
     person: Person, browser_shop: Shop, screenshots: Path
 ) -> None:
@@ -103,7 +92,7 @@ async def test_staff_refund_part_of_an_order_through_stripe_and_restock_it(
     browser_shop.wait_paid(order_id)
     on_hand = browser_shop.admin_product(coffee["id"])["stock"]["on_hand"]
 
-    await _staff_sign_in(person, browser_shop, f"/admin/orders/{order_id}")
+    await staff_sign_in(person, browser_shop, f"/admin/orders/{order_id}")
     form = page.get_by_test_id("refund-form")
     # More than was paid: the page says so, nothing is refunded.
     await form.locator("#f-refund-amount").fill("999.00")
@@ -160,7 +149,7 @@ async def test_staff_manage_categories_and_find_disable_a_customer_with_their_or
     order_id, _ = browser_shop.buy(coffee["id"], email=customer["email"])
     browser_shop.wait_paid(order_id)
 
-    await _staff_sign_in(person, browser_shop, "/admin/categories")
+    await staff_sign_in(person, browser_shop, "/admin/categories")
     name = f"Decaf {uuid.uuid4().hex[:6]}"
     form = page.get_by_test_id("category-form")
     await form.locator("#f-name").fill("x")
