@@ -126,7 +126,8 @@ class Product(EntityColumns, Base):
     options: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
-    #: Kept by a trigger from name, origin, notes, category and descriptions (weights A-C).
+    #: Kept by a trigger from name, origin, notes, category, descriptions and the option values
+    #: its active variants sell (weights A-C), and their SKUs (weight D, one "#sku" lexeme each).
     search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
 
 

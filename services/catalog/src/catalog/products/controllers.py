@@ -43,6 +43,7 @@ from catalog.products.services import (
     ProductAdmin,
     ProductCatalog,
     image_out,
+    query_sku,
     query_words,
 )
 from catalog.settings import CatalogSettings
@@ -96,7 +97,9 @@ class ShopperProductController(Controller):
         "/search",
         summary="Search products",
         description=(
-            "Ranked full-text search over names, origins, tasting notes and descriptions. "
+            "Ranked full-text search over names, origins, tasting notes, descriptions and the "
+            "options sold (grind, size). A variant's exact SKU finds its product first, naming "
+            "it in `variant_sku`. "
             "Partial words match as prefixes and misspelt words match the catalog's closest words."
         ),
         cache=False,
@@ -118,12 +121,14 @@ class ShopperProductController(Controller):
         ] = 20,
     ) -> Response[SearchResult]:
         words = query_words(q)
-        key = value_key("search", " ".join(words), page, page_size)
+        sku = query_sku(q)
+        # "a-b" and "a b" are the same words, not the same SKU search.
+        key = value_key("search", " ".join(words), page, page_size, *([sku] if sku else []))
         settings = catalog_settings_of(request)
 
         async def build(session: AsyncSession) -> tuple[bytes, Sequence[str]]:
             body, cacheable = await ProductCatalog(session, settings).search(
-                words=words, page=page, page_size=page_size
+                words=words, page=page, page_size=page_size, sku=sku
             )
             return body, (LISTS_SET,) if cacheable else ()
 

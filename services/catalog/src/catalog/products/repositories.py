@@ -19,6 +19,7 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
+    null,
     select,
     text,
     true,
@@ -42,6 +43,9 @@ FUZZY_THRESHOLD = 0.3
 SEARCH_CANDIDATES = 200
 #: Table pages (8 kB, about 8 products each) searched first for a word most products have.
 PROBE_BLOCKS = 64
+#: Added to the rank of the product one of whose variants has the SKU searched for: above any
+#: text rank.
+SKU_RANK = 1_000_000.0
 
 
 def _primary_image(nth: int = 0, name: str = "primary_image") -> Any:
@@ -168,6 +172,8 @@ class SearchPlan:
 
     words: list[str]
     fuzzy: dict[str, list[str]]
+    #: The query as a variant's SKU (lowercased), when it can be one; else empty.
+    sku: str = ""
 
     @property
     def matched_words(self) -> list[str]:
@@ -204,7 +210,13 @@ def _group(i: int, alternatives: int, suffix: str = "") -> Any:
 
 
 def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
-    values: dict[str, Any] = {"limit": limit, "offset": offset}
+    # A SKU is its own lexeme, "#" and the SKU (see the search_variants migration); the SKU
+    # pattern admits no quote or backslash, so quoting it is enough.
+    values: dict[str, Any] = {
+        "limit": limit,
+        "offset": offset,
+        "sku": f"'#{plan.sku}'" if plan.sku else "",
+    }
     for suffix, weight in (("", ""), (_NAME, "A")):
         for i, word in enumerate(plan.words):
             values[f"p{i}{suffix}"] = f"{word}:*{weight}"
@@ -404,8 +416,10 @@ class ProductReads:
         values = _search_values(plan, limit, offset)
         await self.session.execute(_GENERIC_PLANS)
         rows, total = await self._search(_search_statements(shape, "&&"), values, offset)
-        if total == 0 and len(shape) > 1:
-            # No product has every word: fall back to products with any of them, ranked.
+        if total == 0 and len(shape) > 1 and not plan.sku:
+            # No product has every word: fall back to products with any of them, ranked. Not
+            # for one token of several words ("ETH-YIRG-ES-1KG", a SKU no variant has, or no
+            # longer sells): a fragment of a code ("es") is not what was looked for.
             rows, total = await self._search(_search_statements(shape, "||"), values, offset)
         return rows, total
 
@@ -448,16 +462,26 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
         _combine([_group(i, n, _NAME) for i, n in enumerate(shape)], operator)
     ).scalar_subquery()
     exact_query = select(_combine([_typed(i) for i in range(len(shape))], "||")).scalar_subquery()
-    # Words as typed rank above the typo-corrected alternatives they were widened with.
-    rank = func.ts_rank_cd(Product.search_vector, query) + 2 * func.ts_rank_cd(
-        Product.search_vector, exact_query
+    # Null unless the query can be a SKU: a null tsquery matches nothing, through no index.
+    sku = bindparam("sku", type_=Text)
+    sku_query = select(case((sku == "", null()), else_=cast(sku, TSQUERY))).scalar_subquery()
+    sku_match = Product.search_vector.op("@@")(sku_query)
+    # Words as typed rank above the typo-corrected alternatives they were widened with; the
+    # product whose variant has the very SKU typed ranks above all.
+    rank = (
+        func.ts_rank_cd(Product.search_vector, query)
+        + 2 * func.ts_rank_cd(Product.search_vector, exact_query)
+        + case((sku_match, SKU_RANK), else_=0)
     )
     where = and_(Product.active, Product.search_vector.op("@@")(query))
     # Candidates: the first matches the index yields, and first those whose name matches
     # (their own index), so a broad query still ranks the products named after it.
     by_name = _first_matches(NAME_VECTOR, query, probe=name_query, name="by_name")
     anywhere = _first_matches(Product.search_vector, query, probe=query, name="anywhere")
-    candidates = union(by_name, anywhere).subquery("candidates")
+    # A SKU's lexeme is in one product's vector (SKUs are unique): one GIN lookup, and none
+    # at all when the query cannot be a SKU.
+    by_sku = select(Product.id).where(sku != "", Product.active, sku_match).limit(1)
+    candidates = union(by_name, anywhere, by_sku).subquery("candidates")
     # The rank is computed only for the candidates.
     hits = (
         select(Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
@@ -475,7 +499,15 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
     total = select(func.count()).select_from(hits).scalar_subquery()
     image = _primary_image()
     stmt = (
-        _with_joins(select(*_summary_columns(image), page.c.rank, total.label("total")), image)
+        _with_joins(
+            select(
+                *_summary_columns(image),
+                page.c.rank,
+                func.coalesce(sku_match, False).label("sku_match"),
+                total.label("total"),
+            ),
+            image,
+        )
         .join(page, page.c.id == Product.id)
         .order_by(page.c.rank.desc(), func.lower(Product.name), Product.id)
     )

@@ -79,6 +79,9 @@ class ProductSummary(msgspec.Struct, kw_only=True):
     tasting_notes: list[str]
     #: The next picture after ``image`` (a listing shows it on hover); null with one picture.
     hover_image: ImageRef | None = None
+    #: In a search for a variant's SKU, that SKU on the product that sells it (its page opens
+    #: on that variant with ``?variant=``); else null.
+    variant_sku: str | None = None
 
 
 class ProductPage(NumberedPage[ProductSummary], kw_only=True):

@@ -69,6 +69,8 @@ AUDITED_FIELDS = (
 IMAGE_FIELDS = ("id", "product_id", "url", "storage_key", "alt", "position", "is_primary")
 
 _WORD = re.compile(r"[^\W_]+")
+#: As ``catalog.variants.schemas.Sku`` admits them.
+_SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,119}")
 MAX_QUERY_WORDS = 8
 MAX_WORD_LENGTH = 40
 
@@ -95,6 +97,13 @@ def summary_from(row: Row[Any], low_stock: int) -> ProductSummary:
         tasting_notes=list(row.tasting_notes or []),
         hover_image=ImageRef(url=row.hover_url, alt=row.hover_alt) if row.hover_url else None,
     )
+
+
+def query_sku(q: str) -> str:
+    """The query as a variant's SKU (lowercased: SKUs are unique case-insensitively), when it
+    can be one; else empty."""
+    candidate = q.strip()
+    return candidate.lower() if _SKU.fullmatch(candidate) else ""
 
 
 def query_words(q: str) -> list[str]:
@@ -179,20 +188,29 @@ class ProductCatalog:
         )
         return body, row.id
 
-    async def search(self, *, words: list[str], page: int, page_size: int) -> tuple[bytes, bool]:
+    async def search(
+        self, *, words: list[str], page: int, page_size: int, sku: str = ""
+    ) -> tuple[bytes, bool]:
         """The result's body, and whether it is worth caching: only results with products
-        (queries are unbounded; junk ones should not fill Redis)."""
+        (queries are unbounded; junk ones should not fill Redis). ``sku``: the query as a
+        variant's SKU (``query_sku``); the product selling that variant comes first, naming it."""
         rows: Sequence[Row[Any]] = []
         total = 0
         matched: list[str] = []
         if words:
-            plan = SearchPlan(words, await self.reads.fuzzy_words(words))
+            plan = SearchPlan(words, await self.reads.fuzzy_words(words), sku)
             matched = plan.matched_words
             rows, total = await self.reads.search(plan, **window(page, page_size))
+        items = []
+        for row in rows:
+            item = summary_from(row, self.low_stock)
+            if row.sku_match:
+                item.variant_sku = sku
+            items.append(item)
         body = _encode(
             SearchResult(
                 query=" ".join(words),
-                items=[summary_from(row, self.low_stock) for row in rows],
+                items=items,
                 page=page,
                 page_size=page_size,
                 total=total,
