@@ -190,3 +190,16 @@ async def test_a_refused_variant_shows_catalogs_reason_and_keeps_what_was_typed(
             if name.startswith(("option-", "v-")) and not name.endswith("-active"):
                 assert _field(refused.text, name) == value, (case, name)
     assert shop.admin_product(coffee["id"])["variants"] == before
+
+
+async def test_a_search_for_a_sku_opens_the_product_on_that_variant(
+    browser: Browser, shop: Shop
+) -> None:
+    coffee = shop.coffee_with_variants()
+    tag = coffee["tag"]
+    found = (await browser.get("/search", params={"q": f"{tag}-es-1kg".upper()})).text
+    links = re.findall(r'class="product-card__link" href="([^"]+)"', found)
+    assert links[0] == f"/coffee/{coffee['slug']}?variant={tag}-es-1kg"
+    # Searched by its name, the same coffee opens on its first choice.
+    by_name = (await browser.get("/search", params={"q": coffee["name"]})).text
+    assert f'href="/coffee/{coffee["slug"]}"' in by_name
