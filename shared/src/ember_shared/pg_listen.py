@@ -32,9 +32,14 @@ class NotifyListener:
         self._connection: asyncpg.Connection | None = None
         self._retry_at = 0.0
 
+    @property
+    def listening(self) -> bool:
+        """A NOTIFY sent now reaches this listener (its connection is up)."""
+        return self._connection is not None and not self._connection.is_closed()
+
     async def ensure(self) -> None:
         """Listening when this returns, or left to polling until the next try."""
-        if self._connection is not None and not self._connection.is_closed():
+        if self.listening:
             return
         now = time.monotonic()
         if now < self._retry_at:
@@ -45,6 +50,9 @@ class NotifyListener:
             dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             connection = await asyncpg.connect(dsn, timeout=2)
             await connection.add_listener(self.channel, self._notified)
+            # Losing the connection wakes the loop too: it was waiting for a NOTIFY that can no
+            # longer come, and must go back to polling often (and to listening) at once.
+            connection.add_termination_listener(self._notified)
         except Exception as exc:  # polling carries on without it
             log.info(
                 "listen_unavailable", channel=self.channel, error=f"{type(exc).__name__}: {exc}"

@@ -204,6 +204,11 @@ class AuthSettings:
 @dataclass(frozen=True)
 class EventSettings:
     relay_interval_ms: int = field(default_factory=lambda: env_int("EVENTS_RELAY_INTERVAL_MS", 200))
+    #: The relay's poll while its LISTEN connection is up: commits wake it, so the poll only
+    #: catches what no NOTIFY announced (a replica's rolled-back pass); never below the above.
+    relay_listening_interval_ms: int = field(
+        default_factory=lambda: env_int("EVENTS_RELAY_LISTENING_INTERVAL_MS", 2_000)
+    )
     relay_batch: int = field(default_factory=lambda: env_int("EVENTS_RELAY_BATCH", 100))
     #: Messages pending longer than this are claimed again from a consumer that died.
     reclaim_idle_ms: int = field(default_factory=lambda: env_int("EVENTS_RECLAIM_IDLE_MS", 30_000))

@@ -55,6 +55,7 @@ class Pong(EventData, frozen=True, kw_only=True):
 
 FAST_EVENTS = {
     "relay_interval_ms": 20,
+    "relay_listening_interval_ms": 20,
     "relay_batch": 50,
     "relay_max_backoff_ms": 200,
     "reclaim_idle_ms": 300,

@@ -21,7 +21,7 @@ from ember_shared.settings import ServiceSettings
 from events_testkit import Base, Ping, eventually, postgres_proxy, relay_passes
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 PING_STREAM = stream_for(Ping.TYPE)
@@ -272,6 +272,43 @@ async def test_the_relay_wakes_on_commit_without_waiting_for_its_poll(
         await eventually(first_pass_done)  # the relay has passed once (empty); it now waits
         await add_pings(engine, 1)
         await eventually(lambda: redis.xlen(PING_STREAM), within=3)
+    finally:
+        await runtime.stop()
+
+
+async def test_a_listening_relay_polls_seldom_and_polls_often_again_when_its_listen_dies(
+    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    """Commits wake a listening relay, so its poll is only a safety net (polling every 200 ms
+    cost each idle service five transactions a second); once Postgres drops the LISTEN
+    connection, only polling finds new rows, so it polls at the short interval again, and a
+    row committed meanwhile (its NOTIFY lost) is still published."""
+    settings = settings_for(relay_interval_ms=20, relay_listening_interval_ms=60_000)
+    runtime = EventRuntime(settings, engine, Base.metadata, None)
+    try:
+        await runtime.start()
+        assert runtime.relay is not None
+        relay = runtime.relay
+        listener = relay._listener
+
+        async def listening() -> bool:
+            return listener.listening and relay.stats.last_success_at is not None
+
+        await eventually(listening)
+        assert relay.poll_interval_s() == 60.0
+        assert listener._connection is not None
+        pid = listener._connection.get_server_pid()
+
+        async with engine.connect() as connection:
+            await connection.execute(select(func.pg_terminate_backend(pid)))
+
+        async def deaf() -> bool:
+            return not listener.listening
+
+        await eventually(deaf)
+        assert relay.poll_interval_s() == 0.02
+        await add_pings(engine, 1)
+        await eventually(lambda: redis.xlen(PING_STREAM), within=5)
     finally:
         await runtime.stop()
 
