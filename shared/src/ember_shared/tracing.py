@@ -109,6 +109,11 @@ class LinkedOrRatio(Sampler):
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
+    def keeps_new_request(self, trace_id: int) -> bool:
+        """What :meth:`should_sample` answers for a request's span with no parent and no links
+        (the ratio on its trace id), without building a decision: most requests ask only this."""
+        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self.ratio.bound
+
     def get_description(self) -> str:
         return f"LinkedOrRatio({self.ratio.rate})"
 
@@ -128,6 +133,10 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> bool:
         if endpoint():
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+            from ember_shared.otlp import use_in_otlp_http_exporter
+
+            # The SDK's encoder cost ~4x the CPU for the same bytes (ember_shared.otlp).
+            use_in_otlp_http_exporter()
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         _state["provider"] = provider
@@ -273,6 +282,8 @@ def linked_root(
 #: Never traced: the probes and the scrapes (every few seconds, from machines, not shoppers).
 UNTRACED_PATHS = ("/metrics", "/api/health/")
 _TRACE_HEADERS = frozenset(name.encode() for name in get_global_textmap().fields)
+#: A request's parent context when it carries none (contexts are immutable: one serves all).
+_NO_PARENT = otel_context.Context()
 
 
 class SampledRequests:
@@ -290,45 +301,92 @@ class SampledRequests:
         self.tracer = provider.get_tracer(TRACER_NAME)
         self.sampler = provider.sampler
         self.ids = provider.id_generator
+        # A request with no trace headers (nearly every one from a browser) is decided by the
+        # root sampler's ratio alone when the sampler is the one setup_tracing installs:
+        # ParentBased (its root is private to the SDK) around LinkedOrRatio.
+        root = getattr(self.sampler, "_root", None) if type(self.sampler) is ParentBased else None
+        self.new_requests = root if isinstance(root, LinkedOrRatio) else None
+        flags = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else TraceFlags.DEFAULT
+        self.new_unsampled_flags = TraceFlags(flags)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(UNTRACED_PATHS):
             await self.app(scope, receive, send)
             return
+        if self.new_requests is not None and not any(
+            name in _TRACE_HEADERS for name, _ in scope["headers"]
+        ):
+            trace_id = self.ids.generate_trace_id()
+            if self.new_requests.keeps_new_request(trace_id):
+                await self.planned(scope, receive, send, _NO_PARENT, trace_id)
+                return
+            # The flags the SDK gives a span it did not sample, with no trace state to carry.
+            context = SpanContext(
+                trace_id, self.ids.generate_span_id(), False, self.new_unsampled_flags
+            )
+            await self.unsampled(scope, receive, send, _NO_PARENT, context)
+            return
+        await self.decided(scope, receive, send)
+
+    async def decided(self, scope: Any, receive: Any, send: Any) -> None:
+        """A request that may carry a trace context, or under another sampler: asked in full."""
         if any(name in _TRACE_HEADERS for name, _ in scope["headers"]):
             from opentelemetry.instrumentation.asgi import asgi_getter
 
             parent_context = extract(scope, getter=asgi_getter)
         else:
-            parent_context = otel_context.Context()
+            parent_context = _NO_PARENT
         parent = trace.get_current_span(parent_context).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
         decided = self.sampler.should_sample(
             parent_context, trace_id, scope["path"], SpanKind.SERVER
         )
         if decided.decision is not Decision.DROP:
-            # With no parent the span takes this trace id, on which the sampler has just said
-            # yes (and says it again).
-            token = _planned_trace_id.set(None if parent.is_valid else [trace_id])
-            try:
-                await self.traced(scope, receive, send, parent_context)
-            finally:
-                _planned_trace_id.reset(token)
+            await self.planned(
+                scope, receive, send, parent_context, None if parent.is_valid else trace_id
+            )
             return
         # Flags as the SDK would set them on a span it did not sample.
         random_id = (
             parent.trace_flags.random_trace_id if parent.is_valid else self.ids.is_trace_id_random()
         )
         flags = TraceFlags.RANDOM_TRACE_ID if random_id else TraceFlags.DEFAULT
-        unsampled = NonRecordingSpan(
-            SpanContext(
-                trace_id,
-                self.ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=TraceFlags(flags),
-                trace_state=decided.trace_state,
-            )
+        context = SpanContext(
+            trace_id,
+            self.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=decided.trace_state,
         )
+        await self.unsampled(scope, receive, send, parent_context, context)
+
+    async def planned(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        parent_context: otel_context.Context,
+        trace_id: int | None,
+    ) -> None:
+        """A sampled request. With no parent its span takes ``trace_id``, on which the sampler
+        has just said yes (and says it again)."""
+        token = _planned_trace_id.set(None if trace_id is None else [trace_id])
+        try:
+            await self.traced(scope, receive, send, parent_context)
+        finally:
+            _planned_trace_id.reset(token)
+
+    async def unsampled(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        parent_context: otel_context.Context,
+        context: SpanContext,
+    ) -> None:
+        """Under a non-recording span of its trace: nothing below is built, and calls out say
+        unsampled."""
+        unsampled = NonRecordingSpan(context)
         attached = otel_context.attach(trace.set_span_in_context(unsampled, parent_context))
         try:
             await self.app(scope, receive, send)
