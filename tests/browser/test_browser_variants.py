@@ -1,6 +1,7 @@
 """A shopper picks a variant in Chromium: "Espresso" then "1 kg" on the picker, the price and
 availability follow the choice and the address deep-links it; the cart and Stripe's page
-charge that variant, not the bag the product page opened on."""
+charge that variant, not the bag the product page opened on. Staff add a grind on a product's
+page, and a shopper picks it on the picker and finds it by its SKU."""
 
 from __future__ import annotations
 
@@ -113,6 +114,15 @@ async def test_staff_add_a_grind_and_a_shopper_picks_it(
         line = shopper.page.get_by_test_id("cart-line")
         await expect(line.get_by_test_id("line-variant")).to_have_text("Espresso")
         await expect(line).to_contain_text("$19.50")
+        # Searched by its SKU, the new grind is what the result opens.
+        await shopper.open("/search")
+        await shopper.page.fill("#page-search", sku.upper())
+        await shopper.page.press("#page-search", "Enter")
+        card = shopper.page.get_by_test_id("product-card").first
+        await expect(card).to_contain_text(coffee["name"])
+        await card.get_by_role("link").click()
+        await shopper.page.wait_for_url(re.compile(rf".*\?variant={re.escape(sku)}$"))
+        await expect(shopper.page.get_by_test_id("price")).to_have_text("$19.50")
         assert shopper.csp_violations() == []
     finally:
         await context.close()

@@ -261,7 +261,7 @@ async def product_edit(
     product, cats, variants = await asyncio.gather(
         api.get("catalog", f"/api/admin/products/{product_id}"),
         _categories(api),
-        api.get("catalog", f"/api/admin/products/{product_id}/variants"),
+        _variants_of(api, product_id),
     )
     return render(
         request,
@@ -271,7 +271,7 @@ async def product_edit(
             "categories": cats,
             "errors": {},
             "error": "",
-            "variants": _with_blanks(_variants_view(variants)),
+            "variants": variants,
             "creating": False,
             "title": product.get("name", "Product"),
             "section": "products",
@@ -311,6 +311,7 @@ async def product_update(
             "categories": await _categories(api),
             "errors": errors,
             "error": error or "Some fields need another look.",
+            "variants": await _variants_of(api, product_id),
             "creating": False,
             "title": product.get("name", "Product"),
             "section": "products",
@@ -393,6 +394,7 @@ async def product_image(
                 "errors": {},
                 "error": "",
                 "image_error": error,
+                "variants": await _variants_of(api, product_id),
                 "creating": False,
                 "title": product.get("name", "Product"),
                 "section": "products",
@@ -481,6 +483,12 @@ def _with_blanks(view: dict[str, Any]) -> dict[str, Any]:
     rows = list(view["rows"])
     rows += [{**blank, "active": True}] * min(NEW_VARIANT_ROWS, MAX_VARIANT_ROWS - len(rows))
     return {"options": options, "rows": rows}
+
+
+async def _variants_of(api: Api, product_id: uuid.UUID) -> dict[str, Any]:
+    """The variants form as catalog has the product now (empty rows to add to)."""
+    admin_view = await api.get("catalog", f"/api/admin/products/{product_id}/variants")
+    return _with_blanks(_variants_view(admin_view))
 
 
 def _variants_form(form: Form) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
