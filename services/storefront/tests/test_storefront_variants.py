@@ -69,6 +69,7 @@ async def test_staff_see_and_set_stock_per_variant(browser: Browser, shop: Shop)
     inventory = (await browser.get("/admin/inventory", params={"q": coffee["slug"]})).text
     assert inventory.count('data-testid="stock-row"') == 4
     assert 'data-testid="stock-variant">Espresso / 1 kg<' in inventory
+    assert f'data-testid="stock-sku">{tag}-es-1kg<' in inventory
     kilo = coffee["variants"][f"{tag}-es-1kg"]["id"]
     row = await browser.post(
         f"/admin/inventory/{kilo}",
