@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from ember_shared import tracing
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
 
@@ -50,3 +52,22 @@ def test_a_trace_linked_to_a_kept_one_is_kept_and_polls_are_not() -> None:
     assert always.should_sample(None, 7, "GET /x", SpanKind.SERVER).decision != Decision.DROP
     # A query or Redis call with nothing around it is a background loop's poll.
     assert always.should_sample(None, 7, "SELECT", SpanKind.CLIENT).decision == Decision.DROP
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.5, 1.0])
+def test_a_new_request_is_decided_as_the_whole_sampler_decides(ratio: float) -> None:
+    """SampledRequests asks only the ratio for a request that carries no trace context; the
+    sampler the provider uses (ParentBased around LinkedOrRatio) says the same of every id."""
+    root = tracing.LinkedOrRatio(ratio)
+    sampler = ParentBased(root=root)
+    ids = RandomIdGenerator()
+    trace_ids = [ids.generate_trace_id() for _ in range(2000)]
+    # Ids around the bound, where a wrong comparison would show.
+    bound = root.ratio.bound
+    trace_ids += [max(bound - 1, 1), bound, bound + 1, bound | (1 << 100)]
+    kept = 0
+    for trace_id in trace_ids:
+        whole = sampler.should_sample(Context(), trace_id, "/api/products", SpanKind.SERVER)
+        assert root.keeps_new_request(trace_id) is (whole.decision is not Decision.DROP)
+        kept += root.keeps_new_request(trace_id)
+    assert abs(kept / len(trace_ids) - ratio) < 0.05
