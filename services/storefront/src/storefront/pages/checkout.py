@@ -276,6 +276,7 @@ async def checkout_pay(
                     "shipping_name",
                     "total",
                     "currency",
+                    "tax_at_payment",
                 )
             }
             context["price_changed"] = True
