@@ -335,6 +335,44 @@ async def test_a_code_for_a_category_takes_money_off_only_its_lines(world: World
     assert requote.json()["discount"] == 250
 
 
+async def test_staff_remove_a_codes_window_and_limits_with_null(world: World) -> None:
+    """null removes a date or a limit (the code then has none); a field left out stays; null
+    for another field changes nothing."""
+    now = dt.datetime.now(dt.UTC)
+    made = await code(
+        world,
+        percent_off=10,
+        starts_at=(now - dt.timedelta(days=1)).isoformat(),
+        ends_at=(now - dt.timedelta(minutes=1)).isoformat(),
+        max_uses=3,
+        max_uses_per_customer=1,
+    )
+    shopper, _ = await world.basket(price=2000)
+    expired = await shopper.http.get(
+        f"{world.checkout_url}/api/checkout/quote", params={"discount_code": made["code"]}
+    )
+    assert expired.json()["type"].endswith("discount-code-expired"), expired.text
+    admin = f"{world.checkout_url}/api/checkout/admin/discount-codes/{made['id']}"
+
+    cleared = await world.http.patch(
+        admin,
+        json={"ends_at": None, "max_uses": None, "percent_off": None},
+        headers=world.admin_headers(),
+    )
+
+    assert cleared.status_code == 200, cleared.text
+    after = cleared.json()
+    assert (after["ends_at"], after["max_uses"]) == (None, None)
+    assert after["starts_at"] is not None
+    assert after["max_uses_per_customer"] == 1
+    assert after["percent_off"] == 10
+    quote = await shopper.http.get(
+        f"{world.checkout_url}/api/checkout/quote", params={"discount_code": made["code"]}
+    )
+    assert quote.status_code == 200, quote.text
+    assert quote.json()["discount"] == 200
+
+
 async def test_each_way_a_code_can_fail_is_a_clear_problem(world: World) -> None:
     now = dt.datetime.now(dt.UTC)
     shopper, product_id = await world.basket(price=1800)

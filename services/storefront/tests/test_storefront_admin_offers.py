@@ -126,6 +126,17 @@ async def test_staff_create_edit_and_deactivate_a_discount_code(staff: Browser, 
     assert (code["percent_off"], code["amount_off"], code["max_uses"]) == (None, 400, 50)
     assert (code["product_ids"], code["category_ids"], code["first_order_only"]) == ([], [], False)
 
+    # Emptied on the form, the end date and the use limit are gone (the rest stays).
+    opened = await staff.form(
+        code_path,
+        code_path,
+        {**fields, "kind": "amount", "off": "4.00", "ends_at": "", "max_uses": ""},
+    )
+    assert opened.status_code == 303, opened.text[:500]
+    code = api_code(shop, code["id"])
+    assert (code["ends_at"], code["max_uses"]) == (None, None)
+    assert (code["starts_at"], code["max_uses_per_customer"]) == ("2026-01-01T09:00:00Z", 1)
+
     deactivated = await staff.form(code_path, f"{code_path}/deactivate", {})
     assert deactivated.status_code == 303
     assert api_code(shop, code["id"])["active"] is False

@@ -108,16 +108,22 @@ class DiscountCodeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class DiscountCodePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What is given changes. ``percent_off`` or ``amount_off`` (not both) changes what it
-    takes off, and of which kind, for checkouts started from then on."""
+    takes off, and of which kind, for checkouts started from then on. ``starts_at``,
+    ``ends_at``, ``max_uses`` and ``max_uses_per_customer`` given as null are removed (no start,
+    no end, no limit); any other field given as null is left as it is."""
 
     description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     percent_off: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
     amount_off: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
     min_subtotal: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] | None = None
-    starts_at: dt.datetime | None = None
-    ends_at: dt.datetime | None = None
-    max_uses: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
-    max_uses_per_customer: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    starts_at: dt.datetime | msgspec.UnsetType | None = msgspec.UNSET
+    ends_at: dt.datetime | msgspec.UnsetType | None = msgspec.UNSET
+    max_uses: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    max_uses_per_customer: (
+        Annotated[int, msgspec.Meta(ge=1, le=1000)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
     first_order_only: bool | None = None
     product_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=500)] | None = None
     category_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=100)] | None = None

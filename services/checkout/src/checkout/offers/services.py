@@ -496,8 +496,16 @@ def stripe_coupon_params(applied: AppliedDiscount, currency: str) -> dict[str, A
     }
 
 
+#: Patch fields whose null removes what was set (a code's window and limits).
+CLEARABLE = frozenset({"starts_at", "ends_at", "max_uses", "max_uses_per_customer"})
+
+
 def _given(data: Any) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+    return {
+        k: v
+        for k, v in msgspec.structs.asdict(data).items()
+        if v is not msgspec.UNSET and (v is not None or k in CLEARABLE)
+    }
 
 
 def _days_in_order(low: int | None, high: int | None) -> None:

@@ -111,7 +111,7 @@ def _read_code(form: Form, creating: bool) -> tuple[dict[str, Any], dict[str, An
             errors["code"] = "Give the code shoppers type, like WELCOME10."
         body["code"] = shown["code"]
     _read_off(form, shown, body, errors)
-    _read_limits(form, shown, body, errors)
+    _read_limits(form, shown, body, errors, creating=creating)
     return body, shown, errors
 
 
@@ -131,8 +131,14 @@ def _read_off(
 
 
 def _read_limits(
-    form: Form, shown: dict[str, Any], body: dict[str, Any], errors: dict[str, str]
+    form: Form,
+    shown: dict[str, Any],
+    body: dict[str, Any],
+    errors: dict[str, str],
+    *,
+    creating: bool,
 ) -> None:
+    """A date or limit left empty is none; on an edit, emptying one removes it (null)."""
     minimum = parse_money(shown["min_subtotal_text"] or "0")
     if minimum is None:
         errors["min_subtotal"] = "Give a minimum like 30.00, or leave it empty."
@@ -146,12 +152,16 @@ def _read_limits(
                 errors[key] = "Give a date and time (UTC)."
             else:
                 body[key] = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).isoformat()
+        elif not creating:
+            body[key] = None
     for key, high in (("max_uses", 10_000_000), ("max_uses_per_customer", 1000)):
         if shown[key]:
             limit = form.integer(key, None, 1, high)
             if limit is None:
                 errors[key] = f"Give a whole number from 1 to {high:,}, or leave it empty."
             body[key] = limit
+        elif not creating:
+            body[key] = None
 
 
 def _ids(form: Form, name: str, most: int) -> list[str]:
