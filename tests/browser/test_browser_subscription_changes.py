@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_testkit import Person, subscribed
+from browser_testkit import Person, staff_sign_in, subscribed
 from playwright.async_api import Page, expect
 from storefront_testkit import CARD_OK, Shop, wait_for
 
@@ -115,7 +115,7 @@ async def _order_variant(page: Page, row: int) -> str:
 
 
 async def test_a_shopper_subscribes_to_a_kilo_of_espresso_and_changes_the_grind(
-    person: Person, browser_shop: Shop, screenshots: Path
+    person: Person, phone: Person, browser_shop: Shop, screenshots: Path
 ) -> None:
     """Through Caddy in Chromium: the product page's variant picker feeds the subscribe form;
     Stripe's page bills the kilo; each delivery's order names its variant and takes its stock;
@@ -181,6 +181,12 @@ async def test_a_shopper_subscribes_to_a_kilo_of_espresso_and_changes_the_grind(
     stock = _stock_once(browser_shop, coffee["id"], f"{tag}-es-250", 29)
     assert stock[f"{tag}-es-1kg"] == 4
     assert person.csp_violations() == []
+
+    # Staff see which variant the customer subscribes to (on a phone, signed in as staff).
+    await staff_sign_in(phone, browser_shop, f"/admin/customers/{member['id']}")
+    await expect(phone.page.get_by_test_id("customer-subscription")).to_contain_text(
+        f"Espresso / 250 g, SKU {tag}-es-250"
+    )
 
 
 def _renew(browser_shop: Shop, checkout_url: str) -> None:
