@@ -457,6 +457,7 @@ async def test_lookup_answers_prices_and_sellable_stock(
         "option_values": [],
         "variant_title": "",
         "weight_grams": None,
+        "category_id": None,
     }
     assert found[archived["id"]]["active"] is False
     assert found[archived["id"]]["availability"] == "sold_out"
