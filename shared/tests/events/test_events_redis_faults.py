@@ -91,8 +91,13 @@ async def test_commits_do_not_cut_the_relay_backoff_short_while_redis_is_down(
     try:
         await runtime.start()
         assert runtime.relay is not None
+        relay = runtime.relay
+
+        async def listening() -> bool:
+            return relay._listener.listening
+
+        await eventually(listening, within=10)  # commits now wake it (NOTIFY)
         await add_pings(engine, 0)
-        await eventually(runtime.relay.pending, within=10)  # listener up: NOTIFY wakes it
         await eventually(lambda: _none_pending(runtime))
         server.stop()
         # Orders keep committing during the outage, each one a NOTIFY to the relay.
