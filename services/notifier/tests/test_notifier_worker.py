@@ -7,6 +7,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ember_shared.events.contracts import UserRegistered
 from ember_shared.ids import new_id
 from ember_shared.sealing import private_key, unseal
 from notifier.emails.rendering import fill_sealed_link
+from notifier.emails.sender import ResendSender, SendResult
 from notifier.events import queue_order_confirmation, queue_welcome
 from notifier.models import PendingEmail
 from notifier.settings import NotifierSettings
@@ -340,8 +342,8 @@ async def test_a_queued_mail_wakes_a_resting_worker(
     passes: list[int] = []
     one_pass = worker.run_once
 
-    async def counted() -> int:
-        handled = await one_pass()
+    async def counted(**kwargs: Any) -> int:
+        handled = await one_pass(**kwargs)
         passes.append(handled)
         return handled
 
@@ -371,6 +373,134 @@ async def test_a_queued_mail_wakes_a_resting_worker(
     finally:
         stop.set()
         await asyncio.wait_for(loop, timeout=5)
+
+
+class HeldSender:
+    """Sends through the real one, but holds the mails to ``held`` until released."""
+
+    def __init__(self, real: ResendSender, held: str) -> None:
+        self.real = real
+        self.held = held
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+
+    async def send(self, email: PendingEmail) -> SendResult:
+        self.started.append(email.to_email)
+        if email.to_email == self.held:
+            await self.release.wait()
+        return await self.real.send(email)
+
+
+async def test_a_mail_queued_during_a_slow_send_is_sent_without_waiting_for_it(
+    engine: AsyncEngine, base_settings: NotifierSettings, resend_standin: Standin
+) -> None:
+    """The loop claims again while a pass's sends are in hand: a confirmation queued while
+    another mail's send hangs (a slow provider answer) goes out beside it, not after it."""
+    slow, quick = unique_address(), unique_address()
+    sender = HeldSender(ResendSender(base_settings), held=slow)
+    worker = EmailWorker(replace(base_settings, poll_interval_ms=60_000), engine, sender)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.run(stop))
+    try:
+        await queue_confirmation(engine, slow)
+
+        async def slow_send_started() -> bool:
+            return slow in sender.started
+
+        await until(slow_send_started, within=10.0)
+        await queue_confirmation(engine, quick)
+
+        async def quick_delivered() -> bool:
+            return len(resend_standin.emails(quick)) == 1
+
+        await until(quick_delivered, within=10.0)
+        assert resend_standin.emails(slow) == []  # still held: the quick one did not wait
+
+        async def only_the_slow_one_in_hand() -> bool:
+            return worker.sending == 1
+
+        await until(only_the_slow_one_in_hand, within=10.0)
+        sender.release.set()
+
+        async def slow_delivered() -> bool:
+            return len(resend_standin.emails(slow)) == 1
+
+        await until(slow_delivered, within=10.0)
+    finally:
+        sender.release.set()
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert (await emails_to(engine, slow))[0].status == "sent"
+    assert (await emails_to(engine, quick))[0].status == "sent"
+
+
+async def test_a_stopped_loop_finishes_the_sends_in_hand(
+    engine: AsyncEngine, base_settings: NotifierSettings, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    sender = HeldSender(ResendSender(base_settings), held=to)
+    worker = EmailWorker(base_settings, engine, sender)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.run(stop))
+    await queue_confirmation(engine, to)
+
+    async def started() -> bool:
+        return to in sender.started
+
+    await until(started, within=10.0)
+    stop.set()
+    sender.release.set()
+    await asyncio.wait_for(loop, timeout=10)
+    # Not left "sending" until its lease lapses.
+    assert (await emails_to(engine, to))[0].status == "sent"
+    assert len(resend_standin.emails(to)) == 1
+
+
+async def test_sends_share_one_connection_to_resend(base_settings: NotifierSettings) -> None:
+    """The SDK's own transport opened a client (TLS context, connection) for every mail."""
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                break
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            body = b'{"id": "%s"}' % uuid.uuid4().hex.encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = ResendSender(replace(base_settings, resend_api_url=f"http://127.0.0.1:{port}"))
+    try:
+        for n in range(3):
+            result = await sender.send(
+                PendingEmail(
+                    id=new_id(),
+                    to_email=f"kept-{n}@example.com",
+                    subject="Kept",
+                    html="<p>kept</p>",
+                    text="kept",
+                    template="welcome",
+                    idempotency_key=f"kept-{uuid.uuid4()}",
+                )
+            )
+            assert result.ok, result.error
+        assert connections == 1
+    finally:
+        await sender.aclose()
+        server.close()
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

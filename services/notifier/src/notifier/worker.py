@@ -17,6 +17,11 @@ Between passes the worker waits ``NOTIFIER_POLL_INTERVAL_MS``, unless a mail is 
 notifier announces each one with ``NOTIFY notifier_mail_queued`` in its own transaction, and the
 worker LISTENs on a connection of its own (polling alone still delivers if that connection is
 down), so a confirmation leaves as soon as its order does.
+
+The loop does not wait for a pass's sends before it claims again: up to ``NOTIFIER_BATCH_SIZE``
+mails are in hand at once, and a mail queued while others are being sent is claimed and sent
+beside them (``NOTIFIER_CONCURRENCY`` at a time). Waiting for the whole batch held each new
+confirmation behind the slowest send of the one before: at 16 buyers, 0.3-0.9 s.
 """
 
 from __future__ import annotations
@@ -88,15 +93,21 @@ class EmailWorker:
         #: Set by a NOTIFY of a queued mail: the wait between passes ends at once.
         self._queued = asyncio.Event()
         self._listener = NotifyListener(engine, MAIL_QUEUED, self._queued.set, retry_s=5.0)
+        self._sending: set[asyncio.Task[None]] = set()
+        #: Set when a send in hand finishes: a loop with no room left claims again then.
+        self._slot_freed = asyncio.Event()
 
-    async def run_once(self) -> int:
-        """Claim and send one batch; how many mails it handled."""
+    async def run_once(self, *, limit: int | None = None, wait: bool = True) -> int:
+        """Claim up to ``limit`` (the batch size) due mails and send them; how many it claimed.
+
+        With ``wait=False`` the sends go on in the background (the loop's way: see
+        :meth:`sending`); otherwise this returns once each claimed mail has its outcome."""
         claim_token = uuid.uuid4()
         now = dt.datetime.now(dt.UTC)
         async with self.sessions.begin() as session:
             claimed = await PendingEmailRepository(session=session, auto_commit=False).claim_due(
                 now=now,
-                limit=self.settings.batch_size,
+                limit=self.settings.batch_size if limit is None else limit,
                 lease_until=now + dt.timedelta(seconds=self.settings.sending_lease_s),
                 claim_token=claim_token,
             )
@@ -105,8 +116,28 @@ class EmailWorker:
             ).suppressed_among(e.to_email for e in claimed)
         if not claimed:
             return 0
-        await asyncio.gather(*(self._deliver(email, claim_token, suppressed) for email in claimed))
+        deliveries = [self._deliver(email, claim_token, suppressed) for email in claimed]
+        if wait:
+            await asyncio.gather(*deliveries)
+            return len(claimed)
+        for delivery in deliveries:
+            task = asyncio.create_task(delivery)
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
         return len(claimed)
+
+    @property
+    def sending(self) -> int:
+        """Mails claimed by the loop whose send has not finished yet."""
+        return len(self._sending)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Postgres lost while recording the outcome: the claim lapses after its lease and
+            # the mail is sent again under the same idempotency key (it arrives once).
+            log.warning("email_outcome_not_recorded", error=f"{type(exc).__name__}: {exc}")
 
     async def _deliver(
         self, email: PendingEmail, claim_token: uuid.UUID, suppressed: set[str]
@@ -223,7 +254,11 @@ class EmailWorker:
         )
 
     async def run(self, stop: asyncio.Event, heartbeat: Path | None = None) -> None:
-        """Send until ``stop`` is set; a full batch is followed at once by the next.
+        """Send until ``stop`` is set, then let the sends in hand finish.
+
+        Each pass claims what there is room for (``NOTIFIER_BATCH_SIZE`` less the mails still
+        being sent) and does not wait for those sends: a pass that filled the room is followed
+        as soon as a send finishes, one that found less rests until a mail is queued.
 
         ``heartbeat`` is touched before every pass: the worker serves no HTTP, so a liveness
         probe (Kubernetes) tells a stuck worker from a busy one by the file's age."""
@@ -236,27 +271,43 @@ class EmailWorker:
                     await asyncio.to_thread(heartbeat.touch)
                 await self._listener.ensure()
                 self._queued.clear()
-                try:
-                    handled = await self.run_once()
-                    failures = 0
-                except Exception as exc:
-                    # Postgres away: keep the process, back off (capped), carry on when it returns.
-                    failures += 1
-                    handled = 0
-                    log.warning("worker_pass_failed", error=str(exc), failures=failures)
-                if handled >= self.settings.batch_size:
-                    continue
+                self._slot_freed.clear()
+                room = self.settings.batch_size - len(self._sending)
+                handled = 0
+                if room > 0:
+                    try:
+                        handled = await self.run_once(limit=room, wait=False)
+                        failures = 0
+                    except Exception as exc:
+                        # Postgres away: keep the process, back off (capped), carry on when it
+                        # returns.
+                        failures += 1
+                        log.warning("worker_pass_failed", error=str(exc), failures=failures)
+                full = len(self._sending) >= self.settings.batch_size
+                if handled and handled >= room and not full:
+                    continue  # the room was filled and some sends finished meanwhile
                 wait = pause if failures == 0 else min(30.0, pause * 2**failures)
-                await self._rest(stop, wait, woken=failures == 0)
+                await self._rest(stop, wait, woken=failures == 0, full=full)
         finally:
+            if self._sending:
+                # A claim dropped here would hold its mail back for the whole lease.
+                await asyncio.gather(*list(self._sending), return_exceptions=True)
             await self._listener.close()
+            closing = getattr(self.sender, "aclose", None)
+            if closing is not None:
+                await closing()
         log.info("worker_stopped", worker=self.name)
 
-    async def _rest(self, stop: asyncio.Event, seconds: float, *, woken: bool) -> None:
-        """Wait ``seconds``, or less: a stop request, or (when not backing off) a mail queued."""
+    async def _rest(
+        self, stop: asyncio.Event, seconds: float, *, woken: bool, full: bool = False
+    ) -> None:
+        """Wait ``seconds``, or less: a stop request, or (when not backing off) a mail queued,
+        or (when the room for sends in hand is full) one of those sends finishing."""
         waits = [asyncio.ensure_future(stop.wait())]
         if woken:
             waits.append(asyncio.ensure_future(self._queued.wait()))
+        if full:
+            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
