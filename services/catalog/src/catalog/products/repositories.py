@@ -3,9 +3,10 @@ and the admin repository."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,6 +347,31 @@ class ProductReads:
         ).all()
         return row, images
 
+    @contextlib.asynccontextmanager
+    async def generic_plans(self) -> AsyncIterator[None]:
+        """Within it, this session's statements run as generic plans (``fuzzy_words`` and
+        ``search``; see ``_GENERIC_PLANS``). ``SET LOCAL`` lasts until the transaction's end,
+        and the shopper read path runs in autocommit, where each statement is its own
+        transaction: there a ``SET LOCAL`` changed nothing, so a read-only transaction is
+        opened for the block, with its ``BEGIN`` and the setting sent in one round trip."""
+        connection = await self.session.connection()
+        pooled = await connection.get_raw_connection()
+        if not getattr(pooled.dbapi_connection, "autocommit", False):
+            await self.session.execute(text(_GENERIC_PLANS))
+            yield
+            return
+        driver: Any = pooled.driver_connection
+        # No arguments: the simple query protocol, which takes several statements at once.
+        await driver.execute(f"BEGIN READ ONLY; {_GENERIC_PLANS}")
+        try:
+            yield
+        except BaseException:
+            # A connection that cannot even roll back is broken, and the pool discards it.
+            with contextlib.suppress(Exception):
+                await driver.execute("ROLLBACK")
+            raise
+        await driver.execute("COMMIT")
+
     async def fuzzy_words(self, words: Sequence[str]) -> dict[str, list[str]]:
         """For each query word, the catalog words that look like it (typos), best first.
 
@@ -414,7 +440,6 @@ class ProductReads:
     ) -> tuple[Sequence[Row[Any]], int]:
         shape = tuple(len(plan.fuzzy.get(word, [])) for word in plan.words)
         values = _search_values(plan, limit, offset)
-        await self.session.execute(_GENERIC_PLANS)
         rows, total = await self._search(_search_statements(shape, "&&"), values, offset)
         if total == 0 and len(shape) > 1 and not plan.sku:
             # No product has every word: fall back to products with any of them, ranked. Not
@@ -440,7 +465,8 @@ class ProductReads:
 #: depend on them). Left to itself it plans the first 5 executions of each statement on each
 #: connection for their values (4-6 ms of planning at 50k for a 2-10 ms execution), and with
 #: a statement per query shape and a pool of connections most searches were such first ones.
-_GENERIC_PLANS = text("SET LOCAL plan_cache_mode = force_generic_plan")
+#: ``ProductReads.generic_plans`` applies it.
+_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 
 @functools.lru_cache(maxsize=256)

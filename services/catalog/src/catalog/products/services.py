@@ -198,9 +198,10 @@ class ProductCatalog:
         total = 0
         matched: list[str] = []
         if words:
-            plan = SearchPlan(words, await self.reads.fuzzy_words(words), sku)
+            async with self.reads.generic_plans():
+                plan = SearchPlan(words, await self.reads.fuzzy_words(words), sku)
+                rows, total = await self.reads.search(plan, **window(page, page_size))
             matched = plan.matched_words
-            rows, total = await self.reads.search(plan, **window(page, page_size))
         items = []
         for row in rows:
             item = summary_from(row, self.low_stock)

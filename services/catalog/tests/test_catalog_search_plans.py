@@ -1,0 +1,76 @@
+"""A search's statements run as generic plans on the shopper read path, which reads in
+autocommit: Postgres plans each statement once per connection, not once per execution (a
+``SET LOCAL`` outside a transaction is ignored, so the search opens a read-only one), and
+the connection goes back to the pool outside any transaction, whether the search ended well
+or not."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from catalog.products import repositories
+from catalog.products.services import ProductCatalog
+from catalog_testkit import Kit
+from litestar import Litestar
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+PLANS = text(
+    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+    " WHERE (statement LIKE '%ts_rank_cd%' OR statement LIKE '%word_trigrams%')"
+    " AND statement NOT LIKE '%pg_prepared_statements%'"
+)
+
+
+async def _driver(session: AsyncSession) -> Any:
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+async def test_search_statements_run_as_generic_plans_in_autocommit(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit
+) -> None:
+    word = "zq" + uuid.uuid4().hex[:8]
+    product = await kit.product(name=f"{word} Reserve")
+    settings = catalog_app.state.catalog_settings
+    async with catalog_app.state.catalog_reads() as session:
+        catalog = ProductCatalog(session, settings)
+        driver = await _driver(session)
+        # The pooled connection may have run searches of this shape for earlier tests.
+        before = {row.statement: row for row in (await session.execute(PLANS)).all()}
+        for _ in range(2):
+            body, _ = await catalog.search(words=[word], page=1, page_size=20)
+            assert str(product["id"]).encode() in body
+            assert not driver.is_in_transaction()
+        after = (await session.execute(PLANS)).all()
+    # The typo candidates and the page, each run twice, neither planned for its values (the
+    # connection's other statements, of other shapes, did not run).
+    used = {
+        row.statement: (
+            row.generic_plans - getattr(before.get(row.statement), "generic_plans", 0),
+            row.custom_plans - getattr(before.get(row.statement), "custom_plans", 0),
+        )
+        for row in after
+    }
+    assert sorted(runs for runs in used.values() if runs != (0, 0)) == [(2, 0), (2, 0)], used
+
+
+async def test_a_failed_search_leaves_no_transaction_open(
+    catalog_app: Litestar, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("the search failed")
+
+    monkeypatch.setattr(repositories.ProductReads, "search", broken)
+    async with catalog_app.state.catalog_reads() as session:
+        driver = await _driver(session)
+        with pytest.raises(RuntimeError, match="the search failed"):
+            await ProductCatalog(session, catalog_app.state.catalog_settings).search(
+                words=["coffee"], page=1, page_size=20
+            )
+        assert not driver.is_in_transaction()
+        # The connection still answers, in autocommit: no aborted transaction was left behind.
+        assert await session.scalar(text("SELECT current_setting('plan_cache_mode')")) == "auto"
