@@ -614,3 +614,81 @@ def test_handler_names_must_be_unique_per_event_type() -> None:
         handlers.on(Ping)(record)
     handlers.on(Pong)(record)  # the same name on another type is another handled row
     assert handlers.event_types == [Ping.TYPE, Pong.TYPE]
+
+
+def held_handlers(
+    release: asyncio.Event, *, concurrency: int, calls: Counter[int]
+) -> EventHandlers:
+    """Pings whose handler holds ping 1 (its transaction open) until ``release`` is set."""
+    handlers = EventHandlers("evtest")
+
+    @handlers.on(Ping, name="evtest.record", concurrency=concurrency)
+    async def record(event: Envelope, data: Ping, session: AsyncSession) -> None:
+        calls[data.n] += 1
+        session.add(Effect(event_id=uuid.UUID(event.id), handler="evtest.record", n=data.n))
+        await session.flush()
+        if data.n == 1:
+            await release.wait()
+
+    return handlers
+
+
+async def test_an_event_does_not_queue_behind_a_slow_one_when_its_handler_allows(
+    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    """With ``concurrency`` the reader hands the next event on while one is still in its
+    transaction: a confirmation does not wait for the order before it (one after the other,
+    ping 2 would wait for ping 1's release)."""
+    release, calls = asyncio.Event(), Counter[int]()
+    runtime = await started(
+        settings_for(reclaim_idle_ms=60_000),
+        engine,
+        held_handlers(release, concurrency=4, calls=calls),
+        "evtest-a",
+    )
+    try:
+        await publish(redis, Ping(n=1), Ping(n=2), Ping(n=3))
+        await eventually(lambda: _has_effect(engine, 2))
+        await eventually(lambda: _has_effect(engine, 3))
+        assert not await _has_effect(engine, 1)  # still held, not yet committed
+        release.set()
+        await eventually(lambda: _has_effect(engine, 1))
+        await eventually(lambda: nothing_pending(redis))
+        assert sorted(e.n for e in await effects(engine)) == [1, 2, 3]
+        assert calls == Counter({1: 1, 2: 1, 3: 1})
+    finally:
+        release.set()
+        await runtime.stop()
+
+
+async def test_the_same_event_handled_at_once_twice_changes_nothing_the_second_time(
+    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    """Two entries of one event reach two concurrent handlings: the second waits on the
+    first's handled row and, once that commits, skips the handler."""
+    release, calls = asyncio.Event(), Counter[int]()
+    runtime = await started(
+        settings_for(reclaim_idle_ms=60_000),
+        engine,
+        held_handlers(release, concurrency=4, calls=calls),
+        "evtest-a",
+    )
+    try:
+        [envelope] = await publish(redis, Ping(n=1))
+        await xadd_envelope(redis, envelope)
+        await publish(redis, Ping(n=2))
+        # Ping 2 came after both entries of ping 1: it was read past them, and handled.
+        await eventually(lambda: _has_effect(engine, 2))
+        release.set()
+        await eventually(lambda: nothing_pending(redis))
+        assert sorted(e.n for e in await effects(engine)) == [1, 2]
+        assert calls[1] == 1
+        assert await handled_count(engine, envelope.id) == 1
+    finally:
+        release.set()
+        await runtime.stop()
+
+
+def test_a_handler_s_concurrency_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        EventHandlers("evtest").on(Ping, concurrency=0)

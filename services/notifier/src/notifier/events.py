@@ -29,6 +29,8 @@ from notifier.emails.rendering import Template
 from notifier.emails.services import Queued, queue_email
 
 handlers = EventHandlers("notifier")
+#: How many events of one type a replica queues mails for at once.
+MAIL_CONCURRENCY = 4
 D = TypeVar("D", bound=EventData)
 
 
@@ -75,7 +77,11 @@ def mail_on(
         await _queue(session, event, template, recipient(data), context(data, public_url))
 
     queue.__name__ = queue.__qualname__ = name
-    return handlers.on(data_type, name=f"{handlers.service}.{name}")(queue)
+    # Each event queues its own mail (keyed by the event's id): no order among them to keep,
+    # so one need not wait for the transactions of those before it.
+    return handlers.on(data_type, name=f"{handlers.service}.{name}", concurrency=MAIL_CONCURRENCY)(
+        queue
+    )
 
 
 # The confirmation follows the order (orders' order.paid, one per paid order, a one-off or a

@@ -51,7 +51,10 @@ async def record_order(
     await orders.on_checkout_started(event, data)
 
 
-@handlers.on(PaymentSucceeded)
+# Each payment is about its own order (a second payment of one order waits on the order's row
+# lock, in either order), so they need not queue behind each other: at 16 buyers, one at a
+# time, a payment waited up to 0.9 s for those before it.
+@handlers.on(PaymentSucceeded, concurrency=4)
 async def mark_paid(
     event: Envelope, data: PaymentSucceeded, session: AsyncSession, orders: OrderService
 ) -> None:

@@ -4,7 +4,10 @@ For every event type a service handles there is one consumer group, named after 
 on the type's stream. Each replica reads it as its own consumer (``<service>-<host>-<pid>``)
 through two FastStream subscribers:
 
-- a reader of new messages (``XREADGROUP ... >``, ``EVENTS_READ_BATCH`` at a time);
+- a reader of new messages (``XREADGROUP ... >``, ``EVENTS_READ_BATCH`` at a time), which
+  handles them one after the other, or up to ``concurrency`` at once where the stream's
+  handlers allow it (``EventHandlers.on(..., concurrency=n)``: events that need no order among
+  themselves, which would otherwise queue behind each other's transactions under load);
 - a reclaimer (``XAUTOCLAIM``, every ``EVENTS_RECLAIM_INTERVAL_MS``) that takes over messages
   left pending longer than ``EVENTS_RECLAIM_IDLE_MS``: those of a replica that died, and those
   whose handler failed (a group reading ``>`` never sees them again otherwise).
@@ -290,7 +293,7 @@ class EventConsumer:
             health_check_interval=30,
             client_name=self.consumer,
         )
-        for stream in self.streams:
+        for stream, handlers in self.streams.items():
             reader = broker.subscriber(
                 stream=StreamSub(
                     stream,
@@ -299,6 +302,7 @@ class EventConsumer:
                     max_records=self.events.read_batch,
                     polling_interval=READ_BLOCK_MS,
                 ),
+                max_workers=min(handler.concurrency for handler in handlers),
                 ack_policy=AckPolicy.MANUAL,
                 no_reply=True,
                 decoder=_raw_body,

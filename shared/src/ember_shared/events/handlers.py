@@ -57,6 +57,8 @@ class RegisteredHandler:
     fn: HandlerFn
     #: What it asks for past ``(event, data, session)``, resolved from the providers by name.
     needs: tuple[str, ...] = ()
+    #: How many events of its type one replica may handle at once (see ``EventHandlers.on``).
+    concurrency: int = 1
 
 
 @dataclass
@@ -67,11 +69,23 @@ class EventHandlers:
     dependencies: dict[str, Provider] = field(default_factory=dict)
 
     def on(
-        self, data_type: type[DataT], *, name: str | None = None
+        self, data_type: type[DataT], *, name: str | None = None, concurrency: int = 1
     ) -> Callable[
         [Callable[Concatenate[Envelope, DataT, AsyncSession, P], Awaitable[None]]],
         Callable[Concatenate[Envelope, DataT, AsyncSession, P], Awaitable[None]],
     ]:
+        """Register a handler of ``data_type``.
+
+        ``concurrency`` above 1 lets one replica handle that many of the type's events at once
+        (each in its own transaction, still exactly once) instead of one after the other, so an
+        event does not queue behind the one before it. Only for a handler whose events need no
+        order among themselves: each about its own order or mail, say, never a later state of
+        the same thing. A stream's events are handled at once only if every handler of its
+        type in the service says so (the smallest ``concurrency`` wins).
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
         def register(
             fn: Callable[Concatenate[Envelope, DataT, AsyncSession, P], Awaitable[None]],
         ) -> Callable[Concatenate[Envelope, DataT, AsyncSession, P], Awaitable[None]]:
@@ -90,6 +104,7 @@ class EventHandlers:
                     data_type=data_type,
                     fn=fn,
                     needs=parameter_names(fn)[3:],
+                    concurrency=concurrency,
                 )
             )
             return fn
