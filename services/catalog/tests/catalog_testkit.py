@@ -75,6 +75,7 @@ async def reserve(
     *,
     order_id: uuid.UUID | None = None,
     ttl: int = 600,
+    priced: bool | None = None,
 ) -> httpx.Response:
     return await client.post(
         "/internal/catalog/reservations",
@@ -82,6 +83,7 @@ async def reserve(
             "order_id": str(order_id or uuid.uuid4()),
             "lines": [{"product_id": p, "quantity": q} for p, q in lines],
             "ttl_seconds": ttl,
+            **({} if priced is None else {"priced": priced}),
         },
         headers=headers,
     )

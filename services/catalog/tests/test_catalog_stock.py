@@ -24,6 +24,7 @@ from catalog_testkit import (
     reserve,
     running,
     stock,
+    unique,
 )
 from ember_devkit.testing.events import publish
 from ember_shared.events import Envelope, EventData
@@ -138,6 +139,54 @@ async def test_unknown_archived_and_repeated_products(
         {"product_id": product["id"], "variant_id": product["id"], "quantity": 4}
     ]
     assert await stock(client, kit, product["id"]) == (4, 4)
+
+
+async def test_a_priced_reservation_answers_its_lines_as_the_lookup_does(
+    client: Client, kit: Kit, service_headers: dict[str, str]
+) -> None:
+    product = await kit.product(on_hand=5, price=1850, name=unique("Priced Kenya"))
+    unpriced = await reserve(client, service_headers, [(product["id"], 1)])
+    assert unpriced.status_code == 201, unpriced.text
+    assert "variants" not in unpriced.json()  # answered as before unless asked
+
+    order_id = uuid.uuid4()
+    granted = await reserve(
+        client, service_headers, [(product["id"], 2)], order_id=order_id, priced=True
+    )
+    assert granted.status_code == 201, granted.text
+    [variant] = granted.json()["variants"]
+    assert (variant["id"], variant["variant_id"]) == (product["id"], product["id"])
+    assert (variant["name"], variant["price"], variant["currency"]) == (
+        product["name"],
+        1850,
+        "USD",
+    )
+    assert variant["active"] is True
+    assert variant["available"] == 2  # what is left after this reservation and the first
+    again = await reserve(
+        client, service_headers, [(product["id"], 2)], order_id=order_id, priced=True
+    )
+    assert again.status_code == 200
+    assert again.json()["variants"][0]["price"] == 1850
+
+    archived = await kit.product(on_hand=10, name=unique("Gone Blend"))
+    await client.post(f"/api/admin/products/{archived['id']}/archive", headers=kit.admin)
+    ghost = str(uuid.uuid4())
+    body = assert_problem(
+        await reserve(
+            client,
+            service_headers,
+            [(product["id"], 9), (archived["id"], 1), (ghost, 1)],
+            priced=True,
+        ),
+        409,
+        "insufficient-stock",
+    )
+    known = {v["id"]: v for v in body["variants"]}
+    assert set(known) == {product["id"], archived["id"]}  # the unknown one is absent
+    assert known[archived["id"]]["active"] is False
+    assert known[product["id"]]["name"] == product["name"]
+    assert await stock(client, kit, product["id"]) == (5, 3)
 
 
 async def test_bad_reservation_requests_change_nothing(

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import uuid
 
+import httpx
 import pytest
 from checkout_testkit import ADDRESS, World
 from sqlalchemy import text
@@ -65,6 +66,29 @@ async def test_guest_checkout_opens_a_stripe_session_priced_from_catalog(world: 
     assert data["lines"][0]["name"]
     assert data["lines"][0]["unit_price"] == 1850
     assert data["shipping_address"]["country"] == "GB"
+
+
+async def test_a_new_checkout_prices_and_reserves_in_one_call_to_catalog(world: World) -> None:
+    shopper, product_id = await world.basket(price=1850, quantity=2)
+    catalog = world.apps["checkout"].state.upstream.catalog
+    calls: list[str] = []
+
+    async def note(request: httpx.Request) -> None:
+        calls.append(f"{request.method} {request.url.path}")
+
+    catalog.event_hooks["request"].append(note)
+    try:
+        response = await shopper.checkout(expected_total=1850 * 2 + 600)
+    finally:
+        catalog.event_hooks["request"].remove(note)
+
+    assert response.status_code == 201, response.text
+    assert calls == ["POST /internal/catalog/reservations"]
+    body = response.json()
+    assert body["lines"][0]["unit_price"] == 1850
+    assert body["lines"][0]["name"].startswith("Test Coffee")
+    assert body["total"] == 4300
+    assert (await world.stock(product_id))["available"] == 18
 
 
 async def test_free_shipping_over_the_threshold(world: World) -> None:

@@ -7,7 +7,7 @@ correlation id; any failure to get an answer is a 503 problem.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import msgspec
@@ -36,6 +36,8 @@ log = structlog.get_logger("checkout.upstream")
 @dataclass
 class StockUnavailable(Exception):
     lines: list[UnavailableLine]
+    #: With a priced reservation: the variants of those lines that catalog knows.
+    variants: list[LookupProduct] = field(default_factory=list)
 
 
 def _unavailable(service: str, exc: Exception | None = None, status: int | None = None) -> Problem:
@@ -132,8 +134,15 @@ class Upstream:
         return product, variant
 
     async def reserve(
-        self, order_id: uuid.UUID, lines: list[ResolvedLine], ttl_seconds: int
+        self,
+        order_id: uuid.UUID,
+        lines: list[ResolvedLine],
+        ttl_seconds: int,
+        *,
+        priced: bool = False,
     ) -> ReservationOut:
+        """Every line held, or none (:class:`StockUnavailable`); ``priced``: catalog answers each
+        line's variant too (as the lookup would), so no lookup is needed before."""
         body = ReservationRequest(
             order_id=order_id,
             lines=[
@@ -143,6 +152,7 @@ class Upstream:
                 for ln in lines
             ],
             ttl_seconds=ttl_seconds,
+            priced=priced,
         )
         response = await self._post(self.catalog, "catalog", RESERVATIONS_PATH, body)
         if response.status_code in (200, 201):
@@ -155,7 +165,7 @@ class Upstream:
                 refusal = msgspec.json.decode(response.content, type=InsufficientStock)
             except msgspec.DecodeError as exc:
                 raise _unavailable("catalog", exc) from exc
-            raise StockUnavailable(refusal.unavailable)
+            raise StockUnavailable(refusal.unavailable, refusal.variants)
         raise _unavailable("catalog", status=response.status_code)
 
     async def release(self, order_id: uuid.UUID) -> bool:

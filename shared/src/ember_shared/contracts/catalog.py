@@ -89,6 +89,9 @@ class ReservationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     order_id: uuid.UUID
     lines: Annotated[list[ReservationLineIn], msgspec.Meta(min_length=1, max_length=100)]
     ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)]
+    #: Also answer each line's variant as the lookup would (price, name, SKU...), read in the
+    #: reservation's own transaction: a checkout then needs no lookup of its own before it.
+    priced: bool = False
 
 
 class ReservationLineOut(msgspec.Struct, kw_only=True):
@@ -97,12 +100,17 @@ class ReservationLineOut(msgspec.Struct, kw_only=True):
     variant_id: uuid.UUID | None = None
 
 
-class ReservationOut(msgspec.Struct, kw_only=True):
+class ReservationOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """(``variants`` is left out when empty: an unpriced reservation is answered as before.)"""
+
     reservation_id: uuid.UUID
     order_id: uuid.UUID
     status: ReservationStatus
     expires_at: dt.datetime
     lines: list[ReservationLineOut]
+    #: With ``priced``: the variant of each line, as ``LookupResponse.variants`` answers it
+    #: (``available`` is what is left after this reservation); empty otherwise.
+    variants: list[LookupProduct] = msgspec.field(default_factory=list)
 
 
 #: The problem kind of a reservation refused for want of stock (409).
@@ -116,8 +124,11 @@ class UnavailableLine(msgspec.Struct, kw_only=True):
     variant_id: uuid.UUID | None = None
 
 
-class InsufficientStock(msgspec.Struct, kw_only=True):
+class InsufficientStock(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The member of the 409 ``insufficient-stock`` problem that says which lines fell short
     (the problem's other members are the usual RFC 9457 ones)."""
 
     unavailable: list[UnavailableLine]
+    #: With ``priced``: the variants of the unavailable lines that catalog knows (name, and
+    #: ``active``: archived ones are not), as the lookup answers them.
+    variants: list[LookupProduct] = msgspec.field(default_factory=list)

@@ -127,7 +127,7 @@ class StockKeeper:
             raise Problem(400, "invalid-ttl", f"ttl_seconds must be between {low} and {high}.")
         existing = await self.reservations.by_order(request.order_id)
         if existing is not None:
-            return reservation_out(existing), False
+            return await self._answered(request, reservation_out(existing)), False
         now = now or dt.datetime.now(dt.UTC)
         reservation_id = new_id()
         expires_at = now + dt.timedelta(seconds=request.ttl_seconds)
@@ -135,7 +135,7 @@ class StockKeeper:
             # Another request for this order committed first: answer its reservation.
             existing = await self.reservations.by_order(request.order_id)
             assert existing is not None
-            return reservation_out(existing), False
+            return await self._answered(request, reservation_out(existing)), False
         lines = _requested(request)
         short: list[tuple[uuid.UUID, uuid.UUID, int]] = []
         flipped: list[uuid.UUID] = []
@@ -147,6 +147,7 @@ class StockKeeper:
                 flipped.append(product_id)
         if short:
             available = await self.inventory.sellable([v for v, _, _ in short])
+            known = (await self.lookup((), [v for v, _, _ in short]))[1] if request.priced else []
             # The request's transaction is rolled back on this answer: nothing stays held.
             raise Problem(
                 409,
@@ -162,24 +163,31 @@ class StockKeeper:
                                 available=max(available[v], 0),
                             )
                             for v, p, q in short
-                        ]
+                        ],
+                        variants=known,
                     )
                 ),
             )
         await self.reservations.add_lines(reservation_id, lines)
         self._stale(flipped)
-        return (
-            ReservationOut(
-                reservation_id=reservation_id,
-                order_id=request.order_id,
-                status="active",
-                expires_at=expires_at,
-                lines=[
-                    ReservationLineOut(product_id=p, variant_id=v, quantity=q) for v, p, q in lines
-                ],
-            ),
-            True,
+        made = ReservationOut(
+            reservation_id=reservation_id,
+            order_id=request.order_id,
+            status="active",
+            expires_at=expires_at,
+            lines=[ReservationLineOut(product_id=p, variant_id=v, quantity=q) for v, p, q in lines],
         )
+        return await self._answered(request, made), True
+
+    async def _answered(self, request: ReservationRequest, out: ReservationOut) -> ReservationOut:
+        """With ``priced``, the reservation's lines as the lookup answers them, read in the same
+        transaction (one call prices and holds a checkout's lines)."""
+        if not request.priced:
+            return out
+        _, variants = await self.lookup(
+            (), [line.variant_id or line.product_id for line in out.lines]
+        )
+        return msgspec.structs.replace(out, variants=variants)
 
     async def get(self, order_id: uuid.UUID) -> ReservationRecord | None:
         return await self.reservations.by_order(order_id)

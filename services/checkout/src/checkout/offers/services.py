@@ -104,6 +104,72 @@ def customer_key(user_id: uuid.UUID | None, email: str) -> str:
     return f"user:{user_id}" if user_id else f"email:{email.lower()}"
 
 
+def _fallback(settings: CheckoutSettings, subtotal: int) -> ShippingOption:
+    amount = settings.shipping_for(subtotal)
+    return ShippingOption(
+        code="standard",
+        name="Free shipping" if amount == 0 else "Standard shipping",
+        amount=amount,
+        currency=settings.currency,
+    )
+
+
+def shipping_options(
+    settings: CheckoutSettings, rates: list[ShippingRate], country: str | None, subtotal: int
+) -> list[ShippingOption]:
+    """The options ``rates`` (the active ones, read beforehand) give for a country and subtotal."""
+    if not rates:
+        return [_fallback(settings, subtotal)]
+    options = []
+    for rate in rates:
+        if country and rate.countries and country.upper() not in rate.countries:
+            continue
+        free = rate.free_over is not None and subtotal >= rate.free_over
+        options.append(
+            ShippingOption(
+                code=rate.code,
+                name=rate.name,
+                amount=0 if free else rate.price,
+                currency=settings.currency,
+                min_days=rate.min_days,
+                max_days=rate.max_days,
+            )
+        )
+    return options
+
+
+def choose_shipping(
+    settings: CheckoutSettings,
+    rates: list[ShippingRate],
+    code: str | None,
+    country: str | None,
+    subtotal: int,
+) -> ChosenShipping:
+    """The rate named (or the first) among the options: a pure function of the rates read, so a
+    checkout reads them in a transaction it has anyway and chooses once its prices are known."""
+    options = shipping_options(settings, rates, country, subtotal)
+    if not options:
+        raise Problem(
+            422,
+            "shipping-unavailable",
+            f"We do not ship to {country} yet.",
+            title="No shipping to this country",
+            country=country,
+        )
+    chosen = options[0] if code is None else next((o for o in options if o.code == code), None)
+    if chosen is None:
+        raise Problem(
+            422,
+            "shipping-rate-unavailable",
+            f"The shipping rate {code!r} does not ship there: pick one of "
+            + ", ".join(o.code for o in options)
+            + ".",
+            title="Shipping rate unavailable",
+            options=[o.code for o in options],
+        )
+    return ChosenShipping(chosen.code, chosen.name, chosen.amount)
+
+
 class Offers:
     def __init__(self, db: AsyncSession, settings: CheckoutSettings) -> None:
         self.db = db
@@ -112,60 +178,16 @@ class Offers:
 
     # --- shipping -------------------------------------------------------------------------
 
-    def _fallback(self, subtotal: int) -> ShippingOption:
-        amount = self.settings.shipping_for(subtotal)
-        return ShippingOption(
-            code="standard",
-            name="Free shipping" if amount == 0 else "Standard shipping",
-            amount=amount,
-            currency=self.settings.currency,
-        )
+    async def active_rates(self) -> list[ShippingRate]:
+        return await self.repo.rates(active_only=True)
 
     async def shipping_options(self, country: str | None, subtotal: int) -> list[ShippingOption]:
-        rates = await self.repo.rates(active_only=True)
-        if not rates:
-            return [self._fallback(subtotal)]
-        options = []
-        for rate in rates:
-            if country and rate.countries and country.upper() not in rate.countries:
-                continue
-            free = rate.free_over is not None and subtotal >= rate.free_over
-            options.append(
-                ShippingOption(
-                    code=rate.code,
-                    name=rate.name,
-                    amount=0 if free else rate.price,
-                    currency=self.settings.currency,
-                    min_days=rate.min_days,
-                    max_days=rate.max_days,
-                )
-            )
-        return options
+        return shipping_options(self.settings, await self.active_rates(), country, subtotal)
 
     async def choose_shipping(
         self, code: str | None, country: str | None, subtotal: int
     ) -> ChosenShipping:
-        options = await self.shipping_options(country, subtotal)
-        if not options:
-            raise Problem(
-                422,
-                "shipping-unavailable",
-                f"We do not ship to {country} yet.",
-                title="No shipping to this country",
-                country=country,
-            )
-        chosen = options[0] if code is None else next((o for o in options if o.code == code), None)
-        if chosen is None:
-            raise Problem(
-                422,
-                "shipping-rate-unavailable",
-                f"The shipping rate {code!r} does not ship there: pick one of "
-                + ", ".join(o.code for o in options)
-                + ".",
-                title="Shipping rate unavailable",
-                options=[o.code for o in options],
-            )
-        return ChosenShipping(chosen.code, chosen.name, chosen.amount)
+        return choose_shipping(self.settings, await self.active_rates(), code, country, subtotal)
 
     def rate_out(self, rate: ShippingRate) -> ShippingRateOut:
         return ShippingRateOut(

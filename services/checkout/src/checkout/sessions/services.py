@@ -6,7 +6,7 @@ The rules, in order:
    client believes a product costs is never used. Unknown, archived or short lines are refused
    together in one problem naming them.
 2. If the client says which total it showed the shopper (``expected_total``) and catalog's
-   prices now make another, nothing is reserved: 409 ``price-changed`` with the new lines.
+   prices now make another, nothing stays reserved: 409 ``price-changed`` with the new lines.
 3. Stock held without paying has a budget per client address and per email. It is decided in a
    short transaction of its own (per-subject advisory locks, the open checkouts and claims
    counted, a ``hold_claims`` row written, committed) before anything is reserved, so no lock of
@@ -16,7 +16,12 @@ The rules, in order:
 4. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
    same checkout (same lines, prices, address and email) answers the session already open; a
    changed one closes the previous session at Stripe and gives its stock back first.
-5. Catalog reserves every line or none, under a new order id. Then Stripe opens a Checkout
+5. Catalog reserves every line or none, under a new order id. A cart without an open checkout
+   and without a discount code is priced by that same call (catalog answers the reserved lines'
+   variants, read in the reservation's transaction): one call to catalog, and a total or line
+   refused after it releases the reservation before answering. A discount code (its use is held
+   before the reservation) or an open checkout of the cart (whether it is this very checkout
+   depends on the prices) has the lines looked up first. Then Stripe opens a Checkout
    Session that closes a little before the reservation lapses. Then the session row and its
    ``checkout.started`` event are written in the request's transaction. If Stripe fails, the
    reservation is released and the shopper gets a 502/503 problem.
@@ -36,6 +41,7 @@ import msgspec
 import structlog
 from ember_shared.auth import Principal
 from ember_shared.contracts.cart import ResolvedCart, ResolvedLine
+from ember_shared.contracts.catalog import LookupProduct, ReservationOut
 from ember_shared.countries import ISO_COUNTRIES
 from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
@@ -44,12 +50,13 @@ from ember_shared.tracing import current_traceparent
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from checkout import events
-from checkout.models import CheckoutSession, CheckoutStatus
+from checkout.models import CheckoutSession, CheckoutStatus, ShippingRate
 from checkout.offers.services import (
     AppliedDiscount,
     ChosenShipping,
     Offers,
     PricedLineRef,
+    choose_shipping,
     customer_key,
     hold_use,
     release_use,
@@ -112,6 +119,14 @@ class Priced:
         )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A start's claim on the hold budget, and the shipping rates read in its transaction."""
+
+    id: uuid.UUID
+    rates: list[ShippingRate]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -151,23 +166,74 @@ class CheckoutService:
         user_id: uuid.UUID | None = None,
         email: str = "",
     ) -> Priced:
-        if cart.cart_id is None or not cart.lines:
-            raise Problem(
-                409, "cart-empty", "The cart is empty: add something before checking out."
-            )
-        # One line per variant (a line naming none holds its product's default variant, which
-        # has the product's id).
-        quantities: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
-        for line in cart.lines:
-            key = (line.product_id, line.variant_id or line.product_id)
-            quantities[key] = quantities.get(key, 0) + line.quantity
-        if len(quantities) > MAX_LINES:
-            raise Problem(
-                409, "cart-too-large", f"A checkout takes at most {MAX_LINES} different products."
-            )
-        if any(q < 1 for q in quantities.values()):
-            raise Problem(409, "cart-invalid", "A cart line has no quantity.")
+        quantities = cart_quantities(cart)
         variants = await self.upstream.lookup_lines(list(quantities))
+        lines = self._priced_lines(quantities, variants, stock_checked=False)
+        subtotal = sum(line.line_total for line in lines)
+        # Read in a short session of its own: the request's transaction stays unopened until
+        # the budget's and the code's own short transactions are done.
+        async with AsyncSession(self.engine) as session:
+            offers = Offers(session, self.settings)
+            applied = None
+            if discount_code:
+                applied = await offers.evaluate(
+                    discount_code,
+                    [
+                        PricedLineRef(
+                            line.product_id,
+                            line.line_total,
+                            variants[line.variant_id or line.product_id].category_id,
+                        )
+                        for line in lines
+                    ],
+                    user_id=user_id,
+                    email=email,
+                )
+                lines = [
+                    msgspec.structs.replace(line, discount=share)
+                    for line, share in zip(lines, applied.per_line, strict=True)
+                ]
+            discount = applied.amount if applied else 0
+            chosen = await offers.choose_shipping(shipping_rate, country, subtotal - discount)
+        return self._priced(cart, lines, chosen, applied)
+
+    def _priced(
+        self,
+        cart: ResolvedCart,
+        lines: list[PricedLine],
+        chosen: ChosenShipping,
+        applied: AppliedDiscount | None = None,
+    ) -> Priced:
+        assert cart.cart_id is not None
+        subtotal = sum(line.line_total for line in lines)
+        discount = applied.amount if applied else 0
+        return Priced(
+            cart_id=cart.cart_id,
+            refs=[
+                ResolvedLine(
+                    product_id=line.product_id, variant_id=line.variant_id, quantity=line.quantity
+                )
+                for line in lines
+            ],
+            lines=lines,
+            subtotal=subtotal,
+            shipping=chosen.amount,
+            total=subtotal - discount + chosen.amount,
+            currency=self.settings.currency,
+            discount=applied,
+            shipping_choice=chosen,
+        )
+
+    def _priced_lines(
+        self,
+        quantities: dict[tuple[uuid.UUID, uuid.UUID], int],
+        variants: dict[uuid.UUID, LookupProduct],
+        *,
+        stock_checked: bool,
+    ) -> list[PricedLine]:
+        """The cart's lines at catalog's prices (``variants``: by variant id, only those of the
+        product named). Unknown, archived or short lines are refused together; ``stock_checked``:
+        catalog has just reserved them, so its ``available`` is what is left after them."""
         unavailable: list[dict[str, Any]] = []
         lines: list[PricedLine] = []
         for (product_id, variant_id), quantity in quantities.items():
@@ -194,7 +260,7 @@ class CheckoutService:
                     }
                 )
                 continue
-            if product.available < quantity:
+            if not stock_checked and product.available < quantity:
                 unavailable.append(
                     {
                         "product_id": str(product_id),
@@ -231,49 +297,7 @@ class CheckoutService:
                 "currency-mismatch",
                 f"This shop charges in {self.settings.currency}; the cart holds other currencies.",
             )
-        subtotal = sum(line.line_total for line in lines)
-        # Read in a short session of its own: the request's transaction stays unopened until
-        # the budget's and the code's own short transactions are done.
-        async with AsyncSession(self.engine) as session:
-            offers = Offers(session, self.settings)
-            applied = None
-            if discount_code:
-                applied = await offers.evaluate(
-                    discount_code,
-                    [
-                        PricedLineRef(
-                            line.product_id,
-                            line.line_total,
-                            variants[line.variant_id or line.product_id].category_id,
-                        )
-                        for line in lines
-                    ],
-                    user_id=user_id,
-                    email=email,
-                )
-                lines = [
-                    msgspec.structs.replace(line, discount=share)
-                    for line, share in zip(lines, applied.per_line, strict=True)
-                ]
-            discount = applied.amount if applied else 0
-            chosen = await offers.choose_shipping(shipping_rate, country, subtotal - discount)
-        shipping = chosen.amount
-        return Priced(
-            cart_id=cart.cart_id,
-            refs=[
-                ResolvedLine(
-                    product_id=line.product_id, variant_id=line.variant_id, quantity=line.quantity
-                )
-                for line in lines
-            ],
-            lines=lines,
-            subtotal=subtotal,
-            shipping=shipping,
-            total=subtotal - discount + shipping,
-            currency=self.settings.currency,
-            discount=applied,
-            shipping_choice=chosen,
-        )
+        return lines
 
     async def quote(
         self,
@@ -306,28 +330,27 @@ class CheckoutService:
                 errors=[{"key": "email", "message": "required for guests"}],
             )
         address = await self._address(buyer, data)
-        priced = await self.price(
-            await self._cart(buyer),
-            discount_code=data.discount_code,
-            shipping_rate=data.shipping_rate,
-            country=address.country,
-            user_id=buyer.user_id,
-            email=email,
-        )
-        if data.expected_total is not None and data.expected_total != priced.total:
-            raise Problem(
-                409,
-                "price-changed",
-                "Prices changed since the cart was shown: check the new total, then confirm it.",
-                title="Prices changed",
-                expected_total=data.expected_total,
-                **msgspec.to_builtins(priced.quote()),
+        cart = await self._cart(buyer)
+        priced: Priced | None = None
+        if data.discount_code:
+            # The code's use is held before anything is reserved, so its prices come first.
+            priced = await self.price(
+                cart,
+                discount_code=data.discount_code,
+                shipping_rate=data.shipping_rate,
+                country=address.country,
+                user_id=buyer.user_id,
+                email=email,
             )
-        content = _content_hash(buyer, email, address, priced)
-        claim_id = await self._claim_budget(buyer, email, priced)
+            _expect_total(data, priced)
+        quantities = cart_quantities(cart)
+        assert cart.cart_id is not None
+        claim = await self._claim_budget(
+            buyer, email, cart.cart_id, sum(quantities.values()), read_rates=priced is None
+        )
         order_id = new_id()
         try:
-            if priced.discount is not None:
+            if priced is not None and priced.discount is not None:
                 await hold_use(
                     self.engine,
                     priced.discount,
@@ -338,19 +361,20 @@ class CheckoutService:
                 )
             row, created = await self._start_claimed(
                 buyer,
+                data,
+                cart=cart,
                 email=email,
                 address=address,
                 priced=priced,
-                content=content,
-                claim_id=claim_id,
+                claim=claim,
                 order_id=order_id,
             )
         except BaseException:
-            await self._release_claim(claim_id)
-            if priced.discount is not None:
+            await self._release_claim(claim.id)
+            if priced is not None and priced.discount is not None:
                 await release_use(self.engine, order_id)
             raise
-        if not created and priced.discount is not None:
+        if not created and priced is not None and priced.discount is not None:
             # The same checkout, already open, holds its own use.
             await release_use(self.engine, order_id)
         return row, created
@@ -358,40 +382,37 @@ class CheckoutService:
     async def _start_claimed(
         self,
         buyer: Buyer,
+        data: StartCheckout,
         *,
+        cart: ResolvedCart,
         email: str,
         address: Address,
-        priced: Priced,
-        content: str,
-        claim_id: uuid.UUID,
+        priced: Priced | None,
+        claim: Claim,
         order_id: uuid.UUID,
     ) -> tuple[CheckoutSession, bool]:
+        """``priced``: the cart priced already (with a discount code); None: priced here, by the
+        reservation itself when the cart has no open checkout (one call to catalog), else by a
+        lookup first (whether the open one is this very checkout depends on the prices)."""
         budget = HoldBudgetRepository(self.db)
-        await self.repo.lock_cart(priced.cart_id)
-        existing = await self._settle_open_sessions(priced.cart_id, content)
-        if existing is not None:
-            await budget.drop_claim(claim_id)
-            return existing, False
-
-        row_id = new_id()
-        try:
-            reservation = await self.upstream.reserve(
-                order_id, priced.refs, self.settings.reservation_ttl_s
+        assert cart.cart_id is not None
+        await self.repo.lock_cart(cart.cart_id)
+        open_rows = await self.repo.open_for_cart(cart.cart_id)
+        if priced is None and open_rows:
+            priced = await self._price_at(cart, address, data, claim.rates)
+        if priced is None:
+            reservation, priced = await self._reserve_priced(
+                cart, address, data, claim.rates, order_id
             )
-        except StockUnavailable as exc:
-            names = {line.product_id: line.name for line in priced.lines}
-            raise lines_unavailable(
-                [
-                    {
-                        "product_id": str(line.product_id),
-                        "name": names.get(line.product_id),
-                        "requested": line.requested,
-                        "available": line.available,
-                        "reason": "insufficient_stock",
-                    }
-                    for line in exc.lines
-                ]
-            ) from None
+            content = _content_hash(buyer, email, address, priced)
+        else:
+            content = _content_hash(buyer, email, address, priced)
+            existing = await self._settle_open_sessions(open_rows, content)
+            if existing is not None:
+                await budget.drop_claim(claim.id)
+                return existing, False
+            reservation = await self._reserve(order_id, priced)
+        row_id = new_id()
         expires_at = self._stripe_expiry(reservation.expires_at)
         try:
             params = self._stripe_params(
@@ -455,7 +476,7 @@ class CheckoutService:
             # The INSERT's RETURNING brings the server's defaults back: no reading it again.
             await self.repo.add(row, auto_refresh=False)
             # The session row counts against the budget from this commit on, the claim no more.
-            await budget.drop_claim(claim_id)
+            await budget.drop_claim(claim.id)
             await events.checkout_started(self.db, row)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
@@ -471,19 +492,105 @@ class CheckoutService:
         )
         return row, True
 
+    async def _price_at(
+        self, cart: ResolvedCart, address: Address, data: StartCheckout, rates: list[ShippingRate]
+    ) -> Priced:
+        """The cart at catalog's prices now, without reserving (the shipping rates read with the
+        budget's claim): no session of its own beside the request's transaction."""
+        quantities = cart_quantities(cart)
+        variants = await self.upstream.lookup_lines(list(quantities))
+        priced = self._shipped(
+            cart,
+            self._priced_lines(quantities, variants, stock_checked=False),
+            address,
+            data,
+            rates,
+        )
+        _expect_total(data, priced)
+        return priced
+
+    def _shipped(
+        self,
+        cart: ResolvedCart,
+        lines: list[PricedLine],
+        address: Address,
+        data: StartCheckout,
+        rates: list[ShippingRate],
+    ) -> Priced:
+        subtotal = sum(line.line_total for line in lines)
+        chosen = choose_shipping(
+            self.settings, rates, data.shipping_rate, address.country, subtotal
+        )
+        return self._priced(cart, lines, chosen)
+
+    async def _reserve(self, order_id: uuid.UUID, priced: Priced) -> ReservationOut:
+        try:
+            return await self.upstream.reserve(
+                order_id, priced.refs, self.settings.reservation_ttl_s
+            )
+        except StockUnavailable as exc:
+            names = {line.product_id: line.name for line in priced.lines}
+            raise lines_unavailable(
+                [
+                    {
+                        "product_id": str(line.product_id),
+                        "name": names.get(line.product_id),
+                        "requested": line.requested,
+                        "available": line.available,
+                        "reason": "insufficient_stock",
+                    }
+                    for line in exc.lines
+                ]
+            ) from None
+
+    async def _reserve_priced(
+        self,
+        cart: ResolvedCart,
+        address: Address,
+        data: StartCheckout,
+        rates: list[ShippingRate],
+        order_id: uuid.UUID,
+    ) -> tuple[ReservationOut, Priced]:
+        """Reserve every line and price them in one call to catalog (its prices read in the
+        reservation's transaction). A refusal reserves nothing; a reservation whose prices are
+        then refused here (another total than the shopper saw, an archived line) is released
+        before the problem is answered, as when Stripe fails."""
+        quantities = cart_quantities(cart)
+        refs = [
+            ResolvedLine(product_id=p, variant_id=v, quantity=q) for (p, v), q in quantities.items()
+        ]
+        try:
+            reservation = await self.upstream.reserve(
+                order_id, refs, self.settings.reservation_ttl_s, priced=True
+            )
+        except StockUnavailable as exc:
+            raise _refused(exc) from None
+        try:
+            variants = _of_products(quantities, reservation.variants)
+            lines = self._priced_lines(quantities, variants, stock_checked=True)
+            priced = self._shipped(cart, lines, address, data, rates)
+            _expect_total(data, priced)
+        except BaseException:
+            await self.upstream.release(order_id)
+            raise
+        return reservation, priced
+
     def _claim_ttl(self) -> dt.timedelta:
         """A claim outliving its request (a crash between the claim and its settling) stops
         counting after the longest a start can run."""
         return dt.timedelta(seconds=self.settings.start_bound_s)
 
-    async def _claim_budget(self, buyer: Buyer, email: str, priced: Priced) -> uuid.UUID:
+    async def _claim_budget(
+        self, buyer: Buyer, email: str, cart_id: uuid.UUID, units: int, *, read_rates: bool
+    ) -> Claim:
         """Stock held without paying is bounded per client address and per email, so that no
         one client can make a product "sold out" for everyone by opening checkouts.
 
         Decided and claimed in a short transaction of its own, committed before any stock is
         reserved: the per-subject lock that makes two concurrent starts see each other's claims
-        is held for a few milliseconds, never across a call to catalog or Stripe."""
-        units = sum(line.quantity for line in priced.lines)
+        is held for a few milliseconds, never across a call to catalog or Stripe. With
+        ``read_rates``, the active shipping rates are read in the same transaction (the
+        checkout's prices are not known yet: the reservation answers them)."""
         limit = self.settings.max_held_units
         if units > limit:
             raise Problem(
@@ -499,7 +606,7 @@ class CheckoutService:
             budget = HoldBudgetRepository(session)
             await budget.lock_subjects(buyer.client_ip or "", email.lower())
             held = await budget.holds(
-                client_ip=buyer.client_ip, email=email, other_than=priced.cart_id, now=now
+                client_ip=buyer.client_ip, email=email, other_than=cart_id, now=now
             )
             for rows, most in (
                 (
@@ -524,13 +631,14 @@ class CheckoutService:
                     )
             await budget.add_claim(
                 claim_id=claim_id,
-                cart_id=priced.cart_id,
+                cart_id=cart_id,
                 client_ip=buyer.client_ip,
                 email=email,
                 units=units,
                 expires_at=now + self._claim_ttl(),
             )
-        return claim_id
+            rates = await Offers(session, self.settings).active_rates() if read_rates else []
+        return Claim(claim_id, rates)
 
     async def _release_claim(self, claim_id: uuid.UUID) -> None:
         """A start that failed after its claim gives the claim back at once. The request's own
@@ -582,12 +690,13 @@ class CheckoutService:
         return saved
 
     async def _settle_open_sessions(
-        self, cart_id: uuid.UUID, content: str
+        self, open_rows: list[CheckoutSession], content: str
     ) -> CheckoutSession | None:
         """The open session to hand out again, if it is this very checkout; any other open
-        session of the cart is closed at Stripe and its stock given back."""
+        session of the cart (``open_rows``, read under its lock) is closed at Stripe and its
+        stock given back."""
         now = dt.datetime.now(dt.UTC)
-        for row in await self.repo.open_for_cart(cart_id):
+        for row in open_rows:
             if row.content_hash == content and row.expires_at - now > REUSE_MIN_REMAINING:
                 return row
             try:
@@ -827,3 +936,76 @@ def address_out(row: CheckoutSession) -> AddressOut:
         country=raw.get("country", ""),
         phone=raw.get("phone", ""),
     )
+
+
+def cart_quantities(cart: ResolvedCart) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
+    """One quantity per ``(product id, variant id)`` (a line naming no variant holds its
+    product's default variant, which has the product's id); an empty, too large or invalid
+    cart is refused."""
+    if cart.cart_id is None or not cart.lines:
+        raise Problem(409, "cart-empty", "The cart is empty: add something before checking out.")
+    quantities: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
+    for line in cart.lines:
+        key = (line.product_id, line.variant_id or line.product_id)
+        quantities[key] = quantities.get(key, 0) + line.quantity
+    if len(quantities) > MAX_LINES:
+        raise Problem(
+            409, "cart-too-large", f"A checkout takes at most {MAX_LINES} different products."
+        )
+    if any(q < 1 for q in quantities.values()):
+        raise Problem(409, "cart-invalid", "A cart line has no quantity.")
+    return quantities
+
+
+def _of_products(
+    quantities: dict[tuple[uuid.UUID, uuid.UUID], int], variants: list[LookupProduct]
+) -> dict[uuid.UUID, LookupProduct]:
+    """Catalog's variants by id, only those of the product each line names."""
+    asked = {v: p for p, v in quantities}
+    return {
+        v.variant_id: v
+        for v in variants
+        if v.variant_id is not None and asked.get(v.variant_id) == v.id
+    }
+
+
+def _refused(exc: StockUnavailable) -> Problem:
+    """Catalog's refusal of a priced reservation, said as the lookup would have: each line
+    named, and unknown or archived apart from short."""
+    known = {v.variant_id: v for v in exc.variants if v.variant_id is not None}
+    lines = []
+    for line in exc.lines:
+        variant = known.get(line.variant_id or line.product_id)
+        if variant is not None and variant.id != line.product_id:
+            variant = None
+        reason = (
+            "unknown"
+            if variant is None
+            else "archived"
+            if not variant.active
+            else "insufficient_stock"
+        )
+        lines.append(
+            {
+                "product_id": str(line.product_id),
+                "name": variant.name if variant is not None else None,
+                "requested": line.requested,
+                "available": line.available if reason == "insufficient_stock" else 0,
+                "reason": reason,
+            }
+        )
+    return lines_unavailable(lines)
+
+
+def _expect_total(data: StartCheckout, priced: Priced) -> None:
+    """If the client says which total it showed the shopper and the prices now make another,
+    the shopper confirms the new total first."""
+    if data.expected_total is not None and data.expected_total != priced.total:
+        raise Problem(
+            409,
+            "price-changed",
+            "Prices changed since the cart was shown: check the new total, then confirm it.",
+            title="Prices changed",
+            expected_total=data.expected_total,
+            **msgspec.to_builtins(priced.quote()),
+        )
