@@ -2,7 +2,8 @@
 autocommit: Postgres plans each statement once per connection, not once per execution (a
 ``SET LOCAL`` outside a transaction is ignored, so the search opens a read-only one), and
 the connection goes back to the pool outside any transaction, whether the search ended well
-or not."""
+or not. And what a search reads is bounded by what can be reached: when a full pool of
+products is named after the query, other matches are not read at all."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from catalog.products import repositories
 from catalog.products.services import ProductCatalog
-from catalog_testkit import Kit
+from catalog_testkit import Kit, unique
 from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,3 +75,34 @@ async def test_a_failed_search_leaves_no_transaction_open(
         assert not driver.is_in_transaction()
         # The connection still answers, in autocommit: no aborted transaction was left behind.
         assert await session.scalar(text("SELECT current_setting('plan_cache_mode')")) == "auto"
+
+
+async def test_other_matches_are_read_only_when_few_products_are_named_after_the_query(
+    client: httpx.AsyncClient, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repositories, "SEARCH_CANDIDATES", 3)
+    repositories._search_statements.cache_clear()
+    try:
+        few, many = ("zq" + uuid.uuid4().hex[:8] for _ in range(2))
+        # One product named after the word: the pool of names is not full, and the products
+        # with the word only in their text are found too, after it.
+        named = await kit.product(name=f"{few} Reserve")
+        in_text = [
+            await kit.product(name=unique("Plain"), description=f"Notes of {few}.")
+            for _ in range(2)
+        ]
+        body = (await client.get("/api/products/search", params={"q": few})).json()
+        ids = [item["id"] for item in body["items"]]
+        assert ids[0] == named["id"]
+        assert set(ids[1:]) == {p["id"] for p in in_text}
+        assert body["total"] == 3
+        # Three named after it fill the pool: they are the answer, the text matches are not
+        # read (made first, they come first in the table, where the other pool was taken from).
+        for _ in range(3):
+            await kit.product(name=unique("Plain"), description=f"Notes of {many}.")
+        named_all = [await kit.product(name=f"{many} Reserve {n}") for n in range(3)]
+        body = (await client.get("/api/products/search", params={"q": many})).json()
+        assert {item["id"] for item in body["items"]} == {p["id"] for p in named_all}
+        assert body["total"] == 3
+    finally:
+        repositories._search_statements.cache_clear()

@@ -38,9 +38,10 @@ from catalog.models import Category, Product, ProductCount, ProductImage
 #: Fuzzy matches kept per query word, and the similarity they need (0..1, Jaccard on trigrams).
 FUZZY_PER_WORD = 4
 FUZZY_THRESHOLD = 0.3
-#: Matches a search ranks at most (twice: among name matches, and among all): a word most
-#: products have (a category, "coffee") would otherwise rank the whole catalog on every such
-#: query. The total says how many were ranked, which is what can be paged through.
+#: Matches a search ranks at most (twice: among name matches, and, when fewer than that many
+#: names match, among all): a word most products have (a category, "coffee") would otherwise
+#: rank the whole catalog on every such query. The total says how many were ranked, which is
+#: what can be paged through.
 SEARCH_CANDIDATES = 200
 #: Table pages (8 kB, about 8 products each) searched first for a word most products have.
 PROBE_BLOCKS = 64
@@ -227,14 +228,15 @@ def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
     return values
 
 
-def _first_matches(vector: Any, query: Any, *, probe: Any, name: str) -> Any:
+def _first_matches(vector: Any, query: Any, *, probe: Any, name: str, wanted: Any = None) -> Any:
     """The first ``SEARCH_CANDIDATES`` active products (in the table's order) whose ``vector``
     matches, through its GIN index, unless the first ``PROBE_BLOCKS`` pages of the table
     already hold that many (``probe``: the same test on the stored vector, read off those
     pages alone), as they do for a word most products have. A bitmap index scan cannot stop
     early: for such a word it gathered every match (50,000 at 50k products, 10-15 ms) to keep
     200 of them; the probe finds the same 200 (both read in the table's order) in 0.2 ms, and
-    costs a rare word 0.4 ms."""
+    costs a rare word 0.4 ms. ``wanted``: a condition without which neither is read (a
+    one-time filter, tested first)."""
     probed = (
         select(Product.id)
         .where(
@@ -253,10 +255,9 @@ def _first_matches(vector: Any, query: Any, *, probe: Any, name: str) -> Any:
         .limit(SEARCH_CANDIDATES)
         .subquery(f"{name}_indexed")
     )
-    return union_all(
-        select(probed.c.id).where(probed_all),
-        select(indexed.c.id).where(~probed_all),
-    )
+    first = probed_all if wanted is None else and_(wanted, probed_all)
+    rest = ~probed_all if wanted is None else and_(wanted, ~probed_all)
+    return union_all(select(probed.c.id).where(first), select(indexed.c.id).where(rest))
 
 
 def _combine(queries: Sequence[Any], operator: str) -> Any:
@@ -505,12 +506,23 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
     where = and_(Product.active, Product.search_vector.op("@@")(query))
     # Candidates: the first matches the index yields, and first those whose name matches
     # (their own index), so a broad query still ranks the products named after it.
-    by_name = _first_matches(NAME_VECTOR, query, probe=name_query, name="by_name")
-    anywhere = _first_matches(Product.search_vector, query, probe=query, name="anywhere")
+    by_name = (
+        _first_matches(NAME_VECTOR, query, probe=name_query, name="by_name")
+        .cte("by_name")
+        .prefix_with("MATERIALIZED")
+    )
+    # Other matches only when fewer than SEARCH_CANDIDATES products are named after the
+    # query: when that many are, they fill the pages that can be reached and rank above the
+    # rest, whose pool was the costliest read of such a query (a bitmap of every product
+    # with the word anywhere, 7,500 for "ethiopia" at 50k) and half of what was ranked.
+    named_few = select(func.count()).select_from(by_name).scalar_subquery() < SEARCH_CANDIDATES
+    anywhere = _first_matches(
+        Product.search_vector, query, probe=query, name="anywhere", wanted=named_few
+    )
     # A SKU's lexeme is in one product's vector (SKUs are unique): one GIN lookup, and none
     # at all when the query cannot be a SKU.
     by_sku = select(Product.id).where(sku != "", Product.active, sku_match).limit(1)
-    candidates = union(by_name, anywhere, by_sku).subquery("candidates")
+    candidates = union(select(by_name.c.id), anywhere, by_sku).subquery("candidates")
     # The rank is computed only for the candidates.
     hits = (
         select(Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
