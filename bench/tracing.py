@@ -27,7 +27,8 @@ from ember_devkit.devstack import layout
 from ember_devkit.devstack.stack import MULTIPROC_ENV, uvicorn_argv
 from ember_devkit.testing.traces import SpanStore
 
-SAMPLE_RATIO = "0.1"
+#: The issue's 10 %; ``BENCH_TRACING_RATIO`` measures another share (what a sampled request costs).
+SAMPLE_RATIO = os.environ.get("BENCH_TRACING_RATIO", "0.1")
 #: Replica slots of the catalog that no stack runs (its replicas count from 0).
 UNTRACED_SLOT, TRACED_SLOT = 8, 9
 TRACING_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
