@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import msgspec
 import pytest
@@ -633,60 +634,64 @@ def held_handlers(
     return handlers
 
 
+@dataclass
+class HeldPings:
+    """A running consumer whose ping handler (concurrency 4) holds ping 1 until ``release``."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    calls: Counter[int] = field(default_factory=Counter)
+
+
+@pytest.fixture
+async def held_pings(
+    engine: AsyncEngine, settings_for: Callable[..., ServiceSettings]
+) -> AsyncIterator[HeldPings]:
+    held = HeldPings()
+    runtime = await started(
+        settings_for(reclaim_idle_ms=60_000),
+        engine,
+        held_handlers(held.release, concurrency=4, calls=held.calls),
+        "evtest-a",
+    )
+    try:
+        yield held
+    finally:
+        held.release.set()
+        await runtime.stop()
+
+
 async def test_an_event_does_not_queue_behind_a_slow_one_when_its_handler_allows(
-    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+    engine: AsyncEngine, redis: Redis, held_pings: HeldPings
 ) -> None:
     """With ``concurrency`` the reader hands the next event on while one is still in its
     transaction: a confirmation does not wait for the order before it (one after the other,
     ping 2 would wait for ping 1's release)."""
-    release, calls = asyncio.Event(), Counter[int]()
-    runtime = await started(
-        settings_for(reclaim_idle_ms=60_000),
-        engine,
-        held_handlers(release, concurrency=4, calls=calls),
-        "evtest-a",
-    )
-    try:
-        await publish(redis, Ping(n=1), Ping(n=2), Ping(n=3))
-        await eventually(lambda: _has_effect(engine, 2))
-        await eventually(lambda: _has_effect(engine, 3))
-        assert not await _has_effect(engine, 1)  # still held, not yet committed
-        release.set()
-        await eventually(lambda: _has_effect(engine, 1))
-        await eventually(lambda: nothing_pending(redis))
-        assert sorted(e.n for e in await effects(engine)) == [1, 2, 3]
-        assert calls == Counter({1: 1, 2: 1, 3: 1})
-    finally:
-        release.set()
-        await runtime.stop()
+    await publish(redis, Ping(n=1), Ping(n=2), Ping(n=3))
+    await eventually(lambda: _has_effect(engine, 2))
+    await eventually(lambda: _has_effect(engine, 3))
+    assert not await _has_effect(engine, 1)  # still held, not yet committed
+    held_pings.release.set()
+    await eventually(lambda: _has_effect(engine, 1))
+    await eventually(lambda: nothing_pending(redis))
+    assert sorted(e.n for e in await effects(engine)) == [1, 2, 3]
+    assert held_pings.calls == Counter({1: 1, 2: 1, 3: 1})
 
 
 async def test_the_same_event_handled_at_once_twice_changes_nothing_the_second_time(
-    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+    engine: AsyncEngine, redis: Redis, held_pings: HeldPings
 ) -> None:
     """Two entries of one event reach two concurrent handlings: the second waits on the
     first's handled row and, once that commits, skips the handler."""
-    release, calls = asyncio.Event(), Counter[int]()
-    runtime = await started(
-        settings_for(reclaim_idle_ms=60_000),
-        engine,
-        held_handlers(release, concurrency=4, calls=calls),
-        "evtest-a",
-    )
-    try:
-        [envelope] = await publish(redis, Ping(n=1))
-        await xadd_envelope(redis, envelope)
-        await publish(redis, Ping(n=2))
-        # Ping 2 came after both entries of ping 1: it was read past them, and handled.
-        await eventually(lambda: _has_effect(engine, 2))
-        release.set()
-        await eventually(lambda: nothing_pending(redis))
-        assert sorted(e.n for e in await effects(engine)) == [1, 2]
-        assert calls[1] == 1
-        assert await handled_count(engine, envelope.id) == 1
-    finally:
-        release.set()
-        await runtime.stop()
+    [envelope] = await publish(redis, Ping(n=1))
+    await xadd_envelope(redis, envelope)
+    await publish(redis, Ping(n=2))
+    # Ping 2 came after both entries of ping 1: it was read past them, and handled.
+    await eventually(lambda: _has_effect(engine, 2))
+    held_pings.release.set()
+    await eventually(lambda: nothing_pending(redis))
+    assert sorted(e.n for e in await effects(engine)) == [1, 2]
+    assert held_pings.calls[1] == 1
+    assert await handled_count(engine, envelope.id) == 1
 
 
 def test_a_handler_s_concurrency_is_at_least_one() -> None:
