@@ -64,16 +64,18 @@ class CartRepository(SQLAlchemyAsyncRepository[Cart]):
         return cart
 
     async def create_guest(self, cart_id: uuid.UUID, guest_token_hash: str) -> Cart:
-        cart = Cart(
-            id=cart_id,
-            user_id=None,
-            status=CartStatus.ACTIVE,
-            guest_token_hash=guest_token_hash,
+        # One INSERT ... RETURNING: the row with its server defaults, not a flush then a refresh.
+        statement = (
+            insert(Cart)
+            .values(
+                id=cart_id,
+                user_id=None,
+                status=CartStatus.ACTIVE,
+                guest_token_hash=guest_token_hash,
+            )
+            .returning(Cart)
         )
-        self.session.add(cart)
-        await self.session.flush()
-        await self.session.refresh(cart)
-        return cart
+        return (await self.session.scalars(statement)).one()
 
     async def touch(self, cart_id: uuid.UUID) -> None:
         await self.session.execute(
@@ -144,8 +146,9 @@ class CartItemRepository(SQLAlchemyAsyncRepository[CartItem]):
 
     async def set_quantity(
         self, cart_id: uuid.UUID, product_id: uuid.UUID, variant_id: uuid.UUID, quantity: int
-    ) -> None:
-        """Insert the line of a variant or set its quantity (the caller holds the cart's lock)."""
+    ) -> CartItem:
+        """Insert the line of a variant or set its quantity (the caller holds the cart's lock);
+        the line as it is now."""
         statement = insert(CartItem).values(
             id=new_id(),
             cart_id=cart_id,
@@ -153,12 +156,15 @@ class CartItemRepository(SQLAlchemyAsyncRepository[CartItem]):
             variant_id=variant_id,
             quantity=quantity,
         )
-        await self.session.execute(
+        upsert = (
             statement.on_conflict_do_update(
                 constraint="uq_cart_items_cart_variant",
                 set_={"quantity": statement.excluded.quantity, "updated_at": func.now()},
             )
+            .returning(CartItem)
+            .execution_options(populate_existing=True)
         )
+        return (await self.session.scalars(upsert)).one()
 
     async def remove(self, cart_id: uuid.UUID, variant_id: uuid.UUID) -> bool:
         result = await self.session.execute(

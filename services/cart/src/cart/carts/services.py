@@ -58,6 +58,12 @@ class Opened:
     clear_cookie: bool = False
     created: bool = False
     merge: MergeSummary | None = None
+    #: Made by this request's own transaction (a new guest cart): no other transaction can
+    #: reach it before the commit, so it needs no lock, has no lines yet and was active now.
+    fresh: bool = False
+    #: The cart's lines as the request's write left them, when it knows them (the answer
+    #: need not read them again).
+    lines: list[CartItem] | None = None
 
 
 def catalog_down() -> Problem:
@@ -149,6 +155,7 @@ class CartService:
             opened.set_cookie = value
             opened.clear_cookie = False
             opened.created = True
+            opened.fresh = True
         return opened
 
     async def _lock(self, opened: Opened) -> Cart:
@@ -164,7 +171,9 @@ class CartService:
 
     async def _written(self, opened: Opened, shopper: Shopper) -> None:
         assert opened.cart is not None
-        await self.carts.touch(opened.cart.id)
+        if not opened.fresh:
+            # A fresh cart's last_activity_at is its insert's now() already.
+            await self.carts.touch(opened.cart.id)
         if opened.cart.user_id is None and opened.set_cookie is None and shopper.cart_cookie:
             # Each guest write renews the cookie, so an active guest keeps their cart.
             opened.set_cookie = shopper.cart_cookie
@@ -347,14 +356,25 @@ class CartService:
             raise product_not_found(product_id)
         self._check_sellable(product, quantity, 0)
         opened = await self.open(shopper, create=True)
-        cart = await self._lock(opened)
-        line = await self.items.line(cart.id, variant_id)
+        if opened.fresh:
+            assert opened.cart is not None
+            cart, lines = opened.cart, []
+        else:
+            cart = await self._lock(opened)
+            # One read of the lines serves the room check, the line's quantity and the answer.
+            lines = await self.items.lines(cart.id)
+        line = next((item for item in lines if item.variant_id == variant_id), None)
         in_cart = line.quantity if line else 0
         if line is None:
-            self._check_room(len(await self.items.lines(cart.id)))
+            self._check_room(len(lines))
         self._check_limit(in_cart + quantity, in_cart)
         self._check_sellable(product, in_cart + quantity, in_cart)
-        await self.items.set_quantity(cart.id, product_id, variant_id, in_cart + quantity)
+        written = await self.items.set_quantity(cart.id, product_id, variant_id, in_cart + quantity)
+        opened.lines = (
+            [written if item.variant_id == variant_id else item for item in lines]
+            if line is not None
+            else [*lines, written]
+        )
         await self._written(opened, shopper)
         return opened
 
@@ -484,7 +504,7 @@ class CartService:
                 limits=limits,
                 merge=opened.merge,
             )
-        items = await self.items.lines(opened.cart.id)
+        items = opened.lines if opened.lines is not None else await self.items.lines(opened.cart.id)
         products: dict[uuid.UUID, LookupProduct] | None = {}
         if items:
             try:
@@ -594,12 +614,12 @@ class CartService:
 async def convert_cart(session: AsyncSession, cart_id: uuid.UUID, order_id: uuid.UUID) -> bool:
     """The cart was paid for: empty it and mark it converted. Only an active cart converts, so
     a second call (a redelivered event) changes nothing."""
-    carts = CartRepository(session=session)
-    cart = await carts.lock(cart_id)
-    if cart is None or cart.status != CartStatus.ACTIVE:
+    # The conditional update takes the cart's row lock as the lock-then-check did, in one
+    # statement instead of two.
+    if not await CartRepository(session=session).mark_converted(cart_id, order_id):
         return False
     await CartItemRepository(session=session).remove_all(cart_id)
-    return await carts.mark_converted(cart_id, order_id)
+    return True
 
 
 def _key(entry: SetLine) -> uuid.UUID:

@@ -1,0 +1,103 @@
+"""How many statements the purchase path's cart work sends to Postgres (issue 12).
+
+Every statement is a round trip and a piece of the ORM's and asyncpg's work in the cart and of
+Postgres' own; at the benchmark's 16 buyers they were the cart's largest cost per order. The
+counts are of statements on the cart's own tables, seen by the engine as they are sent.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cart.events import empty_paid_cart
+from cart_testkit import line_of
+from ember_devkit.testing.events import envelope
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from test_cart_events import payment
+
+CART_TABLES = re.compile(r"\bcart\.(carts|cart_items)\b")
+
+
+@contextmanager
+def statements(cart_app: Any) -> Iterator[list[str]]:
+    """The statements on the cart's tables sent while the block runs (the relay's and the
+    consumer's on their own tables are left out)."""
+    seen: list[str] = []
+    engine = cart_app.state.db_engine.sync_engine
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if CART_TABLES.search(statement):
+            seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_guests_first_add_inserts_the_cart_and_its_line_and_nothing_else(
+    browsers, catalog, cart_app, db
+):
+    """The cart was made by the request's own transaction: nobody else can reach it before
+    the commit, so no lock, no read of lines it cannot have, no touch of a time its insert just
+    set, no reread for the answer (8 statements before)."""
+    product = catalog.add(price=1450)
+    guest = browsers()
+    with statements(cart_app) as sent:
+        response = await guest.add(product, 2)
+    assert response.status_code == 201, response.text
+    assert sent == ["INSERT", "INSERT"]
+    cart = response.json()
+    assert line_of(cart, product)["quantity"] == 2
+    assert cart["subtotal"] == 2900
+    row = await db.rows(
+        "SELECT status, last_activity_at, created_at FROM cart.carts WHERE id = :id",
+        id=uuid.UUID(cart["id"]),
+    )
+    assert row[0].status == "active"
+    assert row[0].last_activity_at == row[0].created_at
+
+
+async def test_adding_to_an_existing_cart_reads_its_lines_once(browsers, catalog, cart_app):
+    """The lock, one read of the lines (for the room check, the line's quantity and the
+    answer), the upsert and the touch (7 statements before: the line and the lines were read
+    apart, and the lines again for the answer)."""
+    first, second = catalog.add(price=900), catalog.add(price=1200)
+    guest = browsers()
+    await guest.add(first, 1)
+    with statements(cart_app) as sent:
+        grown = (await guest.add(second, 2)).json()
+        again = (await guest.add(first, 2)).json()
+    assert sent == ["SELECT", "SELECT", "SELECT", "INSERT", "UPDATE"] * 2
+    assert [line["product_id"] for line in grown["lines"]] == [str(first), str(second)]
+    assert grown["subtotal"] == 900 + 2 * 1200
+    assert [line["quantity"] for line in again["lines"]] == [3, 2]
+    assert again["subtotal"] == 3 * 900 + 2 * 1200
+    assert again == (await guest.get()).json()
+
+
+async def test_converting_a_paid_cart_is_two_statements(browsers, catalog, cart_app, db):
+    """The conditional update locks and converts, then the lines go (3 before: a locking read
+    first); a second delivery's update finds no active cart and stops there."""
+    guest = browsers()
+    cart_id = uuid.UUID((await guest.add(catalog.add(), 2)).json()["id"])
+    data = payment(cart_id)
+    engine = cart_app.state.db_engine
+    with statements(cart_app) as sent:
+        async with AsyncSession(engine) as session, session.begin():
+            await empty_paid_cart(envelope(data), data, session)
+    assert sent == ["UPDATE", "DELETE"]
+    with statements(cart_app) as sent:
+        async with AsyncSession(engine) as session, session.begin():
+            await empty_paid_cart(envelope(data), data, session)
+    assert sent == ["UPDATE"]
+    assert await db.value("SELECT status FROM cart.carts WHERE id = :id", id=cart_id) == "converted"
+    assert (
+        await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 0
+    )
