@@ -28,7 +28,7 @@ from ember_shared.problems import Problem, not_found
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.events import outbox
-from orders.models import Order, OrderStatusChange
+from orders.models import DeferredEvent, Order, OrderStatusChange
 from orders.ordering.links import issue_guest_link, redirect_opens, token_opens
 from orders.ordering.repositories import (
     DeferredEventRepository,
@@ -141,17 +141,21 @@ class OrderService:
     # --- events -----------------------------------------------------------------------
 
     async def on_checkout_started(self, event: Envelope, data: CheckoutStarted) -> None:
-        order, created = await self._create(event, data)
-        if not created:
-            # payment.succeeded got here first; fill in what only checkout.started carries.
-            if order.payment_expires_at is None:
-                order.payment_expires_at = _parse_time(data.expires_at)
+        expires_at = _parse_time(data.expires_at)
+        if await self._insert(event, data, payment_expires_at=expires_at):
+            # Made here, with everything checkout.started carries: the row is needed again only
+            # for events that came before it and waited (rarely any).
+            deferred = await self.deferred.take(data.order_id)
+            if deferred:
+                await self._apply_deferred(await self._locked(data.order_id), deferred)
             return
-        order.payment_expires_at = _parse_time(data.expires_at)
-        await self._apply_deferred(order)
+        # payment.succeeded got here first; fill in what only checkout.started carries.
+        order = await self._locked(data.order_id)
+        if order.payment_expires_at is None:
+            order.payment_expires_at = expires_at
 
     async def on_payment_succeeded(self, event: Envelope, data: PaymentSucceeded) -> None:
-        order, _ = await self._create(event, data)
+        order = await self._lock_or_create(event, data)
         if order.stripe_session_id is None:
             order.stripe_session_id = data.stripe_session_id
         elif order.stripe_session_id != data.stripe_session_id:
@@ -260,7 +264,8 @@ class OrderService:
                         variant_title=item.variant_title or "",
                         option_values=list(item.option_values or []),
                     )
-                    for item in await self.items.for_order(order.id)
+                    # Loaded with the order's lock (ordered by position), not read again.
+                    for item in order.items
                 ],
                 subtotal=order.subtotal,
                 shipping=order.shipping_total,
@@ -350,7 +355,15 @@ class OrderService:
     async def _create(
         self, event: Envelope, data: CheckoutStarted | PaymentSucceeded
     ) -> tuple[Order, bool]:
-        created = await self.orders.insert_if_absent(_order_values(event, data))
+        created = await self._insert(event, data)
+        return await self._locked(data.order_id), created
+
+    async def _insert(
+        self, event: Envelope, data: CheckoutStarted | PaymentSucceeded, **extra: Any
+    ) -> bool:
+        """Insert the order, its item snapshots and its first history row, unless it exists;
+        True when this call made it."""
+        created = await self.orders.insert_if_absent(_order_values(event, data) | extra)
         if created:
             await self.items.add_snapshots(_item_rows(data))
             self.history.record(
@@ -361,9 +374,20 @@ class OrderService:
                 reason="order placed",
             )
             _check_totals(data)
+        return created
+
+    async def _lock_or_create(self, event: Envelope, data: PaymentSucceeded) -> Order:
+        # checkout.started has nearly always made the order by now: lock it first, and insert
+        # only when it is not there (the insert still settles a race with checkout.started).
         order = await self.orders.get_for_update(data.order_id)
+        if order is None:
+            order, _ = await self._create(event, data)
+        return order
+
+    async def _locked(self, order_id: uuid.UUID) -> Order:
+        order = await self.orders.get_for_update(order_id)
         assert order is not None, "the order was just inserted or already existed"
-        return order, created
+        return order
 
     async def _defer(self, event: Envelope, order_id: uuid.UUID, data: EventData) -> None:
         log.info("order_event_deferred", order_id=str(order_id), event_type=event.type)
@@ -374,8 +398,8 @@ class OrderService:
             {"envelope": _envelope_meta(event), "data": msgspec.to_builtins(data)},
         )
 
-    async def _apply_deferred(self, order: Order) -> None:
-        for row in await self.deferred.take(order.id):
+    async def _apply_deferred(self, order: Order, rows: list[DeferredEvent] | None = None) -> None:
+        for row in await self.deferred.take(order.id) if rows is None else rows:
             entry = _DEFERRABLE.get(row.event_type)
             if entry is None:
                 log.error("deferred_event_unknown", event_type=row.event_type)
