@@ -395,6 +395,36 @@ class ReservationRepository:
         )
         return [(row.id, row.order_id) for row in rows]
 
+    async def commit_active_sale(
+        self, order_id: uuid.UUID
+    ) -> tuple[uuid.UUID, list[tuple[uuid.UUID, int]]] | None:
+        """Move the order's reservation from active to committed, and answer its id and its
+        ``(variant id, quantity)`` lines; None when the order has no active reservation.
+
+        One statement (the update and the read of the lines it moved, as a data-modifying CTE)
+        where reading the reservation, then its lines, then updating it took three.
+        """
+        sold = (
+            update(Reservation)
+            .execution_options(synchronize_session=False)
+            .where(Reservation.order_id == order_id, Reservation.status == RESERVATION_ACTIVE)
+            .values(status=RESERVATION_COMMITTED, committed_at=func.now(), updated_at=func.now())
+            .returning(Reservation.id)
+            .cte("sold")
+        )
+        rows = (
+            await self.session.execute(
+                select(sold.c.id, ReservationLine.variant_id, ReservationLine.quantity)
+                .select_from(sold)
+                .outerjoin(ReservationLine, ReservationLine.reservation_id == sold.c.id)
+                .order_by(ReservationLine.variant_id)
+            )
+        ).all()
+        if not rows:
+            return None
+        lines = [(row.variant_id, row.quantity) for row in rows if row.variant_id is not None]
+        return rows[0].id, lines
+
     async def commit_sale(
         self, reservation_id: uuid.UUID, from_status: str = RESERVATION_ACTIVE
     ) -> bool:

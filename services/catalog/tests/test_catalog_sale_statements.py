@@ -1,0 +1,53 @@
+"""A paid order's sale in catalog (issue 12): the statements it sends to Postgres.
+
+Once per order at the benchmark's rate; each statement is a round trip and a piece of the ORM's
+and asyncpg's work in catalog and of Postgres' own.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from catalog_testkit import Kit, reserve, stock
+from litestar import Litestar
+from sqlalchemy import event
+from test_catalog_stock import paid, reservation_status
+
+STOCK_TABLES = re.compile(r"\bcatalog\.(reservations|reservation_lines|inventory)\b")
+
+
+async def test_a_payment_sells_its_reservation_in_two_statements(
+    catalog_app: Litestar, client: Any, kit: Kit, service_headers: dict[str, str], deliver: Any
+) -> None:
+    """The reservation moves to committed and answers its lines in one statement, then the
+    line's stock is sold (4 before: the reservation read, its lines read, then updated); a
+    second payment of the order finds no active reservation, reads it and stops."""
+    product = await kit.product(on_hand=10)
+    order_id = uuid.uuid4()
+    made = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
+    ours = {str(order_id), made.json()["reservation_id"], product["id"]}
+    engine = catalog_app.state.db_engine.sync_engine
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        table = STOCK_TABLES.search(statement)
+        # This order's statements only (ids come as UUIDs or as their text).
+        if table and ours & {str(value) for value in parameters or ()}:
+            sent.append(f"{statement.split(None, 1)[0].upper()} {table.group(1)}")
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert await deliver(paid(order_id, [(product["id"], 2)]))
+        first = list(sent)
+        sent.clear()
+        assert await deliver(paid(order_id, [(product["id"], 2)]))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert first == ["WITH reservations", "UPDATE inventory"]
+    assert sent[0] == "WITH reservations"
+    assert "UPDATE inventory" not in sent
+    assert await stock(client, kit, product["id"]) == (8, 0)
+    assert await reservation_status(order_id) == "committed"
