@@ -210,3 +210,31 @@ async def test_an_idempotent_replay_sends_no_new_webhooks(
     await standin.post("/emails", json=body, headers=headers)
     await all_sent(standin)  # a replay that scheduled webhooks would hold them here
     assert len(receiver.received) == 2
+
+
+@pytest.mark.parametrize(
+    ("to", "types", "last_event"),
+    [
+        ("shopper@example.com", ["email.delivered"], "delivered"),
+        ("bounced@resend.dev", ["email.bounced"], "bounced"),
+    ],
+)
+async def test_an_endpoint_gets_only_the_types_it_subscribes_to(
+    receiver: Receiver, to: str, types: list[str], last_event: str
+) -> None:
+    """As a Resend endpoint set up for some event types: ``email.sent`` moves the mail on but
+    sends no request (the notifier would only record it: one request and transaction per mail)."""
+    settings = ResendStandinSettings(
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        state_file="",
+        webhook_delay_seconds=0.0,
+        webhook_events="email.delivered, email.bounced,email.complained",
+    )
+    async with AsyncTestClient(app=create_app(settings)) as standin:
+        email_id = await send(standin, to)
+        await wait_for(receiver, len(types))
+        await all_sent(standin)
+        fetched = (await standin.get(f"/emails/{email_id}", headers=KEY)).json()
+    assert [r["json"]["type"] for r in receiver.received] == types
+    assert fetched["last_event"] == last_event

@@ -15,6 +15,8 @@ key. It speaks Resend's shapes:
   ``email.delivered`` for every mail, except Resend's test addresses ``bounced@resend.dev``
   (``email.bounced``, a hard bounce) and ``complained@resend.dev`` (``email.delivered`` then
   ``email.complained``). A delivery answered with anything but 2xx is retried with backoff.
+  ``RESEND_STANDIN_WEBHOOK_EVENTS`` names the types the endpoint subscribes to (``*``: all,
+  the default); ``make run`` subscribes it to those the notifier acts on.
 
 For people: ``GET /`` lists the inbox, ``GET /inbox/{id}`` shows one mail. For tests, under
 ``/_standin/``: ``GET emails?to=`` (JSON), ``DELETE emails`` (forget everything), ``POST fail``
@@ -104,6 +106,12 @@ class ResendStandinSettings:
     #: environment, ``memory`` says that and an empty value means the default file). An older
     #: stand-in's JSON state found there (or as ``state.json`` beside it) is taken over.
     state_file: str = field(default_factory=_state_file_from_env)
+    #: The event types the webhook endpoint subscribes to, comma-separated ("*": every type),
+    #: as a Resend endpoint is set up; the others still move the mail on (its ``last_event``)
+    #: but send no request.
+    webhook_events: str = field(
+        default_factory=lambda: env_str("RESEND_STANDIN_WEBHOOK_EVENTS") or "*"
+    )
     #: Pause before a mail's first webhook (Resend reports delivery a moment after accepting).
     webhook_delay_seconds: float = field(
         default_factory=lambda: _env_float("RESEND_STANDIN_WEBHOOK_DELAY_SECONDS", 0.2)
@@ -125,6 +133,10 @@ class ResendStandinSettings:
     @property
     def webhooks_on(self) -> bool:
         return bool(self.webhook_url) and self.webhook_url.lower() != WEBHOOKS_OFF
+
+    def subscribed(self, event_type: str) -> bool:
+        types = {t.strip() for t in self.webhook_events.split(",") if t.strip()}
+        return "*" in types or event_type in types
 
 
 class ResendApiError(Exception):
@@ -327,7 +339,10 @@ class WebhookSender:
         # giving up on one message does not hold back the next).
         await asyncio.sleep(self.settings.webhook_delay_seconds)
         for event_type in planned_events(email["to"]):
-            await self._deliver_with_retries(event_type, email)
+            if self.settings.subscribed(event_type):
+                await self._deliver_with_retries(event_type, email)
+            else:
+                self.store.set_last_event(email["id"], event_type)
 
     async def _deliver_with_retries(self, event_type: str, email: dict[str, Any]) -> None:
         svix_id = "msg_" + secrets.token_urlsafe(18)

@@ -156,6 +156,17 @@ STRIPE_EVENTS_CHECKOUT_ACTS_ON = (
 )
 
 
+#: The Resend stand-in's endpoint listens for what the notifier acts on, as the real endpoint
+#: is configured (notifier README): ``email.sent`` for every mail would be one more signed
+#: request and transaction per mail that the notifier only records.
+RESEND_EVENTS_NOTIFIER_ACTS_ON = (
+    "email.delivered",
+    "email.delivery_delayed",
+    "email.bounced",
+    "email.complained",
+)
+
+
 def _provider_defaults(env: Mapping[str, str], offset: int) -> dict[str, str]:
     """Without a provider's key, point its SDK at the local stand-in.
 
@@ -172,6 +183,10 @@ def _provider_defaults(env: Mapping[str, str], offset: int) -> dict[str, str]:
             "STRIPE_STANDIN_ENABLED_EVENTS": env.get("STRIPE_STANDIN_ENABLED_EVENTS")
             or ",".join(STRIPE_EVENTS_CHECKOUT_ACTS_ON),
         }
+    # Read by the Resend stand-in only (the notifier itself needs no telling).
+    out["RESEND_STANDIN_WEBHOOK_EVENTS"] = env.get("RESEND_STANDIN_WEBHOOK_EVENTS") or ",".join(
+        RESEND_EVENTS_NOTIFIER_ACTS_ON
+    )
     return out
 
 

@@ -23,6 +23,12 @@ from notifier.webhooks.schemas import ResendWebhook, WebhookReceipt
 
 log = structlog.get_logger("notifier.webhooks")
 
+#: The event types that change something here; any other is only recorded. A Resend endpoint
+#: subscribes to these (README; ``make run``'s stand-in too).
+ACTED_ON = frozenset(
+    {"email.delivered", "email.delivery_delayed", "email.bounced", "email.complained"}
+)
+
 #: Bounce types that mean the address will never accept mail (Resend's own rule).
 HARD_BOUNCES = frozenset({"permanent", ""})
 
