@@ -11,7 +11,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
-from notifier.models import DeliveryAttempt, EmailStatus, PendingEmail
+from notifier.models import DeliveryAttempt, EmailStatus, PendingEmail, Suppression
+from notifier.suppressions.repositories import normalize_email
 
 #: Statuses the worker picks up once ``next_attempt_at`` has come.
 DUE_STATUSES = (EmailStatus.QUEUED.value, EmailStatus.FAILED.value)
@@ -29,6 +30,44 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
             .returning(PendingEmail.id)
         )
         return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def insert_once_and_notify(
+        self, values: dict[str, object], channel: str
+    ) -> uuid.UUID | None:
+        """:meth:`insert_once`, and a NOTIFY on ``channel`` (delivered with the commit) when it
+        inserted: one round trip where the insert and the notify took two."""
+        added = (
+            insert(PendingEmail)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[PendingEmail.idempotency_key])
+            .returning(PendingEmail.id)
+            .cte("added")
+        )
+        statement = select(added.c.id, func.pg_notify(channel, "")).select_from(added)
+        row = (await self.session.execute(statement)).first()
+        return row.id if row is not None else None
+
+    async def look_before_queueing(
+        self, idempotency_key: str, address: str
+    ) -> tuple[tuple[uuid.UUID, str] | None, bool]:
+        """The mail already queued under ``idempotency_key`` (id, status), if any, and whether
+        ``address`` is suppressed: the two reads before queueing, in one round trip."""
+        queued = (
+            select(PendingEmail.id, PendingEmail.status)
+            .where(PendingEmail.idempotency_key == idempotency_key)
+            .limit(1)
+        )
+        suppressed = select(Suppression.id).where(Suppression.email == normalize_email(address))
+        row = (
+            await self.session.execute(
+                select(
+                    queued.with_only_columns(PendingEmail.id).scalar_subquery().label("id"),
+                    queued.with_only_columns(PendingEmail.status).scalar_subquery().label("status"),
+                    suppressed.exists().label("suppressed"),
+                )
+            )
+        ).one()
+        return ((row.id, row.status) if row.id is not None else None), bool(row.suppressed)
 
     async def find_by_key(self, idempotency_key: str) -> PendingEmail | None:
         return await self.get_one_or_none(PendingEmail.idempotency_key == idempotency_key)

@@ -19,7 +19,6 @@ from ember_shared.problems import Problem, not_found
 from ember_shared.sealing import SealError, is_sealed, private_key, seal, unseal
 from ember_shared.settings import service_settings
 from ember_shared.tracing import current_traceparent
-from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifier.emails.rendering import (
@@ -99,10 +98,10 @@ async def queue_email(
     mailed at all is recorded ``dead`` with the reason, so staff see it instead of a silent loss.
     """
     emails = PendingEmailRepository(session=session, auto_commit=False)
-    existing = await emails.find_by_key(idempotency_key)
-    if existing is not None:
-        return Queued(existing.id, existing.status, created=False)
     address = to.strip()
+    existing, suppressed = await emails.look_before_queueing(idempotency_key, address)
+    if existing is not None:
+        return Queued(existing[0], existing[1], created=False)
     context = dict(context)
     live_link = context.pop(SEALED_CONTEXT_KEY, None)
     rendered = render(template, context)
@@ -112,27 +111,27 @@ async def queue_email(
             EmailStatus.DEAD.value,
             "The recipient address is not a valid email address.",
         )
-    elif await SuppressionRepository(session=session, auto_commit=False).is_suppressed(address):
+    elif suppressed:
         status, error = EmailStatus.SUPPRESSED.value, "The address is on the suppression list."
-    email_id = await emails.insert_once(
-        {
-            "idempotency_key": idempotency_key,
-            "template": template.value,
-            "to_email": address[:MAX_EMAIL_LENGTH],
-            "subject": rendered.subject,
-            "html": rendered.html,
-            "text": rendered.text,
-            "status": status,
-            "last_error": error,
-            "source_event_id": source_event_id,
-            "source_event_type": source_event_type,
-            "sealed_link": sealed_link(live_link) if live_link else None,
-            "traceparent": current_traceparent()[:100] or None,
-        }
-    )
-    if email_id is not None and status == EmailStatus.QUEUED.value:
+    values: dict[str, object] = {
+        "idempotency_key": idempotency_key,
+        "template": template.value,
+        "to_email": address[:MAX_EMAIL_LENGTH],
+        "subject": rendered.subject,
+        "html": rendered.html,
+        "text": rendered.text,
+        "status": status,
+        "last_error": error,
+        "source_event_id": source_event_id,
+        "source_event_type": source_event_type,
+        "sealed_link": sealed_link(live_link) if live_link else None,
+        "traceparent": current_traceparent()[:100] or None,
+    }
+    if status == EmailStatus.QUEUED.value:
         # Delivered with the commit: a waiting worker sends it now, not at its next poll.
-        await session.execute(sql_text("SELECT pg_notify(:channel, '')"), {"channel": MAIL_QUEUED})
+        email_id = await emails.insert_once_and_notify(values, MAIL_QUEUED)
+    else:
+        email_id = await emails.insert_once(values)
     if email_id is None:
         # A concurrent delivery of the same event won the insert.
         raced = await emails.find_by_key(idempotency_key)
