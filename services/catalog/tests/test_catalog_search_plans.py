@@ -7,6 +7,7 @@ products is named after the query, other matches are not read at all."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -104,5 +105,78 @@ async def test_other_matches_are_read_only_when_few_products_are_named_after_the
         body = (await client.get("/api/products/search", params={"q": many})).json()
         assert {item["id"] for item in body["items"]} == {p["id"] for p in named_all}
         assert body["total"] == 3
+    finally:
+        repositories._search_statements.cache_clear()
+
+
+async def test_the_search_transaction_starts_table_scans_at_the_first_page(
+    catalog_app: Litestar, client: httpx.AsyncClient
+) -> None:
+    """The probe reads the table's first products: a scan started where another scan of the
+    table is (synchronized scans) would test other products on each search."""
+    setting = text("SELECT current_setting('synchronize_seqscans')")
+    async with catalog_app.state.catalog_reads() as session:
+        async with repositories.ProductReads(session).generic_plans():
+            assert await session.scalar(setting) == "off"
+        assert await session.scalar(setting) == "on"
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+def _probed(ran: list[dict[str, Any]]) -> list[str]:
+    """Which of the table's first products were read: the sample's, the probe's (``head``)."""
+    return sorted(n["Alias"] for n in ran if n.get("Alias") in ("sample", "head"))
+
+
+async def _executed(session: AsyncSession, word: str) -> list[dict[str, Any]]:
+    """The plan nodes that ran for a search of ``word``, as the app runs it (generic plan)."""
+    page, _ = repositories._search_statements((0,), "&&")
+    values = repositories._search_values(repositories.SearchPlan([word], {}), 20, 0)
+    connection = await session.connection()
+    compiled = page.compile(dialect=connection.dialect)
+    bound = compiled.construct_params(values)
+    driver = await _driver(session)
+    async with repositories.ProductReads(session).generic_plans():
+        found = await driver.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string,
+            *(bound[name] for name in compiled.positiontup or ()),
+        )
+    plan = (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
+    return [node for node in _nodes(plan) if node.get("Actual Loops", 0) > 0]
+
+
+async def test_the_table_is_probed_only_for_a_word_its_first_products_often_have(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word as common in the sample as the probe needs: its pools come off the probe and no
+    GIN index is read (a bitmap index scan gathers every match: "lot", 50,000 of them at 50k).
+    A rare word: only the sample is tested, then the GIN index gives its few matches (testing
+    PROBE_ROWS products for it cost ~1 ms for nothing)."""
+    monkeypatch.setattr(repositories, "SEARCH_CANDIDATES", 2)
+    # The sample and the probe are the whole (test) table: a word 2 products have is common.
+    monkeypatch.setattr(repositories, "PROBE_ROWS", 10**6)
+    monkeypatch.setattr(repositories, "PROBE_SAMPLE", 10**6)
+    repositories._search_statements.cache_clear()
+    try:
+        common, rare = ("zq" + uuid.uuid4().hex[:8] for _ in range(2))
+        named = [await kit.product(name=f"{common} Reserve {n}") for n in range(3)]
+        single = await kit.product(name=f"{rare} Reserve")
+        async with catalog_app.state.catalog_reads() as session:
+            ran = await _executed(session, common)
+            # (The SKU pool's lookup, of a null query here, finds nothing.)
+            gin = [n for n in ran if n.get("Index Name", "").startswith("ix_products_search")]
+            assert not [n for n in gin if n["Actual Rows"] > 0], gin
+            assert "ix_products_search_name" not in {n["Index Name"] for n in gin}
+            assert _probed(ran) == ["head", "sample"]
+            ran = await _executed(session, rare)
+            assert _probed(ran) == ["sample"]
+            assert "ix_products_search_name" in {n.get("Index Name") for n in ran}
+        body = (await client.get("/api/products/search", params={"q": common})).json()
+        assert body["total"] == 2
+        assert {item["id"] for item in body["items"]} <= {p["id"] for p in named}
+        body = (await client.get("/api/products/search", params={"q": rare})).json()
+        assert [item["id"] for item in body["items"]] == [single["id"]]
     finally:
         repositories._search_statements.cache_clear()

@@ -277,7 +277,7 @@ async def test_search_pools_are_the_same_first_matches_either_way(
     client: Client, kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each candidate pool is the first matches in the table's order, from the GIN index or,
-    for a word most products have, from a probe of the table's first pages (name matches
+    for a word most products have, from a probe of the table's first products (name matches
     tested on search_vector's weight A): both give the same pools and so the same answer.
     (Which description matches fill a pool is the table's physical order, which earlier tests'
     updates and deletes shuffle: the same for both routes, not the order of creation.)"""
@@ -288,9 +288,11 @@ async def test_search_pools_are_the_same_first_matches_either_way(
     ]
     in_name = [await kit.product(name=f"{word} Reserve {n}") for n in range(2)]
     answers = []
-    for probe_blocks, page_size in ((0, 20), (10**6, 21)):
+    # No probe at all, then a probe of the whole table that any word is common enough for.
+    for probe_rows, probe_sample, page_size in ((0, 50, 20), (10**6, 0, 21)):
         # A page size of its own for each route: the second must not be the first's cached answer.
-        monkeypatch.setattr(repositories, "PROBE_BLOCKS", probe_blocks)
+        monkeypatch.setattr(repositories, "PROBE_ROWS", probe_rows)
+        monkeypatch.setattr(repositories, "PROBE_SAMPLE", probe_sample)
         repositories._search_statements.cache_clear()
         try:
             answers.append(

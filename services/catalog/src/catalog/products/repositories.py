@@ -43,8 +43,13 @@ FUZZY_THRESHOLD = 0.3
 #: rank the whole catalog on every such query. The total says how many were ranked, which is
 #: what can be paged through.
 SEARCH_CANDIDATES = 200
-#: Table pages (8 kB, about 8 products each) searched first for a word most products have.
-PROBE_BLOCKS = 64
+#: Products (the table's first, in its physical order) searched first for a word most products
+#: have: when at least ``SEARCH_CANDIDATES`` of them match, they are a pool, and the GIN index
+#: is not read. A count of rows, not of pages: how many products the table's first pages hold
+#: depends on its history (after ``bench/grow.py`` the first 64 pages held 23 products).
+PROBE_ROWS = 600
+#: Products tested first, to tell whether probing ``PROBE_ROWS`` is worth it.
+PROBE_SAMPLE = 50
 #: Added to the rank of the product one of whose variants has the SKU searched for: above any
 #: text rank.
 SKU_RANK = 1_000_000.0
@@ -228,36 +233,53 @@ def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
     return values
 
 
-def _first_matches(vector: Any, query: Any, *, probe: Any, name: str, wanted: Any = None) -> Any:
-    """The first ``SEARCH_CANDIDATES`` active products (in the table's order) whose ``vector``
-    matches, through its GIN index, unless the first ``PROBE_BLOCKS`` pages of the table
-    already hold that many (``probe``: the same test on the stored vector, read off those
-    pages alone), as they do for a word most products have. A bitmap index scan cannot stop
-    early: for such a word it gathered every match (50,000 at 50k products, 10-15 ms) to keep
-    200 of them; the probe finds the same 200 (both read in the table's order) in 0.2 ms, and
-    costs a rare word 0.4 ms. ``wanted``: a condition without which neither is read (a
-    one-time filter, tested first)."""
-    probed = (
-        select(Product.id)
-        .where(
-            literal_column("catalog.products.ctid") < literal_column(f"'({PROBE_BLOCKS},0)'::tid"),
-            Product.active,
-            Product.search_vector.op("@@")(probe),
-        )
-        .limit(SEARCH_CANDIDATES)
-        .cte(f"{name}_probe")
+def _probe(query: Any, name_query: Any) -> Any:
+    """The matches among the table's first ``PROBE_ROWS`` products (physical order, which its
+    materialized rows keep), each flagged ``named`` when its name matches (``name_query``, the
+    query restricted to weight A, the name's in ``search_vector``); one scan serves both pools.
+
+    A bitmap index scan cannot stop early: for a word most products have it gathered every
+    match ("lot": 49,980 entries, 9.5 ms at 50k; "coffee": 27,500, 8.7 ms) to keep 200. The
+    probe finds the same first matches (both read the heap in its order) in 0.3-0.5 ms. It
+    runs only when the first ``PROBE_SAMPLE`` products show a word that common (a one-time
+    filter): testing ``PROBE_ROWS`` products for a rare word cost it up to 1 ms for nothing,
+    the sample costs it ~0.1 ms. The scans must start at the table's first page:
+    ``synchronize_seqscans`` is off in the search's transaction (``_SEARCH_SETTINGS``), else
+    each may start where another scan of the table is."""
+    sample = select(Product.active, Product.search_vector).limit(PROBE_SAMPLE).subquery("sample")
+    sampled = (
+        select(func.count())
+        .select_from(sample)
+        .where(sample.c.active, sample.c.search_vector.op("@@")(query))
+        .scalar_subquery()
+    )
+    # Common enough that PROBE_ROWS products likely hold SEARCH_CANDIDATES matches.
+    common = sampled * PROBE_ROWS >= PROBE_SAMPLE * SEARCH_CANDIDATES
+    head = (
+        select(Product.id, Product.active, Product.search_vector).limit(PROBE_ROWS).subquery("head")
+    )
+    return (
+        select(head.c.id, head.c.search_vector.op("@@")(name_query).label("named"))
+        .where(common, head.c.active, head.c.search_vector.op("@@")(query))
+        .cte("probe")
         .prefix_with("MATERIALIZED")
     )
-    probed_all = select(func.count()).select_from(probed).scalar_subquery() >= SEARCH_CANDIDATES
+
+
+def _first_matches(vector: Any, query: Any, *, probed: Any, covered: Any, wanted: Any) -> Any:
+    """The first ``SEARCH_CANDIDATES`` active products (in the table's order) whose ``vector``
+    matches: the probe's (``probed``, a select of ids) when it ``covered`` that many, else
+    through the GIN index of ``vector``. ``wanted``: a condition without which neither is read
+    (a one-time filter, tested first)."""
     indexed = (
         select(Product.id)
         .where(Product.active, vector.op("@@")(query))
         .limit(SEARCH_CANDIDATES)
-        .subquery(f"{name}_indexed")
+        .subquery()
     )
-    first = probed_all if wanted is None else and_(wanted, probed_all)
-    rest = ~probed_all if wanted is None else and_(wanted, ~probed_all)
-    return union_all(select(probed.c.id).where(first), select(indexed.c.id).where(rest))
+    return union_all(
+        probed.where(and_(wanted, covered)), select(indexed.c.id).where(and_(wanted, ~covered))
+    )
 
 
 def _combine(queries: Sequence[Any], operator: str) -> Any:
@@ -351,19 +373,21 @@ class ProductReads:
     @contextlib.asynccontextmanager
     async def generic_plans(self) -> AsyncIterator[None]:
         """Within it, this session's statements run as generic plans (``fuzzy_words`` and
-        ``search``; see ``_GENERIC_PLANS``). ``SET LOCAL`` lasts until the transaction's end,
-        and the shopper read path runs in autocommit, where each statement is its own
-        transaction: there a ``SET LOCAL`` changed nothing, so a read-only transaction is
-        opened for the block, with its ``BEGIN`` and the setting sent in one round trip."""
+        ``search``), with the search's settings (``_SEARCH_SETTINGS``). ``SET LOCAL`` lasts
+        until the transaction's end, and the shopper read path runs in autocommit, where each
+        statement is its own transaction: there a ``SET LOCAL`` changed nothing, so a read-only
+        transaction is opened for the block, with its ``BEGIN`` and the settings sent in one
+        round trip."""
         connection = await self.session.connection()
         pooled = await connection.get_raw_connection()
         if not getattr(pooled.dbapi_connection, "autocommit", False):
-            await self.session.execute(text(_GENERIC_PLANS))
+            for setting in _SEARCH_SETTINGS:
+                await self.session.execute(text(setting))
             yield
             return
         driver: Any = pooled.driver_connection
         # No arguments: the simple query protocol, which takes several statements at once.
-        await driver.execute(f"BEGIN READ ONLY; {_GENERIC_PLANS}")
+        await driver.execute("; ".join(("BEGIN READ ONLY", *_SEARCH_SETTINGS)))
         try:
             yield
         except BaseException:
@@ -469,8 +493,14 @@ class ProductReads:
 #: depend on them). Left to itself it plans the first 5 executions of each statement on each
 #: connection for their values (4-6 ms of planning at 50k for a 2-10 ms execution), and with
 #: a statement per query shape and a pool of connections most searches were such first ones.
-#: ``ProductReads.generic_plans`` applies it.
-_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+#: And the probe's scan of the table's first products (``_probe``) starts at its first page:
+#: Postgres otherwise starts a scan of a table larger than a quarter of ``shared_buffers``
+#: where another scan of it is, and the probe would test other products on each search.
+#: ``ProductReads.generic_plans`` applies them.
+_SEARCH_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_generic_plan",
+    "SET LOCAL synchronize_seqscans = off",
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -506,8 +536,16 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
     where = and_(Product.active, Product.search_vector.op("@@")(query))
     # Candidates: the first matches the index yields, and first those whose name matches
     # (their own index), so a broad query still ranks the products named after it.
+    probe = _probe(query, name_query)
+    probe_named = select(func.count()).select_from(probe).where(probe.c.named).scalar_subquery()
     by_name = (
-        _first_matches(NAME_VECTOR, query, probe=name_query, name="by_name")
+        _first_matches(
+            NAME_VECTOR,
+            query,
+            probed=select(probe.c.id).where(probe.c.named).limit(SEARCH_CANDIDATES),
+            covered=probe_named >= SEARCH_CANDIDATES,
+            wanted=true(),
+        )
         .cte("by_name")
         .prefix_with("MATERIALIZED")
     )
@@ -516,8 +554,13 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
     # rest, whose pool was the costliest read of such a query (a bitmap of every product
     # with the word anywhere, 7,500 for "ethiopia" at 50k) and half of what was ranked.
     named_few = select(func.count()).select_from(by_name).scalar_subquery() < SEARCH_CANDIDATES
+    probe_all = select(func.count()).select_from(probe).scalar_subquery()
     anywhere = _first_matches(
-        Product.search_vector, query, probe=query, name="anywhere", wanted=named_few
+        Product.search_vector,
+        query,
+        probed=select(probe.c.id).limit(SEARCH_CANDIDATES),
+        covered=probe_all >= SEARCH_CANDIDATES,
+        wanted=named_few,
     )
     # A SKU's lexeme is in one product's vector (SKUs are unique): one GIN lookup, and none
     # at all when the query cannot be a SKU.
