@@ -7,6 +7,7 @@ counts are of statements on the cart's own tables, seen by the engine as they ar
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -101,3 +102,38 @@ async def test_converting_a_paid_cart_is_two_statements(browsers, catalog, cart_
     assert (
         await db.value("SELECT count(*) FROM cart.cart_items WHERE cart_id = :id", id=cart_id) == 0
     )
+
+
+async def test_resolving_a_guest_cart_for_checkout_is_one_statement(browsers, catalog, cart_app):
+    """Checkout resolves every session's cart: the guest cart and its lines are read together
+    (2 statements before); an empty cart, a forged token and a converted cart answer as before."""
+    a, b = catalog.add(), catalog.add()
+    guest = browsers()
+    cart_id = (await guest.add(a, 2)).json()["id"]
+    await guest.add(b, 1)
+    headers = {"X-Service-Token": os.environ["INTERNAL_SERVICE_TOKEN"]}
+
+    async def resolve(token: str | None) -> Any:
+        body = {"user_id": None, "cart_token": token}
+        answer = await browsers().client.post("/internal/cart/resolve", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    with statements(cart_app) as sent:
+        resolved = await resolve(guest.cart_cookie)
+    assert sent == ["SELECT"]
+    assert resolved == {
+        "cart_id": cart_id,
+        "lines": [
+            {"product_id": str(a), "variant_id": str(a), "quantity": 2},
+            {"product_id": str(b), "variant_id": str(b), "quantity": 1},
+        ],
+    }
+    assert await resolve(guest.cart_cookie[:-2] + "xx") == {"cart_id": None, "lines": []}
+    assert await resolve(None) == {"cart_id": None, "lines": []}
+    await guest.delete()
+    assert await resolve(guest.cart_cookie) == {"cart_id": cart_id, "lines": []}
+    data = payment(uuid.UUID(cart_id))
+    async with AsyncSession(cart_app.state.db_engine) as session, session.begin():
+        await empty_paid_cart(envelope(data), data, session)
+    assert await resolve(guest.cart_cookie) == {"cart_id": None, "lines": []}

@@ -40,6 +40,30 @@ class CartRepository(SQLAlchemyAsyncRepository[Cart]):
         statement = statement.execution_options(populate_existing=True)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
+    async def active_guest_lines(
+        self, cart_id: uuid.UUID, guest_token_hash: str
+    ) -> tuple[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, int]]] | None:
+        """The active guest cart's id and its ``(product id, variant id, quantity)`` lines in
+        cart order, in one statement (the cart, then its lines, took two); None when the token
+        names no active guest cart."""
+        rows = (
+            await self.session.execute(
+                select(Cart.id, CartItem.product_id, CartItem.variant_id, CartItem.quantity)
+                .outerjoin(CartItem, CartItem.cart_id == Cart.id)
+                .where(
+                    Cart.id == cart_id,
+                    Cart.user_id.is_(None),
+                    Cart.guest_token_hash == guest_token_hash,
+                    Cart.status == CartStatus.ACTIVE,
+                )
+                .order_by(CartItem.created_at, CartItem.id)
+            )
+        ).all()
+        if not rows:
+            return None
+        lines = [(r.product_id, r.variant_id, r.quantity) for r in rows if r.variant_id is not None]
+        return rows[0].id, lines
+
     async def lock(self, cart_id: uuid.UUID) -> Cart | None:
         """The cart, row-locked until the transaction ends: every write to a cart takes this
         first, so concurrent writes (and a merge, and a payment) apply one after another."""

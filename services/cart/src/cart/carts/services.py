@@ -596,6 +596,23 @@ class CartService:
 
     async def resolve(self, user_id: uuid.UUID | None, cart_token: str | None) -> ResolvedCart:
         """``POST /internal/cart/resolve``: the lines checkout would sell this shopper."""
+        if user_id is None:
+            # A guest's: the cart and its lines in one read (nothing to merge, nothing made).
+            cart_id = self.signer.verify(cart_token)
+            found = (
+                await self.carts.active_guest_lines(cart_id, token_hash(cart_token))
+                if cart_token is not None and cart_id is not None
+                else None
+            )
+            if found is None:
+                return ResolvedCart(cart_id=None, lines=[])
+            return ResolvedCart(
+                cart_id=found[0],
+                lines=[
+                    ResolvedLine(product_id=product_id, variant_id=variant_id, quantity=quantity)
+                    for product_id, variant_id, quantity in found[1]
+                ],
+            )
         opened = await self.open(Shopper(user_id=user_id, cart_cookie=cart_token), create=False)
         if opened.cart is None:
             return ResolvedCart(cart_id=None, lines=[])
