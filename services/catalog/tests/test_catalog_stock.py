@@ -37,6 +37,7 @@ from ember_shared.events.contracts import (
 )
 from ember_shared.ids import new_id
 from litestar import Litestar
+from sqlalchemy import event
 
 Client = httpx.AsyncClient
 
@@ -226,6 +227,37 @@ async def test_a_repeated_reservation_is_answered_unchanged(
     assert sorted(a.status_code for a in answers) == [200] * 9 + [201]
     assert len({a.json()["reservation_id"] for a in answers}) == 1
     assert await stock(client, kit, product["id"]) == (10, 5)
+
+
+async def test_a_new_reservation_is_written_without_reading_for_it_first(
+    catalog_app: Litestar, client: Client, kit: Kit, service_headers: dict[str, str]
+) -> None:
+    """The insert itself finds an order's existing reservation (ON CONFLICT DO NOTHING), so a
+    new one costs no SELECT of the reservations before it; a repeat still reads the one there."""
+    product = await kit.product(on_hand=10)
+    order_id = uuid.uuid4()
+    engine = catalog_app.state.db_engine.sync_engine
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        # This order's statements only (the sweeper reads reservations too, on its own clock).
+        if "catalog.reservations" in statement and str(order_id) in map(str, parameters or ()):
+            statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        made = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
+        made_statements = list(statements)
+        statements.clear()
+        again = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert (made.status_code, again.status_code) == (201, 200)
+    assert made_statements == ["INSERT"]
+    assert statements == ["INSERT", "SELECT"]
+    assert again.json() == made.json()
+    assert await stock(client, kit, product["id"]) == (10, 2)
 
 
 async def test_two_hundred_concurrent_reservations_for_fifty_units(

@@ -25,7 +25,7 @@ from checkout.reconciliation.services import reconcile_once
 from checkout.upstream import Upstream
 from checkout_testkit import World, serve
 from ember_devkit.testing.ports import free_port
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 PROBLEM = "application/problem+json"
 #: What an interposer runs before forwarding a request: (method, path, body).
@@ -159,6 +159,8 @@ async def test_one_client_cannot_hold_a_product_sold_out(world: World) -> None:
     answers = [await start(world, product_id, 2, ip, f"hoarder-{i}@example.com") for i in range(6)]
     assert answers[:2] == [201, 201]
     assert set(answers[2:]) == {429}
+    # A refusal rolls its claim back (it is written by the statement that reads the budget).
+    assert await claims_of(world, ip) == 0
     # Someone else still buys: the hoarder holds 4 of 10.
     assert (await world.stock(product_id))["available"] == 6
     assert await start(world, product_id, 1, "198.51.100.5", "someone@example.com") == 201
@@ -176,6 +178,34 @@ async def test_one_email_from_many_addresses_and_one_big_cart_are_bounded(world:
     assert too_big.status_code == 422
     assert too_big.json()["type"].endswith("/checkout-too-large")
     assert (await world.stock(product_id))["available"] == 48
+
+
+async def test_the_claim_is_written_by_the_statement_that_reads_the_budget(
+    world: World,
+) -> None:
+    """One round trip writes the claim and reads the other holds of its address and email
+    (two before: the read, then the insert)."""
+    product_id = await world.product(on_hand=10)
+    engine = world.apps["checkout"].state.db_engine.sync_engine
+    ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "checkout.hold_claims" in statement and ip in tuple(parameters or ()):
+            statements.append(" ".join(statement.split())[:60])
+
+    shopper = await guest_with(world, product_id, 1, ip)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = await shopper.checkout(email=f"once-{uuid.uuid4().hex[:8]}@example.com")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert response.status_code == 201, response.text
+    assert len(statements) == 1, statements
+    assert statements[0].startswith("WITH lapsed AS ( DELETE FROM checkout.hold_claims")
+    # Settled by the session row's transaction.
+    assert await claims_of(world, ip) == 0
 
 
 async def guest_with(world: World, product_id: uuid.UUID, quantity: int, ip: str) -> Any:
@@ -287,6 +317,46 @@ async def test_a_start_failing_after_its_claim_gives_the_claim_back(world: World
         201,
         429,
     ]
+
+
+async def test_the_tax_customer_is_made_while_catalog_reserves(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Stripe Tax, the customer carrying the shipping address is asked of Stripe while
+    catalog holds the stock, not after: the reservation waits here until Stripe has been asked
+    (for a customer made after the reservation, that never happens)."""
+    monkeypatch.setenv("CHECKOUT_TAX", "true")
+    product_id = await world.product(on_hand=10)
+    asked = asyncio.Event()
+    seen: list[bool] = []
+
+    async def note_customer(method: str, path: str, body: bytes) -> None:
+        if (method, path) == ("POST", "/v1/customers"):
+            asked.set()
+
+    async def wait_for_customer(method: str, path: str, body: bytes) -> None:
+        if path == "/internal/catalog/reservations":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asked.wait(), 5)
+            seen.append(asked.is_set())
+
+    async with (
+        interposed(world.standin_url, note_customer) as stripe,
+        stripe_at(world, stripe),
+        interposed(world.catalog_url, wait_for_customer) as catalog,
+        catalog_at(world, catalog),
+    ):
+        shopper = await guest_with(world, product_id, 1, "192.0.2.201")
+        answer = await shopper.checkout(email=f"taxed-{uuid.uuid4().hex[:8]}@example.com")
+
+    assert seen == [True]
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["tax"] == (1800 + 600) // 5  # the GB rate, 20 %
+    row = await world.row(body["order_id"])
+    session = (await world.stripe_session(row["stripe_session_id"]))["session"]
+    assert session["customer"].startswith("cus_")
+    assert session["amount_total"] == body["total"]
 
 
 @pytest.mark.usefixtures("budgets")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from checkout_testkit import World, eventually
+from sqlalchemy import event
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
@@ -194,6 +195,37 @@ async def test_refused_signatures_change_nothing(world: World, signature: str, o
     [good] = await world.deliver([completed["id"]])
     assert good["status_code"] == 200
     assert (await world.row(order_id))["status"] == "paid"
+
+
+async def test_a_plain_payment_takes_no_discount_hold_and_one_statement_per_event(
+    world: World,
+) -> None:
+    """A checkout started without a code holds no use of one, so its paid webhook does not
+    look for a hold; and its event is written and announced to the relay in one statement."""
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+    engine = world.apps["checkout"].state.db_engine.sync_engine
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        [delivery] = await world.deliver([completed["id"]])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert delivery["status_code"] == 200
+    assert (await world.row(order_id))["status"] == "paid"
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+    assert not [s for s in statements if "discount_holds" in s]
+    written = [s for s in statements if "INSERT INTO checkout.outbox_events" in s]
+    assert len(written) == 1
+    assert "pg_notify" in written[0]
+    assert not [s for s in statements if s.startswith("SELECT pg_notify")]
 
 
 async def test_unsigned_garbage_is_a_problem(world: World) -> None:

@@ -329,23 +329,26 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _provider_error(f"{what}_subscription", exc).problem() from exc
 
-    def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
-        """The event, if ``payload`` is signed by one of our endpoint secrets within the tolerance.
+    def verify(self, payload: bytes, signature: str | None) -> None:
+        """Returns if ``payload`` is signed by one of our endpoint secrets within the tolerance;
+        raises ``stripe.SignatureVerificationError`` otherwise.
 
-        Raises ``stripe.SignatureVerificationError`` (or ``ValueError`` for a body that is not
-        an event) otherwise.
+        Only the signature is checked here (the SDK's ``WebhookSignature.verify_header``, which
+        ``Webhook.construct_event`` runs first): the caller decodes the body into its own
+        structs. ``construct_event`` also built a ``stripe.Event`` of the whole body that
+        nothing read, ~0.5 ms of CPU per webhook against 7 us for the signature alone.
         """
         error: Exception | None = None
         for secret in self.settings.webhook_secrets or [""]:
             try:
-                event: stripe.Event = stripe.Webhook.construct_event(
+                stripe.WebhookSignature.verify_header(
                     payload, signature, secret, tolerance=self.settings.stripe_webhook_tolerance
                 )
             except stripe.SignatureVerificationError as exc:
                 error = exc
                 continue
             _not_from_the_future(signature or "", self.settings.stripe_webhook_tolerance)
-            return event
+            return
         assert error is not None
         raise error
 

@@ -10,7 +10,7 @@ import datetime as dt
 import uuid
 
 import msgspec
-from sqlalchemy import MetaData, func, insert, select
+from sqlalchemy import MetaData, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ember_shared.events.envelope import Envelope, EventData, encode, stream_for
@@ -28,6 +28,23 @@ class Outbox:
         self.producer = producer
         self.table, _ = event_tables(metadata)
         self.channel = notify_channel(metadata.schema)
+        # The row and the wake-up of the relay in one round trip: a data-modifying CTE runs
+        # once, whatever the outer query reads. Postgres delivers the notification only if
+        # (and when) the transaction commits. Built once with bound parameters: the statement
+        # memoizes its cache key, where ``insert().values(...)`` made per event had its values
+        # walked for the key every time.
+        added = (
+            insert(self.table)
+            .values(
+                id=bindparam("id"),
+                type=bindparam("type"),
+                stream=bindparam("stream"),
+                envelope=bindparam("envelope"),
+            )
+            .returning(self.table.c.id)
+            .cte("added")
+        )
+        self._add = select(func.pg_notify(bindparam("channel"), "")).select_from(added)
 
     def envelope(self, data: EventData, *, event_id: uuid.UUID | None = None) -> Envelope:
         if not data.TYPE:
@@ -51,13 +68,13 @@ class Outbox:
         """Record ``data`` to be published once the caller's transaction commits."""
         envelope = self.envelope(data, event_id=event_id)
         await session.execute(
-            insert(self.table).values(
-                id=uuid.UUID(envelope.id),
-                type=envelope.type,
-                stream=stream_for(envelope.type),
-                envelope=encode(envelope),
-            )
+            self._add,
+            {
+                "id": uuid.UUID(envelope.id),
+                "type": envelope.type,
+                "stream": stream_for(envelope.type),
+                "envelope": encode(envelope),
+                "channel": self.channel,
+            },
         )
-        # Postgres delivers the notification only if (and when) the transaction commits.
-        await session.execute(select(func.pg_notify(self.channel, "")))
         return envelope

@@ -125,14 +125,14 @@ class StockKeeper:
         low, high = self.settings.reservation_min_ttl, self.settings.reservation_max_ttl
         if not low <= request.ttl_seconds <= high:
             raise Problem(400, "invalid-ttl", f"ttl_seconds must be between {low} and {high}.")
-        existing = await self.reservations.by_order(request.order_id)
-        if existing is not None:
-            return await self._answered(request, reservation_out(existing)), False
         now = now or dt.datetime.now(dt.UTC)
         reservation_id = new_id()
         expires_at = now + dt.timedelta(seconds=request.ttl_seconds)
+        # The insert finds a reservation of this order itself (ON CONFLICT DO NOTHING, waiting
+        # for one still being written): no read first, one round trip less for every new one.
         if not await self.reservations.insert(reservation_id, request.order_id, expires_at):
-            # Another request for this order committed first: answer its reservation.
+            # This order's reservation exists (a retry, or another request committed first):
+            # answer it unchanged.
             existing = await self.reservations.by_order(request.order_id)
             assert existing is not None
             return await self._answered(request, reservation_out(existing)), False

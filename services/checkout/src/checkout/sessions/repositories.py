@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
@@ -24,15 +24,21 @@ class Hold:
     expires_at: dt.datetime
 
 
-#: Open unexpired checkouts and live claims of a client address or an email, but for one cart's
-#: (that cart's checkout replaces them, one at a time under its cart lock). A session's units are
-#: summed here, so its line snapshot never leaves Postgres. The same statement deletes those
-#: subjects' lapsed claims (of requests that died before settling them): one round trip.
-_HOLDS = text(
+#: A start's claim written, and the open unexpired checkouts and live claims of its client
+#: address or email, but for its own cart's (that cart's checkout replaces them, one at a time
+#: under its cart lock), read: one round trip. The claim is not among the rows read (a statement
+#: sees the snapshot it started with, and its cart is left out anyway); a refusal rolls the
+#: transaction, and so the claim, back. A session's units are summed here, so its line snapshot
+#: never leaves Postgres. The same statement deletes those subjects' lapsed claims (of requests
+#: that died before settling them).
+_CLAIM = text(
     """
     WITH lapsed AS (
         DELETE FROM checkout.hold_claims
          WHERE expires_at <= :now AND (lower(email) = :email OR client_ip = :ip)
+    ), claimed AS (
+        INSERT INTO checkout.hold_claims (id, cart_id, client_ip, email, units, expires_at)
+        VALUES (:claim_id, :cart, :ip, :claim_email, :units, :claim_expires_at)
     )
     SELECT s.client_ip, lower(s.email) AS email,
            (SELECT coalesce(sum((l ->> 'quantity')::int), 0)
@@ -66,16 +72,7 @@ class HoldBudgetRepository:
             locks = ", ".join(f"pg_advisory_xact_lock(hashtextextended(:{k}, 0))" for k in keys)
             await self.session.execute(text(f"SELECT {locks}"), keys)
 
-    async def holds(
-        self, *, client_ip: str | None, email: str, other_than: uuid.UUID, now: dt.datetime
-    ) -> list[Hold]:
-        rows = await self.session.execute(
-            _HOLDS,
-            {"now": now, "cart": other_than, "email": email.lower(), "ip": client_ip},
-        )
-        return [Hold(r.client_ip, r.email, int(r.units), r.expires_at) for r in rows]
-
-    async def add_claim(
+    async def claim(
         self,
         *,
         claim_id: uuid.UUID,
@@ -84,17 +81,24 @@ class HoldBudgetRepository:
         email: str,
         units: int,
         expires_at: dt.datetime,
-    ) -> None:
-        await self.session.execute(
-            insert(HoldClaim).values(
-                id=claim_id,
-                cart_id=cart_id,
-                client_ip=client_ip,
-                email=email,
-                units=units,
-                expires_at=expires_at,
-            )
+        now: dt.datetime,
+    ) -> list[Hold]:
+        """Write the claim and answer the other holds of its subjects (see ``_CLAIM``); the
+        caller refuses by raising, which rolls the claim back with its transaction."""
+        rows = await self.session.execute(
+            _CLAIM,
+            {
+                "now": now,
+                "cart": cart_id,
+                "email": email.lower(),
+                "ip": client_ip,
+                "claim_id": claim_id,
+                "claim_email": email,
+                "units": units,
+                "claim_expires_at": expires_at,
+            },
         )
+        return [Hold(r.client_ip, r.email, int(r.units), r.expires_at) for r in rows]
 
     async def forget_lapsed(self, now: dt.datetime) -> int:
         """Every lapsed claim (each subject's are also deleted when it next checks out)."""

@@ -29,6 +29,7 @@ The rules, in order:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -400,10 +401,18 @@ class CheckoutService:
         open_rows = await self.repo.open_for_cart(cart.cart_id)
         if priced is None and open_rows:
             priced = await self._price_at(cart, address, data, claim.rates)
+        customer: asyncio.Task[str] | None = None
         if priced is None:
-            reservation, priced = await self._reserve_priced(
-                cart, address, data, claim.rates, order_id
-            )
+            # Stripe Tax's customer (the shipping address, for where the sale is taxed) needs
+            # nothing of the reservation: it is made while catalog reserves, not after it.
+            customer = self._customer_beside(order_id, email, address)
+            try:
+                reservation, priced = await self._reserve_priced(
+                    cart, address, data, claim.rates, order_id
+                )
+            except BaseException:
+                await _abandoned(customer)
+                raise
             content = _content_hash(buyer, email, address, priced)
         else:
             content = _content_hash(buyer, email, address, priced)
@@ -423,7 +432,9 @@ class CheckoutService:
                 priced=priced,
                 expires_at=expires_at,
             )
-            await self._stripe_extras(params, order_id, email, address, priced)
+            await self._stripe_extras(
+                params, order_id, email, address, priced, await customer if customer else None
+            )
             opened = await self.stripe.open_session(
                 params,
                 idempotency_key=f"ember-checkout:{priced.cart_id}:{content[:24]}:{order_id}",
@@ -431,6 +442,10 @@ class CheckoutService:
         except PaymentProviderError as exc:
             await self.upstream.release(order_id)
             raise exc.problem() from exc
+        except BaseException:
+            if customer is not None:
+                await _abandoned(customer)
+            raise
         tax = opened.amount_tax
         if opened.amount_total is not None and opened.amount_total != priced.total + tax:
             # Stripe would charge another amount than Ember records: no payment page.
@@ -605,8 +620,16 @@ class CheckoutService:
         async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
             budget = HoldBudgetRepository(session)
             await budget.lock_subjects(buyer.client_ip or "", email.lower())
-            held = await budget.holds(
-                client_ip=buyer.client_ip, email=email, other_than=cart_id, now=now
+            # Claimed in the same statement that reads the other holds; a refusal below rolls
+            # the claim back with this transaction.
+            held = await budget.claim(
+                claim_id=claim_id,
+                cart_id=cart_id,
+                client_ip=buyer.client_ip,
+                email=email,
+                units=units,
+                expires_at=now + self._claim_ttl(),
+                now=now,
             )
             for rows, most in (
                 (
@@ -629,14 +652,6 @@ class CheckoutService:
                         title="Too many open checkouts",
                         headers={"Retry-After": str(wait)},
                     )
-            await budget.add_claim(
-                claim_id=claim_id,
-                cart_id=cart_id,
-                client_ip=buyer.client_ip,
-                email=email,
-                units=units,
-                expires_at=now + self._claim_ttl(),
-            )
             rates = await Offers(session, self.settings).active_rates() if read_rates else []
         return Claim(claim_id, rates)
 
@@ -774,21 +789,7 @@ class CheckoutService:
                     },
                 }
             )
-        stripe_address = {
-            k: v
-            for k, v in {
-                "line1": address.line1,
-                "line2": address.line2,
-                "city": address.city,
-                "state": address.state,
-                "postal_code": address.postal_code,
-                "country": address.country,
-            }.items()
-            if v
-        }
-        shipping: dict[str, Any] = {"name": address.name, "address": stripe_address}
-        if address.phone:
-            shipping["phone"] = address.phone
+        shipping = _stripe_shipping(address)
         return {
             "mode": "payment",
             "line_items": line_items,
@@ -812,6 +813,22 @@ class CheckoutService:
             "expires_at": expires_at,
         }
 
+    def _customer_beside(
+        self, order_id: uuid.UUID, email: str, address: Address
+    ) -> asyncio.Task[str] | None:
+        """With Stripe Tax, the checkout's customer, being made (a task) while the caller goes
+        on. A checkout has a session at Stripe only at that customer, and a Checkout Session
+        takes no address of its own for a new customer (Stripe Checkout would ask the shopper
+        for it on its page, and compute the tax only then)."""
+        if not tax_enabled():
+            return None
+        return asyncio.create_task(
+            self.stripe.create_customer(
+                _customer_params(email, address), idempotency_key=f"ember-customer:{order_id}"
+            ),
+            name=f"stripe-customer:{order_id}",
+        )
+
     async def _stripe_extras(
         self,
         params: dict[str, Any],
@@ -819,9 +836,11 @@ class CheckoutService:
         email: str,
         address: Address,
         priced: Priced,
+        customer: str | None = None,
     ) -> None:
         """The discount as a one-off coupon of exactly Ember's amount, and Stripe Tax at a
-        customer carrying the shipping address (where Stripe Tax places the sale)."""
+        customer carrying the shipping address (where Stripe Tax places the sale): ``customer``
+        when made already, else made here."""
         if priced.discount is not None and priced.discount.amount > 0:
             coupon = await self.stripe.create_coupon(
                 stripe_coupon_params(priced.discount, priced.currency),
@@ -830,11 +849,10 @@ class CheckoutService:
             params["discounts"] = [{"coupon": coupon}]
         if not tax_enabled():
             return
-        shipping = params["payment_intent_data"]["shipping"]
-        customer = await self.stripe.create_customer(
-            {"email": email, "name": address.name, "shipping": shipping},
-            idempotency_key=f"ember-customer:{order_id}",
-        )
+        if customer is None:
+            customer = await self.stripe.create_customer(
+                _customer_params(email, address), idempotency_key=f"ember-customer:{order_id}"
+            )
         params.pop("customer_email", None)
         params["customer"] = customer
         params["automatic_tax"] = {"enabled": True}
@@ -880,6 +898,39 @@ def _may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None)
     if dt.datetime.now(dt.UTC) > (row.paid_at or row.expires_at) + REDIRECT_GRACE:
         return False
     return hmac.compare_digest(stripe_session_id.encode(), row.stripe_session_id.encode())
+
+
+def _stripe_shipping(address: Address) -> dict[str, Any]:
+    """The shipping address as Stripe takes it (on the PaymentIntent and on the customer)."""
+    stripe_address = {
+        k: v
+        for k, v in {
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "state": address.state,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        }.items()
+        if v
+    }
+    shipping: dict[str, Any] = {"name": address.name, "address": stripe_address}
+    if address.phone:
+        shipping["phone"] = address.phone
+    return shipping
+
+
+def _customer_params(email: str, address: Address) -> dict[str, Any]:
+    return {"email": email, "name": address.name, "shipping": _stripe_shipping(address)}
+
+
+async def _abandoned(customer: asyncio.Task[str] | None) -> None:
+    """A customer being made for a start that failed meanwhile: not waited for (a customer
+    nothing uses costs nothing at Stripe), and its own failure is not the start's."""
+    if customer is None:
+        return
+    customer.cancel()
+    await asyncio.gather(customer, return_exceptions=True)
 
 
 def lines_unavailable(lines: list[dict[str, Any]]) -> Problem:

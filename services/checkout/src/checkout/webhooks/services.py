@@ -74,7 +74,7 @@ class WebhookService:
     async def receive(self, payload: bytes, signature: str | None) -> Received:
         try:
             self.gateway.verify(payload, signature)
-        except (stripe.SignatureVerificationError, ValueError) as exc:
+        except (stripe.SignatureVerificationError, ValueError) as exc:  # ValueError: not UTF-8
             log.warning("webhook_refused", reason=type(exc).__name__, message=str(exc)[:200])
             raise Problem(
                 400,
@@ -180,7 +180,7 @@ class WebhookService:
         row.closed_at = now
         row.status_reason = ""
         _tax_as_charged(row, obj)
-        await settle_use(self.db, row.order_id, paid=True)
+        await _settle_use(self.db, row, paid=True)
         amount, currency = obj.get("amount_total"), str(obj.get("currency") or "").upper()
         if amount != row.total or currency != row.currency:
             note = f"Stripe charged {amount} {currency}; the checkout expected {row.total} {row.currency}."
@@ -210,7 +210,7 @@ class WebhookService:
         row.status = S.PAYMENT_FAILED.value
         row.closed_at = dt.datetime.now(dt.UTC)
         row.status_reason = "the delayed payment failed"
-        await settle_use(self.db, row.order_id, paid=False)
+        await _settle_use(self.db, row, paid=False)
         row.stripe_payment_intent_id = (
             _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
         )
@@ -223,7 +223,7 @@ class WebhookService:
         row.status = S.EXPIRED.value
         row.closed_at = dt.datetime.now(dt.UTC)
         row.status_reason = "the payment page expired unpaid"
-        await settle_use(self.db, row.order_id, paid=False)
+        await _settle_use(self.db, row, paid=False)
         await events.checkout_expired(self.db, row)
         return S.EXPIRED.value
 
@@ -307,6 +307,14 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return uuid.UUID(str(value)) if value else None
     except ValueError:
         return None
+
+
+async def _settle_use(db: AsyncSession, row: CheckoutSession, *, paid: bool) -> None:
+    """A discount code's use moves with its checkout; a checkout started without a code holds
+    none (the hold is taken only for a code, and the code is recorded on the row), so its
+    webhook skips the hold's lookup: one statement less in every plain payment's transaction."""
+    if row.discount_code:
+        await settle_use(db, row.order_id, paid=paid)
 
 
 def _append(existing: str, note: str) -> str:
