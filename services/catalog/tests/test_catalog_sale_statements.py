@@ -51,3 +51,33 @@ async def test_a_payment_sells_its_reservation_in_two_statements(
     assert "UPDATE inventory" not in sent
     assert await stock(client, kit, product["id"]) == (8, 0)
     assert await reservation_status(order_id) == "committed"
+
+
+async def test_the_lookup_reads_in_autocommit(
+    catalog_app: Litestar, client: Any, kit: Kit, service_headers: dict[str, str]
+) -> None:
+    """Cart asks once per write: its one statement runs without a transaction around it (a
+    BEGIN and a COMMIT round trip before), and answers as before."""
+    product = await kit.product(price=1850, on_hand=9)
+    engine = catalog_app.state.db_engine.sync_engine
+    seen: list[bool] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "catalog.variants" in statement and product["id"] in {
+            str(value) for value in parameters or ()
+        }:
+            seen.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", False)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = await client.post(
+            "/internal/catalog/products/lookup",
+            json={"product_ids": [product["id"]]},
+            headers=service_headers,
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 200, response.text
+    (found,) = response.json()["products"]
+    assert (found["id"], found["price"], found["available"]) == (product["id"], 1850, 9)
+    assert seen == [True]

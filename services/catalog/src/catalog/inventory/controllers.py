@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from ember_shared.auth import Principal, requires_admin, requires_service
@@ -14,6 +15,7 @@ from ember_shared.contracts.catalog import (
 )
 from ember_shared.problems import not_found
 from litestar import Controller, Response, get, post, put
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,15 @@ def provide_stock_keeper(
     db_session: AsyncSession, cache: CatalogCache, catalog_settings: CatalogSettings
 ) -> StockKeeper:
     return StockKeeper(db_session, cache, catalog_settings)
+
+
+async def provide_stock_reader(
+    state: State, cache: CatalogCache, catalog_settings: CatalogSettings
+) -> AsyncIterator[StockKeeper]:
+    """A keeper on the read path's autocommit session, for a route that only reads with one
+    statement (the lookup, once per cart write): no BEGIN and COMMIT round trips around it."""
+    async with state.catalog_reads() as session:
+        yield StockKeeper(session, cache, catalog_settings)
 
 
 class AdminInventoryController(Controller):
@@ -109,13 +120,18 @@ class InternalCatalogController(Controller):
     security = [{"ServiceToken": []}]
     dependencies = {"keeper": Provide(provide_stock_keeper, sync_to_thread=False)}
 
-    @post("/products/lookup", summary="Current price and availability of products", status_code=200)
+    @post(
+        "/products/lookup",
+        summary="Current price and availability of products",
+        status_code=200,
+        dependencies={"reader": Provide(provide_stock_reader)},
+    )
     async def lookup(
         self,
         data: LookupRequest,
-        keeper: StockKeeper,
+        reader: StockKeeper,
     ) -> LookupResponse:
-        products, variants = await keeper.lookup(data.product_ids, data.variant_ids)
+        products, variants = await reader.lookup(data.product_ids, data.variant_ids)
         return LookupResponse(products=products, variants=variants)
 
     @post(
