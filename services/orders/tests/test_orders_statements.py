@@ -62,9 +62,9 @@ async def test_checkout_started_inserts_the_order_and_reads_nothing_back(
 async def test_payment_of_a_started_order_locks_it_once_and_reads_its_items_once(
     orders_app: Litestar, deliver, db
 ) -> None:
-    """The lock (with the items, which order.paid carries), the update, the history row and
-    the deferred events (7 before: an insert that found the order first, and the items read a
-    second time for order.paid)."""
+    """The lock (with the items joined: order.paid carries them), the update, the history row
+    and the deferred events (7 before: an insert that found the order first, the items read
+    apart from the lock, and a second time for order.paid)."""
     checkout = Checkout(lines=[line(1800, 2), line(2400, 1)])
     await deliver(checkout.started())
     with statements(orders_app, checkout.order_id) as sent:
@@ -72,7 +72,6 @@ async def test_payment_of_a_started_order_locks_it_once_and_reads_its_items_once
     assert sorted(sent) == [
         "DELETE deferred_events",
         "INSERT order_status_changes",
-        "SELECT order_items",
         "SELECT orders",
         "UPDATE orders",
     ]

@@ -13,7 +13,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import Select, String, and_, cast, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from orders.models import DeferredEvent, Order, OrderItem, OrderStatusChange
 
@@ -47,15 +47,16 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def get_for_update(self, order_id: uuid.UUID) -> Order | None:
-        """The order, locked for this transaction, with its items."""
+        """The order, locked for this transaction, with its items: one statement (the items
+        joined; only the order's row is locked), where a second one read the items."""
         statement = (
             select(Order)
             .where(Order.id == order_id)
-            .options(selectinload(Order.items))
+            .options(joinedload(Order.items))
             .with_for_update(of=Order)
             .execution_options(populate_existing=True)
         )
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        return (await self.session.execute(statement)).unique().scalar_one_or_none()
 
     async def get_with_items(self, order_id: uuid.UUID) -> Order | None:
         statement = (
