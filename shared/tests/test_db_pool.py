@@ -7,6 +7,7 @@ idle timeout does."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -111,3 +112,32 @@ async def test_service_engines_ping_after_idle_instead_of_on_every_checkout(
         assert len(engine.sync_engine.pool.dispatch.checkin) == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_service_pool_keeps_the_connections_a_burst_opened(
+    ember_env: TestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The defaults, as a service gets them: 16 requests at once (the benchmark's buyers), twice.
+    # A connection the pool does not keep is closed on return and a new backend opened for the
+    # next burst, whose first statements cost Postgres several times a warm one's.
+    monkeypatch.setenv("DATABASE_URL", ember_env.database_url)
+    monkeypatch.delenv("DATABASE_POOL_SIZE", raising=False)
+    monkeypatch.delenv("DATABASE_MAX_OVERFLOW", raising=False)
+    engine = make_engine(read_service_settings("catalog"))
+    together = asyncio.Barrier(16)
+
+    async def held() -> int:
+        async with engine.connect() as connection:
+            pid = int((await connection.execute(text("select pg_backend_pid()"))).scalar_one())
+            # Each returns its connection only once all 16 hold one.
+            await together.wait()
+            return pid
+
+    try:
+        first = set(await asyncio.gather(*(held() for _ in range(16))))
+        second = set(await asyncio.gather(*(held() for _ in range(16))))
+    finally:
+        await engine.dispose()
+
+    assert len(first) == 16
+    assert second == first
