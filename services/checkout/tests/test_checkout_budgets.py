@@ -359,6 +359,33 @@ async def test_the_tax_customer_is_made_while_catalog_reserves(
     assert session["amount_total"] == body["total"]
 
 
+async def test_a_refused_reservation_drops_the_customer_being_made(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer made beside the reservation is not waited for when catalog refuses: the
+    shopper gets catalog's refusal, the claim is given back, and the next start goes through."""
+    monkeypatch.setenv("CHECKOUT_TAX", "true")
+    product_id = await world.product(on_hand=10)
+    ip = "192.0.2.202"
+
+    async def sell_out(method: str, path: str, body: bytes) -> None:
+        if path == "/internal/catalog/reservations":
+            await world.set_stock(product_id, 0)
+
+    async with interposed(world.catalog_url, sell_out) as catalog, catalog_at(world, catalog):
+        shopper = await guest_with(world, product_id, 1, ip)
+        answer = await shopper.checkout(email=f"gone-{uuid.uuid4().hex[:8]}@example.com")
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["type"].endswith("/lines-unavailable")
+    assert await claims_of(world, ip) == 0
+
+    await world.set_stock(product_id, 10)
+    shopper = await guest_with(world, product_id, 1, ip)
+    again = await shopper.checkout(email=f"back-{uuid.uuid4().hex[:8]}@example.com")
+    assert again.status_code == 201, again.text
+    assert again.json()["tax"] > 0
+
+
 @pytest.mark.usefixtures("budgets")
 async def test_a_claim_whose_request_died_lapses(world: World) -> None:
     product_id = await world.product(on_hand=10)
