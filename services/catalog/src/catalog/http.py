@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ember_shared.tracing import client_spans_off, note
 from litestar import Request, Response
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +19,11 @@ from catalog.cache import (
     with_etag,
 )
 from catalog.settings import CatalogSettings
+
+#: The request span's attribute saying how the cache answered: hit, miss (built from
+#: Postgres and stored), bypass (the benchmark's header), unusable (not trusted since a Redis
+#: outage) or unreachable (Redis failed this read).
+CACHE_OUTCOME = "ember.cache.outcome"
 
 #: Honoured only when EMBER_MODE=local: the benchmark's way to measure the uncached path.
 BYPASS_HEADER = "x-cache-bypass"
@@ -36,23 +42,32 @@ async def cached_json(request: Request[Any, Any, State], key: str, build: Build)
 
     hit = False
     if state.catalog_bypass_allowed and request.headers.get(BYPASS_HEADER) == "1":
+        outcome = "bypass"
         body, _ = await run()
         value = with_etag(body)
     elif not cache.usable:
         # Redis is away or not yet checked after an outage: Postgres answers (it is the truth).
+        outcome = "unusable"
         body, _ = await run()
         value = with_etag(body)
     else:
         try:
-            cached = await cache.get(key)
+            # The lookup is an attribute of the request's span, not a Redis span of its own:
+            # a sampled cached answer is one span (a miss still shows the build's SQL and
+            # Redis calls under the request).
+            with client_spans_off():
+                cached = await cache.get(key)
             if cached is not None:
-                value, hit = cached, True
+                outcome, value, hit = "hit", cached, True
             else:
+                outcome = "miss"
                 value = await cache.get_or_build(key, run)
         except REDIS_DOWN as exc:
+            outcome = "unreachable"
             cache.unreachable(exc)
             body, _ = await run()
             value = with_etag(body)
+    note(CACHE_OUTCOME, outcome)
     headers = cache_headers(value, hit)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and etag_of(value) in if_none_match:
