@@ -10,36 +10,27 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from cart.events import empty_paid_cart
 from cart_testkit import line_of
 from ember_devkit.testing.events import envelope
-from sqlalchemy import event
+from ember_devkit.testing.statements import statements_sent, verb
 from sqlalchemy.ext.asyncio import AsyncSession
 from test_cart_events import payment
 
 CART_TABLES = re.compile(r"\bcart\.(carts|cart_items)\b")
 
 
-@contextmanager
-def statements(cart_app: Any) -> Iterator[list[str]]:
+def statements(cart_app: Any) -> AbstractContextManager[list[str]]:
     """The statements on the cart's tables sent while the block runs (the relay's and the
     consumer's on their own tables are left out)."""
-    seen: list[str] = []
-    engine = cart_app.state.db_engine.sync_engine
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if CART_TABLES.search(statement):
-            seen.append(statement.split(None, 1)[0].upper())
+    def on_cart_tables(statement: str, _parameters: Any, _connection: Any) -> str | None:
+        return verb(statement) if CART_TABLES.search(statement) else None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return statements_sent(cart_app.state.db_engine, on_cart_tables)
 
 
 async def test_a_guests_first_add_inserts_the_cart_and_its_line_and_nothing_else(

@@ -11,8 +11,8 @@ import uuid
 from typing import Any
 
 from catalog_testkit import Kit, reserve, stock
+from ember_devkit.testing.statements import parameter_texts, statements_sent, verb
 from litestar import Litestar
-from sqlalchemy import event
 from test_catalog_stock import paid, reservation_status
 
 STOCK_TABLES = re.compile(r"\bcatalog\.(reservations|reservation_lines|inventory)\b")
@@ -28,23 +28,18 @@ async def test_a_payment_sells_its_reservation_in_two_statements(
     order_id = uuid.uuid4()
     made = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
     ours = {str(order_id), made.json()["reservation_id"], product["id"]}
-    engine = catalog_app.state.db_engine.sync_engine
-    sent: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def this_orders(statement: str, parameters: Any, _connection: Any) -> str | None:
         table = STOCK_TABLES.search(statement)
-        # This order's statements only (ids come as UUIDs or as their text).
-        if table and ours & {str(value) for value in parameters or ()}:
-            sent.append(f"{statement.split(None, 1)[0].upper()} {table.group(1)}")
+        if table and ours & parameter_texts(parameters):
+            return f"{verb(statement)} {table.group(1)}"
+        return None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(catalog_app.state.db_engine, this_orders) as sent:
         assert await deliver(paid(order_id, [(product["id"], 2)]))
         first = list(sent)
         sent.clear()
         assert await deliver(paid(order_id, [(product["id"], 2)]))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
     assert first == ["WITH reservations", "UPDATE inventory"]
     assert sent[0] == "WITH reservations"
@@ -59,25 +54,20 @@ async def test_the_lookup_reads_in_autocommit(
     """Cart asks once per write: its one statement runs without a transaction around it (a
     BEGIN and a COMMIT round trip before), and answers as before."""
     product = await kit.product(price=1850, on_hand=9)
-    engine = catalog_app.state.db_engine.sync_engine
-    seen: list[bool] = []
 
-    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "catalog.variants" in statement and product["id"] in {
-            str(value) for value in parameters or ()
-        }:
-            seen.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", False)))
+    def transaction_of_the_read(statement: str, parameters: Any, connection: Any) -> str | None:
+        if "catalog.variants" in statement and product["id"] in parameter_texts(parameters):
+            dbapi = connection.connection.dbapi_connection
+            return "autocommit" if getattr(dbapi, "autocommit", False) else "transaction"
+        return None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(catalog_app.state.db_engine, transaction_of_the_read) as seen:
         response = await client.post(
             "/internal/catalog/products/lookup",
             json={"product_ids": [product["id"]]},
             headers=service_headers,
         )
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 200, response.text
     (found,) = response.json()["products"]
     assert (found["id"], found["price"], found["available"]) == (product["id"], 1850, 9)
-    assert seen == [True]
+    assert seen == ["autocommit"]

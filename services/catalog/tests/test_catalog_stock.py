@@ -27,6 +27,7 @@ from catalog_testkit import (
     unique,
 )
 from ember_devkit.testing.events import publish
+from ember_devkit.testing.statements import parameter_texts, statements_sent, verb
 from ember_shared.events import Envelope, EventData
 from ember_shared.events.contracts import (
     Address,
@@ -37,7 +38,6 @@ from ember_shared.events.contracts import (
 )
 from ember_shared.ids import new_id
 from litestar import Litestar
-from sqlalchemy import event
 
 Client = httpx.AsyncClient
 
@@ -236,22 +236,18 @@ async def test_a_new_reservation_is_written_without_reading_for_it_first(
     new one costs no SELECT of the reservations before it; a repeat still reads the one there."""
     product = await kit.product(on_hand=10)
     order_id = uuid.uuid4()
-    engine = catalog_app.state.db_engine.sync_engine
-    statements: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def this_orders(statement: str, parameters: Any, _connection: Any) -> str | None:
         # This order's statements only (the sweeper reads reservations too, on its own clock).
-        if "catalog.reservations" in statement and str(order_id) in map(str, parameters or ()):
-            statements.append(statement.split(None, 1)[0].upper())
+        if "catalog.reservations" in statement and str(order_id) in parameter_texts(parameters):
+            return verb(statement)
+        return None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(catalog_app.state.db_engine, this_orders) as statements:
         made = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
         made_statements = list(statements)
         statements.clear()
         again = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
     assert (made.status_code, again.status_code) == (201, 200)
     assert made_statements == ["INSERT"]

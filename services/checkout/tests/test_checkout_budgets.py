@@ -25,7 +25,8 @@ from checkout.reconciliation.services import reconcile_once
 from checkout.upstream import Upstream
 from checkout_testkit import World, serve
 from ember_devkit.testing.ports import free_port
-from sqlalchemy import event, text
+from ember_devkit.testing.statements import parameter_texts, statements_sent
+from sqlalchemy import text
 
 PROBLEM = "application/problem+json"
 #: What an interposer runs before forwarding a request: (method, path, body).
@@ -186,20 +187,18 @@ async def test_the_claim_is_written_by_the_statement_that_reads_the_budget(
     """One round trip writes the claim and reads the other holds of its address and email
     (two before: the read, then the insert)."""
     product_id = await world.product(on_hand=10)
-    engine = world.apps["checkout"].state.db_engine.sync_engine
     ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
-    statements: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "checkout.hold_claims" in statement and ip in tuple(parameters or ()):
-            statements.append(" ".join(statement.split())[:60])
+    def this_addresses_claims(statement: str, parameters: Any, _connection: Any) -> str | None:
+        if "checkout.hold_claims" in statement and ip in parameter_texts(parameters):
+            return " ".join(statement.split())[:60]
+        return None
 
     shopper = await guest_with(world, product_id, 1, ip)
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(
+        world.apps["checkout"].state.db_engine, this_addresses_claims
+    ) as statements:
         response = await shopper.checkout(email=f"once-{uuid.uuid4().hex[:8]}@example.com")
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
     assert response.status_code == 201, response.text
     assert len(statements) == 1, statements

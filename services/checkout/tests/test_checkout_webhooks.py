@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from checkout_testkit import World, eventually
-from sqlalchemy import event
+from ember_devkit.testing.statements import statements_sent
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
@@ -206,17 +206,12 @@ async def test_a_plain_payment_takes_no_discount_hold_and_one_statement_per_even
     order_id = started["order_id"]
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
-    engine = world.apps["checkout"].state.db_engine.sync_engine
-    statements: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(" ".join(statement.split()))
+    def every(statement: str, _parameters: Any, _connection: Any) -> str:
+        return " ".join(statement.split())
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(world.apps["checkout"].state.db_engine, every) as statements:
         [delivery] = await world.deliver([completed["id"]])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
     assert delivery["status_code"] == 200
     assert (await world.row(order_id))["status"] == "paid"

@@ -10,33 +10,26 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
+from ember_devkit.testing.statements import statements_sent, verb
 from litestar import Litestar
 from orders_testkit import Checkout, line
-from sqlalchemy import event
 
 ORDER_TABLES = re.compile(r"\borders\.(orders|order_items|order_status_changes|deferred_events)\b")
 
 
-@contextmanager
-def statements(app: Litestar, order_id: uuid.UUID) -> Iterator[list[str]]:
+def statements(app: Litestar, order_id: uuid.UUID) -> AbstractContextManager[list[str]]:
     """``VERB table`` of each statement about ``order_id`` sent while the block runs."""
-    seen: list[str] = []
-    engine = app.state.db_engine.sync_engine
 
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+    def about_the_order(statement: str, parameters: Any, _connection: Any) -> str | None:
         table = ORDER_TABLES.search(statement)
         if table and str(order_id) in repr(parameters):
-            seen.append(f"{statement.split(None, 1)[0].upper()} {table.group(1)}")
+            return f"{verb(statement)} {table.group(1)}"
+        return None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return statements_sent(app.state.db_engine, about_the_order)
 
 
 async def test_checkout_started_inserts_the_order_and_reads_nothing_back(

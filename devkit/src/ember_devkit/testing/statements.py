@@ -1,0 +1,47 @@
+"""The statements a service's engine sends to Postgres while a block runs, for tests that count
+them per request or per event (each is a round trip and a share of the ORM's, asyncpg's and
+Postgres' work, so the counts are the write path's cost in a form that cannot drift with load)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+#: Names a statement worth counting (``None``: not one of the test's): called with the
+#: statement's text, its parameters and the connection it is sent on.
+Keep = Callable[[str, Any, Any], str | None]
+
+
+@contextmanager
+def statements_sent(engine: Any, keep: Keep) -> Iterator[list[str]]:
+    """What ``keep`` names of each statement ``engine`` (an ``AsyncEngine`` or its sync engine)
+    sends inside the block, in order. The relay, the consumers and the sweepers share the
+    engine: ``keep`` picks the test's own statements (by table, by an id among the parameters)."""
+    sent: list[str] = []
+    sync_engine = getattr(engine, "sync_engine", engine)
+
+    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        name = keep(statement, parameters, conn)
+        if name is not None:
+            sent.append(name)
+
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+
+
+def verb(statement: str) -> str:
+    """The statement's first word, upper-cased: ``SELECT``, ``INSERT``, ``WITH``..."""
+    return statement.split(None, 1)[0].upper()
+
+
+def parameter_texts(parameters: Any) -> set[str]:
+    """A statement's parameter values as text (ids come as UUIDs or as their text; asyncpg's
+    positional parameters are a sequence, a mapping gives its values)."""
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    return {str(value) for value in values}
