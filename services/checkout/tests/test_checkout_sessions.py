@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 from checkout_testkit import ADDRESS, World
+from ember_devkit.testing.statements import parameter_texts, statements_sent
 from sqlalchemy import text
 
 
@@ -340,3 +342,27 @@ async def test_a_saved_address_is_read_from_identitys_internal_route(world: Worl
     refused = await stranger.checkout(shipping_address=None, saved_address_id=saved.json()["id"])
     assert refused.status_code == 404
     assert refused.json()["type"].endswith("/not-found")
+
+
+async def test_the_status_is_read_in_autocommit(world: World) -> None:
+    """The order page polls the status until the payment is in: its one statement runs without
+    a transaction around it (a BEGIN and a COMMIT round trip before), and answers as before."""
+    shopper, _ = await world.basket(price=1850, quantity=1)
+    started = await shopper.checkout()
+    assert started.status_code == 201, started.text
+    order_id = started.json()["order_id"]
+
+    def transaction_of_the_read(statement: str, parameters: Any, connection: Any) -> str | None:
+        if "checkout.checkout_sessions" in statement and order_id in parameter_texts(parameters):
+            dbapi = connection.connection.dbapi_connection
+            return "autocommit" if getattr(dbapi, "autocommit", False) else "transaction"
+        return None
+
+    engine = world.apps["checkout"].state.db_engine
+    with statements_sent(engine, transaction_of_the_read) as seen:
+        mine = await shopper.status(order_id)
+        theirs = await world.customer().status(order_id)
+    assert mine.status_code == 200, mine.text
+    assert (mine.json()["order_id"], mine.json()["status"]) == (order_id, "open")
+    assert theirs.status_code == 404
+    assert seen == ["autocommit", "autocommit"]

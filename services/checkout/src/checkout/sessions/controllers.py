@@ -8,6 +8,7 @@ header) are refused rather than treated as a guest.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from ember_shared.auth import current_principal, requires_signed_in
@@ -61,6 +62,22 @@ async def provide_checkout_service(
         shopper_origin(request, state),
         engine=state.db_engine,
     )
+
+
+async def provide_checkout_reader(
+    state: State, request: Request[Any, Any, Any]
+) -> AsyncIterator[CheckoutService]:
+    """The service on the read session (autocommit), for a route that reads one row with one
+    statement: no BEGIN and COMMIT round trips around it, and no request transaction opened."""
+    async with state.checkout_reads() as session:
+        yield CheckoutService(
+            session,
+            state.checkout_settings,
+            state.upstream,
+            state.stripe,
+            shopper_origin(request, state),
+            engine=state.db_engine,
+        )
 
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
@@ -202,12 +219,13 @@ class CheckoutController(Controller):
             "from Stripe's verified webhook, never from the redirect."
         ),
         cache=False,
+        dependencies={"reader": Provide(provide_checkout_reader)},
     )
     async def status(
         self,
         request: Request[Any, Any, Any],
         order_id: uuid.UUID,
-        checkout: CheckoutService,
+        reader: CheckoutService,
         session_id: Annotated[
             str | None,
             Parameter(
@@ -215,5 +233,5 @@ class CheckoutController(Controller):
             ),
         ] = None,
     ) -> Response[CheckoutView]:
-        row = await checkout.view(order_id, buyer_of(request), session_id)
+        row = await reader.view(order_id, buyer_of(request), session_id)
         return Response(checkout_view(row), headers=NO_STORE)
