@@ -44,12 +44,11 @@ from ember_shared.tracing import instrument_engine, setup_tracing, span_from
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from notifier.emails.repositories import DeliveryAttemptRepository, PendingEmailRepository
+from notifier.emails.repositories import PendingEmailRepository
 from notifier.emails.sender import ResendSender, SendResult
 from notifier.emails.services import MAIL_QUEUED, mail_key, opened
 from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
 from notifier.settings import NotifierSettings, load_settings
-from notifier.suppressions.repositories import SuppressionRepository
 
 log = structlog.get_logger("notifier.worker")
 
@@ -87,6 +86,11 @@ class EmailWorker:
         self.engine = engine
         self.sender: Sender = sender or ResendSender(settings)
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # The claim and the outcome are one statement each, so each is its own transaction:
+        # without BEGIN and COMMIT around it (three round trips less each, per mail).
+        self._statements = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
         self._limit = asyncio.Semaphore(settings.concurrency)
         self.mail_key = mail_key()
@@ -104,19 +108,16 @@ class EmailWorker:
         :meth:`sending`); otherwise this returns once each claimed mail has its outcome."""
         claim_token = uuid.uuid4()
         now = dt.datetime.now(dt.UTC)
-        async with self.sessions.begin() as session:
+        async with self._statements() as session:
             claimed = await PendingEmailRepository(session=session, auto_commit=False).claim_due(
                 now=now,
                 limit=self.settings.batch_size if limit is None else limit,
                 lease_until=now + dt.timedelta(seconds=self.settings.sending_lease_s),
                 claim_token=claim_token,
             )
-            suppressed = await SuppressionRepository(
-                session=session, auto_commit=False
-            ).suppressed_among(e.to_email for e in claimed)
         if not claimed:
             return 0
-        deliveries = [self._deliver(email, claim_token, suppressed) for email in claimed]
+        deliveries = [self._deliver(email, claim_token, suppressed=flag) for email, flag in claimed]
         if wait:
             await asyncio.gather(*deliveries)
             return len(claimed)
@@ -140,10 +141,10 @@ class EmailWorker:
             log.warning("email_outcome_not_recorded", error=f"{type(exc).__name__}: {exc}")
 
     async def _deliver(
-        self, email: PendingEmail, claim_token: uuid.UUID, suppressed: set[str]
+        self, email: PendingEmail, claim_token: uuid.UUID, *, suppressed: bool
     ) -> None:
         started = dt.datetime.now(dt.UTC)
-        if email.to_email.strip().lower() in suppressed:
+        if suppressed:
             await self._finish(
                 email,
                 claim_token,
@@ -225,8 +226,11 @@ class EmailWorker:
                 else AttemptOutcome.PERMANENT_ERROR
             )
             values |= {"status": EmailStatus.DEAD.value, "last_error": result.error}
-        async with self.sessions.begin() as session:
-            await DeliveryAttemptRepository(session=session, auto_commit=False).record(
+        async with self._statements() as session:
+            kept = await PendingEmailRepository(session=session, auto_commit=False).finish_attempt(
+                email.id,
+                claim_token,
+                values,
                 {
                     "email_id": email.id,
                     "attempt": email.attempts,
@@ -236,10 +240,7 @@ class EmailWorker:
                     "status_code": result.status_code,
                     "error": result.error,
                     "provider_message_id": result.message_id,
-                }
-            )
-            kept = await PendingEmailRepository(session=session, auto_commit=False).finish(
-                email.id, claim_token, values
+                },
             )
         log.info(
             "email_attempt",

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from ember_shared.ids import new_id
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
@@ -108,8 +109,10 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
 
     async def claim_due(
         self, *, now: dt.datetime, limit: int, lease_until: dt.datetime, claim_token: uuid.UUID
-    ) -> Sequence[PendingEmail]:
-        """Take up to ``limit`` due mails for this worker.
+    ) -> list[tuple[PendingEmail, bool]]:
+        """Take up to ``limit`` due mails for this worker, each with whether its address is
+        suppressed now: one statement (on an autocommit session it is the whole claim), where
+        the claim and the suppression read were two, in a transaction of their own.
 
         ``FOR UPDATE SKIP LOCKED`` lets several workers claim at once without taking the same
         row; a row left ``sending`` by a worker that died is due again once its lease lapses.
@@ -128,6 +131,14 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
             .with_for_update(skip_locked=True)
             .cte("due")
         )
+        # Addresses are stored without spaces (ADDRESS_PATTERN) and suppressions lower-cased
+        # by the same lower() (their CHECK), so this is normalize_email's comparison.
+        suppressed = (
+            select(Suppression.id)
+            .where(Suppression.email == func.lower(PendingEmail.to_email))
+            .exists()
+            .label("suppressed")
+        )
         statement = (
             update(PendingEmail)
             .where(PendingEmail.id.in_(select(due.c.id)))
@@ -138,24 +149,49 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
                 locked_until=lease_until,
                 updated_at=now,
             )
-            .returning(PendingEmail)
+            .returning(PendingEmail, suppressed)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
-        rows = (await self.session.execute(statement)).scalars().all()
-        return sorted(rows, key=lambda row: row.next_attempt_at)
+        rows = (await self.session.execute(statement)).tuples().all()
+        return sorted(
+            ((email, bool(flag)) for email, flag in rows), key=lambda row: row[0].next_attempt_at
+        )
 
-    async def finish(
-        self, email_id: uuid.UUID, claim_token: uuid.UUID, values: dict[str, object]
+    async def finish_attempt(
+        self,
+        email_id: uuid.UUID,
+        claim_token: uuid.UUID,
+        values: dict[str, object],
+        attempt: dict[str, object],
     ) -> bool:
-        """Record the end of a claim; False when the claim had lapsed and another worker has it."""
-        statement = (
+        """Record one try (``attempt``) and the end of its claim (``values``) in one statement,
+        which on an autocommit session is the whole transaction: four round trips before.
+        False when the claim had lapsed and another worker has it (the try is recorded
+        anyway, as it was made)."""
+        recorded = (
+            insert(DeliveryAttempt)
+            .values(id=new_id(), **attempt)
+            # A lapsed claim's late answer must not fail on the number its successor used.
+            .on_conflict_do_nothing(
+                index_elements=[DeliveryAttempt.email_id, DeliveryAttempt.attempt]
+            )
+            .returning(DeliveryAttempt.id)
+            .cte("recorded")
+        )
+        finished = (
             update(PendingEmail)
             .where(PendingEmail.id == email_id, PendingEmail.claim_token == claim_token)
             .values(**values, claim_token=None, locked_until=None)
-            .execution_options(synchronize_session=False)
+            .returning(PendingEmail.id)
+            .cte("finished")
         )
-        result = await self.session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
+        # Both CTEs run whatever the outer query reads (data-modifying CTEs always do).
+        statement = select(
+            select(func.count()).select_from(finished).scalar_subquery(),
+            select(func.count()).select_from(recorded).scalar_subquery(),
+        )
+        kept, _ = (await self.session.execute(statement)).one()
+        return bool(kept)
 
     async def requeue(
         self, email_id: uuid.UUID, from_statuses: Sequence[str], now: dt.datetime
@@ -192,18 +228,3 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
         )
         result = await self.session.execute(statement)
         return int(getattr(result, "rowcount", 0))
-
-
-class DeliveryAttemptRepository(SQLAlchemyAsyncRepository[DeliveryAttempt]):
-    model_type = DeliveryAttempt
-
-    async def record(self, values: dict[str, object]) -> None:
-        statement = (
-            insert(DeliveryAttempt)
-            .values(**values)
-            # A lapsed claim's late answer must not fail on the number its successor used.
-            .on_conflict_do_nothing(
-                index_elements=[DeliveryAttempt.email_id, DeliveryAttempt.attempt]
-            )
-        )
-        await self.session.execute(statement)

@@ -1,0 +1,75 @@
+"""A mail costs the worker two statements, each its own transaction (issue 12).
+
+The claim reads each claimed address's suppression in the same statement, and the try and the
+end of the claim are written by one statement: both without BEGIN and COMMIT around them. Four
+statements before, in two transactions (eight round trips per confirmation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ember_devkit.testing.statements import statements_sent, verb
+from notifier.events import queue_order_confirmation
+from notifier.models import PendingEmail, Suppression
+from notifier.worker import EmailWorker
+from notifier_testkit import (
+    Standin,
+    attempts_of,
+    email_by_id,
+    emails_to,
+    envelope,
+    handle,
+    order_paid,
+    unique_address,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+pytestmark = pytest.mark.usefixtures("fresh")
+
+
+async def queued(engine: AsyncEngine, to: str) -> PendingEmail:
+    data = order_paid(to)
+    await handle(engine, queue_order_confirmation, envelope(data), data)
+    (email,) = await emails_to(engine, to)
+    return email
+
+
+def how_sent(statement: str, _parameters: Any, connection: Any) -> str:
+    dbapi = connection.connection.dbapi_connection
+    return f"{verb(statement)} in {'autocommit' if dbapi.autocommit else 'a transaction'}"
+
+
+async def test_a_mail_is_claimed_and_finished_in_one_statement_each(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queued(engine, to)
+
+    with statements_sent(engine, how_sent) as seen:
+        assert await worker.run_once() == 1
+
+    assert seen == ["WITH in autocommit", "WITH in autocommit"]
+    sent = await email_by_id(engine, email.id)
+    assert (sent.status, sent.attempts, sent.claim_token) == ("sent", 1, None)
+    (attempt,) = await attempts_of(engine, email.id)
+    assert (attempt.outcome, attempt.provider_message_id) == ("sent", sent.provider_message_id)
+    assert len(resend_standin.emails(to)) == 1
+
+
+async def test_the_claim_sees_a_suppression_made_after_queueing_whatever_the_case(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    to = unique_address()
+    email = await queued(engine, to.upper())
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(Suppression(email=to, reason="complaint", source="test"))
+
+    with statements_sent(engine, how_sent) as seen:
+        assert await worker.run_once() == 1
+
+    assert seen == ["WITH in autocommit", "WITH in autocommit"]
+    assert (await email_by_id(engine, email.id)).status == "suppressed"
+    assert [a.outcome for a in await attempts_of(engine, email.id)] == ["suppressed"]
+    assert resend_standin.emails(to) == resend_standin.emails(to.upper()) == []
