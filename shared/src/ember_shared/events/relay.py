@@ -118,15 +118,35 @@ class OutboxRelay:
         outbox = self.table
         failure: Exception | None = None
         async with self.engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    select(outbox.c.id, outbox.c.type, outbox.c.stream, outbox.c.envelope)
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.created_at, outbox.c.id)
-                    .limit(self.events.relay_batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            # Claimed and marked published in one statement (the lock and the mark were two
+            # round trips): the rows stay locked until the commit, and a row whose append fails
+            # is put back (published_at empty again) before it, so a row is published only if
+            # Redis took it; a pass cut short rolls the mark back with the claim.
+            claimed = (
+                select(outbox.c.id)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.created_at, outbox.c.id)
+                .limit(self.events.relay_batch)
+                .with_for_update(skip_locked=True)
+                .cte("claimed")
+            )
+            rows = sorted(
+                (
+                    await connection.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_(select(claimed.c.id)))
+                        .values(published_at=func.now(), attempts=outbox.c.attempts + 1)
+                        .returning(
+                            outbox.c.id,
+                            outbox.c.type,
+                            outbox.c.stream,
+                            outbox.c.envelope,
+                            outbox.c.created_at,
+                        )
+                    )
+                ).all(),
+                key=lambda row: (row.created_at, row.id),
+            )
             if not rows:
                 return 0
             results: list[Any]
@@ -139,24 +159,17 @@ class OutboxRelay:
                 # Which appends Redis took is unknown; the dedupe keys make the retry safe.
                 failure = exc
                 results = [exc] * len(rows)
-            now = dt.datetime.now(dt.UTC)
             sent = [
                 row.id for row, result in zip(rows, results, strict=True) if not _failed(result)
             ]
             appended = sum(1 for r in results if not _failed(r) and int(r[0]) == 1)
-            if sent:
-                await connection.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(sent))
-                    .values(published_at=now, attempts=outbox.c.attempts + 1)
-                )
             for row, result in zip(rows, results, strict=True):
                 if _failed(result):
                     failure = failure or result
                     await connection.execute(
                         update(outbox)
                         .where(outbox.c.id == row.id)
-                        .values(attempts=outbox.c.attempts + 1, last_error=_describe(result)[:2000])
+                        .values(published_at=None, last_error=_describe(result)[:2000])
                     )
         self.stats.published += appended
         self.stats.deduplicated += len(sent) - appended
