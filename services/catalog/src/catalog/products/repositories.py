@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     literal_column,
     null,
+    or_,
     select,
     text,
     true,
@@ -233,7 +234,7 @@ def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
     return values
 
 
-def _probe(query: Any, name_query: Any) -> Any:
+def _probe(query: Any, name_query: Any, wanted: Any, name: str) -> Any:
     """The matches among the table's first ``PROBE_ROWS`` products (physical order, which its
     materialized rows keep), each flagged ``named`` when its name matches (``name_query``, the
     query restricted to weight A, the name's in ``search_vector``); one scan serves both pools.
@@ -245,7 +246,8 @@ def _probe(query: Any, name_query: Any) -> Any:
     filter): testing ``PROBE_ROWS`` products for a rare word cost it up to 1 ms for nothing,
     the sample costs it ~0.1 ms. The scans must start at the table's first page:
     ``synchronize_seqscans`` is off in the search's transaction (``_SEARCH_SETTINGS``), else
-    each may start where another scan of the table is."""
+    each may start where another scan of the table is. ``wanted``: a condition without which
+    neither the sample nor the probe is read (a one-time filter, tested first)."""
     sample = select(Product.active, Product.search_vector).limit(PROBE_SAMPLE).subquery("sample")
     sampled = (
         select(func.count())
@@ -260,8 +262,8 @@ def _probe(query: Any, name_query: Any) -> Any:
     )
     return (
         select(head.c.id, head.c.search_vector.op("@@")(name_query).label("named"))
-        .where(common, head.c.active, head.c.search_vector.op("@@")(query))
-        .cte("probe")
+        .where(wanted, common, head.c.active, head.c.search_vector.op("@@")(query))
+        .cte(name)
         .prefix_with("MATERIALIZED")
     )
 
@@ -468,13 +470,7 @@ class ProductReads:
     ) -> tuple[Sequence[Row[Any]], int]:
         shape = tuple(len(plan.fuzzy.get(word, [])) for word in plan.words)
         values = _search_values(plan, limit, offset)
-        rows, total = await self._search(_search_statements(shape, "&&"), values, offset)
-        if total == 0 and len(shape) > 1 and not plan.sku:
-            # No product has every word: fall back to products with any of them, ranked. Not
-            # for one token of several words ("ETH-YIRG-ES-1KG", a SKU no variant has, or no
-            # longer sells): a fragment of a code ("es") is not what was looked for.
-            rows, total = await self._search(_search_statements(shape, "||"), values, offset)
-        return rows, total
+        return await self._search(_search_statements(shape), values, offset)
 
     async def _search(
         self, statements: tuple[Select[Any], Select[Any]], values: dict[str, Any], offset: int
@@ -506,15 +502,20 @@ _SEARCH_SETTINGS = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[Any], Select[Any]]:
-    """A search page's query and its count's, for queries of one shape (how many words, how
-    many typo alternatives each; the words are bound at execution), built once.
-
-    The cost is bounded: at most ``SEARCH_CANDIDATES`` matches are ranked (a word every
-    product has would otherwise rank the catalog), only the page's ones are joined to their
-    category, stock and picture, and the total is the number of ranked matches (what can be
-    paged through)."""
+def _matches(
+    shape: tuple[int, ...],
+    operator: str,
+    *,
+    exact_query: Any,
+    sku_match: Any,
+    sku: Any,
+    wanted: Any,
+) -> tuple[list[Any], Any]:
+    """The pools of a query whose words are joined by ``operator`` (``&&``: every word, and the
+    product selling the SKU typed; ``||``: any word), each a select of (id, rank, lower(name)),
+    and the count of its matches (the total of a page past the ranked ones). ``wanted``: a
+    condition without which no pool is read (a one-time filter)."""
+    suffix = "" if operator == "&&" else "_any"
     # Each query is built once per execution (an InitPlan), not once per row it is tested on or
     # ranks: the statement runs as a generic plan, where ``to_tsquery`` of a bound value is no
     # constant, and would otherwise be parsed and stemmed again for every candidate row.
@@ -524,11 +525,6 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
     name_query = select(
         _combine([_group(i, n, _NAME) for i, n in enumerate(shape)], operator)
     ).scalar_subquery()
-    exact_query = select(_combine([_typed(i) for i in range(len(shape))], "||")).scalar_subquery()
-    # Null unless the query can be a SKU: a null tsquery matches nothing, through no index.
-    sku = bindparam("sku", type_=Text)
-    sku_query = select(case((sku == "", null()), else_=cast(sku, TSQUERY))).scalar_subquery()
-    sku_match = Product.search_vector.op("@@")(sku_query)
     # Words as typed rank above the typo-corrected alternatives they were widened with; the
     # product whose variant has the very SKU typed ranks above all.
     rank = (
@@ -536,12 +532,11 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
         + 2 * func.ts_rank_cd(Product.search_vector, exact_query)
         + case((sku_match, SKU_RANK), else_=0)
     )
-    where = and_(Product.active, Product.search_vector.op("@@")(query))
     # Candidates: the first matches the index yields, and first those whose name matches
     # (their own index), so a broad query still ranks the products named after it.
     # What each pool yields: the product and its rank, computed where its row is read.
     ranked = (Product.id, rank.label("rank"), func.lower(Product.name).label("sort_name"))
-    probe = _probe(query, name_query)
+    probe = _probe(query, name_query, wanted, f"probe{suffix}")
     probe_named = select(func.count()).select_from(probe).where(probe.c.named).scalar_subquery()
     by_name = (
         _first_matches(
@@ -550,9 +545,9 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
             columns=ranked,
             probed=select(probe.c.id).where(probe.c.named).limit(SEARCH_CANDIDATES),
             covered=probe_named >= SEARCH_CANDIDATES,
-            wanted=true(),
+            wanted=wanted,
         )
-        .cte("by_name")
+        .cte(f"by_name{suffix}")
         .prefix_with("MATERIALIZED")
     )
     # Other matches only when fewer than SEARCH_CANDIDATES products are named after the
@@ -567,13 +562,53 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
         columns=ranked,
         probed=select(probe.c.id).limit(SEARCH_CANDIDATES),
         covered=probe_all >= SEARCH_CANDIDATES,
-        wanted=named_few,
+        wanted=and_(wanted, named_few),
     )
-    # A SKU's lexeme is in one product's vector (SKUs are unique): one GIN lookup, and none
-    # at all when the query cannot be a SKU.
-    by_sku = select(*ranked).where(sku != "", Product.active, sku_match).limit(1)
+    pools = [select(by_name), anywhere]
+    if operator == "&&":
+        # A SKU's lexeme is in one product's vector (SKUs are unique): one GIN lookup, and
+        # none at all when the query cannot be a SKU.
+        pools.append(select(*ranked).where(sku != "", Product.active, sku_match).limit(1))
+    matches = (
+        select(Product.id)
+        .where(Product.active, Product.search_vector.op("@@")(query))
+        .limit(SEARCH_CANDIDATES)
+        .subquery(f"matches{suffix}")
+    )
+    return pools, select(func.count()).select_from(matches).scalar_subquery()
+
+
+@functools.lru_cache(maxsize=256)
+def _search_statements(shape: tuple[int, ...]) -> tuple[Select[Any], Select[Any]]:
+    """A search page's query and its count's, for queries of one shape (how many words, how
+    many typo alternatives each; the words are bound at execution), built once.
+
+    The products with every word; when none has them all (and the query is several words,
+    not one token that can be a SKU), those with any, ranked: in the same statement, whose
+    second part's pools are one-time filtered off when the first found a product, so a query
+    no product matches in full costs one round trip and one plan, not two. A token that can
+    be a SKU ("ETH-YIRG-ES-1KG", a SKU no variant has, or no longer sells) falls back to
+    nothing: a fragment of a code ("es") is not what was looked for.
+
+    The cost is bounded: at most ``SEARCH_CANDIDATES`` matches are ranked (a word every
+    product has would otherwise rank the catalog), only the page's ones are joined to their
+    category, stock and picture, and the total is the number of ranked matches (what can be
+    paged through)."""
+    exact_query = select(_combine([_typed(i) for i in range(len(shape))], "||")).scalar_subquery()
+    # Null unless the query can be a SKU: a null tsquery matches nothing, through no index.
+    sku = bindparam("sku", type_=Text)
+    sku_query = select(case((sku == "", null()), else_=cast(sku, TSQUERY))).scalar_subquery()
+    sku_match = Product.search_vector.op("@@")(sku_query)
+    common = {"exact_query": exact_query, "sku_match": sku_match, "sku": sku}
+    every, every_count = _matches(shape, "&&", wanted=true(), **common)
     # A product in two pools has the same rank in both (one expression): UNION keeps one.
-    hits = union(select(by_name), anywhere, by_sku).cte("hits").prefix_with("MATERIALIZED")
+    hits = union(*every).cte("hits").prefix_with("MATERIALIZED")
+    count = every_count
+    if len(shape) > 1:
+        found = select(func.count()).select_from(hits).scalar_subquery()
+        any_word, any_count = _matches(shape, "||", wanted=and_(sku == "", found == 0), **common)
+        hits = union(select(hits), *any_word).cte("answer").prefix_with("MATERIALIZED")
+        count = case((or_(sku != "", every_count > 0), every_count), else_=any_count)
     page = (
         select(hits.c.id, hits.c.rank)
         .order_by(hits.c.rank.desc(), hits.c.sort_name, hits.c.id)
@@ -596,8 +631,7 @@ def _search_statements(shape: tuple[int, ...], operator: str) -> tuple[Select[An
         .join(page, page.c.id == Product.id)
         .order_by(page.c.rank.desc(), func.lower(Product.name), Product.id)
     )
-    matches = select(Product.id).where(where).limit(SEARCH_CANDIDATES).subquery()
-    return stmt, select(func.count()).select_from(matches)
+    return stmt, select(count)
 
 
 class ProductRepository(SQLAlchemyAsyncRepository[Product]):
