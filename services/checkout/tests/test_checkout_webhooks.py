@@ -6,12 +6,13 @@ them, so checkout's real verification code runs on each.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 from checkout_testkit import World, eventually
-from ember_devkit.testing.statements import statements_sent
+from ember_devkit.testing.statements import statements_sent, verb
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
@@ -221,6 +222,52 @@ async def test_a_plain_payment_takes_no_discount_hold_and_one_statement_per_even
     assert len(written) == 1
     assert "pg_notify" in written[0]
     assert not [s for s in statements if s.startswith("SELECT pg_notify")]
+
+
+async def test_a_payment_is_claimed_with_its_outcome_in_one_statement(world: World) -> None:
+    """A Checkout Session's event locks its row first, so its claim is written with the outcome
+    and the checkout it moved: no second statement on ``provider_events`` to record them (an
+    INSERT and an UPDATE before). Deliveries of the same event at once still pay once."""
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+
+    def on_provider_events(statement: str, _parameters: Any, _connection: Any) -> str | None:
+        return verb(statement) if "checkout.provider_events" in statement else None
+
+    with statements_sent(world.apps["checkout"].state.db_engine, on_provider_events) as sent:
+        [delivery] = await world.deliver([completed["id"]])
+
+    assert delivery["status_code"] == 200
+    assert httpx.Response(200, text=delivery["body"]).json()["outcome"] == "paid"
+    assert sent == ["INSERT"]
+    [claimed] = await world.provider_events(completed["id"])
+    row = await world.row(order_id)
+    assert (claimed["outcome"], claimed["checkout_session_id"]) == ("paid", row["id"])
+    assert row["status"] == "paid"
+
+    # The same event again, several at once: each waits for the row, finds it claimed.
+    again = await asyncio.gather(*(world.deliver([completed["id"]]) for _ in range(4)))
+    bodies = [httpx.Response(200, text=d["body"]).json() for [d] in again]
+    assert [b["duplicate"] for b in bodies] == [True] * 4
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+
+
+async def test_concurrent_first_deliveries_pay_once(world: World) -> None:
+    started = await _started(world, held=True)
+    order_id = started["order_id"]
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+
+    deliveries = await asyncio.gather(*(world.deliver([completed["id"]]) for _ in range(4)))
+
+    bodies = [httpx.Response(200, text=d["body"]).json() for [d] in deliveries]
+    assert sorted(b["duplicate"] for b in bodies) == [False, True, True, True]
+    assert [b["outcome"] for b in bodies if not b["duplicate"]] == ["paid"]
+    assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+    [claimed] = await world.provider_events(completed["id"])
+    assert claimed["outcome"] == "paid"
 
 
 async def test_unsigned_garbage_is_a_problem(world: World) -> None:

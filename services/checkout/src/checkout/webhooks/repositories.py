@@ -17,9 +17,17 @@ class ProviderEventRepository(SQLAlchemyAsyncRepository[ProviderEvent]):
     id_attribute = "event_id"
 
     async def claim(
-        self, event_id: str, type_: str, object_id: str, created: dt.datetime | None
+        self,
+        event_id: str,
+        type_: str,
+        object_id: str,
+        created: dt.datetime | None,
+        *,
+        outcome: str = "",
+        checkout_session_id: uuid.UUID | None = None,
     ) -> bool:
-        """Record the event id; False when it was recorded before (a redelivery).
+        """Record the event id (with its ``outcome`` when known already); False when it was
+        recorded before (a redelivery).
 
         A concurrent delivery of the same event waits on the unique index until this
         transaction ends, then finds it recorded: an event's effect happens once.
@@ -32,7 +40,8 @@ class ProviderEventRepository(SQLAlchemyAsyncRepository[ProviderEvent]):
                 type=type_,
                 object_id=object_id,
                 stripe_created=created,
-                outcome="",
+                outcome=outcome[:300],
+                checkout_session_id=checkout_session_id,
             )
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(ProviderEvent.event_id)

@@ -44,6 +44,10 @@ HANDLED_TYPES = frozenset(
 )
 
 
+#: A Checkout Session's own events: the row they move is found by the session's id.
+SESSION_TYPES = frozenset(t for t in HANDLED_TYPES if t.startswith("checkout.session."))
+
+
 class EventData(msgspec.Struct):
     object: dict[str, Any]
 
@@ -111,6 +115,8 @@ class WebhookService:
 
     async def _receive(self, event: StripeEvent, obj: dict[str, Any]) -> Received:
         created = dt.datetime.fromtimestamp(event.created, dt.UTC) if event.created else None
+        if event.type in SESSION_TYPES and not concerns_subscriptions(event.type, obj):
+            return await self._receive_for_session(event, obj, created)
         if not await self.provider_events.claim(
             event.id, event.type, str(obj.get("id", ""))[:255], created
         ):
@@ -131,6 +137,39 @@ class WebhookService:
             return Received(event.id, duplicate=False, outcome=outcome)
         row, outcome = await self._apply(event.type, obj)
         await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
+        return self._handled(event, row, outcome)
+
+    async def _receive_for_session(
+        self, event: StripeEvent, obj: dict[str, Any], created: dt.datetime | None
+    ) -> Received:
+        """A Checkout Session's event (every payment's): the session's row is locked first, so
+        the move it makes is known before the event is claimed, and the claim is written with
+        its outcome: no second statement to record it. A redelivery waits for the row's lock
+        held by the first delivery, then finds the event claimed and changes nothing (the row
+        is only changed after the claim)."""
+        row = await self.sessions.lock_by_stripe_session(str(obj.get("id", "")))
+        foreseen = (
+            _outcome(row, _target(event.type, obj))
+            if row is not None
+            else "ignored: not a session of ours"
+        )
+        if not await self.provider_events.claim(
+            event.id,
+            event.type,
+            str(obj.get("id", ""))[:255],
+            created,
+            outcome=foreseen,
+            checkout_session_id=row.id if row is not None else None,
+        ):
+            log.info("webhook_duplicate", event_id=event.id, type=event.type)
+            return Received(event.id, duplicate=True, outcome="duplicate")
+        outcome = await self._move(event.type, row, obj) if row is not None else foreseen
+        if outcome != foreseen:  # the row is locked: nothing can move it in between
+            log.error("webhook_outcome_differs", event_id=event.id, foreseen=foreseen, got=outcome)
+            await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
+        return self._handled(event, row, outcome)
+
+    def _handled(self, event: StripeEvent, row: CheckoutSession | None, outcome: str) -> Received:
         log.info(
             "webhook_handled",
             event_id=event.id,
@@ -148,20 +187,22 @@ class WebhookService:
         row = await self.sessions.lock_by_stripe_session(str(obj.get("id", "")))
         if row is None:
             return None, "ignored: not a session of ours"
-        if type_ == "checkout.session.completed":
-            if obj.get("payment_status") in ("paid", "no_payment_required"):
-                return row, await self._paid(row, obj)
-            return row, await self._pending(row, obj)
-        if type_ == "checkout.session.async_payment_succeeded":
-            return row, await self._paid(row, obj)
-        if type_ == "checkout.session.async_payment_failed":
-            return row, await self._failed(row, obj)
-        return row, await self._expired(row)
+        return row, await self._move(type_, row, obj)
+
+    async def _move(self, type_: str, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        target = _target(type_, obj)
+        if target is S.PAID:
+            return await self._paid(row, obj)
+        if target is S.PAYMENT_PENDING:
+            return await self._pending(row, obj)
+        if target is S.PAYMENT_FAILED:
+            return await self._failed(row, obj)
+        return await self._expired(row)
 
     # --- transitions ----------------------------------------------------------------------
 
     def _ignored(self, row: CheckoutSession, target: S) -> str:
-        return f"ignored: {row.status} does not move to {target.value}"
+        return _ignored(row, target)
 
     async def _paid(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
         if not may_move(row.status, S.PAID):
@@ -264,6 +305,27 @@ class WebhookService:
         row.status_reason = f"{row.amount_refunded} of {row.total} refunded"
         await events.payment_refunded(self.db, row)
         return row, target.value
+
+
+def _target(type_: str, obj: dict[str, Any]) -> S:
+    """Where a Checkout Session's event moves its checkout (``type_`` one of SESSION_TYPES)."""
+    if type_ == "checkout.session.completed":
+        paid = obj.get("payment_status") in ("paid", "no_payment_required")
+        return S.PAID if paid else S.PAYMENT_PENDING
+    if type_ == "checkout.session.async_payment_succeeded":
+        return S.PAID
+    if type_ == "checkout.session.async_payment_failed":
+        return S.PAYMENT_FAILED
+    return S.EXPIRED
+
+
+def _outcome(row: CheckoutSession, target: S) -> str:
+    """What moving ``row`` to ``target`` answers (each transition says the same)."""
+    return target.value if may_move(row.status, target) else _ignored(row, target)
+
+
+def _ignored(row: CheckoutSession, target: S) -> str:
+    return f"ignored: {row.status} does not move to {target.value}"
 
 
 def _tax_as_charged(row: CheckoutSession, obj: dict[str, Any]) -> None:
