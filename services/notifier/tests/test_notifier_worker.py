@@ -552,3 +552,26 @@ def test_empty_settings_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> No
     real = NotifierSettings()
     assert real.resend_api_url == "https://api.resend.com"
     assert not real.uses_standin
+
+
+def test_the_worker_process_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the services do under uvicorn: asyncio's own loop spent a third of the worker's CPU
+    # per mail in its socket writes.
+    import uvloop
+    from notifier import worker as worker_module
+
+    loops: list[object] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    monkeypatch.setattr(worker_module, "serve", serve)
+    # The tests' own policy (the plugin's) is uvloop's: the process starts with asyncio's.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        worker_module.main()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    assert len(loops) == 1
+    assert isinstance(loops[0], uvloop.Loop)
