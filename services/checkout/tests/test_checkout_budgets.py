@@ -207,6 +207,33 @@ async def test_the_claim_is_written_by_the_statement_that_reads_the_budget(
     assert await claims_of(world, ip) == 0
 
 
+async def test_the_claim_is_settled_by_the_read_of_the_carts_open_sessions(
+    world: World,
+) -> None:
+    """The request's transaction deletes the start's claim in the statement that reads the
+    cart's open sessions (a statement of its own before); a repeat of the open checkout settles
+    its claim the same way. Either way no claim is left once the answer is given."""
+    product_id = await world.product(on_hand=10)
+    ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+
+    def on_claims(statement: str, _parameters: Any, _connection: Any) -> str | None:
+        flat = " ".join(statement.split())
+        return flat[:70] if "checkout.hold_claims" in flat else None
+
+    shopper = await guest_with(world, product_id, 1, ip)
+    email = f"settle-{uuid.uuid4().hex[:8]}@example.com"
+    with statements_sent(world.apps["checkout"].state.db_engine, on_claims) as statements:
+        first = await shopper.checkout(email=email)
+        again = await shopper.checkout(email=email)
+
+    assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
+    assert again.json()["order_id"] == first.json()["order_id"]
+    assert not [s for s in statements if s.startswith("DELETE FROM checkout.hold_claims")]
+    settled = [s for s in statements if s.startswith("WITH dropped_claim AS (DELETE")]
+    assert len(settled) == 2, statements
+    assert await claims_of(world, ip) == 0
+
+
 async def guest_with(world: World, product_id: uuid.UUID, quantity: int, ip: str) -> Any:
     shopper = world.guest()
     shopper.http.headers["X-Forwarded-For"] = ip

@@ -120,7 +120,13 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             {"key": f"checkout:cart:{cart_id}"},
         )
 
-    async def open_for_cart(self, cart_id: uuid.UUID) -> list[CheckoutSession]:
+    async def open_for_cart(
+        self, cart_id: uuid.UUID, *, dropping_claim: uuid.UUID | None = None
+    ) -> list[CheckoutSession]:
+        """The cart's open sessions; ``dropping_claim``: the start's budget claim is deleted by
+        the same statement (a data-modifying CTE). It is deleted in the transaction that writes
+        the session row (or answers the one open), so other starts see the claim until that
+        commits and the row from then on; a failed start rolls the deletion back with it."""
         statement = (
             select(CheckoutSession)
             .where(
@@ -130,6 +136,10 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             .order_by(CheckoutSession.created_at.desc())
             .execution_options(populate_existing=True)
         )
+        if dropping_claim is not None:
+            statement = statement.add_cte(
+                delete(HoldClaim).where(HoldClaim.id == dropping_claim).cte("dropped_claim")
+            )
         return list((await self.session.execute(statement)).scalars())
 
     async def by_order_id(self, order_id: uuid.UUID) -> CheckoutSession | None:

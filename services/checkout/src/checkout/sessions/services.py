@@ -395,10 +395,11 @@ class CheckoutService:
         """``priced``: the cart priced already (with a discount code); None: priced here, by the
         reservation itself when the cart has no open checkout (one call to catalog), else by a
         lookup first (whether the open one is this very checkout depends on the prices)."""
-        budget = HoldBudgetRepository(self.db)
         assert cart.cart_id is not None
         await self.repo.lock_cart(cart.cart_id)
-        open_rows = await self.repo.open_for_cart(cart.cart_id)
+        # The claim goes with the same round trip: it is settled by this transaction either way
+        # (the session row written, or the open one answered).
+        open_rows = await self.repo.open_for_cart(cart.cart_id, dropping_claim=claim.id)
         if priced is None and open_rows:
             priced = await self._price_at(cart, address, data, claim.rates)
         customer: asyncio.Task[str] | None = None
@@ -418,7 +419,6 @@ class CheckoutService:
             content = _content_hash(buyer, email, address, priced)
             existing = await self._settle_open_sessions(open_rows, content)
             if existing is not None:
-                await budget.drop_claim(claim.id)
                 return existing, False
             reservation = await self._reserve(order_id, priced)
         row_id = new_id()
@@ -489,9 +489,9 @@ class CheckoutService:
                 checkout_url=opened.url,
             )
             # The INSERT's RETURNING brings the server's defaults back: no reading it again.
+            # The session row counts against the budget from this commit on, the claim (deleted
+            # with the open sessions' read) no more.
             await self.repo.add(row, auto_refresh=False)
-            # The session row counts against the budget from this commit on, the claim no more.
-            await budget.drop_claim(claim.id)
             await events.checkout_started(self.db, row)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
