@@ -13,12 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from catalog.models import Product
 from catalog.products import repositories
 from catalog.products.services import ProductCatalog
 from catalog_testkit import Kit, unique
 from ember_devkit.testing.statements import statements_sent
 from litestar import Litestar
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PLANS = text(
@@ -131,7 +132,9 @@ def _probed(ran: list[dict[str, Any]]) -> list[str]:
     return sorted(n["Alias"] for n in ran if n.get("Alias") in ("sample", "head"))
 
 
-async def _executed(session: AsyncSession, word: str) -> list[dict[str, Any]]:
+async def _executed(
+    session: AsyncSession, word: str, *, verbose: bool = False
+) -> list[dict[str, Any]]:
     """The plan nodes that ran for a search of ``word``, as the app runs it (generic plan)."""
     page, _ = repositories._search_statements((0,))
     values = repositories._search_values(repositories.SearchPlan([word], {}), 20, 0)
@@ -141,7 +144,7 @@ async def _executed(session: AsyncSession, word: str) -> list[dict[str, Any]]:
     driver = await _driver(session)
     async with repositories.ProductReads(session).generic_plans():
         found = await driver.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string,
+            f"EXPLAIN (ANALYZE, VERBOSE {verbose}, FORMAT JSON) " + compiled.string,
             *(bound[name] for name in compiled.positiontup or ()),
         )
     plan = (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
@@ -230,3 +233,39 @@ async def test_a_query_no_product_has_in_full_is_answered_by_one_statement(
     body, sent = await search(f"{third} {fourth}", page=2)
     assert (body["items"], body["total"]) == ([], 2)
     assert sent == ["page", "count"]
+
+
+async def test_a_word_that_is_its_own_stem_is_one_term_of_the_query_ranked_once(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit
+) -> None:
+    """A typed word is matched both stemmed and as typed; when the stem is the word itself the
+    two are one term (twice, a GIN index scan gathered the prefix's matches twice and the
+    ranking walked a query twice its size). A query with no typo alternatives is its words as
+    typed: its rank is computed once, and is the same sum."""
+    word = "zq" + uuid.uuid4().hex[:8]
+    product = await kit.product(name=f"{word} Reserve", description=f"More {word}.")
+    values = repositories._search_values(repositories.SearchPlan([word, "coffees"], {}), 20, 0)
+    terms = select(func.numnode(repositories._typed(0)), func.numnode(repositories._typed(1)))
+    async with catalog_app.state.catalog_reads() as session:
+        # "zq...:*" once; "coffe:* | 'coffees':*", two terms and their "|".
+        assert tuple((await session.execute(terms, values)).one()) == (1, 3)
+        ran = await _executed(session, word, verbose=True)
+        (rank,) = [
+            output
+            for node in ran
+            for output in node.get("Output", [])
+            if "ts_rank_cd" in output and node.get("Relation Name") == "products"
+        ][:1]
+        # Ranked by one call when the query is its words as typed (a one-time test).
+        assert rank.startswith("(CASE WHEN $"), rank
+        assert "THEN ('3'::double precision * ts_rank_cd(" in rank, rank
+        rows, _ = await repositories.ProductReads(session).search(
+            repositories.SearchPlan([word], {}), limit=20, offset=0
+        )
+        query = func.to_tsquery(repositories._ENGLISH, f"{word}:*")
+        expected = await session.scalar(
+            select(3 * func.ts_rank_cd(Product.search_vector, query)).where(
+                Product.id == uuid.UUID(product["id"])
+            )
+        )
+    assert [(row.id, row.rank) for row in rows] == [(uuid.UUID(product["id"]), expected)]
