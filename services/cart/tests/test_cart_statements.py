@@ -128,3 +128,29 @@ async def test_resolving_a_guest_cart_for_checkout_is_one_statement(browsers, ca
     async with AsyncSession(cart_app.state.db_engine) as session, session.begin():
         await empty_paid_cart(envelope(data), data, session)
     assert await resolve(guest.cart_cookie) == {"cart_id": None, "lines": []}
+
+
+async def test_a_guest_carts_resolve_reads_in_autocommit(browsers, catalog, cart_app):
+    """Its one statement runs without a transaction around it (a BEGIN and a COMMIT round trip
+    before); a signed-in shopper's resolve, which may merge, stays in the request's transaction
+    (test_cart_merge)."""
+    a = catalog.add()
+    guest = browsers()
+    await guest.add(a, 3)
+    headers = {"X-Service-Token": os.environ["INTERNAL_SERVICE_TOKEN"]}
+
+    def transaction_of_the_read(statement: str, _parameters: Any, connection: Any) -> str | None:
+        if CART_TABLES.search(statement):
+            dbapi = connection.connection.dbapi_connection
+            return "autocommit" if getattr(dbapi, "autocommit", False) else "transaction"
+        return None
+
+    with statements_sent(cart_app.state.db_engine, transaction_of_the_read) as seen:
+        answer = await browsers().client.post(
+            "/internal/cart/resolve",
+            json={"user_id": None, "cart_token": guest.cart_cookie},
+            headers=headers,
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["lines"] == [{"product_id": str(a), "variant_id": str(a), "quantity": 3}]
+    assert seen == ["autocommit"]
