@@ -7,6 +7,8 @@ statements before, in two transactions (eight round trips per confirmation).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,7 +26,9 @@ from notifier_testkit import (
     order_paid,
     unique_address,
 )
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 pytestmark = pytest.mark.usefixtures("fresh")
 
@@ -34,6 +38,16 @@ async def queued(engine: AsyncEngine, to: str) -> PendingEmail:
     await handle(engine, queue_order_confirmation, envelope(data), data)
     (email,) = await emails_to(engine, to)
     return email
+
+
+@contextmanager
+def _orm_executions(worker: EmailWorker, record: Callable[[Any], None]) -> Iterator[None]:
+    """``record`` sees each ORM statement the worker's sessions execute (the claim)."""
+    event.listen(Session, "do_orm_execute", record)
+    try:
+        yield
+    finally:
+        event.remove(Session, "do_orm_execute", record)
 
 
 def how_sent(statement: str, _parameters: Any, connection: Any) -> str:
@@ -73,3 +87,25 @@ async def test_the_claim_sees_a_suppression_made_after_queueing_whatever_the_cas
     assert (await email_by_id(engine, email.id)).status == "suppressed"
     assert [a.outcome for a in await attempts_of(engine, email.id)] == ["suppressed"]
     assert resend_standin.emails(to) == resend_standin.emails(to.upper()) == []
+
+
+async def test_every_pass_runs_the_one_claim_built_once(
+    engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
+) -> None:
+    # Every pass of every worker (each queued mail, each idle poll) claims: building the claim
+    # and walking it for its cache key each time was half of an idle worker's CPU.
+    claims: list[Any] = []
+
+    def record(state: Any) -> None:
+        if state.is_update:
+            claims.append(state.statement)
+
+    await queued(engine, unique_address())
+    await queued(engine, unique_address())
+    with _orm_executions(worker, record):
+        assert await worker.run_once(limit=1) == 1
+        assert await worker.run_once(limit=1) == 1
+        assert await worker.run_once(limit=1) == 0
+
+    assert len(claims) == 3
+    assert all(claim is claims[0] for claim in claims)
