@@ -256,6 +256,54 @@ async def test_a_new_reservation_is_written_without_reading_for_it_first(
     assert await stock(client, kit, product["id"]) == (10, 2)
 
 
+async def test_each_line_is_held_and_written_by_one_statement(
+    catalog_app: Litestar, client: Client, kit: Kit, service_headers: dict[str, str]
+) -> None:
+    """A line's stock is held and its reservation line written by the same statement (a
+    data-modifying CTE): N statements for N lines (N + 1 before: the lines' INSERT after the
+    holds). A refused line still leaves nothing held and no line written."""
+    first, second = await kit.product(on_hand=10), await kit.product(on_hand=5)
+    ids = {first["id"], second["id"]}
+    order_id = uuid.uuid4()
+
+    def these_lines(statement: str, parameters: Any, _connection: Any) -> str | None:
+        touches = "catalog.inventory" in statement or "catalog.reservation_lines" in statement
+        if touches and ids & parameter_texts(parameters):
+            return verb(statement)
+        return None
+
+    with statements_sent(catalog_app.state.db_engine, these_lines) as statements:
+        made = await reserve(
+            client, service_headers, [(first["id"], 2), (second["id"], 1)], order_id=order_id
+        )
+
+    assert made.status_code == 201, made.text
+    assert statements == ["WITH", "WITH"]
+    written = await query(
+        "SELECT l.product_id::text, l.quantity FROM catalog.reservation_lines l"
+        " JOIN catalog.reservations r ON r.id = l.reservation_id WHERE r.order_id = :o",
+        o=order_id,
+    )
+    assert sorted((row["product_id"], row["quantity"]) for row in written) == sorted(
+        [(first["id"], 2), (second["id"], 1)]
+    )
+    assert await stock(client, kit, first["id"]) == (10, 2)
+    assert await stock(client, kit, second["id"]) == (5, 1)
+
+    refused_order = uuid.uuid4()
+    refused = await reserve(
+        client, service_headers, [(first["id"], 1), (second["id"], 9)], order_id=refused_order
+    )
+    assert refused.status_code == 409, refused.text
+    assert await stock(client, kit, first["id"]) == (10, 2)
+    left = await query(
+        "SELECT count(*) FROM catalog.reservation_lines l JOIN catalog.reservations r"
+        " ON r.id = l.reservation_id WHERE r.order_id = :o",
+        o=refused_order,
+    )
+    assert left[0]["count"] == 0
+
+
 async def test_two_hundred_concurrent_reservations_for_fifty_units(
     client: Client, kit: Kit, service_headers: dict[str, str]
 ) -> None:

@@ -140,7 +140,7 @@ class StockKeeper:
         short: list[tuple[uuid.UUID, uuid.UUID, int]] = []
         flipped: list[uuid.UUID] = []
         for variant_id, product_id, quantity in lines:
-            stock = await self.inventory.reserve(variant_id, product_id, quantity)
+            stock = await self.inventory.reserve(variant_id, product_id, quantity, reservation_id)
             if stock is None:
                 short.append((variant_id, product_id, quantity))
             elif self._flipped(stock.available + quantity, stock):
@@ -168,7 +168,6 @@ class StockKeeper:
                     )
                 ),
             )
-        await self.reservations.add_lines(reservation_id, lines)
         self._stale(flipped)
         made = ReservationOut(
             reservation_id=reservation_id,
