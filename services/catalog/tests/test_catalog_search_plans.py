@@ -17,7 +17,7 @@ from catalog.models import Product
 from catalog.products import repositories
 from catalog.products.services import ProductCatalog
 from catalog_testkit import Kit, unique
-from ember_devkit.testing.statements import statements_sent
+from ember_devkit.testing.statements import parameter_texts, statements_sent
 from litestar import Litestar
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -269,3 +269,29 @@ async def test_a_word_that_is_its_own_stem_is_one_term_of_the_query_ranked_once(
             )
         )
     assert [(row.id, row.rank) for row in rows] == [(uuid.UUID(product["id"]), expected)]
+
+
+async def test_typo_alternatives_the_typed_prefix_already_matches_do_not_widen_the_query(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit
+) -> None:
+    """A catalog word that starts as the typed word does ("ethiopian" for "ethiopia") is one
+    of its typo alternatives, shown in ``matched_words``, but the query is not widened with
+    it: the typed word's prefix already matches it, so the statement is smaller (one GIN
+    entry and one ``ts_rank_cd`` term less) and the answer the same. A real typo is kept."""
+    word = "zq" + uuid.uuid4().hex[:8]
+    longer, typo = word + "n", word[:-1] + ("x" if word[-1] != "x" else "y")
+    named = await kit.product(name=f"{word} Reserve")
+    extended = await kit.product(name=f"{longer} Reserve")
+    typoed = await kit.product(name=f"{typo} Reserve")
+
+    def bound(statement: str, parameters: Any, _connection: Any) -> str | None:
+        return " ".join(sorted(parameter_texts(parameters))) if "ts_rank_cd" in statement else None
+
+    with statements_sent(catalog_app.state.db_engine, bound) as sent:
+        body = (await client.get("/api/products/search", params={"q": word})).json()
+    assert {item["id"] for item in body["items"]} == {p["id"] for p in (named, extended, typoed)}
+    assert body["items"][0]["id"] == named["id"]
+    assert {longer, typo} <= set(body["matched_words"])
+    (values,) = sent
+    assert typo in values.split()
+    assert longer not in values.split()

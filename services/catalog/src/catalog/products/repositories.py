@@ -182,10 +182,30 @@ class SearchPlan:
     fuzzy: dict[str, list[str]]
     #: The query as a variant's SKU (lowercased), when it can be one; else empty.
     sku: str = ""
+    #: Per word, the alternatives the query is widened with: ``fuzzy``'s less those the typed
+    #: word's own prefix already matches (``TypoWords.widen``); ``None``: all of them.
+    widen: dict[str, list[str]] | None = None
 
     @property
     def matched_words(self) -> list[str]:
         return list(dict.fromkeys(w for word in self.words for w in self.fuzzy.get(word, [])))
+
+    def alternatives(self, word: str) -> list[str]:
+        return (self.fuzzy if self.widen is None else self.widen).get(word, [])
+
+
+@dataclass(frozen=True)
+class TypoWords:
+    """Per query word, the catalog words that look like it, best first (``found``), and those
+    of them the query is widened with (``widen``): not the ones the typed word's prefix
+    already matches ("ethiopian" for "ethiopia", "yirgacheffe" for "yirg", "berries" for
+    "berry", stemmed "berri"). Such a one matches no row and no position the prefix does not,
+    so the matches and every rank are the same without it; with it, each GIN scan gathered
+    one more entry's matches and ``ts_rank_cd`` walked a larger query (and a query left with
+    its typed words only is ranked by one call)."""
+
+    found: dict[str, list[str]]
+    widen: dict[str, list[str]]
 
 
 _ENGLISH: Any = literal_column("'english'::regconfig")
@@ -237,7 +257,7 @@ def _search_values(plan: SearchPlan, limit: int, offset: int) -> dict[str, Any]:
         for i, word in enumerate(plan.words):
             values[f"p{i}{suffix}"] = f"{word}:*{weight}"
             values[f"e{i}{suffix}"] = f"'{word}':*{weight}"
-            for j, alternative in enumerate(plan.fuzzy.get(word, [])):
+            for j, alternative in enumerate(plan.alternatives(word)):
                 values[f"a{i}_{j}{suffix}"] = f"{alternative}:{weight}" if weight else alternative
     return values
 
@@ -385,7 +405,7 @@ class ProductReads:
 
     @contextlib.asynccontextmanager
     async def generic_plans(self) -> AsyncIterator[None]:
-        """Within it, this session's statements run as generic plans (``fuzzy_words`` and
+        """Within it, this session's statements run as generic plans (``typo_words`` and
         ``search``), with the search's settings (``_SEARCH_SETTINGS``). ``SET LOCAL`` lasts
         until the transaction's end, and the shopper read path runs in autocommit, where each
         statement is its own transaction: there a ``SET LOCAL`` changed nothing, so a read-only
@@ -411,7 +431,12 @@ class ProductReads:
         await driver.execute("COMMIT")
 
     async def fuzzy_words(self, words: Sequence[str]) -> dict[str, list[str]]:
-        """For each query word, the catalog words that look like it (typos), best first.
+        """For each query word, the catalog words that look like it (typos), best first."""
+        return (await self.typo_words(words)).found
+
+    async def typo_words(self, words: Sequence[str]) -> TypoWords:
+        """For each query word, the catalog words that look like it (typos), best first, and
+        whether the word's own prefix already matches each (``TypoWords``).
 
         Candidates share a trigram with the word (through the GIN index); their similarity is
         the Jaccard index of the two trigram sets, as pg_trgm defines it. Only the best few a
@@ -421,7 +446,7 @@ class ProductReads:
         ``ts_delete``), not by a subquery per candidate, which cost 4 times as much.
         """
         if not words:
-            return {}
+            return TypoWords({}, {})
         stmt = text(
             """
             WITH q AS MATERIALIZED (
@@ -455,7 +480,16 @@ class ProductReads:
                 FROM scored
                 WHERE similarity >= :threshold
             )
-            SELECT query_word, candidate FROM ranked WHERE place <= :per_word
+            SELECT query_word, candidate,
+                   -- As the search's query has the typed word (``_typed``): stemmed and as
+                   -- typed, each a prefix, or nothing for a stop word.
+                   numnode(to_tsquery('english', query_word || ':*')) > 0
+                   AND numnode(to_tsquery('english', candidate)) = 1
+                   AND to_tsvector('english', candidate) @@ (
+                       to_tsquery('english', query_word || ':*')
+                       || (quote_literal(query_word) || ':*')::tsquery
+                   ) AS covered
+            FROM ranked WHERE place <= :per_word
             ORDER BY query_word, place
             """
         ).bindparams(
@@ -464,6 +498,7 @@ class ProductReads:
             bindparam("per_word", type_=Integer),
         )
         found: dict[str, list[str]] = {}
+        widen: dict[str, list[str]] = {}
         parameters = {
             "words": list(words),
             "threshold": FUZZY_THRESHOLD,
@@ -471,12 +506,14 @@ class ProductReads:
         }
         for row in await (await self.session.connection()).execute(stmt, parameters):
             found.setdefault(row.query_word, []).append(row.candidate)
-        return found
+            if not row.covered:
+                widen.setdefault(row.query_word, []).append(row.candidate)
+        return TypoWords(found, widen)
 
     async def search(
         self, plan: SearchPlan, *, limit: int, offset: int
     ) -> tuple[Sequence[Row[Any]], int]:
-        shape = tuple(len(plan.fuzzy.get(word, [])) for word in plan.words)
+        shape = tuple(len(plan.alternatives(word)) for word in plan.words)
         values = _search_values(plan, limit, offset)
         return await self._search(_search_statements(shape), values, offset)
 

@@ -199,7 +199,8 @@ class ProductCatalog:
         matched: list[str] = []
         if words:
             async with self.reads.generic_plans():
-                plan = SearchPlan(words, await self.reads.fuzzy_words(words), sku)
+                typos = await self.reads.typo_words(words)
+                plan = SearchPlan(words, typos.found, sku, typos.widen)
                 rows, total = await self.reads.search(plan, **window(page, page_size))
             matched = plan.matched_words
         items = []
