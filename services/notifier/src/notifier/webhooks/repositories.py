@@ -2,17 +2,64 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from notifier.models import WebhookEvent
+from notifier.models import PendingEmail, WebhookEvent
 
 
 class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
     model_type = WebhookEvent
     id_attribute = "svix_id"
+
+    async def insert_once_and_report(
+        self,
+        *,
+        svix_id: str,
+        type_: str,
+        provider_message_id: str,
+        payload: dict[str, Any],
+        delivery_status: str,
+        at: dt.datetime,
+    ) -> bool:
+        """:meth:`insert_once`, and when it inserted, the report on the sent mail (unless one
+        is already set, as ``set_delivery(overwrite=False)``), in one statement: the report
+        reads the insert's RETURNING, so a redelivery changes nothing. One round trip where
+        the insert and the update took two, on every mail's delivery report."""
+        recorded = (
+            insert(WebhookEvent)
+            .values(
+                svix_id=svix_id,
+                type=type_,
+                provider_message_id=provider_message_id,
+                payload=payload,
+            )
+            .on_conflict_do_nothing(index_elements=[WebhookEvent.svix_id])
+            .returning(WebhookEvent.svix_id)
+            .cte("recorded")
+        )
+        reported = (
+            update(PendingEmail)
+            .where(
+                PendingEmail.provider_message_id == provider_message_id,
+                PendingEmail.delivery_status.is_(None),
+                select(recorded.c.svix_id).exists(),
+            )
+            .values(delivery_status=delivery_status, delivery_updated_at=at)
+            .returning(PendingEmail.id)
+            .cte("reported")
+        )
+        # Both CTEs run whatever the outer query reads; it reads both so both are rendered.
+        statement = select(
+            select(func.count()).select_from(recorded).scalar_subquery(),
+            select(func.count()).select_from(reported).scalar_subquery(),
+        )
+        first, _ = (await self.session.execute(statement)).one()
+        return bool(first)
 
     async def insert_once(
         self, *, svix_id: str, type_: str, provider_message_id: str | None, payload: dict[str, Any]

@@ -29,6 +29,11 @@ ACTED_ON = frozenset(
     {"email.delivered", "email.delivery_delayed", "email.bounced", "email.complained"}
 )
 
+#: Reports that never replace one already set (a later "delivered" must not hide a bounce).
+REPORTS_KEPT_FIRST = {
+    "email.delivered": DeliveryStatus.DELIVERED.value,
+    "email.delivery_delayed": DeliveryStatus.DELAYED.value,
+}
 #: Bounce types that mean the address will never accept mail (Resend's own rule).
 HARD_BOUNCES = frozenset({"permanent", ""})
 
@@ -64,6 +69,22 @@ class WebhookService:
         self, svix_id: str, event: ResendWebhook, raw: dict[str, Any]
     ) -> WebhookReceipt:
         message_id = event.data.email_id or None
+        reported = REPORTS_KEPT_FIRST.get(event.type)
+        if reported is not None and message_id:
+            # The common case (one per mail sent): recorded and applied in one statement.
+            first = await self.events.insert_once_and_report(
+                svix_id=svix_id,
+                type_=event.type,
+                provider_message_id=message_id,
+                payload=raw,
+                delivery_status=reported,
+                at=dt.datetime.now(dt.UTC),
+            )
+            if first:
+                log.info("resend_webhook", svix_id=svix_id, type=event.type, email_id=message_id)
+                return WebhookReceipt(received=True, type=event.type)
+            log.info("resend_webhook_duplicate", svix_id=svix_id, type=event.type)
+            return WebhookReceipt(received=True, duplicate=True, type=event.type)
         first = await self.events.insert_once(
             svix_id=svix_id, type_=event.type, provider_message_id=message_id, payload=raw
         )
@@ -72,13 +93,7 @@ class WebhookService:
             return WebhookReceipt(received=True, duplicate=True, type=event.type)
         now = dt.datetime.now(dt.UTC)
         source = f"resend-webhook:{svix_id}"
-        if event.type == "email.delivered" and message_id:
-            await self.emails.set_delivery(
-                message_id, DeliveryStatus.DELIVERED, now, overwrite=False
-            )
-        elif event.type == "email.delivery_delayed" and message_id:
-            await self.emails.set_delivery(message_id, DeliveryStatus.DELAYED, now, overwrite=False)
-        elif event.type == "email.bounced":
+        if event.type == "email.bounced":
             bounce = event.data.bounce
             kind = (bounce.type if bounce else "").strip().lower()
             if message_id:
