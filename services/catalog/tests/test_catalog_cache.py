@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
-from catalog.cache import GEN_KEY, LISTS_SET, CatalogCache, Invalidation, body_of, value_key
+from catalog.cache import (
+    GEN_KEY,
+    LISTS_SET,
+    REDIS_DOWN,
+    CatalogCache,
+    Invalidation,
+    body_of,
+    value_key,
+)
 from catalog_testkit import Kit
+from ember_devkit.testing.ports import free_port
 from ember_shared.db import after_commit_done
 from ember_shared.settings import RedisSettings
 from litestar import Litestar
@@ -194,3 +204,70 @@ async def test_pages_past_the_last_and_empty_searches_are_not_kept(
     first = f"/api/products?category={category['slug']}"
     await client.get(first)
     assert (await client.get(first)).headers["x-cache"] == "hit"
+
+
+class SentCommands(Redis):
+    """A client that notes the name and arguments of every command it sends."""
+
+    sent: list[tuple[Any, ...]]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(args)
+        return await super().execute_command(*args, **options)
+
+
+@pytest.fixture
+async def counted() -> AsyncIterator[tuple[CatalogCache, SentCommands]]:
+    client = SentCommands.from_url(RedisSettings().url)
+    client.sent = []
+    yield CatalogCache(client, ttl_seconds=60, lock_ms=1_000), client
+    await client.aclose()
+
+
+async def test_reads_asked_together_reach_redis_as_one_command(
+    counted: tuple[CatalogCache, SentCommands],
+) -> None:
+    cache, client = counted
+    stored = {value_key("test", uuid.uuid4()): f"value {i}".encode() for i in range(3)}
+    for key, value in stored.items():
+        await client.set(key, value, px=60_000)
+    missing = value_key("test", uuid.uuid4())
+    keys = [*stored, missing, next(iter(stored))]
+    client.sent.clear()
+
+    answers = await asyncio.gather(*(cache.get(key) for key in keys))
+
+    assert answers == [*stored.values(), None, next(iter(stored.values()))]
+    assert client.sent == [("MGET", *stored, missing)]
+    # A read alone is a plain GET, with nothing to wait for.
+    client.sent.clear()
+    assert await cache.get(missing) is None
+    assert client.sent == [("GET", missing)]
+
+
+async def test_a_read_given_up_leaves_the_others_of_its_batch_their_answers(
+    counted: tuple[CatalogCache, SentCommands],
+) -> None:
+    cache, client = counted
+    key = value_key("test", uuid.uuid4())
+    await client.set(key, b"kept", px=60_000)
+    client.sent.clear()
+    reads = [asyncio.ensure_future(cache.get(key)) for _ in range(3)]
+    await asyncio.sleep(0)  # each read has asked
+    reads[0].cancel()  # its shopper went away before Redis answered
+    answers = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(answers[0], asyncio.CancelledError)
+    assert answers[1:] == [b"kept", b"kept"]
+    assert client.sent == [("GET", key)]
+
+
+async def test_every_read_of_a_batch_hears_that_redis_is_down() -> None:
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    cache = CatalogCache(client, ttl_seconds=60, lock_ms=1_000)
+    try:
+        answers = await asyncio.gather(
+            *(cache.get(value_key("test", i)) for i in range(4)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert all(isinstance(answer, REDIS_DOWN) for answer in answers), answers

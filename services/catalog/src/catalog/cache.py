@@ -29,6 +29,7 @@ removed, so on a new ``run_id`` everything is invalidated, once for all replicas
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import secrets
 import time
@@ -169,6 +170,7 @@ class CatalogCache:
         #: False from the first Redis error until the guard has put the cache right again.
         self.trusted = True
         self._lost = Invalidation()
+        self._reads = BatchedReads(redis)
 
     @property
     def usable(self) -> bool:
@@ -188,8 +190,9 @@ class CatalogCache:
         return value.encode() if isinstance(value, str) else value
 
     async def get(self, key: str) -> bytes | None:
-        """The stored ETag + body, or None on a miss (one Redis round trip)."""
-        value = await self._get(key)
+        """The stored ETag + body, or None on a miss (one Redis round trip, shared with the
+        other reads of this turn of the event loop: :class:`BatchedReads`)."""
+        value = await self._reads.get(key)
         if value is not None:
             self.stats.hits += 1
         return value
@@ -366,6 +369,62 @@ class CatalogCache:
         """Wait for invalidations started by commits elsewhere (event handlers, the sweeper)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class BatchedReads:
+    """Cache reads asked in the same turn of the event loop go to Redis as one ``MGET``.
+
+    A cached answer is mostly its Redis read, and the read is mostly the write to Redis' socket
+    and the wake-up of the server on the other end (a third of a cached listing's CPU, py-spy
+    and cProfile agree): under load several requests ask in the same turn, and one command
+    carries them all (what ioredis and rueidis call auto-pipelining; redis-py has none). A
+    read is sent no later than on the loop's next turn, after the read was asked, so it sees
+    whatever a write committed before it; an error reaches every read of its batch, and each
+    caller falls back as for its own failed read."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._asked: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        if not self._asked:
+            # In a context of its own: a batch serves several requests and belongs to none
+            # (no request's span, log fields or cancellation).
+            loop.call_soon(self._send, context=contextvars.Context())
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        self._asked.setdefault(key, []).append(future)
+        return await future
+
+    def _send(self) -> None:
+        asked, self._asked = self._asked, {}
+        task = asyncio.ensure_future(self._read(asked))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _read(self, asked: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+        keys = list(asked)
+        try:
+            values = (
+                await self.redis.mget(keys) if len(keys) > 1 else [await self.redis.get(keys[0])]
+            )
+        except asyncio.CancelledError:
+            for futures in asked.values():
+                for future in futures:
+                    future.cancel()
+            raise
+        except Exception as exc:
+            for futures in asked.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for key, value in zip(keys, values, strict=True):
+            found = value.encode() if isinstance(value, str) else value
+            for future in asked[key]:
+                if not future.done():
+                    future.set_result(found)
 
 
 @dataclass
