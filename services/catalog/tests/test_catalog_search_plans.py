@@ -19,7 +19,7 @@ from catalog.products.services import ProductCatalog
 from catalog_testkit import Kit, unique
 from ember_devkit.testing.statements import parameter_texts, statements_sent
 from litestar import Litestar
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PLANS = text(
@@ -295,3 +295,31 @@ async def test_typo_alternatives_the_typed_prefix_already_matches_do_not_widen_t
     (values,) = sent
     assert typo in values.split()
     assert longer not in values.split()
+
+
+async def test_the_search_statement_is_compiled_once_not_keyed_on_every_call(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit
+) -> None:
+    """SQLAlchemy walks a statement for its cache key on every execution: 0.8-2.4 ms of the
+    catalog's CPU per search for statements this size (6.7 ms for three words). The search
+    runs the SQL compiled once per shape, the same text each time, and answers as before."""
+    words = ["zq" + uuid.uuid4().hex[:8] for _ in range(2)]
+    named = [await kit.product(name=f"{word} Reserve") for word in words]
+    executed: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, *_: Any) -> None:
+        if "ts_rank_cd" in sql:
+            executed.append((sql, context.compiled))
+
+    sync_engine = catalog_app.state.db_engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        for word, product in zip(words, named, strict=True):
+            params = {"q": word}
+            body = (await client.get("/api/products/search", params=params)).json()
+            assert [item["id"] for item in body["items"]] == [product["id"]]
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    # Sent as SQL (no statement for SQLAlchemy to compile or look up), the same both times.
+    assert [compiled for _, compiled in executed] == [None, None]
+    assert executed[0][0] == executed[1][0]
