@@ -17,7 +17,7 @@ from ember_shared.settings import ServiceSettings
 from events_testkit import Base, Ping
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 OUTBOX, _ = event_tables(Base.metadata)
@@ -103,3 +103,29 @@ async def test_a_row_redis_refuses_is_put_back_and_the_others_stay_published(
     finally:
         await redis.delete(refused_stream)
         await runtime.stop()
+
+
+async def test_every_relay_pass_runs_the_one_claim_built_once(
+    engine: AsyncEngine, redis: Redis, settings_for: Callable[..., ServiceSettings]
+) -> None:
+    # Each service's relay passes on every commit's NOTIFY and every poll: building the claim
+    # and walking it for its cache key each time cost more than running it.
+    runtime = EventRuntime(settings_for(), engine, Base.metadata, None)
+    claims: list[Any] = []
+
+    def record(_conn: Any, clause: Any, *_: Any) -> None:
+        if getattr(clause, "is_dml", False) and clause.table is OUTBOX:
+            claims.append(clause)
+
+    event.listen(engine.sync_engine, "before_execute", record)
+    try:
+        await add_pings(engine, 1)
+        assert await runtime.relay_once() == 1
+        await add_pings(engine, 2)
+        assert await runtime.relay_once() == 1
+        assert await runtime.relay_once() == 0
+    finally:
+        event.remove(engine.sync_engine, "before_execute", record)
+        await runtime.stop()
+    assert len(claims) == 3
+    assert all(claim is claims[0] for claim in claims)

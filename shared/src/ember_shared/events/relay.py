@@ -33,7 +33,7 @@ import msgspec
 import structlog
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
-from sqlalchemy import MetaData, delete, func, select, update
+from sqlalchemy import Integer, MetaData, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ember_shared.events.envelope import Envelope
@@ -109,6 +109,31 @@ class OutboxRelay:
         )
         self._pruned_at = 0.0
         self._stopping = False
+        # Claimed and marked published in one statement (the lock and the mark were two round
+        # trips): the rows stay locked until the commit, and a row whose append fails is put
+        # back (published_at empty again) before it, so a row is published only if Redis took
+        # it; a pass cut short rolls the mark back with the claim. Built once with a bound
+        # batch size: the statement memoizes its cache key (every pass runs it, empty or not).
+        claimed = (
+            select(self.table.c.id)
+            .where(self.table.c.published_at.is_(None))
+            .order_by(self.table.c.created_at, self.table.c.id)
+            .limit(bindparam("batch", type_=Integer))
+            .with_for_update(skip_locked=True)
+            .cte("claimed")
+        )
+        self._claim = (
+            update(self.table)
+            .where(self.table.c.id.in_(select(claimed.c.id)))
+            .values(published_at=func.now(), attempts=self.table.c.attempts + 1)
+            .returning(
+                self.table.c.id,
+                self.table.c.type,
+                self.table.c.stream,
+                self.table.c.envelope,
+                self.table.c.created_at,
+            )
+        )
 
     async def relay_once(self) -> int:
         """Publish up to ``EVENTS_RELAY_BATCH`` rows, oldest first; return how many were sent.
@@ -118,33 +143,9 @@ class OutboxRelay:
         outbox = self.table
         failure: Exception | None = None
         async with self.engine.begin() as connection:
-            # Claimed and marked published in one statement (the lock and the mark were two
-            # round trips): the rows stay locked until the commit, and a row whose append fails
-            # is put back (published_at empty again) before it, so a row is published only if
-            # Redis took it; a pass cut short rolls the mark back with the claim.
-            claimed = (
-                select(outbox.c.id)
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.created_at, outbox.c.id)
-                .limit(self.events.relay_batch)
-                .with_for_update(skip_locked=True)
-                .cte("claimed")
-            )
+            # Claimed and marked at once (self._claim); oldest first, as they were written.
             rows = sorted(
-                (
-                    await connection.execute(
-                        update(outbox)
-                        .where(outbox.c.id.in_(select(claimed.c.id)))
-                        .values(published_at=func.now(), attempts=outbox.c.attempts + 1)
-                        .returning(
-                            outbox.c.id,
-                            outbox.c.type,
-                            outbox.c.stream,
-                            outbox.c.envelope,
-                            outbox.c.created_at,
-                        )
-                    )
-                ).all(),
+                (await connection.execute(self._claim, {"batch": self.events.relay_batch})).all(),
                 key=lambda row: (row.created_at, row.id),
             )
             if not rows:
