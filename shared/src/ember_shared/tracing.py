@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -234,21 +234,6 @@ def _only_when_recording() -> None:
     )
     wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", http_call)
     wrap_function_wrapper(httpx, "HTTPTransport.handle_request", http_call)
-
-
-def client_spans_off() -> AbstractContextManager[Any]:
-    """Calls to Redis, httpx and SQLAlchemy inside make no span of their own, when the current
-    span is recorded: for a call its caller notes on its own span instead (:func:`note`), such
-    as the catalog's cache read, whose outcome is an attribute of the request's span. A
-    sampled request then costs one span less (a span costs more than the call it records)."""
-    if trace.get_current_span().is_recording():
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
-        return suppress_instrumentation()
-    return _NOTHING
-
-
-_NOTHING = nullcontext()
 
 
 def note(name: str, value: str | bool | int | float) -> None:

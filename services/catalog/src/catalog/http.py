@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ember_shared.tracing import client_spans_off, note
+from ember_shared.tracing import note
 from litestar import Request, Response
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,11 +52,10 @@ async def cached_json(request: Request[Any, Any, State], key: str, build: Build)
         value = with_etag(body)
     else:
         try:
-            # The lookup is an attribute of the request's span, not a Redis span of its own:
-            # a sampled cached answer is one span (a miss still shows the build's SQL and
-            # Redis calls under the request).
-            with client_spans_off():
-                cached = await cache.get(key)
+            # The lookup is an attribute of the request's span, not a Redis span of its own
+            # (the read is sent with others, outside any request: BatchedReads): a sampled
+            # cached answer is one span (a miss still shows the build's SQL and Redis calls).
+            cached = await cache.get(key)
             if cached is not None:
                 outcome, value, hit = "hit", cached, True
             else:
