@@ -323,3 +323,27 @@ async def test_the_search_statement_is_compiled_once_not_keyed_on_every_call(
     # Sent as SQL (no statement for SQLAlchemy to compile or look up), the same both times.
     assert [compiled for _, compiled in executed] == [None, None]
     assert executed[0][0] == executed[1][0]
+
+
+async def test_the_typo_statement_is_compiled_once_too(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit
+) -> None:
+    """The typo candidates' statement, on every search with words: sent as the SQL compiled
+    once (it was a ``text()`` built and keyed by SQLAlchemy on each call), finding the same
+    alternatives."""
+    word = "zq" + uuid.uuid4().hex[:8]
+    await kit.product(name=f"{word[:-1]}x Reserve")
+    executed: list[Any] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, *_: Any) -> None:
+        if "word_trigrams" in sql:
+            executed.append(context.compiled)
+
+    sync_engine = catalog_app.state.db_engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        body = (await client.get("/api/products/search", params={"q": word})).json()
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert f"{word[:-1]}x" in body["matched_words"]
+    assert executed == [None]

@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import Float, Integer, Text
 
 from catalog.inventory.repositories import product_available
@@ -322,6 +324,59 @@ def _combine(queries: Sequence[Any], operator: str) -> Any:
     return combined
 
 
+#: ``ProductReads.typo_words``' statement, built once.
+_TYPO_WORDS = text(
+    """
+        WITH q AS MATERIALIZED (
+            SELECT word, trigrams, array_to_tsvector(trigrams) AS lexemes
+            FROM (
+                SELECT w AS word, catalog.word_trigrams(w) AS trigrams FROM unnest(:words) AS w
+            ) AS typed
+        ),
+        scored AS (
+            SELECT query_word, candidate,
+                   shared::float8 / (query_size + candidate_size - shared) AS similarity
+            FROM (
+                SELECT q.word AS query_word, sw.word AS candidate,
+                       length(q.lexemes) AS query_size,
+                       cardinality(sw.trigrams) AS candidate_size,
+                       length(q.lexemes) - length(ts_delete(q.lexemes, sw.trigrams)) AS shared
+                FROM q
+                JOIN catalog.search_words AS sw
+                  ON sw.trigrams && q.trigrams
+                 AND sw.word <> q.word
+                 AND cardinality(sw.trigrams)
+                     BETWEEN cardinality(q.trigrams) * :threshold
+                         AND cardinality(q.trigrams) / :threshold
+            ) AS pairs
+        ),
+        ranked AS (
+            SELECT query_word, candidate,
+                   row_number() OVER (
+                       PARTITION BY query_word ORDER BY similarity DESC, candidate
+                   ) AS place
+            FROM scored
+            WHERE similarity >= :threshold
+        )
+        SELECT query_word, candidate,
+               -- As the search's query has the typed word (``_typed``): stemmed and as
+               -- typed, each a prefix, or nothing for a stop word.
+               numnode(to_tsquery('english', query_word || ':*')) > 0
+               AND numnode(to_tsquery('english', candidate)) = 1
+               AND to_tsvector('english', candidate) @@ (
+                   to_tsquery('english', query_word || ':*')
+                   || (quote_literal(query_word) || ':*')::tsquery
+               ) AS covered
+        FROM ranked WHERE place <= :per_word
+        ORDER BY query_word, place
+        """
+).bindparams(
+    bindparam("words", type_=ARRAY(Text)),
+    bindparam("threshold", type_=Float),
+    bindparam("per_word", type_=Integer),
+)
+
+
 class ProductReads:
     """The queries behind the shopper API (run only on a cache miss)."""
 
@@ -447,56 +502,6 @@ class ProductReads:
         """
         if not words:
             return TypoWords({}, {})
-        stmt = text(
-            """
-            WITH q AS MATERIALIZED (
-                SELECT word, trigrams, array_to_tsvector(trigrams) AS lexemes
-                FROM (
-                    SELECT w AS word, catalog.word_trigrams(w) AS trigrams FROM unnest(:words) AS w
-                ) AS typed
-            ),
-            scored AS (
-                SELECT query_word, candidate,
-                       shared::float8 / (query_size + candidate_size - shared) AS similarity
-                FROM (
-                    SELECT q.word AS query_word, sw.word AS candidate,
-                           length(q.lexemes) AS query_size,
-                           cardinality(sw.trigrams) AS candidate_size,
-                           length(q.lexemes) - length(ts_delete(q.lexemes, sw.trigrams)) AS shared
-                    FROM q
-                    JOIN catalog.search_words AS sw
-                      ON sw.trigrams && q.trigrams
-                     AND sw.word <> q.word
-                     AND cardinality(sw.trigrams)
-                         BETWEEN cardinality(q.trigrams) * :threshold
-                             AND cardinality(q.trigrams) / :threshold
-                ) AS pairs
-            ),
-            ranked AS (
-                SELECT query_word, candidate,
-                       row_number() OVER (
-                           PARTITION BY query_word ORDER BY similarity DESC, candidate
-                       ) AS place
-                FROM scored
-                WHERE similarity >= :threshold
-            )
-            SELECT query_word, candidate,
-                   -- As the search's query has the typed word (``_typed``): stemmed and as
-                   -- typed, each a prefix, or nothing for a stop word.
-                   numnode(to_tsquery('english', query_word || ':*')) > 0
-                   AND numnode(to_tsquery('english', candidate)) = 1
-                   AND to_tsvector('english', candidate) @@ (
-                       to_tsquery('english', query_word || ':*')
-                       || (quote_literal(query_word) || ':*')::tsquery
-                   ) AS covered
-            FROM ranked WHERE place <= :per_word
-            ORDER BY query_word, place
-            """
-        ).bindparams(
-            bindparam("words", type_=ARRAY(Text)),
-            bindparam("threshold", type_=Float),
-            bindparam("per_word", type_=Integer),
-        )
         found: dict[str, list[str]] = {}
         widen: dict[str, list[str]] = {}
         parameters = {
@@ -504,7 +509,10 @@ class ProductReads:
             "threshold": FUZZY_THRESHOLD,
             "per_word": FUZZY_PER_WORD,
         }
-        for row in await (await self.session.connection()).execute(stmt, parameters):
+        # As SQL compiled once, past SQLAlchemy's execute (see ``ProductReads.search``).
+        connection = await self.session.connection()
+        typos = _compiled(_TYPO_WORDS, connection.dialect)
+        for row in await connection.exec_driver_sql(typos.sql, typos.arguments(parameters)):
             found.setdefault(row.query_word, []).append(row.candidate)
             if not row.covered:
                 widen.setdefault(row.query_word, []).append(row.candidate)
@@ -634,8 +642,9 @@ class _Compiled:
     fixed: dict[str, Any]
 
     @classmethod
-    def of(cls, statement: Select[Any], dialect: Any) -> _Compiled:
+    def of(cls, statement: ClauseElement, dialect: Any) -> _Compiled:
         compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
         fixed = {
             name: bind.value
             for name, bind in compiled.binds.items()
@@ -656,7 +665,7 @@ def _compiled_search(shape: tuple[int, ...], dialect: Any) -> tuple[_Compiled, _
 #: Keyed by the statement itself: a statement built again (``_search_statements``' cache
 #: cleared) is compiled again.
 @functools.lru_cache(maxsize=512)
-def _compiled(statement: Select[Any], dialect: Any) -> _Compiled:
+def _compiled(statement: ClauseElement, dialect: Any) -> _Compiled:
     return _Compiled.of(statement, dialect)
 
 
