@@ -16,6 +16,7 @@ from typing import Any
 from ember_devkit.testing.statements import statements_sent, verb
 from litestar import Litestar
 from orders_testkit import Checkout, line
+from sqlalchemy import event
 
 ORDER_TABLES = re.compile(r"\borders\.(orders|order_items|order_status_changes|deferred_events)\b")
 
@@ -71,3 +72,29 @@ async def test_payment_of_a_started_order_locks_it_once_and_reads_its_items_once
     assert (await db.order(checkout.order_id)).status == "paid"
     (paid,) = await db.emitted("order.paid.v1", checkout.order_id)
     assert [(x["unit_price"], x["quantity"]) for x in paid["lines"]] == [(1800, 2), (2400, 1)]
+
+
+async def test_the_items_insert_is_compiled_once_for_every_order(
+    orders_app: Litestar, deliver
+) -> None:
+    """The items' INSERT is the same statement for every order, its rows as parameters: SQLAlchemy
+    never caches a statement whose VALUES hold the rows, so that one was compiled again for
+    every paid order."""
+    engine = orders_app.state.db_engine.sync_engine
+    compiled: list[bool] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
+    ) -> None:
+        if statement.startswith("INSERT INTO orders.order_items"):
+            compiled.append(context.cache_hit == context.dialect.CACHE_HIT)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert await deliver(Checkout(lines=[line(1800, 2), line(2400, 1)]).started())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # The first may compile it; the others reuse it.
+    assert len(compiled) == 3
+    assert compiled[1:] == [True, True]

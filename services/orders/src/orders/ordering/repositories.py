@@ -152,13 +152,15 @@ class OrderItemRepository:
         """Insert the snapshots that are not there yet; a replayed event adds nothing."""
         if not rows:
             return 0
+        # The rows as parameters, not in .values(): SQLAlchemy never caches a statement whose
+        # VALUES hold the rows (compiled again for every paid order: ~5 % of orders' CPU);
+        # this one is compiled once and still sent as one multi-row INSERT (insertmanyvalues).
         statement = (
             insert(OrderItem)
-            .values(rows)
             .on_conflict_do_nothing(constraint="uq_order_items_order_variant")
             .returning(OrderItem.id)
         )
-        return len((await self.session.execute(statement)).all())
+        return len((await self.session.execute(statement, rows)).all())
 
     async def for_order(self, order_id: uuid.UUID) -> Sequence[OrderItem]:
         statement = (
