@@ -40,12 +40,29 @@ def _value(any_value: Any) -> Any:
 class SpanStore:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        #: Export bodies received and not read yet: they are decoded when the spans are asked
+        #: for, not while received (the benchmark's sink shares a process, and the GIL, with
+        #: its load generator, which decoding every batch as it came would slow).
+        self._unread: list[bytes] = []
         self._lock = threading.Lock()
+        #: One reader decodes at a time, so a snapshot has every body received before it.
+        self._reading = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     # -- receiving ------------------------------------------------------------------------
 
     def add(self, body: bytes) -> None:
+        with self._lock:
+            self._unread.append(body)
+
+    def _read(self) -> None:
+        with self._reading:
+            with self._lock:
+                bodies, self._unread = self._unread, []
+            for body in bodies:
+                self._decode(body)
+
+    def _decode(self, body: bytes) -> None:
         request = ExportTraceServiceRequest.FromString(body)
         received: list[ReceivedSpan] = []
         for resource_spans in request.resource_spans:
@@ -105,6 +122,7 @@ class SpanStore:
         return f"00-{trace_id}-{secrets.token_hex(8)}-01", trace_id
 
     def snapshot(self) -> list[ReceivedSpan]:
+        self._read()
         with self._lock:
             return list(self.spans)
 
