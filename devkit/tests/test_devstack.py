@@ -18,7 +18,7 @@ import psutil
 import pytest
 from ember_devkit.devstack import layout
 from ember_devkit.devstack.environment import load_secrets, read_dotenv, stack_environment
-from ember_devkit.devstack.stack import DevStack, StackOptions
+from ember_devkit.devstack.stack import DevStack, StackOptions, ephemeral_ports
 from ember_devkit.devstack.supervisor import Probe, ProcessSpec, StackError, Supervisor
 from ember_devkit.testing.waiting import eventually
 
@@ -375,3 +375,46 @@ def test_a_test_stack_reaches_only_the_stand_ins(tmp_path: Path) -> None:
         local_secrets={},
     )
     assert env["STRIPE_API_BASE"] == "http://127.0.0.1:9201"
+
+
+def test_an_offset_into_the_ephemeral_port_range_is_refused(tmp_path: Path) -> None:
+    """A port the kernel also hands to outgoing connections: the readiness probe's connection
+    to it, before the service listens, can get that port as its own and connect to itself
+    (as it did to catalog at offset 25000, which then never bound its port)."""
+    ephemeral = ephemeral_ports()
+    assert ephemeral is not None, "this test runs on Linux"
+    low, high = ephemeral
+    # What the probe ran into: a connection from the port to itself, holding the port.
+    with socket.socket() as probe:
+        port = _bind_free(probe, range(low + 100, high))
+        probe.connect(("127.0.0.1", port))
+        assert probe.getpeername() == probe.getsockname()
+        with socket.socket() as service:
+            service.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            with pytest.raises(OSError):
+                service.bind(("127.0.0.1", port))
+    offset = port - layout.port("catalog", 0)
+    stack = DevStack(
+        StackOptions(
+            offset=offset,
+            data_dir=tmp_path,
+            database_url="postgresql://nobody@127.0.0.1:1/none",
+            redis_url="redis://127.0.0.1:1/0",
+            sink=io.StringIO(),
+        )
+    )
+    with pytest.raises(StackError, match=rf"catalog \({port}\).*ephemeral port range"):
+        stack.start()
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def _bind_free(sock: socket.socket, ports: range) -> int:
+    """Bind ``sock`` to the first port of ``ports`` nothing holds (a run a minute ago may have
+    left its port in TIME_WAIT)."""
+    for port in ports:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError(f"no free port in {ports}")

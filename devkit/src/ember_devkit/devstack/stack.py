@@ -248,17 +248,29 @@ class DevStack:
 
     def _check_ports(self) -> None:
         options = self.options
-        busy = [
-            f"{name} ({number})"
-            for name, number in [(a.process, a.port(options.offset)) for a in self.apps]
+        ports = (
+            [(a.process, a.port(options.offset)) for a in self.apps]
             + [("caddy", layout.port("gateway", options.offset))]
             + [
                 (f"mesh for {service}", layout.mesh_port(service, options.offset))
                 for service in layout.SERVICES
                 if self.replicas.get(service, 1) > 1
             ]
-            if port_in_use(number)
-        ]
+        )
+        ephemeral = ephemeral_ports()
+        if ephemeral is not None:
+            low, high = ephemeral
+            inside = [f"{name} ({number})" for name, number in ports if low <= number <= high]
+            if inside:
+                # The kernel gives these ports to outgoing connections: one to a port nobody
+                # listens on yet (a readiness probe's) may get that very port as its own and
+                # connect to itself, and the service can then never bind it.
+                raise StackError(
+                    f"EMBER_PORT_OFFSET={options.offset} puts {', '.join(inside)} in this "
+                    f"machine's ephemeral port range ({low}-{high}), which the kernel gives to "
+                    f"outgoing connections. Choose an offset that keeps every port below {low}."
+                )
+        busy = [f"{name} ({number})" for name, number in ports if port_in_use(number)]
         if busy:
             raise StackError(
                 f"ports already in use: {', '.join(busy)}. Is another stack running? "
@@ -457,6 +469,15 @@ def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
         "--timeout-keep-alive",
         str(KEEP_ALIVE_S),
     ]
+
+
+def ephemeral_ports() -> tuple[int, int] | None:
+    """The range the kernel picks outgoing connections' own ports from (Linux), if known."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return None
 
 
 def port_in_use(number: int) -> bool:
