@@ -8,8 +8,23 @@ from typing import Any
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from notifier.models import PendingEmail, WebhookEvent
+
+
+def _record(
+    svix_id: str, type_: str, provider_message_id: str | None, payload: dict[str, Any]
+) -> ReturningInsert[tuple[str]]:
+    """The webhook's row unless its svix id is recorded already, returning the id if inserted."""
+    return (
+        insert(WebhookEvent)
+        .values(
+            svix_id=svix_id, type=type_, provider_message_id=provider_message_id, payload=payload
+        )
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.svix_id])
+        .returning(WebhookEvent.svix_id)
+    )
 
 
 class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
@@ -30,18 +45,7 @@ class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
         is already set, as ``set_delivery(overwrite=False)``), in one statement: the report
         reads the insert's RETURNING, so a redelivery changes nothing. One round trip where
         the insert and the update took two, on every mail's delivery report."""
-        recorded = (
-            insert(WebhookEvent)
-            .values(
-                svix_id=svix_id,
-                type=type_,
-                provider_message_id=provider_message_id,
-                payload=payload,
-            )
-            .on_conflict_do_nothing(index_elements=[WebhookEvent.svix_id])
-            .returning(WebhookEvent.svix_id)
-            .cte("recorded")
-        )
+        recorded = _record(svix_id, type_, provider_message_id, payload).cte("recorded")
         reported = (
             update(PendingEmail)
             .where(
@@ -65,15 +69,5 @@ class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
         self, *, svix_id: str, type_: str, provider_message_id: str | None, payload: dict[str, Any]
     ) -> bool:
         """Record a webhook; False when this svix id was already recorded (a redelivery)."""
-        statement = (
-            insert(WebhookEvent)
-            .values(
-                svix_id=svix_id,
-                type=type_,
-                provider_message_id=provider_message_id,
-                payload=payload,
-            )
-            .on_conflict_do_nothing(index_elements=[WebhookEvent.svix_id])
-            .returning(WebhookEvent.svix_id)
-        )
+        statement = _record(svix_id, type_, provider_message_id, payload)
         return (await self.session.execute(statement)).first() is not None
