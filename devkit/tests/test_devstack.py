@@ -320,21 +320,26 @@ def test_every_service_of_the_shop_is_found() -> None:
 # -- the stack ------------------------------------------------------------------------------
 
 
+def _unreachable_stack(offset: int, data_dir: Path) -> DevStack:
+    """A stack whose Postgres and Redis answer nowhere: what it refuses, it refuses first."""
+    return DevStack(
+        StackOptions(
+            offset=offset,
+            data_dir=data_dir,
+            database_url="postgresql://nobody@127.0.0.1:1/none",
+            redis_url="redis://127.0.0.1:1/0",
+            sink=io.StringIO(),
+        )
+    )
+
+
 def test_a_busy_port_stops_the_stack_before_it_touches_anything(tmp_path: Path) -> None:
     offset = 5000
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", layout.port("catalog", offset)))
         taken.listen()
-        stack = DevStack(
-            StackOptions(
-                offset=offset,
-                data_dir=tmp_path,
-                database_url="postgresql://nobody@127.0.0.1:1/none",
-                redis_url="redis://127.0.0.1:1/0",
-                sink=io.StringIO(),
-            )
-        )
+        stack = _unreachable_stack(offset, tmp_path)
         with pytest.raises(StackError, match=r"catalog \(13102\)"):
             stack.start()
     assert not (tmp_path / "secrets.json").exists()
@@ -394,15 +399,7 @@ def test_an_offset_into_the_ephemeral_port_range_is_refused(tmp_path: Path) -> N
             with pytest.raises(OSError):
                 service.bind(("127.0.0.1", port))
     offset = port - layout.port("catalog", 0)
-    stack = DevStack(
-        StackOptions(
-            offset=offset,
-            data_dir=tmp_path,
-            database_url="postgresql://nobody@127.0.0.1:1/none",
-            redis_url="redis://127.0.0.1:1/0",
-            sink=io.StringIO(),
-        )
-    )
+    stack = _unreachable_stack(offset, tmp_path)
     with pytest.raises(StackError, match=rf"catalog \({port}\).*ephemeral port range"):
         stack.start()
     assert not (tmp_path / "secrets.json").exists()
