@@ -385,11 +385,14 @@ class BatchedReads:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._asked: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._asked_on: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> bytes | None:
         loop = asyncio.get_running_loop()
-        if not self._asked:
+        if not self._asked or self._asked_on is not loop:
+            # (A batch left by a loop that closed before sending it is dropped with its loop.)
+            self._asked, self._asked_on = {}, loop
             # In a context of its own: a batch serves several requests and belongs to none
             # (no request's span, log fields or cancellation).
             loop.call_soon(self._send, context=contextvars.Context())
