@@ -51,11 +51,11 @@ def shopper_origin(request: Request[Any, Any, Any], state: State) -> str:
     return str(state.settings.app.origin_for(host.split(",")[0]))
 
 
-async def provide_checkout_service(
-    db_session: AsyncSession, state: State, request: Request[Any, Any, Any]
+def checkout_service(
+    session: AsyncSession, state: State, request: Request[Any, Any, Any]
 ) -> CheckoutService:
     return CheckoutService(
-        db_session,
+        session,
         state.checkout_settings,
         state.upstream,
         state.stripe,
@@ -64,20 +64,19 @@ async def provide_checkout_service(
     )
 
 
+async def provide_checkout_service(
+    db_session: AsyncSession, state: State, request: Request[Any, Any, Any]
+) -> CheckoutService:
+    return checkout_service(db_session, state, request)
+
+
 async def provide_checkout_reader(
     state: State, request: Request[Any, Any, Any]
 ) -> AsyncIterator[CheckoutService]:
     """The service on the read session (autocommit), for a route that reads one row with one
     statement: no BEGIN and COMMIT round trips around it, and no request transaction opened."""
-    async with state.checkout_reads() as session:
-        yield CheckoutService(
-            session,
-            state.checkout_settings,
-            state.upstream,
-            state.stripe,
-            shopper_origin(request, state),
-            engine=state.db_engine,
-        )
+    async with state.db_reads() as session:
+        yield checkout_service(session, state, request)
 
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
