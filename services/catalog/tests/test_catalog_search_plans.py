@@ -40,7 +40,7 @@ async def test_search_statements_run_as_generic_plans_in_autocommit(
     word = "zq" + uuid.uuid4().hex[:8]
     product = await kit.product(name=f"{word} Reserve")
     settings = catalog_app.state.catalog_settings
-    async with catalog_app.state.catalog_reads() as session:
+    async with catalog_app.state.db_reads() as session:
         catalog = ProductCatalog(session, settings)
         driver = await _driver(session)
         # The pooled connection may have run searches of this shape for earlier tests.
@@ -69,7 +69,7 @@ async def test_a_failed_search_leaves_no_transaction_open(
         raise RuntimeError("the search failed")
 
     monkeypatch.setattr(repositories.ProductReads, "search", broken)
-    async with catalog_app.state.catalog_reads() as session:
+    async with catalog_app.state.db_reads() as session:
         driver = await _driver(session)
         with pytest.raises(RuntimeError, match="the search failed"):
             await ProductCatalog(session, catalog_app.state.catalog_settings).search(
@@ -117,7 +117,7 @@ async def test_the_search_transaction_starts_table_scans_at_the_first_page(
     """The probe reads the table's first products: a scan started where another scan of the
     table is (synchronized scans) would test other products on each search."""
     setting = text("SELECT current_setting('synchronize_seqscans')")
-    async with catalog_app.state.catalog_reads() as session:
+    async with catalog_app.state.db_reads() as session:
         async with repositories.ProductReads(session).generic_plans():
             assert await session.scalar(setting) == "off"
         assert await session.scalar(setting) == "on"
@@ -167,7 +167,7 @@ async def test_the_table_is_probed_only_for_a_word_its_first_products_often_have
         common, rare = ("zq" + uuid.uuid4().hex[:8] for _ in range(2))
         named = [await kit.product(name=f"{common} Reserve {n}") for n in range(3)]
         single = await kit.product(name=f"{rare} Reserve")
-        async with catalog_app.state.catalog_reads() as session:
+        async with catalog_app.state.db_reads() as session:
             ran = await _executed(session, common)
             # (The SKU pool's lookup, of a null query here, finds nothing.)
             gin = [n for n in ran if n.get("Index Name", "").startswith("ix_products_search")]
@@ -246,7 +246,7 @@ async def test_a_word_that_is_its_own_stem_is_one_term_of_the_query_ranked_once(
     product = await kit.product(name=f"{word} Reserve", description=f"More {word}.")
     values = repositories._search_values(repositories.SearchPlan([word, "coffees"], {}), 20, 0)
     terms = select(func.numnode(repositories._typed(0)), func.numnode(repositories._typed(1)))
-    async with catalog_app.state.catalog_reads() as session:
+    async with catalog_app.state.db_reads() as session:
         # "zq...:*" once; "coffe:* | 'coffees':*", two terms and their "|".
         assert tuple((await session.execute(terms, values)).one()) == (1, 3)
         ran = await _executed(session, word, verbose=True)

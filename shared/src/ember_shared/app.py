@@ -25,6 +25,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.stores.redis import RedisStore
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
@@ -129,6 +130,11 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
 
         app.state.redis = redis
         app.state.db_engine = engine
+        # For a route that only reads: each statement its own transaction, without the BEGIN
+        # and COMMIT round trips of a request transaction around it.
+        app.state.db_reads = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         app.state.settings = settings
         # Without a configured credential (tests, a lone service) internal routes stay closed.
         app.state.service_token = settings.auth.service_token or secrets.token_urlsafe(32)

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.settings import service_settings
 from litestar import Litestar
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from cart.carts.controllers import CartController
 from cart.carts.cookies import CookieSigner
@@ -41,10 +40,6 @@ def create_app(settings: CartSettings | None = None) -> Litestar:
         app.state.catalog = catalog
         app.state.cart_settings = cart
         app.state.cart_signer = signer
-        # Checkout's resolve of a guest cart is one read: autocommit spares it a BEGIN and a
-        # COMMIT round trip.
-        reads = app.state.db_engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.cart_reads = async_sessionmaker(reads, expire_on_commit=False)
         sweeper = (
             asyncio.create_task(sweep_forever(app.state.db_engine, cart), name="cart-sweeper")
             if cart.sweep_interval_s > 0

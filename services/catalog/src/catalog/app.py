@@ -116,11 +116,9 @@ def create_app(settings: CatalogSettings | None = None) -> Litestar:
     async def catalog_resources(app: Litestar) -> AsyncIterator[None]:
         app.state.catalog_settings = catalog
         app.state.catalog_cache = cache
-        # The read path only reads: autocommit spares each cache miss a BEGIN and a ROLLBACK
-        # round trip (a write between its statements moves the cache generation, so an answer
-        # mixing before and after is never stored).
-        reads = app.state.db_engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.catalog_reads = async_sessionmaker(reads, expire_on_commit=False)
+        # The read path only reads, on app.state.db_reads (autocommit): a write between its
+        # statements moves the cache generation, so an answer mixing before and after is
+        # never stored.
         app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
         app.state.media_store = store
         app.state.catalog_bypass_allowed = service.app.is_local

@@ -37,7 +37,7 @@ async def cached_json(request: Request[Any, Any, State], key: str, build: Build)
 
     async def run() -> tuple[bytes, Sequence[str]]:
         # A session only on a miss: a cache hit touches Redis and nothing else.
-        async with state.catalog_reads() as session:
+        async with state.db_reads() as session:
             return await build(session)
 
     hit = False

@@ -16,7 +16,6 @@ import structlog
 from ember_shared.app import ServiceSpec, create_service_app
 from ember_shared.settings import service_settings
 from litestar import Litestar
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from checkout.internal.controllers import InternalCheckoutController
 from checkout.models import Base
@@ -51,10 +50,6 @@ def create_app(settings: CheckoutSettings | None = None) -> Litestar:
         app.state.checkout_settings = checkout
         app.state.upstream = upstream
         app.state.stripe = gateway
-        # A status read is one statement: autocommit spares it a BEGIN and a COMMIT round trip
-        # (the order page and the storefront poll it until the payment is in).
-        reads = app.state.db_engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.checkout_reads = async_sessionmaker(reads, expire_on_commit=False)
         log.info(
             "stripe_configured", api_base=checkout.stripe_api_base, standin=checkout.uses_standin
         )

@@ -17,7 +17,7 @@ from cart.carts.services import CartService
 async def provide_cart_reader(state: State) -> AsyncIterator[CartService]:
     """The service on the read session (autocommit), for a guest cart's resolve: one statement,
     without the BEGIN and COMMIT round trips of a transaction around it."""
-    async with state.cart_reads() as session:
+    async with state.db_reads() as session:
         yield CartService(session, state.catalog, state.cart_settings, state.cart_signer)
 
 

@@ -53,7 +53,7 @@ async def provide_stock_reader(
 ) -> AsyncIterator[StockKeeper]:
     """A keeper on the read path's autocommit session, for a route that only reads with one
     statement (the lookup, once per cart write): no BEGIN and COMMIT round trips around it."""
-    async with state.catalog_reads() as session:
+    async with state.db_reads() as session:
         yield StockKeeper(session, cache, catalog_settings)
 
 
