@@ -19,6 +19,7 @@ from ember_shared.events.wire import entry_fields
 from ember_shared.ids import new_id
 from ember_shared.sealing import public_key, seal
 from ember_shared.settings import service_settings
+from notifier.events import queue_order_confirmation
 from notifier.models import DeliveryAttempt, PendingEmail
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -155,3 +156,11 @@ class Standin:
     def clear(self) -> None:
         self.client.delete(f"{self.url}/_standin/emails").raise_for_status()
         self.fail(0)
+
+
+async def queued_confirmation(engine: AsyncEngine, to: str) -> PendingEmail:
+    """An order confirmation to ``to``, queued as ``order.paid`` queues it."""
+    data = order_paid(to)
+    await handle(engine, queue_order_confirmation, envelope(data), data)
+    (email,) = await emails_to(engine, to)
+    return email

@@ -17,7 +17,7 @@ from ember_shared.ids import new_id
 from ember_shared.sealing import private_key, unseal
 from notifier.emails.rendering import fill_sealed_link
 from notifier.emails.sender import ResendSender, SendResult
-from notifier.events import queue_order_confirmation, queue_welcome
+from notifier.events import queue_welcome
 from notifier.models import PendingEmail
 from notifier.settings import NotifierSettings
 from notifier.worker import EmailWorker, backoff_seconds
@@ -28,7 +28,7 @@ from notifier_testkit import (
     emails_to,
     envelope,
     handle,
-    order_paid,
+    queued_confirmation,
     unique_address,
     until,
 )
@@ -36,13 +36,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 pytestmark = pytest.mark.usefixtures("fresh")
-
-
-async def queue_confirmation(engine: AsyncEngine, to: str) -> PendingEmail:
-    data = order_paid(to)
-    await handle(engine, queue_order_confirmation, envelope(data), data)
-    (email,) = await emails_to(engine, to)
-    return email
 
 
 async def drain(worker: EmailWorker, within: float = 10.0) -> None:
@@ -66,7 +59,7 @@ async def test_a_queued_mail_is_sent_once_with_its_idempotency_key(
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
 
     assert await worker.run_once() == 1
 
@@ -99,7 +92,7 @@ async def test_a_send_whose_answer_was_lost_does_not_arrive_twice(
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     # Resend takes the mail, but the answer never reaches us (a 500 on the way back).
     resend_standin.fail(1, 500, after_accept=True)
 
@@ -122,7 +115,7 @@ async def test_injected_500s_are_retried_with_backoff_then_sent(
 ) -> None:
     worker = make_worker(backoff_base_ms=400, backoff_cap_ms=800)
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     resend_standin.fail(2, 500)
 
     await worker.run_once()
@@ -150,7 +143,7 @@ async def test_rate_limits_are_retried_honouring_retry_after(
 ) -> None:
     worker = make_worker(backoff_cap_ms=5000)
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     resend_standin.fail(1, 429, retry_after=2)
 
     await worker.run_once()
@@ -169,7 +162,7 @@ async def test_a_mail_that_keeps_failing_is_dead_after_max_attempts(
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     resend_standin.fail(100, 503)
 
     await drain(worker)
@@ -190,7 +183,7 @@ async def test_a_validation_error_is_permanent_and_dead_at_once(
     # Resend refuses a malformed sender with 422 validation_error: no retry can fix that mail.
     worker = make_worker(from_email="not an address")
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
 
     await worker.run_once()
 
@@ -209,7 +202,7 @@ async def test_an_unreachable_provider_is_retried(
 ) -> None:
     # Nothing listens on port 9 of localhost: connection refused, no HTTP status at all.
     worker = make_worker(resend_api_url="http://127.0.0.1:9")
-    email = await queue_confirmation(engine, unique_address())
+    email = await queued_confirmation(engine, unique_address())
 
     await worker.run_once()
 
@@ -225,7 +218,7 @@ async def test_two_workers_never_send_the_same_mail(
 ) -> None:
     addresses = [unique_address("pair") for _ in range(12)]
     for to in addresses:
-        await queue_confirmation(engine, to)
+        await queued_confirmation(engine, to)
     first, second = make_worker(batch_size=3), make_worker(batch_size=3)
 
     async def work(worker: EmailWorker) -> int:
@@ -248,7 +241,7 @@ async def test_a_claim_left_by_a_dead_worker_is_taken_again_after_its_lease(
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     # A worker claimed it and died mid-send: "sending", with a lease that has run out.
     async with AsyncSession(engine) as session, session.begin():
         await session.execute(
@@ -271,7 +264,7 @@ async def test_a_claim_left_by_a_dead_worker_is_taken_again_after_its_lease(
 
 
 async def test_a_live_claim_is_left_alone(engine: AsyncEngine, worker: EmailWorker) -> None:
-    email = await queue_confirmation(engine, unique_address())
+    email = await queued_confirmation(engine, unique_address())
     async with AsyncSession(engine) as session, session.begin():
         await session.execute(
             update(PendingEmail)
@@ -292,7 +285,7 @@ async def test_an_address_suppressed_after_queueing_is_not_sent(
     from notifier.models import Suppression
 
     to = unique_address()
-    email = await queue_confirmation(engine, to)
+    email = await queued_confirmation(engine, to)
     async with AsyncSession(engine) as session, session.begin():
         session.add(Suppression(email=to, reason="complaint", source="test"))
 
@@ -402,13 +395,13 @@ async def test_a_mail_queued_during_a_slow_send_is_sent_without_waiting_for_it(
     stop = asyncio.Event()
     loop = asyncio.create_task(worker.run(stop))
     try:
-        await queue_confirmation(engine, slow)
+        await queued_confirmation(engine, slow)
 
         async def slow_send_started() -> bool:
             return slow in sender.started
 
         await until(slow_send_started, within=10.0)
-        await queue_confirmation(engine, quick)
+        await queued_confirmation(engine, quick)
 
         async def quick_delivered() -> bool:
             return len(resend_standin.emails(quick)) == 1
@@ -442,7 +435,7 @@ async def test_a_stopped_loop_finishes_the_sends_in_hand(
     worker = EmailWorker(base_settings, engine, sender)
     stop = asyncio.Event()
     loop = asyncio.create_task(worker.run(stop))
-    await queue_confirmation(engine, to)
+    await queued_confirmation(engine, to)
 
     async def started() -> bool:
         return to in sender.started

@@ -13,17 +13,13 @@ from typing import Any
 
 import pytest
 from ember_devkit.testing.statements import statements_sent, verb
-from notifier.events import queue_order_confirmation
-from notifier.models import PendingEmail, Suppression
+from notifier.models import Suppression
 from notifier.worker import EmailWorker
 from notifier_testkit import (
     Standin,
     attempts_of,
     email_by_id,
-    emails_to,
-    envelope,
-    handle,
-    order_paid,
+    queued_confirmation,
     unique_address,
 )
 from sqlalchemy import event
@@ -31,13 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 pytestmark = pytest.mark.usefixtures("fresh")
-
-
-async def queued(engine: AsyncEngine, to: str) -> PendingEmail:
-    data = order_paid(to)
-    await handle(engine, queue_order_confirmation, envelope(data), data)
-    (email,) = await emails_to(engine, to)
-    return email
 
 
 @contextmanager
@@ -59,7 +48,7 @@ async def test_a_mail_is_claimed_and_finished_in_one_statement_each(
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queued(engine, to)
+    email = await queued_confirmation(engine, to)
 
     with statements_sent(engine, how_sent) as seen:
         assert await worker.run_once() == 1
@@ -76,7 +65,7 @@ async def test_the_claim_sees_a_suppression_made_after_queueing_whatever_the_cas
     engine: AsyncEngine, worker: EmailWorker, resend_standin: Standin
 ) -> None:
     to = unique_address()
-    email = await queued(engine, to.upper())
+    email = await queued_confirmation(engine, to.upper())
     async with AsyncSession(engine) as session, session.begin():
         session.add(Suppression(email=to, reason="complaint", source="test"))
 
@@ -100,8 +89,8 @@ async def test_every_pass_runs_the_one_claim_built_once(
         if state.is_update:
             claims.append(state.statement)
 
-    await queued(engine, unique_address())
-    await queued(engine, unique_address())
+    await queued_confirmation(engine, unique_address())
+    await queued_confirmation(engine, unique_address())
     with _orm_executions(worker, record):
         assert await worker.run_once(limit=1) == 1
         assert await worker.run_once(limit=1) == 1
