@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 import time
 import uuid
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 ADDRESS = {
     "name": "Bench Buyer",
@@ -78,64 +79,104 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, ever
     return False
 
 
-class SharedConnections(httpx.AsyncBaseTransport):
-    """One pool of connections to Caddy for every buyer's client: a client made with its own
-    transport builds an SSL context from the CA bundle (~20 ms of CPU, on the two cores the
-    shop runs on) and opens a new connection, per buyer. Each buyer keeps its own client, so
-    its own cookies; closing it leaves the pool to the run."""
+#: What a failed request raises: the run reports it as that buyer's error.
+REQUEST_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+TIMEOUT = aiohttp.ClientTimeout(total=60)
 
-    def __init__(self, pool: httpx.AsyncHTTPTransport) -> None:
-        self.pool = pool
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.pool.handle_async_request(request)
+def client(
+    url: str,
+    connections: aiohttp.BaseConnector | None = None,
+    headers: dict[str, str] | None = None,
+) -> aiohttp.ClientSession:
+    """A client with its own cookie jar, as a browser has; ``connections`` (a pool shared by
+    every buyer: a connector made per buyer opens a new connection each time) is left open when
+    it closes. The jar keeps cookies for an address (``127.0.0.1``), as a browser does, and sends
+    them back as they were set (no quoting a browser would not do)."""
+    return aiohttp.ClientSession(
+        base_url=url,
+        connector=connections,
+        connector_owner=connections is None,
+        cookie_jar=aiohttp.CookieJar(unsafe=True, quote_cookie=False),
+        headers=headers,
+        timeout=TIMEOUT,
+    )
 
-    async def aclose(self) -> None:
-        return None
+
+class LoopLag:
+    """How late this process's own event loop wakes a task that asked to sleep ``every_s``:
+    a latency measured here includes that lag when the client is busy, so the report says it."""
+
+    def __init__(self, every_s: float = 0.01) -> None:
+        self.every_s = every_s
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(self.every_s)
+            self.lags.append(max(0.0, time.monotonic() - began - self.every_s))
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def one_purchase(
     url: str,
-    stripe: httpx.AsyncClient,
-    resend: httpx.AsyncClient,
+    stripe: aiohttp.ClientSession,
+    resend: aiohttp.ClientSession,
     product_id: str,
-    connections: SharedConnections,
+    connections: aiohttp.BaseConnector,
 ) -> Buyer:
     email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
     buyer = Buyer(email=email)
-    async with httpx.AsyncClient(base_url=url, timeout=60, transport=connections) as browser:
+    async with client(url, connections) as browser:
+        # Each latency is from sending the request to having read the whole answer.
         began = time.monotonic()
-        added = await browser.post(
+        async with browser.post(
             "/api/cart/items", json={"product_id": product_id, "quantity": 1}
-        )
+        ) as added:
+            await added.read()
         buyer.cart_s = time.monotonic() - began
-        if added.status_code not in (200, 201):
-            buyer.error = f"cart {added.status_code}"
+        if added.status not in (200, 201):
+            buyer.error = f"cart {added.status}"
             return buyer
         began = time.monotonic()
-        started = await browser.post(
+        async with browser.post(
             "/api/checkout/session", json={"email": email, "shipping_address": ADDRESS}
-        )
+        ) as started:
+            text = await started.text()
         buyer.session_s = time.monotonic() - began
-        if started.status_code != 201:
-            buyer.error = f"session {started.status_code}: {started.text[:120]}"
+        if started.status != 201:
+            buyer.error = f"session {started.status}: {text[:120]}"
             return buyer
-        body = started.json()
+        body = json.loads(text)
         order_id, session_id = body["order_id"], body["checkout_url"].rstrip("/").rsplit("/", 1)[-1]
         began = time.monotonic()
-        paid = await stripe.post(f"/_standin/sessions/{session_id}/pay", json={})
+        async with stripe.post(f"/_standin/sessions/{session_id}/pay", json={}) as paid:
+            await paid.read()
         buyer.pay_s = time.monotonic() - began
-        if paid.status_code not in (200, 201):
-            buyer.error = f"pay {paid.status_code}"
+        if paid.status not in (200, 201):
+            buyer.error = f"pay {paid.status}"
             return buyer
         paid_at = time.time()
         seen: dict[str, str] = {}
 
         async def is_paid() -> bool:
-            answer = await browser.get(f"/api/checkout/session/{order_id}")
-            if answer.status_code != 200 or answer.json().get("status") != "paid":
+            async with browser.get(f"/api/checkout/session/{order_id}") as answer:
+                raw = await answer.read()
+            if answer.status != 200:
                 return False
-            seen["paid"] = answer.json()["paid_at"]
+            state = json.loads(raw)
+            if state.get("status") != "paid":
+                return False
+            seen["paid"] = state["paid_at"]
             return True
 
         if not await eventually(is_paid, 60, POLL_S):
@@ -144,10 +185,14 @@ async def one_purchase(
         buyer.paid_after_pay_s = max(0.0, _unix(seen["paid"]) - paid_at)
 
         async def mailed() -> bool:
-            answer = await resend.get("/_standin/emails", params={"to": email})
-            if answer.status_code != 200 or not answer.json()["data"]:
+            async with resend.get("/_standin/emails", params={"to": email}) as answer:
+                raw = await answer.read()
+            if answer.status != 200:
                 return False
-            seen["mailed"] = answer.json()["data"][0]["created_at"]
+            mails = json.loads(raw)["data"]
+            if not mails:
+                return False
+            seen["mailed"] = mails[0]["created_at"]
             return True
 
         if not await eventually(mailed, 60, POLL_S):
@@ -166,11 +211,12 @@ async def route_times(
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
     """(sum of seconds, count) per (service, method, route) from each service's histograms."""
     found: dict[tuple[str, str, str], tuple[float, float]] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as scraper:
         for service in SERVICES:
             try:
-                text = (await client.get(service_urls[service] + "/metrics")).text
-            except httpx.HTTPError:
+                async with scraper.get(service_urls[service] + "/metrics") as answer:
+                    text = await answer.text()
+            except REQUEST_ERRORS:
                 continue
             for line in text.splitlines():
                 match = _SAMPLE.match(line)
@@ -198,19 +244,18 @@ async def run(
     concurrency: int,
 ) -> dict[str, Any]:
     async with (
-        httpx.AsyncClient(base_url=url, timeout=60, headers=admin()) as staff,
-        httpx.AsyncClient(base_url=stripe_url, timeout=60) as stripe,
-        httpx.AsyncClient(base_url=resend_url, timeout=60) as resend,
-        httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=concurrency * 2)) as pool,
+        client(url, headers=admin()) as staff,
+        client(stripe_url) as stripe,
+        client(resend_url) as resend,
+        aiohttp.TCPConnector(limit=concurrency * 2) as connections,
     ):
-        connections = SharedConnections(pool)
         name = f"Bench Beans {uuid.uuid4().hex[:8]}"
-        made = await staff.post(
+        async with staff.post(
             "/api/admin/products/",
             json={"name": name, "price": 1500, "currency": "USD", "on_hand": buyers + 10},
-        )
-        made.raise_for_status()
-        product_id = str(made.json()["id"])
+        ) as made:
+            made.raise_for_status()
+            product_id = str((await made.json())["id"])
         before = await route_times(service_urls)
         gate = asyncio.Semaphore(concurrency)
         outcome = Run()
@@ -219,17 +264,22 @@ async def run(
             async with gate:
                 try:
                     return await one_purchase(url, stripe, resend, product_id, connections)
-                except httpx.HTTPError as exc:
+                except REQUEST_ERRORS as exc:
                     return Buyer(error=f"{type(exc).__name__}: {exc}")
 
-        began = time.monotonic()
-        outcome.buyers = list(await asyncio.gather(*(guarded() for _ in range(buyers))))
-        outcome.wall_s = time.monotonic() - began
+        with LoopLag() as lag:
+            began = time.monotonic()
+            outcome.buyers = list(await asyncio.gather(*(guarded() for _ in range(buyers))))
+            outcome.wall_s = time.monotonic() - began
         after = await route_times(service_urls)
         # A fresh token: the run may outlast the first one.
-        stock = await staff.get("/api/admin/inventory/", params={"q": name}, headers=admin())
-        row = next((r for r in stock.json().get("items", []) if r["product_id"] == product_id), {})
-        mails = await resend.get("/_standin/emails")
+        async with staff.get("/api/admin/inventory/", params={"q": name}, headers=admin()) as stock:
+            stocked: dict[str, Any] = await stock.json()
+        row: dict[str, Any] = next(
+            (r for r in stocked.get("items", []) if r["product_id"] == product_id), {}
+        )
+        async with resend.get("/_standin/emails") as answer:
+            mails = await answer.json()
     done = [b for b in outcome.buyers if not b.error]
     errors: dict[str, int] = {}
     for b in outcome.buyers:
@@ -237,7 +287,7 @@ async def run(
             errors[b.error] = errors.get(b.error, 0) + 1
     ours = {b.email for b in outcome.buyers}
     bench_mails: dict[str, int] = {}
-    for mail in mails.json().get("data", []):
+    for mail in mails.get("data", []):
         for to in mail.get("to", []):
             if to in ours:
                 bench_mails[to] = bench_mails.get(to, 0) + 1
@@ -268,6 +318,8 @@ async def run(
         "pay_to_paid": stat([b.paid_after_pay_s for b in done], 50, 95),
         "pay_to_mail": stat([b.mail_after_pay_s for b in done], 50, 95),
         "ember_route_means": ember,
+        # Included in every latency above: how late this client's own loop ran its tasks.
+        "client_loop_lag": stat(lag.lags, 50, 99),
         "exactly_once": {
             "mails_per_buyer": sorted(set(bench_mails.values())),
             "buyers_mailed": len(bench_mails),
