@@ -345,6 +345,37 @@ async def test_a_start_failing_after_its_claim_gives_the_claim_back(world: World
     ]
 
 
+async def test_a_stripe_that_does_not_answer_in_time_is_a_503_and_gives_everything_back(
+    world: World,
+) -> None:
+    """``STRIPE_TIMEOUT_MS`` bounds each call to Stripe, whichever HTTP client the SDK is given:
+    a session Stripe holds past it is answered 503 (retryable), its stock and claim given back."""
+    product_id = await world.product(on_hand=10)
+    ip = "203.0.113.12"
+    held, never = asyncio.Event(), asyncio.Event()
+
+    async def hold(method: str, path: str, body: bytes) -> None:
+        if method == "POST" and path == "/v1/checkout/sessions":
+            held.set()
+            await never.wait()
+
+    shopper = await guest_with(world, product_id, 1, ip)
+    async with (
+        interposed(world.standin_url, hold) as stuck_stripe,
+        stripe_at(world, stuck_stripe, stripe_max_network_retries=0, stripe_timeout_ms=300),
+    ):
+        try:
+            answer = await asyncio.wait_for(shopper.checkout(email="stuck@example.com"), 15)
+        finally:
+            never.set()
+    assert held.is_set()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["type"].endswith("/payment-provider-unavailable")
+    assert answer.headers["retry-after"]
+    assert (await world.stock(product_id))["available"] == 10
+    assert await claims_of(world, ip) == 0
+
+
 async def test_the_tax_customer_is_made_while_catalog_reserves(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import stripe
 import structlog
 from ember_shared.problems import Problem
+from ember_shared.tracing import tracer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from checkout.settings import CheckoutSettings
 
@@ -67,19 +72,82 @@ class PaymentProviderError(Exception):
         )
 
 
+def _client_spans() -> aiohttp.TraceConfig:
+    """A client span for each call to Stripe under a recorded span, as the httpx instrumentation
+    made (nothing is built for an unsampled request). No ``traceparent`` is sent: Stripe joins
+    no trace of ours; the checkout's rides in the session's metadata instead."""
+    config = aiohttp.TraceConfig()
+
+    async def started(
+        _: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        context.span = None
+        if trace.get_current_span().is_recording():
+            context.span = tracer().start_span(
+                params.method,
+                kind=SpanKind.CLIENT,
+                attributes={"http.request.method": params.method, "url.full": str(params.url)},
+            )
+
+    async def ended(
+        _: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if context.span is not None:
+            context.span.set_attribute("http.response.status_code", params.response.status)
+            if params.response.status >= 500:
+                context.span.set_status(Status(StatusCode.ERROR))
+            context.span.end()
+
+    async def failed(
+        _: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestExceptionParams
+    ) -> None:
+        if context.span is not None:
+            context.span.record_exception(params.exception)
+            context.span.set_status(Status(StatusCode.ERROR, type(params.exception).__name__))
+            context.span.end()
+
+    config.on_request_start.append(started)
+    config.on_request_end.append(ended)
+    config.on_request_exception.append(failed)
+    return config
+
+
 class StripeGateway:
+    """The SDK's client on its aiohttp HTTP client, not its httpx one: the same call to the
+    stand-in cost ~1.5 ms of CPU through httpx and ~0.5 ms through aiohttp, and a checkout
+    makes two. Both are made on the first call (an aiohttp session belongs to the running
+    loop) and kept until ``aclose``."""
+
     def __init__(self, settings: CheckoutSettings) -> None:
         self.settings = settings
-        self.client = stripe.StripeClient(
-            settings.stripe_secret_key,
-            base_addresses={"api": settings.stripe_api_base.rstrip("/")},
-            max_network_retries=settings.stripe_max_network_retries,
-            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_ms / 1000),
-        )
+        self._client: stripe.StripeClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        if self._client is None:
+            self._http = aiohttp.ClientSession(
+                # What the SDK's own session would verify Stripe's certificate with.
+                connector=aiohttp.TCPConnector(
+                    ssl=ssl.create_default_context(cafile=stripe.ca_bundle_path)
+                ),
+                trace_configs=[_client_spans()],
+            )
+            self._client = stripe.StripeClient(
+                self.settings.stripe_secret_key,
+                base_addresses={"api": self.settings.stripe_api_base.rstrip("/")},
+                max_network_retries=self.settings.stripe_max_network_retries,
+                http_client=stripe.AIOHTTPClient(
+                    # Each attempt as a whole (retries: ``stripe_max_network_retries``).
+                    timeout=aiohttp.ClientTimeout(total=self.settings.stripe_timeout_ms / 1000),
+                    session=self._http,
+                ),
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        http_client: Any = self.client._requestor._client
-        await http_client.close_async()
+        if self._http is not None:
+            await self._http.close()
 
     async def open_session(self, params: dict[str, Any], idempotency_key: str) -> OpenedSession:
         try:
