@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
 log = structlog.get_logger("standins.journal")
@@ -49,6 +50,10 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._written = threading.Condition()
+        #: The body last handed to the writer for each (kind, key): an object put again
+        #: unchanged (the Stripe stand-in journals every object an operation looked at) is not
+        #: written again.
+        self._bodies: dict[tuple[str, str], str] = {}
         #: What an older stand-in kept as one JSON document, to be put again by its owner.
         self.legacy: dict[str, Any] | None = None
         if path is not None:
@@ -83,6 +88,8 @@ class Journal:
                 found.append((str(key), json.loads(body)))
             except ValueError:
                 log.warning("journal_row_unreadable", kind=kind, key=key)
+                continue
+            self._bodies[(kind, str(key))] = body
         return found
 
     # --- writing ------------------------------------------------------------------------
@@ -90,8 +97,14 @@ class Journal:
     def put(self, kind: str, key: str, obj: Any) -> None:
         if self.path is None:
             return
+        # msgspec: the same compact JSON as json.dumps (UTF-8 left as it is) at a fraction of
+        # the CPU; every operation journals what it touched, on the loop the answers wait on.
+        body = msgspec.json.encode(obj).decode()
+        if self._bodies.get((kind, key)) == body:
+            return
+        self._bodies[(kind, key)] = body
         self._seq += 1
-        self._send(("put", kind, key, self._seq, json.dumps(obj, separators=(",", ":"))))
+        self._send(("put", kind, key, self._seq, body))
 
     def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
         for key, obj in items:
@@ -99,10 +112,15 @@ class Journal:
 
     def delete(self, kind: str, key: str) -> None:
         if self.path is not None:
+            self._bodies.pop((kind, key), None)
             self._send(("delete", kind, key))
 
     def clear(self, kind: str | None = None) -> None:
         if self.path is not None:
+            if kind is None:
+                self._bodies.clear()
+            else:
+                self._bodies = {k: v for k, v in self._bodies.items() if k[0] != kind}
             self._send(("clear", kind))
 
     def _send(self, op: _Op) -> None:
@@ -139,6 +157,10 @@ class Journal:
                     self._apply(db, work)
                 except sqlite3.Error as exc:
                     log.exception("journal_write_failed", error=str(exc), operations=len(work))
+                    # Not on disk: the next put of these objects must write them, changed or not.
+                    for op in work:
+                        if op[0] == "put":
+                            self._bodies.pop((op[1], op[2]), None)
                 with self._written:
                     self._pending -= len(work)
                     self._written.notify_all()
