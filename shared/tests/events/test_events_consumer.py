@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import anyio
 import msgspec
 import pytest
 import structlog
@@ -697,3 +698,29 @@ async def test_the_same_event_handled_at_once_twice_changes_nothing_the_second_t
 def test_a_handler_s_concurrency_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         EventHandlers("evtest").on(Ping, concurrency=0)
+
+
+async def test_a_delivered_message_reaches_its_handler_without_a_worker_thread(
+    engine: AsyncEngine,
+    redis: Redis,
+    settings_for: Callable[..., ServiceSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FastDepends found the message through its Context annotation by running a sync getter
+    # in a worker thread, for every message read or reclaimed: a thread hop per event.
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    runtime = await started(settings_for(), engine, recording_handlers(), "evtest-threads")
+    try:
+        [first, second] = await publish(redis, Ping(n=1), Ping(n=2))
+        await eventually(lambda: nothing_pending(redis))
+        assert await handled_count(engine, first.id) == await handled_count(engine, second.id) == 1
+    finally:
+        await runtime.stop()
+    assert hops == []
