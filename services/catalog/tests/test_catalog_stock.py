@@ -38,6 +38,7 @@ from ember_shared.events.contracts import (
 )
 from ember_shared.ids import new_id
 from litestar import Litestar
+from sqlalchemy import event
 
 Client = httpx.AsyncClient
 
@@ -254,6 +255,46 @@ async def test_a_new_reservation_is_written_without_reading_for_it_first(
     assert statements == ["INSERT", "SELECT"]
     assert again.json() == made.json()
     assert await stock(client, kit, product["id"]) == (10, 2)
+
+
+async def test_a_priced_reservation_holds_its_stock_last(
+    catalog_app: Litestar, client: Client, kit: Kit, service_headers: dict[str, str]
+) -> None:
+    """A held row stays locked until the reservation commits, and every checkout of a product
+    wants it: the priced lookup is read before the hold, so that nothing but the COMMIT follows
+    the hold (before, the lookup came after it, one more round trip with the row locked)."""
+    product = await kit.product(on_hand=10)
+    order_id = uuid.uuid4()
+    trail: list[str] = []
+    ours: set[int] = set()
+
+    def on_statement(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if {product["id"], str(order_id)} & parameter_texts(parameters):
+            ours.add(id(conn.connection))
+            trail.append(verb(statement))
+
+    def on_commit(conn: Any) -> None:
+        if id(conn.connection) in ours:
+            trail.append("COMMIT")
+
+    engine = catalog_app.state.db_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine, "commit", on_commit)
+    try:
+        made = await reserve(
+            client, service_headers, [(product["id"], 3)], order_id=order_id, priced=True
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+        event.remove(engine, "commit", on_commit)
+
+    assert made.status_code == 201, made.text
+    # The reservation's row, the lookup, the hold (with its line), and nothing between the
+    # hold and the COMMIT.
+    assert trail == ["INSERT", "SELECT", "WITH", "COMMIT"], trail
+    [variant] = made.json()["variants"]
+    assert (variant["available"], variant["availability"]) == (7, "in_stock")
+    assert await stock(client, kit, product["id"]) == (10, 3)
 
 
 async def test_each_line_is_held_and_written_by_one_statement(

@@ -137,17 +137,26 @@ class StockKeeper:
             assert existing is not None
             return await self._answered(request, reservation_out(existing)), False
         lines = _requested(request)
+        # Priced: the lines are looked up before any is held. A held row stays locked until
+        # the request's transaction commits, and every checkout of a product wants its row:
+        # the hold is the last statement before the COMMIT, so no other round trip (each a
+        # turn of this process's event loop, long under load) is made while it is locked.
+        looked_up = (await self.lookup((), [v for v, _, _ in lines]))[1] if request.priced else []
         short: list[tuple[uuid.UUID, uuid.UUID, int]] = []
         flipped: list[uuid.UUID] = []
+        held: dict[uuid.UUID, Stock] = {}
         for variant_id, product_id, quantity in lines:
             stock = await self.inventory.reserve(variant_id, product_id, quantity, reservation_id)
             if stock is None:
                 short.append((variant_id, product_id, quantity))
-            elif self._flipped(stock.available + quantity, stock):
+                continue
+            held[variant_id] = stock
+            if self._flipped(stock.available + quantity, stock):
                 flipped.append(product_id)
         if short:
             available = await self.inventory.sellable([v for v, _, _ in short])
-            known = (await self.lookup((), [v for v, _, _ in short]))[1] if request.priced else []
+            short_ids = {v for v, _, _ in short}
+            known = [variant for variant in looked_up if variant.variant_id in short_ids]
             # The request's transaction is rolled back on this answer: nothing stays held.
             raise Problem(
                 409,
@@ -169,14 +178,25 @@ class StockKeeper:
                 ),
             )
         self._stale(flipped)
-        made = ReservationOut(
+        return ReservationOut(
             reservation_id=reservation_id,
             order_id=request.order_id,
             status="active",
             expires_at=expires_at,
             lines=[ReservationLineOut(product_id=p, variant_id=v, quantity=q) for v, p, q in lines],
+            variants=[self._after_hold(variant, held) for variant in looked_up],
+        ), True
+
+    def _after_hold(self, variant: LookupProduct, held: dict[uuid.UUID, Stock]) -> LookupProduct:
+        """A variant looked up before the hold, with what its hold left (read by the hold)."""
+        stock = held.get(variant.variant_id) if variant.variant_id else None
+        if stock is None:
+            return variant
+        return msgspec.structs.replace(
+            variant,
+            available=max(stock.available, 0),
+            availability=availability_of(stock.available, self.settings.low_stock),
         )
-        return await self._answered(request, made), True
 
     async def _answered(self, request: ReservationRequest, out: ReservationOut) -> ReservationOut:
         """With ``priced``, the reservation's lines as the lookup answers them, read in the same
