@@ -105,9 +105,10 @@ def client(
 
 class LoopLag:
     """How late this process's own event loop wakes a task that asked to sleep ``every_s``:
-    a latency measured here includes that lag when the client is busy, so the report says it."""
+    a latency measured here includes that lag when the client is busy, so the report says it.
+    Every 50 ms: at 10 ms the watch itself was ~7 % of the client's CPU."""
 
-    def __init__(self, every_s: float = 0.01) -> None:
+    def __init__(self, every_s: float = 0.05) -> None:
         self.every_s = every_s
         self.lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
