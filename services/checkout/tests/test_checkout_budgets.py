@@ -26,7 +26,7 @@ from checkout.upstream import Upstream
 from checkout_testkit import World, serve
 from ember_devkit.testing.ports import free_port
 from ember_devkit.testing.statements import parameter_texts, statements_sent
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 PROBLEM = "application/problem+json"
 #: What an interposer runs before forwarding a request: (method, path, body).
@@ -232,6 +232,38 @@ async def test_the_claim_is_settled_by_the_read_of_the_carts_open_sessions(
     settled = [s for s in statements if s.startswith("WITH dropped_claim AS (DELETE")]
     assert len(settled) == 2, statements
     assert await claims_of(world, ip) == 0
+
+
+async def test_a_starts_statements_on_its_rows_are_built_once(world: World) -> None:
+    """The read of the cart's open sessions (with the claim's deletion) and the new row's INSERT
+    are one statement object each for every start, so their cache keys are memoized on them:
+    they were built again for each start (the read in the repository, the INSERT by the unit
+    of work's flush), their keys walked each time."""
+    product_id = await world.product(on_hand=10)
+    engine = world.apps["checkout"].state.db_engine.sync_engine
+    # The statement objects themselves (not their ids, which a freed one's successor may reuse).
+    sent: dict[str, list[Any]] = {"read": [], "insert": []}
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
+    ) -> None:
+        flat = " ".join(statement.split())
+        if flat.startswith("WITH dropped_claim AS (DELETE FROM checkout.hold_claims"):
+            sent["read"].append(context.invoked_statement)
+        elif flat.startswith("INSERT INTO checkout.checkout_sessions"):
+            sent["insert"].append(context.invoked_statement)
+
+    shoppers = [await guest_with(world, product_id, 1, f"192.0.2.{30 + i}") for i in range(3)]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for i, shopper in enumerate(shoppers):
+            answer = await shopper.checkout(email=f"once-built-{i}@example.com")
+            assert answer.status_code == 201, answer.text
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    for name, statements in sent.items():
+        assert len(statements) == 3, (name, statements)
+        assert all(s is statements[0] for s in statements), name
 
 
 async def guest_with(world: World, product_id: uuid.UUID, quantity: int, ip: str) -> Any:

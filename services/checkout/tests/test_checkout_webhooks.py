@@ -13,6 +13,7 @@ import httpx
 import pytest
 from checkout_testkit import World, eventually
 from ember_devkit.testing.statements import statements_sent, verb
+from sqlalchemy import event
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
@@ -252,6 +253,42 @@ async def test_a_payment_is_claimed_with_its_outcome_in_one_statement(world: Wor
     bodies = [httpx.Response(200, text=d["body"]).json() for [d] in again]
     assert [b["duplicate"] for b in bodies] == [True] * 4
     assert len(await world.outbox(order_id, "payment.succeeded.v1")) == 1
+
+
+async def test_a_webhooks_lock_and_claim_are_built_once(world: World) -> None:
+    """The row's lock and the event's claim are one statement object each for every delivery
+    (their cache keys memoized on them): both were built again for each, the claim with its
+    values in it, walked for its key every time."""
+    started = await _started(world, held=True)
+    await world.pay_page(started["checkout_url"], CARD_OK)
+    completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
+    engine = world.apps["checkout"].state.db_engine.sync_engine
+    # The statement objects themselves (not their ids, which a freed one's successor may reuse).
+    sent: dict[str, list[Any]] = {"lock": [], "claim": []}
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
+    ) -> None:
+        flat = " ".join(statement.split())
+        if flat.startswith("INSERT INTO checkout.provider_events"):
+            sent["claim"].append(context.invoked_statement)
+        elif flat.startswith("SELECT") and flat.endswith("FOR UPDATE") and (
+            "checkout_sessions.stripe_session_id =" in flat
+        ):
+            sent["lock"].append(context.invoked_statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcomes = []
+        for _ in range(3):  # the first pays; the others find it claimed
+            [delivery] = await world.deliver([completed["id"]])
+            outcomes.append(httpx.Response(200, text=delivery["body"]).json()["outcome"])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert outcomes == ["paid", "duplicate", "duplicate"]
+    for name, statements in sent.items():
+        assert len(statements) == 3, (name, statements)
+        assert all(s is statements[0] for s in statements), name
 
 
 async def test_concurrent_first_deliveries_pay_once(world: World) -> None:

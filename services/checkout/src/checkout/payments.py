@@ -72,6 +72,15 @@ class PaymentProviderError(Exception):
         )
 
 
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """What the SDK's httpx client was given (one number: each of its waits, not the whole
+    call): a connection within ``seconds`` (a free one from the pool included) and no wait for
+    Stripe's next bytes longer than that; a slow but answering Stripe is not cut off."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=seconds, sock_connect=seconds, sock_read=seconds
+    )
+
+
 def _client_spans() -> aiohttp.TraceConfig:
     """A client span for each call to Stripe under a recorded span, as the httpx instrumentation
     made (nothing is built for an unsampled request). No ``traceparent`` is sent: Stripe joins
@@ -138,9 +147,7 @@ class StripeGateway:
                 base_addresses={"api": self.settings.stripe_api_base.rstrip("/")},
                 max_network_retries=self.settings.stripe_max_network_retries,
                 http_client=stripe.AIOHTTPClient(
-                    # Each attempt as a whole (retries: ``stripe_max_network_retries``).
-                    timeout=aiohttp.ClientTimeout(total=self.settings.stripe_timeout_ms / 1000),
-                    session=self._http,
+                    timeout=_timeout(self.settings.stripe_timeout_ms / 1000), session=self._http
                 ),
             )
         return self._client

@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import delete, select, text
+from sqlalchemy import Table, bindparam, delete, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
@@ -109,6 +110,34 @@ class HoldBudgetRepository:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
 
+#: The statements of each order's path on ``checkout_sessions``, built once: their cache keys are memoized
+#: on them, not walked again for every start (a statement made per call is).
+_OPEN_FOR_CART = (
+    select(CheckoutSession)
+    .where(
+        CheckoutSession.cart_id == bindparam("cart"),
+        CheckoutSession.status == CheckoutStatus.OPEN.value,
+    )
+    .order_by(CheckoutSession.created_at.desc())
+    .execution_options(populate_existing=True)
+)
+_OPEN_FOR_CART_DROPPING_CLAIM = _OPEN_FOR_CART.add_cte(
+    delete(HoldClaim).where(HoldClaim.id == bindparam("claim")).cte("dropped_claim")
+)
+#: The status read (each poll of the order page) and the payment webhook's lock.
+_BY_ORDER_ID = select(CheckoutSession).where(CheckoutSession.order_id == bindparam("order_id"))
+_LOCK_BY_STRIPE_SESSION = (
+    select(CheckoutSession)
+    .where(CheckoutSession.stripe_session_id == bindparam("stripe_session_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_TABLE = cast(Table, CheckoutSession.__table__)
+_INSERT_ROW = insert(_TABLE).returning(_TABLE.c.created_at, _TABLE.c.updated_at)
+#: (attribute, column) of every mapped column.
+_ROW_COLUMNS = [(a.key, a.columns[0].key) for a in inspect(CheckoutSession).column_attrs]
+
+
 class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
     model_type = CheckoutSession
 
@@ -127,33 +156,34 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
         the same statement (a data-modifying CTE). It is deleted in the transaction that writes
         the session row (or answers the one open), so other starts see the claim until that
         commits and the row from then on; a failed start rolls the deletion back with it."""
-        statement = (
-            select(CheckoutSession)
-            .where(
-                CheckoutSession.cart_id == cart_id,
-                CheckoutSession.status == CheckoutStatus.OPEN.value,
+        if dropping_claim is None:
+            found = await self.session.execute(_OPEN_FOR_CART, {"cart": cart_id})
+        else:
+            found = await self.session.execute(
+                _OPEN_FOR_CART_DROPPING_CLAIM, {"cart": cart_id, "claim": dropping_claim}
             )
-            .order_by(CheckoutSession.created_at.desc())
-            .execution_options(populate_existing=True)
+        return list(found.scalars())
+
+    async def insert_new(self, row: CheckoutSession) -> None:
+        """Write a new session row (every column its start set; the columns' defaults for the
+        rest) by one INSERT built once, its RETURNING bringing the server's timestamps back.
+        The row is not added to the ORM session: nothing of the request changes it after, and
+        the unit of work's flush of one new row cost as much again as this."""
+        state = row.__dict__
+        written = await self.session.execute(
+            _INSERT_ROW, {column: state[key] for key, column in _ROW_COLUMNS if key in state}
         )
-        if dropping_claim is not None:
-            statement = statement.add_cte(
-                delete(HoldClaim).where(HoldClaim.id == dropping_claim).cte("dropped_claim")
-            )
-        return list((await self.session.execute(statement)).scalars())
+        row.created_at, row.updated_at = written.one()
 
     async def by_order_id(self, order_id: uuid.UUID) -> CheckoutSession | None:
-        statement = select(CheckoutSession).where(CheckoutSession.order_id == order_id)
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        found = await self.session.execute(_BY_ORDER_ID, {"order_id": order_id})
+        return found.scalar_one_or_none()
 
     async def lock_by_stripe_session(self, stripe_session_id: str) -> CheckoutSession | None:
-        statement = (
-            select(CheckoutSession)
-            .where(CheckoutSession.stripe_session_id == stripe_session_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+        found = await self.session.execute(
+            _LOCK_BY_STRIPE_SESSION, {"stripe_session_id": stripe_session_id}
         )
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        return found.scalar_one_or_none()
 
     async def lock_by_id(self, checkout_session_id: uuid.UUID) -> CheckoutSession | None:
         statement = (

@@ -488,10 +488,9 @@ class CheckoutService:
                 stripe_session_id=opened.id,
                 checkout_url=opened.url,
             )
-            # The INSERT's RETURNING brings the server's defaults back: no reading it again.
             # The session row counts against the budget from this commit on, the claim (deleted
             # with the open sessions' read) no more.
-            await self.repo.add(row, auto_refresh=False)
+            await self.repo.insert_new(row)
             await events.checkout_started(self.db, row)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import cast
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from checkout.models import ProviderEvent
+
+#: Every webhook's claim, built once (its cache key memoized on it; one made per call with its
+#: values in it had them walked for the key on every delivery).
+_EVENTS = cast(Table, ProviderEvent.__table__)
+# On the table, not the entity: the ORM's DML path makes an annotated copy per execution,
+# whose key is walked again.
+_CLAIM = (
+    insert(_EVENTS)
+    .values(
+        event_id=bindparam("event_id"),
+        provider="stripe",
+        type=bindparam("type"),
+        object_id=bindparam("object_id"),
+        stripe_created=bindparam("stripe_created"),
+        outcome=bindparam("outcome"),
+        checkout_session_id=bindparam("checkout_session_id"),
+    )
+    .on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(_EVENTS.c.event_id)
+)
 
 
 class ProviderEventRepository(SQLAlchemyAsyncRepository[ProviderEvent]):
@@ -32,21 +53,18 @@ class ProviderEventRepository(SQLAlchemyAsyncRepository[ProviderEvent]):
         A concurrent delivery of the same event waits on the unique index until this
         transaction ends, then finds it recorded: an event's effect happens once.
         """
-        statement = (
-            insert(ProviderEvent)
-            .values(
-                event_id=event_id,
-                provider="stripe",
-                type=type_,
-                object_id=object_id,
-                stripe_created=created,
-                outcome=outcome[:300],
-                checkout_session_id=checkout_session_id,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(ProviderEvent.event_id)
+        claimed = await self.session.execute(
+            _CLAIM,
+            {
+                "event_id": event_id,
+                "type": type_,
+                "object_id": object_id,
+                "stripe_created": created,
+                "outcome": outcome[:300],
+                "checkout_session_id": checkout_session_id,
+            },
         )
-        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+        return claimed.scalar_one_or_none() is not None
 
     async def record_outcome(
         self, event_id: str, outcome: str, checkout_session_id: uuid.UUID | None
