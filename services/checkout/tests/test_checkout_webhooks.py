@@ -272,8 +272,10 @@ async def test_a_webhooks_lock_and_claim_are_built_once(world: World) -> None:
         flat = " ".join(statement.split())
         if flat.startswith("INSERT INTO checkout.provider_events"):
             sent["claim"].append(context.invoked_statement)
-        elif flat.startswith("SELECT") and flat.endswith("FOR UPDATE") and (
-            "checkout_sessions.stripe_session_id =" in flat
+        elif (
+            flat.startswith("SELECT")
+            and flat.endswith("FOR UPDATE")
+            and ("checkout_sessions.stripe_session_id =" in flat)
         ):
             sent["lock"].append(context.invoked_statement)
 
