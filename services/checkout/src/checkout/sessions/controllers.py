@@ -61,6 +61,7 @@ def checkout_service(
         state.stripe,
         shopper_origin(request, state),
         engine=state.db_engine,
+        autocommit=state.db_reads,
     )
 
 

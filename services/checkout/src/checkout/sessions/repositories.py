@@ -1,5 +1,5 @@
 """Every query on ``checkout_sessions`` and ``hold_claims``. Nothing here commits: the request,
-the handler or the service's own short budget transaction does."""
+the handler does, and the budget's claim is a statement of its own (outside any transaction)."""
 
 from __future__ import annotations
 
@@ -14,48 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
 
+#: The budget decided and, when there is room, claimed: one call of the function the migration
+#: ``a4c8e2f6b1d3`` made, outside any transaction, so that the subjects' advisory locks are taken
+#: and released inside this one statement (see the migration for why a function).
+_CLAIM = text(
+    "SELECT checkout.claim_hold_budget(:claim_id, :cart, :ip, :email, :units, :expires_at, "
+    ":now, :most_per_client, :most_per_email, :most_units)"
+)
+
 
 @dataclass(frozen=True)
-class Hold:
-    """Stock held, or about to be, by an open checkout or an admitted one being started."""
+class HoldBudget:
+    """How much stock one client address, and one email, may hold without paying."""
 
-    client_ip: str | None
-    email: str  # lower case
-    units: int
-    expires_at: dt.datetime
-
-
-#: A start's claim written, and the open unexpired checkouts and live claims of its client
-#: address or email, but for its own cart's (that cart's checkout replaces them, one at a time
-#: under its cart lock), read: one round trip. The claim is not among the rows read (a statement
-#: sees the snapshot it started with, and its cart is left out anyway); a refusal rolls the
-#: transaction, and so the claim, back. A session's units are summed here, so its line snapshot
-#: never leaves Postgres. The same statement deletes those subjects' lapsed claims (of requests
-#: that died before settling them).
-_CLAIM = text(
-    """
-    WITH lapsed AS (
-        DELETE FROM checkout.hold_claims
-         WHERE expires_at <= :now AND (lower(email) = :email OR client_ip = :ip)
-    ), claimed AS (
-        INSERT INTO checkout.hold_claims (id, cart_id, client_ip, email, units, expires_at)
-        VALUES (:claim_id, :cart, :ip, :claim_email, :units, :claim_expires_at)
-    )
-    SELECT s.client_ip, lower(s.email) AS email,
-           (SELECT coalesce(sum((l ->> 'quantity')::int), 0)
-              FROM jsonb_array_elements(s.lines) AS l) AS units,
-           s.expires_at
-      FROM checkout.checkout_sessions AS s
-     WHERE s.status = 'open' AND s.expires_at > :now
-       AND (s.cart_id IS NULL OR s.cart_id <> :cart)
-       AND (lower(s.email) = :email OR s.client_ip = :ip)
-    UNION ALL
-    SELECT c.client_ip, lower(c.email), c.units, c.expires_at
-      FROM checkout.hold_claims AS c
-     WHERE c.expires_at > :now AND c.cart_id <> :cart
-       AND (lower(c.email) = :email OR c.client_ip = :ip)
-    """
-)
+    most_per_client: int  # open checkouts
+    most_per_email: int
+    most_units: int
 
 
 class HoldBudgetRepository:
@@ -63,15 +37,6 @@ class HoldBudgetRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def lock_subjects(self, *subjects: str) -> None:
-        """Serialises budget decisions of one client address or email until this transaction
-        ends (across replicas too). Taken only in the short transaction that admits a claim,
-        never across a call to another service. One statement, the locks in a fixed order."""
-        keys = {f"k{i}": f"checkout-budget:{s}" for i, s in enumerate(sorted(set(subjects) - {""}))}
-        if keys:
-            locks = ", ".join(f"pg_advisory_xact_lock(hashtextextended(:{k}, 0))" for k in keys)
-            await self.session.execute(text(f"SELECT {locks}"), keys)
 
     async def claim(
         self,
@@ -83,23 +48,28 @@ class HoldBudgetRepository:
         units: int,
         expires_at: dt.datetime,
         now: dt.datetime,
-    ) -> list[Hold]:
-        """Write the claim and answer the other holds of its subjects (see ``_CLAIM``); the
-        caller refuses by raising, which rolls the claim back with its transaction."""
-        rows = await self.session.execute(
+        budget: HoldBudget,
+    ) -> dt.datetime | None:
+        """Claim ``units`` for a start unless its client address's or its email's other holds
+        leave no room in ``budget``. None when claimed; else when the first hold of the subject that
+        refused lapses. The session must not be in a transaction: the statement is its own, and
+        its locks last no longer than it does."""
+        refused_until: dt.datetime | None = await self.session.scalar(
             _CLAIM,
             {
-                "now": now,
-                "cart": cart_id,
-                "email": email.lower(),
-                "ip": client_ip,
                 "claim_id": claim_id,
-                "claim_email": email,
+                "cart": cart_id,
+                "ip": client_ip,
+                "email": email,
                 "units": units,
-                "claim_expires_at": expires_at,
+                "expires_at": expires_at,
+                "now": now,
+                "most_per_client": budget.most_per_client,
+                "most_per_email": budget.most_per_email,
+                "most_units": budget.most_units,
             },
         )
-        return [Hold(r.client_ip, r.email, int(r.units), r.expires_at) for r in rows]
+        return refused_until
 
     async def forget_lapsed(self, now: dt.datetime) -> int:
         """Every lapsed claim (each subject's are also deleted when it next checks out)."""

@@ -7,11 +7,11 @@ The rules, in order:
    together in one problem naming them.
 2. If the client says which total it showed the shopper (``expected_total``) and catalog's
    prices now make another, nothing stays reserved: 409 ``price-changed`` with the new lines.
-3. Stock held without paying has a budget per client address and per email. It is decided in a
-   short transaction of its own (per-subject advisory locks, the open checkouts and claims
-   counted, a ``hold_claims`` row written, committed) before anything is reserved, so no lock of
-   a budget is ever held across a call to catalog or Stripe: checkouts from one address (a
-   shared NAT) run side by side. The claim is deleted in the transaction that writes the
+3. Stock held without paying has a budget per client address and per email. It is decided by
+   one statement outside any transaction (a function: per-subject advisory locks, the open
+   checkouts and claims counted, a ``hold_claims`` row written when there is room) before
+   anything is reserved, so no lock of a budget is held beyond that statement: checkouts from
+   one address (a shared NAT) run side by side. The claim is deleted in the transaction that writes the
    session row, or at once when the start fails; a claim whose request died lapses by itself.
 4. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
    same checkout (same lines, prices, address and email) answers the session already open; a
@@ -48,7 +48,7 @@ from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
 from ember_shared.tracing import current_traceparent
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from checkout import events
 from checkout.models import CheckoutSession, CheckoutStatus, ShippingRate
@@ -65,7 +65,11 @@ from checkout.offers.services import (
     tax_enabled,
 )
 from checkout.payments import PaymentProviderError, StripeGateway, unix_to_datetime
-from checkout.sessions.repositories import CheckoutSessionRepository, HoldBudgetRepository
+from checkout.sessions.repositories import (
+    CheckoutSessionRepository,
+    HoldBudget,
+    HoldBudgetRepository,
+)
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
 from checkout.settings import CheckoutSettings
 from checkout.upstream import StockUnavailable, Upstream
@@ -142,10 +146,13 @@ class CheckoutService:
         public_url: str,
         *,
         engine: AsyncEngine,
+        autocommit: async_sessionmaker[AsyncSession],
     ) -> None:
         self.db = db
-        #: For the budget's own short transactions, apart from the request's.
+        #: For the code's own short transactions, apart from the request's.
         self.engine = engine
+        #: Sessions whose every statement is a transaction of its own: the budget's claim.
+        self.autocommit = autocommit
         self.repo = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
         self.settings = settings
         self.upstream = upstream
@@ -600,11 +607,12 @@ class CheckoutService:
         """Stock held without paying is bounded per client address and per email, so that no
         one client can make a product "sold out" for everyone by opening checkouts.
 
-        Decided and claimed in a short transaction of its own, committed before any stock is
-        reserved: the per-subject lock that makes two concurrent starts see each other's claims
-        is held for a few milliseconds, never across a call to catalog or Stripe. With
-        ``read_rates``, the active shipping rates are read in the same transaction (the
-        checkout's prices are not known yet: the reservation answers them)."""
+        Decided and claimed by one statement outside any transaction, before any stock is
+        reserved: the per-subject locks that make two concurrent starts see each other's claims
+        are held inside that statement only, never while this process is asked for the next
+        one (under load, a turn of a busy event loop) nor across a call to catalog or Stripe.
+        With ``read_rates``, the active shipping rates are read first (the checkout's prices are
+        not known yet: the reservation answers them)."""
         limit = self.settings.max_held_units
         if units > limit:
             raise Problem(
@@ -616,12 +624,10 @@ class CheckoutService:
             )
         claim_id = new_id()
         now = dt.datetime.now(dt.UTC)
-        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-            budget = HoldBudgetRepository(session)
-            await budget.lock_subjects(buyer.client_ip or "", email.lower())
-            # Claimed in the same statement that reads the other holds; a refusal below rolls
-            # the claim back with this transaction.
-            held = await budget.claim(
+        async with self.autocommit() as session:
+            # Read before the claim, outside its locks.
+            rates = await Offers(session, self.settings).active_rates() if read_rates else []
+            refused_until = await HoldBudgetRepository(session).claim(
                 claim_id=claim_id,
                 cart_id=cart_id,
                 client_ip=buyer.client_ip,
@@ -629,29 +635,20 @@ class CheckoutService:
                 units=units,
                 expires_at=now + self._claim_ttl(),
                 now=now,
+                budget=HoldBudget(
+                    self.settings.max_open_per_client, self.settings.max_open_per_email, limit
+                ),
             )
-            for rows, most in (
-                (
-                    [h for h in held if buyer.client_ip and h.client_ip == buyer.client_ip],
-                    self.settings.max_open_per_client,
-                ),
-                (
-                    [h for h in held if h.email == email.lower()],
-                    self.settings.max_open_per_email,
-                ),
-            ):
-                held_units = sum(h.units for h in rows)
-                if rows and (len(rows) >= most or held_units + units > limit):
-                    wait = max(1, int((min(h.expires_at for h in rows) - now).total_seconds()))
-                    raise Problem(
-                        429,
-                        "too-many-checkouts",
-                        "Other checkouts of yours are still waiting for payment. Pay or leave "
-                        "one of them (or wait until it lapses) before starting another.",
-                        title="Too many open checkouts",
-                        headers={"Retry-After": str(wait)},
-                    )
-            rates = await Offers(session, self.settings).active_rates() if read_rates else []
+        if refused_until is not None:
+            wait = max(1, int((refused_until - now).total_seconds()))
+            raise Problem(
+                429,
+                "too-many-checkouts",
+                "Other checkouts of yours are still waiting for payment. Pay or leave "
+                "one of them (or wait until it lapses) before starting another.",
+                title="Too many open checkouts",
+                headers={"Retry-After": str(wait)},
+            )
         return Claim(claim_id, rates)
 
     async def _release_claim(self, claim_id: uuid.UUID) -> None:
