@@ -18,11 +18,10 @@ row was already there the handler is skipped, so a redelivered or duplicated eve
 nothing. The consumer opens that transaction itself: ``BEGIN`` and the handled rows go to
 Postgres as one simple query (one round trip, not two), then the handler runs on an ORM session
 that sends no ``BEGIN`` of its own, then ``COMMIT``. The message is acknowledged only after the
-commit. When the handler raises, the
-transaction rolls back and the message stays pending for the reclaimer; on its
-``EVENTS_MAX_DELIVERIES``-th delivery it goes to the dead-letter stream instead
-(:mod:`ember_shared.events.dead_letters`). Losing the database or Redis mid-handler does not use
-up a delivery (the count is put back), so an outage does not dead-letter healthy events.
+commit. When the handler raises, the transaction rolls back and the message stays pending for
+the reclaimer; on its ``EVENTS_MAX_DELIVERIES``-th delivery it goes to the dead-letter stream
+instead (:mod:`ember_shared.events.dead_letters`). Losing the database or Redis mid-handler does
+not use up a delivery (the count is put back), so an outage does not dead-letter healthy events.
 
 While a message is handled, its correlation id is bound to the structlog context and to
 :data:`ember_shared.logging.correlation_id_var`, so logs and events the handler writes carry it.
