@@ -25,7 +25,12 @@ from checkout.reconciliation.services import reconcile_once
 from checkout.upstream import Upstream
 from checkout_testkit import World, serve
 from ember_devkit.testing.ports import free_port
-from ember_devkit.testing.statements import parameter_texts, statements_sent
+from ember_devkit.testing.statements import (
+    each_built_once,
+    parameter_texts,
+    statement_objects_sent,
+    statements_sent,
+)
 from sqlalchemy import event, text
 from sqlalchemy.util import await_only
 
@@ -270,30 +275,20 @@ async def test_a_starts_statements_on_its_rows_are_built_once(world: World) -> N
     they were built again for each start (the read in the repository, the INSERT by the unit
     of work's flush), their keys walked each time."""
     product_id = await world.product(on_hand=10)
-    engine = world.apps["checkout"].state.db_engine.sync_engine
-    # The statement objects themselves (not their ids, which a freed one's successor may reuse).
-    sent: dict[str, list[Any]] = {"read": [], "insert": []}
 
-    def record(
-        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
-    ) -> None:
-        flat = " ".join(statement.split())
+    def kind_of(flat: str) -> str | None:
         if flat.startswith("WITH dropped_claim AS (DELETE FROM checkout.hold_claims"):
-            sent["read"].append(context.invoked_statement)
-        elif flat.startswith("INSERT INTO checkout.checkout_sessions"):
-            sent["insert"].append(context.invoked_statement)
+            return "read"
+        if flat.startswith("INSERT INTO checkout.checkout_sessions"):
+            return "insert"
+        return None
 
     shoppers = [await guest_with(world, product_id, 1, f"192.0.2.{30 + i}") for i in range(3)]
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statement_objects_sent(world.apps["checkout"].state.db_engine, kind_of) as sent:
         for i, shopper in enumerate(shoppers):
             answer = await shopper.checkout(email=f"once-built-{i}@example.com")
             assert answer.status_code == 201, answer.text
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    for name, statements in sent.items():
-        assert len(statements) == 3, (name, statements)
-        assert all(s is statements[0] for s in statements), name
+    assert each_built_once(sent, {"read", "insert"}, 3), sent
 
 
 async def guest_with(world: World, product_id: uuid.UUID, quantity: int, ip: str) -> Any:

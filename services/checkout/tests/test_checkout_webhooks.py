@@ -12,8 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from checkout_testkit import World, eventually
-from ember_devkit.testing.statements import statements_sent, verb
-from sqlalchemy import event
+from ember_devkit.testing.statements import (
+    each_built_once,
+    statement_objects_sent,
+    statements_sent,
+    verb,
+)
 
 CARD_OK = "4242 4242 4242 4242"
 CARD_DECLINED = "4000 0000 0000 0002"
@@ -262,35 +266,22 @@ async def test_a_webhooks_lock_and_claim_are_built_once(world: World) -> None:
     started = await _started(world, held=True)
     await world.pay_page(started["checkout_url"], CARD_OK)
     completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
-    engine = world.apps["checkout"].state.db_engine.sync_engine
-    # The statement objects themselves (not their ids, which a freed one's successor may reuse).
-    sent: dict[str, list[Any]] = {"lock": [], "claim": []}
 
-    def record(
-        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
-    ) -> None:
-        flat = " ".join(statement.split())
+    def kind_of(flat: str) -> str | None:
         if flat.startswith("INSERT INTO checkout.provider_events"):
-            sent["claim"].append(context.invoked_statement)
-        elif (
-            flat.startswith("SELECT")
-            and flat.endswith("FOR UPDATE")
-            and ("checkout_sessions.stripe_session_id =" in flat)
-        ):
-            sent["lock"].append(context.invoked_statement)
+            return "claim"
+        locks_the_row = flat.startswith("SELECT") and flat.endswith("FOR UPDATE")
+        if locks_the_row and "checkout_sessions.stripe_session_id =" in flat:
+            return "lock"
+        return None
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statement_objects_sent(world.apps["checkout"].state.db_engine, kind_of) as sent:
         outcomes = []
         for _ in range(3):  # the first pays; the others find it claimed
             [delivery] = await world.deliver([completed["id"]])
             outcomes.append(httpx.Response(200, text=delivery["body"]).json()["outcome"])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert outcomes == ["paid", "duplicate", "duplicate"]
-    for name, statements in sent.items():
-        assert len(statements) == 3, (name, statements)
-        assert all(s is statements[0] for s in statements), name
+    assert each_built_once(sent, {"lock", "claim"}, 3), sent
 
 
 async def test_concurrent_first_deliveries_pay_once(world: World) -> None:

@@ -45,3 +45,36 @@ def parameter_texts(parameters: Any) -> set[str]:
     positional parameters are a sequence, a mapping gives its values)."""
     values = parameters.values() if isinstance(parameters, dict) else parameters or ()
     return {str(value) for value in values}
+
+
+@contextmanager
+def statement_objects_sent(
+    engine: Any, kind_of: Callable[[str], str | None]
+) -> Iterator[dict[str, list[Any]]]:
+    """The statement objects (what the code executed, not their text) ``engine`` sends inside
+    the block, per the kind ``kind_of`` names from the statement's text (whitespace collapsed).
+    A statement built once and reused is the same object each time, so SQLAlchemy memoizes its
+    cache key on it; one built per call is walked for its key again. The objects themselves are
+    kept, not their ids, which a freed one's successor may reuse."""
+    sent: dict[str, list[Any]] = {}
+    sync_engine = getattr(engine, "sync_engine", engine)
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
+    ) -> None:
+        kind = kind_of(" ".join(statement.split()))
+        if kind is not None:
+            sent.setdefault(kind, []).append(context.invoked_statement)
+
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+
+
+def each_built_once(sent: dict[str, list[Any]], kinds: set[str], times: int) -> bool:
+    """Whether each of ``kinds`` was sent ``times`` times, always as the same object."""
+    return set(sent) >= kinds and all(
+        len(sent[kind]) == times and all(s is sent[kind][0] for s in sent[kind]) for kind in kinds
+    )
