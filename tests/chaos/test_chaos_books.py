@@ -67,7 +67,12 @@ class Tally:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def record(self, phase: str, route: str, outcome: httpx.Response | Exception) -> None:
+        """``phase``: the one the request was sent in. One still in flight when the next phase
+        began (a fault: Postgres shut down under it) belongs to neither whole phase: it is kept
+        under "<sent in> -> <answered in>", printed, and asserted by no phase's rule."""
         with self.lock:
+            if self.phase != phase:
+                phase = f"{phase} -> {self.phase}"
             if isinstance(outcome, Exception):
                 self.failed.append((phase, route, f"{type(outcome).__name__}: {outcome}"))
             elif outcome.status_code >= 400:
@@ -86,6 +91,12 @@ class Tally:
                 if p == phase and (not routes or r in routes)
             ]
         return ok, bad
+
+    def transitions(self) -> list[str]:
+        """The "<sent in> -> <answered in>" phases that requests fell into, in order seen."""
+        with self.lock:
+            seen = [p for p, _ in self.ok] + [p for p, _, _ in self.failed]
+        return [p for p in dict.fromkeys(seen) if " -> " in p]
 
 
 @dataclass
@@ -298,6 +309,7 @@ def test_the_books_balance_through_redis_and_postgres_restarts_kills_and_poison(
         "postgres settled",
         "kills",
         "after",
+        *tally.transitions(),
     ):
         ok, bad = tally.count(phase)
         print(
