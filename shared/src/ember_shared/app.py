@@ -130,8 +130,9 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
 
         app.state.redis = redis
         app.state.db_engine = engine
-        # For a route that only reads: each statement its own transaction, without the BEGIN
-        # and COMMIT round trips of a request transaction around it.
+        # Each statement its own transaction, without the BEGIN and COMMIT round trips of a
+        # request transaction around it: for a route that only reads, and for a write that is
+        # one statement and must end with it (checkout's budget claim and its locks).
         app.state.db_reads = async_sessionmaker(
             engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )

@@ -33,7 +33,8 @@ class HoldBudget:
 
 
 class HoldBudgetRepository:
-    """The stock-hold budget's queries, in whichever transaction the caller gives."""
+    """The stock-hold budget's queries: the claim on an autocommit session (a transaction of
+    its own), the settling and the sweep in whichever transaction the caller gives."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -51,8 +52,8 @@ class HoldBudgetRepository:
         budget: HoldBudget,
     ) -> dt.datetime | None:
         """Claim ``units`` for a start unless its client address's or its email's other holds
-        leave no room in ``budget``. None when claimed; else when the first hold of the subject that
-        refused lapses. The session must not be in a transaction: the statement is its own, and
+        leave no room in ``budget``. None when claimed; else when the first hold of the subject
+        that refused lapses. The session must not be in a transaction: the statement is its own, and
         its locks last no longer than it does."""
         refused_until: dt.datetime | None = await self.session.scalar(
             _CLAIM,
@@ -80,8 +81,8 @@ class HoldBudgetRepository:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
 
-#: The statements of each order's path on ``checkout_sessions``, built once: their cache keys are memoized
-#: on them, not walked again for every start (a statement made per call is).
+#: The statements of each order's path on ``checkout_sessions``, built once: their cache keys
+#: are memoized on them, not walked again for every start (a statement made per call is).
 _OPEN_FOR_CART = (
     select(CheckoutSession)
     .where(

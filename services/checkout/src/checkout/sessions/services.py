@@ -11,8 +11,9 @@ The rules, in order:
    one statement outside any transaction (a function: per-subject advisory locks, the open
    checkouts and claims counted, a ``hold_claims`` row written when there is room) before
    anything is reserved, so no lock of a budget is held beyond that statement: checkouts from
-   one address (a shared NAT) run side by side. The claim is deleted in the transaction that writes the
-   session row, or at once when the start fails; a claim whose request died lapses by itself.
+   one address (a shared NAT) run side by side. The claim is deleted in the transaction that
+   writes the session row, or at once when the start fails; a claim whose request died lapses
+   by itself.
 4. Checkouts of one cart run one at a time (a transaction-scoped advisory lock). A repeat of the
    same checkout (same lines, prices, address and email) answers the session already open; a
    changed one closes the previous session at Stripe and gives its stock back first.
