@@ -17,6 +17,14 @@ from ember_shared.settings import AuthSettings, service_url
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
+#: How long a caller keeps an idle connection to another service for its next request.
+CLIENT_KEEPALIVE_S = 5.0
+#: How long every server of ours (uvicorn's ``--timeout-keep-alive``: the devstack, the
+#: Dockerfile, the test harness) keeps an idle connection: far longer than its callers do, so
+#: the caller always closes first. A server closing one just as a caller reuses it fails a
+#: request that did nothing wrong (httpx's RemoteProtocolError, a 503 to the shopper).
+SERVER_KEEP_ALIVE_S = 150
+
 
 async def _add_correlation_id(request: httpx.Request) -> None:
     request.headers[CORRELATION_ID_HEADER] = current_correlation_id()
@@ -33,6 +41,13 @@ def service_client(
         base_url=service_url(service),
         headers={SERVICE_TOKEN_HEADER: AuthSettings().service_token},
         timeout=timeout,
-        transport=httpx.AsyncHTTPTransport(retries=retries),
+        transport=httpx.AsyncHTTPTransport(
+            retries=retries,
+            limits=httpx.Limits(
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=CLIENT_KEEPALIVE_S,
+            ),
+        ),
         event_hooks={"request": [_add_correlation_id]},
     )

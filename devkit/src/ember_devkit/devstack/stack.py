@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from ember_shared.http import SERVER_KEEP_ALIVE_S
 from ember_shared.settings import data_dir as default_data_dir
 from ember_shared.settings import env_int, repo_root
 
@@ -437,9 +438,6 @@ def drain_environment(env: dict[str, str], replicas: int) -> dict[str, str]:
 
 
 #: How long uvicorn keeps an idle connection (longer than any client of it keeps one).
-KEEP_ALIVE_S = 150
-
-
 def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
     return [
         sys.executable,
@@ -464,10 +462,9 @@ def uvicorn_argv(app: layout.App, offset: int, workers: int) -> list[str]:
         "--no-access-log",
         "--timeout-graceful-shutdown",
         "5",
-        # Idle connections outlive their clients' (httpx 5 s, Caddy 2 min): a server closing one
-        # just as a client reuses it is a RemoteProtocolError to a GET that did nothing wrong.
+        # Idle connections outlive their clients' (services 5 s, Caddy 2 min).
         "--timeout-keep-alive",
-        str(KEEP_ALIVE_S),
+        str(SERVER_KEEP_ALIVE_S),
     ]
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import httpx
 import uvicorn
+from ember_shared.http import SERVER_KEEP_ALIVE_S
 from litestar import Litestar
 
 TEST_BASE_URL = "http://testserver.local"
@@ -68,6 +69,22 @@ def asgi_client(app: Litestar, **kwargs: Any) -> httpx.AsyncClient:
     )
 
 
+def server_config(
+    app: Any, port: int, lifespan: Literal["auto", "on", "off"] = "on"
+) -> uvicorn.Config:
+    """uvicorn as production runs it where it matters between services: idle connections kept
+    longer than the callers keep them (uvicorn's own default, 5 s, is exactly httpx's, so a
+    caller could reuse a connection the server was closing)."""
+    return uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan=lifespan,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_S,
+    )
+
+
 @contextmanager
 def serve(
     app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", timeout: float = 30
@@ -76,9 +93,7 @@ def serve(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
-    )
+    server = uvicorn.Server(server_config(app, port, lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -111,9 +126,7 @@ async def serve_in_loop(
 ) -> tuple[InLoopServer, asyncio.Task[None]]:
     """Serve ``app`` on ``port`` from a task of the current loop, once it accepts connections.
     Stop it with ``server.should_exit = True`` and await the task."""
-    server = InLoopServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
-    )
+    server = InLoopServer(server_config(app, port, lifespan))
     task = asyncio.get_running_loop().create_task(server.serve())
     deadline = time.monotonic() + start_within
     while not server.started:
