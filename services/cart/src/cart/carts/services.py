@@ -152,11 +152,27 @@ class CartService:
             cart_id = new_id()
             value = self.signer.sign(cart_id)
             opened.cart = await self.carts.create_guest(cart_id, token_hash(value))
-            opened.set_cookie = value
-            opened.clear_cookie = False
-            opened.created = True
-            opened.fresh = True
+            self._made_for_guest(opened, value)
         return opened
+
+    @staticmethod
+    def _made_for_guest(opened: Opened, cookie: str) -> None:
+        opened.set_cookie = cookie
+        opened.clear_cookie = False
+        opened.created = True
+        opened.fresh = True
+
+    async def _open_with_first_line(
+        self, opened: Opened, product_id: uuid.UUID, variant_id: uuid.UUID, quantity: int
+    ) -> None:
+        """A guest without a cart adding: the cart is made with its first line."""
+        cart_id = new_id()
+        value = self.signer.sign(cart_id)
+        opened.cart, line = await self.carts.create_guest_with_line(
+            cart_id, token_hash(value), product_id, variant_id, quantity
+        )
+        opened.lines = [line]
+        self._made_for_guest(opened, value)
 
     async def _lock(self, opened: Opened) -> Cart:
         assert opened.cart is not None
@@ -355,14 +371,16 @@ class CartService:
         if product is None or product.id != product_id:
             raise product_not_found(product_id)
         self._check_sellable(product, quantity, 0)
-        opened = await self.open(shopper, create=True)
-        if opened.fresh:
-            assert opened.cart is not None
-            cart, lines = opened.cart, []
-        else:
-            cart = await self._lock(opened)
-            # One read of the lines serves the room check, the line's quantity and the answer.
-            lines = await self.items.lines(cart.id)
+        # A guest without a cart gets it made below, with the line, in one statement.
+        opened = await self.open(shopper, create=shopper.user_id is not None)
+        if opened.cart is None:
+            self._check_room(0)
+            await self._open_with_first_line(opened, product_id, variant_id, quantity)
+            await self._written(opened, shopper)
+            return opened
+        cart = await self._lock(opened)
+        # One read of the lines serves the room check, the line's quantity and the answer.
+        lines = await self.items.lines(cart.id)
         line = next((item for item in lines if item.variant_id == variant_id), None)
         in_cart = line.quantity if line else 0
         if line is None:
