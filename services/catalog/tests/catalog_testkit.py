@@ -17,6 +17,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
+def values_sent(parameters: Any) -> set[str]:
+    """A statement's parameter values as text, an array's (the lookup's ids) one by one."""
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    found: set[str] = set()
+    for value in values:
+        items = value if isinstance(value, list | tuple) else [value]
+        found.update(str(item) for item in items)
+    return found
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -25,9 +25,10 @@ from catalog_testkit import (
     running,
     stock,
     unique,
+    values_sent,
 )
 from ember_devkit.testing.events import publish
-from ember_devkit.testing.statements import parameter_texts, statements_sent, verb
+from ember_devkit.testing.statements import statements_sent, verb
 from ember_shared.events import Envelope, EventData
 from ember_shared.events.contracts import (
     Address,
@@ -240,7 +241,7 @@ async def test_a_new_reservation_is_written_without_reading_for_it_first(
 
     def this_orders(statement: str, parameters: Any, _connection: Any) -> str | None:
         # This order's statements only (the sweeper reads reservations too, on its own clock).
-        if "catalog.reservations" in statement and str(order_id) in parameter_texts(parameters):
+        if "catalog.reservations" in statement and str(order_id) in values_sent(parameters):
             return verb(statement)
         return None
 
@@ -251,8 +252,9 @@ async def test_a_new_reservation_is_written_without_reading_for_it_first(
         again = await reserve(client, service_headers, [(product["id"], 2)], order_id=order_id)
 
     assert (made.status_code, again.status_code) == (201, 200)
-    assert made_statements == ["INSERT"]
-    assert statements == ["INSERT", "SELECT"]
+    # The claim is the first part of the reservation's one statement (a data-modifying CTE).
+    assert made_statements == ["WITH"]
+    assert statements == ["WITH", "SELECT"]
     assert again.json() == made.json()
     assert await stock(client, kit, product["id"]) == (10, 2)
 
@@ -261,15 +263,17 @@ async def test_a_priced_reservation_holds_its_stock_last(
     catalog_app: Litestar, client: Client, kit: Kit, service_headers: dict[str, str]
 ) -> None:
     """A held row stays locked until the reservation commits, and every checkout of a product
-    wants it: the priced lookup is read before the hold, so that nothing but the COMMIT follows
-    the hold (before, the lookup came after it, one more round trip with the row locked)."""
+    wants it: nothing but the COMMIT follows the hold. The claim of the order, the lookup
+    (read from the statement's snapshot, before the hold) and the hold with its line are one
+    statement (three before: INSERT, SELECT, WITH; first the lookup came after the hold, one
+    more round trip with the row locked), and what the hold left is the hold's own."""
     product = await kit.product(on_hand=10)
     order_id = uuid.uuid4()
     trail: list[str] = []
     ours: set[int] = set()
 
     def on_statement(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if {product["id"], str(order_id)} & parameter_texts(parameters):
+        if {product["id"], str(order_id)} & values_sent(parameters):
             ours.add(id(conn.connection))
             trail.append(verb(statement))
 
@@ -289,9 +293,9 @@ async def test_a_priced_reservation_holds_its_stock_last(
         event.remove(engine, "commit", on_commit)
 
     assert made.status_code == 201, made.text
-    # The reservation's row, the lookup, the hold (with its line), and nothing between the
-    # hold and the COMMIT.
-    assert trail == ["INSERT", "SELECT", "WITH", "COMMIT"], trail
+    # The reservation's row, the lookup and the hold (with its line) in one statement, and
+    # nothing between it and the COMMIT.
+    assert trail == ["WITH", "COMMIT"], trail
     [variant] = made.json()["variants"]
     assert (variant["available"], variant["availability"]) == (7, "in_stock")
     assert await stock(client, kit, product["id"]) == (10, 3)
@@ -309,7 +313,7 @@ async def test_each_line_is_held_and_written_by_one_statement(
 
     def these_lines(statement: str, parameters: Any, _connection: Any) -> str | None:
         touches = "catalog.inventory" in statement or "catalog.reservation_lines" in statement
-        if touches and ids & parameter_texts(parameters):
+        if touches and ids & values_sent(parameters):
             return verb(statement)
         return None
 

@@ -7,10 +7,10 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, Row, Uuid, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Integer, Row, Table, Uuid, any_, bindparam, func, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.models import (
@@ -58,6 +58,179 @@ def product_available() -> Any:
         .scalar_subquery(),
         0,
     )
+
+
+#: The tables of an order's path (a reservation, its lookup, its sale), for the statements
+#: below: built on the tables, not the mapped classes, they run without the ORM's execution
+#: (its compile state and row loading, for rows that are only read as tuples here).
+_INVENTORY = cast(Table, Inventory.__table__)
+_PRODUCTS = cast(Table, Product.__table__)
+_VARIANTS = cast(Table, Variant.__table__)
+_IMAGES = cast(Table, ProductImage.__table__)
+_RESERVATIONS = cast(Table, Reservation.__table__)
+_LINES = cast(Table, ReservationLine.__table__)
+_STOCK = (_INVENTORY.c.on_hand, _INVENTORY.c.reserved, _INVENTORY.c.product_id)
+
+
+def _lookup_statement() -> Any:
+    """Price, stock and picture of the variants ``:variant_ids`` (an array: one statement text,
+    and one prepared statement per connection, whatever the number asked)."""
+    products, variants, inventory, images = _PRODUCTS, _VARIANTS, _INVENTORY, _IMAGES
+    image = (
+        select(images.c.url)
+        .where(images.c.product_id == products.c.id)
+        .order_by(images.c.is_primary.desc(), images.c.position, images.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            variants.c.id.label("variant_id"),
+            products.c.id,
+            products.c.slug,
+            products.c.name,
+            products.c.options,
+            products.c.category_id,
+            variants.c.sku,
+            variants.c.option_values,
+            variants.c.price,
+            variants.c.weight_grams,
+            products.c.currency,
+            (products.c.active & variants.c.active).label("active"),
+            func.coalesce(inventory.c.on_hand - inventory.c.reserved, 0).label("available"),
+            image.label("image_url"),
+        )
+        .select_from(variants)
+        .join(products, products.c.id == variants.c.product_id)
+        .outerjoin(inventory, inventory.c.variant_id == variants.c.id)
+        .where(variants.c.id == any_(bindparam("variant_ids", type_=ARRAY(Uuid()))))
+    )
+
+
+def _held(claimed: Any | None = None) -> tuple[Any, Any]:
+    """The CTEs that hold ``:units`` of the active variant ``:variant`` of the active product
+    ``:product`` for the reservation ``:reservation`` and write its line (see
+    :meth:`InventoryRepository.reserve`). With ``claimed`` (the claim's CTE), only once the
+    claim has made the reservation: the hold reads the claim's RETURNING, so the INSERT runs
+    (and finds the order's reservation if one is there) before any row is held."""
+    inventory, units = _INVENTORY, bindparam("units", type_=Integer())
+    conditions = [
+        inventory.c.variant_id == bindparam("variant", type_=Uuid()),
+        inventory.c.product_id == bindparam("product", type_=Uuid()),
+        inventory.c.on_hand - inventory.c.reserved >= units,
+        inventory.c.product_id == _PRODUCTS.c.id,
+        _PRODUCTS.c.active.is_(True),
+        inventory.c.variant_id == _VARIANTS.c.id,
+        _VARIANTS.c.active.is_(True),
+    ]
+    if claimed is not None:
+        conditions.append(select(claimed.c.id).exists())
+    held = (
+        update(inventory)
+        .where(*conditions)
+        .values(updated_at=func.now(), reserved=inventory.c.reserved + units)
+        .returning(*_STOCK)
+        .cte("held")
+    )
+    line = (
+        insert(_LINES)
+        .from_select(
+            ["reservation_id", "variant_id", "product_id", "quantity"],
+            select(
+                bindparam("reservation", type_=Uuid()),
+                bindparam("variant", type_=Uuid()),
+                held.c.product_id,
+                units,
+            ),
+        )
+        .cte("line")
+    )
+    return held, line
+
+
+def _hold_statement() -> Any:
+    held, line = _held()
+    return select(held.c.on_hand, held.c.reserved, held.c.product_id).add_cte(line)
+
+
+def _sell_reserved_statement() -> Any:
+    units = bindparam("units", type_=Integer())
+    return (
+        update(_INVENTORY)
+        .where(_INVENTORY.c.variant_id == bindparam("variant", type_=Uuid()))
+        .values(
+            updated_at=func.now(),
+            on_hand=_INVENTORY.c.on_hand - units,
+            reserved=_INVENTORY.c.reserved - units,
+        )
+        .returning(*_STOCK)
+    )
+
+
+def _open_statement(*, priced: bool) -> Any:
+    """A new reservation in one statement: the claim of the order (``INSERT ... ON CONFLICT
+    (order_id) DO NOTHING``), the hold of its first line with that line written, and, when
+    ``priced``, the lookup of the variants ``:variant_ids`` (read from the snapshot the
+    statement began with: before the hold). No row when the order had a reservation already;
+    otherwise one per variant looked up (or one), each with the claim and the hold's stock
+    (nulls: the first line was short)."""
+    reservations = _RESERVATIONS
+    claimed = (
+        insert(reservations)
+        .values(
+            id=bindparam("reservation", type_=Uuid()),
+            order_id=bindparam("order", type_=Uuid()),
+            expires_at=bindparam("expires", type_=reservations.c.expires_at.type),
+            status=RESERVATION_ACTIVE,
+        )
+        .on_conflict_do_nothing(index_elements=[reservations.c.order_id])
+        .returning(reservations.c.id)
+        .cte("claimed")
+    )
+    held, line = _held(claimed)
+    columns: list[Any] = [
+        claimed.c.id.label("claimed_id"),
+        held.c.on_hand.label("held_on_hand"),
+        held.c.reserved.label("held_reserved"),
+        held.c.product_id.label("held_product_id"),
+    ]
+    joined = claimed.outerjoin(held, true())
+    if priced:
+        looked_up = _lookup_statement().subquery("looked_up")
+        columns.extend(looked_up.c)
+        joined = joined.outerjoin(looked_up, true())
+    return select(*columns).select_from(joined).add_cte(line)
+
+
+def _sell_active_statement() -> Any:
+    reservations, lines = _RESERVATIONS, _LINES
+    sold = (
+        update(reservations)
+        .where(
+            reservations.c.order_id == bindparam("order", type_=Uuid()),
+            reservations.c.status == RESERVATION_ACTIVE,
+        )
+        .values(status=RESERVATION_COMMITTED, committed_at=func.now(), updated_at=func.now())
+        .returning(reservations.c.id)
+        .cte("sold")
+    )
+    return (
+        select(sold.c.id, lines.c.variant_id, lines.c.quantity)
+        .select_from(sold)
+        .outerjoin(lines, lines.c.reservation_id == sold.c.id)
+        .order_by(lines.c.variant_id)
+    )
+
+
+#: The statements every order sends (cart's lookup; checkout's priced reservation; the
+#: payment's sale), built once: SQLAlchemy memoizes a statement's cache key on it, where one
+#: built per call is constructed and walked for its key again each time.
+_LOOKUP = _lookup_statement()
+_HOLD = _hold_statement()
+_SELL_RESERVED = _sell_reserved_statement()
+_OPEN = _open_statement(priced=False)
+_OPEN_PRICED = _open_statement(priced=True)
+_SELL_ACTIVE = _sell_active_statement()
 
 
 class InventoryRepository:
@@ -124,37 +297,15 @@ class InventoryRepository:
         product's). The reservation's line is written by the same statement (a data-modifying
         CTE), only when the units were held: one round trip per line instead of one more for
         the lines after them."""
-        held = (
-            update(Inventory)
-            .where(
-                Inventory.variant_id == variant_id,
-                Inventory.product_id == product_id,
-                Inventory.on_hand - Inventory.reserved >= quantity,
-                Inventory.product_id == Product.id,
-                Product.active.is_(True),
-                Inventory.variant_id == Variant.id,
-                Variant.active.is_(True),
-            )
-            .values(updated_at=func.now(), reserved=Inventory.reserved + quantity)
-            .returning(*_STOCK_COLUMNS)
-            .cte("held")
-        )
-        line = (
-            insert(ReservationLine)
-            .from_select(
-                ["reservation_id", "variant_id", "product_id", "quantity"],
-                select(
-                    literal(reservation_id, Uuid()),
-                    literal(variant_id, Uuid()),
-                    held.c.product_id,
-                    literal(quantity, Integer()),
-                ),
-            )
-            .cte("line")
-        )
         row = (
             await self.session.execute(
-                select(held.c.on_hand, held.c.reserved, held.c.product_id).add_cte(line)
+                _HOLD,
+                {
+                    "variant": variant_id,
+                    "product": product_id,
+                    "units": quantity,
+                    "reservation": reservation_id,
+                },
             )
         ).first()
         return _stock(row)
@@ -195,11 +346,10 @@ class InventoryRepository:
         return await self._update(variant_id, reserved=Inventory.reserved - quantity)
 
     async def sell_reserved(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
-        return await self._update(
-            variant_id,
-            on_hand=Inventory.on_hand - quantity,
-            reserved=Inventory.reserved - quantity,
-        )
+        row = (
+            await self.session.execute(_SELL_RESERVED, {"variant": variant_id, "units": quantity})
+        ).first()
+        return _stock(row)
 
     async def sell_unreserved(self, variant_id: uuid.UUID, quantity: int) -> Stock | None:
         """Sell units nobody holds (a payment that arrived after its reservation lapsed, a
@@ -283,37 +433,10 @@ class InventoryRepository:
 
     async def lookup(self, variant_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
         """Price, stock and picture of variants, with their products' names."""
-        image = (
-            select(ProductImage.url)
-            .where(ProductImage.product_id == Product.id)
-            .order_by(ProductImage.is_primary.desc(), ProductImage.position, ProductImage.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        return (
-            await self.session.execute(
-                select(
-                    Variant.id.label("variant_id"),
-                    Product.id,
-                    Product.slug,
-                    Product.name,
-                    Product.options,
-                    Product.category_id,
-                    Variant.sku,
-                    Variant.option_values,
-                    Variant.price,
-                    Variant.weight_grams,
-                    Product.currency,
-                    (Product.active & Variant.active).label("active"),
-                    func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available"),
-                    image.label("image_url"),
-                )
-                .select_from(Variant)
-                .join(Product, Product.id == Variant.product_id)
-                .outerjoin(Inventory, Inventory.variant_id == Variant.id)
-                .where(Variant.id.in_(variant_ids))
-            )
+        rows: Sequence[Row[Any]] = (
+            await self.session.execute(_LOOKUP, {"variant_ids": list(variant_ids)})
         ).all()
+        return rows
 
 
 @dataclass(frozen=True)
@@ -328,29 +451,55 @@ class ReservationRecord:
     products: dict[uuid.UUID, uuid.UUID]
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A reservation that one statement made: what its first line's hold left (None: the
+    line was short) and the variants it looked up (the lookup's rows)."""
+
+    first: Stock | None
+    looked_up: list[Row[Any]]
+
+
 class ReservationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert(
-        self, reservation_id: uuid.UUID, order_id: uuid.UUID, expires_at: dt.datetime
-    ) -> bool:
-        """Claim ``order_id``; False when a reservation for it exists (or is being made and
-        then commits: the insert waits for the other transaction on the unique index)."""
-        row = (
-            await self.session.execute(
-                insert(Reservation)
-                .values(
-                    id=reservation_id,
-                    order_id=order_id,
-                    expires_at=expires_at,
-                    status=RESERVATION_ACTIVE,
-                )
-                .on_conflict_do_nothing(index_elements=[Reservation.order_id])
-                .returning(Reservation.id)
-            )
-        ).first()
-        return row is not None
+    async def open(
+        self,
+        reservation_id: uuid.UUID,
+        order_id: uuid.UUID,
+        expires_at: dt.datetime,
+        first: tuple[uuid.UUID, uuid.UUID, int],
+        priced_variants: Sequence[uuid.UUID] | None,
+    ) -> Opened | None:
+        """Claim ``order_id`` and hold ``first`` (variant, product, quantity: the first line in
+        the lock order) by one statement, the variants ``priced_variants`` looked up by it
+        too; None when a reservation for the order exists (or is being made and then commits:
+        the insert waits for the other transaction on the unique index), and nothing is held."""
+        variant_id, product_id, quantity = first
+        parameters: dict[str, Any] = {
+            "reservation": reservation_id,
+            "order": order_id,
+            "expires": expires_at,
+            "variant": variant_id,
+            "product": product_id,
+            "units": quantity,
+        }
+        if priced_variants is None:
+            rows = (await self.session.execute(_OPEN, parameters)).all()
+        else:
+            parameters["variant_ids"] = list(priced_variants)
+            rows = (await self.session.execute(_OPEN_PRICED, parameters)).all()
+        if not rows:
+            return None
+        row = rows[0]
+        held = (
+            Stock(row.held_on_hand, row.held_reserved, row.held_product_id)
+            if row.held_on_hand is not None
+            else None
+        )
+        looked_up = [r for r in rows if r.variant_id is not None] if priced_variants else []
+        return Opened(held, looked_up)
 
     async def by_order(self, order_id: uuid.UUID) -> ReservationRecord | None:
         row = (
@@ -423,22 +572,7 @@ class ReservationRepository:
         One statement (the update and the read of the lines it moved, as a data-modifying CTE)
         where reading the reservation, then its lines, then updating it took three.
         """
-        sold = (
-            update(Reservation)
-            .execution_options(synchronize_session=False)
-            .where(Reservation.order_id == order_id, Reservation.status == RESERVATION_ACTIVE)
-            .values(status=RESERVATION_COMMITTED, committed_at=func.now(), updated_at=func.now())
-            .returning(Reservation.id)
-            .cte("sold")
-        )
-        rows = (
-            await self.session.execute(
-                select(sold.c.id, ReservationLine.variant_id, ReservationLine.quantity)
-                .select_from(sold)
-                .outerjoin(ReservationLine, ReservationLine.reservation_id == sold.c.id)
-                .order_by(ReservationLine.variant_id)
-            )
-        ).all()
+        rows = (await self.session.execute(_SELL_ACTIVE, {"order": order_id})).all()
         if not rows:
             return None
         lines = [(row.variant_id, row.quantity) for row in rows if row.variant_id is not None]

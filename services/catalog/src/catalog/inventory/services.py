@@ -128,25 +128,39 @@ class StockKeeper:
         now = now or dt.datetime.now(dt.UTC)
         reservation_id = new_id()
         expires_at = now + dt.timedelta(seconds=request.ttl_seconds)
-        # The insert finds a reservation of this order itself (ON CONFLICT DO NOTHING, waiting
-        # for one still being written): no read first, one round trip less for every new one.
-        if not await self.reservations.insert(reservation_id, request.order_id, expires_at):
+        lines = _requested(request)
+        asked = [v for v, _, _ in lines]
+        # One statement claims the order (ON CONFLICT DO NOTHING finds a reservation of it,
+        # waiting for one still being written: no read first), holds the first line and, when
+        # priced, looks the lines up (from the snapshot it began with: before the hold). A held
+        # row stays locked until the request's transaction commits, and every checkout of a
+        # product wants it: for a one-line order nothing but the COMMIT follows the hold, and
+        # no other round trip (each a turn of this process's event loop, long under load) is
+        # made while it is locked.
+        opened = await self.reservations.open(
+            reservation_id,
+            request.order_id,
+            expires_at,
+            lines[0],
+            asked if request.priced else None,
+        )
+        if opened is None:
             # This order's reservation exists (a retry, or another request committed first):
             # answer it unchanged.
             existing = await self.reservations.by_order(request.order_id)
             assert existing is not None
             return await self._answered(request, reservation_out(existing)), False
-        lines = _requested(request)
-        # Priced: the lines are looked up before any is held. A held row stays locked until
-        # the request's transaction commits, and every checkout of a product wants its row:
-        # the hold is the last statement before the COMMIT, so no other round trip (each a
-        # turn of this process's event loop, long under load) is made while it is locked.
-        looked_up = (await self.lookup((), [v for v, _, _ in lines]))[1] if request.priced else []
+        looked_up = self._variants(opened.looked_up, asked) if request.priced else []
         short: list[tuple[uuid.UUID, uuid.UUID, int]] = []
         flipped: list[uuid.UUID] = []
         held: dict[uuid.UUID, Stock] = {}
-        for variant_id, product_id, quantity in lines:
-            stock = await self.inventory.reserve(variant_id, product_id, quantity, reservation_id)
+        for index, (variant_id, product_id, quantity) in enumerate(lines):
+            if index == 0:
+                stock = opened.first
+            else:
+                stock = await self.inventory.reserve(
+                    variant_id, product_id, quantity, reservation_id
+                )
             if stock is None:
                 short.append((variant_id, product_id, quantity))
                 continue
@@ -451,6 +465,13 @@ class StockKeeper:
             [self._looked_up(rows[p]) for p in products if p in rows and rows[p].id == p],
             [self._looked_up(rows[v]) for v in variants if v in rows],
         )
+
+    def _variants(
+        self, rows: Iterable[Any], variant_ids: Sequence[uuid.UUID]
+    ) -> list[LookupProduct]:
+        """The lookup's rows as ``lookup`` answers variants: in the order asked, once each."""
+        found = {row.variant_id: row for row in rows}
+        return [self._looked_up(found[v]) for v in dict.fromkeys(variant_ids) if v in found]
 
     def _looked_up(self, row: Any) -> LookupProduct:
         return LookupProduct(
