@@ -31,9 +31,11 @@ from orders.events import outbox
 from orders.models import DeferredEvent, Order, OrderStatusChange
 from orders.ordering.links import issue_guest_link, redirect_opens, token_opens
 from orders.ordering.repositories import (
+    PAYMENT_COLUMNS,
     DeferredEventRepository,
     OrderItemRepository,
     OrderRepository,
+    StatusChange,
     StatusChangeRepository,
 )
 from orders.ordering.schemas import AdminOrderUpdate
@@ -113,6 +115,19 @@ class OrderService:
         at: dt.datetime | None = None,
     ) -> None:
         """Move the order to ``target`` or raise 409; records the change in its history."""
+        self.history.write(self.moved(order, target, actor=actor, reason=reason, at=at))
+
+    def moved(
+        self,
+        order: Order,
+        target: OrderStatus,
+        *,
+        actor: str,
+        reason: str = "",
+        at: dt.datetime | None = None,
+    ) -> StatusChange:
+        """:meth:`move`, its history row given back, to be written in one statement with the
+        order's other changes."""
         current = S(order.status)
         if not self._may_move(order, current, target):
             raise Problem(
@@ -135,8 +150,10 @@ class OrderService:
         }.get(target)
         if stamp and getattr(order, stamp) is None:
             setattr(order, stamp, moment)
-        self.history.record(order.id, current.value, target.value, actor=actor, reason=reason)
         log.info("order_status_changed", order_id=str(order.id), to=target.value, actor=actor)
+        return self.history.change(
+            order.id, current.value, target.value, actor=actor, reason=reason
+        )
 
     # --- events -----------------------------------------------------------------------
 
@@ -155,7 +172,11 @@ class OrderService:
             order.payment_expires_at = expires_at
 
     async def on_payment_succeeded(self, event: Envelope, data: PaymentSucceeded) -> None:
+        # The order as a model the session does not track (read with its lock and items in one
+        # statement); what the payment changes is written below in one statement, with the
+        # history row and the taking of deferred events, instead of by the ORM's flush.
         order = await self._lock_or_create(event, data)
+        before = _payment_columns(order)
         if order.stripe_session_id is None:
             order.stripe_session_id = data.stripe_session_id
         elif order.stripe_session_id != data.stripe_session_id:
@@ -182,20 +203,36 @@ class OrderService:
                 order.attention = note[:ATTENTION_MAX]
             elif note not in order.attention:
                 order.attention = f"{order.attention}; {note}"[:ATTENTION_MAX]
-        current = S(order.status)
-        if current not in PAID_STATUSES:
-            reason = "payment confirmed by Stripe"
-            if current in (S.CANCELLED, S.PAYMENT_FAILED):
-                # The money was taken after all: the order must say so; staff ship or refund.
-                reason = f"payment confirmed after the order was {current.value}"
-                log.warning("order_paid_after_close", order_id=str(order.id), was=current.value)
-            if data.attention:
-                # Checkout saw something off (another amount, paid after closing): the order's
-                # history, which staff read before shipping, says so.
-                reason = f"{reason}; needs attention: {data.attention}"[:300]
-            self.move(order, S.PAID, actor=event_actor(event), reason=reason, at=event.occurred_at)
+        paid = self._confirm_payment(order, event, data)
+        deferred = await self.orders.settle_payment(
+            order, changed=_payment_columns(order) != before, history=paid
+        )
+        if paid is not None:
             await self._announce_paid(order)
-        await self._apply_deferred(order)
+        await self._apply_deferred(order, deferred)
+
+    def _confirm_payment(
+        self, order: Order, event: Envelope, data: PaymentSucceeded
+    ) -> StatusChange | None:
+        """Move an unpaid order to paid; its history row, or None when it was paid already."""
+        current = S(order.status)
+        if current in PAID_STATUSES:
+            return None
+        reason = "payment confirmed by Stripe"
+        if current in (S.CANCELLED, S.PAYMENT_FAILED):
+            # The money was taken after all: the order must say so; staff ship or refund.
+            reason = f"payment confirmed after the order was {current.value}"
+            log.warning("order_paid_after_close", order_id=str(order.id), was=current.value)
+        if data.attention:
+            # Checkout saw something off (another amount, paid after closing): the order's
+            # history, which staff read before shipping, says so.
+            reason = f"{reason}; needs attention: {data.attention}"[:300]
+        paid = self.moved(
+            order, S.PAID, actor=event_actor(event), reason=reason, at=event.occurred_at
+        )
+        # Before the payment's write: the link's hash and sealed copy are stored with it.
+        issue_guest_link(order)
+        return paid
 
     async def on_subscription_invoice_paid(
         self, event: Envelope, data: SubscriptionInvoicePaid
@@ -352,36 +389,34 @@ class OrderService:
 
             await announce_refund(self.session, order, refunded - before, event.occurred_at)
 
-    async def _create(
-        self, event: Envelope, data: CheckoutStarted | PaymentSucceeded
-    ) -> tuple[Order, bool]:
-        created = await self._insert(event, data)
-        return await self._locked(data.order_id), created
-
     async def _insert(
         self, event: Envelope, data: CheckoutStarted | PaymentSucceeded, **extra: Any
     ) -> bool:
-        """Insert the order, its item snapshots and its first history row, unless it exists;
-        True when this call made it."""
-        created = await self.orders.insert_if_absent(_order_values(event, data) | extra)
-        if created:
-            await self.items.add_snapshots(_item_rows(data))
-            self.history.record(
+        """Insert the order, its item snapshots and its first history row, unless it exists
+        (one statement); True when this call made it."""
+        created = await self.orders.place(
+            _order_values(event, data) | extra,
+            _item_rows(data),
+            self.history.change(
                 data.order_id,
                 None,
                 S.PENDING_PAYMENT.value,
                 actor=event_actor(event),
                 reason="order placed",
-            )
+            ),
+        )
+        if created:
             _check_totals(data)
         return created
 
     async def _lock_or_create(self, event: Envelope, data: PaymentSucceeded) -> Order:
         # checkout.started has nearly always made the order by now: lock it first, and insert
         # only when it is not there (the insert still settles a race with checkout.started).
-        order = await self.orders.get_for_update(data.order_id)
+        order = await self.orders.lock_for_payment(data.order_id)
         if order is None:
-            order, _ = await self._create(event, data)
+            await self._insert(event, data)
+            order = await self.orders.lock_for_payment(data.order_id)
+            assert order is not None, "the order was just inserted or already existed"
         return order
 
     async def _locked(self, order_id: uuid.UUID) -> Order:
@@ -583,7 +618,13 @@ def _order_values(event: Envelope, data: CheckoutStarted | PaymentSucceeded) -> 
         "checkout_session_id": data.checkout_session_id,
         "reservation_id": data.reservation_id,
         "cart_id": data.cart_id,
+        # checkout.started's deadline, when it is the one placing the order.
+        "payment_expires_at": None,
     }
+
+
+def _payment_columns(order: Order) -> tuple[Any, ...]:
+    return tuple(getattr(order, name) for name in PAYMENT_COLUMNS)
 
 
 def _subscription_order_values(event: Envelope, data: SubscriptionInvoicePaid) -> dict[str, Any]:
