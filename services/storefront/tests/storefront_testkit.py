@@ -56,8 +56,15 @@ class Shop:
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.stack.url, timeout=20, follow_redirects=False)
-        token, self.admin_id = self.tokens.admin(email="ops@ember.test")
-        self.admin = self.tokens.bearer(token)
+        self.admin_id = uuid.uuid4()
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """Staff's headers, signed afresh for each call: one token for the whole session expired
+        after its 5 minutes when a loaded machine took longer over the browser tests (a CI run
+        saw 401 token-expired from the admin API 36 minutes in)."""
+        token = self.tokens.mint(self.admin_id, roles=("customer", "admin"), email="ops@ember.test")
+        return self.tokens.bearer(token)
 
     def close(self) -> None:
         self.http.close()
