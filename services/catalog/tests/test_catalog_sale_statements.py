@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from catalog_testkit import Kit, reserve, stock, values_sent
 from ember_devkit.testing.statements import (
     each_built_once,
-    statement_objects_sent,
     statements_sent,
     verb,
 )
 from litestar import Litestar
+from sqlalchemy import event
 from test_catalog_stock import paid, reservation_status
 
 STOCK_TABLES = re.compile(r"\bcatalog\.(reservations|reservation_lines|inventory)\b")
@@ -92,6 +94,28 @@ def order_path_statement(text: str) -> str | None:
     return None
 
 
+@contextmanager
+def order_path_objects_sent(engine: Any, ids: set[str]) -> Iterator[dict[str, list[Any]]]:
+    """The statement objects of each kind of ``order_path_statement`` that name one of ``ids``
+    among their parameters (the suite's other requests share the engine), as
+    ``statement_objects_sent`` records them."""
+    sent: dict[str, list[Any]] = {}
+    sync_engine = engine.sync_engine
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, _many: Any
+    ) -> None:
+        kind = order_path_statement(" ".join(statement.split()))
+        if kind is not None and ids & values_sent(parameters):
+            sent.setdefault(kind, []).append(context.invoked_statement)
+
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+
+
 async def test_an_orders_statements_are_built_once(
     catalog_app: Litestar, client: Any, kit: Kit, service_headers: dict[str, str], deliver: Any
 ) -> None:
@@ -102,14 +126,15 @@ async def test_an_orders_statements_are_built_once(
     kinds = {"reservation", "sale", "stock sold"}
     product = await kit.product(price=1850, on_hand=10)
     answers = []
-    with statement_objects_sent(catalog_app.state.db_engine, order_path_statement) as sent:
-        for quantity in (1, 2):
+    orders = {1: uuid.uuid4(), 2: uuid.uuid4()}
+    ours = {product["id"], *(str(order_id) for order_id in orders.values())}
+    with order_path_objects_sent(catalog_app.state.db_engine, ours) as sent:
+        for quantity, order_id in orders.items():
             looked_up = await client.post(
                 "/internal/catalog/products/lookup",
                 json={"product_ids": [product["id"]]},
                 headers=service_headers,
             )
-            order_id = uuid.uuid4()
             made = await reserve(
                 client, service_headers, [(product["id"], quantity)], order_id=order_id, priced=True
             )
