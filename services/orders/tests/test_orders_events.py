@@ -8,10 +8,13 @@ import hashlib
 import uuid
 
 import msgspec
+import pytest
+import structlog
 from ember_shared.events import stream_for
 from ember_shared.events.wire import entry_fields
 from ember_shared.settings import service_settings
 from litestar import Litestar
+from orders.ordering import services as ordering_services
 from orders_testkit import Checkout, envelope, line, opened_order_link
 
 
@@ -352,3 +355,29 @@ async def test_an_order_keeps_its_discount_per_line_its_shipping_method_and_tax(
     assert (emitted["discount"], emitted["tax"], emitted["total"]) == (360, 518, 7658)
     assert (emitted["discount_code"], emitted["shipping_name"]) == ("WELCOME10", "Express")
     assert [item["discount"] for item in emitted["lines"]] == [270, 90]
+
+
+async def test_a_line_left_out_for_its_second_price_is_said_once_when_the_order_is_made(
+    deliver, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One product on two lines at two prices keeps its first line, and the error says so
+    when the items are written; a replay of the event (another event id) makes nothing and
+    says nothing again."""
+    said = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(ordering_services, "log", said)
+    beans = uuid.uuid4()
+    checkout = Checkout(lines=[line(1800, 1, product_id=beans), line(1500, 1, product_id=beans)])
+    checkout.lines[1] = msgspec.structs.replace(checkout.lines[1], slug=checkout.lines[0].slug)
+    started = checkout.started()
+
+    assert await deliver(started)
+    assert await deliver(started)
+    assert await deliver(checkout.succeeded())
+
+    refused = [call for call in said.calls if call.args == ("order_line_duplicate_price",)]
+    assert [call.kwargs for call in refused] == [{"order_id": str(checkout.order_id)}]
+    items = await db.rows(
+        "SELECT unit_price, quantity FROM orders.order_items WHERE order_id = :id",
+        id=checkout.order_id,
+    )
+    assert [tuple(item) for item in items] == [(1800, 1)]

@@ -254,7 +254,9 @@ class OrderService:
                     stripe_invoice_id=data.stripe_invoice_id,
                 )
             return
-        await self.items.add_snapshots(_item_rows(data))
+        items, left_out = _item_rows(data)
+        await self.items.add_snapshots(items)
+        _check_lines(data, left_out)
         self.history.record(
             data.order_id,
             None,
@@ -394,9 +396,10 @@ class OrderService:
     ) -> bool:
         """Insert the order, its item snapshots and its first history row, unless it exists
         (one statement); True when this call made it."""
+        items, left_out = _item_rows(data)
         created = await self.orders.place(
             _order_values(event, data) | extra,
-            _item_rows(data),
+            items,
             self.history.change(
                 data.order_id,
                 None,
@@ -406,6 +409,7 @@ class OrderService:
             ),
         )
         if created:
+            _check_lines(data, left_out)
             _check_totals(data)
         return created
 
@@ -637,8 +641,12 @@ def _subscription_order_values(event: Envelope, data: SubscriptionInvoicePaid) -
     }
 
 
-def _item_rows(data: Placed) -> list[dict[str, Any]]:
+def _item_rows(data: Placed) -> tuple[list[dict[str, Any]], bool]:
+    """The item snapshots of the lines, and whether a line was left out (its product and
+    variant on another line at another price): said by :func:`_check_lines` once the items
+    are written, not each time an event about the order is replayed."""
     rows: dict[tuple[uuid.UUID, uuid.UUID | None], dict[str, Any]] = {}
+    left_out = False
     for position, line in enumerate(data.lines):
         key = (line.product_id, line.variant_id)
         existing = rows.get(key)
@@ -649,7 +657,7 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
             existing["discount"] += line.discount
             continue
         if existing is not None:
-            log.error("order_line_duplicate_price", order_id=str(data.order_id))
+            left_out = True
             continue
         rows[key] = {
             "order_id": data.order_id,
@@ -669,7 +677,12 @@ def _item_rows(data: Placed) -> list[dict[str, Any]]:
             "variant_title": line.variant_title[:300] if line.variant_id else None,
             "option_values": [v[:100] for v in line.option_values] if line.variant_id else None,
         }
-    return list(rows.values())
+    return list(rows.values()), left_out
+
+
+def _check_lines(data: Placed, left_out: bool) -> None:
+    if left_out:
+        log.error("order_line_duplicate_price", order_id=str(data.order_id))
 
 
 def _check_totals(data: Placed) -> None:
