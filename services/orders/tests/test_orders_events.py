@@ -6,16 +6,20 @@ import asyncio
 import datetime as dt
 import hashlib
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
 import structlog
+from ember_devkit.testing.waiting import eventually_async
 from ember_shared.events import stream_for
 from ember_shared.events.wire import entry_fields
 from ember_shared.settings import service_settings
 from litestar import Litestar
 from orders.ordering import services as ordering_services
 from orders_testkit import Checkout, envelope, line, opened_order_link
+from sqlalchemy import event
+from sqlalchemy.util import await_only
 
 
 async def test_checkout_started_creates_a_pending_order_with_snapshots(deliver, db) -> None:
@@ -223,6 +227,47 @@ async def test_outcomes_before_the_order_exists_are_applied_when_it_does(deliver
         )
         == 0
     )
+
+
+async def test_an_outcome_handled_while_its_order_is_being_placed_is_not_lost(
+    deliver, db, orders_app
+) -> None:
+    """checkout.started has placed the order and taken its parked outcomes, but not committed,
+    when payment.failed for that order is handled: the failure must reach the order."""
+    checkout = Checkout()
+    engine = orders_app.state.db_engine.sync_engine
+    outcome: list[asyncio.Task[bool]] = []
+
+    async def waiting_for_a_lock() -> bool:
+        return bool(
+            await db.value(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+
+    async def handled_or_waiting() -> bool:
+        return outcome[0].done() or await waiting_for_a_lock()
+
+    async def the_outcome_meanwhile() -> None:
+        outcome.append(asyncio.create_task(deliver(checkout.failed())))
+        # Handled at once (parked), or waiting for the placing to end.
+        await eventually_async(handled_or_waiting, "payment.failed to be handled or to wait")
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not outcome and statement.lstrip().startswith("DELETE FROM orders.deferred_events"):
+            await_only(the_outcome_meanwhile())
+
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        assert await deliver(checkout.started())
+        assert await outcome[0]
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
+
+    assert (await db.order(checkout.order_id)).status == "payment_failed"
+    parked = "SELECT count(*) FROM orders.deferred_events WHERE order_id = :id"
+    assert await db.value(parked, id=checkout.order_id) == 0
 
 
 async def test_refund_before_payment_waits_for_the_payment(deliver, db) -> None:

@@ -18,7 +18,10 @@ from litestar import Litestar
 from orders_testkit import Checkout, line
 from sqlalchemy import event
 
-ORDER_TABLES = re.compile(r"\borders\.(orders|order_items|order_status_changes|deferred_events)\b")
+#: The order's tables, and the lock taken while an order is placed (``orders.placing``).
+ORDER_TABLES = re.compile(
+    r"\borders\.(orders|order_items|order_status_changes|deferred_events|placing)\b"
+)
 
 
 def statements(app: Litestar, order_id: uuid.UUID) -> AbstractContextManager[list[str]]:
@@ -36,14 +39,15 @@ def statements(app: Litestar, order_id: uuid.UUID) -> AbstractContextManager[lis
 async def test_checkout_started_writes_the_order_its_items_and_history_in_one_statement(
     orders_app: Litestar, deliver, db
 ) -> None:
-    """The order with its payment deadline, its items and its first history row in one
-    statement (a data-modifying CTE), then its deferred events taken; nothing read back
+    """The lock of the order's placing (``OrderRepository.wait_for_placing``), the order with
+    its payment deadline, its items and its first history row in one statement (a
+    data-modifying CTE), then its deferred events taken; nothing read back
     (4 statements before: the order, the items and the history row apart, and the ORM's
     DELETE of deferred events)."""
     checkout = Checkout(lines=[line(1800, 2), line(2400, 1)])
     with statements(orders_app, checkout.order_id) as sent:
         assert await deliver(checkout.started())
-    assert sent == ["WITH orders", "DELETE deferred_events"]
+    assert sent == ["SELECT placing", "WITH orders", "DELETE deferred_events"]
     order = await db.order(checkout.order_id)
     assert order.status == "pending_payment"
     assert order.payment_expires_at is not None
@@ -132,5 +136,5 @@ async def test_an_orders_statements_are_compiled_once_for_every_order(
     finally:
         event.remove(engine, "before_cursor_execute", record)
     # The first order may compile them; the others reuse every one.
-    assert [len(hits) for hits in compiled] == [4, 4, 4]
-    assert compiled[1:] == [[True] * 4, [True] * 4]
+    assert [len(hits) for hits in compiled] == [5, 5, 5]
+    assert compiled[1:] == [[True] * 5, [True] * 5]

@@ -28,6 +28,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -220,6 +221,13 @@ def _settle_statement(*, changed: bool, recorded: bool) -> Any:
 #: on it, where one built per call (``insert(Order).values(**row)``) was walked for its key and
 #: compiled again for every order.
 _PLACE = _place_statement()
+#: Held from before an order is placed until its transaction ends, and taken by an outcome
+#: that may have to wait for its order (see :meth:`OrderRepository.wait_for_placing`).
+#: Advisory locks are the database's, so the first key is this lock's own: no other lock of
+#: the shop's shares its key space.
+_PLACING = text(
+    "SELECT pg_advisory_xact_lock(hashtext('orders.placing'), hashtext(CAST(:order_id AS text)))"
+)
 _LOCK = _lock_statement()
 _TAKE_DEFERRED = _taken_deferred()
 _SETTLE = {
@@ -252,6 +260,7 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
         Two events may race to create one order (checkout.started and payment.succeeded are
         on different streams): the primary key decides, and the loser reads the winner's row.
         """
+        await self.wait_for_placing(values["id"])
         lines = [{"id": new_id(), **item} for item in items]
         result = await self.session.execute(
             _PLACE,
@@ -265,6 +274,18 @@ class OrderRepository(SQLAlchemyAsyncRepository[Order]):
             },
         )
         return result.first() is not None
+
+    async def wait_for_placing(self, order_id: uuid.UUID) -> None:
+        """Wait until no other transaction is placing ``order_id``, and keep any from placing
+        it until this transaction ends.
+
+        An outcome that comes before its order (payment failed, checkout expired, a refund) is
+        parked, and placing the order takes what is parked. Without this lock, an outcome
+        handled while the order is being placed neither sees the order (not committed yet) nor
+        is seen by the placing (its DELETE ran before the outcome's INSERT): it would stay
+        parked for ever. With it, one of the two commits first and the other sees it.
+        """
+        await self.session.execute(_PLACING, {"order_id": str(order_id)})
 
     async def insert_unless_invoiced(self, values: dict[str, Any]) -> bool:
         """Create a subscription's order unless its order id or its Stripe invoice already has

@@ -327,6 +327,7 @@ class OrderService:
         )
 
     async def on_payment_failed(self, event: Envelope, data: PaymentFailed) -> None:
+        await self.orders.wait_for_placing(data.order_id)
         order = await self.orders.get_for_update(data.order_id)
         if order is None:
             await self._defer(event, data.order_id, data)
@@ -341,6 +342,7 @@ class OrderService:
             )
 
     async def on_checkout_expired(self, event: Envelope, data: CheckoutExpired) -> None:
+        await self.orders.wait_for_placing(data.order_id)
         order = await self.orders.get_for_update(data.order_id)
         if order is None:
             await self._defer(event, data.order_id, data)
@@ -355,6 +357,7 @@ class OrderService:
             )
 
     async def on_payment_refunded(self, event: Envelope, data: PaymentRefunded) -> None:
+        await self.orders.wait_for_placing(data.order_id)
         order = await self.orders.get_for_update(data.order_id)
         if order is None or S(order.status) not in PAID_STATUSES:
             # A refund needs a paid order; the payment event is still on its way.
