@@ -112,6 +112,9 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
+    # The templates ship inside the package and never change under a running process: without
+    # this every render stats each template file (and its base) to see whether to reload it.
+    auto_reload=False,
 )
 
 

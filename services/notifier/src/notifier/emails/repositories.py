@@ -6,11 +6,11 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from ember_shared.ids import new_id
-from sqlalchemy import Integer, bindparam, func, or_, select, update
+from sqlalchemy import Integer, String, Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
@@ -20,23 +20,135 @@ from notifier.suppressions.repositories import normalize_email
 #: Statuses the worker picks up once ``next_attempt_at`` has come.
 DUE_STATUSES = (EmailStatus.QUEUED.value, EmailStatus.FAILED.value)
 
+_EMAILS = cast(Table, PendingEmail.__table__)
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+_SUPPRESSIONS = cast(Table, Suppression.__table__)
+#: What queueing a mail writes (the rest are the columns' server defaults): ``values`` of
+#: :meth:`PendingEmailRepository.insert_once` less the id and the two counters, given here.
+QUEUED_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "template",
+    "to_email",
+    "subject",
+    "html",
+    "text",
+    "status",
+    "attempts",
+    "attempts_at_requeue",
+    "last_error",
+    "source_event_id",
+    "source_event_type",
+    "sealed_link",
+    "traceparent",
+)
+#: What a try records (``attempt`` of :meth:`PendingEmailRepository.finish_attempt`, and an id).
+ATTEMPT_COLUMNS = (
+    "id",
+    "email_id",
+    "attempt",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "status_code",
+    "error",
+    "provider_message_id",
+)
+_EMAIL_KEYS = tuple(c.key for c in _EMAILS.c)
+
+
+def _typed(table: Table, name: str, key: str | None = None) -> Any:
+    return bindparam(key or name, type_=table.c[name].type)
+
+
+# The statements of every mail (queued, claimed, finished) are built once on the tables with
+# bound parameters: built per call on the mapped class, each was coerced, walked for its cache
+# key and run through the ORM's bulk-DML path every time, ~half of the notifier's CPU per
+# queued mail and of the worker's per mail outside the send itself (issue 12).
+def _queued_insert() -> Any:
+    return (
+        insert(_EMAILS)
+        .values({name: _typed(_EMAILS, name) for name in QUEUED_COLUMNS})
+        .on_conflict_do_nothing(index_elements=[_EMAILS.c.idempotency_key])
+        .returning(_EMAILS.c.id)
+    )
+
+
+def _queued_insert_and_notify() -> Any:
+    added = _queued_insert().cte("added")
+    channel = bindparam("channel", type_=String())
+    return select(added.c.id, func.pg_notify(channel, "")).select_from(added)
+
+
+def _look_before_queueing() -> Any:
+    queued = (
+        select(_EMAILS.c.id)
+        .where(_EMAILS.c.idempotency_key == _typed(_EMAILS, "idempotency_key"))
+        .limit(1)
+    )
+    suppressed = select(_SUPPRESSIONS.c.id).where(
+        _SUPPRESSIONS.c.email == _typed(_SUPPRESSIONS, "email")
+    )
+    return select(
+        queued.scalar_subquery().label("id"),
+        queued.with_only_columns(_EMAILS.c.status).scalar_subquery().label("status"),
+        suppressed.exists().label("suppressed"),
+    )
+
+
+_INSERT_ONCE = _queued_insert()
+_INSERT_ONCE_AND_NOTIFY = _queued_insert_and_notify()
+_LOOK_BEFORE_QUEUEING = _look_before_queueing()
+
+
+@functools.cache
+def _finish(changed: tuple[str, ...]) -> Any:
+    """The try recorded and the claim ended (``changed`` set, the claim cleared), one statement
+    per set of changed columns (one per outcome), built once. Its parameters are named apart
+    from the columns: one named as a column of an INSERT's or UPDATE's table is written to it."""
+    recorded = (
+        insert(_ATTEMPTS)
+        .values({name: _typed(_ATTEMPTS, name, f"attempt_{name}") for name in ATTEMPT_COLUMNS})
+        # A lapsed claim's late answer must not fail on the number its successor used.
+        .on_conflict_do_nothing(index_elements=[_ATTEMPTS.c.email_id, _ATTEMPTS.c.attempt])
+        .returning(_ATTEMPTS.c.id)
+        .cte("recorded")
+    )
+    finished = (
+        update(_EMAILS)
+        .where(
+            _EMAILS.c.id == _typed(_EMAILS, "id", "finished_id"),
+            _EMAILS.c.claim_token == _typed(_EMAILS, "claim_token", "claim"),
+        )
+        .values(
+            {name: _typed(_EMAILS, name, f"set_{name}") for name in changed}
+            | {"claim_token": None, "locked_until": None}
+        )
+        .returning(_EMAILS.c.id)
+        .cte("finished")
+    )
+    # Both CTEs run whatever the outer query reads (data-modifying CTEs always do).
+    return select(
+        select(func.count()).select_from(finished).scalar_subquery(),
+        select(func.count()).select_from(recorded).scalar_subquery(),
+    )
+
 
 @functools.cache
 def _claim() -> Any:
     """The claim, built once with bound parameters: it runs on every pass of every worker (every
     queued mail and every idle poll), and building it (and walking it for its cache key) each
     time was half of an idle worker's CPU."""
-    now = bindparam("now", type_=PendingEmail.__table__.c.updated_at.type)
+    now = bindparam("now", type_=_EMAILS.c.updated_at.type)
     due = (
-        select(PendingEmail.id)
+        select(_EMAILS.c.id)
         .where(
             or_(
-                PendingEmail.status.in_(DUE_STATUSES) & (PendingEmail.next_attempt_at <= now),
-                (PendingEmail.status == EmailStatus.SENDING.value)
-                & (PendingEmail.locked_until < now),
+                _EMAILS.c.status.in_(DUE_STATUSES) & (_EMAILS.c.next_attempt_at <= now),
+                (_EMAILS.c.status == EmailStatus.SENDING.value) & (_EMAILS.c.locked_until < now),
             )
         )
-        .order_by(PendingEmail.next_attempt_at)
+        .order_by(_EMAILS.c.next_attempt_at)
         .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("due")
@@ -44,53 +156,53 @@ def _claim() -> Any:
     # Addresses are stored without spaces (ADDRESS_PATTERN) and suppressions lower-cased by the
     # same lower() (their CHECK), so this is normalize_email's comparison.
     suppressed = (
-        select(Suppression.id)
-        .where(Suppression.email == func.lower(PendingEmail.to_email))
+        select(_SUPPRESSIONS.c.id)
+        .where(_SUPPRESSIONS.c.email == func.lower(_EMAILS.c.to_email))
         .exists()
         .label("suppressed")
     )
+    # On the table, not the mapped class: the rows are made into models by claim_due, without
+    # the ORM's loading (its compile state and identity map) on every pass.
     return (
-        update(PendingEmail)
-        .where(PendingEmail.id.in_(select(due.c.id)))
+        update(_EMAILS)
+        .where(_EMAILS.c.id.in_(select(due.c.id)))
         .values(
             status=EmailStatus.SENDING.value,
-            attempts=PendingEmail.attempts + 1,
-            claim_token=bindparam("claim_token"),
-            locked_until=bindparam("lease_until"),
+            attempts=_EMAILS.c.attempts + 1,
+            claim_token=bindparam("claim_token", type_=_EMAILS.c.claim_token.type),
+            locked_until=bindparam("lease_until", type_=_EMAILS.c.locked_until.type),
             updated_at=now,
         )
-        .returning(PendingEmail, suppressed)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .returning(*_EMAILS.c, suppressed)
     )
+
+
+def _queued(values: dict[str, object]) -> dict[str, object]:
+    """The parameters of a queued mail's INSERT: ``values``, a new id and no tries yet."""
+    given = {name: values[name] for name in QUEUED_COLUMNS if name not in _NOT_GIVEN}
+    return given | {"id": new_id(), "attempts": 0, "attempts_at_requeue": 0}
+
+
+_NOT_GIVEN = frozenset({"id", "attempts", "attempts_at_requeue"})
 
 
 class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
     model_type = PendingEmail
 
     async def insert_once(self, values: dict[str, object]) -> uuid.UUID | None:
-        """Insert a mail unless its idempotency key is already there; its id, or None if it was."""
-        statement = (
-            insert(PendingEmail)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[PendingEmail.idempotency_key])
-            .returning(PendingEmail.id)
-        )
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        """Insert a mail unless its idempotency key is already there; its id, or None if it was.
+
+        ``values``: every one of :data:`QUEUED_COLUMNS` but the id and the two counters."""
+        result = await self.session.execute(_INSERT_ONCE, _queued(values))
+        return result.scalar_one_or_none()
 
     async def insert_once_and_notify(
         self, values: dict[str, object], channel: str
     ) -> uuid.UUID | None:
         """:meth:`insert_once`, and a NOTIFY on ``channel`` (delivered with the commit) when it
         inserted: one round trip where the insert and the notify took two."""
-        added = (
-            insert(PendingEmail)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[PendingEmail.idempotency_key])
-            .returning(PendingEmail.id)
-            .cte("added")
-        )
-        statement = select(added.c.id, func.pg_notify(channel, "")).select_from(added)
-        row = (await self.session.execute(statement)).first()
+        parameters = _queued(values) | {"channel": channel}
+        row = (await self.session.execute(_INSERT_ONCE_AND_NOTIFY, parameters)).first()
         return row.id if row is not None else None
 
     async def look_before_queueing(
@@ -98,21 +210,8 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
     ) -> tuple[tuple[uuid.UUID, str] | None, bool]:
         """The mail already queued under ``idempotency_key`` (id, status), if any, and whether
         ``address`` is suppressed: the two reads before queueing, in one round trip."""
-        queued = (
-            select(PendingEmail.id, PendingEmail.status)
-            .where(PendingEmail.idempotency_key == idempotency_key)
-            .limit(1)
-        )
-        suppressed = select(Suppression.id).where(Suppression.email == normalize_email(address))
-        row = (
-            await self.session.execute(
-                select(
-                    queued.with_only_columns(PendingEmail.id).scalar_subquery().label("id"),
-                    queued.with_only_columns(PendingEmail.status).scalar_subquery().label("status"),
-                    suppressed.exists().label("suppressed"),
-                )
-            )
-        ).one()
+        parameters = {"idempotency_key": idempotency_key, "email": normalize_email(address)}
+        row = (await self.session.execute(_LOOK_BEFORE_QUEUEING, parameters)).one()
         return ((row.id, row.status) if row.id is not None else None), bool(row.suppressed)
 
     async def find_by_key(self, idempotency_key: str) -> PendingEmail | None:
@@ -168,10 +267,12 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
             "lease_until": lease_until,
             "claim_token": claim_token,
         }
-        rows = (await self.session.execute(_claim(), parameters)).tuples().all()
-        return sorted(
-            ((email, bool(flag)) for email, flag in rows), key=lambda row: row[0].next_attempt_at
-        )
+        rows = (await self.session.execute(_claim(), parameters)).all()
+        claimed = [
+            (PendingEmail(**dict(zip(_EMAIL_KEYS, row[:-1], strict=True))), bool(row.suppressed))
+            for row in rows
+        ]
+        return sorted(claimed, key=lambda pair: pair[0].next_attempt_at)
 
     async def finish_attempt(
         self,
@@ -184,29 +285,12 @@ class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
         which on an autocommit session is the whole transaction: four round trips before.
         False when the claim had lapsed and another worker has it (the try is recorded
         anyway, as it was made)."""
-        recorded = (
-            insert(DeliveryAttempt)
-            .values(id=new_id(), **attempt)
-            # A lapsed claim's late answer must not fail on the number its successor used.
-            .on_conflict_do_nothing(
-                index_elements=[DeliveryAttempt.email_id, DeliveryAttempt.attempt]
-            )
-            .returning(DeliveryAttempt.id)
-            .cte("recorded")
-        )
-        finished = (
-            update(PendingEmail)
-            .where(PendingEmail.id == email_id, PendingEmail.claim_token == claim_token)
-            .values(**values, claim_token=None, locked_until=None)
-            .returning(PendingEmail.id)
-            .cte("finished")
-        )
-        # Both CTEs run whatever the outer query reads (data-modifying CTEs always do).
-        statement = select(
-            select(func.count()).select_from(finished).scalar_subquery(),
-            select(func.count()).select_from(recorded).scalar_subquery(),
-        )
-        kept, _ = (await self.session.execute(statement)).one()
+        changed = tuple(sorted(values))
+        parameters: dict[str, object] = {"finished_id": email_id, "claim": claim_token}
+        parameters |= {f"attempt_{name}": attempt.get(name) for name in ATTEMPT_COLUMNS}
+        parameters["attempt_id"] = new_id()
+        parameters |= {f"set_{name}": values[name] for name in changed}
+        kept, _ = (await self.session.execute(_finish(changed), parameters)).one()
         return bool(kept)
 
     async def requeue(
