@@ -8,6 +8,7 @@ its effect, and a redelivery finds it there and changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -61,9 +62,18 @@ def _mailable(addresses: list[str]) -> list[str]:
 
 class WebhookService:
     def __init__(self, session: AsyncSession) -> None:
+        self.session = session
         self.events = WebhookEventRepository(session=session, auto_commit=False)
-        self.emails = PendingEmailRepository(session=session, auto_commit=False)
-        self.suppressions = SuppressionService(session)
+
+    # Made when a webhook needs them: a delivery report (one per mail sent) needs neither, and
+    # each repository builds its base statement as it is made.
+    @cached_property
+    def emails(self) -> PendingEmailRepository:
+        return PendingEmailRepository(session=self.session, auto_commit=False)
+
+    @cached_property
+    def suppressions(self) -> SuppressionService:
+        return SuppressionService(self.session)
 
     async def receive(
         self, svix_id: str, event: ResendWebhook, raw: dict[str, Any]
