@@ -327,8 +327,7 @@ class OrderService:
         )
 
     async def on_payment_failed(self, event: Envelope, data: PaymentFailed) -> None:
-        await self.orders.wait_for_placing(data.order_id)
-        order = await self.orders.get_for_update(data.order_id)
+        order = await self._locked_once_placed(data.order_id)
         if order is None:
             await self._defer(event, data.order_id, data)
             return
@@ -342,8 +341,7 @@ class OrderService:
             )
 
     async def on_checkout_expired(self, event: Envelope, data: CheckoutExpired) -> None:
-        await self.orders.wait_for_placing(data.order_id)
-        order = await self.orders.get_for_update(data.order_id)
+        order = await self._locked_once_placed(data.order_id)
         if order is None:
             await self._defer(event, data.order_id, data)
             return
@@ -357,8 +355,7 @@ class OrderService:
             )
 
     async def on_payment_refunded(self, event: Envelope, data: PaymentRefunded) -> None:
-        await self.orders.wait_for_placing(data.order_id)
-        order = await self.orders.get_for_update(data.order_id)
+        order = await self._locked_once_placed(data.order_id)
         if order is None or S(order.status) not in PAID_STATUSES:
             # A refund needs a paid order; the payment event is still on its way.
             await self._defer(event, data.order_id, data)
@@ -424,6 +421,18 @@ class OrderService:
             await self._insert(event, data)
             order = await self.orders.lock_for_payment(data.order_id)
             assert order is not None, "the order was just inserted or already existed"
+        return order
+
+    async def _locked_once_placed(self, order_id: uuid.UUID) -> Order | None:
+        """The order, locked; if it is not there, looked for again once no transaction is
+        placing it (``OrderRepository.wait_for_placing``), so that an outcome is not parked
+        while its order is being placed. The placing lock is taken only when the order is
+        missing, holding no row lock: taken after the order's row lock (a payment applying a
+        parked refund) it would wait in the other order from an outcome's, and deadlock."""
+        order = await self.orders.get_for_update(order_id)
+        if order is None:
+            await self.orders.wait_for_placing(order_id)
+            order = await self.orders.get_for_update(order_id)
         return order
 
     async def _locked(self, order_id: uuid.UUID) -> Order:
