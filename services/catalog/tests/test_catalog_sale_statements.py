@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from catalog_testkit import Kit, reserve, stock, values_sent
 from ember_devkit.testing.statements import (
     each_built_once,
+    statement_objects_sent,
     statements_sent,
     verb,
 )
 from litestar import Litestar
-from sqlalchemy import event
 from test_catalog_stock import paid, reservation_status
 
 STOCK_TABLES = re.compile(r"\bcatalog\.(reservations|reservation_lines|inventory)\b")
@@ -94,26 +92,12 @@ def order_path_statement(text: str) -> str | None:
     return None
 
 
-@contextmanager
-def order_path_objects_sent(engine: Any, ids: set[str]) -> Iterator[dict[str, list[Any]]]:
+def order_path_objects_sent(engine: Any, ids: set[str]) -> Any:
     """The statement objects of each kind of ``order_path_statement`` that name one of ``ids``
-    among their parameters (the suite's other requests share the engine), as
-    ``statement_objects_sent`` records them."""
-    sent: dict[str, list[Any]] = {}
-    sync_engine = engine.sync_engine
-
-    def record(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, _many: Any
-    ) -> None:
-        kind = order_path_statement(" ".join(statement.split()))
-        if kind is not None and ids & values_sent(parameters):
-            sent.setdefault(kind, []).append(context.invoked_statement)
-
-    event.listen(sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", record)
+    among their parameters (the suite's other requests share the engine)."""
+    return statement_objects_sent(
+        engine, order_path_statement, lambda parameters: bool(ids & values_sent(parameters))
+    )
 
 
 async def test_an_orders_statements_are_built_once(

@@ -49,21 +49,24 @@ def parameter_texts(parameters: Any) -> set[str]:
 
 @contextmanager
 def statement_objects_sent(
-    engine: Any, kind_of: Callable[[str], str | None]
+    engine: Any,
+    kind_of: Callable[[str], str | None],
+    about: Callable[[Any], bool] | None = None,
 ) -> Iterator[dict[str, list[Any]]]:
     """The statement objects (what the code executed, not their text) ``engine`` sends inside
     the block, per the kind ``kind_of`` names from the statement's text (whitespace collapsed).
     A statement built once and reused is the same object each time, so SQLAlchemy memoizes its
     cache key on it; one built per call is walked for its key again. The objects themselves are
-    kept, not their ids, which a freed one's successor may reuse."""
+    kept, not their ids, which a freed one's successor may reuse. ``about``: only statements
+    whose parameters it accepts (the suite's other requests may share the engine)."""
     sent: dict[str, list[Any]] = {}
     sync_engine = getattr(engine, "sync_engine", engine)
 
     def record(
-        _conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: Any
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, _many: Any
     ) -> None:
         kind = kind_of(" ".join(statement.split()))
-        if kind is not None:
+        if kind is not None and (about is None or about(parameters)):
             sent.setdefault(kind, []).append(context.invoked_statement)
 
     event.listen(sync_engine, "before_cursor_execute", record)
