@@ -61,6 +61,12 @@ class RunningStack:
         """A service's or stand-in's own base URL, bypassing Caddy (``"catalog"``, ``"stripe-standin"``)."""
         return self._stack.service_url(name)
 
+    def replica_urls(self, name: str) -> list[str]:
+        """Each process of a service (one per replica, the first is :meth:`service_url`),
+        bypassing Caddy."""
+        offset = self._stack.options.offset
+        return [app.url(offset) for app in self._stack.apps if app.name == name]
+
     @property
     def env(self) -> dict[str, str]:
         """The environment every process of the stack got (secrets such as STRIPE_WEBHOOK_SECRET)."""
