@@ -4,19 +4,23 @@ stand-in over real HTTP) with what tests read from each."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+from checkout.models import CheckoutSession
 from ember_devkit.testing.apps import serve_in_loop as serve  # noqa: F401 - the suite imports it from here
 from ember_devkit.testing.plugin import TestEnv
 from ember_devkit.testing.tokens import TokenFactory
 from ember_devkit.testing.waiting import eventually_async as eventually
 from ember_shared.sealing import private_key, unseal
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 WEBHOOK_SECRET = "whsec_checkout_tests_" + uuid.uuid4().hex
 T = TypeVar("T")
@@ -311,3 +315,28 @@ class World:
             return found if found["status"] == wanted else None
 
         return await eventually(check, what=f"checkout {order_id} {wanted}")
+
+
+@contextlib.contextmanager
+def orm_handling_of_checkouts() -> Iterator[list[str]]:
+    """What the ORM does with a ``CheckoutSession`` inside the block: each one it loads (a
+    query of the entity) and each it flushes (a unit of work writing it), by order id."""
+    seen: list[str] = []
+
+    def loaded(target: CheckoutSession, _context: Any) -> None:
+        seen.append(f"load {target.order_id}")
+
+    def flushing(session: Session, _context: Any, _instances: Any) -> None:
+        seen.extend(
+            f"flush {row.order_id}"
+            for row in (*session.new, *session.dirty)
+            if isinstance(row, CheckoutSession)
+        )
+
+    event.listen(CheckoutSession, "load", loaded)
+    event.listen(Session, "before_flush", flushing)
+    try:
+        yield seen
+    finally:
+        event.remove(CheckoutSession, "load", loaded)
+        event.remove(Session, "before_flush", flushing)

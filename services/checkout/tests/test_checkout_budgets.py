@@ -222,7 +222,7 @@ async def test_the_budgets_locks_last_no_longer_than_its_one_statement(world: Wo
             parameters
         ):
             pid = conn.connection.driver_connection.get_server_pid()
-            checked.append((" ".join(statement.split())[:50], await_only(budget_locks_held(pid))))
+            checked.append((" ".join(statement.split()), await_only(budget_locks_held(pid))))
 
     shopper = await guest_with(world, product_id, 1, ip)
     engine = world.apps["checkout"].state.db_engine.sync_engine
@@ -235,9 +235,8 @@ async def test_the_budgets_locks_last_no_longer_than_its_one_statement(world: Wo
     assert response.status_code == 201, response.text
     assert checked, "no statement carried the address"
     assert all(held == 0 for _, held in checked), checked
-    assert [s for s, _ in checked if "claim_hold_budget" in s] == [
-        "SELECT checkout.claim_hold_budget($1, $2, $3, $4, "
-    ], checked
+    [claim] = [s for s, _ in checked if "checkout.claim_hold_budget(" in s]
+    assert claim.startswith("SELECT "), checked
     # Settled by the session row's transaction.
     assert await claims_of(world, ip) == 0
 

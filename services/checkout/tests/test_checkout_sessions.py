@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from checkout_testkit import ADDRESS, World
+from checkout_testkit import ADDRESS, World, orm_handling_of_checkouts
 from ember_devkit.testing.statements import parameter_texts, statements_sent
 from sqlalchemy import text
 
@@ -366,3 +366,29 @@ async def test_the_status_is_read_in_autocommit(world: World) -> None:
     assert (mine.json()["order_id"], mine.json()["status"]) == (order_id, "open")
     assert theirs.status_code == 404
     assert seen == ["autocommit", "autocommit"]
+
+
+async def test_a_start_reads_its_rates_with_the_claim_and_its_rows_without_the_orm(
+    world: World,
+) -> None:
+    """A start's shipping rates are read by the statement that claims its budget (a statement
+    of their own before, built for each start by the ORM), and the cart's open checkouts are
+    read as rows by one statement built once: the ORM loads none of them, on the first click
+    nor on the repeat that answers the open one."""
+    shopper, _ = await world.basket(price=1900, quantity=1)
+
+    def on_rates(statement: str, _parameters: Any, _connection: Any) -> str | None:
+        flat = " ".join(statement.split())
+        if "checkout.shipping_rates" not in flat:
+            return None
+        return "with the claim" if "checkout.claim_hold_budget(" in flat else "alone"
+
+    engine = world.apps["checkout"].state.db_engine
+    with orm_handling_of_checkouts() as orm, statements_sent(engine, on_rates) as rates:
+        first = await shopper.checkout()
+        again = await shopper.checkout()
+    assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
+    assert again.json()["order_id"] == first.json()["order_id"]
+    assert again.json()["checkout_url"] == first.json()["checkout_url"]
+    assert rates == ["with the claim", "with the claim"]
+    assert orm == []

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from checkout_testkit import World, eventually
+from checkout_testkit import World, eventually, orm_handling_of_checkouts
 from ember_devkit.testing.statements import (
     each_built_once,
     statement_objects_sent,
@@ -546,3 +546,36 @@ def test_the_local_stripe_endpoint_listens_for_what_checkout_acts_on() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     listed = readme.split("--events\n", 1)[1].split("`", 1)[0].strip()
     assert set(listed.split(",")) == acts_on
+
+
+async def test_a_payment_moves_its_checkout_by_core_statements_built_once(world: World) -> None:
+    """A Checkout Session's webhook locks its row and writes the move by statements built once
+    on the table: the ORM loads no checkout and flushes none (its loading, identity map and
+    unit of work cost as much as the statements did), and the row ends as it did."""
+    paid: list[dict[str, Any]] = []
+    for price in (1300, 1400):
+        started = await _started(world, price=price, held=True)
+        await world.pay_page(started["checkout_url"], CARD_OK)
+        started["completed"] = await _event(
+            world, started["stripe_session_id"], "checkout.session.completed"
+        )
+        paid.append(started)
+
+    def kind_of(flat: str) -> str | None:
+        return "move" if flat.startswith("UPDATE checkout.checkout_sessions SET") else None
+
+    engine = world.apps["checkout"].state.db_engine
+    with orm_handling_of_checkouts() as orm, statement_objects_sent(engine, kind_of) as sent:
+        for started in paid:
+            [delivery] = await world.deliver([started["completed"]["id"]])
+            assert httpx.Response(200, text=delivery["body"]).json()["outcome"] == "paid"
+    assert orm == []
+    assert each_built_once(sent, {"move"}, 2), sent
+    for started in paid:
+        row = await world.row(started["order_id"])
+        assert row["status"] == "paid"
+        assert row["paid_at"] is not None
+        assert row["closed_at"] == row["paid_at"]
+        assert row["updated_at"] > row["created_at"]
+        assert row["stripe_payment_intent_id"]
+        assert len(await world.outbox(started["order_id"], "payment.succeeded.v1")) == 1

@@ -30,7 +30,7 @@ class InternalCheckoutController(Controller):
     async def refund(
         self, order_id: uuid.UUID, data: RefundRequest, db_session: AsyncSession, state: State
     ) -> RefundAccepted:
-        repo = CheckoutSessionRepository(session=db_session, auto_commit=False, auto_expunge=False)
+        repo = CheckoutSessionRepository(db_session)
         row = await repo.by_order_id(order_id)
         if row is None:
             raise not_found("order")

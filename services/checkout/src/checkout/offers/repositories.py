@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
+import msgspec
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,6 +72,59 @@ _SWEEP = text(
 )
 SWEEP_BATCH = 500
 
+#: The active shipping rates as one JSON array (in the order a checkout offers them), for a
+#: statement that reads them beside something else: a start's budget claim reads them with it.
+#: ``most_rates``: :data:`MAX_RATES`. Only what pricing reads of a rate (:func:`checkout.offers.services.shipping_options`).
+ACTIVE_RATES_JSON = """
+    SELECT coalesce(json_agg(r ORDER BY r.position, r.price, r.code), '[]')
+      FROM (SELECT code, name, price, free_over, countries, min_days, max_days, position
+              FROM checkout.shipping_rates WHERE active
+             ORDER BY position, price, code LIMIT :most_rates) r
+"""
+
+
+class _RateTerms(msgspec.Struct):
+    code: str
+    name: str
+    price: int
+    free_over: int | None
+    countries: list[str]
+    min_days: int | None
+    max_days: int | None
+    position: int
+
+
+def rates_from_json(raw: Any) -> list[ShippingRate]:
+    """:data:`ACTIVE_RATES_JSON`'s answer as rates (not added to any session: only read)."""
+    terms = (
+        msgspec.json.decode(raw, type=list[_RateTerms])
+        if isinstance(raw, (str, bytes))
+        else (msgspec.convert(raw, list[_RateTerms]))
+    )
+    return [
+        ShippingRate(
+            code=t.code,
+            name=t.name,
+            price=t.price,
+            free_over=t.free_over,
+            countries=t.countries,
+            min_days=t.min_days,
+            max_days=t.max_days,
+            position=t.position,
+            active=True,
+        )
+        for t in terms
+    ]
+
+
+_ALL_RATES = (
+    select(ShippingRate)
+    .order_by(ShippingRate.position, ShippingRate.price, ShippingRate.code)
+    .limit(MAX_RATES)
+)
+#: Built once (keyed by ``active_only``): their cache keys are memoized on them.
+_RATES = {False: _ALL_RATES, True: _ALL_RATES.where(ShippingRate.active.is_(True))}
+
 
 class OffersRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -78,12 +133,7 @@ class OffersRepository:
     # --- shipping rates -------------------------------------------------------------------
 
     async def rates(self, *, active_only: bool) -> list[ShippingRate]:
-        query = select(ShippingRate).order_by(
-            ShippingRate.position, ShippingRate.price, ShippingRate.code
-        )
-        if active_only:
-            query = query.where(ShippingRate.active.is_(True))
-        return list((await self.session.scalars(query.limit(MAX_RATES))).all())
+        return list((await self.session.scalars(_RATES[active_only])).all())
 
     async def rate(self, rate_id: uuid.UUID) -> ShippingRate | None:
         return await self.session.get(ShippingRate, rate_id)

@@ -6,21 +6,26 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Table, bindparam, delete, insert, inspect, select, text
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim
+from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim, ShippingRate
+from checkout.offers.repositories import ACTIVE_RATES_JSON, MAX_RATES, rates_from_json
 
 #: The budget decided and, when there is room, claimed: one call of the function the migration
 #: ``a4c8e2f6b1d3`` made, outside any transaction, so that the subjects' advisory locks are taken
 #: and released inside this one statement (see the migration for why a function).
-_CLAIM = text(
-    "SELECT checkout.claim_hold_budget(:claim_id, :cart, :ip, :email, :units, :expires_at, "
+_CLAIM_CALL = (
+    "checkout.claim_hold_budget(:claim_id, :cart, :ip, :email, :units, :expires_at, "
     ":now, :most_per_client, :most_per_email, :most_units)"
 )
+_CLAIM = text(f"SELECT {_CLAIM_CALL}")
+#: The same, with the active shipping rates read by that statement (one round trip, not two):
+#: the rates come first in its target list, so they are read before the function takes its
+#: locks, as when they were a statement of their own before the claim.
+_CLAIM_WITH_RATES = text(f"SELECT ({ACTIVE_RATES_JSON}) AS rates, {_CLAIM_CALL} AS refused_until")
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,10 @@ class HoldBudgetRepository:
     """The stock-hold budget's queries: the claim on an autocommit session (a transaction of
     its own), the settling and the sweep in whichever transaction the caller gives."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, with_rates: bool = False) -> None:
+        """``with_rates``: a claim also reads the active shipping rates, in its statement."""
         self.session = session
+        self.with_rates = with_rates
 
     async def claim(
         self,
@@ -50,13 +57,14 @@ class HoldBudgetRepository:
         expires_at: dt.datetime,
         now: dt.datetime,
         budget: HoldBudget,
-    ) -> dt.datetime | None:
+    ) -> tuple[dt.datetime | None, list[ShippingRate]]:
         """Claim ``units`` for a start unless its client address's or its email's other holds
         leave no room in ``budget``. None when claimed; else when the first hold of the subject
         that refused lapses. The session must not be in a transaction: the statement is its own, and
-        its locks last no longer than it does."""
-        refused_until: dt.datetime | None = await self.session.scalar(
-            _CLAIM,
+        its locks last no longer than it does. With the repository's ``with_rates``, the active
+        shipping rates are read by the same statement and answered too (else none)."""
+        found = await self.session.execute(
+            _CLAIM_WITH_RATES if self.with_rates else _CLAIM,
             {
                 "claim_id": claim_id,
                 "cart": cart_id,
@@ -68,9 +76,14 @@ class HoldBudgetRepository:
                 "most_per_client": budget.most_per_client,
                 "most_per_email": budget.most_per_email,
                 "most_units": budget.most_units,
+                **({"most_rates": MAX_RATES} if self.with_rates else {}),
             },
         )
-        return refused_until
+        row = found.one()
+        if not self.with_rates:
+            return row[0], []
+        refused_until: dt.datetime | None = row.refused_until
+        return refused_until, rates_from_json(row.rates)
 
     async def forget_lapsed(self, now: dt.datetime) -> int:
         """Every lapsed claim (each subject's are also deleted when it next checks out)."""
@@ -81,20 +94,26 @@ class HoldBudgetRepository:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
 
+_TABLE = cast(Table, CheckoutSession.__table__)
+#: (attribute, column) of every mapped column.
+_ROW_COLUMNS = [(a.key, a.columns[0].key) for a in inspect(CheckoutSession).column_attrs]
+
 #: The statements of each order's path on ``checkout_sessions``, built once: their cache keys
-#: are memoized on them, not walked again for every start (a statement made per call is).
+#: are memoized on them, not walked again for every start (a statement made per call is). The
+#: start's and the payment webhook's are Core on the table: their rows are made into models
+#: the ORM session does not track (no identity map, no loading, no unit of work's flush).
 _OPEN_FOR_CART = (
-    select(CheckoutSession)
+    select(_TABLE)
     .where(
-        CheckoutSession.cart_id == bindparam("cart"),
-        CheckoutSession.status == CheckoutStatus.OPEN.value,
+        _TABLE.c.cart_id == bindparam("cart"),
+        _TABLE.c.status == CheckoutStatus.OPEN.value,
     )
-    .order_by(CheckoutSession.created_at.desc())
-    .execution_options(populate_existing=True)
+    .order_by(_TABLE.c.created_at.desc())
 )
 _OPEN_FOR_CART_DROPPING_CLAIM = _OPEN_FOR_CART.add_cte(
     delete(HoldClaim).where(HoldClaim.id == bindparam("claim")).cte("dropped_claim")
 )
+_LOCK_CART = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 #: The status read (each poll of the order page) and the payment webhook's lock.
 _BY_ORDER_ID = select(CheckoutSession).where(CheckoutSession.order_id == bindparam("order_id"))
 _LOCK_BY_STRIPE_SESSION = (
@@ -103,22 +122,54 @@ _LOCK_BY_STRIPE_SESSION = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-_TABLE = cast(Table, CheckoutSession.__table__)
+_LOCK_FOR_EVENT = (
+    select(_TABLE)
+    .where(_TABLE.c.stripe_session_id == bindparam("stripe_session_id"))
+    .with_for_update()
+)
 _INSERT_ROW = insert(_TABLE).returning(_TABLE.c.created_at, _TABLE.c.updated_at)
-#: (attribute, column) of every mapped column.
-_ROW_COLUMNS = [(a.key, a.columns[0].key) for a in inspect(CheckoutSession).column_attrs]
+#: What a webhook's move may change on a checkout (the rest is written once, at its start).
+MOVABLE = (
+    "status",
+    "stripe_payment_intent_id",
+    "paid_at",
+    "closed_at",
+    "status_reason",
+    "attention",
+    "tax",
+    "total",
+    "amount_refunded",
+)
+_WRITE_MOVED = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"))
+    .values({name: bindparam(f"new_{name}") for name in MOVABLE} | {"updated_at": func.now()})
+    .returning(_TABLE.c.updated_at)
+)
 
 
-class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
-    model_type = CheckoutSession
+def _untracked(row: Row[Any]) -> CheckoutSession:
+    """A row read by Core, as a model no ORM session tracks."""
+    mapping = row._mapping
+    return CheckoutSession(**{key: mapping[column] for key, column in _ROW_COLUMNS})
+
+
+def movable_state(row: CheckoutSession) -> tuple[Any, ...]:
+    """What :meth:`CheckoutSessionRepository.write_moved` writes of ``row``, as it is now."""
+    return tuple(getattr(row, name) for name in MOVABLE)
+
+
+class CheckoutSessionRepository:
+    """Made for every request and webhook: a plain holder of the session (advanced-alchemy's
+    repository, which none of these queries use, built its own statement and options on each)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
     async def lock_cart(self, cart_id: uuid.UUID) -> None:
         """Serialise checkouts of one cart until the transaction ends (across replicas too): a
         double click waits here, then finds the first click's session instead of opening another."""
-        await self.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"checkout:cart:{cart_id}"},
-        )
+        await self.session.execute(_LOCK_CART, {"key": f"checkout:cart:{cart_id}"})
 
     async def open_for_cart(
         self, cart_id: uuid.UUID, *, dropping_claim: uuid.UUID | None = None
@@ -133,7 +184,7 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             found = await self.session.execute(
                 _OPEN_FOR_CART_DROPPING_CLAIM, {"cart": cart_id, "claim": dropping_claim}
             )
-        return list(found.scalars())
+        return [_untracked(row) for row in found]
 
     async def insert_new(self, row: CheckoutSession) -> None:
         """Write a new session row (every column its start set; the columns' defaults for the
@@ -155,6 +206,26 @@ class CheckoutSessionRepository(SQLAlchemyAsyncRepository[CheckoutSession]):
             _LOCK_BY_STRIPE_SESSION, {"stripe_session_id": stripe_session_id}
         )
         return found.scalar_one_or_none()
+
+    async def lock_for_event(self, stripe_session_id: str) -> CheckoutSession | None:
+        """The checkout of a Checkout Session's event, locked for this transaction, as a model
+        the session does not track: the webhook writes what its move changed with
+        :meth:`write_moved`, never by a flush."""
+        found = (
+            await self.session.execute(_LOCK_FOR_EVENT, {"stripe_session_id": stripe_session_id})
+        ).first()
+        return _untracked(found) if found is not None else None
+
+    async def write_moved(self, row: CheckoutSession, before: tuple[Any, ...]) -> None:
+        """Write what a move changed of ``row`` (locked by :meth:`lock_for_event`; ``before``:
+        its :func:`movable_state` then); nothing when nothing changed, as a flush would."""
+        if movable_state(row) == before:
+            return
+        written = await self.session.execute(
+            _WRITE_MOVED,
+            {"row_id": row.id} | {f"new_{name}": getattr(row, name) for name in MOVABLE},
+        )
+        row.updated_at = written.scalar_one()
 
     async def lock_by_id(self, checkout_session_id: uuid.UUID) -> CheckoutSession | None:
         statement = (

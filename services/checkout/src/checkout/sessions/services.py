@@ -154,7 +154,7 @@ class CheckoutService:
         self.engine = engine
         #: Sessions whose every statement is a transaction of its own: the budget's claim.
         self.autocommit = autocommit
-        self.repo = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
+        self.repo = CheckoutSessionRepository(db)
         self.settings = settings
         self.upstream = upstream
         self.stripe = stripe
@@ -626,9 +626,9 @@ class CheckoutService:
         claim_id = new_id()
         now = dt.datetime.now(dt.UTC)
         async with self.autocommit() as session:
-            # Read before the claim, outside its locks.
-            rates = await Offers(session, self.settings).active_rates() if read_rates else []
-            refused_until = await HoldBudgetRepository(session).claim(
+            # With the rates: read by the claim's statement, before its locks are taken.
+            claims = HoldBudgetRepository(session, with_rates=read_rates)
+            refused_until, rates = await claims.claim(
                 claim_id=claim_id,
                 cart_id=cart_id,
                 client_ip=buyer.client_ip,

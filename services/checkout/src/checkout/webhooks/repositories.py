@@ -6,9 +6,9 @@ import datetime as dt
 import uuid
 from typing import cast
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import ProviderEvent
 
@@ -33,9 +33,9 @@ _CLAIM = (
 )
 
 
-class ProviderEventRepository(SQLAlchemyAsyncRepository[ProviderEvent]):
-    model_type = ProviderEvent
-    id_attribute = "event_id"
+class ProviderEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
     async def claim(
         self,

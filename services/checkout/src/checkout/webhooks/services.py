@@ -26,7 +26,7 @@ from checkout.models import CheckoutSession
 from checkout.models import CheckoutStatus as S
 from checkout.offers.services import settle_use
 from checkout.payments import StripeGateway
-from checkout.sessions.repositories import CheckoutSessionRepository
+from checkout.sessions.repositories import CheckoutSessionRepository, movable_state
 from checkout.subscriptions.webhooks import SubscriptionWebhooks, concerns_subscriptions
 from checkout.webhooks.machine import may_move
 from checkout.webhooks.repositories import ProviderEventRepository
@@ -70,10 +70,8 @@ class WebhookService:
     def __init__(self, db: AsyncSession, gateway: StripeGateway) -> None:
         self.db = db
         self.gateway = gateway
-        self.sessions = CheckoutSessionRepository(session=db, auto_commit=False, auto_expunge=False)
-        self.provider_events = ProviderEventRepository(
-            session=db, auto_commit=False, auto_expunge=False
-        )
+        self.sessions = CheckoutSessionRepository(db)
+        self.provider_events = ProviderEventRepository(db)
 
     async def receive(self, payload: bytes, signature: str | None) -> Received:
         try:
@@ -147,7 +145,7 @@ class WebhookService:
         its outcome: no second statement to record it. A redelivery waits for the row's lock
         held by the first delivery, then finds the event claimed and changes nothing (the row
         is only changed after the claim)."""
-        row = await self.sessions.lock_by_stripe_session(str(obj.get("id", "")))
+        row = await self.sessions.lock_for_event(str(obj.get("id", "")))
         foreseen = (
             _outcome(row, _target(event.type, obj))
             if row is not None
@@ -163,7 +161,14 @@ class WebhookService:
         ):
             log.info("webhook_duplicate", event_id=event.id, type=event.type)
             return Received(event.id, duplicate=True, outcome="duplicate")
-        outcome = await self._move(event.type, row, obj) if row is not None else foreseen
+        if row is None:
+            outcome = foreseen
+        else:
+            # The row is no ORM session's: what the move changed is written by one statement
+            # built once (it is read by nothing before the commit but the events built from it).
+            before = movable_state(row)
+            outcome = await self._move(event.type, row, obj)
+            await self.sessions.write_moved(row, before)
         if outcome != foreseen:  # the row is locked: nothing can move it in between
             log.error("webhook_outcome_differs", event_id=event.id, foreseen=foreseen, got=outcome)
             await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
