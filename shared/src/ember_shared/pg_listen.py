@@ -23,11 +23,18 @@ log = structlog.get_logger("ember.pg_listen")
 
 class NotifyListener:
     def __init__(
-        self, engine: AsyncEngine, channel: str, on_notify: Callable[[], None], retry_s: float
+        self,
+        engine: AsyncEngine,
+        channel: str,
+        on_notify: Callable[[], None],
+        retry_s: float,
+        on_payload: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.channel = channel
         self.on_notify = on_notify
+        #: Also told each NOTIFY's payload (what changed), for a listener that wakes one waiter.
+        self.on_payload = on_payload
         self.retry_s = retry_s
         self._connection: asyncpg.Connection | None = None
         self._retry_at = 0.0
@@ -49,7 +56,7 @@ class NotifyListener:
         try:
             dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             connection = await asyncpg.connect(dsn, timeout=2)
-            await connection.add_listener(self.channel, self._notified)
+            await connection.add_listener(self.channel, self._delivered)
             # Losing the connection wakes the loop too: it was waiting for a NOTIFY that can no
             # longer come, and must go back to polling often (and to listening) at once.
             connection.add_termination_listener(self._notified)
@@ -59,6 +66,11 @@ class NotifyListener:
             )
             return
         self._connection = connection
+
+    def _delivered(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        if self.on_payload is not None:
+            self.on_payload(payload)
+        self.on_notify()
 
     def _notified(self, *_args: object) -> None:
         self.on_notify()

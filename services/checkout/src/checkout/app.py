@@ -26,6 +26,7 @@ from checkout.offers.controllers import (
 )
 from checkout.payments import StripeGateway
 from checkout.reconciliation.services import reconcile_forever
+from checkout.sessions.changes import CheckoutChanges
 from checkout.sessions.controllers import CheckoutController
 from checkout.settings import CheckoutSettings, load_settings
 from checkout.subscriptions.controllers import (
@@ -50,6 +51,9 @@ def create_app(settings: CheckoutSettings | None = None) -> Litestar:
         app.state.checkout_settings = checkout
         app.state.upstream = upstream
         app.state.stripe = gateway
+        changes = CheckoutChanges(app.state.db_engine)
+        app.state.checkout_changes = changes
+        await changes.ensure()
         log.info(
             "stripe_configured", api_base=checkout.stripe_api_base, standin=checkout.uses_standin
         )
@@ -67,6 +71,7 @@ def create_app(settings: CheckoutSettings | None = None) -> Litestar:
                 reconciler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconciler
+            await changes.aclose()
             await gateway.aclose()
             await upstream.aclose()
 

@@ -8,7 +8,6 @@ header) are refused rather than treated as a guest.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from ember_shared.auth import current_principal, requires_signed_in
@@ -32,6 +31,7 @@ from checkout.sessions.schemas import (
     StartCheckout,
 )
 from checkout.sessions.services import Buyer, CheckoutService, address_out
+from checkout.sessions.status import MOST_WAIT_S, CheckoutStatusReader
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -72,13 +72,10 @@ async def provide_checkout_service(
     return checkout_service(db_session, state, request)
 
 
-async def provide_checkout_reader(
-    state: State, request: Request[Any, Any, Any]
-) -> AsyncIterator[CheckoutService]:
-    """The service on the read session (autocommit), for a route that reads one row with one
-    statement: no BEGIN and COMMIT round trips around it, and no request transaction opened."""
-    async with state.db_reads() as session:
-        yield checkout_service(session, state, request)
+def provide_status_reader(state: State) -> CheckoutStatusReader:
+    """Reads on the autocommit sessions: one statement each, no BEGIN and COMMIT round trips,
+    no request transaction, no connection held while a read waits."""
+    return CheckoutStatusReader(state.db_reads, state.checkout_changes)
 
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:
@@ -217,22 +214,36 @@ class CheckoutController(Controller):
             "For the shopper who started it (signed in, or holding the same cart cookie), or for "
             "whoever holds Stripe's ``session_id`` from the success redirect (for an hour after "
             "paying, or after the session's expiry while unpaid). ``paid`` comes only "
-            "from Stripe's verified webhook, never from the redirect."
+            "from Stripe's verified webhook, never from the redirect. With ``wait``, a checkout "
+            "still awaiting its payment (``open``, ``payment_pending``) is answered as soon as "
+            "its status changes, or as it is after that many seconds."
         ),
         cache=False,
-        dependencies={"reader": Provide(provide_checkout_reader)},
+        dependencies={"reader": Provide(provide_status_reader, sync_to_thread=False)},
     )
     async def status(
         self,
         request: Request[Any, Any, Any],
         order_id: uuid.UUID,
-        reader: CheckoutService,
+        reader: CheckoutStatusReader,
         session_id: Annotated[
             str | None,
             Parameter(
                 query="session_id", max_length=255, description="Stripe's Checkout Session id."
             ),
         ] = None,
+        wait: Annotated[
+            float,
+            Parameter(
+                query="wait",
+                ge=0,
+                le=MOST_WAIT_S,
+                description=(
+                    "Seconds to wait for a checkout awaiting its payment to change before "
+                    "answering (0, the default: answer now)."
+                ),
+            ),
+        ] = 0,
     ) -> Response[CheckoutView]:
-        row = await reader.view(order_id, buyer_of(request), session_id)
+        row = await reader.view(order_id, buyer_of(request), session_id, wait)
         return Response(checkout_view(row), headers=NO_STORE)
