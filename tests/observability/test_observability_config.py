@@ -94,18 +94,18 @@ def test_collector_pipeline_is_whole_and_forwards_to_jaeger(compose: dict[str, A
 
 
 def exported_series() -> set[str]:
-    """Every series name a service exports: the request metrics of Litestar's middleware (as
-    registered by the app factory's config) and the gauges and counters of the services."""
+    """Every series name a service exports: the request metrics (as the app factory's request
+    layer registers them) and the gauges and counters of the services."""
     # Imported for the metrics they register.
     import catalog.metrics  # noqa: F401
     import notifier.metrics  # noqa: F401
-    from ember_shared.metrics import prometheus_config
+    from ember_shared.request_layer import service_requests
 
     @get("/ping", sync_to_thread=False)
     def ping() -> str:
         return "pong"
 
-    app = Litestar([ping], middleware=[prometheus_config("config-test").middleware])
+    app = Litestar([ping], middleware=[service_requests("config-test")])
     with TestClient(app) as client:
         assert client.get("/ping").status_code == 200
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}

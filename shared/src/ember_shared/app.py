@@ -18,29 +18,23 @@ from dataclasses import dataclass, field
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
-from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.stores.redis import RedisStore
-from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
+from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from ember_shared.auth import AuthenticationMiddleware, TokenVerifier
-from ember_shared.csrf import refuses_cross_site, refuses_other_media_types
+from ember_shared.csrf import refuses_other_media_types
 from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.drain import Drain
 from ember_shared.events.handlers import EventHandlers, Provider
 from ember_shared.health import health_controller
-from ember_shared.logging import RequestContextMiddleware, configure_logging
-from ember_shared.metrics import (
-    MetricsProbe,
-    mark_worker_dead,
-    metrics_controller,
-    prometheus_config,
-)
+from ember_shared.logging import configure_logging
+from ember_shared.metrics import MetricsProbe, mark_worker_dead, metrics_controller
 from ember_shared.openapi import (
     PublicJsonRenderPlugin,
     PublicScalarRenderPlugin,
@@ -49,6 +43,7 @@ from ember_shared.openapi import (
 )
 from ember_shared.problems import document_problems, exception_handlers
 from ember_shared.redis_conn import redis_from_url
+from ember_shared.request_layer import service_requests
 from ember_shared.settings import ServiceSettings, refuse_to_start, service_settings
 from ember_shared.system import system_controller
 from ember_shared.tracing import instrument_engine, litestar_middleware, setup_tracing
@@ -74,30 +69,6 @@ class ServiceSpec:
     version: str = "1.0.0"
     #: The service's own gauges, set when /metrics is scraped (:mod:`ember_shared.metrics`).
     metrics: Sequence[MetricsProbe] = ()
-
-
-class NoStoreByDefault:
-    """``Cache-Control: no-store`` on every answer that sets no policy of its own: profiles,
-    carts, orders and errors are personal and must not be kept by a browser or a proxy. Routes
-    that may be cached (the catalog's) say so themselves."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_policy(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_policy)
 
 
 def redis_client(settings: ServiceSettings) -> Redis:
@@ -166,16 +137,16 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         ],
         plugins=[sqlalchemy_plugin(settings, engine)],
         middleware=[
-            NoStoreByDefault,
+            # Ids, request metrics and no-store by default (one layer, outside tracing so that
+            # a request's time includes its span's).
+            service_requests(spec.name),
             *[m for m in [litestar_middleware()] if m is not None],
-            prometheus_config(spec.name).middleware,
-            RequestContextMiddleware,
             DefineMiddleware(AuthenticationMiddleware, verifier=verifier),
         ],
         exception_handlers=exception_handlers(),
-        # Every state change: none from another site; then, once the route's guards let the
-        # caller in, a JSON body only as application/json.
-        guards=[refuses_cross_site],
+        # Every state change: none from another site (AuthenticationMiddleware, before any
+        # guard); then, once the route's guards let the caller in, a JSON body only as
+        # application/json.
         before_request=refuses_other_media_types,
         dependencies=dict(spec.dependencies),
         lifespan=[Drain(settings.app.shutdown_drain_ms).lifespan, resources, *spec.lifespans],

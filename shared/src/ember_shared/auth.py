@@ -33,9 +33,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ember_shared.csrf import UNSAFE_METHODS, csrf_matches
+from ember_shared.csrf import UNSAFE_METHODS, cross_site_refusal, csrf_matches
 from ember_shared.jwks import JwksCache
-from ember_shared.problems import Problem
+from ember_shared.problems import Problem, answer_problem
 from ember_shared.settings import AuthSettings
 
 log = structlog.get_logger("ember.auth")
@@ -176,23 +176,30 @@ class TokenVerifier:
 
 
 class AuthenticationMiddleware:
-    """Puts the :class:`Principal` (or ``None``) in ``scope["user"]``; never refuses by itself,
-    except a cookie-authenticated state change that fails the CSRF check."""
+    """Puts the :class:`Principal` (or ``None``) in ``scope["user"]``, ``None`` for a
+    cookie-authenticated state change that fails the CSRF check. Refuses by itself only a state
+    change sent from another site (:func:`ember_shared.csrf.cross_site_refusal`), before any
+    guard."""
 
     def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
         self.app = app
         self.verifier = verifier
         self.csrf_key = verifier.settings.csrf_key
+        self.csrf_name = verifier.settings.csrf_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
-        }
-        cookies = _parse_cookies(headers.get("cookie", ""))
-        token, from_cookie = _token_from(headers, cookies, self.verifier.settings.access_cookie)
+        if scope.get("method") in UNSAFE_METHODS:
+            refusal = cross_site_refusal(ASGIConnection(scope, receive), scope.get("route_handler"))
+            if refusal is not None:
+                await answer_problem(scope, receive, send, refusal)
+                return
+        authorization, cookie, given_csrf = _auth_headers(scope.get("headers", ()), self.csrf_name)
+        token, from_cookie = _token_from(
+            authorization, cookie, self.verifier.settings.access_cookie
+        )
         principal: Principal | None = None
         auth_error: str | None = None
         if token:
@@ -200,13 +207,16 @@ class AuthenticationMiddleware:
                 principal = await self.verifier.verify(token)
             except (jwt.PyJWTError, ValueError) as exc:
                 auth_error = _describe(exc)
-        if principal is not None and from_cookie and scope.get("method") in UNSAFE_METHODS:
-            # The session's own token, not merely the cookie's value: a planted cookie and a
-            # header equal to it name no session.
-            given = headers.get(self.verifier.settings.csrf_header.lower(), "")
-            if not csrf_matches(self.csrf_key, principal.session_id, given):
-                principal = None
-                auth_error = "csrf"
+        # The session's own token, not merely the cookie's value: a planted cookie and a header
+        # equal to it name no session.
+        if (
+            principal is not None
+            and from_cookie
+            and scope.get("method") in UNSAFE_METHODS
+            and not csrf_matches(self.csrf_key, principal.session_id, given_csrf)
+        ):
+            principal = None
+            auth_error = "csrf"
         scope["user"] = principal
         scope["auth"] = auth_error
         await self.app(scope, receive, send)
@@ -218,13 +228,27 @@ def _describe(exc: Exception) -> str:
     return "invalid"
 
 
-def _token_from(
-    headers: dict[str, str], cookies: dict[str, str], cookie_name: str
-) -> tuple[str, bool]:
-    authorization = headers.get("authorization", "")
+def _auth_headers(headers: Any, csrf_name: bytes) -> tuple[str, str, str]:
+    """``Authorization``, ``Cookie`` and the CSRF header (the last of each, as a dict of the
+    headers had it), read in one pass without decoding the rest: every request pays this."""
+    authorization = cookie = csrf = b""
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name == b"authorization":
+            authorization = value
+        elif name == b"cookie":
+            cookie = value
+        elif name == csrf_name:
+            csrf = value
+    return authorization.decode("latin-1"), cookie.decode("latin-1"), csrf.decode("latin-1")
+
+
+def _token_from(authorization: str, cookie: str, cookie_name: str) -> tuple[str, bool]:
     if authorization.lower().startswith("bearer "):
         return authorization[7:].strip(), False
-    return cookies.get(cookie_name, ""), True
+    if cookie_name not in cookie:
+        return "", True
+    return _parse_cookies(cookie).get(cookie_name, ""), True
 
 
 def _parse_cookies(raw: str) -> dict[str, str]:

@@ -10,8 +10,8 @@ Three parts, each refusing what the others might let through:
    service recomputes it from the access token's ``sid``. A cookie and header pair someone
    made up (equal to each other, or planted from a sibling domain) names no session, so it is
    refused: only a page that could read the victim's own cookie can send the right value.
-2. **Cross-site state changes are refused outright** (:func:`refuses_cross_site`, a guard on
-   every app, before any other): a browser marks them ``Sec-Fetch-Site: cross-site`` and sends
+2. **Cross-site state changes are refused outright** (:func:`cross_site_refusal`, on every
+   app, before any guard): a browser marks them ``Sec-Fetch-Site: cross-site`` and sends
    an ``Origin`` that is not the shop's. That covers guests, whose only credential is the guest
    cart cookie and who have no session to bind a token to. Server-to-server callers send
    neither header; webhooks opt out anyway (``exclude_from_csrf=True`` in the handler's opt).
@@ -122,21 +122,28 @@ def _origin_allowed(connection: ASGIConnection[Any, Any, Any, Any], origin: str)
     return app_settings is not None and netloc in app_settings.public_origins
 
 
-async def refuses_cross_site(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
-    """App-wide guard: a state change a browser sent from another site is refused (403)."""
-    if connection.scope.get("method") not in UNSAFE_METHODS or handler.opt.get(EXCLUDE_OPT):
-        return
+def cross_site_refusal(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: Any
+) -> Problem | None:
+    """A state change a browser sent from another site is refused (403), before any guard:
+    checked by :class:`ember_shared.auth.AuthenticationMiddleware` on every app (it was an
+    app-wide guard, and Litestar copies the route handler for each guard of each request)."""
+    if connection.scope.get("method") not in UNSAFE_METHODS or (
+        handler is not None and handler.opt.get(EXCLUDE_OPT)
+    ):
+        return None
     fetch_site = connection.headers.get("sec-fetch-site", "").strip().lower()
     origin = connection.headers.get("origin")
     if fetch_site == "cross-site" or (
         origin is not None and not _origin_allowed(connection, origin)
     ):
-        raise Problem(
+        return Problem(
             403,
             "cross-site",
             "This change was sent from another site: it is refused.",
             title="Cross-site request refused",
         )
+    return None
 
 
 async def refuses_other_media_types(request: Request[Any, Any, Any]) -> None:

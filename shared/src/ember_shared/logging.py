@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import structlog
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ember_shared.ids import new_id
 
@@ -24,6 +23,11 @@ REQUEST_ID_HEADER = "x-request-id"
 CORRELATION_ID_HEADER = "x-correlation-id"
 
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+#: The request id and correlation id of the request in hand (set by
+#: :class:`ember_shared.request_layer.ServiceRequests`), added to each log line as it is written
+#: (:func:`add_request_ids`): a request that logs nothing pays one variable, not the binding and
+#: unbinding of two of structlog's context variables.
+request_ids_var: ContextVar[tuple[str, str] | None] = ContextVar("request_ids", default=None)
 
 
 def current_correlation_id() -> str:
@@ -35,6 +39,17 @@ def current_correlation_id() -> str:
     return value
 
 
+def add_request_ids(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The request's ids on a log line (what is bound explicitly wins)."""
+    ids = request_ids_var.get()
+    if ids is not None:
+        event_dict.setdefault("request_id", ids[0])
+        event_dict.setdefault("correlation_id", ids[1])
+    return event_dict
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -44,6 +59,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
@@ -69,39 +85,6 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-def _id_or_none(raw: bytes | None) -> str | None:
+def id_or_none(raw: bytes | None) -> str | None:
     value = (raw or b"").decode("latin-1")
     return value if _ID.fullmatch(value) else None
-
-
-class RequestContextMiddleware:
-    """Binds the request and correlation ids to the log context and echoes them back."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        request_id = _id_or_none(headers.get(REQUEST_ID_HEADER.encode())) or str(new_id())
-        correlation_id = _id_or_none(headers.get(CORRELATION_ID_HEADER.encode())) or request_id
-        scope.setdefault("state", {})["request_id"] = request_id
-        token = correlation_id_var.set(correlation_id)
-        structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
-
-        async def send_with_ids(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra = [
-                    (REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")),
-                    (CORRELATION_ID_HEADER.encode(), correlation_id.encode("latin-1")),
-                ]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_ids)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id", "correlation_id")
-            correlation_id_var.reset(token)

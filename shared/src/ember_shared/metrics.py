@@ -5,8 +5,11 @@ service (each replica) directly on the backend network.
 
 What every service exports, with a ``service`` label:
 
-- ``ember_requests_total`` / ``ember_request_duration_seconds`` (Litestar's Prometheus
-  middleware; ``path`` is the route template, ``status_code`` the answer);
+- ``ember_requests_total`` / ``ember_request_duration_seconds`` (``ember_requests_error_total``
+  for 5xx answers, ``ember_requests_in_progress``): the names and labels of Litestar's
+  Prometheus middleware (``method``, ``path`` the route template, ``status_code`` the answer,
+  ``app_name`` the service), counted by :class:`RequestMetrics` for
+  :mod:`ember_shared.request_layer`;
 - ``ember_outbox_backlog`` and ``ember_outbox_oldest_unpublished_seconds``;
 - ``ember_consumer_lag`` and ``ember_consumer_pending`` per consumer group and stream;
 - ``ember_dead_letters`` (letters of the service's consumer group);
@@ -35,11 +38,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from litestar import Controller, Litestar, Request, get
-from litestar.plugins.prometheus import PrometheusConfig
+from litestar.plugins.prometheus import PrometheusMiddleware
 from litestar.response import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -47,6 +50,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -127,15 +131,91 @@ SCRAPE_ERRORS = Counter(
 )
 
 
-def prometheus_config(service: str) -> PrometheusConfig:
-    return PrometheusConfig(
-        app_name=service,
-        prefix="ember",
-        # Route templates, not raw paths: one series per route, not per product slug.
-        group_path=True,
-        exclude=[METRICS_PATH, "/api/health/"],
-        exclude_unhandled_paths=True,
-    )
+#: The request metrics' labels, in the order Litestar's Prometheus middleware gives them.
+REQUEST_LABELS = ("method", "path", "status_code", "app_name")
+HTTP_SERVER_ERROR = 500
+
+
+def _request_family(kind: type[Any], name: str, documentation: str, **kwargs: Any) -> Any:
+    """One family of the request metrics, registered once per process under Litestar's name
+    (kept in its middleware's registry, so that both may live in one process)."""
+    families = PrometheusMiddleware._metrics
+    if name not in families:
+        families[name] = kind(
+            name=name, documentation=documentation, labelnames=REQUEST_LABELS, **kwargs
+        )
+    return families[name]
+
+
+class RouteSeries:
+    """One route's series for one method: in progress, and per status the count, duration and
+    errors (prometheus_client's ``labels()`` builds a key, takes a lock and looks it up on every
+    call: here once per route, method and status in a process)."""
+
+    __slots__ = ("_by_status", "_metrics", "_values", "in_progress")
+
+    def __init__(self, metrics: RequestMetrics, method: str, path: str) -> None:
+        self._metrics = metrics
+        self._values = (method, path)
+        # Litestar's middleware counts a request in progress under status 200, its default.
+        self.in_progress: Gauge = metrics.in_progress.labels(method, path, 200, metrics.service)
+        self._by_status: dict[int, tuple[Counter, Histogram, Counter | None]] = {}
+
+    def answered(self, status: int, duration: float) -> None:
+        series = self._by_status.get(status)
+        if series is None:
+            series = self._metrics.series(*self._values, status)
+            self._by_status[status] = series
+        count, seconds, errors = series
+        if errors is not None:
+            errors.inc()
+        count.inc()
+        seconds.observe(duration)
+
+
+class RequestMetrics:
+    """``ember_requests_total``, ``ember_request_duration_seconds``,
+    ``ember_requests_in_progress`` and ``ember_requests_error_total`` of one service."""
+
+    def __init__(self, service: str, prefix: str = "ember") -> None:
+        self.service = service
+        self.count = cast(
+            "Counter", _request_family(Counter, f"{prefix}_requests_total", "Total requests")
+        )
+        self.duration = cast(
+            "Histogram",
+            _request_family(
+                Histogram, f"{prefix}_request_duration_seconds", "Request duration, in seconds"
+            ),
+        )
+        self.in_progress = cast(
+            "Gauge",
+            _request_family(
+                Gauge,
+                f"{prefix}_requests_in_progress",
+                "Total requests currently in progress",
+                multiprocess_mode="livesum",
+            ),
+        )
+        self.errors = cast(
+            "Counter",
+            _request_family(Counter, f"{prefix}_requests_error_total", "Total errors in requests"),
+        )
+        self._routes: dict[tuple[str, str], RouteSeries] = {}
+
+    def route(self, method: str, path: str) -> RouteSeries:
+        """The series of ``path`` (a route template: a bounded set) for ``method``."""
+        series = self._routes.get((method, path))
+        if series is None:
+            series = self._routes[(method, path)] = RouteSeries(self, method, path)
+        return series
+
+    def series(
+        self, method: str, path: str, status: int
+    ) -> tuple[Counter, Histogram, Counter | None]:
+        values = (method, path, status, self.service)
+        errors = self.errors.labels(*values) if status >= HTTP_SERVER_ERROR else None
+        return self.count.labels(*values), self.duration.labels(*values), errors
 
 
 def record_webhook(service: str, provider: str, outcome: str) -> None:

@@ -120,6 +120,19 @@ def _on_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[dict[
     )
 
 
+async def answer_problem(scope: Any, receive: Any, send: Any, problem: Problem) -> None:
+    """Answer ``problem`` from a middleware as the exception handlers answer it raised in a
+    route (a middleware's exception would reach only the app's outermost handler, past the
+    request layer that adds the request id and ``no-store``)."""
+    request: Request[Any, Any, Any] = Request(scope=scope, receive=receive, send=send)
+    handler = scope.get("route_handler")
+    encoders = handler.resolve_type_encoders() if handler is not None else None
+    response = _on_problem(request, problem).to_asgi_response(
+        app=None, request=request, type_encoders=encoders
+    )
+    await response(scope, receive, send)
+
+
 def _on_validation(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[dict[str, Any]]:
