@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_devkit.testing.waiting import eventually_async as eventually
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from standins.resend import ResendStandinSettings, create_app
+from standins.resend import ResendStandinSettings, Store, create_app
 
 KEY = {"Authorization": "Bearer re_test_key"}
 
@@ -38,6 +40,35 @@ def settings(**changes: Any) -> ResendStandinSettings:
 async def standin() -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=create_app(settings())) as client:
         yield client
+
+
+async def test_a_look_that_waits_is_answered_when_the_mail_arrives() -> None:
+    # The store itself: the test client runs the app behind a blocking portal, so a request
+    # that waits would hold the test's loop.
+    store = Store(None)
+    look = asyncio.create_task(store.first_to("Shopper@example.com", 20))
+
+    async def waiting() -> bool:
+        return "shopper@example.com" in store._awaited
+
+    await eventually(waiting, "the look waiting")
+    assert not look.done()
+
+    sent = {"id": "mail-1", "to": ["shopper@example.com"], "subject": "Your order"}
+    store.add(sent, None, "fingerprint")
+
+    assert await asyncio.wait_for(look, 10) == [sent]
+    assert store._awaited == {}
+    # A look for an address with mail already is answered at once, whatever its wait.
+    assert await asyncio.wait_for(store.first_to("shopper@example.com", 20), 10) == [sent]
+
+
+async def test_a_wait_out_of_bounds_is_refused(standin: AsyncTestClient[Litestar]) -> None:
+    answered = await standin.get("/_standin/emails", params={"to": "a@b.c", "wait": "0.1"})
+    assert answered.json() == {"data": []}
+    for wait in ("31", "-1", "soon"):
+        refused = await standin.get("/_standin/emails", params={"to": "a@b.c", "wait": wait})
+        assert refused.status_code == 422, wait  # Resend says 422 to what it cannot take
 
 
 async def test_a_send_answers_an_id_and_the_mail_can_be_read_back(
