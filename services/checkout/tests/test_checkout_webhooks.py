@@ -239,14 +239,16 @@ async def test_a_payment_is_claimed_with_its_outcome_in_one_statement(world: Wor
     completed = await _event(world, started["stripe_session_id"], "checkout.session.completed")
 
     def on_provider_events(statement: str, _parameters: Any, _connection: Any) -> str | None:
-        return verb(statement) if "checkout.provider_events" in statement else None
+        if "checkout.provider_events" not in statement:
+            return None
+        return "claim" if "INSERT INTO checkout.provider_events" in statement else verb(statement)
 
     with statements_sent(world.apps["checkout"].state.db_engine, on_provider_events) as sent:
         [delivery] = await world.deliver([completed["id"]])
 
     assert delivery["status_code"] == 200
     assert httpx.Response(200, text=delivery["body"]).json()["outcome"] == "paid"
-    assert sent == ["INSERT"]
+    assert sent == ["claim"]
     [claimed] = await world.provider_events(completed["id"])
     row = await world.row(order_id)
     assert (claimed["outcome"], claimed["checkout_session_id"]) == ("paid", row["id"])
@@ -270,6 +272,8 @@ async def test_a_webhooks_lock_and_claim_are_built_once(world: World) -> None:
     def kind_of(flat: str) -> str | None:
         if flat.startswith("INSERT INTO checkout.provider_events"):
             return "claim"
+        if flat.startswith("WITH claimed AS (INSERT INTO checkout.provider_events"):
+            return "claim with the move"
         locks_the_row = flat.startswith("SELECT") and flat.endswith("FOR UPDATE")
         if locks_the_row and "checkout_sessions.stripe_session_id =" in flat:
             return "lock"
@@ -281,7 +285,10 @@ async def test_a_webhooks_lock_and_claim_are_built_once(world: World) -> None:
             [delivery] = await world.deliver([completed["id"]])
             outcomes.append(httpx.Response(200, text=delivery["body"]).json()["outcome"])
     assert outcomes == ["paid", "duplicate", "duplicate"]
-    assert each_built_once(sent, {"lock", "claim"}, 3), sent
+    # The first claims with its move; the others, moving nothing, claim alone (and find it).
+    assert each_built_once(sent, {"lock"}, 3), sent
+    assert each_built_once(sent, {"claim"}, 2), sent
+    assert len(sent["claim with the move"]) == 1, sent
 
 
 async def test_concurrent_first_deliveries_pay_once(world: World) -> None:
@@ -549,9 +556,10 @@ def test_the_local_stripe_endpoint_listens_for_what_checkout_acts_on() -> None:
 
 
 async def test_a_payment_moves_its_checkout_by_core_statements_built_once(world: World) -> None:
-    """A Checkout Session's webhook locks its row and writes the move by statements built once
-    on the table: the ORM loads no checkout and flushes none (its loading, identity map and
-    unit of work cost as much as the statements did), and the row ends as it did."""
+    """A Checkout Session's webhook locks its row and writes the move with the event's claim,
+    by statements built once on the table: the ORM loads no checkout and flushes none (its
+    loading, identity map and unit of work cost as much as the statements did), no statement
+    of its own writes the row, and the row ends as it did."""
     paid: list[dict[str, Any]] = []
     for price in (1300, 1400):
         started = await _started(world, price=price, held=True)
@@ -562,7 +570,14 @@ async def test_a_payment_moves_its_checkout_by_core_statements_built_once(world:
         paid.append(started)
 
     def kind_of(flat: str) -> str | None:
-        return "move" if flat.startswith("UPDATE checkout.checkout_sessions SET") else None
+        if flat.startswith("UPDATE checkout.checkout_sessions SET"):
+            return "move alone"
+        claims = flat.startswith("WITH claimed AS (INSERT INTO checkout.provider_events")
+        return (
+            "claim with the move"
+            if claims and "UPDATE checkout.checkout_sessions" in flat
+            else None
+        )
 
     engine = world.apps["checkout"].state.db_engine
     with orm_handling_of_checkouts() as orm, statement_objects_sent(engine, kind_of) as sent:
@@ -570,7 +585,8 @@ async def test_a_payment_moves_its_checkout_by_core_statements_built_once(world:
             [delivery] = await world.deliver([started["completed"]["id"]])
             assert httpx.Response(200, text=delivery["body"]).json()["outcome"] == "paid"
     assert orm == []
-    assert each_built_once(sent, {"move"}, 2), sent
+    assert each_built_once(sent, {"claim with the move"}, 2), sent
+    assert "move alone" not in sent
     for started in paid:
         row = await world.row(started["order_id"])
         assert row["status"] == "paid"

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, inspect, select, text, update
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim, ShippingRate
@@ -140,12 +140,12 @@ MOVABLE = (
     "total",
     "amount_refunded",
 )
-_WRITE_MOVED = (
-    update(_TABLE)
-    .where(_TABLE.c.id == bindparam("row_id"))
-    .values({name: bindparam(f"new_{name}") for name in MOVABLE} | {"updated_at": func.now()})
-    .returning(_TABLE.c.updated_at)
-)
+#: The move's new values, bound as ``new_<column>`` (a statement that writes it, as the webhook's
+#: claim does, names them so).
+MOVED_VALUES: dict[str, Any] = {name: bindparam(f"new_{name}") for name in MOVABLE} | {
+    "updated_at": func.now()
+}
+CHECKOUT_SESSIONS = _TABLE
 
 
 def _untracked(row: Row[Any]) -> CheckoutSession:
@@ -155,7 +155,7 @@ def _untracked(row: Row[Any]) -> CheckoutSession:
 
 
 def movable_state(row: CheckoutSession) -> tuple[Any, ...]:
-    """What :meth:`CheckoutSessionRepository.write_moved` writes of ``row``, as it is now."""
+    """What a move may have changed of ``row`` (:data:`MOVABLE`), as it is now."""
     return tuple(getattr(row, name) for name in MOVABLE)
 
 
@@ -209,23 +209,13 @@ class CheckoutSessionRepository:
 
     async def lock_for_event(self, stripe_session_id: str) -> CheckoutSession | None:
         """The checkout of a Checkout Session's event, locked for this transaction, as a model
-        the session does not track: the webhook writes what its move changed with
-        :meth:`write_moved`, never by a flush."""
+        the session does not track: the webhook writes what its move changed with its claim
+        (:meth:`checkout.webhooks.repositories.ProviderEventRepository.claim`), never by a
+        flush."""
         found = (
             await self.session.execute(_LOCK_FOR_EVENT, {"stripe_session_id": stripe_session_id})
         ).first()
         return _untracked(found) if found is not None else None
-
-    async def write_moved(self, row: CheckoutSession, before: tuple[Any, ...]) -> None:
-        """Write what a move changed of ``row`` (locked by :meth:`lock_for_event`; ``before``:
-        its :func:`movable_state` then); nothing when nothing changed, as a flush would."""
-        if movable_state(row) == before:
-            return
-        written = await self.session.execute(
-            _WRITE_MOVED,
-            {"row_id": row.id} | {f"new_{name}": getattr(row, name) for name in MOVABLE},
-        )
-        row.updated_at = written.scalar_one()
 
     async def lock_by_id(self, checkout_session_id: uuid.UUID) -> CheckoutSession | None:
         statement = (

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.models import ProviderEvent
+from checkout.models import CheckoutSession, ProviderEvent
+from checkout.sessions.repositories import CHECKOUT_SESSIONS, MOVABLE, MOVED_VALUES
 
 #: Every webhook's claim, built once (its cache key memoized on it; one made per call with its
 #: values in it had them walked for the key on every delivery).
@@ -31,6 +32,19 @@ _CLAIM = (
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(_EVENTS.c.event_id)
 )
+#: The claim with the checkout's move (its row locked by the caller): the row is written only
+#: when the event is claimed here, in the same round trip.
+_CLAIMED = _CLAIM.cte("claimed")
+_MOVED = (
+    update(CHECKOUT_SESSIONS)
+    .where(CHECKOUT_SESSIONS.c.id == bindparam("row_id"), exists(select(_CLAIMED.c.event_id)))
+    .values(MOVED_VALUES)
+    .returning(CHECKOUT_SESSIONS.c.updated_at)
+    .cte("moved")
+)
+_CLAIM_MOVING = select(
+    _CLAIMED.c.event_id, select(_MOVED.c.updated_at).scalar_subquery().label("updated_at")
+)
 
 
 class ProviderEventRepository:
@@ -46,25 +60,34 @@ class ProviderEventRepository:
         *,
         outcome: str = "",
         checkout_session_id: uuid.UUID | None = None,
+        moved: CheckoutSession | None = None,
     ) -> bool:
         """Record the event id (with its ``outcome`` when known already); False when it was
-        recorded before (a redelivery).
+        recorded before (a redelivery). ``moved``: a checkout the event moved (locked by this
+        transaction, no ORM session's), whose :data:`MOVABLE` columns the same statement writes
+        when, and only when, the event is claimed.
 
         A concurrent delivery of the same event waits on the unique index until this
         transaction ends, then finds it recorded: an event's effect happens once.
         """
-        claimed = await self.session.execute(
-            _CLAIM,
-            {
-                "event_id": event_id,
-                "type": type_,
-                "object_id": object_id,
-                "stripe_created": created,
-                "outcome": outcome[:300],
-                "checkout_session_id": checkout_session_id,
-            },
-        )
-        return claimed.scalar_one_or_none() is not None
+        parameters: dict[str, Any] = {
+            "event_id": event_id,
+            "type": type_,
+            "object_id": object_id,
+            "stripe_created": created,
+            "outcome": outcome[:300],
+            "checkout_session_id": checkout_session_id,
+        }
+        if moved is None:
+            claimed = await self.session.execute(_CLAIM, parameters)
+            return claimed.scalar_one_or_none() is not None
+        parameters["row_id"] = moved.id
+        parameters |= {f"new_{name}": getattr(moved, name) for name in MOVABLE}
+        found = (await self.session.execute(_CLAIM_MOVING, parameters)).first()
+        if found is None:
+            return False
+        moved.updated_at = found.updated_at
+        return True
 
     async def record_outcome(
         self, event_id: str, outcome: str, checkout_session_id: uuid.UUID | None

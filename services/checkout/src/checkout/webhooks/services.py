@@ -142,36 +142,29 @@ class WebhookService:
     ) -> Received:
         """A Checkout Session's event (every payment's): the session's row is locked first, so
         the move it makes is known before the event is claimed, and the claim is written with
-        its outcome: no second statement to record it. A redelivery waits for the row's lock
-        held by the first delivery, then finds the event claimed and changes nothing (the row
-        is only changed after the claim)."""
+        its outcome and the row's move, by one statement: nothing of the row is written unless
+        the event is claimed. A redelivery waits for the row's lock held by the first delivery,
+        then finds the event claimed and changes nothing. The move's effects (the discount
+        use, the outbox event) follow only a claim."""
         row = await self.sessions.lock_for_event(str(obj.get("id", "")))
-        foreseen = (
-            _outcome(row, _target(event.type, obj))
-            if row is not None
-            else "ignored: not a session of ours"
-        )
+        target = _target(event.type, obj)
+        before = movable_state(row) if row is not None else None
+        # The row is no ORM session's: the move is made on it here, and written with the claim.
+        outcome = self._change(target, row, obj) if row is not None else NOT_OURS
+        moved = row if row is not None and movable_state(row) != before else None
         if not await self.provider_events.claim(
             event.id,
             event.type,
             str(obj.get("id", ""))[:255],
             created,
-            outcome=foreseen,
+            outcome=outcome,
             checkout_session_id=row.id if row is not None else None,
+            moved=moved,
         ):
             log.info("webhook_duplicate", event_id=event.id, type=event.type)
             return Received(event.id, duplicate=True, outcome="duplicate")
-        if row is None:
-            outcome = foreseen
-        else:
-            # The row is no ORM session's: what the move changed is written by one statement
-            # built once (it is read by nothing before the commit but the events built from it).
-            before = movable_state(row)
-            outcome = await self._move(event.type, row, obj)
-            await self.sessions.write_moved(row, before)
-        if outcome != foreseen:  # the row is locked: nothing can move it in between
-            log.error("webhook_outcome_differs", event_id=event.id, foreseen=foreseen, got=outcome)
-            await self.provider_events.record_outcome(event.id, outcome, row.id if row else None)
+        if row is not None and outcome == target.value:
+            await self._effects(target, row)
         return self._handled(event, row, outcome)
 
     def _handled(self, event: StripeEvent, row: CheckoutSession | None, outcome: str) -> Received:
@@ -191,87 +184,46 @@ class WebhookService:
             return await self._refunded(obj)
         row = await self.sessions.lock_by_stripe_session(str(obj.get("id", "")))
         if row is None:
-            return None, "ignored: not a session of ours"
+            return None, NOT_OURS
         return row, await self._move(type_, row, obj)
 
     async def _move(self, type_: str, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        """Move ``row`` (tracked by the ORM session, which writes it) and make its effects."""
         target = _target(type_, obj)
-        if target is S.PAID:
-            return await self._paid(row, obj)
-        if target is S.PAYMENT_PENDING:
-            return await self._pending(row, obj)
-        if target is S.PAYMENT_FAILED:
-            return await self._failed(row, obj)
-        return await self._expired(row)
+        outcome = self._change(target, row, obj)
+        if outcome == target.value:
+            await self._effects(target, row)
+        return outcome
 
     # --- transitions ----------------------------------------------------------------------
 
-    def _ignored(self, row: CheckoutSession, target: S) -> str:
-        return _ignored(row, target)
+    def _change(self, target: S, row: CheckoutSession, obj: dict[str, Any]) -> str:
+        """What moving to ``target`` changes of ``row``, made on it (nothing written): the
+        outcome, ``target``'s value when it moved."""
+        if not may_move(row.status, target):
+            return _ignored(row, target)
+        if target is S.PAID:
+            _paid(row, obj)
+        elif target is S.PAYMENT_PENDING:
+            _pending(row, obj)
+        elif target is S.PAYMENT_FAILED:
+            _failed(row, obj)
+        else:
+            _expired(row)
+        return target.value
 
-    async def _paid(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
-        if not may_move(row.status, S.PAID):
-            return self._ignored(row, S.PAID)
-        if row.status in (S.EXPIRED, S.PAYMENT_FAILED):
-            # Its stock was given back: catalog sells it again if it can; staff ship or refund.
-            note = f"Paid after the checkout was recorded {row.status}: check the stock, ship or refund."
-            row.attention = _append(row.attention, note)
-            log.error("payment_after_close", order_id=str(row.order_id), status=row.status)
-        now = dt.datetime.now(dt.UTC)
-        row.status = S.PAID.value
-        row.stripe_payment_intent_id = (
-            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
-        )
-        row.paid_at = now
-        row.closed_at = now
-        row.status_reason = ""
-        _tax_as_charged(row, obj)
-        await _settle_use(self.db, row, paid=True)
-        amount, currency = obj.get("amount_total"), str(obj.get("currency") or "").upper()
-        if amount != row.total or currency != row.currency:
-            note = f"Stripe charged {amount} {currency}; the checkout expected {row.total} {row.currency}."
-            row.attention = _append(row.attention, note)
-            log.error(
-                "paid_amount_differs",
-                order_id=str(row.order_id),
-                charged=amount,
-                expected=row.total,
-            )
-        await events.payment_succeeded(self.db, row)
-        return S.PAID.value
-
-    async def _pending(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
-        if not may_move(row.status, S.PAYMENT_PENDING):
-            return self._ignored(row, S.PAYMENT_PENDING)
-        row.status = S.PAYMENT_PENDING.value
-        row.stripe_payment_intent_id = (
-            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
-        )
-        row.status_reason = "waiting for a delayed payment to settle"
-        return S.PAYMENT_PENDING.value
-
-    async def _failed(self, row: CheckoutSession, obj: dict[str, Any]) -> str:
-        if not may_move(row.status, S.PAYMENT_FAILED):
-            return self._ignored(row, S.PAYMENT_FAILED)
-        row.status = S.PAYMENT_FAILED.value
-        row.closed_at = dt.datetime.now(dt.UTC)
-        row.status_reason = "the delayed payment failed"
-        await _settle_use(self.db, row, paid=False)
-        row.stripe_payment_intent_id = (
-            _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
-        )
-        await events.payment_failed(self.db, row, reason="async_payment_failed")
-        return S.PAYMENT_FAILED.value
-
-    async def _expired(self, row: CheckoutSession) -> str:
-        if not may_move(row.status, S.EXPIRED):
-            return self._ignored(row, S.EXPIRED)
-        row.status = S.EXPIRED.value
-        row.closed_at = dt.datetime.now(dt.UTC)
-        row.status_reason = "the payment page expired unpaid"
-        await _settle_use(self.db, row, paid=False)
-        await events.checkout_expired(self.db, row)
-        return S.EXPIRED.value
+    async def _effects(self, target: S, row: CheckoutSession) -> None:
+        """What a move to ``target`` sets off besides the row: the discount code's use moves with
+        it, and its domain event goes to the outbox (a delayed payment's wait has neither)."""
+        if target is S.PAYMENT_PENDING:
+            return
+        await _settle_use(self.db, row, paid=target is S.PAID)
+        if target is S.PAID:
+            await events.payment_succeeded(self.db, row)
+        elif target is S.PAYMENT_FAILED:
+            await events.payment_failed(self.db, row, reason="async_payment_failed")
+        else:
+            await events.checkout_expired(self.db, row)
 
     async def _refunded(self, charge: dict[str, Any]) -> tuple[CheckoutSession | None, str]:
         row = None
@@ -294,7 +246,7 @@ class WebhookService:
                 headers={"Retry-After": "30"},
             )
         if row.status not in (S.PAID, S.PARTIALLY_REFUNDED):
-            return row, self._ignored(row, S.REFUNDED)
+            return row, _ignored(row, S.REFUNDED)
         refunded = int(charge.get("amount_refunded") or 0)
         if refunded <= row.amount_refunded:
             return row, f"ignored: already know of {row.amount_refunded} refunded"
@@ -305,11 +257,68 @@ class WebhookService:
             else S.PARTIALLY_REFUNDED
         )
         if not may_move(row.status, target):
-            return row, self._ignored(row, target)
+            return row, _ignored(row, target)
         row.status = target.value
         row.status_reason = f"{row.amount_refunded} of {row.total} refunded"
         await events.payment_refunded(self.db, row)
         return row, target.value
+
+
+NOT_OURS = "ignored: not a session of ours"
+
+
+def _paid(row: CheckoutSession, obj: dict[str, Any]) -> None:
+    if row.status in (S.EXPIRED, S.PAYMENT_FAILED):
+        # Its stock was given back: catalog sells it again if it can; staff ship or refund.
+        note = (
+            f"Paid after the checkout was recorded {row.status}: check the stock, ship or refund."
+        )
+        row.attention = _append(row.attention, note)
+        log.error("payment_after_close", order_id=str(row.order_id), status=row.status)
+    now = dt.datetime.now(dt.UTC)
+    row.status = S.PAID.value
+    row.stripe_payment_intent_id = (
+        _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+    )
+    row.paid_at = now
+    row.closed_at = now
+    row.status_reason = ""
+    _tax_as_charged(row, obj)
+    amount, currency = obj.get("amount_total"), str(obj.get("currency") or "").upper()
+    if amount != row.total or currency != row.currency:
+        note = (
+            f"Stripe charged {amount} {currency}; the checkout expected {row.total} {row.currency}."
+        )
+        row.attention = _append(row.attention, note)
+        log.error(
+            "paid_amount_differs",
+            order_id=str(row.order_id),
+            charged=amount,
+            expected=row.total,
+        )
+
+
+def _pending(row: CheckoutSession, obj: dict[str, Any]) -> None:
+    row.status = S.PAYMENT_PENDING.value
+    row.stripe_payment_intent_id = (
+        _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+    )
+    row.status_reason = "waiting for a delayed payment to settle"
+
+
+def _failed(row: CheckoutSession, obj: dict[str, Any]) -> None:
+    row.status = S.PAYMENT_FAILED.value
+    row.closed_at = dt.datetime.now(dt.UTC)
+    row.status_reason = "the delayed payment failed"
+    row.stripe_payment_intent_id = (
+        _object_id(obj.get("payment_intent")) or row.stripe_payment_intent_id
+    )
+
+
+def _expired(row: CheckoutSession) -> None:
+    row.status = S.EXPIRED.value
+    row.closed_at = dt.datetime.now(dt.UTC)
+    row.status_reason = "the payment page expired unpaid"
 
 
 def _target(type_: str, obj: dict[str, Any]) -> S:
@@ -322,11 +331,6 @@ def _target(type_: str, obj: dict[str, Any]) -> S:
     if type_ == "checkout.session.async_payment_failed":
         return S.PAYMENT_FAILED
     return S.EXPIRED
-
-
-def _outcome(row: CheckoutSession, target: S) -> str:
-    """What moving ``row`` to ``target`` answers (each transition says the same)."""
-    return target.value if may_move(row.status, target) else _ignored(row, target)
 
 
 def _ignored(row: CheckoutSession, target: S) -> str:
