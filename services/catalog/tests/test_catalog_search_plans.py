@@ -62,6 +62,61 @@ async def test_search_statements_run_as_generic_plans_in_autocommit(
     assert sorted(runs for runs in used.values() if runs != (0, 0)) == [(2, 0), (2, 0)], used
 
 
+async def test_a_search_on_its_own_pool_is_its_statements_alone(
+    catalog_app: Litestar, client: httpx.AsyncClient, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search pool's connections carry the search's settings from their start: a search
+    there sends no ``BEGIN``/``SET LOCAL``/``COMMIT`` (two round trips of four), and its
+    statements still run as generic plans with table scans from the first page. The search
+    route reads there; the service's other connections keep Postgres' defaults."""
+    import asyncpg.connection
+
+    word = "zq" + uuid.uuid4().hex[:8]
+    product = await kit.product(name=f"{word} Reserve")
+    scripts: list[str] = []
+    execute = asyncpg.connection.Connection.execute
+
+    async def recorded(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        scripts.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    settings = text(
+        "SELECT current_setting('plan_cache_mode'), current_setting('synchronize_seqscans')"
+    )
+    async with catalog_app.state.search_sessions() as session:
+        catalog = ProductCatalog(session, catalog_app.state.catalog_settings)
+        driver = await _driver(session)
+        assert tuple((await session.execute(settings)).one()) == ("force_generic_plan", "off")
+        before = {row.statement: row for row in (await session.execute(PLANS)).all()}
+        monkeypatch.setattr(asyncpg.connection.Connection, "execute", recorded)
+        for _ in range(2):
+            body, _ = await catalog.search(words=[word], page=1, page_size=20)
+            assert str(product["id"]).encode() in body
+            assert not driver.is_in_transaction()
+        monkeypatch.undo()
+        after = (await session.execute(PLANS)).all()
+    assert scripts == []
+    used = sorted(
+        (
+            row.generic_plans - getattr(before.get(row.statement), "generic_plans", 0),
+            row.custom_plans - getattr(before.get(row.statement), "custom_plans", 0),
+        )
+        for row in after
+    )
+    assert [runs for runs in used if runs != (0, 0)] == [(2, 0), (2, 0)], used
+    # The route reads on that pool; the service's own connections keep the defaults.
+    with statements_sent(
+        catalog_app.state.search_engine, lambda sql, *_: "page" if "ts_rank_cd" in sql else None
+    ) as sent:
+        response = await client.get(
+            "/api/products/search", params={"q": word}, headers={"X-Cache-Bypass": "1"}
+        )
+    assert response.status_code == 200, response.text
+    assert sent == ["page"]
+    async with catalog_app.state.db_reads() as session:
+        assert tuple((await session.execute(settings)).one()) == ("auto", "on")
+
+
 async def test_a_failed_search_leaves_no_transaction_open(
     catalog_app: Litestar, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +263,7 @@ async def test_a_query_no_product_has_in_full_is_answered_by_one_statement(
         return None
 
     async def search(q: str, page: int = 1) -> tuple[dict[str, Any], list[str]]:
-        with statements_sent(catalog_app.state.db_engine, searches) as sent:
+        with statements_sent(catalog_app.state.search_engine, searches) as sent:
             response = await client.get(
                 "/api/products/search",
                 params={"q": q, "page": page, "page_size": 2},
@@ -287,7 +342,7 @@ async def test_typo_alternatives_the_typed_prefix_already_matches_do_not_widen_t
     def bound(statement: str, parameters: Any, _connection: Any) -> str | None:
         return " ".join(sorted(parameter_texts(parameters))) if "ts_rank_cd" in statement else None
 
-    with statements_sent(catalog_app.state.db_engine, bound) as sent:
+    with statements_sent(catalog_app.state.search_engine, bound) as sent:
         body = (await client.get("/api/products/search", params={"q": word})).json()
     assert {item["id"] for item in body["items"]} == {p["id"] for p in (named, extended, typoed)}
     assert body["items"][0]["id"] == named["id"]
@@ -311,7 +366,7 @@ async def test_the_search_statement_is_compiled_once_not_keyed_on_every_call(
         if "ts_rank_cd" in sql:
             executed.append((sql, context.compiled))
 
-    sync_engine = catalog_app.state.db_engine.sync_engine
+    sync_engine = catalog_app.state.search_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:
         for word, product in zip(words, named, strict=True):
@@ -339,7 +394,7 @@ async def test_the_typo_statement_is_compiled_once_too(
         if "word_trigrams" in sql:
             executed.append(context.compiled)
 
-    sync_engine = catalog_app.state.db_engine.sync_engine
+    sync_engine = catalog_app.state.search_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:
         body = (await client.get("/api/products/search", params={"q": word})).json()

@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from ember_shared.app import ServiceSpec, create_service_app, redis_client
-from ember_shared.settings import service_settings
+from ember_shared.db import engine_options, ping_after_idle
+from ember_shared.settings import ServiceSettings, service_settings
+from ember_shared.tracing import instrument_engine
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from catalog import events
 from catalog.audit.controllers import AdminAuditLogController
@@ -41,6 +43,7 @@ from catalog.products.controllers import (
     ShopperProductController,
     upload_image_handler,
 )
+from catalog.products.repositories import SEARCH_SETTINGS, SEARCH_SETTINGS_OPTION
 from catalog.settings import CatalogSettings, load_settings
 from catalog.sweeper import sweeper_lifespan
 from catalog.variants.controllers import AdminVariantController
@@ -101,6 +104,28 @@ def _document_service_token(config: AppConfig) -> None:
     config.openapi_config.components = components
 
 
+def search_engine(service: ServiceSettings, catalog: CatalogSettings) -> AsyncEngine:
+    """The search's pool: its connections are opened with the search's settings
+    (``SEARCH_SETTINGS``: generic plans, table scans from the first page), so a search on them
+    needs no transaction to set them (``ProductReads.generic_plans``). Only searches use it:
+    the same settings on the service's pool would change other statements' plans."""
+    options = engine_options(service)
+    connect_args = options.get("connect_args", {})
+    server_settings = {**connect_args.get("server_settings", {}), **SEARCH_SETTINGS}
+    engine = create_async_engine(
+        service.db.async_url,
+        **{
+            **options,
+            "pool_size": catalog.search_pool_size,
+            "max_overflow": 0,
+            "connect_args": {**connect_args, "server_settings": server_settings},
+        },
+    )
+    ping_after_idle(engine)
+    instrument_engine(engine)
+    return engine
+
+
 def create_app(settings: CatalogSettings | None = None) -> Litestar:
     service = service_settings("catalog")
     catalog = load_settings(settings, service)
@@ -120,6 +145,13 @@ def create_app(settings: CatalogSettings | None = None) -> Litestar:
         # statements moves the cache generation, so an answer mixing before and after is
         # never stored.
         app.state.catalog_sessions = async_sessionmaker(app.state.db_engine, expire_on_commit=False)
+        searches = app.state.search_engine = search_engine(service, catalog)
+        app.state.search_sessions = async_sessionmaker(
+            searches.execution_options(
+                isolation_level="AUTOCOMMIT", **{SEARCH_SETTINGS_OPTION: True}
+            ),
+            expire_on_commit=False,
+        )
         app.state.media_store = store
         app.state.catalog_bypass_allowed = service.app.is_local
         # Checked against Redis before the first request, then watched (see catalog.cache).
@@ -138,6 +170,7 @@ def create_app(settings: CatalogSettings | None = None) -> Litestar:
             if isinstance(store, CloudinaryStore):
                 await store.aclose()
             await cache_redis.aclose()
+            await searches.dispose()
 
     return create_service_app(
         ServiceSpec(

@@ -31,13 +31,20 @@ BYPASS_HEADER = "x-cache-bypass"
 Build = Callable[[AsyncSession], Awaitable[tuple[bytes, Sequence[str]]]]
 
 
-async def cached_json(request: Request[Any, Any, State], key: str, build: Build) -> Response[Any]:
+async def cached_json(
+    request: Request[Any, Any, State],
+    key: str,
+    build: Build,
+    sessions: Callable[[], AsyncSession] | None = None,
+) -> Response[Any]:
+    """``sessions``: where a miss reads (the read path's autocommit sessions unless given)."""
     state = request.app.state
     cache: CatalogCache = state.catalog_cache
+    open_session = sessions or state.db_reads
 
     async def run() -> tuple[bytes, Sequence[str]]:
         # A session only on a miss: a cache hit touches Redis and nothing else.
-        async with state.db_reads() as session:
+        async with open_session() as session:
             return await build(session)
 
     hit = False

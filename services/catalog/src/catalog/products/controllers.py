@@ -132,7 +132,8 @@ class ShopperProductController(Controller):
             )
             return body, (LISTS_SET,) if cacheable else ()
 
-        return await cached_json(request, key, build)
+        # On the search's own pool, whose connections carry its settings (catalog.app).
+        return await cached_json(request, key, build, request.app.state.search_sessions)
 
     @get(
         "/{ref:str}",
