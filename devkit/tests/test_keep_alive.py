@@ -9,12 +9,11 @@ import json
 import re
 import shlex
 
-import httpcore
 from ember_devkit.devstack import layout
 from ember_devkit.devstack.stack import uvicorn_argv
 from ember_devkit.testing.apps import serve_in_loop
 from ember_devkit.testing.ports import free_port
-from ember_shared.http import service_client
+from ember_shared.http import AiohttpPool, service_client
 from ember_shared.settings import repo_root
 from litestar import Litestar, get
 
@@ -36,9 +35,9 @@ async def callers_keep_idle_connections_for() -> float:
             client.base_url = f"http://127.0.0.1:{server.config.port}"
             assert (await client.get("/ping")).text == "pong"
             pool = client._transport._pool  # type: ignore[attr-defined]
-            assert isinstance(pool, httpcore.AsyncConnectionPool)
-            assert len(pool.connections) == 1, "the connection is kept for the next request"
-            expiry = pool._keepalive_expiry
+            assert isinstance(pool, AiohttpPool)
+            assert pool.idle_connections() == 1, "the connection is kept for the next request"
+            expiry = pool.keepalive_expiry
             assert isinstance(expiry, float)
             return expiry
     finally:
