@@ -16,7 +16,8 @@ from ember_devkit.testing.ports import free_port
 from ember_shared import tracing
 from ember_shared.http import AiohttpPool, service_client
 from ember_shared.logging import correlation_id_var
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import Cookie
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -42,9 +43,17 @@ def gone() -> dict[str, str]:
     return {"gone": "yes"}
 
 
+@get("/cookie", sync_to_thread=False)
+def cookie(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    return Response(
+        {"cookie": request.headers.get("cookie", "")},
+        cookies=[Cookie(key="shopper", value="someone")],
+    )
+
+
 @pytest.fixture
 async def server_url() -> AsyncIterator[str]:
-    server, task = await serve_in_loop(Litestar([echo, slow, gone]), free_port())
+    server, task = await serve_in_loop(Litestar([echo, slow, gone, cookie]), free_port())
     try:
         yield f"http://127.0.0.1:{server.config.port}"
     finally:
@@ -127,3 +136,22 @@ async def test_the_call_is_traced_as_httpx_calls_are(server_url: str) -> None:
     assert url == f"{server_url}/echo"
     status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
     assert status == 201
+
+
+async def test_no_cookie_is_kept_between_calls(server_url: str) -> None:
+    """One client serves every shopper's requests: a cookie an answer sets must not go out
+    again with the next call (httpx's own client kept it in its jar)."""
+    async with service_client("catalog") as client:
+        client.base_url = httpx.URL(server_url)
+        first = await client.get("/cookie")
+        assert first.cookies.get("shopper") == "someone"
+        assert (await client.get("/cookie")).json() == {"cookie": ""}
+
+
+async def test_a_new_base_url_is_used_at_once(server_url: str) -> None:
+    async with service_client("catalog") as client:
+        client.base_url = httpx.URL(f"http://127.0.0.1:{free_port()}")
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/gone")
+        client.base_url = httpx.URL(server_url)
+        assert (await client.get("/gone")).json() == {"gone": "yes"}
