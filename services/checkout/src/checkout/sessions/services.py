@@ -858,25 +858,15 @@ class CheckoutService:
         for option in params.get("shipping_options") or []:
             option["shipping_rate_data"]["tax_behavior"] = "exclusive"
 
-    # --- reading ------------------------------------------------------------------------
-
-    async def view(
-        self, order_id: uuid.UUID, buyer: Buyer, stripe_session_id: str | None
-    ) -> CheckoutSession:
-        """The checkout, for its owner only: the signed-in shopper who started it, the guest
-        holding the same cart cookie, or whoever holds Stripe's session id from the redirect.
-        Anyone else is told it does not exist."""
-        row = await self.repo.by_order_id(order_id)
-        if row is None or not _may_read(row, buyer, stripe_session_id):
-            raise not_found("checkout")
-        return row
-
 
 #: How long after paying (or the payment deadline) Stripe's session id still opens a checkout.
 REDIRECT_GRACE = dt.timedelta(hours=1)
 
 
-def _may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None) -> bool:
+def may_read(row: CheckoutSession, buyer: Buyer, stripe_session_id: str | None) -> bool:
+    """Whether ``buyer`` may see the checkout: the signed-in shopper who started it (or staff),
+    the guest holding the same cart cookie, or whoever holds Stripe's session id from the
+    redirect."""
     if buyer.principal is not None and (
         row.user_id == buyer.principal.user_id or buyer.principal.is_admin
     ):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from checkout.models import CheckoutSession, CheckoutStatus
 from checkout.sessions.changes import CheckoutChanges
 from checkout.sessions.repositories import CheckoutSessionRepository
-from checkout.sessions.services import Buyer, _may_read
+from checkout.sessions.services import Buyer, may_read
 
 #: Statuses a shopper waits out: the payment may still land.
 AWAITING_PAYMENT = frozenset({CheckoutStatus.OPEN.value, CheckoutStatus.PAYMENT_PENDING.value})
@@ -44,7 +44,7 @@ class CheckoutStatusReader:
         deadline = time.monotonic() + min(wait_s, MOST_WAIT_S)
         with self.changes.watch(str(order_id)) as changed:
             row = await self._look(order_id)
-            if row is None or not _may_read(row, buyer, stripe_session_id):
+            if row is None or not may_read(row, buyer, stripe_session_id):
                 raise not_found("checkout")
             while row.status in AWAITING_PAYMENT and (left := deadline - time.monotonic()) > 0:
                 await self.changes.wait(changed, left)
