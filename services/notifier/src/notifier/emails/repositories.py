@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from ember_shared.ids import new_id
-from sqlalchemy import Integer, String, Table, bindparam, func, or_, select, update
+from sqlalchemy import Integer, String, Table, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
@@ -140,12 +140,21 @@ def _claim() -> Any:
     queued mail and every idle poll), and building it (and walking it for its cache key) each
     time was half of an idle worker's CPU."""
     now = bindparam("now", type_=_EMAILS.c.updated_at.type)
+    # The statuses are written into the statement, not bound: Postgres plans a prepared
+    # statement for any values (generic) only once that plan looks no dearer than the ones for
+    # the values given, and with the statuses bound it cannot tell that the rows asked for are
+    # those of ix_pending_emails_due (status IN queued, failed, sending): its generic plan read
+    # the whole table (every mail ever sent), so each claim was planned again (~0.3 ms of
+    # Postgres' CPU per mail). Written in, both plans read the partial index, and the generic
+    # one is kept.
+    due_statuses: list[Any] = [literal_column(f"'{status}'") for status in DUE_STATUSES]
+    sending: Any = literal_column(f"'{EmailStatus.SENDING.value}'")
     due = (
         select(_EMAILS.c.id)
         .where(
             or_(
-                _EMAILS.c.status.in_(DUE_STATUSES) & (_EMAILS.c.next_attempt_at <= now),
-                (_EMAILS.c.status == EmailStatus.SENDING.value) & (_EMAILS.c.locked_until < now),
+                _EMAILS.c.status.in_(due_statuses) & (_EMAILS.c.next_attempt_at <= now),
+                (_EMAILS.c.status == sending) & (_EMAILS.c.locked_until < now),
             )
         )
         .order_by(_EMAILS.c.next_attempt_at)
