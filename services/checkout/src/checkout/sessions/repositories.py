@@ -8,7 +8,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, inspect, select, text
+from sqlalchemy import (
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim, ShippingRate
@@ -102,11 +113,16 @@ _ROW_COLUMNS = [(a.key, a.columns[0].key) for a in inspect(CheckoutSession).colu
 #: are memoized on them, not walked again for every start (a statement made per call is). The
 #: start's and the payment webhook's are Core on the table: their rows are made into models
 #: the ORM session does not track (no identity map, no loading, no unit of work's flush).
+#: ``'open'`` is written into the statement, not bound: only then can a plan made for any cart
+#: (Postgres' generic plan) read ix_checkout_sessions_cart_open (cart_id WHERE status = 'open').
+#: With the status bound that plan read the whole table (every checkout ever started), never
+#: looked as cheap as the one for the values given, and each start's read was planned again
+#: (~0.14 ms of Postgres' CPU per start).
 _OPEN_FOR_CART = (
     select(_TABLE)
     .where(
         _TABLE.c.cart_id == bindparam("cart"),
-        _TABLE.c.status == CheckoutStatus.OPEN.value,
+        _TABLE.c.status == literal_column(f"'{CheckoutStatus.OPEN.value}'"),
     )
     .order_by(_TABLE.c.created_at.desc())
 )
