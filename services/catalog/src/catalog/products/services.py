@@ -200,7 +200,7 @@ class ProductCatalog:
         if words:
             async with self.reads.generic_plans():
                 typos = await self.reads.typo_words(words)
-                plan = SearchPlan(words, typos.found, sku, typos.widen)
+                plan = SearchPlan(words, typos.found, sku, typos.widen, typos.frequency)
                 rows, total = await self.reads.search(plan, **window(page, page_size))
             matched = plan.matched_words
         items = []
