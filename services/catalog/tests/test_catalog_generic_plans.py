@@ -4,19 +4,18 @@ Postgres plans a prepared statement for the values it is given until a plan made
 looks no dearer; against ``id = ANY(:array)`` it guesses ten elements, so the one-variant
 lookup and the priced reservation were planned again at every execution (~0.3 and ~0.5 ms of
 Postgres' CPU per order on the bench's devstack, pg_stat_statements' ``plans`` = ``calls``).
-``pg_prepared_statements`` says, per connection, how each prepared statement was planned.
+``plans_made`` (``pg_prepared_statements``) says, per connection, how each was planned.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 from catalog.inventory.repositories import InventoryRepository, ReservationRepository
 from catalog_testkit import Kit
+from ember_devkit.testing.plans import plans_made
 from litestar import Litestar
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 RUNS = 8
@@ -43,17 +42,10 @@ async def test_a_one_line_orders_lookup_and_reservation_keep_the_generic_plan(
             assert opened is not None
             assert opened.first is not None
             assert [r.variant_id for r in opened.looked_up] == [variant]
-        planned: dict[str, Any] = {
-            ("reservation" if "looked_up" in statement else "lookup"): (generic, custom)
-            for statement, generic, custom in (
-                await connection.execute(
-                    text(
-                        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                        " WHERE statement LIKE '%catalog.variants.id =%'"
-                    )
-                )
-            ).all()
+        planned = {
+            "lookup": await plans_made(connection, "SELECT catalog.variants.id AS variant_id%"),
+            "reservation": await plans_made(connection, "WITH claimed AS%looked_up%"),
         }
         await connection.rollback()
     generic_after_custom = (RUNS - CUSTOM_FIRST, CUSTOM_FIRST)
-    assert planned == {"lookup": generic_after_custom, "reservation": generic_after_custom}
+    assert planned == {"lookup": [generic_after_custom], "reservation": [generic_after_custom]}

@@ -5,7 +5,7 @@ values (generic) looks no dearer. With the status bound, the generic plan could 
 partial index ``ix_checkout_sessions_cart_open`` (``cart_id WHERE status = 'open'``) and read
 the whole table, so every start's read was planned again (~0.14 ms of Postgres' CPU per start
 on the bench's devstack, pg_stat_statements' ``plans`` = ``calls``).
-``pg_prepared_statements`` says, per connection, how each prepared statement was planned.
+``plans_made`` (``pg_prepared_statements``) says, per connection, how each was planned.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import uuid
 
 from checkout.sessions.repositories import CheckoutSessionRepository
 from checkout_testkit import World
+from ember_devkit.testing.plans import plans_made
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,13 +44,6 @@ async def test_the_carts_open_checkouts_read_keeps_the_generic_plan(world: World
         repository = CheckoutSessionRepository(AsyncSession(bind=connection))
         for _ in range(RUNS):
             assert await repository.open_for_cart(uuid.uuid4(), dropping_claim=uuid.uuid4()) == []
-        (planned,) = (
-            await connection.execute(
-                text(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                    " WHERE statement LIKE 'WITH dropped_claim%'"
-                )
-            )
-        ).all()
+        planned = await plans_made(connection, "WITH dropped_claim%")
         await connection.rollback()
-    assert tuple(planned) == (RUNS - CUSTOM_FIRST, CUSTOM_FIRST)
+    assert planned == [(RUNS - CUSTOM_FIRST, CUSTOM_FIRST)]
