@@ -383,41 +383,16 @@ def _combine(queries: Sequence[Any], operator: str) -> Any:
     return combined
 
 
-#: ``ProductReads.typo_words``' statement, built once.
-_TYPO_WORDS = text(
-    """
+#: The typo statement: per query word, the catalog words most like it; for a query of several
+#: words also each word's estimated share of products (``_ESTIMATES``, ``_ESTIMATE_ROWS``).
+_TYPO_SQL = """
         WITH q AS MATERIALIZED (
             SELECT word, trigrams, array_to_tsvector(trigrams) AS lexemes
             FROM (
                 SELECT w AS word, catalog.word_trigrams(w) AS trigrams FROM unnest(:words) AS w
             ) AS typed
         ),
-        -- Per word of a query of several, the share of products whose vector its prefix
-        -- matches (the last rows), estimated from the column's statistics: what ANALYZE keeps
-        -- of its most common lexemes; a lexeme not among them, half the least common's share,
-        -- as Postgres' own estimate has it. None for a word that is not one lexeme, or before
-        -- the table is analyzed.
-        stem AS MATERIALIZED (
-            SELECT word, lexemes[1] AS lexeme
-            FROM (
-                SELECT word, tsvector_to_array(to_tsvector('english', word)) AS lexemes
-                FROM q WHERE cardinality(:words) > 1
-            ) AS stemmed
-            WHERE cardinality(lexemes) = 1
-        ),
-        stats AS MATERIALIZED (
-            SELECT lexemes, shares, shares[cardinality(lexemes) + 1] AS least
-            FROM (
-                SELECT most_common_elems::text::text[] AS lexemes,
-                       most_common_elem_freqs AS shares
-                FROM pg_catalog.pg_stats
-                WHERE schemaname = 'catalog' AND tablename = 'products'
-                  AND attname = 'search_vector' AND most_common_elems IS NOT NULL
-                  AND cardinality(:words) > 1
-                LIMIT 1
-            ) AS analyzed
-        ),
-        scored AS (
+{estimates}        scored AS (
             SELECT query_word, candidate,
                    shared::float8 / (query_size + candidate_size - shared) AS similarity
             FROM (
@@ -442,7 +417,7 @@ _TYPO_WORDS = text(
             FROM scored
             WHERE similarity >= :threshold
         )
-        SELECT query_word, candidate, place, NULL::float8 AS frequency,
+        SELECT query_word, candidate,{columns}
                -- As the search's query has the typed word (``_typed``): stemmed and as
                -- typed, each a prefix, or nothing for a stop word.
                numnode(to_tsquery('english', query_word || ':*')) > 0
@@ -452,6 +427,36 @@ _TYPO_WORDS = text(
                    || (quote_literal(query_word) || ':*')::tsquery
                ) AS covered
         FROM ranked WHERE place <= :per_word
+{estimate_rows}        ORDER BY query_word, place
+"""
+#: What ``_TYPO_SQL`` adds for a query of several words (``_TYPO_ESTIMATES``).
+_ESTIMATES = """
+        -- Per word, the share of products whose vector its prefix matches (the last rows),
+        -- estimated from the column's statistics: what ANALYZE keeps of its most common
+        -- lexemes; a lexeme not among them, half the least common's share, as Postgres' own
+        -- estimate has it. None for a word that is not one lexeme, or before the table is
+        -- analyzed.
+        stem AS MATERIALIZED (
+            SELECT word, lexemes[1] AS lexeme
+            FROM (
+                SELECT word, tsvector_to_array(to_tsvector('english', word)) AS lexemes
+                FROM q
+            ) AS stemmed
+            WHERE cardinality(lexemes) = 1
+        ),
+        stats AS MATERIALIZED (
+            SELECT lexemes, shares, shares[cardinality(lexemes) + 1] AS least
+            FROM (
+                SELECT most_common_elems::text::text[] AS lexemes,
+                       most_common_elem_freqs AS shares
+                FROM pg_catalog.pg_stats
+                WHERE schemaname = 'catalog' AND tablename = 'products'
+                  AND attname = 'search_vector' AND most_common_elems IS NOT NULL
+                LIMIT 1
+            ) AS analyzed
+        ),
+"""
+_ESTIMATE_ROWS = """
         UNION ALL
         SELECT stem.word, NULL, 0, (
                    SELECT greatest(coalesce(sum(m.share), 0), stats.least / 2)
@@ -459,13 +464,27 @@ _TYPO_WORDS = text(
                    WHERE starts_with(m.lexeme, stem.lexeme) OR starts_with(m.lexeme, stem.word)
                ), NULL
         FROM stem, stats
-        ORDER BY query_word, place
-        """
-).bindparams(
-    bindparam("words", type_=ARRAY(Text)),
-    bindparam("threshold", type_=Float),
-    bindparam("per_word", type_=Integer),
-)
+"""
+
+
+def _typo_statement(*, estimates: bool) -> Any:
+    sql = _TYPO_SQL.format(
+        estimates=_ESTIMATES.strip("\n") + "\n" if estimates else "",
+        columns=" place, NULL::float8 AS frequency," if estimates else "",
+        estimate_rows=_ESTIMATE_ROWS.strip("\n") + "\n" if estimates else "",
+    )
+    return text(sql).bindparams(
+        bindparam("words", type_=ARRAY(Text)),
+        bindparam("threshold", type_=Float),
+        bindparam("per_word", type_=Integer),
+    )
+
+
+#: ``ProductReads.typo_words``' statements, built once: for one word, and for several, which
+#: also estimates each word's share of products (``index_mask``; for one word there is nothing
+#: to choose, and the estimate cost it 0.1-0.2 ms of the backend's CPU).
+_TYPO_WORDS = _typo_statement(estimates=False)
+_TYPO_ESTIMATES = _typo_statement(estimates=True)
 
 
 class ProductReads:
@@ -610,7 +629,7 @@ class ProductReads:
         }
         # As SQL compiled once, past SQLAlchemy's execute (see ``ProductReads.search``).
         connection = await self.session.connection()
-        typos = _compiled(_TYPO_WORDS, connection.dialect)
+        typos = _compiled(_TYPO_ESTIMATES if len(words) > 1 else _TYPO_WORDS, connection.dialect)
         frequency: dict[str, float] = {}
         for row in await connection.exec_driver_sql(typos.sql, typos.arguments(parameters)):
             if row.candidate is None:
