@@ -219,9 +219,9 @@ class OrderItem(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    order_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("orders.orders.id", ondelete="RESTRICT"), index=True
-    )
+    # No index of its own: uq_order_items_order_variant leads with it (one more index written
+    # by every item for no read).
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id", ondelete="RESTRICT"))
     position: Mapped[int] = mapped_column(SmallInteger)
     product_id: Mapped[uuid.UUID]
     slug: Mapped[str] = mapped_column(String(200))
