@@ -35,16 +35,29 @@ async def redundant_indexes(connection: Any, schema: str) -> list[str]:
     return [name for (name,) in (await connection.execute(_REDUNDANT, {"schema": schema})).all()]
 
 
-async def plans_made(connection: Any, statement_like: str) -> list[tuple[int, int]]:
-    """(generic, custom) plans made so far on ``connection`` for each prepared statement whose
-    text is ``LIKE statement_like``. Postgres makes custom plans (for the values given) for a
-    statement's first five executions, then keeps its generic plan when that costs no more
-    than they did on average; a statement planned again at every execution shows none."""
-    rows = await connection.execute(
-        text(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE statement LIKE :like ORDER BY prepare_time"
-        ),
-        {"like": statement_like},
-    )
-    return [(int(generic), int(custom)) for generic, custom in rows.all()]
+#: Postgres makes custom plans (for the values given) for a prepared statement's first five
+#: executions on a connection, then keeps its generic plan when that costs no more than they
+#: did on average; a statement whose generic plan looks dearer is planned again every time.
+CUSTOM_FIRST = 5
+
+
+async def plans_made(connection: Any, statement_like: str) -> tuple[int, int]:
+    """(generic, custom) plans made so far on ``connection`` for the prepared statements whose
+    text is ``LIKE statement_like`` (a pooled connection may have run them before the test)."""
+    row = (
+        await connection.execute(
+            text(
+                "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)"
+                " FROM pg_prepared_statements WHERE statement LIKE :like"
+            ),
+            {"like": statement_like},
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def generic_kept(before: tuple[int, int], after: tuple[int, int], runs: int) -> bool:
+    """Whether ``runs`` executions between the counts ``before`` and ``after`` were planned as a
+    statement whose generic plan is kept: custom only until the connection's first five."""
+    custom = max(0, min(runs, CUSTOM_FIRST - before[1]))
+    return (after[0] - before[0], after[1] - before[1]) == (runs - custom, custom)
