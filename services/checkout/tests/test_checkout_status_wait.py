@@ -118,7 +118,8 @@ async def test_a_read_waiting_when_the_listen_connection_dies_still_sees_the_pay
         killed = await connection.scalar(
             text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE query ILIKE 'LISTEN%ember_checkout_changed%'"
+                "WHERE datname = current_database() "
+                "AND query ILIKE 'LISTEN%ember_checkout_changed%'"
             )
         )
     assert killed == 1
