@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import msgspec
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -83,38 +82,10 @@ ACTIVE_RATES_JSON = """
 """
 
 
-class _RateTerms(msgspec.Struct):
-    code: str
-    name: str
-    price: int
-    free_over: int | None
-    countries: list[str]
-    min_days: int | None
-    max_days: int | None
-    position: int
-
-
-def rates_from_json(raw: Any) -> list[ShippingRate]:
-    """:data:`ACTIVE_RATES_JSON`'s answer as rates (not added to any session: only read)."""
-    terms = (
-        msgspec.json.decode(raw, type=list[_RateTerms])
-        if isinstance(raw, (str, bytes))
-        else (msgspec.convert(raw, list[_RateTerms]))
-    )
-    return [
-        ShippingRate(
-            code=t.code,
-            name=t.name,
-            price=t.price,
-            free_over=t.free_over,
-            countries=t.countries,
-            min_days=t.min_days,
-            max_days=t.max_days,
-            position=t.position,
-            active=True,
-        )
-        for t in terms
-    ]
+def rates_from_json(rates: list[dict[str, Any]]) -> list[ShippingRate]:
+    """:data:`ACTIVE_RATES_JSON`'s answer (the driver decodes JSON) as rates, not added to any
+    session: only read. Its keys are the model's own column names, selected by name."""
+    return [ShippingRate(**terms, active=True) for terms in rates]
 
 
 _ALL_RATES = (
