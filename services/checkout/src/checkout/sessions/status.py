@@ -41,16 +41,24 @@ class CheckoutStatusReader:
 
         With ``wait_s``, a checkout still awaiting its payment is answered when its status
         changes, or as it is after ``wait_s`` seconds."""
+        if wait_s <= 0:
+            return self._readable(await self._look(order_id), buyer, stripe_session_id)
         deadline = time.monotonic() + min(wait_s, MOST_WAIT_S)
         with self.changes.watch(str(order_id)) as changed:
-            row = await self._look(order_id)
-            if row is None or not may_read(row, buyer, stripe_session_id):
-                raise not_found("checkout")
+            row = self._readable(await self._look(order_id), buyer, stripe_session_id)
             while row.status in AWAITING_PAYMENT and (left := deadline - time.monotonic()) > 0:
                 await self.changes.wait(changed, left)
                 # Cleared before the look: a change committed after it wakes the next wait.
                 changed.clear()
                 row = await self._look(order_id) or row
+        return row
+
+    @staticmethod
+    def _readable(
+        row: CheckoutSession | None, buyer: Buyer, stripe_session_id: str | None
+    ) -> CheckoutSession:
+        if row is None or not may_read(row, buyer, stripe_session_id):
+            raise not_found("checkout")
         return row
 
     async def _look(self, order_id: uuid.UUID) -> CheckoutSession | None:
