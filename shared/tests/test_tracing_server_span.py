@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from ember_shared import tracing
 from opentelemetry import trace
+from opentelemetry.propagate import extract
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,7 +21,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 def provider_to(exported: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider(
         sampler=ParentBased(root=tracing.LinkedOrRatio(1.0)),
-        id_generator=tracing.PlannedTraceIds(),
     )
     provider.add_span_processor(SimpleSpanProcessor(exported))
     return provider
@@ -77,3 +77,79 @@ async def test_an_exception_leaving_the_app_is_recorded_on_the_span() -> None:
     assert span.status.description == "RuntimeError: boom"
     assert [event.name for event in span.events] == ["exception"]
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+def sdk_made(exported: InMemorySpanExporter, request: dict[str, Any], app_work: Any) -> Any:
+    """The span the SDK's own tracer makes for the same request and the same work."""
+    provider = provider_to(exported)
+    parent = extract({"traceparent": request["headers"][0][1].decode()})
+    name = tracing.span_name(request)
+    span = provider.get_tracer(tracing.TRACER_NAME).start_span(
+        name,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=tracing.server_attributes(request, name),
+    )
+    with trace.use_span(span, end_on_exit=True):
+        app_work(span)
+        span.set_attribute("http.response.status_code", 503)
+        span.set_status(StatusCode.ERROR)
+    [made] = exported.get_finished_spans()
+    return made
+
+
+def work(span: trace.Span) -> None:
+    span.set_attribute("ember.cache.outcome", "hit")
+    span.set_attribute("ember.page", 2)
+    span.set_attribute("ember.cache.outcome", "miss")  # set again: last, as the SDK keeps it
+    span.set_attribute("ember.sizes", [1, 2, 3])  # not a plain value: the SDK's validation
+    span.set_attribute("ember.nothing", None)  # type: ignore[arg-type]  # as the SDK has it
+    span.set_attribute("ember.ratio", 0.5)
+    span.add_event("looked", {"ember.key": "k"})
+
+
+@pytest.mark.parametrize("length_limit", [None, "4"])
+async def test_the_request_span_is_the_one_the_sdk_tracer_makes(
+    monkeypatch: pytest.MonkeyPatch, length_limit: str | None
+) -> None:
+    """Name, kind, parent, attributes (their order, values the SDK validates, a length limit),
+    events, status and counts: as the SDK's tracer makes them (tracing.RequestSpan)."""
+    if length_limit:
+        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", length_limit)
+    request = scope(os.urandom(16).hex())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        work(trace.get_current_span())
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        pass
+
+    ours_exported = InMemorySpanExporter()
+    await tracing.SampledRequests(app, provider_to(ours_exported))(dict(request), None, send)
+    [ours] = ours_exported.get_finished_spans()
+    theirs = sdk_made(InMemorySpanExporter(), request, work)
+    assert ours.name == theirs.name
+    assert ours.kind == theirs.kind == SpanKind.SERVER
+    assert ours.parent == theirs.parent
+    assert ours.parent is not None
+    assert ours.parent.is_remote
+    assert ours.context is not None
+    assert theirs.context is not None
+    assert ours.context.trace_id == theirs.context.trace_id
+    assert ours.context.trace_flags == theirs.context.trace_flags
+    assert list((ours.attributes or {}).items()) == list((theirs.attributes or {}).items())
+    if length_limit:
+        assert (ours.attributes or {})["http.route"] == "GET "
+    assert (ours.attributes or {})["ember.sizes"] == (1, 2, 3)
+    assert ours.dropped_attributes == theirs.dropped_attributes
+    assert [(e.name, dict(e.attributes or {})) for e in ours.events] == [
+        (e.name, dict(e.attributes or {})) for e in theirs.events
+    ]
+    assert ours.status.status_code == theirs.status.status_code == StatusCode.ERROR
+    assert ours.resource == theirs.resource
+    assert ours.instrumentation_scope == theirs.instrumentation_scope
+    assert ours.start_time is not None
+    assert ours.end_time is not None
+    assert ours.start_time <= ours.end_time

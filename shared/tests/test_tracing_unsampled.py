@@ -197,7 +197,6 @@ async def test_new_traces_are_kept_in_the_sampled_share_and_whole(
     exported = InMemorySpanExporter()
     provider = TracerProvider(
         sampler=ParentBased(root=tracing.LinkedOrRatio(0.5)),
-        id_generator=tracing.PlannedTraceIds(),
     )
     provider.add_span_processor(SimpleSpanProcessor(exported))
     middleware = DefineMiddleware(tracing.SampledRequests, provider=provider)

@@ -17,19 +17,22 @@ the outbox row and the stream message); the relay and the consumer start their s
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.propagate import extract, get_global_textmap, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -37,6 +40,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -47,24 +51,11 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+_logger = logging.getLogger(__name__)
+
 TRACER_NAME = "ember"
 
 _state: dict[str, Any] = {"provider": None, "instrumented": False}
-
-#: The trace id a request's sampling was decided on, for the server span that records it
-#: (:class:`SampledRequests`): taken once, by the next trace id the provider makes.
-_planned_trace_id: ContextVar[list[int] | None] = ContextVar("ember_planned_trace_id", default=None)
-
-
-class PlannedTraceIds(RandomIdGenerator):
-    """Random ids, except the one trace id a request's sampling was already decided on: the
-    request's span then gets that id, so the sampler (by trace id) decides the same again."""
-
-    def generate_trace_id(self) -> int:
-        planned = _planned_trace_id.get()
-        if planned:
-            return planned.pop()
-        return super().generate_trace_id()
 
 
 def endpoint() -> str:
@@ -132,7 +123,6 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> bool:
         provider = TracerProvider(
             resource=Resource.create({"service.name": service}),
             sampler=ParentBased(root=LinkedOrRatio(sample_ratio())),
-            id_generator=PlannedTraceIds(),
         )
         if endpoint():
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -302,34 +292,43 @@ class SampledRequests:
     span of its trace (the caller's trace id, or a new one) with flags 00: every span under it
     is dropped without being built, and calls to other services carry a ``traceparent`` that
     says unsampled, so the whole trace is consistently absent. A sampled one gets its server
-    span here, with the HTTP semantic-convention attributes set once: OpenTelemetry's ASGI
-    middleware (under Litestar's plugin) sets every attribute in both the old and the new
-    conventions and wraps ``send`` and ``receive`` in more spans, and cost a traced catalog
-    more per sampled request than the rest of tracing together (bench/tracing.py)."""
+    span here (:class:`RequestSpan`), with the HTTP semantic-convention attributes set once:
+    OpenTelemetry's ASGI middleware (under Litestar's plugin) sets every attribute in both the
+    old and the new conventions and wraps ``send`` and ``receive`` in more spans, and cost a
+    traced catalog more per sampled request than the rest of tracing together
+    (bench/tracing.py)."""
 
     def __init__(self, app: Any, provider: TracerProvider) -> None:
         self.app = app
         self.tracer = provider.get_tracer(TRACER_NAME)
         self.sampler = provider.sampler
         self.ids = provider.id_generator
+        self.limits = SpanLimits()
         # A request with no trace headers (nearly every one from a browser) is decided by the
         # root sampler's ratio alone when the sampler is the one setup_tracing installs:
         # ParentBased (its root is private to the SDK) around LinkedOrRatio.
         root = getattr(self.sampler, "_root", None) if type(self.sampler) is ParentBased else None
         self.new_requests = root if isinstance(root, LinkedOrRatio) else None
-        flags = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else TraceFlags.DEFAULT
+        self.random_ids = self.ids.is_trace_id_random()
+        flags = TraceFlags.RANDOM_TRACE_ID if self.random_ids else TraceFlags.DEFAULT
         self.new_unsampled_flags = TraceFlags(flags)
+        self.new_sampled_flags = TraceFlags(flags | TraceFlags.SAMPLED)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(UNTRACED_PATHS):
             await self.app(scope, receive, send)
             return
-        if self.new_requests is not None and not any(
-            name in _TRACE_HEADERS for name, _ in scope["headers"]
+        if self.new_requests is not None and _TRACE_HEADERS.isdisjoint(
+            [name for name, _ in scope["headers"]]
         ):
             trace_id = self.ids.generate_trace_id()
             if self.new_requests.keeps_new_request(trace_id):
-                await self.planned(scope, receive, send, _NO_PARENT, trace_id)
+                # What the sampler answers for it again (RECORD_AND_SAMPLE, no trace state, no
+                # attributes of its own), so not asked again.
+                context = SpanContext(
+                    trace_id, self.ids.generate_span_id(), False, self.new_sampled_flags
+                )
+                await self.traced(scope, receive, send, _NO_PARENT, None, context)
                 return
             # The flags the SDK gives a span it did not sample, with no trace state to carry.
             context = SpanContext(
@@ -340,7 +339,8 @@ class SampledRequests:
         await self.decided(scope, receive, send)
 
     async def decided(self, scope: Any, receive: Any, send: Any) -> None:
-        """A request that may carry a trace context, or under another sampler: asked in full."""
+        """A request that may carry a trace context, or under another sampler: asked in full,
+        as the SDK's tracer would ask for the request's span."""
         if any(name in _TRACE_HEADERS for name, _ in scope["headers"]):
             from opentelemetry.instrumentation.asgi import asgi_getter
 
@@ -350,18 +350,12 @@ class SampledRequests:
         parent = trace.get_current_span(parent_context).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
         decided = self.sampler.should_sample(
-            parent_context, trace_id, scope["path"], SpanKind.SERVER
+            parent_context, trace_id, span_name(scope), SpanKind.SERVER
         )
-        if decided.decision is not Decision.DROP:
-            await self.planned(
-                scope, receive, send, parent_context, None if parent.is_valid else trace_id
-            )
-            return
-        # Flags as the SDK would set them on a span it did not sample.
-        random_id = (
-            parent.trace_flags.random_trace_id if parent.is_valid else self.ids.is_trace_id_random()
-        )
+        random_id = parent.trace_flags.random_trace_id if parent.is_valid else self.random_ids
         flags = TraceFlags.RANDOM_TRACE_ID if random_id else TraceFlags.DEFAULT
+        if decided.decision is Decision.RECORD_AND_SAMPLE:
+            flags |= TraceFlags.SAMPLED
         context = SpanContext(
             trace_id,
             self.ids.generate_span_id(),
@@ -369,23 +363,18 @@ class SampledRequests:
             trace_flags=TraceFlags(flags),
             trace_state=decided.trace_state,
         )
+        if decided.decision is not Decision.DROP:
+            await self.traced(
+                scope,
+                receive,
+                send,
+                parent_context,
+                parent if parent.is_valid else None,
+                context,
+                decided.attributes,
+            )
+            return
         await self.unsampled(scope, receive, send, parent_context, context)
-
-    async def planned(
-        self,
-        scope: Any,
-        receive: Any,
-        send: Any,
-        parent_context: otel_context.Context,
-        trace_id: int | None,
-    ) -> None:
-        """A sampled request. With no parent its span takes ``trace_id``, on which the sampler
-        has just said yes (and says it again)."""
-        token = _planned_trace_id.set(None if trace_id is None else [trace_id])
-        try:
-            await self.traced(scope, receive, send, parent_context)
-        finally:
-            _planned_trace_id.reset(token)
 
     async def unsampled(
         self,
@@ -405,20 +394,24 @@ class SampledRequests:
             otel_context.detach(attached)
 
     async def traced(
-        self, scope: Any, receive: Any, send: Any, parent_context: otel_context.Context
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        parent_context: otel_context.Context,
+        parent: SpanContext | None,
+        context: SpanContext,
+        sampler_attributes: Any = None,
     ) -> None:
-        method = scope.get("method", "")
-        path = scope["path"]
-        # Named as Litestar's plugin names it: "<method> <path>".
-        name = f"{method} {path}" if method else path
-        # start_span and attach by hand, as start_as_current_span does, without its two
-        # generator-based context managers (a sampled request pays for every layer).
-        span = self.tracer.start_span(
-            name,
-            context=parent_context,
-            kind=SpanKind.SERVER,
-            attributes=server_attributes(scope, name),
+        """A recorded request: its span is made here as the SDK's tracer would make it after
+        the sampler's yes (:class:`RequestSpan`), current while the app runs."""
+        name = span_name(scope)
+        span = RequestSpan(
+            self.tracer, name, context, parent, server_attributes(scope, name), self.limits
         )
+        if sampler_attributes:
+            span.set_attributes(sampler_attributes)
+        span.start_with(parent_context)
         token = otel_context.attach(trace.set_span_in_context(span))
 
         async def send_status(message: Any) -> None:
@@ -441,11 +434,143 @@ class SampledRequests:
             span.end()
 
 
+def span_name(scope: Any) -> str:
+    """Named as Litestar's plugin names it: "<method> <path>"."""
+    method = scope.get("method", "")
+    return f"{method} {scope['path']}" if method else scope["path"]
+
+
+#: Attribute values kept as they are (the SDK's validation returns these unchanged when no
+#: length limit is set); anything else goes through the SDK's ``BoundedAttributes``.
+_PLAIN_VALUES = frozenset((str, bool, int, float))
+_UNSET_STATUS = Status(StatusCode.UNSET)
+
+
+class RequestSpan(Span):
+    """A sampled request's server span: the SDK's ``Span`` (its status, events, exception
+    records and export unchanged) made without what its constructor and ``Tracer.start_span``
+    build for any span: the sampler asked a second time, every attribute validated through a
+    locked ``BoundedAttributes`` (half of a span's start), empty event and link lists, the
+    SDK's own span metrics (off unless ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``). Its
+    attributes are a plain dict while every value is a ``str``, ``bool``, ``int`` or ``float``
+    (what the SDK would keep unchanged) and the span limits leave room; the first other value,
+    or a length limit, turns them into the SDK's ``BoundedAttributes`` with its validation,
+    limits and warnings. ``shared/tests/test_tracing_server_span.py`` checks it against a span
+    the SDK's tracer makes."""
+
+    def __init__(
+        self,
+        tracer: Any,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        limits: SpanLimits,
+    ) -> None:
+        # Not Span.__init__: the fields it sets, set directly.
+        self._name = name
+        self._context = context
+        self._kind = SpanKind.SERVER
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer._instrumentation_scope
+        self._parent = parent
+        self._resource = tracer.resource
+        self._status = _UNSET_STATUS
+        self._sampler = tracer.sampler
+        self._trace_config = None
+        self._record_exception = True
+        self._set_status_on_exception = True
+        self._span_processor = tracer.span_processor
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._events: Any = ()
+        self._links: Any = ()
+        self._record_end_metrics = None
+        self._start_time = None
+        self._end_time = None
+        # Room for plain attributes: none when values have a length limit (it cuts strings).
+        self._room = (
+            0
+            if limits.max_span_attribute_length is not None
+            else (sys.maxsize if limits.max_span_attributes is None else limits.max_span_attributes)
+        )
+        self._attributes: Any = {}
+        if len(attributes) <= self._room and all(
+            type(value) in _PLAIN_VALUES for value in attributes.values()
+        ):
+            self._attributes = attributes
+        else:
+            self.set_attributes(attributes)
+
+    def start_with(self, parent_context: otel_context.Context | None) -> None:
+        """Started now, and told to the span processors (as ``Tracer.start_span`` does)."""
+        self._start_time = time_ns()
+        self._span_processor.on_start(self, parent_context=parent_context)
+
+    def _bounded(self) -> BoundedAttributes:
+        if type(self._attributes) is dict:
+            self._attributes = BoundedAttributes(
+                self._limits.max_span_attributes,
+                self._attributes,
+                immutable=False,
+                max_value_len=self._limits.max_span_attribute_length,
+            )
+        bounded: BoundedAttributes = self._attributes
+        return bounded
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None:
+            _logger.warning("Setting attribute on ended span.")
+            return
+        attributes = self._attributes
+        if (
+            type(attributes) is dict
+            and type(value) in _PLAIN_VALUES
+            and type(key) is str
+            and key
+            and (key in attributes or len(attributes) < self._room)
+        ):
+            # Last in order, as BoundedAttributes keeps a key set again.
+            attributes.pop(key, None)
+            attributes[key] = value
+            return
+        with self._lock:
+            self._bounded()[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if type(self._events) is tuple:
+            self._events = BoundedList(self._limits.max_events)
+        super().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+        if type(self._links) is tuple:
+            self._links = BoundedList(self._limits.max_links)
+        super().add_link(context, attributes)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._start_time is None:
+                raise RuntimeError("Calling end() on a not started span.")
+            if self._end_time is not None:
+                _logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            if type(self._attributes) is not dict:
+                self._attributes._immutable = True
+        self._span_processor._on_ending(self)
+        self._span_processor.on_end(self._readable_span())
+
+
 HTTP_SERVER_ERROR = 500
 
 
 def server_attributes(scope: Any, route: str) -> dict[str, Any]:
-    """OpenTelemetry's HTTP server span attributes (the stable conventions) from the scope."""
+    """OpenTelemetry's HTTP server span attributes (the stable conventions) from the scope
+    (a new dict: the request's span keeps it)."""
     attributes: dict[str, Any] = {
         "http.route": route,
         "url.path": scope["path"],
