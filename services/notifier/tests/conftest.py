@@ -139,16 +139,34 @@ async def fresh(
 
 
 @pytest.fixture
-def worker(base_settings: NotifierSettings, engine: AsyncEngine) -> EmailWorker:
-    return EmailWorker(base_settings, engine, name="test-worker")
+async def worker(
+    base_settings: NotifierSettings, engine: AsyncEngine
+) -> AsyncIterator[EmailWorker]:
+    built = EmailWorker(base_settings, engine, name="test-worker")
+    yield built
+    await _close_sender(built)
 
 
 @pytest.fixture
-def make_worker(base_settings: NotifierSettings, engine: AsyncEngine) -> Callable[..., EmailWorker]:
-    def build(**changes: Any) -> EmailWorker:
-        return EmailWorker(replace(base_settings, **changes), engine)
+async def make_worker(
+    base_settings: NotifierSettings, engine: AsyncEngine
+) -> AsyncIterator[Callable[..., EmailWorker]]:
+    built: list[EmailWorker] = []
 
-    return build
+    def build(**changes: Any) -> EmailWorker:
+        built.append(EmailWorker(replace(base_settings, **changes), engine))
+        return built[-1]
+
+    yield build
+    for each in built:
+        await _close_sender(each)
+
+
+async def _close_sender(worker: EmailWorker) -> None:
+    """The sender's pooled connections to Resend (aiohttp's, which warn when left open)."""
+    closing = getattr(worker.sender, "aclose", None)
+    if closing is not None:
+        await closing()
 
 
 @pytest.fixture

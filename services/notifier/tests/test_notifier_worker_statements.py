@@ -24,19 +24,18 @@ from notifier_testkit import (
 )
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 pytestmark = pytest.mark.usefixtures("fresh")
 
 
 @contextmanager
-def _orm_executions(worker: EmailWorker, record: Callable[[Any], None]) -> Iterator[None]:
-    """``record`` sees each ORM statement the worker's sessions execute (the claim)."""
-    event.listen(Session, "do_orm_execute", record)
+def _executions(engine: AsyncEngine, record: Callable[..., None]) -> Iterator[None]:
+    """``record`` sees each statement run on ``engine`` (the worker's connections are its)."""
+    event.listen(engine.sync_engine, "before_execute", record)
     try:
         yield
     finally:
-        event.remove(Session, "do_orm_execute", record)
+        event.remove(engine.sync_engine, "before_execute", record)
 
 
 def how_sent(statement: str, _parameters: Any, connection: Any) -> str:
@@ -85,13 +84,13 @@ async def test_every_pass_runs_the_one_claim_built_once(
     # and walking it for its cache key each time was half of an idle worker's CPU.
     claims: list[Any] = []
 
-    def record(state: Any) -> None:
-        if state.is_update:
-            claims.append(state.statement)
+    def record(_connection: Any, statement: Any, *_: Any) -> None:
+        if getattr(statement, "is_update", False):
+            claims.append(statement)
 
     await queued_confirmation(engine, unique_address())
     await queued_confirmation(engine, unique_address())
-    with _orm_executions(worker, record):
+    with _executions(engine, record):
         assert await worker.run_once(limit=1) == 1
         assert await worker.run_once(limit=1) == 1
         assert await worker.run_once(limit=1) == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,10 +60,19 @@ class AiohttpPool:
     failures retried ``retries`` times as httpcore retried them. The session is made on the
     first request (it belongs to the running event loop)."""
 
-    def __init__(self, *, retries: int, keepalive_expiry: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        *,
+        retries: int,
+        keepalive_expiry: float,
+        max_connections: int,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.retries = retries
         self.keepalive_expiry = keepalive_expiry
         self.max_connections = max_connections
+        #: How an https peer is verified (aiohttp's ``ssl``): True, the system's CAs.
+        self.verify = verify
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
 
@@ -72,6 +82,7 @@ class AiohttpPool:
                 connector=aiohttp.TCPConnector(
                     limit=self.max_connections,
                     keepalive_timeout=self.keepalive_expiry,
+                    ssl=self.verify,
                 ),
                 # httpx decodes the body as the headers say, and sets every header itself.
                 auto_decompress=False,
@@ -183,11 +194,19 @@ class ServiceTransport(httpx.AsyncHTTPTransport):
     OpenTelemetry instrumentation) on an :class:`AiohttpPool`."""
 
     def __init__(
-        self, *, retries: int, keepalive_expiry: float, max_connections: int = MAX_CONNECTIONS
+        self,
+        *,
+        retries: int,
+        keepalive_expiry: float,
+        max_connections: int = MAX_CONNECTIONS,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         # Not the parent's: it would build an httpcore pool and an SSL context for nothing.
         self._pool: Any = AiohttpPool(
-            retries=retries, keepalive_expiry=keepalive_expiry, max_connections=max_connections
+            retries=retries,
+            keepalive_expiry=keepalive_expiry,
+            max_connections=max_connections,
+            verify=verify,
         )
 
 

@@ -43,12 +43,12 @@ from ember_shared.pg_listen import NotifyListener
 from ember_shared.settings import service_settings
 from ember_shared.tracing import instrument_engine, setup_tracing, span_from
 from opentelemetry.trace import SpanKind
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifier.emails.repositories import PendingEmailRepository
-from notifier.emails.sender import ResendSender, SendResult
+from notifier.emails.repositories import ClaimedMail, claim_due, finish_attempt
+from notifier.emails.sender import Mail, ResendSender, SendResult
 from notifier.emails.services import MAIL_QUEUED, mail_key, opened
-from notifier.models import AttemptOutcome, EmailStatus, PendingEmail
+from notifier.models import AttemptOutcome, EmailStatus
 from notifier.settings import NotifierSettings, load_settings
 
 log = structlog.get_logger("notifier.worker")
@@ -58,7 +58,7 @@ HEARTBEAT_ENV = "NOTIFIER_WORKER_HEARTBEAT_FILE"
 
 
 class Sender(Protocol):
-    async def send(self, email: PendingEmail) -> SendResult: ...
+    async def send(self, email: Mail) -> SendResult: ...
 
 
 def backoff_seconds(
@@ -86,12 +86,11 @@ class EmailWorker:
         self.settings = settings
         self.engine = engine
         self.sender: Sender = sender or ResendSender(settings)
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         # The claim and the outcome are one statement each, so each is its own transaction:
-        # without BEGIN and COMMIT around it (three round trips less each, per mail).
-        self._statements = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        # without BEGIN and COMMIT around it (three round trips less each, per mail), on a
+        # pooled connection of its own (an ORM session around each cost ~10 % of the worker's
+        # CPU per mail, for two Core statements).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
         self._limit = asyncio.Semaphore(settings.concurrency)
         self.mail_key = mail_key()
@@ -109,8 +108,9 @@ class EmailWorker:
         :meth:`sending`); otherwise this returns once each claimed mail has its outcome."""
         claim_token = uuid.uuid4()
         now = dt.datetime.now(dt.UTC)
-        async with self._statements() as session:
-            claimed = await PendingEmailRepository(session=session, auto_commit=False).claim_due(
+        async with self._autocommit.connect() as connection:
+            claimed = await claim_due(
+                connection,
                 now=now,
                 limit=self.settings.batch_size if limit is None else limit,
                 lease_until=now + dt.timedelta(seconds=self.settings.sending_lease_s),
@@ -142,7 +142,7 @@ class EmailWorker:
             log.warning("email_outcome_not_recorded", error=f"{type(exc).__name__}: {exc}")
 
     async def _deliver(
-        self, email: PendingEmail, claim_token: uuid.UUID, *, suppressed: bool
+        self, email: ClaimedMail, claim_token: uuid.UUID, *, suppressed: bool
     ) -> None:
         started = dt.datetime.now(dt.UTC)
         if suppressed:
@@ -185,7 +185,7 @@ class EmailWorker:
 
     async def _finish(
         self,
-        email: PendingEmail,
+        email: ClaimedMail,
         claim_token: uuid.UUID,
         started: dt.datetime,
         result: SendResult,
@@ -227,8 +227,9 @@ class EmailWorker:
                 else AttemptOutcome.PERMANENT_ERROR
             )
             values |= {"status": EmailStatus.DEAD.value, "last_error": result.error}
-        async with self._statements() as session:
-            kept = await PendingEmailRepository(session=session, auto_commit=False).finish_attempt(
+        async with self._autocommit.connect() as connection:
+            kept = await finish_attempt(
+                connection,
                 email.id,
                 claim_token,
                 values,

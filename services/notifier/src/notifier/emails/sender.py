@@ -8,17 +8,20 @@ them from :class:`~notifier.settings.NotifierSettings` (the local stand-in when 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import resend
+from ember_shared.http import CLIENT_KEEPALIVE_S, ServiceClient, ServiceTransport
 from resend.exceptions import ResendError
 from resend.http_client_async import AsyncHTTPClient
 
-from notifier.models import PendingEmail
 from notifier.settings import NotifierSettings
 
 #: Resend's 4xx answers that a later try could get past: a busy idempotency key, rate limits,
@@ -26,6 +29,25 @@ from notifier.settings import NotifierSettings
 RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
 #: 409 names two different things at Resend: only a concurrent use of the key is worth waiting for.
 RETRYABLE_409_TYPES = frozenset({"concurrent_idempotent_requests"})
+
+
+class Mail(Protocol):
+    """What a send reads of a mail (a claimed one, or a ``PendingEmail``)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def template(self) -> str: ...
+    @property
+    def to_email(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def html(self) -> str: ...
+    @property
+    def text(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -40,13 +62,26 @@ class SendResult:
     duration_ms: int = 0
 
 
+@functools.cache
+def _verified() -> ssl.SSLContext:
+    """How Resend's certificate is checked: httpx's context (certifi's CAs), as its own
+    transport checked it; made once per process (the CA bundle read and parsed: 40-80 ms)."""
+    return httpx.create_ssl_context()
+
+
 class KeptHTTPXClient(AsyncHTTPClient):
-    """The SDK's transport, with one ``httpx.AsyncClient`` kept for every send.
+    """The SDK's transport, with one httpx client kept for every send.
 
     The SDK's own ``HTTPXClient`` opens a new client per mail: a new TLS context (the CA bundle
     read and parsed, 40-80 ms of the worker's CPU on a busy machine) and a new connection each
     time, which held every confirmation back by that much. The client belongs to the event loop
     it was made on (its pooled connections do), so another loop gets one of its own.
+
+    It is ``ember_shared.http``'s :class:`ServiceClient` on a :class:`ServiceTransport`: httpx's
+    client (its errors, and OpenTelemetry's httpx instrumentation) on aiohttp's connections,
+    without a cookie jar (Resend's API sets none) and without parsing the same URL again for
+    every mail. httpx on httpcore (anyio, h11) was ~40 % of the worker's CPU per mail
+    (bench/notes/notifier-cpu.md).
     """
 
     def __init__(self, timeout: float) -> None:
@@ -57,7 +92,14 @@ class KeptHTTPXClient(AsyncHTTPClient):
     def _current(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._client.is_closed:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = ServiceClient(
+                timeout=self._timeout,
+                # As httpx's own transport: no retry of a failed connect (the worker retries
+                # the mail), idle connections kept 5 s.
+                transport=ServiceTransport(
+                    retries=0, keepalive_expiry=CLIENT_KEEPALIVE_S, verify=_verified()
+                ),
+            )
             self._loop = loop
         return self._client
 
@@ -124,7 +166,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
     return None
 
 
-def send_params(email: PendingEmail, settings: NotifierSettings) -> dict[str, Any]:
+def send_params(email: Mail, settings: NotifierSettings) -> dict[str, Any]:
     params: dict[str, Any] = {
         "from": settings.from_email,
         "to": [email.to_email],
@@ -147,7 +189,7 @@ class ResendSender:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def send(self, email: PendingEmail) -> SendResult:
+    async def send(self, email: Mail) -> SendResult:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.send_timeout_s + 5):

@@ -28,7 +28,7 @@ from notifier.emails.rendering import (
     render,
     safe_link,
 )
-from notifier.emails.repositories import PendingEmailRepository
+from notifier.emails.repositories import ClaimedMail, PendingEmailRepository
 from notifier.models import ADDRESS_PATTERN, MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
 from notifier.suppressions.repositories import SuppressionRepository
 
@@ -54,9 +54,9 @@ def sealed_link(link: str) -> str:
     return link if is_sealed(link) else seal(link, mail_key().public_key())
 
 
-def opened(email: PendingEmail, key: X25519PrivateKey) -> PendingEmail | None:
-    """A transient copy of ``email`` with its live link in the bodies, to hand to Resend (the
-    stored row keeps the placeholder); None when the link does not open or is not http(s)."""
+def opened(email: ClaimedMail, key: X25519PrivateKey) -> ClaimedMail | None:
+    """A copy of ``email`` with its live link in the bodies, to hand to Resend (the stored row
+    keeps the placeholder); None when the link does not open or is not http(s)."""
     if not email.sealed_link:
         return email
     try:
@@ -66,8 +66,7 @@ def opened(email: PendingEmail, key: X25519PrivateKey) -> PendingEmail | None:
     if not link:
         return None
     html, text = fill_sealed_link(email.html, email.text, link)
-    columns = {c.key: getattr(email, c.key) for c in PendingEmail.__table__.columns}
-    return PendingEmail(**{**columns, "html": html, "text": text})
+    return email._replace(html=html, text=text)
 
 
 #: The Postgres NOTIFY channel a queued mail is announced on (the worker LISTENs to it).
