@@ -278,7 +278,7 @@ async def test_a_starts_statements_on_its_rows_are_built_once(world: World) -> N
     def kind_of(flat: str) -> str | None:
         if flat.startswith("WITH dropped_claim AS (DELETE FROM checkout.hold_claims"):
             return "read"
-        if flat.startswith("INSERT INTO checkout.checkout_sessions"):
+        if "INSERT INTO checkout.checkout_sessions" in flat:  # (with its event's row)
             return "insert"
         return None
 

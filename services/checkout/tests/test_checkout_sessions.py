@@ -392,3 +392,34 @@ async def test_a_start_reads_its_rates_with_the_claim_and_its_rows_without_the_o
     assert again.json()["checkout_url"] == first.json()["checkout_url"]
     assert rates == ["with the claim", "with the claim"]
     assert orm == []
+
+
+async def test_a_start_writes_its_row_and_its_event_in_one_statement(world: World) -> None:
+    """A new checkout's row and its ``checkout.started`` reach Postgres in one statement (two
+    round trips before, each a turn of checkout's loop under load): the event is written once
+    and the relay is woken by its commit."""
+    from checkout.events import outbox
+
+    shopper, _ = await world.basket(price=2100, quantity=1)
+    woken = asyncio.Event()
+    engine = world.apps["checkout"].state.db_engine
+
+    def writes(statement: str, _parameters: Any, _connection: Any) -> str | None:
+        flat = " ".join(statement.split())
+        tables = ("checkout.checkout_sessions", "checkout.outbox_events")
+        written = [table for table in tables if f"INSERT INTO {table}" in flat]
+        return " + ".join(written) or None
+
+    async with world.engine.connect() as listening:
+        raw = (await listening.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.add_listener(outbox.channel, lambda *_: woken.set())
+        with statements_sent(engine, writes) as written:
+            started = await shopper.checkout()
+        assert started.status_code == 201, started.text
+        await asyncio.wait_for(woken.wait(), timeout=10)
+        await raw.remove_listener(outbox.channel, lambda *_: None)
+
+    assert written == ["checkout.checkout_sessions + checkout.outbox_events"]
+    [event] = await world.outbox(started.json()["order_id"], "checkout.started.v1")
+    assert event["data"]["total"] == started.json()["total"]

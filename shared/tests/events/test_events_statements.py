@@ -20,7 +20,7 @@ from ember_shared.settings import EventSettings, ServiceSettings
 from events_testkit import Base, Effect, Ping
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Update, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 OUTBOX, HANDLED = event_tables(Base.metadata)
@@ -117,7 +117,8 @@ async def test_every_relay_pass_runs_the_one_claim_built_once(
     claims: list[Any] = []
 
     def record(_conn: Any, clause: Any, *_: Any) -> None:
-        if getattr(clause, "is_dml", False) and clause.table is OUTBOX:
+        # The claim is the relay's UPDATE (the pings' own rows are INSERTs on the outbox).
+        if isinstance(clause, Update) and clause.table is OUTBOX:
             claims.append(clause)
 
     event.listen(engine.sync_engine, "before_execute", record)

@@ -78,25 +78,24 @@ def _address(row: CheckoutSession) -> Address:
     return msgspec.convert(row.shipping_address, Address)
 
 
-async def checkout_started(session: AsyncSession, row: CheckoutSession) -> None:
-    await outbox.add(
-        session,
-        CheckoutStarted(
-            order_id=row.order_id,
-            checkout_session_id=row.id,
-            user_id=row.user_id,
-            cart_id=row.cart_id,
-            email=row.email,
-            lines=_lines(row),
-            subtotal=row.subtotal,
-            shipping=row.shipping,
-            total=row.total,
-            currency=row.currency,
-            shipping_address=_address(row),
-            reservation_id=row.reservation_id,
-            expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
-            **offer_totals(row),
-        ),
+def checkout_started(row: CheckoutSession) -> CheckoutStarted:
+    """``checkout.started``, written by the statement that writes the session's row
+    (``CheckoutSessionRepository.insert_new``): both in one round trip."""
+    return CheckoutStarted(
+        order_id=row.order_id,
+        checkout_session_id=row.id,
+        user_id=row.user_id,
+        cart_id=row.cart_id,
+        email=row.email,
+        lines=_lines(row),
+        subtotal=row.subtotal,
+        shipping=row.shipping,
+        total=row.total,
+        currency=row.currency,
+        shipping_address=_address(row),
+        reservation_id=row.reservation_id,
+        expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
+        **offer_totals(row),
     )
 
 

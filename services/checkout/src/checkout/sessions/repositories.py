@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ember_shared.events.contracts import CheckoutStarted
 from sqlalchemy import (
     Row,
     Table,
@@ -21,7 +22,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from checkout.events import outbox
 from checkout.models import CheckoutSession, CheckoutStatus, HoldClaim, ShippingRate
 from checkout.offers.repositories import ACTIVE_RATES_JSON, MAX_RATES, rates_from_json
 
@@ -143,7 +146,15 @@ _LOCK_FOR_EVENT = (
     .where(_TABLE.c.stripe_session_id == bindparam("stripe_session_id"))
     .with_for_update()
 )
-_INSERT_ROW = insert(_TABLE).returning(_TABLE.c.created_at, _TABLE.c.updated_at)
+#: A new session's row and its ``checkout.started`` in one statement. Its columns' Python-side
+#: defaults are bound by ``insert_new`` (``_DEFAULTS``): SQLAlchemy fills them for a plain
+#: INSERT but leaves them NULL in one with a data-modifying ``WITH``.
+_INSERT_ROW = outbox.with_event(insert(_TABLE).returning(_TABLE.c.created_at, _TABLE.c.updated_at))
+_DEFAULTS = {
+    column.key: column.default.arg
+    for column in _TABLE.c
+    if isinstance(column.default, ScalarElementColumnDefault)
+}
 #: What a webhook's move may change on a checkout (the rest is written once, at its start).
 MOVABLE = (
     "status",
@@ -202,14 +213,19 @@ class CheckoutSessionRepository:
             )
         return [_untracked(row) for row in found]
 
-    async def insert_new(self, row: CheckoutSession) -> None:
+    async def insert_new(self, row: CheckoutSession, started: CheckoutStarted) -> None:
         """Write a new session row (every column its start set; the columns' defaults for the
-        rest) by one INSERT built once, its RETURNING bringing the server's timestamps back.
-        The row is not added to the ORM session: nothing of the request changes it after, and
-        the unit of work's flush of one new row cost as much again as this."""
+        rest) and its ``started`` event by one INSERT built once, its RETURNING bringing the
+        server's timestamps back. The row is not added to the ORM session: nothing of the
+        request changes it after, and the unit of work's flush of one new row cost as much
+        again as this."""
         state = row.__dict__
+        event, _ = outbox.event_params(started)
         written = await self.session.execute(
-            _INSERT_ROW, {column: state[key] for key, column in _ROW_COLUMNS if key in state}
+            _INSERT_ROW,
+            _DEFAULTS
+            | {column: state[key] for key, column in _ROW_COLUMNS if key in state}
+            | event,
         )
         row.created_at, row.updated_at = written.one()
 

@@ -498,8 +498,7 @@ class CheckoutService:
             )
             # The session row counts against the budget from this commit on, the claim (deleted
             # with the open sessions' read) no more.
-            await self.repo.insert_new(row)
-            await events.checkout_started(self.db, row)
+            await self.repo.insert_new(row, events.checkout_started(row))
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
             await self._abandon(opened.id, order_id)
