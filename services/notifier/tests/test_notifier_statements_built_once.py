@@ -1,5 +1,5 @@
-"""A mail's statements are built once (issue 12): the look before queueing, the queueing, the
-claim, the end of the claim and the delivery report are each one object, reused for every mail
+"""A mail's statements are built once (issue 12): the queueing, the claim, the end of the claim
+and the delivery report are each one object, reused for every mail
 with its own parameters. Built per call, each was coerced, walked for its cache key and run
 through the ORM's bulk-DML path every time: most of the notifier's and the worker's own CPU
 per mail, outside the send itself."""
@@ -19,13 +19,11 @@ from test_notifier_webhooks import PATH, signed_headers
 
 pytestmark = pytest.mark.usefixtures("fresh")
 
-KINDS = {"look", "queue", "claim", "finish", "report"}
+KINDS = {"queue", "claim", "finish", "report"}
 
 
 def kind_of(statement: str) -> str | None:
-    if statement.startswith("SELECT (SELECT notifier.pending_emails.id"):
-        return "look"
-    if statement.startswith("WITH added AS (INSERT INTO notifier.pending_emails"):
+    if statement.startswith("WITH flags AS (SELECT EXISTS (SELECT notifier.suppressions.id"):
         return "queue"
     if statement.startswith("WITH due AS"):
         return "claim"

@@ -10,7 +10,20 @@ from typing import Any, NamedTuple, cast
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from ember_shared.ids import new_id
-from sqlalchemy import Integer, String, Table, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 from sqlalchemy.orm import selectinload
@@ -25,7 +38,7 @@ _EMAILS = cast(Table, PendingEmail.__table__)
 _ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 _SUPPRESSIONS = cast(Table, Suppression.__table__)
 #: What queueing a mail writes (the rest are the columns' server defaults): ``values`` of
-#: :meth:`PendingEmailRepository.insert_once` less the id and the two counters, given here.
+#: :meth:`PendingEmailRepository.queue_once` less the id and the two counters, given here.
 QUEUED_COLUMNS = (
     "id",
     "idempotency_key",
@@ -89,40 +102,45 @@ def _typed(table: Table, name: str, key: str | None = None) -> Any:
 # bound parameters: built per call on the mapped class, each was coerced, walked for its cache
 # key and run through the ORM's bulk-DML path every time, ~half of the notifier's CPU per
 # queued mail and of the worker's per mail outside the send itself (issue 12).
-def _queued_insert() -> Any:
-    return (
+def _queue_once() -> Any:
+    """Queueing a mail, one statement: the address's suppression read (``flags``), the mail
+    inserted unless its idempotency key is there (``suppressed`` instead of ``queued`` if the
+    address is on the list), and a NOTIFY (delivered with the commit) for a mail queued to be
+    sent. Its id and status come back, nothing when the key was there already. A look first
+    (the key, the suppression) and then the insert took two round trips per mail."""
+    given = {name: _typed(_EMAILS, name, f"mail_{name}") for name in QUEUED_COLUMNS}
+    queued: Any = literal_column(f"'{EmailStatus.QUEUED.value}'")
+    flags = select(
+        select(_SUPPRESSIONS.c.id)
+        .where(_SUPPRESSIONS.c.email == _typed(_SUPPRESSIONS, "email", "suppressed_email"))
+        .exists()
+        .label("suppressed")
+    ).cte("flags")
+    # Only a mail that would be queued is held back; one already dead (an address that cannot
+    # be mailed at all) stays dead with its reason.
+    held = and_(given["status"] == queued, flags.c.suppressed)
+    given["status"] = case(
+        (held, literal_column(f"'{EmailStatus.SUPPRESSED.value}'")), else_=given["status"]
+    )
+    given["last_error"] = case(
+        (held, bindparam("suppressed_error", SUPPRESSED_ERROR, type_=Text())),
+        else_=given["last_error"],
+    )
+    added = (
         insert(_EMAILS)
-        .values({name: _typed(_EMAILS, name) for name in QUEUED_COLUMNS})
+        .from_select(list(QUEUED_COLUMNS), select(*given.values()).select_from(flags))
         .on_conflict_do_nothing(index_elements=[_EMAILS.c.idempotency_key])
-        .returning(_EMAILS.c.id)
+        .returning(_EMAILS.c.id, _EMAILS.c.status)
+        .cte("added")
     )
-
-
-def _queued_insert_and_notify() -> Any:
-    added = _queued_insert().cte("added")
     channel = bindparam("channel", type_=String())
-    return select(added.c.id, func.pg_notify(channel, "")).select_from(added)
+    notified = case((added.c.status == queued, func.pg_notify(channel, "")))
+    return select(added.c.id, added.c.status, notified.label("notified")).select_from(added)
 
 
-def _look_before_queueing() -> Any:
-    queued = (
-        select(_EMAILS.c.id)
-        .where(_EMAILS.c.idempotency_key == _typed(_EMAILS, "idempotency_key"))
-        .limit(1)
-    )
-    suppressed = select(_SUPPRESSIONS.c.id).where(
-        _SUPPRESSIONS.c.email == _typed(_SUPPRESSIONS, "email")
-    )
-    return select(
-        queued.scalar_subquery().label("id"),
-        queued.with_only_columns(_EMAILS.c.status).scalar_subquery().label("status"),
-        suppressed.exists().label("suppressed"),
-    )
-
-
-_INSERT_ONCE = _queued_insert()
-_INSERT_ONCE_AND_NOTIFY = _queued_insert_and_notify()
-_LOOK_BEFORE_QUEUEING = _look_before_queueing()
+#: What a mail queued for an address on the suppression list keeps as its error.
+SUPPRESSED_ERROR = "The address is on the suppression list."
+_QUEUE_ONCE = _queue_once()
 
 
 @functools.cache
@@ -268,30 +286,21 @@ async def finish_attempt(
 class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
     model_type = PendingEmail
 
-    async def insert_once(self, values: dict[str, object]) -> uuid.UUID | None:
-        """Insert a mail unless its idempotency key is already there; its id, or None if it was.
+    async def queue_once(
+        self, values: dict[str, object], channel: str
+    ) -> tuple[uuid.UUID, str] | None:
+        """Insert a mail unless its idempotency key is already there, as ``suppressed`` if its
+        address is on the suppression list now, with a NOTIFY on ``channel`` when it is queued
+        to be sent: its id and status, or None if the key was there.
 
         ``values``: every one of :data:`QUEUED_COLUMNS` but the id and the two counters."""
-        result = await self.session.execute(_INSERT_ONCE, _queued(values))
-        return result.scalar_one_or_none()
-
-    async def insert_once_and_notify(
-        self, values: dict[str, object], channel: str
-    ) -> uuid.UUID | None:
-        """:meth:`insert_once`, and a NOTIFY on ``channel`` (delivered with the commit) when it
-        inserted: one round trip where the insert and the notify took two."""
-        parameters = _queued(values) | {"channel": channel}
-        row = (await self.session.execute(_INSERT_ONCE_AND_NOTIFY, parameters)).first()
-        return row.id if row is not None else None
-
-    async def look_before_queueing(
-        self, idempotency_key: str, address: str
-    ) -> tuple[tuple[uuid.UUID, str] | None, bool]:
-        """The mail already queued under ``idempotency_key`` (id, status), if any, and whether
-        ``address`` is suppressed: the two reads before queueing, in one round trip."""
-        parameters = {"idempotency_key": idempotency_key, "email": normalize_email(address)}
-        row = (await self.session.execute(_LOOK_BEFORE_QUEUEING, parameters)).one()
-        return ((row.id, row.status) if row.id is not None else None), bool(row.suppressed)
+        parameters = {f"mail_{name}": value for name, value in _queued(values).items()}
+        parameters |= {
+            "suppressed_email": normalize_email(str(values["to_email"])),
+            "channel": channel,
+        }
+        row = (await self.session.execute(_QUEUE_ONCE, parameters)).first()
+        return (row.id, row.status) if row is not None else None
 
     async def find_by_key(self, idempotency_key: str) -> PendingEmail | None:
         return await self.get_one_or_none(PendingEmail.idempotency_key == idempotency_key)

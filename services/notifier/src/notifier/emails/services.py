@@ -98,9 +98,9 @@ async def queue_email(
     """
     emails = PendingEmailRepository(session=session, auto_commit=False)
     address = to.strip()
-    existing, suppressed = await emails.look_before_queueing(idempotency_key, address)
-    if existing is not None:
-        return Queued(existing[0], existing[1], created=False)
+    # Rendered (and its link sealed) before the insert knows whether the event's mail is there
+    # already: a redelivery the runtime lets through is rare, and a look first cost every mail
+    # a round trip.
     context = dict(context)
     live_link = context.pop(SEALED_CONTEXT_KEY, None)
     rendered = render(template, context)
@@ -110,8 +110,6 @@ async def queue_email(
             EmailStatus.DEAD.value,
             "The recipient address is not a valid email address.",
         )
-    elif suppressed:
-        status, error = EmailStatus.SUPPRESSED.value, "The address is on the suppression list."
     values: dict[str, object] = {
         "idempotency_key": idempotency_key,
         "template": template.value,
@@ -126,16 +124,14 @@ async def queue_email(
         "sealed_link": sealed_link(live_link) if live_link else None,
         "traceparent": current_traceparent()[:100] or None,
     }
-    if status == EmailStatus.QUEUED.value:
-        # Delivered with the commit: a waiting worker sends it now, not at its next poll.
-        email_id = await emails.insert_once_and_notify(values, MAIL_QUEUED)
-    else:
-        email_id = await emails.insert_once(values)
-    if email_id is None:
-        # A concurrent delivery of the same event won the insert.
-        raced = await emails.find_by_key(idempotency_key)
-        return Queued(raced.id if raced else None, raced.status if raced else status, created=False)
-    return Queued(email_id, status, created=True)
+    # A suppressed address is recorded ``suppressed`` by the statement itself; a queued mail
+    # wakes a waiting worker with the commit, so it is sent now, not at the worker's next poll.
+    added = await emails.queue_once(values, MAIL_QUEUED)
+    if added is None:
+        # Already there: a redelivered event, or a concurrent delivery of it won the insert.
+        there = await emails.find_by_key(idempotency_key)
+        return Queued(there.id if there else None, there.status if there else status, created=False)
+    return Queued(added[0], added[1], created=True)
 
 
 class EmailAdminService:
