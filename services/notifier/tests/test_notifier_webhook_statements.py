@@ -30,6 +30,16 @@ def on_webhooks_or_mail(statement: str, _parameters: Any, _connection: Any) -> s
     return None
 
 
+def how_sent(statement: str, parameters: Any, connection: Any) -> str | None:
+    """The statement's verb and whether it ran in autocommit or in a transaction (BEGIN and
+    COMMIT are sent by the driver around it, not as statements of their own)."""
+    name = on_webhooks_or_mail(statement, parameters, connection)
+    if name is None:
+        return None
+    dbapi = connection.connection.dbapi_connection
+    return f"{name} in {'autocommit' if dbapi.autocommit else 'a transaction'}"
+
+
 async def test_a_delivery_report_is_recorded_and_applied_in_one_statement_once(
     client: AsyncTestClient[Litestar], engine: AsyncEngine, worker: EmailWorker
 ) -> None:
@@ -69,3 +79,30 @@ async def test_a_delivery_report_is_recorded_and_applied_in_one_statement_once(
             .where(WebhookEvent.svix_id == headers["svix-id"])
         )
     assert recorded == 1
+
+
+async def test_a_delivery_report_is_its_own_transaction_without_begin_and_commit(
+    client: AsyncTestClient[Litestar], engine: AsyncEngine, worker: EmailWorker
+) -> None:
+    """The report is one statement: in autocommit it is the whole transaction, where the
+    request's transaction cost a BEGIN and a COMMIT around it (two round trips per mail)."""
+    to = unique_address()
+    data = UserRegistered(user_id=new_id(), email=to, name="Autocommitted")
+    await handle(engine, queue_welcome, envelope(data), data)
+    assert await worker.run_once() == 1
+    (sent,) = await emails_to(engine, to)
+    body = json.dumps(
+        {"type": "email.delivered", "data": {"email_id": sent.provider_message_id}}
+    ).encode()
+    headers = signed_headers(body)
+
+    with statements_sent(client.app.state.db_engine, how_sent) as seen:
+        response = await client.post(PATH, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert seen == ["WITH in autocommit"]
+    assert (await email_by_id(engine, sent.id)).delivery_status == "delivered"
+
+    with statements_sent(client.app.state.db_engine, how_sent) as seen:
+        again = await client.post(PATH, content=body, headers=headers)
+    assert again.json()["duplicate"] is True
+    assert seen == ["WITH in autocommit"]

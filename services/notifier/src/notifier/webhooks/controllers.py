@@ -74,6 +74,8 @@ class ResendWebhookController(Controller):
             raise Problem(
                 400, "webhook-payload", "The webhook body is not a Resend event."
             ) from exc
-        receipt = await WebhookService(db_session).receive(msg_id, event, raw)
+        receipt = await WebhookService(db_session, request.app.state.db_engine).receive(
+            msg_id, event, raw
+        )
         record_webhook("notifier", "resend", "duplicate" if receipt.duplicate else "applied")
         return receipt

@@ -8,6 +8,7 @@ from typing import Any, cast
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from notifier.models import PendingEmail, WebhookEvent
@@ -73,6 +74,34 @@ def _recorded_and_reported() -> Any:
 _RECORDED_AND_REPORTED = _recorded_and_reported()
 
 
+async def insert_once_and_report(
+    executor: AsyncConnection | AsyncSession | async_scoped_session[AsyncSession],
+    *,
+    svix_id: str,
+    type_: str,
+    provider_message_id: str,
+    payload: dict[str, Any],
+    delivery_status: str,
+    at: dt.datetime,
+) -> bool:
+    """The webhook recorded unless its svix id is there already, and when it was recorded, the
+    report on the sent mail (unless one is already set, as ``set_delivery(overwrite=False)``),
+    in one statement: the report reads the insert's RETURNING, so a redelivery changes nothing.
+    One round trip where the insert and the update took two, on every mail's delivery report;
+    on an autocommit connection, the whole transaction. True when it was recorded now."""
+    parameters = {
+        "event_svix_id": svix_id,
+        "event_type": type_,
+        "event_provider_message_id": provider_message_id,
+        "event_payload": payload,
+        "message_id": provider_message_id,
+        "report": delivery_status,
+        "at": at,
+    }
+    first, _ = (await executor.execute(_RECORDED_AND_REPORTED, parameters)).one()
+    return bool(first)
+
+
 class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
     model_type = WebhookEvent
     id_attribute = "svix_id"
@@ -87,21 +116,16 @@ class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
         delivery_status: str,
         at: dt.datetime,
     ) -> bool:
-        """:meth:`insert_once`, and when it inserted, the report on the sent mail (unless one
-        is already set, as ``set_delivery(overwrite=False)``), in one statement: the report
-        reads the insert's RETURNING, so a redelivery changes nothing. One round trip where
-        the insert and the update took two, on every mail's delivery report."""
-        parameters = {
-            "event_svix_id": svix_id,
-            "event_type": type_,
-            "event_provider_message_id": provider_message_id,
-            "event_payload": payload,
-            "message_id": provider_message_id,
-            "report": delivery_status,
-            "at": at,
-        }
-        first, _ = (await self.session.execute(_RECORDED_AND_REPORTED, parameters)).one()
-        return bool(first)
+        """:func:`insert_once_and_report` in this repository's session."""
+        return await insert_once_and_report(
+            self.session,
+            svix_id=svix_id,
+            type_=type_,
+            provider_message_id=provider_message_id,
+            payload=payload,
+            delivery_status=delivery_status,
+            at=at,
+        )
 
     async def insert_once(
         self, *, svix_id: str, type_: str, provider_message_id: str | None, payload: dict[str, Any]

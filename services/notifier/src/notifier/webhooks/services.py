@@ -8,18 +8,19 @@ its effect, and a redelivery finds it there and changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from functools import cached_property
 from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from notifier.emails.repositories import PendingEmailRepository
 from notifier.emails.services import valid_address
 from notifier.models import DeliveryStatus, SuppressionReason
 from notifier.suppressions.services import SuppressionService
-from notifier.webhooks.repositories import WebhookEventRepository
+from notifier.webhooks.repositories import WebhookEventRepository, insert_once_and_report
 from notifier.webhooks.schemas import ResendWebhook, WebhookReceipt
 
 log = structlog.get_logger("notifier.webhooks")
@@ -60,9 +61,19 @@ def _mailable(addresses: list[str]) -> list[str]:
     return [a.strip() for a in addresses if valid_address(a.strip())]
 
 
+@functools.lru_cache(maxsize=8)
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class WebhookService:
-    def __init__(self, session: AsyncSession) -> None:
+    """``session`` is the request's (its transaction committed before the answer); a delivery
+    report, one statement, runs on an autocommit connection of ``engine`` when one is given:
+    without BEGIN and COMMIT around it (two round trips less on every mail's report)."""
+
+    def __init__(self, session: AsyncSession, engine: AsyncEngine | None = None) -> None:
         self.session = session
+        self.engine = engine
         self.events = WebhookEventRepository(session=session, auto_commit=False)
 
     # Made when a webhook needs them: a delivery report (one per mail sent) needs neither, and
@@ -82,7 +93,8 @@ class WebhookService:
         reported = REPORTS_KEPT_FIRST.get(event.type)
         if reported is not None and message_id:
             # The common case (one per mail sent): recorded and applied in one statement.
-            first = await self.events.insert_once_and_report(
+            report = functools.partial(
+                insert_once_and_report,
                 svix_id=svix_id,
                 type_=event.type,
                 provider_message_id=message_id,
@@ -90,6 +102,11 @@ class WebhookService:
                 delivery_status=reported,
                 at=dt.datetime.now(dt.UTC),
             )
+            if self.engine is None:
+                first = await report(self.session)
+            else:
+                async with _autocommit(self.engine).connect() as connection:
+                    first = await report(connection)
             if first:
                 log.info("resend_webhook", svix_id=svix_id, type=event.type, email_id=message_id)
                 return WebhookReceipt(received=True, type=event.type)
