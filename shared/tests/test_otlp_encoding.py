@@ -1,7 +1,8 @@
 """``ember_shared.otlp.encode_spans`` writes the same OTLP bytes as OpenTelemetry's own encoder,
 for spans of every kind: attributes of each type (arrays too), events, links to remote and
 local spans, a trace state, error statuses with and without a message, dropped counts, remote
-parents, several instrumentation scopes; and the OTLP/HTTP exporter sends it."""
+parents, several instrumentation scopes, spans of plain values (written without a message); and
+the OTLP/HTTP exporter sends it."""
 
 from __future__ import annotations
 
@@ -89,6 +90,23 @@ def finished_spans() -> list[ReadableSpan]:
                 failed.set_attribute(f"a{n}", n)
         with ember.start_as_current_span("produced", kind=SpanKind.PRODUCER) as produced:
             produced.set_status(StatusCode.OK)
+        # Plain values only, nothing dropped: the span written without a message.
+        with ember.start_as_current_span(
+            "plain",
+            attributes={
+                "text": "é",
+                "empty": "",
+                "yes": True,
+                "no": False,
+                "zero": 0,
+                "negative": -7,
+                "big": 2**62,
+                "ratio": 1.5,
+                "nil": 0.0,
+                "lone": "\ud800",  # not UTF-8: left out by both, the rest kept
+            },
+        ) as plain:
+            plain.set_status(StatusCode.ERROR, "it failed")
     with ember.start_as_current_span("root", context=trace.set_span_in_context(trace.INVALID_SPAN)):
         pass
     return list(memory.get_finished_spans())
@@ -96,7 +114,7 @@ def finished_spans() -> list[ReadableSpan]:
 
 def test_the_same_bytes_as_the_sdk_encoder() -> None:
     spans = finished_spans()
-    assert len(spans) == 6
+    assert len(spans) == 7
     ours = otlp.encode_spans(spans).SerializeToString(deterministic=True)
     sdk = sdk_encode(spans).SerializeToString(deterministic=True)
     assert ours == sdk
@@ -108,13 +126,16 @@ def test_the_same_bytes_as_the_sdk_encoder() -> None:
         "opentelemetry.instrumentation.redis",
         "ember",
     ]
-    assert sum(len(scope.spans) for scope in scopes) == 6
+    assert sum(len(scope.spans) for scope in scopes) == 7
     server = next(s for scope in scopes for s in scope.spans if s.name == "GET /api/products")
     assert server.trace_state == "vendor=abc,other=x-1"
     assert server.dropped_events_count == 1
     assert server.flags == 0x300  # its parent is remote
     assert "huge" not in {a.key for a in server.attributes}
     assert "negative" in {a.key for a in server.attributes}
+    plain = next(s for scope in scopes for s in scope.spans if s.name == "plain")
+    assert "lone" not in {a.key for a in plain.attributes}
+    assert len(plain.attributes) == 9
 
 
 def test_each_batch_alone_is_the_same() -> None:
