@@ -33,6 +33,7 @@ from opentelemetry.propagate import extract, get_global_textmap, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -318,24 +319,30 @@ class SampledRequests:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(UNTRACED_PATHS):
             await self.app(scope, receive, send)
             return
-        if self.new_requests is not None and _TRACE_HEADERS.isdisjoint(
-            [name for name, _ in scope["headers"]]
-        ):
-            trace_id = self.ids.generate_trace_id()
-            if self.new_requests.keeps_new_request(trace_id):
-                # What the sampler answers for it again (RECORD_AND_SAMPLE, no trace state, no
-                # attributes of its own), so not asked again.
-                context = SpanContext(
-                    trace_id, self.ids.generate_span_id(), False, self.new_sampled_flags
-                )
-                await self.traced(scope, receive, send, _NO_PARENT, None, context)
+        if self.new_requests is not None:
+            for name, _ in scope["headers"]:
+                if name in _TRACE_HEADERS:
+                    break
+            else:
+                # No trace context: decided by the ratio on a new trace id.
+                trace_id = self.ids.generate_trace_id()
+                if self.new_requests.keeps_new_request(trace_id):
+                    # What the sampler answers for it again (RECORD_AND_SAMPLE, no trace state,
+                    # no attributes of its own), so not asked again.
+                    context = SpanContext(
+                        trace_id, self.ids.generate_span_id(), False, self.new_sampled_flags
+                    )
+                    await self.traced(scope, receive, send, _NO_PARENT, None, context)
+                    return
+                # Most requests: unsampled (as in unsampled(), one coroutine fewer), with the
+                # flags the SDK gives a span it did not sample, and no trace state to carry.
+                span = UnsampledRequestSpan(trace_id, self.new_unsampled_flags, self.ids)
+                attached = otel_context.attach(trace.set_span_in_context(span, _NO_PARENT))
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    otel_context.detach(attached)
                 return
-            # The flags the SDK gives a span it did not sample, with no trace state to carry.
-            context = SpanContext(
-                trace_id, self.ids.generate_span_id(), False, self.new_unsampled_flags
-            )
-            await self.unsampled(scope, receive, send, _NO_PARENT, context)
-            return
         await self.decided(scope, receive, send)
 
     async def decided(self, scope: Any, receive: Any, send: Any) -> None:
@@ -374,7 +381,7 @@ class SampledRequests:
                 decided.attributes,
             )
             return
-        await self.unsampled(scope, receive, send, parent_context, context)
+        await self.unsampled(scope, receive, send, parent_context, NonRecordingSpan(context))
 
     async def unsampled(
         self,
@@ -382,11 +389,10 @@ class SampledRequests:
         receive: Any,
         send: Any,
         parent_context: otel_context.Context,
-        context: SpanContext,
+        unsampled: NonRecordingSpan,
     ) -> None:
         """Under a non-recording span of its trace: nothing below is built, and calls out say
         unsampled."""
-        unsampled = NonRecordingSpan(context)
         attached = otel_context.attach(trace.set_span_in_context(unsampled, parent_context))
         try:
             await self.app(scope, receive, send)
@@ -432,6 +438,29 @@ class SampledRequests:
         finally:
             otel_context.detach(token)
             span.end()
+
+
+class UnsampledRequestSpan(NonRecordingSpan):
+    """A new unsampled request's span: its trace id drawn (the sampling was decided on it), its
+    span id and context made only when asked, by a call to another service (its
+    ``traceparent``) or a span started under it; a cached answer never asks."""
+
+    def __init__(self, trace_id: int, flags: TraceFlags, ids: IdGenerator) -> None:
+        # Not NonRecordingSpan.__init__: its context is made by get_span_context.
+        self._trace_id = trace_id
+        self._flags = flags
+        self._ids = ids
+        self._made: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        if self._made is None:
+            self._made = SpanContext(
+                self._trace_id, self._ids.generate_span_id(), False, self._flags
+            )
+        return self._made
+
+    def __repr__(self) -> str:
+        return f"UnsampledRequestSpan({self.get_span_context()!r})"
 
 
 def span_name(scope: Any) -> str:
@@ -495,8 +524,8 @@ class RequestSpan(Span):
             else (sys.maxsize if limits.max_span_attributes is None else limits.max_span_attributes)
         )
         self._attributes: Any = {}
-        if len(attributes) <= self._room and all(
-            type(value) in _PLAIN_VALUES for value in attributes.values()
+        if len(attributes) <= self._room and _PLAIN_VALUES.issuperset(
+            map(type, attributes.values())
         ):
             self._attributes = attributes
         else:
