@@ -283,24 +283,31 @@ async def finish_attempt(
     return bool(kept)
 
 
+async def queue_once(
+    executor: Executor, values: dict[str, object], channel: str
+) -> tuple[uuid.UUID, str] | None:
+    """Insert a mail unless its idempotency key is already there, as ``suppressed`` if its
+    address is on the suppression list now, with a NOTIFY on ``channel`` when it is queued to
+    be sent: its id and status, or None if the key was there.
+
+    ``values``: every one of :data:`QUEUED_COLUMNS` but the id and the two counters."""
+    parameters = {f"mail_{name}": value for name, value in _queued(values).items()}
+    parameters |= {
+        "suppressed_email": normalize_email(str(values["to_email"])),
+        "channel": channel,
+    }
+    row = (await executor.execute(_QUEUE_ONCE, parameters)).first()
+    return (row.id, row.status) if row is not None else None
+
+
 class PendingEmailRepository(SQLAlchemyAsyncRepository[PendingEmail]):
     model_type = PendingEmail
 
     async def queue_once(
         self, values: dict[str, object], channel: str
     ) -> tuple[uuid.UUID, str] | None:
-        """Insert a mail unless its idempotency key is already there, as ``suppressed`` if its
-        address is on the suppression list now, with a NOTIFY on ``channel`` when it is queued
-        to be sent: its id and status, or None if the key was there.
-
-        ``values``: every one of :data:`QUEUED_COLUMNS` but the id and the two counters."""
-        parameters = {f"mail_{name}": value for name, value in _queued(values).items()}
-        parameters |= {
-            "suppressed_email": normalize_email(str(values["to_email"])),
-            "channel": channel,
-        }
-        row = (await self.session.execute(_QUEUE_ONCE, parameters)).first()
-        return (row.id, row.status) if row is not None else None
+        """:func:`queue_once` in this repository's session."""
+        return await queue_once(self.session, values, channel)
 
     async def find_by_key(self, idempotency_key: str) -> PendingEmail | None:
         return await self.get_one_or_none(PendingEmail.idempotency_key == idempotency_key)

@@ -28,7 +28,7 @@ from notifier.emails.rendering import (
     render,
     safe_link,
 )
-from notifier.emails.repositories import ClaimedMail, PendingEmailRepository
+from notifier.emails.repositories import ClaimedMail, PendingEmailRepository, queue_once
 from notifier.models import ADDRESS_PATTERN, MAX_EMAIL_LENGTH, EmailStatus, PendingEmail
 from notifier.suppressions.repositories import SuppressionRepository
 
@@ -96,7 +96,6 @@ async def queue_email(
     A suppressed address is recorded as ``suppressed`` (never sent); an address that cannot be
     mailed at all is recorded ``dead`` with the reason, so staff see it instead of a silent loss.
     """
-    emails = PendingEmailRepository(session=session, auto_commit=False)
     address = to.strip()
     # Rendered (and its link sealed) before the insert knows whether the event's mail is there
     # already: a redelivery the runtime lets through is rare, and a look first cost every mail
@@ -126,9 +125,11 @@ async def queue_email(
     }
     # A suppressed address is recorded ``suppressed`` by the statement itself; a queued mail
     # wakes a waiting worker with the commit, so it is sent now, not at the worker's next poll.
-    added = await emails.queue_once(values, MAIL_QUEUED)
+    # The statement alone, without a repository (each builds its base statement as it is made).
+    added = await queue_once(session, values, MAIL_QUEUED)
     if added is None:
         # Already there: a redelivered event, or a concurrent delivery of it won the insert.
+        emails = PendingEmailRepository(session=session, auto_commit=False)
         there = await emails.find_by_key(idempotency_key)
         return Queued(there.id if there else None, there.status if there else status, created=False)
     return Queued(added[0], added[1], created=True)

@@ -74,10 +74,13 @@ class WebhookService:
     def __init__(self, session: AsyncSession, engine: AsyncEngine | None = None) -> None:
         self.session = session
         self.engine = engine
-        self.events = WebhookEventRepository(session=session, auto_commit=False)
 
-    # Made when a webhook needs them: a delivery report (one per mail sent) needs neither, and
+    # Made when a webhook needs them: a delivery report (one per mail sent) needs none, and
     # each repository builds its base statement as it is made.
+    @cached_property
+    def events(self) -> WebhookEventRepository:
+        return WebhookEventRepository(session=self.session, auto_commit=False)
+
     @cached_property
     def emails(self) -> PendingEmailRepository:
         return PendingEmailRepository(session=self.session, auto_commit=False)
