@@ -225,12 +225,15 @@ async def test_the_budgets_locks_last_no_longer_than_its_one_statement(world: Wo
             checked.append((" ".join(statement.split()), await_only(budget_locks_held(pid))))
 
     shopper = await guest_with(world, product_id, 1, ip)
-    engine = world.apps["checkout"].state.db_engine.sync_engine
-    event.listen(engine, "after_cursor_execute", after)
+    state = world.apps["checkout"].state
+    engines = [state.db_engine.sync_engine, state.claim_engine.sync_engine]
+    for engine in engines:
+        event.listen(engine, "after_cursor_execute", after)
     try:
         response = await shopper.checkout(email=email)
     finally:
-        event.remove(engine, "after_cursor_execute", after)
+        for engine in engines:
+            event.remove(engine, "after_cursor_execute", after)
 
     assert response.status_code == 201, response.text
     assert checked, "no statement carried the address"
@@ -241,42 +244,88 @@ async def test_the_budgets_locks_last_no_longer_than_its_one_statement(world: Wo
     assert await claims_of(world, ip) == 0
 
 
-async def test_the_claim_is_settled_by_the_read_of_the_carts_open_sessions(
-    world: World,
-) -> None:
-    """The request's transaction deletes the start's claim in the statement that reads the
-    cart's open sessions (a statement of its own before); a repeat of the open checkout settles
-    its claim the same way. Either way no claim is left once the answer is given."""
+async def test_the_claim_is_settled_by_the_starts_own_transaction(world: World) -> None:
+    """The request's transaction deletes the start's claim: a new checkout's by the statement
+    that writes its row (and its event), a repeat of the open checkout's by a statement of its
+    own. Either way no claim is left once the answer is given."""
     product_id = await world.product(on_hand=10)
     ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
 
     def on_claims(statement: str, _parameters: Any, _connection: Any) -> str | None:
         flat = " ".join(statement.split())
-        return flat[:70] if "checkout.hold_claims" in flat else None
+        if "DELETE FROM checkout.hold_claims" not in flat:
+            return None
+        return "with the row" if "INSERT INTO checkout.checkout_sessions" in flat else "alone"
 
     shopper = await guest_with(world, product_id, 1, ip)
     email = f"settle-{uuid.uuid4().hex[:8]}@example.com"
     with statements_sent(world.apps["checkout"].state.db_engine, on_claims) as statements:
         first = await shopper.checkout(email=email)
+        assert await claims_of(world, ip) == 0
         again = await shopper.checkout(email=email)
 
     assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
     assert again.json()["order_id"] == first.json()["order_id"]
-    assert not [s for s in statements if s.startswith("DELETE FROM checkout.hold_claims")]
-    settled = [s for s in statements if s.startswith("WITH dropped_claim AS (DELETE")]
-    assert len(settled) == 2, statements
+    assert statements == ["with the row", "alone"]
+    assert await claims_of(world, ip) == 0
+
+
+#: Checkout's request transactions holding an advisory lock (a start's cart lock).
+_CART_LOCKS_HELD = text(
+    """
+    SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted
+       AND a.application_name = 'checkout' AND a.state = 'idle in transaction'
+    """
+)
+
+
+async def test_a_start_takes_its_carts_lock_while_its_budget_is_claimed(world: World) -> None:
+    """The claim is a statement on a pool of its own, sent beside the request's transaction:
+    the cart's lock and the read of its open sessions do not wait for it (they did, one round
+    trip each after it). Held up here by the budget's lock on the shopper's address, the claim
+    lets the start's transaction take the cart's lock meanwhile; the start ends as before."""
+    product_id = await world.product(on_hand=10)
+    ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+    shopper = await guest_with(world, product_id, 1, ip)
+    async with world.engine.connect() as holder:
+        await holder.execute(
+            text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
+            {"key": f"checkout-budget:{ip}"},
+        )
+        starting = asyncio.ensure_future(
+            shopper.checkout(email=f"beside-{uuid.uuid4().hex[:8]}@example.com")
+        )
+        try:
+            locked = 0
+            for _ in range(200):
+                # A connection per look: pg_stat_activity is read once per transaction.
+                async with world.engine.connect() as looking:
+                    locked = int(await looking.scalar(_CART_LOCKS_HELD) or 0)
+                if locked or starting.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert locked == 1
+            assert not starting.done()
+        finally:
+            await holder.execute(
+                text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"),
+                {"key": f"checkout-budget:{ip}"},
+            )
+            response = await starting
+    assert response.status_code == 201, response.text
     assert await claims_of(world, ip) == 0
 
 
 async def test_a_starts_statements_on_its_rows_are_built_once(world: World) -> None:
-    """The read of the cart's open sessions (with the claim's deletion) and the new row's INSERT
+    """The read of the cart's open sessions and the new row's INSERT (with the claim's deletion)
     are one statement object each for every start, so their cache keys are memoized on them:
     they were built again for each start (the read in the repository, the INSERT by the unit
     of work's flush), their keys walked each time."""
     product_id = await world.product(on_hand=10)
 
     def kind_of(flat: str) -> str | None:
-        if flat.startswith("WITH dropped_claim AS (DELETE FROM checkout.hold_claims"):
+        if flat.startswith("SELECT checkout.checkout_sessions.id,") and "cart_id =" in flat:
             return "read"
         if "INSERT INTO checkout.checkout_sessions" in flat:  # (with its event's row)
             return "insert"

@@ -383,7 +383,7 @@ async def test_a_start_reads_its_rates_with_the_claim_and_its_rows_without_the_o
             return None
         return "with the claim" if "checkout.claim_hold_budget(" in flat else "alone"
 
-    engine = world.apps["checkout"].state.db_engine
+    engine = world.apps["checkout"].state.claim_engine  # (the claims' own pool)
     with orm_handling_of_checkouts() as orm, statements_sent(engine, on_rates) as rates:
         first = await shopper.checkout()
         again = await shopper.checkout()

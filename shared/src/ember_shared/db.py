@@ -137,8 +137,10 @@ def ping_after_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_S
             raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
-def make_engine(settings: ServiceSettings) -> AsyncEngine:
-    engine = create_async_engine(settings.db.async_url, **engine_options(settings))
+def make_engine(settings: ServiceSettings, **options: Any) -> AsyncEngine:
+    """The service's engine; ``options`` (a pool of its own: ``pool_size``...) win over the
+    settings'."""
+    engine = create_async_engine(settings.db.async_url, **{**engine_options(settings), **options})
     ping_after_idle(engine)
     return engine
 

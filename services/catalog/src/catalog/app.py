@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from ember_shared.app import ServiceSpec, create_service_app, redis_client
-from ember_shared.db import engine_options, ping_after_idle
+from ember_shared.db import engine_options, make_engine
 from ember_shared.settings import ServiceSettings, service_settings
 from ember_shared.tracing import instrument_engine
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi.spec import Components, OpenAPI, Schema, SecurityScheme
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from catalog import events
 from catalog.audit.controllers import AdminAuditLogController
@@ -109,19 +109,14 @@ def search_engine(service: ServiceSettings, catalog: CatalogSettings) -> AsyncEn
     (``SEARCH_SETTINGS``: generic plans, table scans from the first page), so a search on them
     needs no transaction to set them (``ProductReads.generic_plans``). Only searches use it:
     the same settings on the service's pool would change other statements' plans."""
-    options = engine_options(service)
-    connect_args = options.get("connect_args", {})
+    connect_args = engine_options(service).get("connect_args", {})
     server_settings = {**connect_args.get("server_settings", {}), **SEARCH_SETTINGS}
-    engine = create_async_engine(
-        service.db.async_url,
-        **{
-            **options,
-            "pool_size": catalog.search_pool_size,
-            "max_overflow": 0,
-            "connect_args": {**connect_args, "server_settings": server_settings},
-        },
+    engine = make_engine(
+        service,
+        pool_size=catalog.search_pool_size,
+        max_overflow=0,
+        connect_args={**connect_args, "server_settings": server_settings},
     )
-    ping_after_idle(engine)
     instrument_engine(engine)
     return engine
 

@@ -14,8 +14,11 @@ from contextlib import asynccontextmanager
 
 import structlog
 from ember_shared.app import ServiceSpec, create_service_app
+from ember_shared.db import make_engine
 from ember_shared.settings import service_settings
+from ember_shared.tracing import instrument_engine
 from litestar import Litestar
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from checkout.internal.controllers import InternalCheckoutController
 from checkout.models import Base
@@ -51,6 +54,15 @@ def create_app(settings: CheckoutSettings | None = None) -> Litestar:
         app.state.checkout_settings = checkout
         app.state.upstream = upstream
         app.state.stripe = gateway
+        # The budget claims' pool: a start claims beside its own transaction (see
+        # CheckoutService.start), so never on the pool that transaction holds a connection of.
+        claims = app.state.claim_engine = make_engine(
+            service, pool_size=checkout.claim_pool_size, max_overflow=0
+        )
+        instrument_engine(claims)
+        app.state.claim_sessions = async_sessionmaker(
+            claims.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         changes = CheckoutChanges(app.state.db_engine)
         app.state.checkout_changes = changes
         await changes.ensure()
@@ -74,6 +86,7 @@ def create_app(settings: CheckoutSettings | None = None) -> Litestar:
             await changes.aclose()
             await gateway.aclose()
             await upstream.aclose()
+            await claims.dispose()
 
     return create_service_app(
         ServiceSpec(

@@ -76,6 +76,9 @@ class CheckoutSettings:
         default_factory=lambda: env_int("CHECKOUT_MAX_OPEN_PER_EMAIL", 2)
     )
     max_held_units: int = field(default_factory=lambda: env_int("CHECKOUT_MAX_HELD_UNITS", 24))
+    #: Connections of the budget claims' own pool (per process): a start's claim runs beside
+    #: its transaction, never on the request's pool.
+    claim_pool_size: int = field(default_factory=lambda: env_int("CHECKOUT_CLAIM_POOL_SIZE", 5))
     shipping_flat_rate: int = field(
         default_factory=lambda: env_int("CHECKOUT_SHIPPING_FLAT_RATE", 600)
     )

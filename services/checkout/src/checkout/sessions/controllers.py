@@ -61,8 +61,7 @@ def checkout_service(
         state.stripe,
         shopper_origin(request, state),
         engine=state.db_engine,
-        # The app's autocommit sessions: the budget's claim is one statement, its own transaction.
-        autocommit=state.db_reads,
+        claims=state.claim_sessions,
     )
 
 

@@ -129,9 +129,6 @@ _OPEN_FOR_CART = (
     )
     .order_by(_TABLE.c.created_at.desc())
 )
-_OPEN_FOR_CART_DROPPING_CLAIM = _OPEN_FOR_CART.add_cte(
-    delete(HoldClaim).where(HoldClaim.id == bindparam("claim")).cte("dropped_claim")
-)
 _LOCK_CART = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 #: The status read (each poll of the order page) and the payment webhook's lock.
 _BY_ORDER_ID = select(CheckoutSession).where(CheckoutSession.order_id == bindparam("order_id"))
@@ -146,10 +143,15 @@ _LOCK_FOR_EVENT = (
     .where(_TABLE.c.stripe_session_id == bindparam("stripe_session_id"))
     .with_for_update()
 )
-#: A new session's row and its ``checkout.started`` in one statement. Its columns' Python-side
-#: defaults are bound by ``insert_new`` (``_DEFAULTS``): SQLAlchemy fills them for a plain
-#: INSERT but leaves them NULL in one with a data-modifying ``WITH``.
-_INSERT_ROW = outbox.with_event(insert(_TABLE).returning(_TABLE.c.created_at, _TABLE.c.updated_at))
+#: A new session's row, its ``checkout.started`` and the deletion of the start's budget claim in
+#: one statement. Its columns' Python-side defaults are bound by ``insert_new`` (``_DEFAULTS``):
+#: SQLAlchemy fills them for a plain INSERT but leaves them NULL in one with a data-modifying
+#: ``WITH``.
+_INSERT_ROW = outbox.with_event(
+    insert(_TABLE)
+    .add_cte(delete(HoldClaim).where(HoldClaim.id == bindparam("claim")).cte("dropped_claim"))
+    .returning(_TABLE.c.created_at, _TABLE.c.updated_at)
+)
 _DEFAULTS = {
     column.key: column.default.arg
     for column in _TABLE.c
@@ -198,25 +200,18 @@ class CheckoutSessionRepository:
         double click waits here, then finds the first click's session instead of opening another."""
         await self.session.execute(_LOCK_CART, {"key": f"checkout:cart:{cart_id}"})
 
-    async def open_for_cart(
-        self, cart_id: uuid.UUID, *, dropping_claim: uuid.UUID | None = None
-    ) -> list[CheckoutSession]:
-        """The cart's open sessions; ``dropping_claim``: the start's budget claim is deleted by
-        the same statement (a data-modifying CTE). It is deleted in the transaction that writes
-        the session row (or answers the one open), so other starts see the claim until that
-        commits and the row from then on; a failed start rolls the deletion back with it."""
-        if dropping_claim is None:
-            found = await self.session.execute(_OPEN_FOR_CART, {"cart": cart_id})
-        else:
-            found = await self.session.execute(
-                _OPEN_FOR_CART_DROPPING_CLAIM, {"cart": cart_id, "claim": dropping_claim}
-            )
+    async def open_for_cart(self, cart_id: uuid.UUID) -> list[CheckoutSession]:
+        """The cart's open sessions."""
+        found = await self.session.execute(_OPEN_FOR_CART, {"cart": cart_id})
         return [_untracked(row) for row in found]
 
-    async def insert_new(self, row: CheckoutSession, started: CheckoutStarted) -> None:
+    async def insert_new(
+        self, row: CheckoutSession, started: CheckoutStarted, *, dropping_claim: uuid.UUID
+    ) -> None:
         """Write a new session row (every column its start set; the columns' defaults for the
-        rest) and its ``started`` event by one INSERT built once, its RETURNING bringing the
-        server's timestamps back. The row is not added to the ORM session: nothing of the
+        rest) and its ``started`` event, and delete the start's budget claim (the row counts
+        against the budget from the commit on), by one INSERT built once, its RETURNING
+        bringing the server's timestamps back. The row is not added to the ORM session: nothing of the
         request changes it after, and the unit of work's flush of one new row cost as much
         again as this."""
         state = row.__dict__
@@ -225,7 +220,8 @@ class CheckoutSessionRepository:
             _INSERT_ROW,
             _DEFAULTS
             | {column: state[key] for key, column in _ROW_COLUMNS if key in state}
-            | event,
+            | event
+            | {"claim": dropping_claim},
         )
         row.created_at, row.updated_at = written.one()
 

@@ -133,6 +133,15 @@ class Claim:
     rates: list[ShippingRate]
 
 
+@dataclass(frozen=True)
+class Held:
+    """What a start holds before it reserves: its budget claim, and the cart's lock (with the
+    cart's open sessions, read under it)."""
+
+    claim: Claim
+    open_rows: list[CheckoutSession]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -147,13 +156,14 @@ class CheckoutService:
         public_url: str,
         *,
         engine: AsyncEngine,
-        autocommit: async_sessionmaker[AsyncSession],
+        claims: async_sessionmaker[AsyncSession],
     ) -> None:
         self.db = db
         #: For the code's own short transactions, apart from the request's.
         self.engine = engine
-        #: Sessions whose every statement is a transaction of its own: the budget's claim.
-        self.autocommit = autocommit
+        #: The budget's claims: sessions on a pool of their own whose every statement is a
+        #: transaction of its own.
+        self.claims = claims
         self.repo = CheckoutSessionRepository(db)
         self.settings = settings
         self.upstream = upstream
@@ -354,10 +364,17 @@ class CheckoutService:
             _expect_total(data, priced)
         quantities = cart_quantities(cart)
         assert cart.cart_id is not None
-        claim = await self._claim_budget(
-            buyer, email, cart.cart_id, sum(quantities.values()), read_rates=priced is None
-        )
         order_id = new_id()
+        # The budget's claim is a statement of its own on a pool of its own (its round trip,
+        # a turn of this loop under load, is not added to the start's): it runs while this
+        # request's transaction takes the cart's lock and reads its open sessions. Both are
+        # done before anything is reserved. The claim's pool is not the request's, so no start
+        # holds one connection while it waits for a second from the same pool.
+        claiming = asyncio.ensure_future(
+            self._claim_budget(
+                buyer, email, cart.cart_id, sum(quantities.values()), read_rates=priced is None
+            )
+        )
         try:
             if priced is not None and priced.discount is not None:
                 await hold_use(
@@ -368,6 +385,9 @@ class CheckoutService:
                     expires_at=dt.datetime.now(dt.UTC)
                     + dt.timedelta(seconds=self.settings.reservation_ttl_s),
                 )
+            await self.repo.lock_cart(cart.cart_id)
+            open_rows = await self.repo.open_for_cart(cart.cart_id)
+            claim = await claiming
             row, created = await self._start_claimed(
                 buyer,
                 data,
@@ -375,11 +395,13 @@ class CheckoutService:
                 email=email,
                 address=address,
                 priced=priced,
-                claim=claim,
+                held=Held(claim, open_rows),
                 order_id=order_id,
             )
         except BaseException:
-            await self._release_claim(claim.id)
+            taken = await _claim_taken(claiming)
+            if taken is not None:
+                await self._release_claim(taken.id)
             if priced is not None and priced.discount is not None:
                 await release_use(self.engine, order_id)
             raise
@@ -397,17 +419,17 @@ class CheckoutService:
         email: str,
         address: Address,
         priced: Priced | None,
-        claim: Claim,
+        held: Held,
         order_id: uuid.UUID,
     ) -> tuple[CheckoutSession, bool]:
         """``priced``: the cart priced already (with a discount code); None: priced here, by the
         reservation itself when the cart has no open checkout (one call to catalog), else by a
-        lookup first (whether the open one is this very checkout depends on the prices)."""
+        lookup first (whether the open one is this very checkout depends on the prices).
+        The start's claim is deleted in this transaction either way (with the session row
+        written, or the open one answered), so other starts count it until that commits and
+        the row from then on."""
         assert cart.cart_id is not None
-        await self.repo.lock_cart(cart.cart_id)
-        # The claim goes with the same round trip: it is settled by this transaction either way
-        # (the session row written, or the open one answered).
-        open_rows = await self.repo.open_for_cart(cart.cart_id, dropping_claim=claim.id)
+        claim, open_rows = held.claim, held.open_rows
         if priced is None and open_rows:
             priced = await self._price_at(cart, address, data, claim.rates)
         customer: asyncio.Task[str] | None = None
@@ -427,6 +449,7 @@ class CheckoutService:
             content = _content_hash(buyer, email, address, priced)
             existing = await self._settle_open_sessions(open_rows, content)
             if existing is not None:
+                await HoldBudgetRepository(self.db).drop_claim(claim.id)
                 return existing, False
             reservation = await self._reserve(order_id, priced)
         row_id = new_id()
@@ -497,8 +520,8 @@ class CheckoutService:
                 checkout_url=opened.url,
             )
             # The session row counts against the budget from this commit on, the claim (deleted
-            # with the open sessions' read) no more.
-            await self.repo.insert_new(row, events.checkout_started(row))
+            # by the same statement) no more.
+            await self.repo.insert_new(row, events.checkout_started(row), dropping_claim=claim.id)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
             await self._abandon(opened.id, order_id)
@@ -624,7 +647,7 @@ class CheckoutService:
             )
         claim_id = new_id()
         now = dt.datetime.now(dt.UTC)
-        async with self.autocommit() as session:
+        async with self.claims() as session:
             # With the rates: read by the claim's statement, before its locks are taken.
             claims = HoldBudgetRepository(session, with_rates=read_rates)
             refused_until, rates = await claims.claim(
@@ -654,10 +677,10 @@ class CheckoutService:
     async def _release_claim(self, claim_id: uuid.UUID) -> None:
         """A start that failed after its claim gives the claim back at once. The request's own
         transaction (its cart lock, nothing of this checkout) is ended first: the request fails
-        anyway, and this way it never holds two connections at once."""
+        anyway."""
         try:
             await self.db.rollback()
-            async with AsyncSession(self.engine) as session, session.begin():
+            async with self.claims() as session:
                 await HoldBudgetRepository(session).drop_claim(claim_id)
         except Exception:  # the claim lapses by itself; the start's own error is the answer
             log.warning("hold_claim_release_failed", claim_id=str(claim_id), exc_info=True)
@@ -1046,3 +1069,11 @@ def _expect_total(data: StartCheckout, priced: Priced) -> None:
             expected_total=data.expected_total,
             **msgspec.to_builtins(priced.quote()),
         )
+
+
+async def _claim_taken(claiming: asyncio.Future[Claim]) -> Claim | None:
+    """The budget's claim of a start that failed meanwhile, once its statement is done: it is
+    let finish (a claim cut off mid-statement may have been taken all the same); None when it
+    was refused or failed."""
+    [outcome] = await asyncio.gather(claiming, return_exceptions=True)
+    return outcome if isinstance(outcome, Claim) else None
