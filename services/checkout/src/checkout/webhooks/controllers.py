@@ -46,7 +46,7 @@ async def stripe_webhook(
 ) -> Response[WebhookReceived]:
     payload = await request.body()
     try:
-        received = await WebhookService(db_session, state.stripe).receive(
+        received = await WebhookService(db_session, state.stripe, state.checkout_changes).receive(
             payload, request.headers.get("stripe-signature")
         )
     except Problem:

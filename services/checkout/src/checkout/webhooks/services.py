@@ -26,6 +26,7 @@ from checkout.models import CheckoutSession
 from checkout.models import CheckoutStatus as S
 from checkout.offers.services import settle_use
 from checkout.payments import StripeGateway
+from checkout.sessions.changes import CheckoutChanges
 from checkout.sessions.repositories import CheckoutSessionRepository, movable_state
 from checkout.subscriptions.webhooks import SubscriptionWebhooks, concerns_subscriptions
 from checkout.webhooks.machine import may_move
@@ -67,9 +68,14 @@ class Received:
 
 
 class WebhookService:
-    def __init__(self, db: AsyncSession, gateway: StripeGateway) -> None:
+    def __init__(
+        self, db: AsyncSession, gateway: StripeGateway, changes: CheckoutChanges | None = None
+    ) -> None:
+        """``changes``: this process's waiting status reads, handed each checkout a payment
+        moves once ``db``'s transaction commits."""
         self.db = db
         self.gateway = gateway
+        self.changes = changes
         self.sessions = CheckoutSessionRepository(db)
         self.provider_events = ProviderEventRepository(db)
 
@@ -165,7 +171,15 @@ class WebhookService:
             return Received(event.id, duplicate=True, outcome="duplicate")
         if row is not None and outcome == target.value:
             await self._effects(target, row)
+            self._hand_over(row)
         return self._handled(event, row, outcome)
+
+    def _hand_over(self, row: CheckoutSession) -> None:
+        """The reads waiting here for ``row``'s change get it once this transaction commits:
+        they answer with it instead of reading it again (the NOTIFY wakes those of other
+        replicas, which read)."""
+        if self.changes is not None:
+            self.changes.hand_over(self.db, row)
 
     def _handled(self, event: StripeEvent, row: CheckoutSession | None, outcome: str) -> Received:
         log.info(
