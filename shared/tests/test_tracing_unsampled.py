@@ -221,3 +221,33 @@ async def test_new_traces_are_kept_in_the_sampled_share_and_whole(
     assert attributes["http.request.method"] == "GET"
     assert attributes["url.path"] == "/api/things"
     assert attributes["http.response.status_code"] == 200
+
+
+async def test_a_second_engine_of_the_process_is_traced_too(
+    ember_env: TestEnv, engine: AsyncEngine, exporter: InMemorySpanExporter
+) -> None:
+    """A pool of a service's own (catalog's searches, checkout's budget claims) is a second
+    engine: its statements are traced under a recorded span as the first engine's are, and make
+    no span outside one (the instrumentation traced only the first engine a process gave it)."""
+    second = create_async_engine(
+        ember_env.database_url.replace("postgresql://", "postgresql+asyncpg://"),
+        poolclass=NullPool,
+    )
+    tracing.instrument_engine(second)
+    try:
+        with tracing.tracer().start_as_current_span("a request") as request:
+            async with second.connect() as connection:
+                assert (await connection.execute(text("SELECT 2 AS second"))).scalar() == 2
+        async with second.connect() as connection:
+            assert (await connection.execute(text("SELECT 3 AS unrecorded"))).scalar() == 3
+    finally:
+        await second.dispose()
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    statements = [
+        str((s.attributes or {}).get("db.statement", ""))
+        for s in exporter.get_finished_spans()
+        if s.kind == SpanKind.CLIENT and "db.system" in (s.attributes or {})
+    ]
+    assert [s.name for s in spans_of(exporter, trace_id) if s.name == "SELECT"] == ["SELECT"]
+    assert any("SELECT 2 AS second" in statement for statement in statements), statements
+    assert not any("unrecorded" in statement for statement in statements), statements

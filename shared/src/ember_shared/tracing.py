@@ -163,13 +163,26 @@ def instrument_engine(engine: Any) -> None:
     sync_engine = getattr(engine, "sync_engine", engine)
     instrumentor = SQLAlchemyInstrumentor()
     first = not instrumentor.is_instrumented_by_opentelemetry
-    engine_tracer = instrumentor.instrument(
-        engine=sync_engine,
-        tracer_provider=_state["provider"],
-        # The instrumentation declares sqlalchemy < 2.1 and otherwise does nothing at all (it
-        # only logs so); 2.1 keeps the engine events it hooks, and the flow test sees its spans.
-        skip_dep_check=True,
-    )
+    if first:
+        engine_tracer = instrumentor.instrument(
+            engine=sync_engine,
+            tracer_provider=_state["provider"],
+            # The instrumentation declares sqlalchemy < 2.1 and otherwise does nothing at all
+            # (it only logs so); 2.1 keeps the engine events it hooks, and the flow test sees
+            # its spans.
+            skip_dep_check=True,
+        )
+        _state["engine_tracer"] = engine_tracer
+    else:
+        # The instrumentor instruments once per process, and only the engine it is given then:
+        # a pool of a service's own (catalog's searches, checkout's budget claims) is a second
+        # engine, traced alike by a tracer made as the instrumentor makes its own.
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+        known = _state.get("engine_tracer")
+        if known is None:
+            return
+        engine_tracer = EngineTracer(known.tracer, sync_engine, known.connections_usage)  # type: ignore[no-untyped-call]
     if first and instrumentor.is_instrumented_by_opentelemetry:
         # Its "connect" span, made on every checkout from the pool.
         wrap_function_wrapper("sqlalchemy.engine.base", "Engine.connect", _when_recording)
