@@ -18,7 +18,8 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,7 +41,14 @@ from litestar.constants import HTTP_RESPONSE_START
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 from sqlalchemy import MetaData, event, func
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncAttrs,
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -146,6 +154,73 @@ def make_engine(settings: ServiceSettings, **options: Any) -> AsyncEngine:
 
 
 log = structlog.get_logger("ember.db")
+
+
+def sql_literal(value: str) -> str:
+    """A string literal for a simple query (no parameters there). Only the code's own names
+    and keys go through here, never what a request or a message carried."""
+    if "\x00" in value:
+        raise ValueError("a NUL byte cannot be sent to Postgres")
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def simple_query(driver: Any, query: str) -> str:
+    """Run ``query`` on asyncpg's connection, as a simple query (it may hold several
+    statements: one round trip for all); its status."""
+    try:
+        status: str = await driver.execute(query)
+    except Exception as exc:
+        if driver.is_closed():
+            # asyncpg's own error, which SQLAlchemy never saw: said as what it is, a lost
+            # connection (an event's delivery is then not counted against it).
+            raise ConnectionError(f"the database connection was lost: {exc!r}") from exc
+        raise
+    return status
+
+
+async def abandon_transaction(connection: AsyncConnection, driver: Any) -> None:
+    """End a transaction begun by :func:`simple_query` on ``connection`` before it goes back to
+    the pool, whose reset would not (SQLAlchemy, in autocommit, knows of no transaction). What
+    could not be rolled back is closed instead; the caller's own error is the one raised."""
+    try:
+        if not driver.is_closed() and driver.is_in_transaction():
+            await driver.execute("ROLLBACK")
+    except Exception as exc:
+        log.warning("transaction_rollback_failed", error=repr(exc))
+    finally:
+        if driver.is_closed() or driver.is_in_transaction():
+            await connection.invalidate()
+
+
+@asynccontextmanager
+async def transaction_begun_with(
+    sessions: async_sessionmaker[AsyncSession], first: str
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction whose BEGIN is sent with its first statement (``first``, a
+    simple query: no parameters) in one round trip, as the event consumer begins; SQLAlchemy
+    sends BEGIN alone first. ``sessions``: autocommit sessions (SQLAlchemy then sends neither
+    BEGIN nor COMMIT of its own). Committed when the block ends (after-commit hooks run then),
+    rolled back when it raises."""
+    async with sessions() as session:
+        connection = await session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        ended = False
+        try:
+            await simple_query(driver, f"BEGIN; {first}")
+            yield session
+            await session.flush()
+            if await simple_query(driver, "COMMIT") != "COMMIT":
+                # Postgres answers COMMIT with ROLLBACK when a statement had failed.
+                raise RuntimeError("the transaction was rolled back at commit")
+            ended = True
+        finally:
+            if not ended:
+                await abandon_transaction(connection, driver)
+        # SQLAlchemy saw no transaction of its own: its commit only fires the session's
+        # after-commit hooks, now that Postgres has committed.
+        await session.commit()
+        await after_commit_done(session)
+
 
 #: An after-commit hook: called with nothing, awaited after the commit.
 AfterCommit = Callable[[], Awaitable[None]]

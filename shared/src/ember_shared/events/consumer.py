@@ -53,9 +53,9 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from ember_shared.db import after_commit_done
+from ember_shared.db import abandon_transaction, after_commit_done, simple_query, sql_literal
 from ember_shared.events.dead_letters import FailedDelivery, write_dead_letter
 from ember_shared.events.envelope import Envelope, EventData, stream_for
 from ember_shared.events.handlers import (
@@ -134,41 +134,6 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 class _Undecodable(Exception):
     pass
-
-
-def _quoted(value: str) -> str:
-    """A string literal for a simple query (no parameters there). Only the handlers' own names
-    and their registered event types go through here, never what a message carried."""
-    if "\x00" in value:
-        raise ValueError("a NUL byte cannot be sent to Postgres")
-    return "'" + value.replace("'", "''") + "'"
-
-
-async def _raw(driver: Any, query: str) -> str:
-    """Run ``query`` on asyncpg's connection, as a simple query; its status."""
-    try:
-        status: str = await driver.execute(query)
-    except Exception as exc:
-        if driver.is_closed():
-            # asyncpg's own error, which SQLAlchemy never saw: said as what it is, a lost
-            # connection, so the delivery is not counted against the event.
-            raise ConnectionError(f"the database connection was lost: {exc!r}") from exc
-        raise
-    return status
-
-
-async def _abandon(connection: AsyncConnection, driver: Any) -> None:
-    """End the transaction the consumer opened on ``connection`` before it goes back to the
-    pool, whose reset would not (SQLAlchemy, in autocommit, knows of no transaction). What
-    could not be rolled back is closed instead; the caller's own error is the one raised."""
-    try:
-        if not driver.is_closed() and driver.is_in_transaction():
-            await driver.execute("ROLLBACK")
-    except Exception as exc:
-        log.warning("event_rollback_failed", error=repr(exc))
-    finally:
-        if driver.is_closed() or driver.is_in_transaction():
-            await connection.invalidate()
 
 
 class _FastStreamLog:
@@ -532,7 +497,7 @@ class EventConsumer:
                 if apart:
                     # Some of its handlers ran before and some did not (one was added since):
                     # which ones, only a row each can tell (below, on the ORM's transaction).
-                    await _raw(driver, "ROLLBACK")
+                    await simple_query(driver, "ROLLBACK")
                 elif claimed:
                     for handler, data in payloads:
                         with tracer().start_as_current_span(handler.name):
@@ -542,14 +507,14 @@ class EventConsumer:
                             await handler.fn(envelope, data, session, **kwargs)
                         ran.append(handler.name)
                     await session.flush()
-                if not apart and await _raw(driver, "COMMIT") != "COMMIT":
+                if not apart and await simple_query(driver, "COMMIT") != "COMMIT":
                     # Postgres answers COMMIT with ROLLBACK when a statement had failed
                     # (and a handler went on regardless): nothing was done, so not acked.
                     raise RuntimeError("the event's transaction was rolled back at commit")
                 ended = True
             finally:
                 if not ended:
-                    await _abandon(connection, driver)
+                    await abandon_transaction(connection, driver)
             if apart:
                 await session.close()
                 return await self._run_handlers_apart(envelope, payloads)
@@ -568,10 +533,12 @@ class EventConsumer:
     ) -> int:
         """``BEGIN`` and the handled rows of ``payloads``; how many rows were new."""
         rows = ", ".join(
-            f"('{event_id}', {_quoted(handler.name)}, {_quoted(event_type)})"
+            f"('{event_id}', {sql_literal(handler.name)}, {sql_literal(event_type)})"
             for handler, _ in payloads
         )
-        status = await _raw(driver, f"BEGIN; {self._handled_insert} {rows} ON CONFLICT DO NOTHING")
+        status = await simple_query(
+            driver, f"BEGIN; {self._handled_insert} {rows} ON CONFLICT DO NOTHING"
+        )
         return int(status.rsplit(" ", 1)[1])
 
     async def _run_handlers_apart(

@@ -19,7 +19,6 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.events import offer_totals
 from checkout.models import CheckoutSession
@@ -51,24 +50,24 @@ def shopper_origin(request: Request[Any, Any, Any], state: State) -> str:
     return str(state.settings.app.origin_for(host.split(",")[0]))
 
 
-def checkout_service(
-    session: AsyncSession, state: State, request: Request[Any, Any, Any]
-) -> CheckoutService:
+def checkout_service(state: State, request: Request[Any, Any, Any]) -> CheckoutService:
     return CheckoutService(
-        session,
         state.checkout_settings,
         state.upstream,
         state.stripe,
         shopper_origin(request, state),
         engine=state.db_engine,
         claims=state.claim_sessions,
+        transactions=state.db_reads,
     )
 
 
 async def provide_checkout_service(
-    db_session: AsyncSession, state: State, request: Request[Any, Any, Any]
+    state: State, request: Request[Any, Any, Any]
 ) -> CheckoutService:
-    return checkout_service(db_session, state, request)
+    """Checkout's own sessions and transactions (the start's begins with its cart's lock), not
+    the request's: none of its routes writes through the request's transaction."""
+    return checkout_service(state, request)
 
 
 def provide_status_reader(state: State) -> CheckoutStatusReader:

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ember_shared.db import sql_literal
 from ember_shared.events.contracts import CheckoutStarted
 from sqlalchemy import (
     Row,
@@ -108,6 +109,13 @@ class HoldBudgetRepository:
         await self.session.execute(delete(HoldClaim).where(HoldClaim.id == claim_id))
 
 
+def cart_lock(cart_id: uuid.UUID) -> str:
+    """The statement that takes a cart's lock until the transaction ends (across replicas too),
+    as text for a simple query (sent with BEGIN): a double click waits here, then finds the first
+    click's session instead of opening another."""
+    return f"SELECT pg_advisory_xact_lock(hashtextextended({sql_literal(f'checkout:cart:{cart_id}')}, 0))"
+
+
 _TABLE = cast(Table, CheckoutSession.__table__)
 #: (attribute, column) of every mapped column.
 _ROW_COLUMNS = [(a.key, a.columns[0].key) for a in inspect(CheckoutSession).column_attrs]
@@ -129,7 +137,6 @@ _OPEN_FOR_CART = (
     )
     .order_by(_TABLE.c.created_at.desc())
 )
-_LOCK_CART = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 #: The status read (each poll of the order page) and the payment webhook's lock.
 _BY_ORDER_ID = select(CheckoutSession).where(CheckoutSession.order_id == bindparam("order_id"))
 _LOCK_BY_STRIPE_SESSION = (
@@ -194,11 +201,6 @@ class CheckoutSessionRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def lock_cart(self, cart_id: uuid.UUID) -> None:
-        """Serialise checkouts of one cart until the transaction ends (across replicas too): a
-        double click waits here, then finds the first click's session instead of opening another."""
-        await self.session.execute(_LOCK_CART, {"key": f"checkout:cart:{cart_id}"})
 
     async def open_for_cart(self, cart_id: uuid.UUID) -> list[CheckoutSession]:
         """The cart's open sessions."""

@@ -45,6 +45,7 @@ from ember_shared.auth import Principal
 from ember_shared.contracts.cart import ResolvedCart, ResolvedLine
 from ember_shared.contracts.catalog import LookupProduct, ReservationOut
 from ember_shared.countries import ISO_COUNTRIES
+from ember_shared.db import transaction_begun_with
 from ember_shared.events.contracts import Address
 from ember_shared.ids import new_id
 from ember_shared.problems import Problem, not_found
@@ -70,6 +71,7 @@ from checkout.sessions.repositories import (
     CheckoutSessionRepository,
     HoldBudget,
     HoldBudgetRepository,
+    cart_lock,
 )
 from checkout.sessions.schemas import AddressOut, PricedLine, Quote, StartCheckout
 from checkout.settings import CheckoutSettings
@@ -136,10 +138,11 @@ class Claim:
 @dataclass(frozen=True)
 class Held:
     """What a start holds before it reserves: its budget claim, and the cart's lock (with the
-    cart's open sessions, read under it)."""
+    cart's open sessions, read under it) in its transaction."""
 
     claim: Claim
     open_rows: list[CheckoutSession]
+    transaction: AsyncSession
 
 
 def token_hash(token: str) -> str:
@@ -149,7 +152,6 @@ def token_hash(token: str) -> str:
 class CheckoutService:
     def __init__(
         self,
-        db: AsyncSession,
         settings: CheckoutSettings,
         upstream: Upstream,
         stripe: StripeGateway,
@@ -157,14 +159,16 @@ class CheckoutService:
         *,
         engine: AsyncEngine,
         claims: async_sessionmaker[AsyncSession],
+        transactions: async_sessionmaker[AsyncSession],
     ) -> None:
-        self.db = db
         #: For the code's own short transactions, apart from the request's.
         self.engine = engine
         #: The budget's claims: sessions on a pool of their own whose every statement is a
         #: transaction of its own.
         self.claims = claims
-        self.repo = CheckoutSessionRepository(db)
+        #: Autocommit sessions on the service's pool, for a transaction of the code's own that
+        #: begins with its first statement (a start's, with the cart's lock).
+        self.transactions = transactions
         self.settings = settings
         self.upstream = upstream
         self.stripe = stripe
@@ -385,19 +389,20 @@ class CheckoutService:
                     expires_at=dt.datetime.now(dt.UTC)
                     + dt.timedelta(seconds=self.settings.reservation_ttl_s),
                 )
-            await self.repo.lock_cart(cart.cart_id)
-            open_rows = await self.repo.open_for_cart(cart.cart_id)
-            claim = await claiming
-            row, created = await self._start_claimed(
-                buyer,
-                data,
-                cart=cart,
-                email=email,
-                address=address,
-                priced=priced,
-                held=Held(claim, open_rows),
-                order_id=order_id,
-            )
+            # The start's own transaction, begun with the cart's lock in one round trip.
+            async with transaction_begun_with(self.transactions, cart_lock(cart.cart_id)) as db:
+                open_rows = await CheckoutSessionRepository(db).open_for_cart(cart.cart_id)
+                claim = await claiming
+                row, created = await self._start_claimed(
+                    buyer,
+                    data,
+                    cart=cart,
+                    email=email,
+                    address=address,
+                    priced=priced,
+                    held=Held(claim, open_rows, db),
+                    order_id=order_id,
+                )
         except BaseException:
             taken = await _claim_taken(claiming)
             if taken is not None:
@@ -430,6 +435,7 @@ class CheckoutService:
         the row from then on."""
         assert cart.cart_id is not None
         claim, open_rows = held.claim, held.open_rows
+        sessions = CheckoutSessionRepository(held.transaction)
         if priced is None and open_rows:
             priced = await self._price_at(cart, address, data, claim.rates)
         customer: asyncio.Task[str] | None = None
@@ -449,7 +455,7 @@ class CheckoutService:
             content = _content_hash(buyer, email, address, priced)
             existing = await self._settle_open_sessions(open_rows, content)
             if existing is not None:
-                await HoldBudgetRepository(self.db).drop_claim(claim.id)
+                await HoldBudgetRepository(held.transaction).drop_claim(claim.id)
                 return existing, False
             reservation = await self._reserve(order_id, priced)
         row_id = new_id()
@@ -521,7 +527,7 @@ class CheckoutService:
             )
             # The session row counts against the budget from this commit on, the claim (deleted
             # by the same statement) no more.
-            await self.repo.insert_new(row, events.checkout_started(row), dropping_claim=claim.id)
+            await sessions.insert_new(row, events.checkout_started(row), dropping_claim=claim.id)
         except Exception:
             # Nothing of this checkout will be committed: undo what the others hold for it.
             await self._abandon(opened.id, order_id)
@@ -675,11 +681,9 @@ class CheckoutService:
         return Claim(claim_id, rates)
 
     async def _release_claim(self, claim_id: uuid.UUID) -> None:
-        """A start that failed after its claim gives the claim back at once. The request's own
-        transaction (its cart lock, nothing of this checkout) is ended first: the request fails
-        anyway."""
+        """A start that failed after its claim gives the claim back at once (its transaction,
+        with the cart's lock, has ended already)."""
         try:
-            await self.db.rollback()
             async with self.claims() as session:
                 await HoldBudgetRepository(session).drop_claim(claim_id)
         except Exception:  # the claim lapses by itself; the start's own error is the answer
