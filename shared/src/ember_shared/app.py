@@ -9,7 +9,6 @@ and the event runtime (outbox relay and consumers).
 
 from __future__ import annotations
 
-import gc
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +32,7 @@ from ember_shared.db import make_engine, sqlalchemy_plugin
 from ember_shared.drain import Drain
 from ember_shared.events.handlers import EventHandlers, Provider
 from ember_shared.health import health_controller
+from ember_shared.heap import freeze_start_up_heap
 from ember_shared.logging import configure_logging
 from ember_shared.metrics import MetricsProbe, mark_worker_dead, metrics_controller
 from ember_shared.openapi import (
@@ -73,16 +73,6 @@ class ServiceSpec:
 
 def redis_client(settings: ServiceSettings) -> Redis:
     return redis_from_url(settings.redis.url, decode_responses=False)
-
-
-def freeze_start_up_heap() -> None:
-    """Everything allocated by start-up (modules, the app, its routes and schemas: hundreds of
-    thousands of objects that live as long as the process) leaves the garbage collector's
-    generations: each full collection otherwise walks all of it again, a cost every request
-    pays in turn, and more in a process that loaded more (OpenTelemetry's exporter and
-    instrumentations). Python's own advice for long-lived servers (``gc.freeze``)."""
-    gc.collect()
-    gc.freeze()
 
 
 def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Litestar:

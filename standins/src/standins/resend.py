@@ -51,6 +51,7 @@ from typing import Annotated, Any
 import aiohttp
 import msgspec
 import structlog
+from ember_shared.heap import freeze_start_up_heap
 from ember_shared.logging import configure_logging
 from ember_shared.settings import data_dir, env_int, env_str, service_url
 from litestar import Litestar, Request, Response, delete, get, post
@@ -854,6 +855,8 @@ def create_app(settings: ResendStandinSettings | None = None) -> Litestar:
         openapi_config=None,
         request_max_body_size=10 * 1_048_576,
         debug=False,
+        # As a service does: collections walk what the stand-in keeps, not its start-up.
+        on_startup=[freeze_start_up_heap],
     )
     app.state.store = store
     app.state.webhooks = webhooks

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
+from ember_shared.heap import freeze_start_up_heap
 from ember_shared.logging import configure_logging
 from ember_shared.settings import env_str
 from litestar import Litestar, Request, Response
@@ -138,6 +139,8 @@ def create_app(settings: StandinSettings | None = None) -> Litestar:
         openapi_config=None,
         request_max_body_size=1_048_576,
         debug=False,
+        # As a service does: collections walk what the stand-in keeps, not its start-up.
+        on_startup=[freeze_start_up_heap],
     )
     app.state.store = store
     app.state.deliverer = deliverer
