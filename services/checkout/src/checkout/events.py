@@ -78,24 +78,30 @@ def _address(row: CheckoutSession) -> Address:
     return msgspec.convert(row.shipping_address, Address)
 
 
+def _checkout_fields(row: CheckoutSession) -> dict[str, Any]:
+    """What ``checkout.started`` and ``payment.succeeded`` both say of the checkout."""
+    return {
+        "order_id": row.order_id,
+        "checkout_session_id": row.id,
+        "user_id": row.user_id,
+        "cart_id": row.cart_id,
+        "email": row.email,
+        "lines": _lines(row),
+        "subtotal": row.subtotal,
+        "shipping": row.shipping,
+        "total": row.total,
+        "currency": row.currency,
+        "shipping_address": _address(row),
+        "reservation_id": row.reservation_id,
+        **offer_totals(row),
+    }
+
+
 def checkout_started(row: CheckoutSession) -> CheckoutStarted:
     """``checkout.started``, written by the statement that writes the session's row
     (``CheckoutSessionRepository.insert_new``): both in one round trip."""
     return CheckoutStarted(
-        order_id=row.order_id,
-        checkout_session_id=row.id,
-        user_id=row.user_id,
-        cart_id=row.cart_id,
-        email=row.email,
-        lines=_lines(row),
-        subtotal=row.subtotal,
-        shipping=row.shipping,
-        total=row.total,
-        currency=row.currency,
-        shipping_address=_address(row),
-        reservation_id=row.reservation_id,
-        expires_at=row.expires_at.astimezone(dt.UTC).isoformat(),
-        **offer_totals(row),
+        **_checkout_fields(row), expires_at=row.expires_at.astimezone(dt.UTC).isoformat()
     )
 
 
@@ -103,22 +109,10 @@ async def payment_succeeded(session: AsyncSession, row: CheckoutSession) -> None
     await outbox.add(
         session,
         PaymentSucceeded(
-            order_id=row.order_id,
-            checkout_session_id=row.id,
-            user_id=row.user_id,
-            cart_id=row.cart_id,
-            email=row.email,
-            lines=_lines(row),
-            subtotal=row.subtotal,
-            shipping=row.shipping,
-            total=row.total,
-            currency=row.currency,
-            shipping_address=_address(row),
-            reservation_id=row.reservation_id,
+            **_checkout_fields(row),
             stripe_session_id=row.stripe_session_id,
             payment_intent_id=row.stripe_payment_intent_id or "",
             attention=row.attention,
-            **offer_totals(row),
         ),
     )
 
