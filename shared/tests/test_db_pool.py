@@ -8,6 +8,7 @@ idle timeout does."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -141,3 +142,50 @@ async def test_a_service_pool_keeps_the_connections_a_burst_opened(
 
     assert len(first) == 16
     assert second == first
+
+
+async def test_a_transaction_begun_with_its_first_statement_commits_or_answers_503(
+    ember_env: TestEnv, one_connection: list[AsyncEngine]
+) -> None:
+    """``transaction_begun_with`` sends BEGIN with its first statement in one round trip and
+    commits at the end of its block. When Postgres drops the connection in the middle (a
+    restart), the error is an outage: the request answers 503, not 500, nothing of the
+    transaction is committed, and the pool hands out a live connection next."""
+    from ember_shared.db import transaction_begun_with
+    from ember_shared.problems import exception_handlers
+    from litestar import Litestar, post
+    from litestar.testing import AsyncTestClient
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    engine = pool_of_one(one_connection, ember_env.database_url, idle_seconds=0.0)
+    sessions = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    table = f"begun_{uuid.uuid4().hex[:8]}"
+    async with engine.connect() as connection:
+        await connection.execute(text(f"CREATE TABLE {table} (n int)"))
+        await connection.commit()
+
+    @post("/write/{n:int}", status_code=201)
+    async def write(n: int, cut: bool = False) -> dict[str, int]:
+        async with transaction_begun_with(sessions, f"INSERT INTO {table} VALUES ({n})") as db:
+            if cut:
+                pid = (await db.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                await terminate(ember_env.database_url, int(pid))
+        return {"n": n}
+
+    app = Litestar([write], exception_handlers=exception_handlers())
+    try:
+        async with AsyncTestClient(app=app) as client:
+            kept = await client.post("/write/1")
+            cut = await client.post("/write/2", params={"cut": "true"})
+            after = await client.post("/write/3")
+        assert kept.status_code == 201, kept.text
+        assert cut.status_code == 503, cut.text
+        assert cut.headers["content-type"].startswith("application/problem+json")
+        assert after.status_code == 201, after.text
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text(f"SELECT n FROM {table} ORDER BY n"))).all()
+        assert [n for (n,) in rows] == [1, 3]
+    finally:
+        async with engine.connect() as connection:
+            await connection.execute(text(f"DROP TABLE {table}"))
+            await connection.commit()

@@ -62,7 +62,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from ember_shared.events.tables import define_event_tables
 from ember_shared.ids import new_id
-from ember_shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from ember_shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, DatabaseConnectionLost
 from ember_shared.settings import ServiceSettings
 
 
@@ -173,7 +173,7 @@ async def simple_query(driver: Any, query: str) -> str:
         if driver.is_closed():
             # asyncpg's own error, which SQLAlchemy never saw: said as what it is, a lost
             # connection (an event's delivery is then not counted against it).
-            raise ConnectionError(f"the database connection was lost: {exc!r}") from exc
+            raise DatabaseConnectionLost(f"the database connection was lost: {exc!r}") from exc
         raise
     return status
 

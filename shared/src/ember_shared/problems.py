@@ -258,6 +258,12 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
     )
 
 
+class DatabaseConnectionLost(ConnectionError):
+    """asyncpg's connection lost under a statement sent behind SQLAlchemy's back
+    (``ember_shared.db.simple_query``: a transaction's BEGIN with its first statement, its
+    COMMIT): Postgres restarting or gone, an outage (503), not a bug."""
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     return {
         Problem: _on_problem,
@@ -267,6 +273,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         SQLAlchemyError: _on_database,
         RedisConnectionError: _unavailable,
         RedisTimeoutError: _unavailable,
+        DatabaseConnectionLost: _unavailable,
         UnicodeDecodeError: _on_undecodable,
         RecursionError: _on_undecodable,
         Exception: _on_unexpected,
