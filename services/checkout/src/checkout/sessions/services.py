@@ -370,9 +370,9 @@ class CheckoutService:
         assert cart.cart_id is not None
         order_id = new_id()
         # The budget's claim is a statement of its own on a pool of its own (its round trip,
-        # a turn of this loop under load, is not added to the start's): it runs while this
-        # request's transaction takes the cart's lock and reads its open sessions. Both are
-        # done before anything is reserved. The claim's pool is not the request's, so no start
+        # a turn of this loop under load, is not added to the start's): it runs while the
+        # start's transaction takes the cart's lock and reads its open sessions. Both are done
+        # before anything is reserved. The claims' pool is not the transaction's, so no start
         # holds one connection while it waits for a second from the same pool.
         claiming = asyncio.ensure_future(
             self._claim_budget(
