@@ -65,8 +65,8 @@ def checkout_service(state: State, request: Request[Any, Any, Any]) -> CheckoutS
 async def provide_checkout_service(
     state: State, request: Request[Any, Any, Any]
 ) -> CheckoutService:
-    """Checkout's own sessions and transactions (the start's begins with its cart's lock), not
-    the request's: none of its routes writes through the request's transaction."""
+    """The checkout service works on sessions and transactions of its own (a start's begins
+    with its cart's lock), never on the request's."""
     return checkout_service(state, request)
 
 

@@ -213,8 +213,8 @@ class CheckoutSessionRepository:
         """Write a new session row (every column its start set; the columns' defaults for the
         rest) and its ``started`` event, and delete the start's budget claim (the row counts
         against the budget from the commit on), by one INSERT built once, its RETURNING
-        bringing the server's timestamps back. The row is not added to the ORM session: nothing of the
-        request changes it after, and the unit of work's flush of one new row cost as much
+        bringing the server's timestamps back. The row is not added to the ORM session: nothing
+        of the start changes it after, and the unit of work's flush of one new row cost as much
         again as this."""
         state = row.__dict__
         event, _ = outbox.event_params(started)
