@@ -94,9 +94,10 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings | None = Non
         # Each statement its own transaction, without the BEGIN and COMMIT round trips of a
         # request transaction around it: for a route that only reads, and for a write that is
         # one statement and must end with it (checkout's budget claim and its locks).
-        app.state.db_reads = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        # (The engine itself too, made once: a one-statement read or write on its connection
+        # needs no session.)
+        app.state.db_autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.db_reads = async_sessionmaker(app.state.db_autocommit, expire_on_commit=False)
         app.state.settings = settings
         # Without a configured credential (tests, a lone service) internal routes stay closed.
         app.state.service_token = settings.auth.service_token or secrets.token_urlsafe(32)

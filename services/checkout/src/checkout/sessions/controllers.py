@@ -71,9 +71,9 @@ async def provide_checkout_service(
 
 
 def provide_status_reader(state: State) -> CheckoutStatusReader:
-    """Reads on the autocommit sessions: one statement each, no BEGIN and COMMIT round trips,
+    """Reads on the autocommit engine: one statement each, no BEGIN and COMMIT round trips,
     no request transaction, no connection held while a read waits."""
-    return CheckoutStatusReader(state.db_reads, state.checkout_changes)
+    return CheckoutStatusReader(state.db_autocommit, state.checkout_changes)
 
 
 def buyer_of(request: Request[Any, Any, Any]) -> Buyer:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, cast
 
 from ember_shared.problems import not_found
-from sqlalchemy import Row, Table, bindparam, inspect, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from checkout.models import CheckoutSession, CheckoutStatus
 from checkout.sessions.changes import CheckoutChanges
+from checkout.sessions.repositories import look_by_order_id
 from checkout.sessions.services import Buyer, may_read
 
 #: Statuses a shopper waits out: the payment may still land.
@@ -24,29 +23,11 @@ AWAITING_PAYMENT = frozenset({CheckoutStatus.OPEN.value, CheckoutStatus.PAYMENT_
 #: The longest a read may wait (seconds): under the usual 30 s proxy and client timeouts.
 MOST_WAIT_S = 20
 
-_TABLE = cast(Table, CheckoutSession.__table__)
-#: A look, built once (its cache key memoized on it).
-_LOOK = select(_TABLE).where(_TABLE.c.order_id == bindparam("order_id"))
-_MAPPER = inspect(CheckoutSession)
-#: (attribute, column) of every mapped column.
-_COLUMNS = [(a.key, a.columns[0].key) for a in _MAPPER.column_attrs]
-_new_checkout = _MAPPER.class_manager.new_instance
-
-
-def _checkout(row: Row[Any]) -> CheckoutSession:
-    """The row as a model no session tracks, its attributes written as the ORM's loading
-    writes them (straight into the instance's dict: no instrumented ``__init__``, whose
-    attribute events cost ~7x as much for its 32 columns)."""
-    checkout = _new_checkout()
-    mapping = row._mapping
-    checkout.__dict__.update({key: mapping[column] for key, column in _COLUMNS})
-    return checkout
-
 
 class CheckoutStatusReader:
-    def __init__(self, reads: async_sessionmaker[AsyncSession], changes: CheckoutChanges) -> None:
-        #: The autocommit engine ``reads`` makes its sessions on.
-        self.engine: AsyncEngine = reads.kw["bind"]
+    def __init__(self, autocommit: AsyncEngine, changes: CheckoutChanges) -> None:
+        #: The service's engine in autocommit (``app.state.db_autocommit``).
+        self.engine = autocommit
         self.changes = changes
 
     async def view(
@@ -84,5 +65,4 @@ class CheckoutStatusReader:
 
     async def _look(self, order_id: uuid.UUID) -> CheckoutSession | None:
         async with self.engine.connect() as connection:
-            found = (await connection.execute(_LOOK, {"order_id": order_id})).first()
-        return _checkout(found) if found is not None else None
+            return await look_by_order_id(connection, order_id)

@@ -74,7 +74,7 @@ class ResendWebhookController(Controller):
             raise Problem(
                 400, "webhook-payload", "The webhook body is not a Resend event."
             ) from exc
-        receipt = await WebhookService(db_session, request.app.state.db_engine).receive(
+        receipt = await WebhookService(db_session, request.app.state.db_autocommit).receive(
             msg_id, event, raw
         )
         record_webhook("notifier", "resend", "duplicate" if receipt.duplicate else "applied")

@@ -32,7 +32,7 @@ def _record(
 
 
 def _recorded_and_reported() -> Any:
-    """The statement of :meth:`WebhookEventRepository.insert_once_and_report`, built once on
+    """The statement of :func:`insert_once_and_report`, built once on
     the tables with bound parameters (one per mail sent: built per call, its coercion, cache
     key and the ORM's bulk-DML path were most of the webhook's own CPU)."""
     recorded = (
@@ -105,27 +105,6 @@ async def insert_once_and_report(
 class WebhookEventRepository(SQLAlchemyAsyncRepository[WebhookEvent]):
     model_type = WebhookEvent
     id_attribute = "svix_id"
-
-    async def insert_once_and_report(
-        self,
-        *,
-        svix_id: str,
-        type_: str,
-        provider_message_id: str,
-        payload: dict[str, Any],
-        delivery_status: str,
-        at: dt.datetime,
-    ) -> bool:
-        """:func:`insert_once_and_report` in this repository's session."""
-        return await insert_once_and_report(
-            self.session,
-            svix_id=svix_id,
-            type_=type_,
-            provider_message_id=provider_message_id,
-            payload=payload,
-            delivery_status=delivery_status,
-            at=at,
-        )
 
     async def insert_once(
         self, *, svix_id: str, type_: str, provider_message_id: str | None, payload: dict[str, Any]

@@ -61,19 +61,15 @@ def _mailable(addresses: list[str]) -> list[str]:
     return [a.strip() for a in addresses if valid_address(a.strip())]
 
 
-@functools.lru_cache(maxsize=8)
-def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 class WebhookService:
     """``session`` is the request's (its transaction committed before the answer); a delivery
-    report, one statement, runs on an autocommit connection of ``engine`` when one is given:
-    without BEGIN and COMMIT around it (two round trips less on every mail's report)."""
+    report, one statement, runs on a connection of ``autocommit`` (the service's engine in
+    autocommit) when one is given: without BEGIN and COMMIT around it (two round trips less on
+    every mail's report)."""
 
-    def __init__(self, session: AsyncSession, engine: AsyncEngine | None = None) -> None:
+    def __init__(self, session: AsyncSession, autocommit: AsyncEngine | None = None) -> None:
         self.session = session
-        self.engine = engine
+        self.autocommit = autocommit
 
     # Made when a webhook needs them: a delivery report (one per mail sent) needs none, and
     # each repository builds its base statement as it is made.
@@ -105,10 +101,10 @@ class WebhookService:
                 delivery_status=reported,
                 at=dt.datetime.now(dt.UTC),
             )
-            if self.engine is None:
+            if self.autocommit is None:
                 first = await report(self.session)
             else:
-                async with _autocommit(self.engine).connect() as connection:
+                async with self.autocommit.connect() as connection:
                     first = await report(connection)
             if first:
                 log.info("resend_webhook", svix_id=svix_id, type=event.type, email_id=message_id)
